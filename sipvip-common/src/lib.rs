@@ -1,0 +1,338 @@
+//! Map layouts shared by the sipvip kernel programs (`sipvip-ebpf`) and user space.
+//!
+//! Every type here is `#[repr(C)]` and defined once, so the two sides cannot disagree on a
+//! layout. With the `user` feature each type implements `aya::Pod`.
+//!
+//! Byte order: fields ending in `_be` hold network-order bytes exactly as they appear in a
+//! packet, loaded as a native integer (`u32::from_ne_bytes(octets)`). The datapath never
+//! swaps bytes; user space converts once when it writes a map.
+//!
+//! Map names carry a layout version (`_V1`). Change the suffix whenever a layout changes, so
+//! a daemon never adopts a pinned map whose layout it does not understand.
+#![no_std]
+
+/// Services (protocol and port) per VIP. The seed's defaults are udp/5060, tcp/5060, tcp/5061.
+pub const MAX_SERVICES: usize = 8;
+/// Pool members per VIP (a hot-standby pair needs 2).
+pub const MAX_MEMBERS: usize = 8;
+/// Pass-through source ports per member (T-Server listening ports and the like).
+pub const MAX_PASSTHROUGH_PORTS: usize = 16;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Map names. Kernel map names are limited to 15 bytes.
+pub mod map_names {
+    pub const VIPS: &str = "SV_VIPS_V1";
+    pub const MEMBERS: &str = "SV_MEMBERS_V1";
+    pub const CONNTRACK: &str = "SV_CT_V1";
+    pub const FRAGS: &str = "SV_FRAGS_V1";
+    pub const EXCLUSIONS: &str = "SV_EXCL_V1";
+    pub const DEVMAP: &str = "SV_DEVMAP_V1";
+    pub const VIP_STATS: &str = "SV_VSTATS_V1";
+    pub const REASONS: &str = "SV_REASONS_V1";
+    /// Every map, in a fixed order (for pinning and layout checks).
+    pub const ALL: [&str; 8] = [
+        VIPS, MEMBERS, CONNTRACK, FRAGS, EXCLUSIONS, DEVMAP, VIP_STATS, REASONS,
+    ];
+}
+
+/// Program names in the object file.
+pub mod program_names {
+    /// Attached to the external interface (phones, gateways, T-Lib clients).
+    pub const EXTERNAL: &str = "sipvip_ext";
+    /// Attached to the internal interface (the SIP server hosts).
+    pub const INTERNAL: &str = "sipvip_int";
+    /// Returns XDP_PASS; attached to a veth peer so it accepts redirected frames.
+    pub const PASS: &str = "sipvip_pass";
+}
+
+/// Default map sizes (production sizes; each can be overridden at load time).
+pub mod default_sizes {
+    pub const VIPS: u32 = 256;
+    pub const MEMBERS: u32 = 1024;
+    pub const CONNTRACK: u32 = 1 << 20;
+    pub const FRAGS: u32 = 65_536;
+    pub const EXCLUSIONS: u32 = 65_536;
+    pub const DEVMAP: u32 = 64;
+}
+
+/// One service of a VIP: traffic to `VIP:port_be` over `proto` goes to the active member at
+/// `member_port_be`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// IPPROTO_UDP or IPPROTO_TCP; 0 marks an unused slot.
+    pub proto: u8,
+    /// 1 when enabled. A disabled service's traffic is dropped (TLS-only mode).
+    pub enabled: u8,
+    pub _pad: u16,
+    pub port_be: u16,
+    pub member_port_be: u16,
+}
+
+/// Value of `SV_VIPS_V1`, keyed by the VIP address (`u32`, network order).
+///
+/// User space flips the active member by writing a whole new record: one map-value write,
+/// which the kernel swaps in atomically for a hash map created with BPF_F_NO_PREALLOC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipRecord {
+    /// Index into `SV_VSTATS_V1`.
+    pub vip_id: u32,
+    /// Physical address of the active member; 0 when no member is active (traffic dropped).
+    pub active_be: u32,
+    /// Slot of the active member within this VIP (0..MAX_MEMBERS), for counters.
+    pub active_slot: u32,
+    pub flags: u32,
+    pub services: [Service; MAX_SERVICES],
+}
+
+/// Value of `SV_MEMBERS_V1`, keyed by the member's physical address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// The VIP this member's outbound traffic is translated to.
+    pub vip_be: u32,
+    pub vip_id: u32,
+    /// Slot of this member within its VIP (0..MAX_MEMBERS), for counters.
+    pub slot: u32,
+    /// `MEMBER_F_*`.
+    pub flags: u32,
+    /// A copy of the VIP's services, so outbound traffic needs no second lookup.
+    pub services: [Service; MAX_SERVICES],
+    /// Source ports that are never SNATed (0 = unused).
+    pub passthrough_ports_be: [u16; MAX_PASSTHROUGH_PORTS],
+}
+
+/// Outbound traffic from this member is SNATed to its VIP (the `snat.enabled` setting).
+pub const MEMBER_F_SNAT: u32 = 1;
+
+/// Conntrack key kinds.
+pub const CT_SNAT: u8 = 1;
+pub const CT_PASSTHROUGH: u8 = 2;
+
+/// Key of `SV_CT_V1` (an LRU hash).
+///
+/// - `CT_SNAT`: a flow a member opened through its VIP. `addr_a:port_a` is `VIP:port`,
+///   `addr_b:port_b` the remote. Replies to `VIP:port` from the remote go to the member.
+///   For ICMP echo, `port_a` is the echo identifier and `port_b` is 0.
+/// - `CT_PASSTHROUGH`: a flow opened from outside to a member's physical address.
+///   `addr_a:port_a` is the member, `addr_b:port_b` the remote. The member's packets in this
+///   flow leave untouched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub addr_a_be: u32,
+    pub addr_b_be: u32,
+    pub port_a_be: u16,
+    pub port_b_be: u16,
+    pub proto: u8,
+    pub kind: u8,
+    pub _pad: u16,
+}
+
+/// Value of `SV_CT_V1`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    pub member_be: u32,
+    /// Slot of the member within its VIP, for counters.
+    pub slot: u32,
+}
+
+/// Fragment directions.
+pub const FRAG_IN: u8 = 1;
+pub const FRAG_OUT: u8 = 2;
+
+/// Key of `SV_FRAGS_V1`: one IPv4 datagram being fragmented (RFC 791 identity).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src_be: u32,
+    pub dst_be: u32,
+    pub id_be: u16,
+    pub proto: u8,
+    pub dir: u8,
+}
+
+/// What to do with every fragment of a datagram.
+pub const FRAG_ACT_TRANSLATE: u8 = 1;
+pub const FRAG_ACT_UNTOUCHED: u8 = 2;
+
+/// Value of `SV_FRAGS_V1`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    /// Inbound: the member's address (new destination). Outbound: the VIP (new source).
+    pub addr_be: u32,
+    pub action: u8,
+    /// Member slot for counters.
+    pub slot: u8,
+    /// Service slot for counters, or NO_SERVICE.
+    pub service: u8,
+    pub _pad: u8,
+}
+
+/// `FragValue::service` when the datagram is not service traffic.
+pub const NO_SERVICE: u8 = 0xff;
+
+/// Key of `SV_EXCL_V1` (an LPM trie): the address in network order.
+pub type ExclusionAddr = u32;
+
+/// Packets and bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Value of `SV_VSTATS_V1` (a per-CPU array indexed by `vip_id`). `in` is toward the
+/// members, `out` is from them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipCounters {
+    pub vip_in: Counter,
+    pub vip_out: Counter,
+    pub service_in: [Counter; MAX_SERVICES],
+    pub service_out: [Counter; MAX_SERVICES],
+    pub member_in: [Counter; MAX_MEMBERS],
+    pub member_out: [Counter; MAX_MEMBERS],
+}
+
+/// What XDP does with a packet for a given reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Handed to the kernel.
+    Pass,
+    /// Dropped.
+    Drop,
+    /// Handled by the datapath (forwarded, translated or answered).
+    Handled,
+}
+
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $name:ident = $idx:literal, $label:literal, $disp:ident; )*) => {
+        /// Every outcome the datapath counts, index into `SV_REASONS_V1` (a per-CPU array).
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Reason {
+            $( $(#[$doc])* $name = $idx, )*
+        }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[ $( Reason::$name, )* ];
+
+            /// The metric label.
+            pub const fn label(self) -> &'static str {
+                match self { $( Reason::$name => $label, )* }
+            }
+
+            pub const fn disposition(self) -> Disposition {
+                match self { $( Reason::$name => Disposition::$disp, )* }
+            }
+        }
+    };
+}
+
+reasons! {
+    // ---- handled ----
+    /// Service traffic to a VIP forwarded to the active member.
+    Steered = 0, "steered", Handled;
+    /// A reply to a member-opened flow forwarded from the VIP to the member (conntrack).
+    ConntrackReply = 1, "conntrack_reply", Handled;
+    /// Member traffic leaving with the VIP as source.
+    Snat = 2, "snat", Handled;
+    /// Member traffic to an excluded destination, forwarded untouched.
+    Excluded = 3, "excluded", Handled;
+    /// Member traffic on a pass-through port or pass-through flow, forwarded untouched.
+    Passthrough = 4, "passthrough", Handled;
+    /// ICMP echo to a VIP answered.
+    EchoReply = 5, "echo_reply", Handled;
+    /// ICMP error arriving for a VIP, translated and sent to the member.
+    IcmpErrorIn = 6, "icmp_error_in", Handled;
+    /// ICMP error from a member, translated to come from the VIP.
+    IcmpErrorOut = 7, "icmp_error_out", Handled;
+    /// A non-first fragment to a VIP forwarded along its datagram.
+    FragIn = 8, "frag_in", Handled;
+    /// A non-first fragment from a member forwarded along its datagram.
+    FragOut = 9, "frag_out", Handled;
+    // ---- passed to the kernel ----
+    /// Not IPv4 (ARP, IPv6, ...).
+    PassNotIpv4 = 16, "pass_not_ipv4", Pass;
+    /// External side: not for a VIP (transit, the gateway itself).
+    PassNotVip = 17, "pass_not_vip", Pass;
+    /// External side: to a member's physical address (T-Lib, management); untouched.
+    PassToMember = 18, "pass_to_member", Pass;
+    /// Internal side: not from a member.
+    PassNotMember = 19, "pass_not_member", Pass;
+    /// Translated, but the next hop's neighbour is not resolved yet: the kernel forwards it.
+    PassNoNeigh = 20, "pass_no_neigh", Pass;
+    /// Translated, but the FIB says the kernel must handle it (too big, local, no route).
+    PassFib = 21, "pass_fib", Pass;
+    /// Translated 802.1Q frame: the kernel's VLAN device forwards it.
+    PassVlan = 22, "pass_vlan", Pass;
+    /// From a member with TTL <= 1: the kernel answers time exceeded.
+    PassTtl = 23, "pass_ttl", Pass;
+    /// From a member: a protocol the datapath leaves alone (not TCP, UDP or ICMP).
+    PassOtherProto = 24, "pass_other_proto", Pass;
+    /// From a member to one of the VIPs (hairpin), left to the kernel.
+    PassToVip = 25, "pass_to_vip", Pass;
+    /// ICMP from a member that is neither an echo request nor an error of a known flow.
+    PassIcmp = 26, "pass_icmp", Pass;
+    // ---- dropped ----
+    /// Frame shorter than its Ethernet/802.1Q header.
+    DropMalformedEth = 32, "drop_malformed_eth", Drop;
+    /// Bad IPv4 header: version, IHL, total length.
+    DropMalformedIp = 33, "drop_malformed_ip", Drop;
+    /// L4 header truncated.
+    DropTruncatedL4 = 34, "drop_truncated_l4", Drop;
+    /// To a VIP port that is no enabled service and no known flow.
+    DropVipClosed = 35, "drop_vip_closed", Drop;
+    /// To a VIP with a protocol it does not serve.
+    DropVipProto = 36, "drop_vip_proto", Drop;
+    /// The VIP has no active member (all down, drop policy).
+    DropNoActive = 37, "drop_no_active", Drop;
+    /// To a VIP with TTL <= 1.
+    DropTtl = 38, "drop_ttl", Drop;
+    /// The FIB has no usable route (blackhole, unreachable, prohibited).
+    DropFib = 39, "drop_fib", Drop;
+    /// ICMP error for a VIP about no known flow, or an unsupported ICMP type to a VIP.
+    DropIcmp = 40, "drop_icmp", Drop;
+}
+
+/// Size of `SV_REASONS_V1`.
+pub const REASON_SLOTS: u32 = 48;
+
+/// Checksum of `Reason` numbering: part of the layout version check in user space.
+pub const LAYOUT_VERSION: u32 = 1;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)], Copy, contain no pointers, and every bit pattern is
+    // valid; explicit padding fields leave no implicit holes.
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for VipRecord {}
+    unsafe impl aya::Pod for MemberRecord {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragValue {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for VipCounters {}
+}
+
+// Layout guards: the kernel and user space compile these same assertions.
+const _: () = assert!(core::mem::size_of::<Service>() == 8);
+const _: () = assert!(core::mem::size_of::<VipRecord>() == 16 + 8 * MAX_SERVICES);
+const _: () = assert!(
+    core::mem::size_of::<MemberRecord>() == 16 + 8 * MAX_SERVICES + 2 * MAX_PASSTHROUGH_PORTS
+);
+const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 8);
+const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
+const _: () = assert!(core::mem::size_of::<FragValue>() == 8);
+const _: () = assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));

@@ -1,0 +1,172 @@
+//! Internal side: outbound SNAT of member traffic, with exclusions and pass-through
+//! (rules 4 and 5 of the datapath issue).
+
+use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
+use sipvip_common::{
+    CtKey, CtValue, FragValue, MemberRecord, Reason, CT_PASSTHROUGH, CT_SNAT, FRAG_ACT_TRANSLATE,
+    FRAG_ACT_UNTOUCHED, FRAG_OUT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_PASSTHROUGH_PORTS,
+    MEMBER_F_SNAT, NO_SERVICE,
+};
+
+use crate::{
+    csum::{rewrite, Side},
+    forward::forward,
+    frag, icmp,
+    ingress::find_service,
+    maps::{CONNTRACK, EXCLUSIONS, MEMBERS},
+    parse::{parse, ports},
+    stats::{self, Dir},
+};
+
+pub const UNTOUCHED: FragValue = FragValue {
+    addr_be: 0,
+    action: FRAG_ACT_UNTOUCHED,
+    slot: 0,
+    service: NO_SERVICE,
+    _pad: 0,
+};
+
+#[inline(always)]
+pub fn snat_to(m: &MemberRecord, service: u8) -> FragValue {
+    FragValue {
+        addr_be: m.vip_be,
+        action: FRAG_ACT_TRANSLATE,
+        slot: m.slot as u8,
+        service,
+        _pad: 0,
+    }
+}
+
+#[inline(always)]
+pub fn excluded(dst_be: u32) -> bool {
+    EXCLUSIONS.get(Key::new(32, dst_be)).is_some()
+}
+
+#[inline(always)]
+pub fn passthrough_port(m: &MemberRecord, port_be: u16) -> bool {
+    let mut i = 0;
+    while i < MAX_PASSTHROUGH_PORTS {
+        let p = m.passthrough_ports_be[i];
+        if p != 0 && p == port_be {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// True when a flow opened from outside to this member's physical address is known.
+#[inline(always)]
+pub fn passthrough_flow(proto: u8, member_be: u32, mport: u16, remote_be: u32, rport: u16) -> bool {
+    let key = CtKey {
+        addr_a_be: member_be,
+        addr_b_be: remote_be,
+        port_a_be: mport,
+        port_b_be: rport,
+        proto,
+        kind: CT_PASSTHROUGH,
+        _pad: 0,
+    };
+    // SAFETY: only tested for presence.
+    unsafe { CONNTRACK.get(&key) }.is_some()
+}
+
+/// Makes sure replies to `VIP:vport` from `remote:rport` go to this member.
+#[inline(always)]
+pub fn ensure_snat_flow(
+    proto: u8,
+    vip_be: u32,
+    vport: u16,
+    remote_be: u32,
+    rport: u16,
+    member: CtValue,
+) {
+    let key = CtKey {
+        addr_a_be: vip_be,
+        addr_b_be: remote_be,
+        port_a_be: vport,
+        port_b_be: rport,
+        proto,
+        kind: CT_SNAT,
+        _pad: 0,
+    };
+    // SAFETY: the value is compared and dropped.
+    match unsafe { CONNTRACK.get(&key) } {
+        Some(v) if *v == member => {}
+        _ => {
+            let _ = CONNTRACK.insert(&key, &member, 0);
+        }
+    }
+}
+
+#[inline(always)]
+pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
+    let p = parse(ctx)?;
+    // SAFETY: map values are only read.
+    let Some(m) = (unsafe { MEMBERS.get(&p.src_be) }) else {
+        return Err(Reason::PassNotMember);
+    };
+    if p.dst_be == m.vip_be {
+        return Err(Reason::PassToVip);
+    }
+    if p.ttl <= 1 {
+        return Err(Reason::PassTtl);
+    }
+    if m.flags & MEMBER_F_SNAT == 0 {
+        return forward(ctx, &p, p.src_be, p.dst_be, Reason::Passthrough);
+    }
+    match p.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_ICMP => return icmp::from_member(ctx, &p, m),
+        _ => return Err(Reason::PassOtherProto),
+    }
+
+    let mut port = None;
+    let (decision, reason) = if p.is_later_fragment() {
+        let d = if excluded(p.dst_be) {
+            UNTOUCHED
+        } else {
+            snat_to(m, NO_SERVICE)
+        };
+        (frag::datagram(&p, FRAG_OUT, d), Reason::FragOut)
+    } else {
+        let (sport, dport) = ports(ctx, &p)?;
+        let (d, r) = if passthrough_port(m, sport)
+            || passthrough_flow(p.proto, p.src_be, sport, p.dst_be, dport)
+        {
+            (UNTOUCHED, Reason::Passthrough)
+        } else if excluded(p.dst_be) {
+            (UNTOUCHED, Reason::Excluded)
+        } else if let Some(i) = find_service(&m.services, p.proto, sport, true) {
+            // Service traffic leaves from the service port; replies to it are steered to
+            // the active member, so no conntrack entry is needed.
+            port = Some((sport, m.services[i].port_be));
+            (snat_to(m, i as u8), Reason::Snat)
+        } else {
+            let member = CtValue {
+                member_be: p.src_be,
+                slot: m.slot,
+            };
+            ensure_snat_flow(p.proto, m.vip_be, sport, p.dst_be, dport, member);
+            (snat_to(m, NO_SERVICE), Reason::Snat)
+        };
+        if p.more_frags {
+            (frag::datagram(&p, FRAG_OUT, d), r)
+        } else {
+            (d, r)
+        }
+    };
+
+    if decision.action != FRAG_ACT_TRANSLATE {
+        return forward(ctx, &p, p.src_be, p.dst_be, reason);
+    }
+    rewrite(ctx, &p, Side::Src, decision.addr_be, port)?;
+    stats::traffic(
+        m.vip_id,
+        Dir::Out,
+        u32::from(decision.service),
+        m.slot,
+        p.len,
+    );
+    forward(ctx, &p, decision.addr_be, p.dst_be, reason)
+}

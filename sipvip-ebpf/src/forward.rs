@@ -1,0 +1,105 @@
+//! Forwarding a (possibly rewritten) packet: FIB lookup, then XDP_REDIRECT through the devmap
+//! with TTL decremented and MACs set, or a hand-off to the kernel when the FIB says so.
+
+use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_fib_lookup, programs::XdpContext};
+use sipvip_common::Reason;
+
+use crate::{
+    csum::Delta,
+    maps::DEVMAP,
+    parse::{load, store, Packet, IP_CSUM, IP_TTL},
+    stats,
+};
+
+const AF_INET: u8 = 2;
+const FIB_SUCCESS: i64 = 0;
+const FIB_BLACKHOLE: i64 = 1;
+const FIB_UNREACHABLE: i64 = 2;
+const FIB_PROHIBIT: i64 = 3;
+const FIB_NO_NEIGH: i64 = 7;
+
+/// `struct bpf_fib_lookup` (uapi/linux/bpf.h), IPv4 view; 64 bytes.
+#[repr(C)]
+struct FibParams {
+    family: u8,
+    l4_protocol: u8,
+    sport: u16,
+    dport: u16,
+    tot_len: u16,
+    ifindex: u32,
+    tos: u32,
+    src: [u32; 4],
+    dst: [u32; 4],
+    vlan_proto: u16,
+    vlan_tci: u16,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
+
+/// Forwards the packet whose headers are already translated (`src_be`/`dst_be` are the new
+/// addresses). Counts `handled` when the datapath sends it itself.
+#[inline(always)]
+pub fn forward(
+    ctx: &XdpContext,
+    p: &Packet,
+    src_be: u32,
+    dst_be: u32,
+    handled: Reason,
+) -> Result<u32, Reason> {
+    if p.vlan {
+        // The kernel's VLAN device forwards tagged frames (and decrements the TTL).
+        return Err(Reason::PassVlan);
+    }
+    let mut fib = FibParams {
+        family: AF_INET,
+        l4_protocol: p.proto,
+        sport: 0,
+        dport: 0,
+        tot_len: p.tot_len,
+        // SAFETY: reading the context's ingress ifindex.
+        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        tos: u32::from(p.tos),
+        src: [src_be, 0, 0, 0],
+        dst: [dst_be, 0, 0, 0],
+        vlan_proto: 0,
+        vlan_tci: 0,
+        smac: [0; 6],
+        dmac: [0; 6],
+    };
+    // SAFETY: fib points to a properly sized bpf_fib_lookup on our stack.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib as *mut FibParams as *mut _,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    match rc {
+        FIB_SUCCESS => {}
+        FIB_NO_NEIGH => return Err(Reason::PassNoNeigh),
+        FIB_BLACKHOLE | FIB_UNREACHABLE | FIB_PROHIBIT => return Err(Reason::DropFib),
+        _ => return Err(Reason::PassFib),
+    }
+    // The redirect only takes effect when the program returns, so the frame is edited after
+    // we know the egress device is in the devmap; otherwise it goes to the kernel unedited.
+    if DEVMAP.redirect(fib.ifindex, 0).is_err() {
+        return Err(Reason::PassFib);
+    }
+    let e = |_| Reason::DropMalformedIp;
+    let l3 = p.l3;
+    let ttl_word: u16 = load(ctx, l3 + IP_TTL).map_err(e)?;
+    let mut b = ttl_word.to_ne_bytes();
+    b[0] = b[0].wrapping_sub(1);
+    let new_word = u16::from_ne_bytes(b);
+    let mut d = Delta::new();
+    d.word(ttl_word, new_word);
+    let c: u16 = load(ctx, l3 + IP_CSUM).map_err(e)?;
+    store(ctx, l3 + IP_TTL, new_word).map_err(e)?;
+    store(ctx, l3 + IP_CSUM, d.apply(c)).map_err(e)?;
+    store(ctx, 0, fib.dmac).map_err(e)?;
+    store(ctx, 6, fib.smac).map_err(e)?;
+    stats::bump(handled);
+    Ok(xdp_action::XDP_REDIRECT)
+}

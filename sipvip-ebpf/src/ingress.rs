@@ -1,0 +1,172 @@
+//! External side: steering traffic to a VIP (rules 1-3 and 5 of the datapath issue).
+
+use aya_ebpf::programs::XdpContext;
+use sipvip_common::{
+    CtKey, CtValue, FragValue, Reason, Service, CT_PASSTHROUGH, CT_SNAT, FRAG_ACT_TRANSLATE,
+    FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES, NO_SERVICE,
+};
+
+use crate::{
+    csum::{rewrite, Side},
+    forward::forward,
+    frag, icmp,
+    maps::{CONNTRACK, MEMBERS, VIPS},
+    parse::{parse, ports, Packet},
+    stats::{self, Dir},
+};
+
+/// The index of the service matching `proto` and `port_be` on the VIP side (`member_side`
+/// false) or on the member side (`member_side` true).
+#[inline(always)]
+pub fn find_service(
+    services: &[Service; MAX_SERVICES],
+    proto: u8,
+    port_be: u16,
+    member_side: bool,
+) -> Option<usize> {
+    let mut i = 0;
+    while i < MAX_SERVICES {
+        let s = &services[i];
+        let port = if member_side {
+            s.member_port_be
+        } else {
+            s.port_be
+        };
+        if s.proto == proto && port == port_be {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+#[inline(always)]
+pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
+    let p = parse(ctx)?;
+    // SAFETY: map values are only read.
+    let Some(vip) = (unsafe { VIPS.get(&p.dst_be) }) else {
+        return not_for_vip(ctx, &p);
+    };
+    match p.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_ICMP if p.frag_offset == 0 && !p.more_frags => return icmp::to_vip(ctx, &p, vip),
+        IPPROTO_ICMP => return Err(Reason::DropIcmp),
+        _ => return Err(Reason::DropVipProto),
+    }
+    if p.ttl <= 1 {
+        return Err(Reason::DropTtl);
+    }
+
+    let mut port = None;
+    let (target, reason) = if p.is_later_fragment() {
+        if vip.active_be == 0 {
+            return Err(Reason::DropNoActive);
+        }
+        let active = FragValue {
+            addr_be: vip.active_be,
+            action: FRAG_ACT_TRANSLATE,
+            slot: vip.active_slot as u8,
+            service: NO_SERVICE,
+            _pad: 0,
+        };
+        (frag::datagram(&p, FRAG_IN, active), Reason::FragIn)
+    } else {
+        let (sport, dport) = ports(ctx, &p)?;
+        let (t, r) = if let Some(i) = find_service(&vip.services, p.proto, dport, false) {
+            let s = &vip.services[i];
+            if s.enabled == 0 {
+                return Err(Reason::DropVipClosed);
+            }
+            if vip.active_be == 0 {
+                return Err(Reason::DropNoActive);
+            }
+            port = Some((dport, s.member_port_be));
+            let t = FragValue {
+                addr_be: vip.active_be,
+                action: FRAG_ACT_TRANSLATE,
+                slot: vip.active_slot as u8,
+                service: i as u8,
+                _pad: 0,
+            };
+            (t, Reason::Steered)
+        } else {
+            let key = CtKey {
+                addr_a_be: p.dst_be,
+                addr_b_be: p.src_be,
+                port_a_be: dport,
+                port_b_be: sport,
+                proto: p.proto,
+                kind: CT_SNAT,
+                _pad: 0,
+            };
+            // SAFETY: the value is copied out.
+            let Some(ct) = (unsafe { CONNTRACK.get(&key) }) else {
+                return Err(Reason::DropVipClosed);
+            };
+            let t = FragValue {
+                addr_be: ct.member_be,
+                action: FRAG_ACT_TRANSLATE,
+                slot: ct.slot as u8,
+                service: NO_SERVICE,
+                _pad: 0,
+            };
+            (t, Reason::ConntrackReply)
+        };
+        if p.more_frags {
+            // A later fragment may have arrived first and chosen the member already.
+            let d = frag::datagram(&p, FRAG_IN, t);
+            (
+                FragValue {
+                    addr_be: d.addr_be,
+                    slot: d.slot,
+                    ..t
+                },
+                r,
+            )
+        } else {
+            (t, r)
+        }
+    };
+
+    rewrite(ctx, &p, Side::Dst, target.addr_be, port)?;
+    stats::traffic(
+        vip.vip_id,
+        Dir::In,
+        u32::from(target.service),
+        u32::from(target.slot),
+        p.len,
+    );
+    forward(ctx, &p, p.src_be, target.addr_be, reason)
+}
+
+/// Not for a VIP: transit, the gateway itself, or a member's physical address. A flow opened
+/// toward a member's physical address is remembered so the member's replies are never SNATed.
+#[inline(always)]
+fn not_for_vip(ctx: &XdpContext, p: &Packet) -> Result<u32, Reason> {
+    // SAFETY: map values are only read.
+    let Some(m) = (unsafe { MEMBERS.get(&p.dst_be) }) else {
+        return Err(Reason::PassNotVip);
+    };
+    if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && p.frag_offset == 0 {
+        if let Ok((sport, dport)) = ports(ctx, p) {
+            let key = CtKey {
+                addr_a_be: p.dst_be,
+                addr_b_be: p.src_be,
+                port_a_be: dport,
+                port_b_be: sport,
+                proto: p.proto,
+                kind: CT_PASSTHROUGH,
+                _pad: 0,
+            };
+            // SAFETY: only tested for presence.
+            if unsafe { CONNTRACK.get(&key) }.is_none() {
+                let v = CtValue {
+                    member_be: p.dst_be,
+                    slot: m.slot,
+                };
+                let _ = CONNTRACK.insert(&key, &v, 0);
+            }
+        }
+    }
+    Err(Reason::PassToMember)
+}

@@ -1,0 +1,155 @@
+//! One parse per packet: Ethernet, one optional 802.1Q tag, IPv4 (with options), and the
+//! offsets of the L4 header. Every access is bounds-checked against `data_end`.
+
+use aya_ebpf::programs::XdpContext;
+use sipvip_common::{Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+/// 0x0800 and 0x8100 as loaded from packet memory (network order).
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+const ETH_P_8021Q_BE: u16 = 0x8100u16.to_be();
+
+pub const IP_MF: u16 = 0x2000;
+pub const IP_OFFSET_MASK: u16 = 0x1fff;
+
+// IPv4 header field offsets.
+pub const IP_TTL: usize = 8;
+pub const IP_CSUM: usize = 10;
+pub const IP_SRC: usize = 12;
+pub const IP_DST: usize = 16;
+
+/// Where the parsed headers are, as offsets from the start of the frame.
+pub struct Packet {
+    pub l3: usize,
+    pub l4: usize,
+    pub vlan: bool,
+    pub proto: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    /// Host order.
+    pub tot_len: u16,
+    pub id_be: u16,
+    /// Fragment offset in 8-byte units (host order); 0 for the first or only fragment.
+    pub frag_offset: u16,
+    pub more_frags: bool,
+    pub src_be: u32,
+    pub dst_be: u32,
+    /// The frame length, for byte counters.
+    pub len: u32,
+}
+
+impl Packet {
+    /// True for a later fragment (no L4 header).
+    #[inline(always)]
+    pub fn is_later_fragment(&self) -> bool {
+        self.frag_offset != 0
+    }
+}
+
+/// A pointer to a `T` at `off` bytes into the frame, if it lies wholly inside it.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + off) as *mut T)
+}
+
+#[inline(always)]
+pub fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, ()> {
+    // SAFETY: ptr_at checked that the whole T is inside the packet.
+    Ok(unsafe { core::ptr::read_unaligned(ptr_at::<T>(ctx, off)?) })
+}
+
+#[inline(always)]
+pub fn store<T: Copy>(ctx: &XdpContext, off: usize, v: T) -> Result<(), ()> {
+    // SAFETY: ptr_at checked that the whole T is inside the packet.
+    unsafe { core::ptr::write_unaligned(ptr_at::<T>(ctx, off)?, v) };
+    Ok(())
+}
+
+/// Parses up to the L4 header offset.
+///
+/// Non-IPv4 frames are `PassNotIpv4`; broken headers are counted drops.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    let mut ethertype: u16 = load(ctx, 12).map_err(|_| Reason::DropMalformedEth)?;
+    let mut l3 = ETH_HLEN;
+    let mut vlan = false;
+    if ethertype == ETH_P_8021Q_BE {
+        ethertype = load(ctx, ETH_HLEN + 2).map_err(|_| Reason::DropMalformedEth)?;
+        l3 = ETH_HLEN + VLAN_HLEN;
+        vlan = true;
+    }
+    if ethertype != ETH_P_IP_BE {
+        return Err(Reason::PassNotIpv4);
+    }
+    // The fixed 20-byte header must be present.
+    let hdr: [u8; 20] = load(ctx, l3).map_err(|_| Reason::DropMalformedIp)?;
+    if hdr[0] >> 4 != 4 {
+        return Err(Reason::DropMalformedIp);
+    }
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(Reason::DropMalformedIp);
+    }
+    let tot_len = u16::from_be_bytes([hdr[2], hdr[3]]);
+    let avail = (len as usize).saturating_sub(l3);
+    if (tot_len as usize) < ihl || tot_len as usize > avail {
+        return Err(Reason::DropMalformedIp);
+    }
+    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+    Ok(Packet {
+        l3,
+        l4: l3 + ihl,
+        vlan,
+        proto: hdr[9],
+        ttl: hdr[8],
+        tos: hdr[1],
+        tot_len,
+        id_be: u16::from_ne_bytes([hdr[4], hdr[5]]),
+        frag_offset: frag & IP_OFFSET_MASK,
+        more_frags: frag & IP_MF != 0,
+        src_be: u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
+        dst_be: u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
+        len,
+    })
+}
+
+/// Source and destination ports (network order) of a TCP or UDP header at `l4`, checking that
+/// the header the datapath rewrites (8 bytes for UDP, 20 for TCP) is present in the frame.
+#[inline(always)]
+pub fn ports(ctx: &XdpContext, p: &Packet) -> Result<(u16, u16), Reason> {
+    let need = match p.proto {
+        IPPROTO_TCP => 20,
+        IPPROTO_UDP => 8,
+        _ => return Err(Reason::DropTruncatedL4),
+    };
+    // The L4 header must lie inside the IP datagram as well as inside the frame.
+    if p.l4 + need > p.l3 + p.tot_len as usize {
+        return Err(Reason::DropTruncatedL4);
+    }
+    let (sport, dport): (u16, u16) = if p.proto == IPPROTO_TCP {
+        let h: [u16; 10] = load(ctx, p.l4).map_err(|_| Reason::DropTruncatedL4)?;
+        (h[0], h[1])
+    } else {
+        let h: [u16; 4] = load(ctx, p.l4).map_err(|_| Reason::DropTruncatedL4)?;
+        (h[0], h[1])
+    };
+    Ok((sport, dport))
+}
+
+/// Offset of the L4 checksum field from the L4 header, for the protocols we rewrite.
+#[inline(always)]
+pub fn l4_csum_offset(proto: u8) -> usize {
+    match proto {
+        IPPROTO_TCP => 16,
+        IPPROTO_UDP => 6,
+        IPPROTO_ICMP => 2,
+        _ => 0,
+    }
+}

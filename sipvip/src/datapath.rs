@@ -1,0 +1,457 @@
+//! The datapath: loading the kernel programs, attaching them, and writing their maps.
+//!
+//! Everything that can be decided once lives here, in user space: the datapath only reads
+//! what these functions write.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use aya::{
+    maps::{lpm_trie::Key, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray},
+    programs::{Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use sipvip_common::{
+    default_sizes, map_names, program_names, CtKey, CtValue, FragKey, FragValue, MemberRecord,
+    Reason, Service, VipCounters, VipRecord, MAX_MEMBERS, MAX_PASSTHROUGH_PORTS, MAX_SERVICES,
+    MEMBER_F_SNAT,
+};
+
+/// The kernel object, built by build.rs from sipvip-ebpf.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipvip.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("VIP {0} is not installed")]
+    UnknownVip(Ipv4Addr),
+    #[error("{member} is not a member of VIP {vip}")]
+    UnknownMember { vip: Ipv4Addr, member: Ipv4Addr },
+    #[error("VIP {vip}: {what}")]
+    Invalid { vip: Ipv4Addr, what: String },
+}
+
+type Result<T> = std::result::Result<T, DatapathError>;
+
+/// Map sizes, settable at load time. The defaults are production sizes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    pub vips: u32,
+    pub members: u32,
+    pub conntrack: u32,
+    pub frags: u32,
+    pub exclusions: u32,
+    pub devmap: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            vips: default_sizes::VIPS,
+            members: default_sizes::MEMBERS,
+            conntrack: default_sizes::CONNTRACK,
+            frags: default_sizes::FRAGS,
+            exclusions: default_sizes::EXCLUSIONS,
+            devmap: default_sizes::DEVMAP,
+        }
+    }
+}
+
+/// Network-order `u32` as the datapath stores addresses.
+pub fn be32(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+pub fn from_be32(v: u32) -> Ipv4Addr {
+    Ipv4Addr::from(v.to_ne_bytes())
+}
+
+/// Network-order `u16` as the datapath stores ports.
+pub fn be16(p: u16) -> u16 {
+    p.to_be()
+}
+
+/// One service of a VIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// `sipvip_common::IPPROTO_UDP` or `IPPROTO_TCP`.
+    pub proto: u8,
+    pub port: u16,
+    /// The port on the member; usually the same as `port`.
+    pub member_port: u16,
+    pub enabled: bool,
+}
+
+/// One pool member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSpec {
+    pub addr: Ipv4Addr,
+    /// Source ports never SNATed (T-Server listening ports and the like).
+    pub passthrough_ports: Vec<u16>,
+}
+
+/// Everything the datapath needs to know about one VIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipSpec {
+    pub addr: Ipv4Addr,
+    /// Index of the VIP's counters; unique per VIP, below `MapSizes::vips`.
+    pub id: u32,
+    pub services: Vec<ServiceSpec>,
+    /// In slot order: members[i] counts in slot i.
+    pub members: Vec<MemberSpec>,
+    /// Index into `members` of the active member, or None (traffic dropped).
+    pub active: Option<usize>,
+    /// Whether members' outbound traffic is SNATed to the VIP.
+    pub snat: bool,
+}
+
+impl VipSpec {
+    fn check(&self) -> Result<()> {
+        let bad = |what: String| DatapathError::Invalid {
+            vip: self.addr,
+            what,
+        };
+        if self.services.len() > MAX_SERVICES {
+            return Err(bad(format!("{} services, at most {MAX_SERVICES}", self.services.len())));
+        }
+        if self.members.len() > MAX_MEMBERS {
+            return Err(bad(format!("{} members, at most {MAX_MEMBERS}", self.members.len())));
+        }
+        for m in &self.members {
+            if m.passthrough_ports.len() > MAX_PASSTHROUGH_PORTS {
+                return Err(bad(format!(
+                    "member {}: {} pass-through ports, at most {MAX_PASSTHROUGH_PORTS}",
+                    m.addr,
+                    m.passthrough_ports.len()
+                )));
+            }
+        }
+        if let Some(a) = self.active {
+            if a >= self.members.len() {
+                return Err(bad(format!("active member index {a} out of range")));
+            }
+        }
+        Ok(())
+    }
+
+    fn services(&self) -> [Service; MAX_SERVICES] {
+        let mut out = [Service::default(); MAX_SERVICES];
+        for (o, s) in out.iter_mut().zip(&self.services) {
+            *o = Service {
+                proto: s.proto,
+                enabled: u8::from(s.enabled),
+                _pad: 0,
+                port_be: be16(s.port),
+                member_port_be: be16(s.member_port),
+            };
+        }
+        out
+    }
+
+    /// The VIP record with `active` as the active member.
+    pub fn record(&self, active: Option<usize>) -> VipRecord {
+        let (active_be, active_slot) = match active {
+            Some(i) => (be32(self.members[i].addr), i as u32),
+            None => (0, 0),
+        };
+        VipRecord {
+            vip_id: self.id,
+            active_be,
+            active_slot,
+            flags: 0,
+            services: self.services(),
+        }
+    }
+
+    pub fn member_record(&self, slot: usize) -> MemberRecord {
+        let m = &self.members[slot];
+        let mut pt = [0u16; MAX_PASSTHROUGH_PORTS];
+        for (o, p) in pt.iter_mut().zip(&m.passthrough_ports) {
+            *o = be16(*p);
+        }
+        MemberRecord {
+            vip_be: be32(self.addr),
+            vip_id: self.id,
+            slot: slot as u32,
+            flags: if self.snat { MEMBER_F_SNAT } else { 0 },
+            services: self.services(),
+            passthrough_ports_be: pt,
+        }
+    }
+}
+
+/// The loaded datapath.
+pub struct Datapath {
+    ebpf: Ebpf,
+    vips: HashMap<MapData, u32, VipRecord>,
+    members: HashMap<MapData, u32, MemberRecord>,
+    conntrack: HashMap<MapData, CtKey, CtValue>,
+    frags: HashMap<MapData, FragKey, FragValue>,
+    exclusions: LpmTrie<MapData, u32, u8>,
+    devmap: DevMapHash<MapData>,
+    vip_stats: PerCpuArray<MapData, VipCounters>,
+    reasons: PerCpuArray<MapData, u64>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+impl Datapath {
+    /// Loads the object with `sizes` and loads (but does not attach) every program.
+    pub fn load(sizes: &MapSizes) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(map_names::VIPS, sizes.vips)
+            .map_max_entries(map_names::VIP_STATS, sizes.vips)
+            .map_max_entries(map_names::MEMBERS, sizes.members)
+            .map_max_entries(map_names::CONNTRACK, sizes.conntrack)
+            .map_max_entries(map_names::FRAGS, sizes.frags)
+            .map_max_entries(map_names::EXCLUSIONS, sizes.exclusions)
+            .map_max_entries(map_names::DEVMAP, sizes.devmap);
+        let mut ebpf = loader.load(OBJECT)?;
+        for name in [
+            program_names::EXTERNAL,
+            program_names::INTERNAL,
+            program_names::PASS,
+        ] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        Ok(Datapath {
+            vips: take(&mut ebpf, map_names::VIPS)?,
+            members: take(&mut ebpf, map_names::MEMBERS)?,
+            conntrack: take(&mut ebpf, map_names::CONNTRACK)?,
+            frags: take(&mut ebpf, map_names::FRAGS)?,
+            exclusions: take(&mut ebpf, map_names::EXCLUSIONS)?,
+            devmap: take(&mut ebpf, map_names::DEVMAP)?,
+            vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
+            reasons: take(&mut ebpf, map_names::REASONS)?,
+            ebpf,
+        })
+    }
+
+    /// A loaded program, e.g. for BPF_PROG_TEST_RUN.
+    pub fn program(&self, name: &'static str) -> Result<&Xdp> {
+        self.ebpf
+            .program(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })
+    }
+
+    /// Attaches a program to an interface.
+    pub fn attach(&mut self, program: &'static str, ifname: &str, mode: XdpMode) -> Result<()> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(DatapathError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                name: program,
+                source,
+            })?;
+        prog.attach(ifname, mode)
+            .map_err(|source| DatapathError::Program {
+                name: program,
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Lets the datapath redirect to `ifindex` (every interface a packet may leave by).
+    pub fn add_egress(&mut self, ifindex: u32) -> Result<()> {
+        self.devmap
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| DatapathError::Invalid {
+                vip: Ipv4Addr::UNSPECIFIED,
+                what: format!("devmap ifindex {ifindex}: {e}"),
+            })
+    }
+
+    /// Installs or replaces a VIP and its members.
+    pub fn install_vip(&mut self, spec: &VipSpec) -> Result<()> {
+        spec.check()?;
+        for slot in 0..spec.members.len() {
+            let key = be32(spec.members[slot].addr);
+            self.members
+                .insert(key, spec.member_record(slot), 0)
+                .map_err(map_err(map_names::MEMBERS))?;
+        }
+        self.vips
+            .insert(be32(spec.addr), spec.record(spec.active), 0)
+            .map_err(map_err(map_names::VIPS))
+    }
+
+    /// Removes a VIP and its members.
+    pub fn remove_vip(&mut self, spec: &VipSpec) -> Result<()> {
+        self.vips
+            .remove(&be32(spec.addr))
+            .map_err(map_err(map_names::VIPS))?;
+        for m in &spec.members {
+            self.members
+                .remove(&be32(m.addr))
+                .map_err(map_err(map_names::MEMBERS))?;
+        }
+        Ok(())
+    }
+
+    /// The VIP's record as the datapath sees it.
+    pub fn vip_record(&self, vip: Ipv4Addr) -> Result<VipRecord> {
+        self.vips
+            .get(&be32(vip), 0)
+            .map_err(|_| DatapathError::UnknownVip(vip))
+    }
+
+    /// Makes `member` (an address with a slot in `spec`) the active member of the VIP, or
+    /// none. One map-value write: the datapath sees the old or the new record, never a mix.
+    pub fn set_active(&mut self, spec: &VipSpec, member: Option<Ipv4Addr>) -> Result<()> {
+        let slot = match member {
+            Some(addr) => Some(spec.members.iter().position(|m| m.addr == addr).ok_or(
+                DatapathError::UnknownMember {
+                    vip: spec.addr,
+                    member: addr,
+                },
+            )?),
+            None => None,
+        };
+        self.vips
+            .insert(be32(spec.addr), spec.record(slot), 0)
+            .map_err(map_err(map_names::VIPS))
+    }
+
+    /// Adds a host (`prefix` 32) or CIDR to the SNAT exclusions.
+    pub fn add_exclusion(&mut self, net: Ipv4Addr, prefix: u8) -> Result<()> {
+        let key = Key::new(u32::from(prefix), be32(net));
+        self.exclusions
+            .insert(&key, 1, 0)
+            .map_err(map_err(map_names::EXCLUSIONS))
+    }
+
+    pub fn remove_exclusion(&mut self, net: Ipv4Addr, prefix: u8) -> Result<()> {
+        let key = Key::new(u32::from(prefix), be32(net));
+        self.exclusions
+            .remove(&key)
+            .map_err(map_err(map_names::EXCLUSIONS))
+    }
+
+    /// Every conntrack entry.
+    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtValue)>> {
+        self.conntrack
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(map_names::CONNTRACK))
+    }
+
+    /// Removes every conntrack entry (as a daemon restart with fresh maps would).
+    pub fn flush_conntrack(&mut self) -> Result<usize> {
+        let keys: Vec<CtKey> = self.conntrack.keys().filter_map(|k| k.ok()).collect();
+        for k in &keys {
+            let _ = self.conntrack.remove(k);
+        }
+        Ok(keys.len())
+    }
+
+    /// Removes the conntrack entries that send replies to `member` (BIG-IP "Reselect" after
+    /// a failover). Returns how many were removed.
+    pub fn forget_member_flows(&mut self, member: Ipv4Addr) -> Result<usize> {
+        let target = be32(member);
+        let doomed: Vec<CtKey> = self
+            .conntrack
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(k, v)| v.member_be == target && k.kind == sipvip_common::CT_SNAT)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            // An entry the LRU evicted meanwhile is already gone.
+            let _ = self.conntrack.remove(k);
+        }
+        Ok(doomed.len())
+    }
+
+    /// Every fragment-tracking entry.
+    pub fn frags(&self) -> Result<Vec<(FragKey, FragValue)>> {
+        self.frags
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(map_names::FRAGS))
+    }
+
+    /// Per-reason counters summed over CPUs (only reasons with a non-zero count).
+    pub fn reasons(&self) -> Result<BTreeMap<&'static str, u64>> {
+        let mut out = BTreeMap::new();
+        for r in Reason::ALL {
+            let v: u64 = self
+                .reasons
+                .get(&(*r as u32), 0)
+                .map_err(map_err(map_names::REASONS))?
+                .iter()
+                .sum();
+            if v != 0 {
+                out.insert(r.label(), v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A VIP's traffic counters summed over CPUs.
+    pub fn vip_counters(&self, vip_id: u32) -> Result<VipCounters> {
+        let mut total = VipCounters::default();
+        for c in self
+            .vip_stats
+            .get(&vip_id, 0)
+            .map_err(map_err(map_names::VIP_STATS))?
+            .iter()
+        {
+            add(&mut total, c);
+        }
+        Ok(total)
+    }
+}
+
+fn add(t: &mut VipCounters, c: &VipCounters) {
+    let sum = |a: &mut sipvip_common::Counter, b: &sipvip_common::Counter| {
+        a.packets += b.packets;
+        a.bytes += b.bytes;
+    };
+    sum(&mut t.vip_in, &c.vip_in);
+    sum(&mut t.vip_out, &c.vip_out);
+    for i in 0..MAX_SERVICES {
+        sum(&mut t.service_in[i], &c.service_in[i]);
+        sum(&mut t.service_out[i], &c.service_out[i]);
+    }
+    for i in 0..MAX_MEMBERS {
+        sum(&mut t.member_in[i], &c.member_in[i]);
+        sum(&mut t.member_out[i], &c.member_out[i]);
+    }
+}

@@ -1,0 +1,4 @@
+//! sipvip: a Linux/XDP replacement for a BIG-IP LTM in front of a hot-standby SIP server pair.
+//!
+//! - [`datapath`]: load, attach and program the kernel datapath.
+pub mod datapath;
