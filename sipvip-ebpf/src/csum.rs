@@ -58,14 +58,19 @@ fn fold(mut s: u32) -> u16 {
 }
 
 
+/// No port change.
+pub const SAME_PORT: (u16, u16) = (0, 0);
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Side {
+    /// Source address (and port).
     Src,
+    /// Destination address (and port).
     Dst,
 }
 
-/// Rewrites the source or destination address of the packet, and the port on that side when
-/// `port` is `Some((old, new))` and the packet carries its L4 header. The IPv4 checksum and
+/// Rewrites the source or destination address of the packet, and the port on that side from
+/// `port.0` to `port.1` when they differ and the packet carries its L4 header. The IPv4 checksum and
 /// the TCP/UDP checksum (pseudo-header and port) are updated incrementally.
 #[inline(always)]
 pub fn rewrite(
@@ -73,7 +78,7 @@ pub fn rewrite(
     p: &Packet,
     side: Side,
     new_addr: u32,
-    port: Option<(u16, u16)>,
+    port: (u16, u16),
 ) -> Result<(), Reason> {
     let e = |_| Reason::DropMalformedIp;
     let (old_addr, addr_off, port_off) = match side {
@@ -90,11 +95,10 @@ pub fn rewrite(
         return Ok(());
     }
     let mut l4 = ip;
-    if let Some((old_port, new_port)) = port {
-        if old_port != new_port {
-            l4.word(old_port, new_port);
-            store(ctx, p.l4 + port_off, new_port).map_err(|_| Reason::DropTruncatedL4)?;
-        }
+    let (old_port, new_port) = port;
+    if old_port != new_port {
+        l4.word(old_port, new_port);
+        store(ctx, p.l4 + port_off, new_port).map_err(|_| Reason::DropTruncatedL4)?;
     }
     let off = p.l4 + l4_csum_offset(p.proto);
     let c: u16 = load(ctx, off).map_err(|_| Reason::DropTruncatedL4)?;

@@ -9,7 +9,7 @@ use sipvip_common::{
 };
 
 use crate::{
-    csum::{rewrite, Side},
+    csum::{rewrite, Side, SAME_PORT},
     forward::forward,
     frag, icmp,
     ingress::find_service,
@@ -121,7 +121,7 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
         _ => return Err(Reason::PassOtherProto),
     }
 
-    let mut port = None;
+    let mut port = SAME_PORT;
     let (decision, reason) = if p.is_later_fragment() {
         let d = if excluded(p.dst_be) {
             UNTOUCHED
@@ -140,7 +140,7 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
         } else if let Some(i) = find_service(&m.services, p.proto, sport, true) {
             // Service traffic leaves from the service port; replies to it are steered to
             // the active member, so no conntrack entry is needed.
-            port = Some((sport, m.services[i].port_be));
+            port = (sport, m.services[i].port_be);
             (snat_to(m, i as u8), Reason::Snat)
         } else {
             let member = CtValue {

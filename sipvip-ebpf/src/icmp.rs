@@ -8,7 +8,7 @@ use sipvip_common::{
 };
 
 use crate::{
-    csum::{rewrite, Delta, Side},
+    csum::{rewrite, Delta, Side, SAME_PORT},
     egress::{ensure_snat_flow, excluded, passthrough_flow, passthrough_port},
     forward::forward,
     ingress::find_service,
@@ -68,7 +68,7 @@ pub fn to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Reas
             if p.ttl <= 1 {
                 return Err(Reason::DropTtl);
             }
-            rewrite(ctx, p, Side::Dst, ct.member_be, None)?;
+            rewrite(ctx, p, Side::Dst, ct.member_be, SAME_PORT)?;
             stats::traffic(vip.vip_id, Dir::In, u32::MAX, ct.slot, p.len);
             forward(ctx, p, p.src_be, ct.member_be, Reason::ConntrackReply)
         }
@@ -165,7 +165,7 @@ fn translate_embedded(
     inner: &Embedded,
     side: Side,
     new_addr: u32,
-    port: Option<(u16, u16)>,
+    port: (u16, u16),
 ) -> Result<(), Reason> {
     let e = |_| Reason::DropTruncatedL4;
     let il3 = p.l4 + EMB_L3;
@@ -189,12 +189,11 @@ fn translate_embedded(
 
     if inner.proto == IPPROTO_TCP || inner.proto == IPPROTO_UDP {
         let mut l4 = ipd;
-        if let Some((old, new)) = port {
-            if old != new {
-                l4.word(old, new);
-                icmp.word(old, new);
-                store(ctx, il4 + port_off, new).map_err(e)?;
-            }
+        let (old, new) = port;
+        if old != new {
+            l4.word(old, new);
+            icmp.word(old, new);
+            store(ctx, il4 + port_off, new).map_err(e)?;
         }
         // The embedded TCP checksum lies past the 8 bytes RFC 792 guarantees: update it only
         // when the error carries it.
@@ -226,7 +225,7 @@ fn error_to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Re
     if inner.src_be != p.dst_be {
         return Err(Reason::DropIcmp);
     }
-    let mut port = None;
+    let mut port = SAME_PORT;
     let mut service = u32::MAX;
     let (member, slot) = match inner.proto {
         IPPROTO_TCP | IPPROTO_UDP => {
@@ -234,7 +233,7 @@ fn error_to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Re
                 if vip.active_be == 0 {
                     return Err(Reason::DropNoActive);
                 }
-                port = Some((inner.sport, vip.services[i].member_port_be));
+                port = (inner.sport, vip.services[i].member_port_be);
                 service = i as u32;
                 (vip.active_be, vip.active_slot)
             } else {
@@ -268,7 +267,7 @@ fn error_to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Re
         return Err(Reason::DropTtl);
     }
     translate_embedded(ctx, p, &inner, Side::Src, member, port)?;
-    rewrite(ctx, p, Side::Dst, member, None)?;
+    rewrite(ctx, p, Side::Dst, member, SAME_PORT)?;
     stats::traffic(vip.vip_id, Dir::In, service, slot, p.len);
     forward(ctx, p, p.src_be, member, Reason::IcmpErrorIn)
 }
@@ -291,7 +290,7 @@ pub fn from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u32
                 slot: m.slot,
             };
             ensure_snat_flow(IPPROTO_ICMP, m.vip_be, id, p.dst_be, 0, member);
-            rewrite(ctx, p, Side::Src, m.vip_be, None)?;
+            rewrite(ctx, p, Side::Src, m.vip_be, SAME_PORT)?;
             stats::traffic(m.vip_id, Dir::Out, u32::MAX, m.slot, p.len);
             forward(ctx, p, m.vip_be, p.dst_be, Reason::Snat)
         }
@@ -325,7 +324,7 @@ fn error_from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u
     let mut service = u32::MAX;
     let port = if let Some(i) = find_service(&m.services, inner.proto, mport, true) {
         service = i as u32;
-        Some((mport, m.services[i].port_be))
+        (mport, m.services[i].port_be)
     } else {
         let key = CtKey {
             addr_a_be: m.vip_be,
@@ -338,12 +337,12 @@ fn error_from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u
         };
         // SAFETY: the value is compared and dropped.
         match unsafe { CONNTRACK.get(&key) } {
-            Some(ct) if ct.member_be == p.src_be => None,
+            Some(ct) if ct.member_be == p.src_be => SAME_PORT,
             _ => return Err(Reason::PassIcmp),
         }
     };
     translate_embedded(ctx, p, &inner, Side::Dst, m.vip_be, port)?;
-    rewrite(ctx, p, Side::Src, m.vip_be, None)?;
+    rewrite(ctx, p, Side::Src, m.vip_be, SAME_PORT)?;
     stats::traffic(m.vip_id, Dir::Out, service, m.slot, p.len);
     forward(ctx, p, m.vip_be, p.dst_be, Reason::IcmpErrorOut)
 }

@@ -7,7 +7,7 @@ use sipvip_common::{
 };
 
 use crate::{
-    csum::{rewrite, Side},
+    csum::{rewrite, Side, SAME_PORT},
     forward::forward,
     frag, icmp,
     maps::{CONNTRACK, MEMBERS, VIPS},
@@ -57,7 +57,7 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
         return Err(Reason::DropTtl);
     }
 
-    let mut port = None;
+    let mut port = SAME_PORT;
     let (target, reason) = if p.is_later_fragment() {
         if vip.active_be == 0 {
             return Err(Reason::DropNoActive);
@@ -80,7 +80,7 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
             if vip.active_be == 0 {
                 return Err(Reason::DropNoActive);
             }
-            port = Some((dport, s.member_port_be));
+            port = (dport, s.member_port_be);
             let t = FragValue {
                 addr_be: vip.active_be,
                 action: FRAG_ACT_TRANSLATE,

@@ -10,6 +10,9 @@ const VLAN_HLEN: usize = 4;
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ETH_P_8021Q_BE: u16 = 0x8100u16.to_be();
 
+/// A mask no header offset we use exceeds (the deepest is a quoted TCP checksum, < 200).
+const MAX_OFFSET: usize = 0x3ff;
+
 pub const IP_MF: u16 = 0x2000;
 pub const IP_OFFSET_MASK: u16 = 0x1fff;
 
@@ -52,6 +55,9 @@ impl Packet {
 pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
     let start = ctx.data();
     let end = ctx.data_end();
+    // Bounds the offset for the verifier, which may have lost track of it across spills.
+    // Every header we touch starts within the first MAX_OFFSET bytes.
+    let off = off & MAX_OFFSET;
     if start + off + core::mem::size_of::<T>() > end {
         return Err(());
     }

@@ -1,0 +1,370 @@
+//! Building test frames, and verifying every checksum of a frame from scratch.
+
+use std::net::Ipv4Addr;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const UDP: u8 = 17;
+pub const TCP: u8 = 6;
+pub const ICMP: u8 = 1;
+
+pub type Mac = [u8; 6];
+
+/// The Internet checksum of `data` (RFC 1071), folded and complemented.
+pub fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for part in parts {
+        let mut chunks = part.chunks_exact(2);
+        for c in &mut chunks {
+            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        if let [last] = chunks.remainder() {
+            sum += u32::from(*last) << 8;
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.push(0);
+    p.push(proto);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    p
+}
+
+/// The L4 part of an IPv4 packet.
+#[derive(Clone, Debug)]
+pub enum L4 {
+    Udp { sport: u16, dport: u16, payload: Vec<u8> },
+    /// `flags` is the TCP flags byte (0x02 SYN, 0x10 ACK, 0x18 PSH|ACK).
+    Tcp { sport: u16, dport: u16, seq: u32, flags: u8, payload: Vec<u8> },
+    /// Echo request (8) or reply (0).
+    Echo { ty: u8, id: u16, seq: u16, payload: Vec<u8> },
+    /// An ICMP error quoting `quoted` (the start of an IPv4 packet).
+    IcmpError { ty: u8, code: u8, quoted: Vec<u8> },
+    /// Any protocol number with raw bytes.
+    Raw { proto: u8, bytes: Vec<u8> },
+}
+
+impl L4 {
+    pub fn proto(&self) -> u8 {
+        match self {
+            L4::Udp { .. } => UDP,
+            L4::Tcp { .. } => TCP,
+            L4::Echo { .. } | L4::IcmpError { .. } => ICMP,
+            L4::Raw { proto, .. } => *proto,
+        }
+    }
+
+    /// The L4 bytes with a correct checksum for `src` -> `dst`.
+    pub fn bytes(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        match self {
+            L4::Udp { sport, dport, payload } => {
+                let len = 8 + payload.len();
+                let mut b = Vec::with_capacity(len);
+                b.extend_from_slice(&sport.to_be_bytes());
+                b.extend_from_slice(&dport.to_be_bytes());
+                b.extend_from_slice(&(len as u16).to_be_bytes());
+                b.extend_from_slice(&[0, 0]);
+                b.extend_from_slice(payload);
+                let mut c = checksum(&[&pseudo(src, dst, UDP, len), &b]);
+                if c == 0 {
+                    c = 0xffff;
+                }
+                b[6..8].copy_from_slice(&c.to_be_bytes());
+                b
+            }
+            L4::Tcp { sport, dport, seq, flags, payload } => {
+                let mut b = Vec::with_capacity(20 + payload.len());
+                b.extend_from_slice(&sport.to_be_bytes());
+                b.extend_from_slice(&dport.to_be_bytes());
+                b.extend_from_slice(&seq.to_be_bytes());
+                b.extend_from_slice(&0u32.to_be_bytes());
+                b.push(5 << 4);
+                b.push(*flags);
+                b.extend_from_slice(&65535u16.to_be_bytes());
+                b.extend_from_slice(&[0, 0, 0, 0]);
+                b.extend_from_slice(payload);
+                let c = checksum(&[&pseudo(src, dst, TCP, b.len()), &b]);
+                b[16..18].copy_from_slice(&c.to_be_bytes());
+                b
+            }
+            L4::Echo { ty, id, seq, payload } => {
+                let mut b = vec![*ty, 0, 0, 0];
+                b.extend_from_slice(&id.to_be_bytes());
+                b.extend_from_slice(&seq.to_be_bytes());
+                b.extend_from_slice(payload);
+                let c = checksum(&[&b]);
+                b[2..4].copy_from_slice(&c.to_be_bytes());
+                b
+            }
+            L4::IcmpError { ty, code, quoted } => {
+                let mut b = vec![*ty, *code, 0, 0, 0, 0, 0, 0];
+                b.extend_from_slice(quoted);
+                let c = checksum(&[&b]);
+                b[2..4].copy_from_slice(&c.to_be_bytes());
+                b
+            }
+            L4::Raw { bytes, .. } => bytes.clone(),
+        }
+    }
+}
+
+/// An Ethernet frame carrying IPv4, described field by field.
+#[derive(Clone, Debug)]
+pub struct Ip4 {
+    pub dmac: Mac,
+    pub smac: Mac,
+    pub vlan: Option<u16>,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub tos: u8,
+    pub id: u16,
+    pub df: bool,
+    /// IP options (a multiple of 4 bytes).
+    pub options: Vec<u8>,
+    pub l4: L4,
+}
+
+impl Ip4 {
+    pub fn new(smac: Mac, dmac: Mac, src: Ipv4Addr, dst: Ipv4Addr, l4: L4) -> Self {
+        Ip4 {
+            dmac,
+            smac,
+            vlan: None,
+            src,
+            dst,
+            ttl: 64,
+            tos: 0,
+            id: 0x1234,
+            df: false,
+            options: Vec::new(),
+            l4,
+        }
+    }
+
+    pub fn udp(smac: Mac, dmac: Mac, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Self {
+        Self::new(
+            smac,
+            dmac,
+            src.0,
+            dst.0,
+            L4::Udp { sport: src.1, dport: dst.1, payload: payload.to_vec() },
+        )
+    }
+
+    pub fn tcp(smac: Mac, dmac: Mac, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, payload: &[u8]) -> Self {
+        Self::new(
+            smac,
+            dmac,
+            src.0,
+            dst.0,
+            L4::Tcp { sport: src.1, dport: dst.1, seq: 1000, flags, payload: payload.to_vec() },
+        )
+    }
+
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+
+    fn l2(&self, ethertype: u16) -> Vec<u8> {
+        let mut b = Vec::with_capacity(18);
+        b.extend_from_slice(&self.dmac);
+        b.extend_from_slice(&self.smac);
+        if let Some(vid) = self.vlan {
+            b.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+            b.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+        }
+        b.extend_from_slice(&ethertype.to_be_bytes());
+        b
+    }
+
+    fn ip_header(&self, payload_len: usize, frag: u16) -> Vec<u8> {
+        let ihl = 20 + self.options.len();
+        let mut h = Vec::with_capacity(ihl);
+        h.push(0x40 | (ihl / 4) as u8);
+        h.push(self.tos);
+        h.extend_from_slice(&((ihl + payload_len) as u16).to_be_bytes());
+        h.extend_from_slice(&self.id.to_be_bytes());
+        let flags = if self.df { 0x4000 } else { 0 } | frag;
+        h.extend_from_slice(&flags.to_be_bytes());
+        h.push(self.ttl);
+        h.push(self.l4.proto());
+        h.extend_from_slice(&[0, 0]);
+        h.extend_from_slice(&self.src.octets());
+        h.extend_from_slice(&self.dst.octets());
+        h.extend_from_slice(&self.options);
+        let c = checksum(&[&h]);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h
+    }
+
+    /// The IPv4 packet (no L2).
+    pub fn ip_bytes(&self) -> Vec<u8> {
+        let l4 = self.l4.bytes(self.src, self.dst);
+        let mut b = self.ip_header(l4.len(), 0);
+        b.extend_from_slice(&l4);
+        b
+    }
+
+    /// The whole frame.
+    pub fn build(&self) -> Vec<u8> {
+        let mut b = self.l2(ETH_P_IP);
+        b.extend_from_slice(&self.ip_bytes());
+        b
+    }
+
+    /// The frame split into IPv4 fragments carrying at most `chunk` bytes of IP payload each
+    /// (a multiple of 8), in order.
+    pub fn fragments(&self, chunk: usize) -> Vec<Vec<u8>> {
+        assert_eq!(chunk % 8, 0);
+        let payload = self.l4.bytes(self.src, self.dst);
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < payload.len() {
+            let end = (off + chunk).min(payload.len());
+            let mf = if end < payload.len() { 0x2000 } else { 0 };
+            let mut b = self.l2(ETH_P_IP);
+            b.extend_from_slice(&self.ip_header(end - off, mf | (off / 8) as u16));
+            b.extend_from_slice(&payload[off..end]);
+            out.push(b);
+            off = end;
+        }
+        out
+    }
+}
+
+/// A non-IPv4 frame.
+pub fn ether(smac: Mac, dmac: Mac, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&dmac);
+    b.extend_from_slice(&smac);
+    b.extend_from_slice(&ethertype.to_be_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+/// Where the IPv4 header starts, if the frame carries IPv4.
+pub fn l3_offset(frame: &[u8]) -> Option<usize> {
+    if frame.len() < 14 {
+        return None;
+    }
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETH_P_IP => Some(14),
+        ETH_P_8021Q if frame.len() >= 18 && u16::from_be_bytes([frame[16], frame[17]]) == ETH_P_IP => Some(18),
+        _ => None,
+    }
+}
+
+/// Verifies, from scratch, every checksum the frame carries: IPv4 header; TCP, UDP or ICMP
+/// (unless a fragment); for an ICMP error, the quoted IPv4 header and, when the quote holds
+/// the whole quoted datagram, its UDP/TCP checksum.
+pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
+    let Some(l3) = l3_offset(frame) else {
+        return Ok(());
+    };
+    let ip = &frame[l3..];
+    if ip.len() < 20 {
+        return Err("short IPv4 header".into());
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if ihl < 20 || tot < ihl || tot > ip.len() {
+        return Err(format!("bad IPv4 lengths ihl={ihl} tot={tot} avail={}", ip.len()));
+    }
+    if checksum(&[&ip[..ihl]]) != 0 {
+        return Err("IPv4 header checksum".into());
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    if frag & 0x3fff != 0 {
+        return Ok(()); // a fragment: the L4 checksum covers the whole datagram
+    }
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let l4 = &ip[ihl..tot];
+    verify_l4(ip[9], src, dst, l4, true)
+}
+
+fn verify_l4(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8], outer: bool) -> Result<(), String> {
+    match proto {
+        UDP => {
+            if l4.len() < 8 {
+                return Err("short UDP".into());
+            }
+            if l4[6..8] == [0, 0] {
+                return Ok(());
+            }
+            if checksum(&[&pseudo(src, dst, UDP, l4.len()), l4]) != 0 {
+                return Err(format!("UDP checksum ({})", if outer { "outer" } else { "quoted" }));
+            }
+        }
+        TCP => {
+            if checksum(&[&pseudo(src, dst, TCP, l4.len()), l4]) != 0 {
+                return Err(format!("TCP checksum ({})", if outer { "outer" } else { "quoted" }));
+            }
+        }
+        ICMP => {
+            if checksum(&[l4]) != 0 {
+                return Err(format!("ICMP checksum ({})", if outer { "outer" } else { "quoted" }));
+            }
+            if outer && l4.len() >= 8 + 20 && matches!(l4[0], 3 | 11 | 12) {
+                let q = &l4[8..];
+                let qihl = usize::from(q[0] & 0x0f) * 4;
+                if qihl < 20 || q.len() < qihl {
+                    return Err("short quoted header".into());
+                }
+                if checksum(&[&q[..qihl]]) != 0 {
+                    return Err("quoted IPv4 header checksum".into());
+                }
+                let qtot = usize::from(u16::from_be_bytes([q[2], q[3]]));
+                if qtot <= q.len() && qtot >= qihl {
+                    let qs = Ipv4Addr::new(q[12], q[13], q[14], q[15]);
+                    let qd = Ipv4Addr::new(q[16], q[17], q[18], q[19]);
+                    verify_l4(q[9], qs, qd, &q[qihl..qtot], false)?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Reassembles IPv4 fragments (any order) into the IP payload.
+pub fn reassemble(frames: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+    let mut parts: Vec<(usize, bool, Vec<u8>)> = Vec::new();
+    for f in frames {
+        let l3 = l3_offset(f).ok_or("not IPv4")?;
+        let ip = &f[l3..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let frag = u16::from_be_bytes([ip[6], ip[7]]);
+        parts.push((usize::from(frag & 0x1fff) * 8, frag & 0x2000 != 0, ip[ihl..tot].to_vec()));
+    }
+    parts.sort_by_key(|p| p.0);
+    let mut out = Vec::new();
+    for (off, _, data) in &parts {
+        if *off != out.len() {
+            return Err(format!("gap at {}", out.len()));
+        }
+        out.extend_from_slice(data);
+    }
+    if parts.last().is_some_and(|p| p.1) {
+        return Err("last fragment has MF".into());
+    }
+    Ok(out)
+}
+
+/// Verifies the L4 checksum of a reassembled datagram.
+pub fn verify_datagram(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Result<(), String> {
+    verify_l4(proto, src, dst, payload, true)
+}

@@ -1,0 +1,128 @@
+//! Network namespaces for tests: created with a unique name, removed on drop (also when a
+//! test fails), and entered per thread with `setns`.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Fails loudly unless running as root: privileged tests never skip.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test needs root (CAP_BPF, CAP_NET_ADMIN, network namespaces); \
+             run the suite as root with `cargo xtask test`"
+        );
+    }
+    for tool in ["ip", "ethtool"] {
+        if which(tool).is_none() {
+            panic!("this test needs `{tool}` on PATH; `cargo xtask setup` installs it");
+        }
+    }
+}
+
+pub fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Runs a shell command, failing with its stderr.
+pub fn sh(cmd: &str) -> Result<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .with_context(|| format!("spawn: {cmd}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{cmd}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace named `svt-<tag>-<pid>-<n>`.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Result<Self> {
+        let name = format!(
+            "svt-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        sh(&format!("ip netns add {name}"))?;
+        let ns = Netns { name };
+        ns.exec("ip link set lo up")?;
+        Ok(ns)
+    }
+
+    /// Runs a shell command inside the namespace.
+    pub fn exec(&self, cmd: &str) -> Result<String> {
+        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', r"'\''")))
+    }
+
+    /// Starts a process inside the namespace; it is killed when the namespace is dropped.
+    pub fn spawn(&self, args: &[&str]) -> Result<std::process::Child> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawn {args:?} in {}", self.name))
+    }
+
+    pub fn ifindex(&self, ifname: &str) -> Result<u32> {
+        let out = self.exec(&format!("cat /sys/class/net/{ifname}/ifindex"))?;
+        Ok(out.trim().parse()?)
+    }
+
+    /// Moves the calling thread into the namespace until the guard is dropped.
+    pub fn enter(&self) -> Result<NsGuard> {
+        let back = File::open("/proc/thread-self/ns/net").context("open own netns")?;
+        let target = File::open(format!("/run/netns/{}", self.name)).context("open netns")?;
+        // SAFETY: setns on valid namespace fds affects only this thread.
+        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {}: {}", self.name, std::io::Error::last_os_error());
+        }
+        Ok(NsGuard { back })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill whatever still runs inside, then remove the namespace (and its veths).
+        let _ = sh(&format!(
+            "for p in $(ip netns pids {0}); do kill -9 $p; done; ip netns del {0}",
+            self.name
+        ));
+    }
+}
+
+/// Restores the thread's original namespace on drop.
+pub struct NsGuard {
+    back: File,
+}
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        // SAFETY: returning to the namespace we came from.
+        unsafe { libc::setns(self.back.as_raw_fd(), libc::CLONE_NEWNET) };
+    }
+}

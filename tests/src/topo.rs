@@ -1,0 +1,189 @@
+//! The fixture topology shared by the packet tests and the reference model.
+//!
+//! One namespace holds the gateway's two interfaces with static neighbours, so that
+//! `bpf_fib_lookup` inside BPF_PROG_TEST_RUN gives known, repeatable answers:
+//!
+//! ```text
+//!   ext0 198.18.1.1/24  (02:00:00:00:01:01)   phones, SBC, T-Lib client, config server
+//!   int0 198.18.2.1/24  (02:00:00:00:02:01)   primary .11, backup .12
+//!   198.18.3.0/24 via 198.18.1.254 (neighbour never resolved)
+//!   blackhole 198.18.9.0/24
+//! ```
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use sipvip::datapath::{Datapath, MapSizes, MemberSpec, ServiceSpec, VipSpec};
+use sipvip_common::{IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::{frame::Mac, netns::Netns};
+
+pub const EXT_MAC: Mac = [2, 0, 0, 0, 1, 1];
+pub const INT_MAC: Mac = [2, 0, 0, 0, 2, 1];
+pub const EXT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const INT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+pub const VIP_ID: u32 = 3;
+pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
+pub const BACKUP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 12);
+pub const PRIMARY_MAC: Mac = [2, 0, 0, 2, 0, 11];
+pub const BACKUP_MAC: Mac = [2, 0, 0, 2, 0, 12];
+
+/// Group A.
+pub const PHONE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+pub const PHONE_MAC: Mac = [2, 0, 0, 1, 0, 10];
+/// Group B.
+pub const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
+pub const SBC_MAC: Mac = [2, 0, 0, 1, 0, 20];
+/// Group D.
+pub const TLIB: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 30);
+pub const TLIB_MAC: Mac = [2, 0, 0, 1, 0, 30];
+/// Group C, excluded from SNAT as a host; also inside the excluded 198.18.1.48/28.
+pub const CONFIG: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 50);
+pub const CONFIG_MAC: Mac = [2, 0, 0, 1, 0, 50];
+/// Inside the excluded /28 but not the excluded /32 host.
+pub const EXCL_NET_HOST: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 49);
+pub const EXCL_NET_HOST_MAC: Mac = [2, 0, 0, 1, 0, 49];
+/// On the external link, no neighbour entry.
+pub const UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 77);
+/// Behind a gateway whose neighbour is never resolved.
+pub const REMOTE_NO_NEIGH: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 5);
+/// Blackholed.
+pub const BLACKHOLED: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 9);
+
+/// T-Server listening port, a pass-through port on both members.
+pub const TSERVER_PORT: u16 = 3000;
+/// A service with port translation: udp VIP:5080 -> member:15080.
+pub const MAPPED_PORT: u16 = 5080;
+pub const MAPPED_MEMBER_PORT: u16 = 15080;
+
+/// Static neighbours: (address, MAC, interface).
+pub const NEIGHBOURS: &[(Ipv4Addr, Mac, &str)] = &[
+    (PHONE, PHONE_MAC, "ext0"),
+    (SBC, SBC_MAC, "ext0"),
+    (TLIB, TLIB_MAC, "ext0"),
+    (CONFIG, CONFIG_MAC, "ext0"),
+    (EXCL_NET_HOST, EXCL_NET_HOST_MAC, "ext0"),
+    (PRIMARY, PRIMARY_MAC, "int0"),
+    (BACKUP, BACKUP_MAC, "int0"),
+];
+
+/// SNAT exclusions: overlapping prefixes.
+pub const EXCLUSIONS: &[(Ipv4Addr, u8)] = &[
+    (CONFIG, 32),
+    (Ipv4Addr::new(198, 18, 1, 48), 28),
+    (Ipv4Addr::new(198, 18, 200, 0), 24),
+];
+
+pub fn vip_spec() -> VipSpec {
+    let svc = |proto, port, member_port| ServiceSpec {
+        proto,
+        port,
+        member_port,
+        enabled: true,
+    };
+    let member = |addr| MemberSpec {
+        addr,
+        passthrough_ports: vec![TSERVER_PORT],
+    };
+    VipSpec {
+        addr: VIP,
+        id: VIP_ID,
+        services: vec![
+            svc(IPPROTO_UDP, 5060, 5060),
+            svc(IPPROTO_TCP, 5060, 5060),
+            svc(IPPROTO_TCP, 5061, 5061),
+            svc(IPPROTO_UDP, MAPPED_PORT, MAPPED_MEMBER_PORT),
+        ],
+        members: vec![member(PRIMARY), member(BACKUP)],
+        active: Some(0),
+        snat: true,
+    }
+}
+
+fn mac_str(m: &Mac) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// The fixture namespace with its interfaces, and the datapath loaded and programmed inside.
+pub struct FixtureNet {
+    pub dp: Datapath,
+    pub ext_ifindex: u32,
+    pub int_ifindex: u32,
+    pub spec: VipSpec,
+    // Dropped last: removes the namespace.
+    pub ns: Netns,
+}
+
+impl FixtureNet {
+    pub fn new(sizes: &MapSizes) -> Result<Self> {
+        crate::netns::require_root();
+        let ns = Netns::new("fx")?;
+        let mut script = vec![
+            "sysctl -qw net.ipv4.ip_forward=1".to_string(),
+            "ip link add ext0 type veth peer name extp".into(),
+            "ip link add int0 type veth peer name intp".into(),
+            format!("ip link set ext0 address {}", mac_str(&EXT_MAC)),
+            format!("ip link set int0 address {}", mac_str(&INT_MAC)),
+            "ip link set ext0 up; ip link set extp up; ip link set int0 up; ip link set intp up".into(),
+            format!("ip addr add {EXT_IP}/24 dev ext0"),
+            format!("ip addr add {INT_IP}/24 dev int0"),
+            "ip route add 198.18.3.0/24 via 198.18.1.254".into(),
+            "ip route add blackhole 198.18.9.0/24".into(),
+        ];
+        for (ip, mac, dev) in NEIGHBOURS {
+            script.push(format!(
+                "ip neigh replace {ip} lladdr {} dev {dev} nud permanent",
+                mac_str(mac)
+            ));
+        }
+        ns.exec(&script.join(" && "))?;
+        let ext_ifindex = ns.ifindex("ext0")?;
+        let int_ifindex = ns.ifindex("int0")?;
+        let spec = vip_spec();
+        let dp = {
+            let _in = ns.enter()?;
+            let mut dp = Datapath::load(sizes)?;
+            dp.add_egress(ext_ifindex)?;
+            dp.add_egress(int_ifindex)?;
+            dp.install_vip(&spec)?;
+            for (net, len) in EXCLUSIONS {
+                dp.add_exclusion(*net, *len)?;
+            }
+            dp
+        };
+        Ok(FixtureNet {
+            dp,
+            ext_ifindex,
+            int_ifindex,
+            spec,
+            ns,
+        })
+    }
+
+    /// Runs one frame through a program as if it arrived on `ifindex`.
+    pub fn run(&self, program: &'static str, ifindex: u32, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let _in = self.ns.enter()?;
+        let prog = self.dp.program(program)?;
+        run_xdp(prog, ifindex, frame)
+    }
+}
+
+/// BPF_PROG_TEST_RUN of one frame with `ingress_ifindex` set; returns the verdict and the
+/// frame as the program left it.
+pub fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 512];
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        ..TestRunOptions::default()
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
+}
