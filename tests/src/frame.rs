@@ -368,3 +368,19 @@ pub fn reassemble(frames: &[Vec<u8>]) -> Result<Vec<u8>, String> {
 pub fn verify_datagram(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Result<(), String> {
     verify_l4(proto, src, dst, payload, true)
 }
+
+impl L4 {
+    pub fn set_sport(&mut self, p: u16) {
+        match self {
+            L4::Udp { sport, .. } | L4::Tcp { sport, .. } => *sport = p,
+            _ => panic!("no ports"),
+        }
+    }
+
+    pub fn set_dport(&mut self, p: u16) {
+        match self {
+            L4::Udp { dport, .. } | L4::Tcp { dport, .. } => *dport = p,
+            _ => panic!("no ports"),
+        }
+    }
+}
