@@ -384,3 +384,36 @@ impl L4 {
         }
     }
 }
+
+/// Recomputes, from scratch, the IPv4 header checksum and (for an unfragmented packet) the
+/// TCP, UDP or ICMP checksum of the IPv4 packet `ip`.
+pub fn fix_checksums(ip: &mut [u8]) {
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&[&ip[..ihl]]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 || tot < ihl {
+        return;
+    }
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let proto = ip[9];
+    let l4 = &mut ip[ihl..tot];
+    let off = match proto {
+        UDP if l4.len() >= 8 => 6,
+        TCP if l4.len() >= 20 => 16,
+        ICMP if l4.len() >= 4 => 2,
+        _ => return,
+    };
+    l4[off..off + 2].copy_from_slice(&[0, 0]);
+    let mut c = if proto == ICMP {
+        checksum(&[l4])
+    } else {
+        checksum(&[&pseudo(src, dst, proto, l4.len()), l4])
+    };
+    if proto == UDP && c == 0 {
+        c = 0xffff;
+    }
+    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
+}

@@ -2,5 +2,6 @@
 //! plain-Rust reference model of the datapath.
 pub mod check;
 pub mod frame;
+pub mod model;
 pub mod netns;
 pub mod topo;

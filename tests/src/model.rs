@@ -1,0 +1,680 @@
+//! A plain-Rust reference model of the datapath's rules, written from the rules and
+//! not from the kernel code: it works on byte vectors with host-order values and big-endian
+//! checksum words. The differential test requires it and the datapath to agree on verdict,
+//! output bytes and counters for every frame.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+};
+
+use sipvip::datapath::VipSpec;
+
+use crate::{
+    check::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    frame::Mac,
+    topo,
+};
+
+const UDP: u8 = 17;
+const TCP: u8 = 6;
+const ICMP: u8 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum FlowKind {
+    /// Replies to VIP:port from remote:port go to a member.
+    Snat,
+    /// A flow opened from outside to member:port.
+    Passthrough,
+}
+
+/// (kind, proto, local addr, local port, remote addr, remote port)
+type Flow = (FlowKind, u8, Ipv4Addr, u16, Ipv4Addr, u16);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlowTarget {
+    member: Ipv4Addr,
+    slot: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Datagram {
+    /// Translate to this address (member inbound, VIP outbound).
+    To { addr: Ipv4Addr, slot: u32, service: Option<usize> },
+    Untouched,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Ext,
+    Int,
+}
+
+/// What the FIB says about a destination in the fixture topology.
+enum Fib {
+    Send { smac: Mac, dmac: Mac },
+    NoNeigh,
+    Blackhole,
+    Kernel,
+}
+
+fn fib(dst: Ipv4Addr, tot_len: usize) -> Fib {
+    let o = dst.octets();
+    if o[..3] == [198, 18, 9] {
+        return Fib::Blackhole;
+    }
+    if dst == topo::EXT_IP || dst == topo::INT_IP {
+        return Fib::Kernel;
+    }
+    let (link, smac) = match o[..3] {
+        [198, 18, 1] => ("ext0", topo::EXT_MAC),
+        [198, 18, 2] => ("int0", topo::INT_MAC),
+        [198, 18, 3] => {
+            return if tot_len > 1500 { Fib::Kernel } else { Fib::NoNeigh };
+        }
+        _ => return Fib::Kernel,
+    };
+    if tot_len > 1500 {
+        return Fib::Kernel;
+    }
+    match topo::NEIGHBOURS.iter().find(|(ip, _, dev)| *ip == dst && *dev == link) {
+        Some((_, mac, _)) => Fib::Send { smac, dmac: *mac },
+        None => Fib::NoNeigh,
+    }
+}
+
+/// Per-VIP counters as (packets, bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub vip_in: (u64, u64),
+    pub vip_out: (u64, u64),
+    pub service_in: [(u64, u64); 8],
+    pub service_out: [(u64, u64); 8],
+    pub member_in: [(u64, u64); 8],
+    pub member_out: [(u64, u64); 8],
+}
+
+pub struct Model {
+    pub spec: VipSpec,
+    pub active: Option<usize>,
+    pub exclusions: Vec<(Ipv4Addr, u8)>,
+    flows: HashMap<Flow, FlowTarget>,
+    datagrams: HashMap<(Ipv4Addr, Ipv4Addr, u16, u8, Side), Datagram>,
+    pub reasons: BTreeMap<&'static str, u64>,
+    pub traffic: Traffic,
+}
+
+// ---- byte helpers (host order in, network order in the buffer) ----
+fn r16(b: &[u8], o: usize) -> u16 {
+    u16::from_be_bytes([b[o], b[o + 1]])
+}
+fn w16(b: &mut [u8], o: usize, v: u16) {
+    b[o..o + 2].copy_from_slice(&v.to_be_bytes());
+}
+fn rip(b: &[u8], o: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[o], b[o + 1], b[o + 2], b[o + 3])
+}
+fn wip(b: &mut [u8], o: usize, a: Ipv4Addr) {
+    b[o..o + 4].copy_from_slice(&a.octets());
+}
+
+/// RFC 1624 eqn. 3 over a list of (old, new) words.
+fn adjust(csum: u16, changes: &[(u16, u16)]) -> u16 {
+    let mut s = u32::from(!csum);
+    for (old, new) in changes {
+        s += u32::from(!*old) + u32::from(*new);
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+fn adjust_udp(csum: u16, changes: &[(u16, u16)]) -> u16 {
+    if csum == 0 {
+        return 0;
+    }
+    match adjust(csum, changes) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+fn addr_words(old: Ipv4Addr, new: Ipv4Addr) -> [(u16, u16); 2] {
+    let (o, n) = (old.octets(), new.octets());
+    [
+        (u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([n[0], n[1]])),
+        (u16::from_be_bytes([o[2], o[3]]), u16::from_be_bytes([n[2], n[3]])),
+    ]
+}
+
+/// Parsed offsets of one frame.
+struct P {
+    l3: usize,
+    l4: usize,
+    vlan: bool,
+    proto: u8,
+    ttl: u8,
+    tot: usize,
+    id: u16,
+    frag_off: u16,
+    mf: bool,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+}
+
+impl P {
+    fn later(&self) -> bool {
+        self.frag_off != 0
+    }
+    fn l4_end(&self) -> usize {
+        self.l3 + self.tot
+    }
+}
+
+type Outcome = Result<u32, &'static str>;
+
+impl Model {
+    pub fn new(spec: VipSpec, exclusions: &[(Ipv4Addr, u8)]) -> Self {
+        Model {
+            active: spec.active,
+            spec,
+            exclusions: exclusions.to_vec(),
+            flows: HashMap::new(),
+            datagrams: HashMap::new(),
+            reasons: BTreeMap::new(),
+            traffic: Traffic::default(),
+        }
+    }
+
+    /// Runs one frame; returns the verdict and the frame as it leaves.
+    pub fn process(&mut self, side: Side, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut b = frame.to_vec();
+        let r = match side {
+            Side::Ext => self.external(&mut b),
+            Side::Int => self.internal(&mut b),
+        };
+        let verdict = match r {
+            Ok(v) => v,
+            Err(reason) => {
+                *self.reasons.entry(reason).or_default() += 1;
+                if reason.starts_with("drop_") {
+                    XDP_DROP
+                } else {
+                    XDP_PASS
+                }
+            }
+        };
+        (verdict, b)
+    }
+
+    fn count(&mut self, reason: &'static str) {
+        *self.reasons.entry(reason).or_default() += 1;
+    }
+
+    fn parse(&self, b: &[u8]) -> Result<P, &'static str> {
+        if b.len() < 14 {
+            return Err("drop_malformed_eth");
+        }
+        let (mut et, mut l3, mut vlan) = (r16(b, 12), 14, false);
+        if et == 0x8100 {
+            if b.len() < 18 {
+                return Err("drop_malformed_eth");
+            }
+            et = r16(b, 16);
+            l3 = 18;
+            vlan = true;
+        }
+        if et != 0x0800 {
+            return Err("pass_not_ipv4");
+        }
+        if b.len() < l3 + 20 || b[l3] >> 4 != 4 {
+            return Err("drop_malformed_ip");
+        }
+        let ihl = usize::from(b[l3] & 15) * 4;
+        let tot = usize::from(r16(b, l3 + 2));
+        if ihl < 20 || tot < ihl || tot > b.len() - l3 {
+            return Err("drop_malformed_ip");
+        }
+        let frag = r16(b, l3 + 6);
+        Ok(P {
+            l3,
+            l4: l3 + ihl,
+            vlan,
+            proto: b[l3 + 9],
+            ttl: b[l3 + 8],
+            tot,
+            id: r16(b, l3 + 4),
+            frag_off: frag & 0x1fff,
+            mf: frag & 0x2000 != 0,
+            src: rip(b, l3 + 12),
+            dst: rip(b, l3 + 16),
+        })
+    }
+
+    fn ports(&self, b: &[u8], p: &P) -> Result<(u16, u16), &'static str> {
+        let need = if p.proto == TCP { 20 } else { 8 };
+        if p.l4 + need > p.l4_end() {
+            return Err("drop_truncated_l4");
+        }
+        Ok((r16(b, p.l4), r16(b, p.l4 + 2)))
+    }
+
+    fn service_vip_side(&self, proto: u8, port: u16) -> Option<usize> {
+        self.spec.services.iter().position(|s| s.proto == proto && s.port == port)
+    }
+
+    fn service_member_side(&self, proto: u8, port: u16) -> Option<usize> {
+        self.spec.services.iter().position(|s| s.proto == proto && s.member_port == port)
+    }
+
+    fn member_slot(&self, addr: Ipv4Addr) -> Option<usize> {
+        self.spec.members.iter().position(|m| m.addr == addr)
+    }
+
+    fn active_member(&self) -> Option<(Ipv4Addr, u32)> {
+        self.active.map(|i| (self.spec.members[i].addr, i as u32))
+    }
+
+    fn excluded(&self, a: Ipv4Addr) -> bool {
+        self.exclusions.iter().any(|(net, len)| {
+            let mask = if *len == 0 { 0 } else { u32::MAX << (32 - u32::from(*len)) };
+            u32::from(a) & mask == u32::from(*net) & mask
+        })
+    }
+
+    fn datagram(&mut self, p: &P, side: Side, proposed: Datagram) -> Datagram {
+        *self.datagrams.entry((p.src, p.dst, p.id, p.proto, side)).or_insert(proposed)
+    }
+
+    fn add(t: &mut (u64, u64), len: usize) {
+        t.0 += 1;
+        t.1 += len as u64;
+    }
+
+    fn account(&mut self, inbound: bool, service: Option<usize>, slot: Option<u32>, len: usize) {
+        let t = &mut self.traffic;
+        let (v, s, m) = if inbound {
+            (&mut t.vip_in, &mut t.service_in, &mut t.member_in)
+        } else {
+            (&mut t.vip_out, &mut t.service_out, &mut t.member_out)
+        };
+        Self::add(v, len);
+        if let Some(i) = service {
+            Self::add(&mut s[i], len);
+        }
+        if let Some(i) = slot {
+            if i < 8 {
+                Self::add(&mut m[i as usize], len);
+            }
+        }
+    }
+
+    /// Rewrites the source or destination address, and that side's port.
+    fn rewrite(&self, b: &mut [u8], p: &P, src_side: bool, new: Ipv4Addr, port: Option<(u16, u16)>) {
+        let aoff = if src_side { 12 } else { 16 };
+        let old = rip(b, p.l3 + aoff);
+        let aw = addr_words(old, new);
+        wip(b, p.l3 + aoff, new);
+        let c = r16(b, p.l3 + 10);
+        w16(b, p.l3 + 10, adjust(c, &aw));
+        if p.later() || (p.proto != TCP && p.proto != UDP) {
+            return;
+        }
+        let mut ch = aw.to_vec();
+        if let Some((o, n)) = port {
+            if o != n {
+                ch.push((o, n));
+                w16(b, p.l4 + if src_side { 0 } else { 2 }, n);
+            }
+        }
+        let coff = p.l4 + if p.proto == UDP { 6 } else { 16 };
+        let c = r16(b, coff);
+        let n = if p.proto == UDP { adjust_udp(c, &ch) } else { adjust(c, &ch) };
+        w16(b, coff, n);
+    }
+
+    /// FIB, then TTL and MACs, as the datapath forwards.
+    fn forward(&mut self, b: &mut [u8], p: &P, handled: &'static str) -> Outcome {
+        if p.vlan {
+            return Err("pass_vlan");
+        }
+        let dst = rip(b, p.l3 + 16);
+        match fib(dst, p.tot) {
+            Fib::Send { smac, dmac } => {
+                let ttl_proto = r16(b, p.l3 + 8);
+                let new = ttl_proto.wrapping_sub(0x100);
+                b[p.l3 + 8] = b[p.l3 + 8].wrapping_sub(1);
+                let c = r16(b, p.l3 + 10);
+                w16(b, p.l3 + 10, adjust(c, &[(ttl_proto, new)]));
+                b[0..6].copy_from_slice(&dmac);
+                b[6..12].copy_from_slice(&smac);
+                self.count(handled);
+                Ok(XDP_REDIRECT)
+            }
+            Fib::NoNeigh => Err("pass_no_neigh"),
+            Fib::Blackhole => Err("drop_fib"),
+            Fib::Kernel => Err("pass_fib"),
+        }
+    }
+
+    // ------------------------------------------------------------------ external side
+    fn external(&mut self, b: &mut Vec<u8>) -> Outcome {
+        let p = self.parse(b)?;
+        if p.dst != self.spec.addr {
+            if let Some(slot) = self.member_slot(p.dst) {
+                if (p.proto == TCP || p.proto == UDP) && !p.later() {
+                    if let Ok((sp, dp)) = self.ports(b, &p) {
+                        self.flows
+                            .entry((FlowKind::Passthrough, p.proto, p.dst, dp, p.src, sp))
+                            .or_insert(FlowTarget { member: p.dst, slot: slot as u32 });
+                    }
+                }
+                return Err("pass_to_member");
+            }
+            return Err("pass_not_vip");
+        }
+        match p.proto {
+            TCP | UDP => {}
+            ICMP if !p.later() && !p.mf => return self.icmp_to_vip(b, &p),
+            ICMP => return Err("drop_icmp"),
+            _ => return Err("drop_vip_proto"),
+        }
+        if p.ttl <= 1 {
+            return Err("drop_ttl");
+        }
+        let (target, port, reason) = if p.later() {
+            let (a, slot) = self.active_member().ok_or("drop_no_active")?;
+            let d = self.datagram(&p, Side::Ext, Datagram::To { addr: a, slot, service: None });
+            (d, None, "frag_in")
+        } else {
+            let (sp, dp) = self.ports(b, &p)?;
+            let (t, port, r) = if let Some(i) = self.service_vip_side(p.proto, dp) {
+                if !self.spec.services[i].enabled {
+                    return Err("drop_vip_closed");
+                }
+                let (a, slot) = self.active_member().ok_or("drop_no_active")?;
+                (
+                    Datagram::To { addr: a, slot, service: Some(i) },
+                    Some((dp, self.spec.services[i].member_port)),
+                    "steered",
+                )
+            } else if let Some(ft) = self.flows.get(&(FlowKind::Snat, p.proto, p.dst, dp, p.src, sp)) {
+                (Datagram::To { addr: ft.member, slot: ft.slot, service: None }, None, "conntrack_reply")
+            } else {
+                return Err("drop_vip_closed");
+            };
+            let t = if p.mf {
+                match (self.datagram(&p, Side::Ext, t), t) {
+                    (Datagram::To { addr, slot, .. }, Datagram::To { service, .. }) => {
+                        Datagram::To { addr, slot, service }
+                    }
+                    (d, _) => d,
+                }
+            } else {
+                t
+            };
+            (t, port, r)
+        };
+        let Datagram::To { addr, slot, service } = target else {
+            unreachable!("inbound datagrams are always translated")
+        };
+        self.rewrite(b, &p, false, addr, port);
+        self.account(true, service, Some(slot), b.len());
+        self.forward(b, &p, reason)
+    }
+
+    fn icmp_header(&self, b: &[u8], p: &P) -> Result<[u8; 8], &'static str> {
+        if p.l4 + 8 > p.l4_end() {
+            return Err("drop_truncated_l4");
+        }
+        Ok(b[p.l4..p.l4 + 8].try_into().unwrap())
+    }
+
+    fn icmp_to_vip(&mut self, b: &mut Vec<u8>, p: &P) -> Outcome {
+        let h = self.icmp_header(b, p)?;
+        match h[0] {
+            8 => {
+                let (dmac, smac) = (b[0..6].to_vec(), b[6..12].to_vec());
+                b[0..6].copy_from_slice(&smac);
+                b[6..12].copy_from_slice(&dmac);
+                wip(b, p.l3 + 12, p.dst);
+                wip(b, p.l3 + 16, p.src);
+                let old = r16(b, p.l3 + 8);
+                let new = (64u16 << 8) | (old & 0xff);
+                if new != old {
+                    b[p.l3 + 8] = 64;
+                    let c = r16(b, p.l3 + 10);
+                    w16(b, p.l3 + 10, adjust(c, &[(old, new)]));
+                }
+                let tc = u16::from(h[1]);
+                b[p.l4] = 0;
+                let c = r16(b, p.l4 + 2);
+                w16(b, p.l4 + 2, adjust(c, &[((8 << 8) | tc, tc)]));
+                self.count("echo_reply");
+                Ok(XDP_TX)
+            }
+            0 => {
+                let id = u16::from_be_bytes([h[4], h[5]]);
+                let Some(ft) = self.flows.get(&(FlowKind::Snat, ICMP, p.dst, id, p.src, 0)).copied() else {
+                    return Err("drop_icmp");
+                };
+                if p.ttl <= 1 {
+                    return Err("drop_ttl");
+                }
+                self.rewrite(b, p, false, ft.member, None);
+                self.account(true, None, Some(ft.slot), b.len());
+                self.forward(b, p, "conntrack_reply")
+            }
+            3 | 11 | 12 => self.error_to_vip(b, p),
+            _ => Err("drop_icmp"),
+        }
+    }
+
+    /// The quoted packet: (proto, src, dst, sport-or-echo-id, dport, icmp type).
+    fn quoted(&self, b: &[u8], p: &P) -> Result<(u8, Ipv4Addr, Ipv4Addr, u16, u16, u8), &'static str> {
+        let q = p.l4 + 8;
+        if b.len() < q + 20 {
+            return Err("drop_truncated_l4");
+        }
+        if b[q] != 0x45 {
+            return Err("drop_icmp");
+        }
+        if b.len() < q + 28 || q + 28 > p.l4_end() {
+            return Err("drop_truncated_l4");
+        }
+        let proto = b[q + 9];
+        let (s, d) = if proto == ICMP {
+            (r16(b, q + 24), 0)
+        } else {
+            (r16(b, q + 20), r16(b, q + 22))
+        };
+        Ok((proto, rip(b, q + 12), rip(b, q + 16), s, d, b[q + 20]))
+    }
+
+    /// Rewrites one address of the quoted packet and its port on that side.
+    fn translate_quoted(&self, b: &mut [u8], p: &P, src_side: bool, new: Ipv4Addr, port: Option<(u16, u16)>) {
+        let q = p.l4 + 8;
+        let ql4 = q + 20;
+        let aoff = if src_side { 12 } else { 16 };
+        let old = rip(b, q + aoff);
+        let aw = addr_words(old, new);
+        let mut icmp: Vec<(u16, u16)> = aw.to_vec();
+        let oc = r16(b, q + 10);
+        let nc = adjust(oc, &aw);
+        wip(b, q + aoff, new);
+        w16(b, q + 10, nc);
+        if nc != oc {
+            icmp.push((oc, nc));
+        }
+        let proto = b[q + 9];
+        if proto == TCP || proto == UDP {
+            let mut l4 = aw.to_vec();
+            if let Some((o, n)) = port {
+                if o != n {
+                    l4.push((o, n));
+                    icmp.push((o, n));
+                    w16(b, ql4 + if src_side { 0 } else { 2 }, n);
+                }
+            }
+            let coff = ql4 + if proto == UDP { 6 } else { 16 };
+            if coff + 2 <= p.l4_end() && coff + 2 <= b.len() {
+                let c = r16(b, coff);
+                let n = if proto == UDP { adjust_udp(c, &l4) } else { adjust(c, &l4) };
+                if n != c {
+                    w16(b, coff, n);
+                    icmp.push((c, n));
+                }
+            }
+        }
+        let c = r16(b, p.l4 + 2);
+        w16(b, p.l4 + 2, adjust(c, &icmp));
+    }
+
+    fn error_to_vip(&mut self, b: &mut Vec<u8>, p: &P) -> Outcome {
+        let (proto, qsrc, qdst, qs, qd, qtype) = self.quoted(b, p)?;
+        if qsrc != p.dst {
+            return Err("drop_icmp");
+        }
+        let mut port = None;
+        let mut service = None;
+        let (member, slot) = match proto {
+            TCP | UDP => {
+                if let Some(i) = self.service_vip_side(proto, qs) {
+                    let a = self.active_member().ok_or("drop_no_active")?;
+                    port = Some((qs, self.spec.services[i].member_port));
+                    service = Some(i);
+                    a
+                } else {
+                    let ft = self.flows.get(&(FlowKind::Snat, proto, p.dst, qs, qdst, qd)).ok_or("drop_icmp")?;
+                    (ft.member, ft.slot)
+                }
+            }
+            ICMP if qtype == 8 => {
+                let ft = self.flows.get(&(FlowKind::Snat, ICMP, p.dst, qs, qdst, 0)).ok_or("drop_icmp")?;
+                (ft.member, ft.slot)
+            }
+            _ => return Err("drop_icmp"),
+        };
+        if p.ttl <= 1 {
+            return Err("drop_ttl");
+        }
+        self.translate_quoted(b, p, true, member, port);
+        self.rewrite(b, p, false, member, None);
+        self.account(true, service, Some(slot), b.len());
+        self.forward(b, p, "icmp_error_in")
+    }
+
+    // ------------------------------------------------------------------ internal side
+    fn internal(&mut self, b: &mut Vec<u8>) -> Outcome {
+        let p = self.parse(b)?;
+        let Some(slot) = self.member_slot(p.src) else {
+            return Err("pass_not_member");
+        };
+        let slot = slot as u32;
+        if p.dst == self.spec.addr {
+            return Err("pass_to_vip");
+        }
+        if p.ttl <= 1 {
+            return Err("pass_ttl");
+        }
+        if !self.spec.snat {
+            return self.forward(b, &p, "passthrough");
+        }
+        match p.proto {
+            TCP | UDP => {}
+            ICMP => return self.icmp_from_member(b, &p, slot),
+            _ => return Err("pass_other_proto"),
+        }
+        let vip = self.spec.addr;
+        let snat = |service| Datagram::To { addr: vip, slot, service };
+        let mut port = None;
+        let (d, reason) = if p.later() {
+            let d = if self.excluded(p.dst) { Datagram::Untouched } else { snat(None) };
+            (self.datagram(&p, Side::Int, d), "frag_out")
+        } else {
+            let (sp, dp) = self.ports(b, &p)?;
+            let (d, r) = if self.passthrough(slot, p.proto, p.src, sp, p.dst, dp) {
+                (Datagram::Untouched, "passthrough")
+            } else if self.excluded(p.dst) {
+                (Datagram::Untouched, "excluded")
+            } else if let Some(i) = self.service_member_side(p.proto, sp) {
+                port = Some((sp, self.spec.services[i].port));
+                (snat(Some(i)), "snat")
+            } else {
+                self.flows.insert(
+                    (FlowKind::Snat, p.proto, vip, sp, p.dst, dp),
+                    FlowTarget { member: p.src, slot },
+                );
+                (snat(None), "snat")
+            };
+            if p.mf {
+                (self.datagram(&p, Side::Int, d), r)
+            } else {
+                (d, r)
+            }
+        };
+        match d {
+            Datagram::Untouched => self.forward(b, &p, reason),
+            Datagram::To { addr, service, .. } => {
+                self.rewrite(b, &p, true, addr, port);
+                self.account(false, service, Some(slot), b.len());
+                self.forward(b, &p, reason)
+            }
+        }
+    }
+
+    fn passthrough(&self, slot: u32, proto: u8, member: Ipv4Addr, mport: u16, remote: Ipv4Addr, rport: u16) -> bool {
+        self.spec.members[slot as usize].passthrough_ports.contains(&mport)
+            || self.flows.contains_key(&(FlowKind::Passthrough, proto, member, mport, remote, rport))
+    }
+
+    fn icmp_from_member(&mut self, b: &mut Vec<u8>, p: &P, slot: u32) -> Outcome {
+        if p.later() || p.mf {
+            return Err("pass_icmp");
+        }
+        let h = self.icmp_header(b, p)?;
+        let vip = self.spec.addr;
+        match h[0] {
+            8 => {
+                if self.excluded(p.dst) {
+                    return self.forward(b, p, "excluded");
+                }
+                let id = u16::from_be_bytes([h[4], h[5]]);
+                self.flows.insert((FlowKind::Snat, ICMP, vip, id, p.dst, 0), FlowTarget { member: p.src, slot });
+                self.rewrite(b, p, true, vip, None);
+                self.account(false, None, Some(slot), b.len());
+                self.forward(b, p, "snat")
+            }
+            3 | 11 | 12 => {
+                let (proto, qsrc, qdst, qs, qd, _) = match self.quoted(b, p) {
+                    Ok(q) => q,
+                    Err("drop_truncated_l4") => return Err("drop_truncated_l4"),
+                    Err(_) => return Err("pass_icmp"),
+                };
+                if qdst != p.src || (proto != TCP && proto != UDP) {
+                    return Err("pass_icmp");
+                }
+                if self.passthrough(slot, proto, p.src, qd, qsrc, qs) {
+                    return self.forward(b, p, "passthrough");
+                }
+                if self.excluded(p.dst) {
+                    return self.forward(b, p, "excluded");
+                }
+                let mut service = None;
+                let port = if let Some(i) = self.service_member_side(proto, qd) {
+                    service = Some(i);
+                    Some((qd, self.spec.services[i].port))
+                } else {
+                    match self.flows.get(&(FlowKind::Snat, proto, vip, qd, qsrc, qs)) {
+                        Some(ft) if ft.member == p.src => None,
+                        _ => return Err("pass_icmp"),
+                    }
+                };
+                self.translate_quoted(b, p, false, vip, port);
+                self.rewrite(b, p, true, vip, None);
+                self.account(false, service, Some(slot), b.len());
+                self.forward(b, p, "icmp_error_out")
+            }
+            _ => Err("pass_icmp"),
+        }
+    }
+}
