@@ -70,8 +70,11 @@ pub const NEIGHBOURS: &[(Ipv4Addr, Mac, &str)] = &[
     (BACKUP, BACKUP_MAC, "int0"),
 ];
 
-/// SNAT exclusions: overlapping prefixes.
+/// SNAT exclusions: overlapping prefixes, and the gateway's own addresses (a daemon excludes
+/// those so that members' replies to its monitors are never SNATed).
 pub const EXCLUSIONS: &[(Ipv4Addr, u8)] = &[
+    (EXT_IP, 32),
+    (INT_IP, 32),
     (CONFIG, 32),
     (Ipv4Addr::new(198, 18, 1, 48), 28),
     (Ipv4Addr::new(198, 18, 200, 0), 24),

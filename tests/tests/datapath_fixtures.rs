@@ -229,6 +229,9 @@ fn rule4_outbound_snat_exclusions_and_conntrack() {
     let outside = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (Ipv4Addr::new(198, 18, 1, 64), 5060), SIP);
     let out = outside.clone().with(|x| x.src = VIP);
     expect(&net, "outside /28", Side::Int, &outside.build(), XDP_PASS, Some(&out.build()), "pass_no_neigh");
+    // A member answering the gateway's own monitor: never SNATed, delivered by the kernel.
+    let probe_reply = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (INT_IP, 45000), b"SIP/2.0 200 OK\r\n\r\n");
+    expect(&net, "monitor reply", Side::Int, &probe_reply.build(), XDP_PASS, None, "pass_fib");
     // A blackholed destination is dropped.
     let bh = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (BLACKHOLED, 5060), SIP);
     let out = bh.clone().with(|x| x.src = VIP);
