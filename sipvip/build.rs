@@ -6,14 +6,18 @@
 use std::{env, path::PathBuf, process::Command};
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("workspace root").to_path_buf();
     let ebpf = root.join("sipvip-ebpf");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     for p in ["src", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", ebpf.join(p).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("sipvip-common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("sipvip-common/src").display()
+    );
     println!("cargo:rerun-if-env-changed=SIPVIP_EBPF_FEATURES");
 
     // A target dir of its own, outside OUT_DIR, so every profile shares one eBPF build.
@@ -31,11 +35,18 @@ fn main() {
     // Do not leak the outer build's compiler, wrappers or flags into the eBPF build.
     for (key, _) in env::vars_os() {
         let k = key.to_string_lossy();
-        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k.starts_with("RUSTC") || k == "RUSTFLAGS" || k == "RUSTUP_TOOLCHAIN" {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME"
+            || k.starts_with("RUSTC")
+            || k == "RUSTFLAGS"
+            || k == "RUSTUP_TOOLCHAIN"
+        {
             cmd.env_remove(&key);
         }
     }
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf");
+    cmd.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+    );
     let status = cmd.status().unwrap_or_else(|e| {
         panic!("cannot run rustup to build the eBPF programs ({e}); run `cargo xtask setup` first")
     });

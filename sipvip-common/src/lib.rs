@@ -306,7 +306,7 @@ reasons! {
 /// Size of `SV_REASONS_V1`.
 pub const REASON_SLOTS: u32 = 48;
 
-/// Checksum of `Reason` numbering: part of the layout version check in user space.
+/// The version of every layout in this crate; the map names carry it as `_V1`.
 pub const LAYOUT_VERSION: u32 = 1;
 
 #[cfg(feature = "user")]
@@ -335,4 +335,5 @@ const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtValue>() == 8);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 const _: () = assert!(core::mem::size_of::<FragValue>() == 8);
-const _: () = assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));
+const _: () =
+    assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));

@@ -57,7 +57,6 @@ fn fold(mut s: u32) -> u16 {
     s as u16
 }
 
-
 /// No port change.
 pub const SAME_PORT: (u16, u16) = (0, 0);
 

@@ -68,7 +68,7 @@ pub fn passthrough_flow(proto: u8, member_be: u32, mport: u16, remote_be: u32, r
         _pad: 0,
     };
     // SAFETY: only tested for presence.
-    unsafe { CONNTRACK.get(&key) }.is_some()
+    unsafe { CONNTRACK.get(key) }.is_some()
 }
 
 /// Makes sure replies to `VIP:vport` from `remote:rport` go to this member.
@@ -91,10 +91,10 @@ pub fn ensure_snat_flow(
         _pad: 0,
     };
     // SAFETY: the value is compared and dropped.
-    match unsafe { CONNTRACK.get(&key) } {
+    match unsafe { CONNTRACK.get(key) } {
         Some(v) if *v == member => {}
         _ => {
-            let _ = CONNTRACK.insert(&key, &member, 0);
+            let _ = CONNTRACK.insert(key, member, 0);
         }
     }
 }
@@ -103,7 +103,7 @@ pub fn ensure_snat_flow(
 pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
     let p = parse(ctx)?;
     // SAFETY: map values are only read.
-    let Some(m) = (unsafe { MEMBERS.get(&p.src_be) }) else {
+    let Some(m) = (unsafe { MEMBERS.get(p.src_be) }) else {
         return Err(Reason::PassNotMember);
     };
     if p.dst_be == m.vip_be {

@@ -20,10 +20,10 @@ pub fn datagram(p: &Packet, dir: u8, proposed: FragValue) -> FragValue {
         dir,
     };
     // SAFETY: the value is copied out immediately.
-    if let Some(v) = unsafe { FRAGS.get(&key) } {
+    if let Some(v) = unsafe { FRAGS.get(key) } {
         return *v;
     }
     // If the insert fails (it cannot for an LRU map), the fragments still follow `proposed`.
-    let _ = FRAGS.insert(&key, &proposed, 0);
+    let _ = FRAGS.insert(key, proposed, 0);
     proposed
 }

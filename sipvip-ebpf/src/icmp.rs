@@ -61,7 +61,7 @@ pub fn to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Reas
         ECHO_REPLY => {
             let id = u16::from_ne_bytes([h[4], h[5]]);
             // SAFETY: the value is copied out.
-            let Some(ct) = (unsafe { CONNTRACK.get(&icmp_flow(p.dst_be, id, p.src_be)) }) else {
+            let Some(ct) = (unsafe { CONNTRACK.get(icmp_flow(p.dst_be, id, p.src_be)) }) else {
                 return Err(Reason::DropIcmp);
             };
             let ct = *ct;
@@ -247,7 +247,7 @@ fn error_to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Re
                     _pad: 0,
                 };
                 // SAFETY: the value is copied out.
-                let Some(ct) = (unsafe { CONNTRACK.get(&key) }) else {
+                let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
                     return Err(Reason::DropIcmp);
                 };
                 (ct.member_be, ct.slot)
@@ -256,7 +256,7 @@ fn error_to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Re
         IPPROTO_ICMP if inner.icmp_type == ECHO_REQUEST => {
             let key = icmp_flow(p.dst_be, inner.sport, inner.dst_be);
             // SAFETY: the value is copied out.
-            let Some(ct) = (unsafe { CONNTRACK.get(&key) }) else {
+            let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
                 return Err(Reason::DropIcmp);
             };
             (ct.member_be, ct.slot)
@@ -336,7 +336,7 @@ fn error_from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u
             _pad: 0,
         };
         // SAFETY: the value is compared and dropped.
-        match unsafe { CONNTRACK.get(&key) } {
+        match unsafe { CONNTRACK.get(key) } {
             Some(ct) if ct.member_be == p.src_be => SAME_PORT,
             _ => return Err(Reason::PassIcmp),
         }

@@ -44,7 +44,7 @@ pub fn find_service(
 pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
     let p = parse(ctx)?;
     // SAFETY: map values are only read.
-    let Some(vip) = (unsafe { VIPS.get(&p.dst_be) }) else {
+    let Some(vip) = (unsafe { VIPS.get(p.dst_be) }) else {
         return not_for_vip(ctx, &p);
     };
     match p.proto {
@@ -100,7 +100,7 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
                 _pad: 0,
             };
             // SAFETY: the value is copied out.
-            let Some(ct) = (unsafe { CONNTRACK.get(&key) }) else {
+            let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
                 return Err(Reason::DropVipClosed);
             };
             let t = FragValue {
@@ -144,7 +144,7 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
 #[inline(always)]
 fn not_for_vip(ctx: &XdpContext, p: &Packet) -> Result<u32, Reason> {
     // SAFETY: map values are only read.
-    let Some(m) = (unsafe { MEMBERS.get(&p.dst_be) }) else {
+    let Some(m) = (unsafe { MEMBERS.get(p.dst_be) }) else {
         return Err(Reason::PassNotVip);
     };
     if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && p.frag_offset == 0 {
@@ -159,12 +159,12 @@ fn not_for_vip(ctx: &XdpContext, p: &Packet) -> Result<u32, Reason> {
                 _pad: 0,
             };
             // SAFETY: only tested for presence.
-            if unsafe { CONNTRACK.get(&key) }.is_none() {
+            if unsafe { CONNTRACK.get(key) }.is_none() {
                 let v = CtValue {
                     member_be: p.dst_be,
                     slot: m.slot,
                 };
-                let _ = CONNTRACK.insert(&key, &v, 0);
+                let _ = CONNTRACK.insert(key, v, 0);
             }
         }
     }

@@ -53,8 +53,16 @@ impl Packet {
 /// A pointer to a `T` at `off` bytes into the frame, if it lies wholly inside it.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+    // Volatile context reads give every access its own packet pointer and its own check:
+    // LLVM cannot then drop a check it deems implied by another one, which the verifier
+    // (tracking ranges per register) would reject.
+    // SAFETY: reading the xdp_md fields the kernel provides.
+    let (start, end) = unsafe {
+        (
+            core::ptr::read_volatile(&(*ctx.ctx).data) as usize,
+            core::ptr::read_volatile(&(*ctx.ctx).data_end) as usize,
+        )
+    };
     // Bounds the offset for the verifier, which may have lost track of it across spills.
     // Every header we touch starts within the first MAX_OFFSET bytes.
     let off = off & MAX_OFFSET;
@@ -64,10 +72,16 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
     Ok((start + off) as *mut T)
 }
 
+/// Loads a `T` from the frame.
+///
+/// The read is volatile so that it happens right after its bounds check: otherwise LLVM may
+/// re-read packet memory later through a register the verifier has not bounds-checked.
+/// Every `T` loaded is at most 2-byte aligned and every offset is even (headers start at 14,
+/// 18 or an IHL multiple of 4 beyond), so the pointer is suitably aligned.
 #[inline(always)]
 pub fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, ()> {
-    // SAFETY: ptr_at checked that the whole T is inside the packet.
-    Ok(unsafe { core::ptr::read_unaligned(ptr_at::<T>(ctx, off)?) })
+    // SAFETY: ptr_at checked that the whole T is inside the packet; see above for alignment.
+    Ok(unsafe { core::ptr::read_volatile(ptr_at::<T>(ctx, off)?) })
 }
 
 #[inline(always)]

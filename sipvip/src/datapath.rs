@@ -128,10 +128,16 @@ impl VipSpec {
             what,
         };
         if self.services.len() > MAX_SERVICES {
-            return Err(bad(format!("{} services, at most {MAX_SERVICES}", self.services.len())));
+            return Err(bad(format!(
+                "{} services, at most {MAX_SERVICES}",
+                self.services.len()
+            )));
         }
         if self.members.len() > MAX_MEMBERS {
-            return Err(bad(format!("{} members, at most {MAX_MEMBERS}", self.members.len())));
+            return Err(bad(format!(
+                "{} members, at most {MAX_MEMBERS}",
+                self.members.len()
+            )));
         }
         for m in &self.members {
             if m.passthrough_ports.len() > MAX_PASSTHROUGH_PORTS {

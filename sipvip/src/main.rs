@@ -3,7 +3,11 @@ use anyhow::Result;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "sipvip", version, about = "XDP VIP steering and SNAT for a hot-standby SIP server pair")]
+#[command(
+    name = "sipvip",
+    version,
+    about = "XDP VIP steering and SNAT for a hot-standby SIP server pair"
+)]
 enum Cli {
     /// Print the map layout the embedded datapath uses.
     Layout,

@@ -29,10 +29,16 @@ pub enum Side {
 }
 
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join("")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join("")
 }
 
-fn diff(a: &BTreeMap<&'static str, u64>, b: &BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, u64> {
+fn diff(
+    a: &BTreeMap<&'static str, u64>,
+    b: &BTreeMap<&'static str, u64>,
+) -> BTreeMap<&'static str, u64> {
     let mut out = BTreeMap::new();
     for (k, v) in b {
         let before = a.get(k).copied().unwrap_or(0);

@@ -43,11 +43,26 @@ fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
 /// The L4 part of an IPv4 packet.
 #[derive(Clone, Debug)]
 pub enum L4 {
-    Udp { sport: u16, dport: u16, payload: Vec<u8> },
+    Udp {
+        sport: u16,
+        dport: u16,
+        payload: Vec<u8>,
+    },
     /// `flags` is the TCP flags byte (0x02 SYN, 0x10 ACK, 0x18 PSH|ACK).
-    Tcp { sport: u16, dport: u16, seq: u32, flags: u8, payload: Vec<u8> },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        flags: u8,
+        payload: Vec<u8>,
+    },
     /// Echo request (8) or reply (0).
-    Echo { ty: u8, id: u16, seq: u16, payload: Vec<u8> },
+    Echo {
+        ty: u8,
+        id: u16,
+        seq: u16,
+        payload: Vec<u8>,
+    },
     /// An ICMP error quoting `quoted` (the start of an IPv4 packet).
     IcmpError { ty: u8, code: u8, quoted: Vec<u8> },
     /// Any protocol number with raw bytes.
@@ -67,7 +82,11 @@ impl L4 {
     /// The L4 bytes with a correct checksum for `src` -> `dst`.
     pub fn bytes(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
         match self {
-            L4::Udp { sport, dport, payload } => {
+            L4::Udp {
+                sport,
+                dport,
+                payload,
+            } => {
                 let len = 8 + payload.len();
                 let mut b = Vec::with_capacity(len);
                 b.extend_from_slice(&sport.to_be_bytes());
@@ -82,7 +101,13 @@ impl L4 {
                 b[6..8].copy_from_slice(&c.to_be_bytes());
                 b
             }
-            L4::Tcp { sport, dport, seq, flags, payload } => {
+            L4::Tcp {
+                sport,
+                dport,
+                seq,
+                flags,
+                payload,
+            } => {
                 let mut b = Vec::with_capacity(20 + payload.len());
                 b.extend_from_slice(&sport.to_be_bytes());
                 b.extend_from_slice(&dport.to_be_bytes());
@@ -97,7 +122,12 @@ impl L4 {
                 b[16..18].copy_from_slice(&c.to_be_bytes());
                 b
             }
-            L4::Echo { ty, id, seq, payload } => {
+            L4::Echo {
+                ty,
+                id,
+                seq,
+                payload,
+            } => {
                 let mut b = vec![*ty, 0, 0, 0];
                 b.extend_from_slice(&id.to_be_bytes());
                 b.extend_from_slice(&seq.to_be_bytes());
@@ -152,23 +182,46 @@ impl Ip4 {
         }
     }
 
-    pub fn udp(smac: Mac, dmac: Mac, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Self {
+    pub fn udp(
+        smac: Mac,
+        dmac: Mac,
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+        payload: &[u8],
+    ) -> Self {
         Self::new(
             smac,
             dmac,
             src.0,
             dst.0,
-            L4::Udp { sport: src.1, dport: dst.1, payload: payload.to_vec() },
+            L4::Udp {
+                sport: src.1,
+                dport: dst.1,
+                payload: payload.to_vec(),
+            },
         )
     }
 
-    pub fn tcp(smac: Mac, dmac: Mac, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, payload: &[u8]) -> Self {
+    pub fn tcp(
+        smac: Mac,
+        dmac: Mac,
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+        flags: u8,
+        payload: &[u8],
+    ) -> Self {
         Self::new(
             smac,
             dmac,
             src.0,
             dst.0,
-            L4::Tcp { sport: src.1, dport: dst.1, seq: 1000, flags, payload: payload.to_vec() },
+            L4::Tcp {
+                sport: src.1,
+                dport: dst.1,
+                seq: 1000,
+                flags,
+                payload: payload.to_vec(),
+            },
         )
     }
 
@@ -261,7 +314,11 @@ pub fn l3_offset(frame: &[u8]) -> Option<usize> {
     }
     match u16::from_be_bytes([frame[12], frame[13]]) {
         ETH_P_IP => Some(14),
-        ETH_P_8021Q if frame.len() >= 18 && u16::from_be_bytes([frame[16], frame[17]]) == ETH_P_IP => Some(18),
+        ETH_P_8021Q
+            if frame.len() >= 18 && u16::from_be_bytes([frame[16], frame[17]]) == ETH_P_IP =>
+        {
+            Some(18)
+        }
         _ => None,
     }
 }
@@ -280,7 +337,10 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
     if ihl < 20 || tot < ihl || tot > ip.len() {
-        return Err(format!("bad IPv4 lengths ihl={ihl} tot={tot} avail={}", ip.len()));
+        return Err(format!(
+            "bad IPv4 lengths ihl={ihl} tot={tot} avail={}",
+            ip.len()
+        ));
     }
     if checksum(&[&ip[..ihl]]) != 0 {
         return Err("IPv4 header checksum".into());
@@ -295,7 +355,13 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
     verify_l4(ip[9], src, dst, l4, true)
 }
 
-fn verify_l4(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8], outer: bool) -> Result<(), String> {
+fn verify_l4(
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    l4: &[u8],
+    outer: bool,
+) -> Result<(), String> {
     match proto {
         UDP => {
             if l4.len() < 8 {
@@ -305,17 +371,24 @@ fn verify_l4(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8], outer: bool) ->
                 return Ok(());
             }
             if checksum(&[&pseudo(src, dst, UDP, l4.len()), l4]) != 0 {
-                return Err(format!("UDP checksum ({})", if outer { "outer" } else { "quoted" }));
+                return Err(format!(
+                    "UDP checksum ({})",
+                    if outer { "outer" } else { "quoted" }
+                ));
             }
         }
-        TCP => {
-            if checksum(&[&pseudo(src, dst, TCP, l4.len()), l4]) != 0 {
-                return Err(format!("TCP checksum ({})", if outer { "outer" } else { "quoted" }));
-            }
+        TCP if checksum(&[&pseudo(src, dst, TCP, l4.len()), l4]) != 0 => {
+            return Err(format!(
+                "TCP checksum ({})",
+                if outer { "outer" } else { "quoted" }
+            ));
         }
         ICMP => {
             if checksum(&[l4]) != 0 {
-                return Err(format!("ICMP checksum ({})", if outer { "outer" } else { "quoted" }));
+                return Err(format!(
+                    "ICMP checksum ({})",
+                    if outer { "outer" } else { "quoted" }
+                ));
             }
             if outer && l4.len() >= 8 + 20 && matches!(l4[0], 3 | 11 | 12) {
                 let q = &l4[8..];
@@ -348,7 +421,11 @@ pub fn reassemble(frames: &[Vec<u8>]) -> Result<Vec<u8>, String> {
         let ihl = usize::from(ip[0] & 0x0f) * 4;
         let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
         let frag = u16::from_be_bytes([ip[6], ip[7]]);
-        parts.push((usize::from(frag & 0x1fff) * 8, frag & 0x2000 != 0, ip[ihl..tot].to_vec()));
+        parts.push((
+            usize::from(frag & 0x1fff) * 8,
+            frag & 0x2000 != 0,
+            ip[ihl..tot].to_vec(),
+        ));
     }
     parts.sort_by_key(|p| p.0);
     let mut out = Vec::new();
@@ -365,7 +442,12 @@ pub fn reassemble(frames: &[Vec<u8>]) -> Result<Vec<u8>, String> {
 }
 
 /// Verifies the L4 checksum of a reassembled datagram.
-pub fn verify_datagram(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Result<(), String> {
+pub fn verify_datagram(
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: &[u8],
+) -> Result<(), String> {
     verify_l4(proto, src, dst, payload, true)
 }
 

@@ -40,7 +40,11 @@ struct FlowTarget {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Datagram {
     /// Translate to this address (member inbound, VIP outbound).
-    To { addr: Ipv4Addr, slot: u32, service: Option<usize> },
+    To {
+        addr: Ipv4Addr,
+        slot: u32,
+        service: Option<usize>,
+    },
     Untouched,
 }
 
@@ -70,14 +74,21 @@ fn fib(dst: Ipv4Addr, tot_len: usize) -> Fib {
         [198, 18, 1] => ("ext0", topo::EXT_MAC),
         [198, 18, 2] => ("int0", topo::INT_MAC),
         [198, 18, 3] => {
-            return if tot_len > 1500 { Fib::Kernel } else { Fib::NoNeigh };
+            return if tot_len > 1500 {
+                Fib::Kernel
+            } else {
+                Fib::NoNeigh
+            };
         }
         _ => return Fib::Kernel,
     };
     if tot_len > 1500 {
         return Fib::Kernel;
     }
-    match topo::NEIGHBOURS.iter().find(|(ip, _, dev)| *ip == dst && *dev == link) {
+    match topo::NEIGHBOURS
+        .iter()
+        .find(|(ip, _, dev)| *ip == dst && *dev == link)
+    {
         Some((_, mac, _)) => Fib::Send { smac, dmac: *mac },
         None => Fib::NoNeigh,
     }
@@ -141,8 +152,14 @@ fn adjust_udp(csum: u16, changes: &[(u16, u16)]) -> u16 {
 fn addr_words(old: Ipv4Addr, new: Ipv4Addr) -> [(u16, u16); 2] {
     let (o, n) = (old.octets(), new.octets());
     [
-        (u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([n[0], n[1]])),
-        (u16::from_be_bytes([o[2], o[3]]), u16::from_be_bytes([n[2], n[3]])),
+        (
+            u16::from_be_bytes([o[0], o[1]]),
+            u16::from_be_bytes([n[0], n[1]]),
+        ),
+        (
+            u16::from_be_bytes([o[2], o[3]]),
+            u16::from_be_bytes([n[2], n[3]]),
+        ),
     ]
 }
 
@@ -259,11 +276,17 @@ impl Model {
     }
 
     fn service_vip_side(&self, proto: u8, port: u16) -> Option<usize> {
-        self.spec.services.iter().position(|s| s.proto == proto && s.port == port)
+        self.spec
+            .services
+            .iter()
+            .position(|s| s.proto == proto && s.port == port)
     }
 
     fn service_member_side(&self, proto: u8, port: u16) -> Option<usize> {
-        self.spec.services.iter().position(|s| s.proto == proto && s.member_port == port)
+        self.spec
+            .services
+            .iter()
+            .position(|s| s.proto == proto && s.member_port == port)
     }
 
     fn member_slot(&self, addr: Ipv4Addr) -> Option<usize> {
@@ -276,13 +299,20 @@ impl Model {
 
     fn excluded(&self, a: Ipv4Addr) -> bool {
         self.exclusions.iter().any(|(net, len)| {
-            let mask = if *len == 0 { 0 } else { u32::MAX << (32 - u32::from(*len)) };
+            let mask = if *len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(*len))
+            };
             u32::from(a) & mask == u32::from(*net) & mask
         })
     }
 
     fn datagram(&mut self, p: &P, side: Side, proposed: Datagram) -> Datagram {
-        *self.datagrams.entry((p.src, p.dst, p.id, p.proto, side)).or_insert(proposed)
+        *self
+            .datagrams
+            .entry((p.src, p.dst, p.id, p.proto, side))
+            .or_insert(proposed)
     }
 
     fn add(t: &mut (u64, u64), len: usize) {
@@ -309,7 +339,14 @@ impl Model {
     }
 
     /// Rewrites the source or destination address, and that side's port.
-    fn rewrite(&self, b: &mut [u8], p: &P, src_side: bool, new: Ipv4Addr, port: Option<(u16, u16)>) {
+    fn rewrite(
+        &self,
+        b: &mut [u8],
+        p: &P,
+        src_side: bool,
+        new: Ipv4Addr,
+        port: Option<(u16, u16)>,
+    ) {
         let aoff = if src_side { 12 } else { 16 };
         let old = rip(b, p.l3 + aoff);
         let aw = addr_words(old, new);
@@ -328,7 +365,11 @@ impl Model {
         }
         let coff = p.l4 + if p.proto == UDP { 6 } else { 16 };
         let c = r16(b, coff);
-        let n = if p.proto == UDP { adjust_udp(c, &ch) } else { adjust(c, &ch) };
+        let n = if p.proto == UDP {
+            adjust_udp(c, &ch)
+        } else {
+            adjust(c, &ch)
+        };
         w16(b, coff, n);
     }
 
@@ -357,7 +398,7 @@ impl Model {
     }
 
     // ------------------------------------------------------------------ external side
-    fn external(&mut self, b: &mut Vec<u8>) -> Outcome {
+    fn external(&mut self, b: &mut [u8]) -> Outcome {
         let p = self.parse(b)?;
         if p.dst != self.spec.addr {
             if let Some(slot) = self.member_slot(p.dst) {
@@ -365,7 +406,10 @@ impl Model {
                     if let Ok((sp, dp)) = self.ports(b, &p) {
                         self.flows
                             .entry((FlowKind::Passthrough, p.proto, p.dst, dp, p.src, sp))
-                            .or_insert(FlowTarget { member: p.dst, slot: slot as u32 });
+                            .or_insert(FlowTarget {
+                                member: p.dst,
+                                slot: slot as u32,
+                            });
                     }
                 }
                 return Err("pass_to_member");
@@ -383,7 +427,15 @@ impl Model {
         }
         let (target, port, reason) = if p.later() {
             let (a, slot) = self.active_member().ok_or("drop_no_active")?;
-            let d = self.datagram(&p, Side::Ext, Datagram::To { addr: a, slot, service: None });
+            let d = self.datagram(
+                &p,
+                Side::Ext,
+                Datagram::To {
+                    addr: a,
+                    slot,
+                    service: None,
+                },
+            );
             (d, None, "frag_in")
         } else {
             let (sp, dp) = self.ports(b, &p)?;
@@ -393,19 +445,38 @@ impl Model {
                 }
                 let (a, slot) = self.active_member().ok_or("drop_no_active")?;
                 (
-                    Datagram::To { addr: a, slot, service: Some(i) },
+                    Datagram::To {
+                        addr: a,
+                        slot,
+                        service: Some(i),
+                    },
                     Some((dp, self.spec.services[i].member_port)),
                     "steered",
                 )
-            } else if let Some(ft) = self.flows.get(&(FlowKind::Snat, p.proto, p.dst, dp, p.src, sp)) {
-                (Datagram::To { addr: ft.member, slot: ft.slot, service: None }, None, "conntrack_reply")
+            } else if let Some(ft) =
+                self.flows
+                    .get(&(FlowKind::Snat, p.proto, p.dst, dp, p.src, sp))
+            {
+                (
+                    Datagram::To {
+                        addr: ft.member,
+                        slot: ft.slot,
+                        service: None,
+                    },
+                    None,
+                    "conntrack_reply",
+                )
             } else {
                 return Err("drop_vip_closed");
             };
             let t = if p.mf {
                 match (self.datagram(&p, Side::Ext, t), t) {
                     (Datagram::To { addr, slot, .. }, Datagram::To { service, .. }) => {
-                        Datagram::To { addr, slot, service }
+                        Datagram::To {
+                            addr,
+                            slot,
+                            service,
+                        }
                     }
                     (d, _) => d,
                 }
@@ -414,7 +485,12 @@ impl Model {
             };
             (t, port, r)
         };
-        let Datagram::To { addr, slot, service } = target else {
+        let Datagram::To {
+            addr,
+            slot,
+            service,
+        } = target
+        else {
             unreachable!("inbound datagrams are always translated")
         };
         self.rewrite(b, &p, false, addr, port);
@@ -429,7 +505,7 @@ impl Model {
         Ok(b[p.l4..p.l4 + 8].try_into().unwrap())
     }
 
-    fn icmp_to_vip(&mut self, b: &mut Vec<u8>, p: &P) -> Outcome {
+    fn icmp_to_vip(&mut self, b: &mut [u8], p: &P) -> Outcome {
         let h = self.icmp_header(b, p)?;
         match h[0] {
             8 => {
@@ -454,7 +530,11 @@ impl Model {
             }
             0 => {
                 let id = u16::from_be_bytes([h[4], h[5]]);
-                let Some(ft) = self.flows.get(&(FlowKind::Snat, ICMP, p.dst, id, p.src, 0)).copied() else {
+                let Some(ft) = self
+                    .flows
+                    .get(&(FlowKind::Snat, ICMP, p.dst, id, p.src, 0))
+                    .copied()
+                else {
                     return Err("drop_icmp");
                 };
                 if p.ttl <= 1 {
@@ -470,7 +550,11 @@ impl Model {
     }
 
     /// The quoted packet: (proto, src, dst, sport-or-echo-id, dport, icmp type).
-    fn quoted(&self, b: &[u8], p: &P) -> Result<(u8, Ipv4Addr, Ipv4Addr, u16, u16, u8), &'static str> {
+    fn quoted(
+        &self,
+        b: &[u8],
+        p: &P,
+    ) -> Result<(u8, Ipv4Addr, Ipv4Addr, u16, u16, u8), &'static str> {
         let q = p.l4 + 8;
         if b.len() < q + 20 {
             return Err("drop_truncated_l4");
@@ -491,7 +575,14 @@ impl Model {
     }
 
     /// Rewrites one address of the quoted packet and its port on that side.
-    fn translate_quoted(&self, b: &mut [u8], p: &P, src_side: bool, new: Ipv4Addr, port: Option<(u16, u16)>) {
+    fn translate_quoted(
+        &self,
+        b: &mut [u8],
+        p: &P,
+        src_side: bool,
+        new: Ipv4Addr,
+        port: Option<(u16, u16)>,
+    ) {
         let q = p.l4 + 8;
         let ql4 = q + 20;
         let aoff = if src_side { 12 } else { 16 };
@@ -518,7 +609,11 @@ impl Model {
             let coff = ql4 + if proto == UDP { 6 } else { 16 };
             if coff + 2 <= p.l4_end() && coff + 2 <= b.len() {
                 let c = r16(b, coff);
-                let n = if proto == UDP { adjust_udp(c, &l4) } else { adjust(c, &l4) };
+                let n = if proto == UDP {
+                    adjust_udp(c, &l4)
+                } else {
+                    adjust(c, &l4)
+                };
                 if n != c {
                     w16(b, coff, n);
                     icmp.push((c, n));
@@ -529,7 +624,7 @@ impl Model {
         w16(b, p.l4 + 2, adjust(c, &icmp));
     }
 
-    fn error_to_vip(&mut self, b: &mut Vec<u8>, p: &P) -> Outcome {
+    fn error_to_vip(&mut self, b: &mut [u8], p: &P) -> Outcome {
         let (proto, qsrc, qdst, qs, qd, qtype) = self.quoted(b, p)?;
         if qsrc != p.dst {
             return Err("drop_icmp");
@@ -544,12 +639,18 @@ impl Model {
                     service = Some(i);
                     a
                 } else {
-                    let ft = self.flows.get(&(FlowKind::Snat, proto, p.dst, qs, qdst, qd)).ok_or("drop_icmp")?;
+                    let ft = self
+                        .flows
+                        .get(&(FlowKind::Snat, proto, p.dst, qs, qdst, qd))
+                        .ok_or("drop_icmp")?;
                     (ft.member, ft.slot)
                 }
             }
             ICMP if qtype == 8 => {
-                let ft = self.flows.get(&(FlowKind::Snat, ICMP, p.dst, qs, qdst, 0)).ok_or("drop_icmp")?;
+                let ft = self
+                    .flows
+                    .get(&(FlowKind::Snat, ICMP, p.dst, qs, qdst, 0))
+                    .ok_or("drop_icmp")?;
                 (ft.member, ft.slot)
             }
             _ => return Err("drop_icmp"),
@@ -564,7 +665,7 @@ impl Model {
     }
 
     // ------------------------------------------------------------------ internal side
-    fn internal(&mut self, b: &mut Vec<u8>) -> Outcome {
+    fn internal(&mut self, b: &mut [u8]) -> Outcome {
         let p = self.parse(b)?;
         let Some(slot) = self.member_slot(p.src) else {
             return Err("pass_not_member");
@@ -585,10 +686,18 @@ impl Model {
             _ => return Err("pass_other_proto"),
         }
         let vip = self.spec.addr;
-        let snat = |service| Datagram::To { addr: vip, slot, service };
+        let snat = |service| Datagram::To {
+            addr: vip,
+            slot,
+            service,
+        };
         let mut port = None;
         let (d, reason) = if p.later() {
-            let d = if self.excluded(p.dst) { Datagram::Untouched } else { snat(None) };
+            let d = if self.excluded(p.dst) {
+                Datagram::Untouched
+            } else {
+                snat(None)
+            };
             (self.datagram(&p, Side::Int, d), "frag_out")
         } else {
             let (sp, dp) = self.ports(b, &p)?;
@@ -602,7 +711,10 @@ impl Model {
             } else {
                 self.flows.insert(
                     (FlowKind::Snat, p.proto, vip, sp, p.dst, dp),
-                    FlowTarget { member: p.src, slot },
+                    FlowTarget {
+                        member: p.src,
+                        slot,
+                    },
                 );
                 (snat(None), "snat")
             };
@@ -622,12 +734,29 @@ impl Model {
         }
     }
 
-    fn passthrough(&self, slot: u32, proto: u8, member: Ipv4Addr, mport: u16, remote: Ipv4Addr, rport: u16) -> bool {
-        self.spec.members[slot as usize].passthrough_ports.contains(&mport)
-            || self.flows.contains_key(&(FlowKind::Passthrough, proto, member, mport, remote, rport))
+    fn passthrough(
+        &self,
+        slot: u32,
+        proto: u8,
+        member: Ipv4Addr,
+        mport: u16,
+        remote: Ipv4Addr,
+        rport: u16,
+    ) -> bool {
+        self.spec.members[slot as usize]
+            .passthrough_ports
+            .contains(&mport)
+            || self.flows.contains_key(&(
+                FlowKind::Passthrough,
+                proto,
+                member,
+                mport,
+                remote,
+                rport,
+            ))
     }
 
-    fn icmp_from_member(&mut self, b: &mut Vec<u8>, p: &P, slot: u32) -> Outcome {
+    fn icmp_from_member(&mut self, b: &mut [u8], p: &P, slot: u32) -> Outcome {
         if p.later() || p.mf {
             return Err("pass_icmp");
         }
@@ -639,7 +768,13 @@ impl Model {
                     return self.forward(b, p, "excluded");
                 }
                 let id = u16::from_be_bytes([h[4], h[5]]);
-                self.flows.insert((FlowKind::Snat, ICMP, vip, id, p.dst, 0), FlowTarget { member: p.src, slot });
+                self.flows.insert(
+                    (FlowKind::Snat, ICMP, vip, id, p.dst, 0),
+                    FlowTarget {
+                        member: p.src,
+                        slot,
+                    },
+                );
                 self.rewrite(b, p, true, vip, None);
                 self.account(false, None, Some(slot), b.len());
                 self.forward(b, p, "snat")

@@ -73,7 +73,11 @@ impl Netns {
 
     /// Runs a shell command inside the namespace.
     pub fn exec(&self, cmd: &str) -> Result<String> {
-        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', r"'\''")))
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', r"'\''")
+        ))
     }
 
     /// Starts a process inside the namespace; it is killed when the namespace is dropped.

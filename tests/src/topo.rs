@@ -107,7 +107,10 @@ pub fn vip_spec() -> VipSpec {
 }
 
 fn mac_str(m: &Mac) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The fixture namespace with its interfaces, and the datapath loaded and programmed inside.
@@ -130,7 +133,8 @@ impl FixtureNet {
             "ip link add int0 type veth peer name intp".into(),
             format!("ip link set ext0 address {}", mac_str(&EXT_MAC)),
             format!("ip link set int0 address {}", mac_str(&INT_MAC)),
-            "ip link set ext0 up; ip link set extp up; ip link set int0 up; ip link set intp up".into(),
+            "ip link set ext0 up; ip link set extp up; ip link set int0 up; ip link set intp up"
+                .into(),
             format!("ip addr add {EXT_IP}/24 dev ext0"),
             format!("ip addr add {INT_IP}/24 dev int0"),
             "ip route add 198.18.3.0/24 via 198.18.1.254".into(),

@@ -5,14 +5,17 @@
 use std::net::Ipv4Addr;
 
 use sipvip::datapath::{be16, be32, MapSizes};
-use sipvip_common::{CtKey, CtValue, CT_PASSTHROUGH, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use sipvip_common::{
+    CtKey, CtValue, CT_PASSTHROUGH, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+};
 use sipvip_tests::{
     check::{expect, Side, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     frame::{self, ether, reassemble, verify_datagram, Ip4, L4},
     topo::*,
 };
 
-const SIP: &[u8] = b"OPTIONS sip:vip SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5062;branch=z9hG4bKx\r\n\r\n";
+const SIP: &[u8] =
+    b"OPTIONS sip:vip SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5062;branch=z9hG4bKx\r\n\r\n";
 
 fn net() -> FixtureNet {
     FixtureNet::new(&MapSizes::default()).expect("fixture namespace")
@@ -66,42 +69,106 @@ fn rule1_service_traffic_is_steered_to_the_active_member() {
     let net = net();
     let udp = phone_udp(5060);
     let out = to_member(&udp, PRIMARY, PRIMARY_MAC, None);
-    expect(&net, "udp/5060", Side::Ext, &udp.build(), XDP_REDIRECT, Some(&out.build()), "steered");
+    expect(
+        &net,
+        "udp/5060",
+        Side::Ext,
+        &udp.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "steered",
+    );
 
     let syn = Ip4::tcp(SBC_MAC, EXT_MAC, (SBC, 41000), (VIP, 5060), 0x02, b"");
     let out = to_member(&syn, PRIMARY, PRIMARY_MAC, None);
-    expect(&net, "tcp/5060", Side::Ext, &syn.build(), XDP_REDIRECT, Some(&out.build()), "steered");
+    expect(
+        &net,
+        "tcp/5060",
+        Side::Ext,
+        &syn.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "steered",
+    );
 
-    let tls = Ip4::tcp(SBC_MAC, EXT_MAC, (SBC, 41001), (VIP, 5061), 0x18, b"\x16\x03\x01\x00\x05hello");
+    let tls = Ip4::tcp(
+        SBC_MAC,
+        EXT_MAC,
+        (SBC, 41001),
+        (VIP, 5061),
+        0x18,
+        b"\x16\x03\x01\x00\x05hello",
+    );
     let out = to_member(&tls, PRIMARY, PRIMARY_MAC, None);
-    expect(&net, "tcp/5061", Side::Ext, &tls.build(), XDP_REDIRECT, Some(&out.build()), "steered");
+    expect(
+        &net,
+        "tcp/5061",
+        Side::Ext,
+        &tls.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "steered",
+    );
 
     let mapped = phone_udp(MAPPED_PORT);
     let out = to_member(&mapped, PRIMARY, PRIMARY_MAC, Some(MAPPED_MEMBER_PORT));
-    expect(&net, "udp/5080 -> 15080", Side::Ext, &mapped.build(), XDP_REDIRECT, Some(&out.build()), "steered");
+    expect(
+        &net,
+        "udp/5080 -> 15080",
+        Side::Ext,
+        &mapped.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "steered",
+    );
 
     // IP options are carried through.
     let opts = phone_udp(5060).with(|x| x.options = vec![1, 1, 1, 0]);
     let out = to_member(&opts, PRIMARY, PRIMARY_MAC, None);
-    expect(&net, "IP options", Side::Ext, &opts.build(), XDP_REDIRECT, Some(&out.build()), "steered");
+    expect(
+        &net,
+        "IP options",
+        Side::Ext,
+        &opts.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "steered",
+    );
 
     // 802.1Q: translated, then handed to the kernel's VLAN device (which decrements the TTL).
     let tagged = phone_udp(5060).with(|x| x.vlan = Some(100));
     let out = tagged.clone().with(|x| x.dst = PRIMARY);
-    expect(&net, "802.1Q", Side::Ext, &tagged.build(), XDP_PASS, Some(&out.build()), "pass_vlan");
+    expect(
+        &net,
+        "802.1Q",
+        Side::Ext,
+        &tagged.build(),
+        XDP_PASS,
+        Some(&out.build()),
+        "pass_vlan",
+    );
 
     // Counters: 6 packets to the VIP, all to the primary (slot 0).
     let c = net.dp.vip_counters(VIP_ID).unwrap();
     assert_eq!(c.vip_in.packets, 6);
     assert_eq!(c.member_in[0].packets, 6);
     assert_eq!(c.member_in[1].packets, 0);
-    assert_eq!(c.service_in[0].packets, 3, "udp/5060 (incl. options and 802.1Q)");
+    assert_eq!(
+        c.service_in[0].packets, 3,
+        "udp/5060 (incl. options and 802.1Q)"
+    );
     assert_eq!(c.service_in[1].packets, 1, "tcp/5060");
     assert_eq!(c.service_in[2].packets, 1, "tcp/5061");
     assert_eq!(c.service_in[3].packets, 1, "udp/5080");
-    let bytes: u64 = [&udp, &syn, &tls, &mapped, &opts, &tagged].iter().map(|f| f.build().len() as u64).sum();
+    let bytes: u64 = [&udp, &syn, &tls, &mapped, &opts, &tagged]
+        .iter()
+        .map(|f| f.build().len() as u64)
+        .sum();
     assert_eq!(c.vip_in.bytes, bytes);
-    assert!(ct(&net).is_empty(), "service traffic creates no conntrack state");
+    assert!(
+        ct(&net).is_empty(),
+        "service traffic creates no conntrack state"
+    );
 }
 
 #[test]
@@ -110,7 +177,15 @@ fn rule1_active_member_flip_and_tls_only_mode() {
     let udp = phone_udp(5060);
     net.dp.set_active(&net.spec, Some(BACKUP)).unwrap();
     let out = to_member(&udp, BACKUP, BACKUP_MAC, None);
-    expect(&net, "after flip", Side::Ext, &udp.build(), XDP_REDIRECT, Some(&out.build()), "steered");
+    expect(
+        &net,
+        "after flip",
+        Side::Ext,
+        &udp.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "steered",
+    );
     assert_eq!(net.dp.vip_counters(VIP_ID).unwrap().member_in[1].packets, 1);
 
     // TLS-only: udp/5060 and tcp/5060 disabled.
@@ -118,16 +193,48 @@ fn rule1_active_member_flip_and_tls_only_mode() {
     spec.services[0].enabled = false;
     spec.services[1].enabled = false;
     net.dp.install_vip(&spec).unwrap();
-    expect(&net, "udp/5060 disabled", Side::Ext, &udp.build(), XDP_DROP, None, "drop_vip_closed");
+    expect(
+        &net,
+        "udp/5060 disabled",
+        Side::Ext,
+        &udp.build(),
+        XDP_DROP,
+        None,
+        "drop_vip_closed",
+    );
     let syn = Ip4::tcp(SBC_MAC, EXT_MAC, (SBC, 41000), (VIP, 5060), 0x02, b"");
-    expect(&net, "tcp/5060 disabled", Side::Ext, &syn.build(), XDP_DROP, None, "drop_vip_closed");
+    expect(
+        &net,
+        "tcp/5060 disabled",
+        Side::Ext,
+        &syn.build(),
+        XDP_DROP,
+        None,
+        "drop_vip_closed",
+    );
     let tls = Ip4::tcp(SBC_MAC, EXT_MAC, (SBC, 41001), (VIP, 5061), 0x02, b"");
     let out = to_member(&tls, PRIMARY, PRIMARY_MAC, None);
-    expect(&net, "tcp/5061 enabled", Side::Ext, &tls.build(), XDP_REDIRECT, Some(&out.build()), "steered");
+    expect(
+        &net,
+        "tcp/5061 enabled",
+        Side::Ext,
+        &tls.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "steered",
+    );
 
     // No member up, policy drop.
     net.dp.set_active(&spec, None).unwrap();
-    expect(&net, "no active", Side::Ext, &tls.build(), XDP_DROP, None, "drop_no_active");
+    expect(
+        &net,
+        "no active",
+        Side::Ext,
+        &tls.build(),
+        XDP_DROP,
+        None,
+        "drop_no_active",
+    );
 }
 
 #[test]
@@ -137,36 +244,142 @@ fn rule1_forwarding_edge_cases() {
     let mut spec = net.spec.clone();
     spec.members[1].addr = Ipv4Addr::new(198, 18, 2, 99);
     net.dp.install_vip(&spec).unwrap();
-    net.dp.set_active(&spec, Some(spec.members[1].addr)).unwrap();
+    net.dp
+        .set_active(&spec, Some(spec.members[1].addr))
+        .unwrap();
     let udp = phone_udp(5060);
     let out = udp.clone().with(|x| x.dst = Ipv4Addr::new(198, 18, 2, 99));
-    expect(&net, "no neighbour", Side::Ext, &udp.build(), XDP_PASS, Some(&out.build()), "pass_no_neigh");
+    expect(
+        &net,
+        "no neighbour",
+        Side::Ext,
+        &udp.build(),
+        XDP_PASS,
+        Some(&out.build()),
+        "pass_no_neigh",
+    );
 
     // Larger than the egress MTU: rewritten and handed to the kernel.
     net.dp.set_active(&spec, Some(PRIMARY)).unwrap();
-    let big = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (VIP, 5060), &[b'x'; 1560]);
+    let big = Ip4::udp(
+        PHONE_MAC,
+        EXT_MAC,
+        (PHONE, 5062),
+        (VIP, 5060),
+        &[b'x'; 1560],
+    );
     let out = big.clone().with(|x| x.dst = PRIMARY);
-    expect(&net, "over MTU", Side::Ext, &big.build(), XDP_PASS, Some(&out.build()), "pass_fib");
+    expect(
+        &net,
+        "over MTU",
+        Side::Ext,
+        &big.build(),
+        XDP_PASS,
+        Some(&out.build()),
+        "pass_fib",
+    );
 
     // TTL 1 to a VIP: dropped and counted.
     let ttl1 = phone_udp(5060).with(|x| x.ttl = 1);
-    expect(&net, "ttl 1", Side::Ext, &ttl1.build(), XDP_DROP, None, "drop_ttl");
+    expect(
+        &net,
+        "ttl 1",
+        Side::Ext,
+        &ttl1.build(),
+        XDP_DROP,
+        None,
+        "drop_ttl",
+    );
 }
 
 #[test]
 fn rule3_other_traffic_to_the_vip() {
     let net = net();
-    expect(&net, "closed port", Side::Ext, &phone_udp(5070).build(), XDP_DROP, None, "drop_vip_closed");
-    let gre = Ip4::new(PHONE_MAC, EXT_MAC, PHONE, VIP, L4::Raw { proto: 47, bytes: vec![0; 8] });
-    expect(&net, "GRE", Side::Ext, &gre.build(), XDP_DROP, None, "drop_vip_proto");
-    let ts = Ip4::new(PHONE_MAC, EXT_MAC, PHONE, VIP, L4::Echo { ty: 13, id: 1, seq: 1, payload: vec![0; 12] });
-    expect(&net, "ICMP timestamp", Side::Ext, &ts.build(), XDP_DROP, None, "drop_icmp");
+    expect(
+        &net,
+        "closed port",
+        Side::Ext,
+        &phone_udp(5070).build(),
+        XDP_DROP,
+        None,
+        "drop_vip_closed",
+    );
+    let gre = Ip4::new(
+        PHONE_MAC,
+        EXT_MAC,
+        PHONE,
+        VIP,
+        L4::Raw {
+            proto: 47,
+            bytes: vec![0; 8],
+        },
+    );
+    expect(
+        &net,
+        "GRE",
+        Side::Ext,
+        &gre.build(),
+        XDP_DROP,
+        None,
+        "drop_vip_proto",
+    );
+    let ts = Ip4::new(
+        PHONE_MAC,
+        EXT_MAC,
+        PHONE,
+        VIP,
+        L4::Echo {
+            ty: 13,
+            id: 1,
+            seq: 1,
+            payload: vec![0; 12],
+        },
+    );
+    expect(
+        &net,
+        "ICMP timestamp",
+        Side::Ext,
+        &ts.build(),
+        XDP_DROP,
+        None,
+        "drop_icmp",
+    );
 
     // Echo is answered, even with TTL 1 (the VIP is the destination).
-    let echo = Ip4::new(PHONE_MAC, EXT_MAC, PHONE, VIP, L4::Echo { ty: 8, id: 7, seq: 1, payload: b"ping".to_vec() })
-        .with(|x| x.ttl = 1);
-    let reply = Ip4::new(EXT_MAC, PHONE_MAC, VIP, PHONE, L4::Echo { ty: 0, id: 7, seq: 1, payload: b"ping".to_vec() });
-    expect(&net, "echo", Side::Ext, &echo.build(), XDP_TX, Some(&reply.build()), "echo_reply");
+    let echo = Ip4::new(
+        PHONE_MAC,
+        EXT_MAC,
+        PHONE,
+        VIP,
+        L4::Echo {
+            ty: 8,
+            id: 7,
+            seq: 1,
+            payload: b"ping".to_vec(),
+        },
+    )
+    .with(|x| x.ttl = 1);
+    let reply = Ip4::new(
+        EXT_MAC,
+        PHONE_MAC,
+        VIP,
+        PHONE,
+        L4::Echo {
+            ty: 0,
+            id: 7,
+            seq: 1,
+            payload: b"ping".to_vec(),
+        },
+    );
+    expect(
+        &net,
+        "echo",
+        Side::Ext,
+        &echo.build(),
+        XDP_TX,
+        Some(&reply.build()),
+        "echo_reply",
+    );
     let reason = net.dp.reasons().unwrap();
     assert_eq!(reason.get("drop_vip_closed"), Some(&1));
     assert_eq!(net.dp.vip_counters(VIP_ID).unwrap().vip_in.packets, 0);
@@ -178,17 +391,54 @@ fn rule4_outbound_snat_exclusions_and_conntrack() {
     // Service port: VIP:5060, no conntrack needed.
     let reg = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (PHONE, 5062), SIP);
     let out = from_vip(&reg, PHONE_MAC, None);
-    expect(&net, "from 5060", Side::Int, &reg.build(), XDP_REDIRECT, Some(&out.build()), "snat");
+    expect(
+        &net,
+        "from 5060",
+        Side::Int,
+        &reg.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "snat",
+    );
     // Mapped service: member 15080 leaves as VIP:5080.
-    let m = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, MAPPED_MEMBER_PORT), (PHONE, 7000), SIP);
+    let m = Ip4::udp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, MAPPED_MEMBER_PORT),
+        (PHONE, 7000),
+        SIP,
+    );
     let out = from_vip(&m, PHONE_MAC, Some(MAPPED_PORT));
-    expect(&net, "from 15080", Side::Int, &m.build(), XDP_REDIRECT, Some(&out.build()), "snat");
+    expect(
+        &net,
+        "from 15080",
+        Side::Int,
+        &m.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "snat",
+    );
     assert!(ct(&net).is_empty());
 
     // A member-opened TCP flow from an ephemeral port: SNAT 1:1 plus a conntrack entry.
-    let syn = Ip4::tcp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (SBC, 5060), 0x02, b"");
+    let syn = Ip4::tcp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 40000),
+        (SBC, 5060),
+        0x02,
+        b"",
+    );
     let out = from_vip(&syn, SBC_MAC, None);
-    expect(&net, "member SYN", Side::Int, &syn.build(), XDP_REDIRECT, Some(&out.build()), "snat");
+    expect(
+        &net,
+        "member SYN",
+        Side::Int,
+        &syn.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "snat",
+    );
     let entries = ct(&net);
     assert_eq!(entries.len(), 1);
     assert_eq!(
@@ -203,43 +453,144 @@ fn rule4_outbound_snat_exclusions_and_conntrack() {
                 kind: CT_SNAT,
                 _pad: 0
             },
-            CtValue { member_be: be32(PRIMARY), slot: 0 }
+            CtValue {
+                member_be: be32(PRIMARY),
+                slot: 0
+            }
         )
     );
     // The reply to VIP:40000 goes back to the member.
     let synack = Ip4::tcp(SBC_MAC, EXT_MAC, (SBC, 5060), (VIP, 40000), 0x12, b"");
     let out = to_member(&synack, PRIMARY, PRIMARY_MAC, None);
-    expect(&net, "reply", Side::Ext, &synack.build(), XDP_REDIRECT, Some(&out.build()), "conntrack_reply");
+    expect(
+        &net,
+        "reply",
+        Side::Ext,
+        &synack.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "conntrack_reply",
+    );
     // Even after a flip, the member that opened the flow gets its replies.
     net.dp.set_active(&net.spec, Some(BACKUP)).unwrap();
-    expect(&net, "reply after flip", Side::Ext, &synack.build(), XDP_REDIRECT, Some(&out.build()), "conntrack_reply");
+    expect(
+        &net,
+        "reply after flip",
+        Side::Ext,
+        &synack.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "conntrack_reply",
+    );
     // Reselect: forgetting the member's flows closes the port again.
     assert_eq!(net.dp.forget_member_flows(PRIMARY).unwrap(), 1);
-    expect(&net, "reply after reselect", Side::Ext, &synack.build(), XDP_DROP, None, "drop_vip_closed");
+    expect(
+        &net,
+        "reply after reselect",
+        Side::Ext,
+        &synack.build(),
+        XDP_DROP,
+        None,
+        "drop_vip_closed",
+    );
 
     // Exclusions (overlapping /32 and /28): physical source kept, still forwarded.
-    let cfg = Ip4::tcp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40001), (CONFIG, 2020), 0x02, b"");
+    let cfg = Ip4::tcp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 40001),
+        (CONFIG, 2020),
+        0x02,
+        b"",
+    );
     let out = routed(&cfg, EXT_MAC, CONFIG_MAC);
-    expect(&net, "excluded /32", Side::Int, &cfg.build(), XDP_REDIRECT, Some(&out.build()), "excluded");
-    let n = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (EXCL_NET_HOST, 5060), SIP);
+    expect(
+        &net,
+        "excluded /32",
+        Side::Int,
+        &cfg.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "excluded",
+    );
+    let n = Ip4::udp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 5060),
+        (EXCL_NET_HOST, 5060),
+        SIP,
+    );
     let out = routed(&n, EXT_MAC, EXCL_NET_HOST_MAC);
-    expect(&net, "excluded /28", Side::Int, &n.build(), XDP_REDIRECT, Some(&out.build()), "excluded");
+    expect(
+        &net,
+        "excluded /28",
+        Side::Int,
+        &n.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "excluded",
+    );
     // Just outside the /28 (198.18.1.64): SNATed; its neighbour is unresolved, so the
     // rewritten packet goes to the kernel with its TTL.
-    let outside = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (Ipv4Addr::new(198, 18, 1, 64), 5060), SIP);
+    let outside = Ip4::udp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 5060),
+        (Ipv4Addr::new(198, 18, 1, 64), 5060),
+        SIP,
+    );
     let out = outside.clone().with(|x| x.src = VIP);
-    expect(&net, "outside /28", Side::Int, &outside.build(), XDP_PASS, Some(&out.build()), "pass_no_neigh");
+    expect(
+        &net,
+        "outside /28",
+        Side::Int,
+        &outside.build(),
+        XDP_PASS,
+        Some(&out.build()),
+        "pass_no_neigh",
+    );
     // A member answering the gateway's own monitor: never SNATed, delivered by the kernel.
-    let probe_reply = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (INT_IP, 45000), b"SIP/2.0 200 OK\r\n\r\n");
-    expect(&net, "monitor reply", Side::Int, &probe_reply.build(), XDP_PASS, None, "pass_fib");
+    let probe_reply = Ip4::udp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 5060),
+        (INT_IP, 45000),
+        b"SIP/2.0 200 OK\r\n\r\n",
+    );
+    expect(
+        &net,
+        "monitor reply",
+        Side::Int,
+        &probe_reply.build(),
+        XDP_PASS,
+        None,
+        "pass_fib",
+    );
     // A blackholed destination is dropped.
-    let bh = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (BLACKHOLED, 5060), SIP);
+    let bh = Ip4::udp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 5060),
+        (BLACKHOLED, 5060),
+        SIP,
+    );
     let out = bh.clone().with(|x| x.src = VIP);
     // The drop verdict carries the rewritten frame; what matters is that nothing leaves.
-    expect(&net, "blackhole", Side::Int, &bh.build(), XDP_DROP, Some(&out.build()), "drop_fib");
+    expect(
+        &net,
+        "blackhole",
+        Side::Int,
+        &bh.build(),
+        XDP_DROP,
+        Some(&out.build()),
+        "drop_fib",
+    );
 
     let c = net.dp.vip_counters(VIP_ID).unwrap();
-    assert_eq!(c.vip_out.packets, 5, "5060, 15080, SYN, outside /28, blackhole");
+    assert_eq!(
+        c.vip_out.packets, 5,
+        "5060, 15080, SYN, outside /28, blackhole"
+    );
     assert_eq!(c.service_out[0].packets, 3);
     assert_eq!(c.service_out[3].packets, 1);
     assert_eq!(c.member_out[0].packets, 5);
@@ -250,32 +601,86 @@ fn rule5_tlib_passthrough_survives_conntrack_loss() {
     let mut net = net();
     // A T-Lib client connects to the primary's physical address: untouched, and remembered.
     let syn = Ip4::tcp(TLIB_MAC, EXT_MAC, (TLIB, 50001), (PRIMARY, 8000), 0x02, b"");
-    expect(&net, "to physical", Side::Ext, &syn.build(), XDP_PASS, None, "pass_to_member");
+    expect(
+        &net,
+        "to physical",
+        Side::Ext,
+        &syn.build(),
+        XDP_PASS,
+        None,
+        "pass_to_member",
+    );
     let entries = ct(&net);
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].0.kind, CT_PASSTHROUGH);
     // The member's reply keeps its physical source.
-    let synack = Ip4::tcp(PRIMARY_MAC, INT_MAC, (PRIMARY, 8000), (TLIB, 50001), 0x12, b"");
+    let synack = Ip4::tcp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 8000),
+        (TLIB, 50001),
+        0x12,
+        b"",
+    );
     let out = routed(&synack, EXT_MAC, TLIB_MAC);
-    expect(&net, "reply", Side::Int, &synack.build(), XDP_REDIRECT, Some(&out.build()), "passthrough");
+    expect(
+        &net,
+        "reply",
+        Side::Int,
+        &synack.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "passthrough",
+    );
 
     // On the T-Server port, replies stay physical even with all conntrack state lost.
     net.dp.flush_conntrack().unwrap();
-    let data = Ip4::tcp(PRIMARY_MAC, INT_MAC, (PRIMARY, TSERVER_PORT), (TLIB, 50002), 0x18, b"EventRinging");
+    let data = Ip4::tcp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, TSERVER_PORT),
+        (TLIB, 50002),
+        0x18,
+        b"EventRinging",
+    );
     let out = routed(&data, EXT_MAC, TLIB_MAC);
-    expect(&net, "T-Server port", Side::Int, &data.build(), XDP_REDIRECT, Some(&out.build()), "passthrough");
+    expect(
+        &net,
+        "T-Server port",
+        Side::Int,
+        &data.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "passthrough",
+    );
     assert!(ct(&net).is_empty());
     // Without the port rule, a flow forgotten by conntrack would be SNATed.
-    let lost = Ip4::tcp(PRIMARY_MAC, INT_MAC, (PRIMARY, 8000), (TLIB, 50001), 0x10, b"");
+    let lost = Ip4::tcp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 8000),
+        (TLIB, 50001),
+        0x10,
+        b"",
+    );
     let out = from_vip(&lost, TLIB_MAC, None);
-    expect(&net, "forgotten flow", Side::Int, &lost.build(), XDP_REDIRECT, Some(&out.build()), "snat");
+    expect(
+        &net,
+        "forgotten flow",
+        Side::Int,
+        &lost.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "snat",
+    );
 }
 
 #[test]
 fn rule2_fragments_follow_their_datagram() {
     let mut net = net();
     let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-    let invite = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (VIP, 5060), &payload).with(|x| x.id = 0x4242);
+    let invite =
+        Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (VIP, 5060), &payload).with(|x| x.id = 0x4242);
     let frags = invite.fragments(1200);
     assert_eq!(frags.len(), 3);
     let expected = to_member(&invite, PRIMARY, PRIMARY_MAC, None).fragments(1200);
@@ -284,7 +689,15 @@ fn rule2_fragments_follow_their_datagram() {
     let mut outs = Vec::new();
     for (i, f) in frags.iter().enumerate() {
         let reason = if i == 0 { "steered" } else { "frag_in" };
-        outs.push(expect(&net, &format!("in-order frag {i}"), Side::Ext, f, XDP_REDIRECT, Some(&expected[i]), reason));
+        outs.push(expect(
+            &net,
+            &format!("in-order frag {i}"),
+            Side::Ext,
+            f,
+            XDP_REDIRECT,
+            Some(&expected[i]),
+            reason,
+        ));
     }
     let data = reassemble(&outs).unwrap();
     verify_datagram(IPPROTO_UDP, PHONE, PRIMARY, &data).expect("reassembled UDP checksum");
@@ -294,24 +707,71 @@ fn rule2_fragments_follow_their_datagram() {
     let invite2 = invite.clone().with(|x| x.id = 0x4343);
     let frags = invite2.fragments(1200);
     let expected = to_member(&invite2, PRIMARY, PRIMARY_MAC, None).fragments(1200);
-    expect(&net, "frag 2 first", Side::Ext, &frags[2], XDP_REDIRECT, Some(&expected[2]), "frag_in");
+    expect(
+        &net,
+        "frag 2 first",
+        Side::Ext,
+        &frags[2],
+        XDP_REDIRECT,
+        Some(&expected[2]),
+        "frag_in",
+    );
     net.dp.set_active(&net.spec, Some(BACKUP)).unwrap();
-    expect(&net, "frag 0 after flip", Side::Ext, &frags[0], XDP_REDIRECT, Some(&expected[0]), "steered");
-    expect(&net, "frag 1 after flip", Side::Ext, &frags[1], XDP_REDIRECT, Some(&expected[1]), "frag_in");
+    expect(
+        &net,
+        "frag 0 after flip",
+        Side::Ext,
+        &frags[0],
+        XDP_REDIRECT,
+        Some(&expected[0]),
+        "steered",
+    );
+    expect(
+        &net,
+        "frag 1 after flip",
+        Side::Ext,
+        &frags[1],
+        XDP_REDIRECT,
+        Some(&expected[1]),
+        "frag_in",
+    );
     // A new datagram goes to the new active member.
     let invite3 = invite.clone().with(|x| x.id = 0x4444);
     let f3 = invite3.fragments(1200);
     let e3 = to_member(&invite3, BACKUP, BACKUP_MAC, None).fragments(1200);
-    expect(&net, "new datagram", Side::Ext, &f3[1], XDP_REDIRECT, Some(&e3[1]), "frag_in");
+    expect(
+        &net,
+        "new datagram",
+        Side::Ext,
+        &f3[1],
+        XDP_REDIRECT,
+        Some(&e3[1]),
+        "frag_in",
+    );
 
     // Outbound: a large INVITE from the member, SNATed in every fragment.
-    let big = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (PHONE, 5062), &payload).with(|x| x.id = 0x5151);
+    let big = Ip4::udp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 5060),
+        (PHONE, 5062),
+        &payload,
+    )
+    .with(|x| x.id = 0x5151);
     let frags = big.fragments(1200);
     let expected = from_vip(&big, PHONE_MAC, None).fragments(1200);
     let mut outs = Vec::new();
     for (i, f) in frags.iter().enumerate().rev() {
         let reason = if i == 0 { "snat" } else { "frag_out" };
-        outs.push(expect(&net, &format!("out frag {i}"), Side::Int, f, XDP_REDIRECT, Some(&expected[i]), reason));
+        outs.push(expect(
+            &net,
+            &format!("out frag {i}"),
+            Side::Int,
+            f,
+            XDP_REDIRECT,
+            Some(&expected[i]),
+            reason,
+        ));
     }
     let data = reassemble(&outs).unwrap();
     verify_datagram(IPPROTO_UDP, VIP, PHONE, &data).expect("reassembled outbound checksum");
@@ -328,100 +788,505 @@ fn quote(p: &Ip4, n: usize) -> Vec<u8> {
 fn rule6_icmp_errors_are_translated_both_ways() {
     let net = net();
     // A member's port unreachable about a steered packet (as the member received it).
-    let received = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (PRIMARY, 5060), SIP).with(|x| x.ttl = 63);
-    let err = Ip4::new(PRIMARY_MAC, INT_MAC, PRIMARY, PHONE, L4::IcmpError { ty: 3, code: 3, quoted: quote(&received, 999) });
+    let received =
+        Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (PRIMARY, 5060), SIP).with(|x| x.ttl = 63);
+    let err = Ip4::new(
+        PRIMARY_MAC,
+        INT_MAC,
+        PRIMARY,
+        PHONE,
+        L4::IcmpError {
+            ty: 3,
+            code: 3,
+            quoted: quote(&received, 999),
+        },
+    );
     let sent = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (VIP, 5060), SIP).with(|x| x.ttl = 63);
-    let want = Ip4::new(EXT_MAC, PHONE_MAC, VIP, PHONE, L4::IcmpError { ty: 3, code: 3, quoted: quote(&sent, 999) })
-        .with(|x| x.ttl = 63);
-    expect(&net, "member error, service", Side::Int, &err.build(), XDP_REDIRECT, Some(&want.build()), "icmp_error_out");
+    let want = Ip4::new(
+        EXT_MAC,
+        PHONE_MAC,
+        VIP,
+        PHONE,
+        L4::IcmpError {
+            ty: 3,
+            code: 3,
+            quoted: quote(&sent, 999),
+        },
+    )
+    .with(|x| x.ttl = 63);
+    expect(
+        &net,
+        "member error, service",
+        Side::Int,
+        &err.build(),
+        XDP_REDIRECT,
+        Some(&want.build()),
+        "icmp_error_out",
+    );
 
     // Mapped port: quoted 15080 goes back to 5080.
-    let received = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 7000), (PRIMARY, MAPPED_MEMBER_PORT), SIP);
-    let err = Ip4::new(PRIMARY_MAC, INT_MAC, PRIMARY, PHONE, L4::IcmpError { ty: 3, code: 3, quoted: quote(&received, 999) });
+    let received = Ip4::udp(
+        PHONE_MAC,
+        EXT_MAC,
+        (PHONE, 7000),
+        (PRIMARY, MAPPED_MEMBER_PORT),
+        SIP,
+    );
+    let err = Ip4::new(
+        PRIMARY_MAC,
+        INT_MAC,
+        PRIMARY,
+        PHONE,
+        L4::IcmpError {
+            ty: 3,
+            code: 3,
+            quoted: quote(&received, 999),
+        },
+    );
     let sent = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 7000), (VIP, MAPPED_PORT), SIP);
-    let want = Ip4::new(EXT_MAC, PHONE_MAC, VIP, PHONE, L4::IcmpError { ty: 3, code: 3, quoted: quote(&sent, 999) })
-        .with(|x| x.ttl = 63);
-    expect(&net, "member error, mapped", Side::Int, &err.build(), XDP_REDIRECT, Some(&want.build()), "icmp_error_out");
+    let want = Ip4::new(
+        EXT_MAC,
+        PHONE_MAC,
+        VIP,
+        PHONE,
+        L4::IcmpError {
+            ty: 3,
+            code: 3,
+            quoted: quote(&sent, 999),
+        },
+    )
+    .with(|x| x.ttl = 63);
+    expect(
+        &net,
+        "member error, mapped",
+        Side::Int,
+        &err.build(),
+        XDP_REDIRECT,
+        Some(&want.build()),
+        "icmp_error_out",
+    );
 
     // An error about a packet a T-Lib client sent to the physical address stays physical.
-    let received = Ip4::tcp(TLIB_MAC, EXT_MAC, (TLIB, 50001), (PRIMARY, TSERVER_PORT), 0x02, b"");
-    let err = Ip4::new(PRIMARY_MAC, INT_MAC, PRIMARY, TLIB, L4::IcmpError { ty: 3, code: 3, quoted: quote(&received, 28) });
+    let received = Ip4::tcp(
+        TLIB_MAC,
+        EXT_MAC,
+        (TLIB, 50001),
+        (PRIMARY, TSERVER_PORT),
+        0x02,
+        b"",
+    );
+    let err = Ip4::new(
+        PRIMARY_MAC,
+        INT_MAC,
+        PRIMARY,
+        TLIB,
+        L4::IcmpError {
+            ty: 3,
+            code: 3,
+            quoted: quote(&received, 28),
+        },
+    );
     let want = routed(&err, EXT_MAC, TLIB_MAC);
-    expect(&net, "member error, pass-through", Side::Int, &err.build(), XDP_REDIRECT, Some(&want.build()), "passthrough");
+    expect(
+        &net,
+        "member error, pass-through",
+        Side::Int,
+        &err.build(),
+        XDP_REDIRECT,
+        Some(&want.build()),
+        "passthrough",
+    );
 
     // An error arriving for the VIP about a service packet the VIP sent: to the active member.
-    let vip_sent = Ip4::udp(EXT_MAC, PHONE_MAC, (VIP, 5060), (PHONE, 5062), SIP).with(|x| x.ttl = 63);
-    let err = Ip4::new(PHONE_MAC, EXT_MAC, PHONE, VIP, L4::IcmpError { ty: 3, code: 3, quoted: quote(&vip_sent, 999) });
+    let vip_sent =
+        Ip4::udp(EXT_MAC, PHONE_MAC, (VIP, 5060), (PHONE, 5062), SIP).with(|x| x.ttl = 63);
+    let err = Ip4::new(
+        PHONE_MAC,
+        EXT_MAC,
+        PHONE,
+        VIP,
+        L4::IcmpError {
+            ty: 3,
+            code: 3,
+            quoted: quote(&vip_sent, 999),
+        },
+    );
     let member_sent = vip_sent.clone().with(|x| x.src = PRIMARY);
-    let want = Ip4::new(INT_MAC, PRIMARY_MAC, PHONE, PRIMARY, L4::IcmpError { ty: 3, code: 3, quoted: quote(&member_sent, 999) })
-        .with(|x| x.ttl = 63);
-    expect(&net, "error to VIP, service", Side::Ext, &err.build(), XDP_REDIRECT, Some(&want.build()), "icmp_error_in");
+    let want = Ip4::new(
+        INT_MAC,
+        PRIMARY_MAC,
+        PHONE,
+        PRIMARY,
+        L4::IcmpError {
+            ty: 3,
+            code: 3,
+            quoted: quote(&member_sent, 999),
+        },
+    )
+    .with(|x| x.ttl = 63);
+    expect(
+        &net,
+        "error to VIP, service",
+        Side::Ext,
+        &err.build(),
+        XDP_REDIRECT,
+        Some(&want.build()),
+        "icmp_error_in",
+    );
 
     // About a member-opened TCP flow, quoting only 8 bytes of TCP (RFC 792).
-    let syn = Ip4::tcp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (SBC, 5060), 0x02, b"");
-    expect(&net, "member SYN", Side::Int, &syn.build(), XDP_REDIRECT, Some(&from_vip(&syn, SBC_MAC, None).build()), "snat");
+    let syn = Ip4::tcp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, 40000),
+        (SBC, 5060),
+        0x02,
+        b"",
+    );
+    expect(
+        &net,
+        "member SYN",
+        Side::Int,
+        &syn.build(),
+        XDP_REDIRECT,
+        Some(&from_vip(&syn, SBC_MAC, None).build()),
+        "snat",
+    );
     let vip_syn = syn.clone().with(|x| {
         x.src = VIP;
         x.ttl = 63;
     });
-    let err = Ip4::new(SBC_MAC, EXT_MAC, SBC, VIP, L4::IcmpError { ty: 3, code: 1, quoted: quote(&vip_syn, 28) });
+    let err = Ip4::new(
+        SBC_MAC,
+        EXT_MAC,
+        SBC,
+        VIP,
+        L4::IcmpError {
+            ty: 3,
+            code: 1,
+            quoted: quote(&vip_syn, 28),
+        },
+    );
     let member_syn = vip_syn.clone().with(|x| x.src = PRIMARY);
-    let want = Ip4::new(INT_MAC, PRIMARY_MAC, SBC, PRIMARY, L4::IcmpError { ty: 3, code: 1, quoted: quote(&member_syn, 28) })
-        .with(|x| x.ttl = 63);
-    expect(&net, "error to VIP, conntrack", Side::Ext, &err.build(), XDP_REDIRECT, Some(&want.build()), "icmp_error_in");
+    let want = Ip4::new(
+        INT_MAC,
+        PRIMARY_MAC,
+        SBC,
+        PRIMARY,
+        L4::IcmpError {
+            ty: 3,
+            code: 1,
+            quoted: quote(&member_syn, 28),
+        },
+    )
+    .with(|x| x.ttl = 63);
+    expect(
+        &net,
+        "error to VIP, conntrack",
+        Side::Ext,
+        &err.build(),
+        XDP_REDIRECT,
+        Some(&want.build()),
+        "icmp_error_in",
+    );
 
     // About no known flow: dropped.
     let stray = vip_syn.clone().with(|x| x.l4.set_sport(40999));
-    let err = Ip4::new(SBC_MAC, EXT_MAC, SBC, VIP, L4::IcmpError { ty: 3, code: 1, quoted: quote(&stray, 28) });
-    expect(&net, "error to VIP, unknown", Side::Ext, &err.build(), XDP_DROP, None, "drop_icmp");
+    let err = Ip4::new(
+        SBC_MAC,
+        EXT_MAC,
+        SBC,
+        VIP,
+        L4::IcmpError {
+            ty: 3,
+            code: 1,
+            quoted: quote(&stray, 28),
+        },
+    );
+    expect(
+        &net,
+        "error to VIP, unknown",
+        Side::Ext,
+        &err.build(),
+        XDP_DROP,
+        None,
+        "drop_icmp",
+    );
 
     // Echo from a member is SNATed, and its reply returns to it.
-    let ping = Ip4::new(PRIMARY_MAC, INT_MAC, PRIMARY, SBC, L4::Echo { ty: 8, id: 99, seq: 1, payload: b"x".to_vec() });
-    expect(&net, "member ping", Side::Int, &ping.build(), XDP_REDIRECT, Some(&from_vip(&ping, SBC_MAC, None).build()), "snat");
-    let pong = Ip4::new(SBC_MAC, EXT_MAC, SBC, VIP, L4::Echo { ty: 0, id: 99, seq: 1, payload: b"x".to_vec() });
-    expect(&net, "pong", Side::Ext, &pong.build(), XDP_REDIRECT, Some(&to_member(&pong, PRIMARY, PRIMARY_MAC, None).build()), "conntrack_reply");
-    assert!(ct(&net).iter().any(|(k, _)| k.proto == IPPROTO_ICMP && k.port_a_be == be16(99)));
+    let ping = Ip4::new(
+        PRIMARY_MAC,
+        INT_MAC,
+        PRIMARY,
+        SBC,
+        L4::Echo {
+            ty: 8,
+            id: 99,
+            seq: 1,
+            payload: b"x".to_vec(),
+        },
+    );
+    expect(
+        &net,
+        "member ping",
+        Side::Int,
+        &ping.build(),
+        XDP_REDIRECT,
+        Some(&from_vip(&ping, SBC_MAC, None).build()),
+        "snat",
+    );
+    let pong = Ip4::new(
+        SBC_MAC,
+        EXT_MAC,
+        SBC,
+        VIP,
+        L4::Echo {
+            ty: 0,
+            id: 99,
+            seq: 1,
+            payload: b"x".to_vec(),
+        },
+    );
+    expect(
+        &net,
+        "pong",
+        Side::Ext,
+        &pong.build(),
+        XDP_REDIRECT,
+        Some(&to_member(&pong, PRIMARY, PRIMARY_MAC, None).build()),
+        "conntrack_reply",
+    );
+    assert!(ct(&net)
+        .iter()
+        .any(|(k, _)| k.proto == IPPROTO_ICMP && k.port_a_be == be16(99)));
 }
 
 #[test]
 fn rule7_everything_else_goes_to_the_kernel_or_is_counted() {
     let net = net();
     let arp = ether(PHONE_MAC, [0xff; 6], frame::ETH_P_ARP, &[0; 28]);
-    expect(&net, "ARP", Side::Ext, &arp, XDP_PASS, None, "pass_not_ipv4");
+    expect(
+        &net,
+        "ARP",
+        Side::Ext,
+        &arp,
+        XDP_PASS,
+        None,
+        "pass_not_ipv4",
+    );
     let v6 = ether(PHONE_MAC, EXT_MAC, frame::ETH_P_IPV6, &[0x60; 40]);
-    expect(&net, "IPv6", Side::Ext, &v6, XDP_PASS, None, "pass_not_ipv4");
-    let transit = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 1000), (REMOTE_NO_NEIGH, 2000), b"x");
-    expect(&net, "transit", Side::Ext, &transit.build(), XDP_PASS, None, "pass_not_vip");
+    expect(
+        &net,
+        "IPv6",
+        Side::Ext,
+        &v6,
+        XDP_PASS,
+        None,
+        "pass_not_ipv4",
+    );
+    let transit = Ip4::udp(
+        PHONE_MAC,
+        EXT_MAC,
+        (PHONE, 1000),
+        (REMOTE_NO_NEIGH, 2000),
+        b"x",
+    );
+    expect(
+        &net,
+        "transit",
+        Side::Ext,
+        &transit.build(),
+        XDP_PASS,
+        None,
+        "pass_not_vip",
+    );
     let to_gw = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 1000), (EXT_IP, 22), b"x");
-    expect(&net, "to the gateway", Side::Ext, &to_gw.build(), XDP_PASS, None, "pass_not_vip");
-    let not_member = Ip4::udp(INT_MAC, INT_MAC, (Ipv4Addr::new(198, 18, 2, 40), 5060), (PHONE, 5060), b"x");
-    expect(&net, "not a member", Side::Int, &not_member.build(), XDP_PASS, None, "pass_not_member");
-    let ttl1 = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (PHONE, 5062), SIP).with(|x| x.ttl = 1);
-    expect(&net, "member ttl 1", Side::Int, &ttl1.build(), XDP_PASS, None, "pass_ttl");
+    expect(
+        &net,
+        "to the gateway",
+        Side::Ext,
+        &to_gw.build(),
+        XDP_PASS,
+        None,
+        "pass_not_vip",
+    );
+    let not_member = Ip4::udp(
+        INT_MAC,
+        INT_MAC,
+        (Ipv4Addr::new(198, 18, 2, 40), 5060),
+        (PHONE, 5060),
+        b"x",
+    );
+    expect(
+        &net,
+        "not a member",
+        Side::Int,
+        &not_member.build(),
+        XDP_PASS,
+        None,
+        "pass_not_member",
+    );
+    let ttl1 =
+        Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (PHONE, 5062), SIP).with(|x| x.ttl = 1);
+    expect(
+        &net,
+        "member ttl 1",
+        Side::Int,
+        &ttl1.build(),
+        XDP_PASS,
+        None,
+        "pass_ttl",
+    );
     let hairpin = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (VIP, 5060), SIP);
-    expect(&net, "hairpin", Side::Int, &hairpin.build(), XDP_PASS, None, "pass_to_vip");
-    let gre = Ip4::new(PRIMARY_MAC, INT_MAC, PRIMARY, SBC, L4::Raw { proto: 47, bytes: vec![0; 8] });
-    expect(&net, "member GRE", Side::Int, &gre.build(), XDP_PASS, None, "pass_other_proto");
-    let echo_reply = Ip4::new(PRIMARY_MAC, INT_MAC, PRIMARY, TLIB, L4::Echo { ty: 0, id: 1, seq: 1, payload: vec![] });
-    expect(&net, "member echo reply", Side::Int, &echo_reply.build(), XDP_PASS, None, "pass_icmp");
+    expect(
+        &net,
+        "hairpin",
+        Side::Int,
+        &hairpin.build(),
+        XDP_PASS,
+        None,
+        "pass_to_vip",
+    );
+    let gre = Ip4::new(
+        PRIMARY_MAC,
+        INT_MAC,
+        PRIMARY,
+        SBC,
+        L4::Raw {
+            proto: 47,
+            bytes: vec![0; 8],
+        },
+    );
+    expect(
+        &net,
+        "member GRE",
+        Side::Int,
+        &gre.build(),
+        XDP_PASS,
+        None,
+        "pass_other_proto",
+    );
+    let echo_reply = Ip4::new(
+        PRIMARY_MAC,
+        INT_MAC,
+        PRIMARY,
+        TLIB,
+        L4::Echo {
+            ty: 0,
+            id: 1,
+            seq: 1,
+            payload: vec![],
+        },
+    );
+    expect(
+        &net,
+        "member echo reply",
+        Side::Int,
+        &echo_reply.build(),
+        XDP_PASS,
+        None,
+        "pass_icmp",
+    );
 
     // Malformed frames: counted drops, never forwarded.
     let good = phone_udp(5060).build();
-    expect(&net, "bare Ethernet header", Side::Ext, &good[..14], XDP_DROP, None, "drop_malformed_ip");
+    expect(
+        &net,
+        "bare Ethernet header",
+        Side::Ext,
+        &good[..14],
+        XDP_DROP,
+        None,
+        "drop_malformed_ip",
+    );
     let vlan_short = ether(PHONE_MAC, EXT_MAC, frame::ETH_P_8021Q, &[0, 100]);
-    expect(&net, "short 802.1Q", Side::Ext, &vlan_short, XDP_DROP, None, "drop_malformed_eth");
+    expect(
+        &net,
+        "short 802.1Q",
+        Side::Ext,
+        &vlan_short,
+        XDP_DROP,
+        None,
+        "drop_malformed_eth",
+    );
     let mut bad_version = good.clone();
     bad_version[14] = 0x65;
-    expect(&net, "IP version 6 in IPv4", Side::Ext, &bad_version, XDP_DROP, None, "drop_malformed_ip");
+    expect(
+        &net,
+        "IP version 6 in IPv4",
+        Side::Ext,
+        &bad_version,
+        XDP_DROP,
+        None,
+        "drop_malformed_ip",
+    );
     let mut bad_ihl = good.clone();
     bad_ihl[14] = 0x44;
-    expect(&net, "IHL 4", Side::Ext, &bad_ihl, XDP_DROP, None, "drop_malformed_ip");
-    expect(&net, "truncated datagram", Side::Ext, &good[..good.len() - 10], XDP_DROP, None, "drop_malformed_ip");
-    let short_udp = Ip4::new(PHONE_MAC, EXT_MAC, PHONE, VIP, L4::Raw { proto: IPPROTO_UDP, bytes: vec![0x13, 0xc4, 0x13] });
-    expect(&net, "truncated UDP", Side::Ext, &short_udp.build(), XDP_DROP, None, "drop_truncated_l4");
-    let short_tcp = Ip4::new(PRIMARY_MAC, INT_MAC, PRIMARY, PHONE, L4::Raw { proto: IPPROTO_TCP, bytes: vec![0; 12] });
-    expect(&net, "truncated TCP", Side::Int, &short_tcp.build(), XDP_DROP, None, "drop_truncated_l4");
+    expect(
+        &net,
+        "IHL 4",
+        Side::Ext,
+        &bad_ihl,
+        XDP_DROP,
+        None,
+        "drop_malformed_ip",
+    );
+    expect(
+        &net,
+        "truncated datagram",
+        Side::Ext,
+        &good[..good.len() - 10],
+        XDP_DROP,
+        None,
+        "drop_malformed_ip",
+    );
+    let short_udp = Ip4::new(
+        PHONE_MAC,
+        EXT_MAC,
+        PHONE,
+        VIP,
+        L4::Raw {
+            proto: IPPROTO_UDP,
+            bytes: vec![0x13, 0xc4, 0x13],
+        },
+    );
+    expect(
+        &net,
+        "truncated UDP",
+        Side::Ext,
+        &short_udp.build(),
+        XDP_DROP,
+        None,
+        "drop_truncated_l4",
+    );
+    let short_tcp = Ip4::new(
+        PRIMARY_MAC,
+        INT_MAC,
+        PRIMARY,
+        PHONE,
+        L4::Raw {
+            proto: IPPROTO_TCP,
+            bytes: vec![0; 12],
+        },
+    );
+    expect(
+        &net,
+        "truncated TCP",
+        Side::Int,
+        &short_tcp.build(),
+        XDP_DROP,
+        None,
+        "drop_truncated_l4",
+    );
     let mut garbage = vec![0xa5u8; 64];
     garbage[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    expect(&net, "garbage", Side::Ext, &garbage, XDP_DROP, None, "drop_malformed_ip");
+    expect(
+        &net,
+        "garbage",
+        Side::Ext,
+        &garbage,
+        XDP_DROP,
+        None,
+        "drop_malformed_ip",
+    );
 }

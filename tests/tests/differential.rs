@@ -47,7 +47,9 @@ fn addr_pool() -> Vec<Ipv4Addr> {
     ]
 }
 
-const PORTS: &[u16] = &[5060, 5060, 5061, 5080, 15080, 3000, 8000, 40000, 40001, 5062, 7000];
+const PORTS: &[u16] = &[
+    5060, 5060, 5061, 5080, 15080, 3000, 8000, 40000, 40001, 5062, 7000,
+];
 
 struct Gen {
     rng: SmallRng,
@@ -94,12 +96,18 @@ impl Gen {
         };
         let payload: Vec<u8> = (0..payload_len).map(|_| self.rng.gen()).collect();
         match proto_pick {
-            0..=44 => L4::Udp { sport: self.port(), dport: self.port(), payload },
+            0..=44 => L4::Udp {
+                sport: self.port(),
+                dport: self.port(),
+                payload,
+            },
             45..=74 => L4::Tcp {
                 sport: self.port(),
                 dport: self.port(),
                 seq: self.rng.gen(),
-                flags: *[0x02u8, 0x12, 0x10, 0x18, 0x11].choose(&mut self.rng).unwrap(),
+                flags: *[0x02u8, 0x12, 0x10, 0x18, 0x11]
+                    .choose(&mut self.rng)
+                    .unwrap(),
                 payload,
             },
             75..=84 => L4::Echo {
@@ -123,7 +131,10 @@ impl Gen {
                     quoted,
                 }
             }
-            _ => L4::Raw { proto: *[47u8, 50, 132].choose(&mut self.rng).unwrap(), bytes: payload },
+            _ => L4::Raw {
+                proto: *[47u8, 50, 132].choose(&mut self.rng).unwrap(),
+                bytes: payload,
+            },
         }
     }
 
@@ -133,7 +144,9 @@ impl Gen {
         std::mem::swap(&mut r.src, &mut r.dst);
         std::mem::swap(&mut r.smac, &mut r.dmac);
         match &mut r.l4 {
-            L4::Udp { sport, dport, .. } | L4::Tcp { sport, dport, .. } => std::mem::swap(sport, dport),
+            L4::Udp { sport, dport, .. } | L4::Tcp { sport, dport, .. } => {
+                std::mem::swap(sport, dport)
+            }
             L4::Echo { ty, .. } => *ty = 0,
             _ => {}
         }
@@ -200,7 +213,17 @@ impl Gen {
         let quoted = ip[..n.min(ip.len())].to_vec();
         let src = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
         let dst = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let e = Ip4::new([0; 6], [0; 6], src, dst, L4::IcmpError { ty: 3, code: 3, quoted });
+        let e = Ip4::new(
+            [0; 6],
+            [0; 6],
+            src,
+            dst,
+            L4::IcmpError {
+                ty: 3,
+                code: 3,
+                quoted,
+            },
+        );
         Some(wrap(side, [2, 0, 0, 9, 9, 8], &e.ip_bytes()))
     }
 
@@ -219,7 +242,11 @@ impl Gen {
                 return f;
             }
         }
-        let side = if self.rng.gen_bool(0.5) { Side::Ext } else { Side::Int };
+        let side = if self.rng.gen_bool(0.5) {
+            Side::Ext
+        } else {
+            Side::Int
+        };
         let mut pkt = if !self.history.is_empty() && self.rng.gen_bool(0.15) {
             let h = self.history[self.rng.gen_range(0..self.history.len())].clone();
             self.reply(&h)
@@ -231,7 +258,9 @@ impl Gen {
                 }
                 Side::Int => {
                     let (a, m) = if self.rng.gen_bool(0.9) {
-                        *[(PRIMARY, PRIMARY_MAC), (BACKUP, BACKUP_MAC)].choose(&mut self.rng).unwrap()
+                        *[(PRIMARY, PRIMARY_MAC), (BACKUP, BACKUP_MAC)]
+                            .choose(&mut self.rng)
+                            .unwrap()
                     } else {
                         (Ipv4Addr::new(198, 18, 2, 40), [2, 0, 0, 2, 0, 40])
                     };
@@ -265,12 +294,15 @@ impl Gen {
         }
         // Fragments: a bigger datagram split and sent out of order.
         if self.rng.gen_bool(0.08) && matches!(pkt.l4, L4::Udp { .. } | L4::Tcp { .. }) {
-            let big: Vec<u8> = (0..self.rng.gen_range(1500..3000)).map(|_| self.rng.gen()).collect();
+            let big: Vec<u8> = (0..self.rng.gen_range(1500..3000))
+                .map(|_| self.rng.gen())
+                .collect();
             match &mut pkt.l4 {
                 L4::Udp { payload, .. } | L4::Tcp { payload, .. } => *payload = big,
                 _ => {}
             }
-            let mut frags: Vec<(Side, Vec<u8>)> = pkt.fragments(1200).into_iter().map(|f| (side, f)).collect();
+            let mut frags: Vec<(Side, Vec<u8>)> =
+                pkt.fragments(1200).into_iter().map(|f| (side, f)).collect();
             frags.shuffle(&mut self.rng);
             self.queue = frags;
             return self.queue.pop().unwrap();
@@ -300,8 +332,14 @@ impl Gen {
 
 #[test]
 fn datapath_matches_reference_model() {
-    let seed: u64 = std::env::var("SIPVIP_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5197_0001);
-    let frames: usize = std::env::var("SIPVIP_DIFF_FRAMES").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let seed: u64 = std::env::var("SIPVIP_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5197_0001);
+    let frames: usize = std::env::var("SIPVIP_DIFF_FRAMES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
     let mut net = FixtureNet::new(&MapSizes::default()).expect("fixture namespace");
     let mut model = Model::new(topo::vip_spec(), EXCLUSIONS);
     let mut gen = Gen {
@@ -351,15 +389,48 @@ fn datapath_matches_reference_model() {
     assert_eq!((c.vip_in.packets, c.vip_in.bytes), t.vip_in, "vip in");
     assert_eq!((c.vip_out.packets, c.vip_out.bytes), t.vip_out, "vip out");
     for i in 0..8 {
-        assert_eq!((c.service_in[i].packets, c.service_in[i].bytes), t.service_in[i], "service {i} in");
-        assert_eq!((c.service_out[i].packets, c.service_out[i].bytes), t.service_out[i], "service {i} out");
-        assert_eq!((c.member_in[i].packets, c.member_in[i].bytes), t.member_in[i], "member {i} in");
-        assert_eq!((c.member_out[i].packets, c.member_out[i].bytes), t.member_out[i], "member {i} out");
+        assert_eq!(
+            (c.service_in[i].packets, c.service_in[i].bytes),
+            t.service_in[i],
+            "service {i} in"
+        );
+        assert_eq!(
+            (c.service_out[i].packets, c.service_out[i].bytes),
+            t.service_out[i],
+            "service {i} out"
+        );
+        assert_eq!(
+            (c.member_in[i].packets, c.member_in[i].bytes),
+            t.member_in[i],
+            "member {i} in"
+        );
+        assert_eq!(
+            (c.member_out[i].packets, c.member_out[i].bytes),
+            t.member_out[i],
+            "member {i} out"
+        );
     }
     // The run must have exercised every path, not just drops.
-    for r in ["steered", "conntrack_reply", "snat", "excluded", "passthrough", "echo_reply", "frag_in", "frag_out",
-              "icmp_error_in", "icmp_error_out", "pass_vlan", "drop_malformed_ip", "drop_truncated_l4", "pass_no_neigh"] {
-        assert!(reasons.get(r).copied().unwrap_or(0) > 0, "no frame took the {r} path: {reasons:?}");
+    for r in [
+        "steered",
+        "conntrack_reply",
+        "snat",
+        "excluded",
+        "passthrough",
+        "echo_reply",
+        "frag_in",
+        "frag_out",
+        "icmp_error_in",
+        "icmp_error_out",
+        "pass_vlan",
+        "drop_malformed_ip",
+        "drop_truncated_l4",
+        "pass_no_neigh",
+    ] {
+        assert!(
+            reasons.get(r).copied().unwrap_or(0) > 0,
+            "no frame took the {r} path: {reasons:?}"
+        );
     }
     eprintln!("{frames} frames, {flips} flips, seed {seed:#x}: {reasons:?}");
 }

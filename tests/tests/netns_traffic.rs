@@ -55,7 +55,9 @@ fn udp(ns: &Netns, addr: (Ipv4Addr, u16)) -> UdpSocket {
 
 fn recv(s: &UdpSocket, what: &str) -> (Vec<u8>, SocketAddr) {
     let mut buf = vec![0u8; 9000];
-    let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("{what}: nothing received ({e})"));
+    let (n, from) = s
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("{what}: nothing received ({e})"));
     buf.truncate(n);
     (buf, from)
 }
@@ -67,7 +69,10 @@ fn setup() -> Lab {
     let primary = Netns::new("pri").unwrap();
     let backup = Netns::new("bak").unwrap();
     let offload_off = |ns: &Netns, dev: &str| {
-        ns.exec(&format!("ethtool -K {dev} tx off tso off gso off gro off >/dev/null 2>&1 || true")).unwrap();
+        ns.exec(&format!(
+            "ethtool -K {dev} tx off tso off gso off gro off >/dev/null 2>&1 || true"
+        ))
+        .unwrap();
     };
     gw.exec(&format!(
         "sysctl -qw net.ipv4.ip_forward=1 && sysctl -qw net.ipv4.conf.all.rp_filter=0 && \
@@ -96,18 +101,40 @@ fn setup() -> Lab {
     backup
         .exec(&format!("ip addr add {BACKUP}/24 dev b0 && ip link set b0 up && ip route add default via 198.18.4.1"))
         .unwrap();
-    for (ns, dev) in [(&gw, "ext0"), (&gw, "int0"), (&gw, "int1"), (&client, "cl0"), (&primary, "p0"), (&backup, "b0")] {
+    for (ns, dev) in [
+        (&gw, "ext0"),
+        (&gw, "int0"),
+        (&gw, "int1"),
+        (&client, "cl0"),
+        (&primary, "p0"),
+        (&backup, "b0"),
+    ] {
         offload_off(ns, dev);
     }
 
-    let svc = |proto, port| ServiceSpec { proto, port, member_port: port, enabled: true };
+    let svc = |proto, port| ServiceSpec {
+        proto,
+        port,
+        member_port: port,
+        enabled: true,
+    };
     let spec = VipSpec {
         addr: VIP,
         id: 0,
-        services: vec![svc(IPPROTO_UDP, 5060), svc(IPPROTO_TCP, 5060), svc(IPPROTO_TCP, 5061)],
+        services: vec![
+            svc(IPPROTO_UDP, 5060),
+            svc(IPPROTO_TCP, 5060),
+            svc(IPPROTO_TCP, 5061),
+        ],
         members: vec![
-            MemberSpec { addr: PRIMARY, passthrough_ports: vec![3000] },
-            MemberSpec { addr: BACKUP, passthrough_ports: vec![3000] },
+            MemberSpec {
+                addr: PRIMARY,
+                passthrough_ports: vec![3000],
+            },
+            MemberSpec {
+                addr: BACKUP,
+                passthrough_ports: vec![3000],
+            },
         ],
         active: Some(0),
         snat: true,
@@ -115,9 +142,12 @@ fn setup() -> Lab {
     let mut dp = {
         let _g = gw.enter().unwrap();
         let mut dp = Datapath::load(&MapSizes::default()).expect("load datapath");
-        dp.attach(program_names::EXTERNAL, "ext0", XdpMode::Driver).expect("native XDP on ext0");
-        dp.attach(program_names::INTERNAL, "int0", XdpMode::Driver).expect("native XDP on int0");
-        dp.attach(program_names::INTERNAL, "int1", XdpMode::Driver).expect("native XDP on int1");
+        dp.attach(program_names::EXTERNAL, "ext0", XdpMode::Driver)
+            .expect("native XDP on ext0");
+        dp.attach(program_names::INTERNAL, "int0", XdpMode::Driver)
+            .expect("native XDP on int0");
+        dp.attach(program_names::INTERNAL, "int1", XdpMode::Driver)
+            .expect("native XDP on int1");
         for dev in ["ext0", "int0", "int1"] {
             dp.add_egress(gw.ifindex(dev).unwrap()).unwrap();
         }
@@ -128,7 +158,8 @@ fn setup() -> Lab {
     // A veth only accepts redirected frames when its peer runs an XDP program.
     for (ns, dev) in [(&client, "cl0"), (&primary, "p0"), (&backup, "b0")] {
         let _g = ns.enter().unwrap();
-        dp.attach(program_names::PASS, dev, XdpMode::Driver).expect("XDP pass on peer");
+        dp.attach(program_names::PASS, dev, XdpMode::Driver)
+            .expect("XDP pass on peer");
     }
     // Let the gateway learn every neighbour (no ping here: a UDP datagram does it).
     for (ns, src, gwip) in [
@@ -139,10 +170,18 @@ fn setup() -> Lab {
         (&backup, BACKUP, "198.18.4.1"),
     ] {
         let s = udp(ns, (src, 0));
-        s.send_to(b"hello", (gwip.parse::<Ipv4Addr>().unwrap(), 9)).unwrap();
+        s.send_to(b"hello", (gwip.parse::<Ipv4Addr>().unwrap(), 9))
+            .unwrap();
     }
     std::thread::sleep(Duration::from_millis(200));
-    Lab { dp, spec, gw, client, primary, backup }
+    Lab {
+        dp,
+        spec,
+        gw,
+        client,
+        primary,
+        backup,
+    }
 }
 
 #[test]
@@ -152,17 +191,29 @@ fn real_traffic_through_native_xdp() {
     // --- UDP to VIP:5060 reaches the primary; the reply comes back from the VIP.
     let phone = udp(&lab.client, (PHONE, 5062));
     let pri_sip = udp(&lab.primary, (Ipv4Addr::UNSPECIFIED, 5060));
-    phone.send_to(b"REGISTER sip:vip SIP/2.0\r\n\r\n", (VIP, 5060)).unwrap();
+    phone
+        .send_to(b"REGISTER sip:vip SIP/2.0\r\n\r\n", (VIP, 5060))
+        .unwrap();
     let (msg, from) = recv(&pri_sip, "primary, UDP via VIP");
     assert_eq!(msg, b"REGISTER sip:vip SIP/2.0\r\n\r\n");
-    assert_eq!(from, SocketAddr::from((PHONE, 5062)), "the primary sees the phone's own address");
+    assert_eq!(
+        from,
+        SocketAddr::from((PHONE, 5062)),
+        "the primary sees the phone's own address"
+    );
     pri_sip.send_to(b"SIP/2.0 200 OK\r\n\r\n", from).unwrap();
     let (msg, from) = recv(&phone, "phone, UDP reply");
     assert_eq!(msg, b"SIP/2.0 200 OK\r\n\r\n");
-    assert_eq!(from, SocketAddr::from((VIP, 5060)), "the reply comes from the VIP");
+    assert_eq!(
+        from,
+        SocketAddr::from((VIP, 5060)),
+        "the reply comes from the VIP"
+    );
 
     // --- A 4 KB INVITE (fragmented on the wire) arrives whole.
-    let invite: Vec<u8> = (0..4096u32).map(|i| b"INVITE sip:agent SIP/2.0 "[(i % 25) as usize]).collect();
+    let invite: Vec<u8> = (0..4096u32)
+        .map(|i| b"INVITE sip:agent SIP/2.0 "[(i % 25) as usize])
+        .collect();
     phone.send_to(&invite, (VIP, 5060)).unwrap();
     let (msg, _) = recv(&pri_sip, "primary, 4 KB INVITE");
     assert_eq!(msg.len(), 4096);
@@ -173,7 +224,9 @@ fn real_traffic_through_native_xdp() {
     assert_eq!((msg.len(), from), (4096, SocketAddr::from((VIP, 5060))));
 
     // --- TCP to VIP:5060: the client's peer is the VIP, the primary's peer is the client.
-    let listener = in_ns(&lab.primary, || TcpListener::bind((Ipv4Addr::UNSPECIFIED, 5060)));
+    let listener = in_ns(&lab.primary, || {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, 5060))
+    });
     let mut c = in_ns(&lab.client, || {
         let s = socket_from(PHONE)?;
         s.connect_timeout(&SocketAddr::from((VIP, 5060)), TIMEOUT)?;
@@ -204,12 +257,20 @@ fn real_traffic_through_native_xdp() {
             Ok(s)
         });
         let (mut srv, peer) = listener.accept().unwrap();
-        assert_eq!(peer.ip(), TLIB, "port {port}: the member sees the T-Lib client");
+        assert_eq!(
+            peer.ip(),
+            TLIB,
+            "port {port}: the member sees the T-Lib client"
+        );
         assert_eq!(c.peer_addr().unwrap(), SocketAddr::from((PRIMARY, port)));
         srv.write_all(b"EventRegistered").unwrap();
         c.set_read_timeout(Some(TIMEOUT)).unwrap();
         let n = c.read(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"EventRegistered", "port {port}: data from the physical address");
+        assert_eq!(
+            &buf[..n],
+            b"EventRegistered",
+            "port {port}: data from the physical address"
+        );
     }
 
     // --- Excluded host keeps the physical source; others see the VIP, and replies to a
@@ -218,14 +279,25 @@ fn real_traffic_through_native_xdp() {
     let pri_eph = udp(&lab.primary, (PRIMARY, 40000));
     pri_eph.send_to(b"confserv", (CONFIG, 2020)).unwrap();
     let (_, from) = recv(&config, "config server");
-    assert_eq!(from, SocketAddr::from((PRIMARY, 40000)), "excluded: physical source");
+    assert_eq!(
+        from,
+        SocketAddr::from((PRIMARY, 40000)),
+        "excluded: physical source"
+    );
     let sbc = udp(&lab.client, (PHONE, 5070));
     pri_eph.send_to(b"INVITE", (PHONE, 5070)).unwrap();
     let (_, from) = recv(&sbc, "SBC");
-    assert_eq!(from, SocketAddr::from((VIP, 40000)), "SNAT to the VIP, port preserved");
+    assert_eq!(
+        from,
+        SocketAddr::from((VIP, 40000)),
+        "SNAT to the VIP, port preserved"
+    );
     sbc.send_to(b"100 Trying", from).unwrap();
     let (msg, from) = recv(&pri_eph, "primary, reply through conntrack");
-    assert_eq!((msg.as_slice(), from), (&b"100 Trying"[..], SocketAddr::from((PHONE, 5070))));
+    assert_eq!(
+        (msg.as_slice(), from),
+        (&b"100 Trying"[..], SocketAddr::from((PHONE, 5070)))
+    );
 
     // --- Flip the active member: new packets go to the backup.
     let bak_sip = udp(&lab.backup, (Ipv4Addr::UNSPECIFIED, 5060));
@@ -233,7 +305,10 @@ fn real_traffic_through_native_xdp() {
     lab.dp.set_active(&spec, Some(BACKUP)).unwrap();
     phone.send_to(b"REGISTER again", (VIP, 5060)).unwrap();
     let (msg, from) = recv(&bak_sip, "backup after the flip");
-    assert_eq!((msg.as_slice(), from), (&b"REGISTER again"[..], SocketAddr::from((PHONE, 5062))));
+    assert_eq!(
+        (msg.as_slice(), from),
+        (&b"REGISTER again"[..], SocketAddr::from((PHONE, 5062)))
+    );
     bak_sip.send_to(b"200 from backup", from).unwrap();
     let (_, from) = recv(&phone, "phone, reply from the backup");
     assert_eq!(from, SocketAddr::from((VIP, 5060)));
@@ -243,9 +318,18 @@ fn real_traffic_through_native_xdp() {
     std::thread::sleep(Duration::from_millis(100));
     let reasons = lab.dp.reasons().unwrap();
     eprintln!("datapath counters: {reasons:?}");
-    assert!(reasons.get("drop_vip_closed").copied().unwrap_or(0) >= 1, "{reasons:?}");
-    assert!(reasons.get("steered").copied().unwrap_or(0) >= 4, "{reasons:?}");
-    assert!(reasons.get("snat").copied().unwrap_or(0) >= 3, "{reasons:?}");
+    assert!(
+        reasons.get("drop_vip_closed").copied().unwrap_or(0) >= 1,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.get("steered").copied().unwrap_or(0) >= 4,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.get("snat").copied().unwrap_or(0) >= 3,
+        "{reasons:?}"
+    );
     let _ = (&lab.gw, &lab.backup);
 }
 
@@ -270,10 +354,17 @@ impl Socket {
             let sa = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: 0,
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(src.octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(src.octets()),
+                },
                 sin_zero: [0; 8],
             };
-            if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sa) as u32) != 0 {
+            if libc::bind(
+                fd,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sa) as u32,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(Socket(stream))
@@ -282,11 +373,15 @@ impl Socket {
 
     fn connect_timeout(&self, to: &SocketAddr, _timeout: Duration) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
-        let SocketAddr::V4(v4) = to else { unreachable!() };
+        let SocketAddr::V4(v4) = to else {
+            unreachable!()
+        };
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
             sin_zero: [0; 8],
         };
         // A blocking connect; the kernel's SYN retries bound it, and the socket timeout
@@ -294,7 +389,11 @@ impl Socket {
         self.0.set_write_timeout(Some(TIMEOUT))?;
         // SAFETY: connect on our own fd with a valid sockaddr_in.
         let rc = unsafe {
-            libc::connect(self.0.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sa) as u32)
+            libc::connect(
+                self.0.as_raw_fd(),
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sa) as u32,
+            )
         };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());

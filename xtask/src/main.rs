@@ -1,1 +1,230 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | test | lab | bench`.
+//!
+//! `setup` is idempotent and fast when everything is present: it installs what a fresh
+//! machine lacks (Debian packages, the nightly rust-src component, bpf-linker).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+enum Task {
+    /// Install what building and testing need (idempotent).
+    Setup,
+    /// Build the datapath and the sipvip binary (release).
+    Build,
+    /// Set up, then run rustfmt, clippy (-D warnings, eBPF crate included) and every test.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// The namespace lab (lands with the lab issue).
+    Lab,
+    /// Benchmarks (land with the benchmark issue).
+    Bench,
+}
+
+/// Debian packages the build, the tests and the lab use.
+const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "ethtool"];
+const BPF_LINKER_VERSION: &str = "0.13";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("spawn {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    cmd.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn cargo_bin() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    home.join("bin")
+}
+
+fn setup() -> Result<()> {
+    let t = Instant::now();
+    // Debian packages.
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    // The nightly toolchain and rust-src.
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        bail!(
+            "the nightly toolchain is not installed; it builds the eBPF programs \
+             (rustup toolchain install nightly --component rust-src)"
+        );
+    }
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if !comps.lines().any(|l| l.starts_with("rust-src")) {
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    // bpf-linker, built against LLVM 22.
+    let linker = cargo_bin().join("bpf-linker");
+    let have = output(Command::new(&linker).arg("--version")).unwrap_or_default();
+    if !have.contains(&format!("bpf-linker {BPF_LINKER_VERSION}")) {
+        let path = format!(
+            "/usr/lib/llvm-22/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
+        run(Command::new("cargo")
+            .args(["install", "bpf-linker", "--version"])
+            .arg(format!("~{BPF_LINKER_VERSION}"))
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("PATH", path))?;
+    }
+    eprintln!("setup: ready ({:.1}s)", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root);
+    c
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    setup()?;
+    let root = root();
+    let ebpf = root.join("sipvip-ebpf");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("the tests load eBPF programs and create network namespaces: run them as root");
+    }
+    let t = Instant::now();
+    run(cargo(&root).args(["fmt", "--all", "--check"]))?;
+    run(Command::new("rustup")
+        .args(["run", "nightly", "cargo", "fmt", "--check"])
+        .current_dir(&ebpf))?;
+    run(cargo(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new("rustup")
+        .args(["run", "nightly", "cargo", "clippy", "--locked", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--target-dir"])
+        .arg(root.join("target/bpf-clippy"))
+        .args(["--", "-D", "warnings"])
+        .current_dir(&ebpf))?;
+    let (passed, failed) = cargo_test(&root, extra)?;
+    eprintln!("xtask test: {:.0}s", t.elapsed().as_secs_f64());
+    // The closing line CI reads.
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 || passed == 0 {
+        bail!("{failed} tests failed, {passed} passed");
+    }
+    Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and sums its `test result:` lines.
+fn cargo_test(root: &Path, extra: &[String]) -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = cargo(root);
+    cmd.args(["test", "--workspace", "--locked"]).args(extra);
+    eprintln!("+ {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("spawn cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match kind {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && failed == 0 {
+        bail!("cargo test failed: {status}");
+    }
+    Ok((passed, failed))
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn main() -> Result<()> {
+    match Task::parse() {
+        Task::Setup => setup(),
+        Task::Build => {
+            setup()?;
+            run(cargo(&root()).args(["build", "--release", "--locked", "-p", "sipvip"]))
+        }
+        Task::Test { args } => test(&args),
+        Task::Lab => bail!("`cargo xtask lab` is not built yet: it lands with the lab issue (#4)"),
+        Task::Bench => {
+            bail!("`cargo xtask bench` is not built yet: it lands with the benchmark issue (#5)")
+        }
+    }
+}
