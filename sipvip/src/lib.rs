@@ -1,4 +1,5 @@
 //! sipvip: a Linux/XDP replacement for a BIG-IP LTM in front of a hot-standby SIP server pair.
 //!
 //! - [`datapath`]: load, attach and program the kernel datapath.
+pub mod config;
 pub mod datapath;

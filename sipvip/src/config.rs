@@ -1,0 +1,1026 @@
+//! The configuration file (TOML), mirroring BIG-IP objects: interfaces (VLANs), monitors,
+//! VIPs with their services (virtual servers) and members (pool members / nodes), SNAT with
+//! exclusions (SNAT pool, iRule and data groups), pass-through ports and the admin endpoints.
+//!
+//! `Config::parse` reports every problem at once, each with its location and what was
+//! expected. Unknown keys are errors.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: `line L, column C` for syntax errors, or a key path such as
+    /// `vip[0] (vsVipHa01).member[1].address`.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}: {} problem(s)", self.file, self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration written as "250ms", "1s", "1.5s" or "2m".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("duration {s:?} needs a unit: ms, s or m (e.g. \"1s\")"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("duration {s:?}: {num:?} is not a number"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("duration {s:?}: unit must be ms, s or m")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeCfg {
+    /// Native, falling back to generic with a warning where native is unsupported.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Interfaces {
+    /// Phones, SIP devices, T-Lib clients (BIG-IP VLAN dc1ext).
+    pub external: String,
+    /// Toward the SIP server hosts (BIG-IP VLAN dc2sip); one or more.
+    pub internal: Vec<String>,
+    #[serde(default)]
+    pub xdp_mode: XdpModeCfg,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What a monitor probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MonitorKind {
+    /// SIP OPTIONS (BIG-IP `ltm monitor sip`).
+    Sip {
+        transport: Transport,
+        /// Default: the member's first service port for this transport, else 5060.
+        port: Option<u16>,
+        /// Default: `sip:<member address>:<port>`.
+        request_uri: Option<String>,
+        /// Default: `<sip:sipvip@<gateway address>>`.
+        from: Option<String>,
+        headers: Vec<String>,
+        /// Status codes that mean up; empty (the default) means any response is up, as
+        /// the seed configures ("Additional Accepted Status Codes: Any").
+        accept: Vec<u16>,
+        /// Status codes that mean down (checked first).
+        reject: Vec<u16>,
+    },
+    /// TCP connect (BIG-IP `ltm monitor tcp`, monSipTls): connected means up, RST down.
+    Tcp { port: u16 },
+    /// ICMP echo (BIG-IP `icmp`, `gateway-icmp`).
+    Icmp,
+}
+
+fn default_transport() -> Transport {
+    Transport::Udp
+}
+
+/// A health monitor (BIG-IP `ltm monitor`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(from = "MonitorDef")]
+pub struct Monitor {
+    pub name: String,
+    pub interval: Dur,
+    pub timeout: Dur,
+    /// Consecutive valid replies before a down member comes up (BIG-IP time-until-up);
+    /// default 1.
+    pub rise: Option<u32>,
+    /// Consecutive unanswered probes that take a member down before `timeout` expires.
+    pub fall: Option<u32>,
+    pub kind: MonitorKind,
+}
+
+/// The file form of a monitor: `type = "sip" | "tcp" | "icmp"` with that type's keys.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum MonitorDef {
+    Sip {
+        name: String,
+        interval: Dur,
+        timeout: Dur,
+        rise: Option<u32>,
+        fall: Option<u32>,
+        #[serde(default = "default_transport")]
+        transport: Transport,
+        port: Option<u16>,
+        request_uri: Option<String>,
+        from: Option<String>,
+        #[serde(default)]
+        headers: Vec<String>,
+        #[serde(default)]
+        accept: Vec<u16>,
+        #[serde(default)]
+        reject: Vec<u16>,
+    },
+    Tcp {
+        name: String,
+        interval: Dur,
+        timeout: Dur,
+        rise: Option<u32>,
+        fall: Option<u32>,
+        port: u16,
+    },
+    Icmp {
+        name: String,
+        interval: Dur,
+        timeout: Dur,
+        rise: Option<u32>,
+        fall: Option<u32>,
+    },
+}
+
+impl From<MonitorDef> for Monitor {
+    fn from(d: MonitorDef) -> Self {
+        match d {
+            MonitorDef::Sip {
+                name,
+                interval,
+                timeout,
+                rise,
+                fall,
+                transport,
+                port,
+                request_uri,
+                from,
+                headers,
+                accept,
+                reject,
+            } => Monitor {
+                name,
+                interval,
+                timeout,
+                rise,
+                fall,
+                kind: MonitorKind::Sip {
+                    transport,
+                    port,
+                    request_uri,
+                    from,
+                    headers,
+                    accept,
+                    reject,
+                },
+            },
+            MonitorDef::Tcp {
+                name,
+                interval,
+                timeout,
+                rise,
+                fall,
+                port,
+            } => Monitor {
+                name,
+                interval,
+                timeout,
+                rise,
+                fall,
+                kind: MonitorKind::Tcp { port },
+            },
+            MonitorDef::Icmp {
+                name,
+                interval,
+                timeout,
+                rise,
+                fall,
+            } => Monitor {
+                name,
+                interval,
+                timeout,
+                rise,
+                fall,
+                kind: MonitorKind::Icmp,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Udp,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Udp => sipvip_common::IPPROTO_UDP,
+            Protocol::Tcp => sipvip_common::IPPROTO_TCP,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub protocol: Protocol,
+    pub port: u16,
+    /// Default: the same port.
+    pub member_port: Option<u16>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// Higher is preferred when choosing a new active member (BIG-IP priority group).
+    #[serde(default)]
+    pub priority: i32,
+    /// Overrides the VIP's monitors for this member.
+    pub monitors: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDownPolicy {
+    /// Keep steering to the last active member (BIG-IP keeps its last choice).
+    #[default]
+    KeepLast,
+    /// Drop the VIP's service traffic.
+    Drop,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// Default: udp/5060, tcp/5060, tcp/5061.
+    #[serde(default = "default_services", rename = "service")]
+    pub services: Vec<Service>,
+    #[serde(rename = "member")]
+    pub members: Vec<Member>,
+    /// Monitors every member must pass (BIG-IP pool monitors).
+    #[serde(default)]
+    pub monitors: Vec<String>,
+    #[serde(default)]
+    pub when_all_down: AllDownPolicy,
+}
+
+fn default_services() -> Vec<Service> {
+    vec![
+        Service {
+            protocol: Protocol::Udp,
+            port: 5060,
+            member_port: None,
+            enabled: true,
+        },
+        Service {
+            protocol: Protocol::Tcp,
+            port: 5060,
+            member_port: None,
+            enabled: true,
+        },
+        Service {
+            protocol: Protocol::Tcp,
+            port: 5061,
+            member_port: None,
+            enabled: true,
+        },
+    ]
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Snat {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Hosts ("198.18.1.50") and CIDRs ("198.18.100.0/24") never SNATed.
+    #[serde(default)]
+    pub exclusions: Vec<String>,
+}
+
+impl Default for Snat {
+    fn default() -> Self {
+        Snat {
+            enabled: true,
+            exclusions: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Passthrough {
+    /// Members' source ports never SNATed (T-Server listening ports and the like).
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Garp {
+    /// Gratuitous ARPs sent for a VIP when it moves.
+    #[serde(default = "default_garp_burst")]
+    pub burst: u32,
+    /// Spacing of the burst.
+    #[serde(default = "default_garp_spacing")]
+    pub spacing: Dur,
+    /// Periodic refresh; none by default.
+    pub refresh: Option<Dur>,
+}
+
+fn default_garp_burst() -> u32 {
+    4
+}
+fn default_garp_spacing() -> Dur {
+    Dur(Duration::from_millis(1000))
+}
+
+impl Default for Garp {
+    fn default() -> Self {
+        Garp {
+            burst: default_garp_burst(),
+            spacing: default_garp_spacing(),
+            refresh: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Prometheus metrics; loopback by default. "off" disables.
+    #[serde(default = "default_metrics")]
+    pub metrics: String,
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+}
+
+pub fn default_socket() -> PathBuf {
+    PathBuf::from("/run/sipvip/sipvip.sock")
+}
+fn default_metrics() -> String {
+    "127.0.0.1:9360".into()
+}
+pub fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/sipvip")
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            socket: default_socket(),
+            metrics: default_metrics(),
+            pin_dir: default_pin_dir(),
+        }
+    }
+}
+
+/// Map sizes (production defaults).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Sizes {
+    pub conntrack: Option<u32>,
+    pub fragments: Option<u32>,
+    pub exclusions: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub interfaces: Interfaces,
+    #[serde(default, rename = "monitor")]
+    pub monitors: Vec<Monitor>,
+    #[serde(rename = "vip")]
+    pub vips: Vec<Vip>,
+    #[serde(default)]
+    pub snat: Snat,
+    #[serde(default)]
+    pub passthrough: Passthrough,
+    #[serde(default)]
+    pub garp: Garp,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub sizes: Sizes,
+}
+
+/// A parsed exclusion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
+    let (a, l) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: Ipv4Addr = a.trim().parse().map_err(|_| {
+        format!("{s:?} is not an IPv4 address or CIDR (e.g. 198.18.1.50 or 198.18.100.0/24)")
+    })?;
+    let len = match l {
+        None => 32,
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{s:?}: prefix length must be 0-32"))?,
+    };
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    if u32::from(addr) & !mask != 0 {
+        return Err(format!(
+            "{s:?} has host bits set; did you mean {}/{len}?",
+            Ipv4Addr::from(u32::from(addr) & mask)
+        ));
+    }
+    Ok(Prefix { addr, len })
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            problems: vec![Problem {
+                location: "file".into(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `file` names it in messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let err = |problems| ConfigError {
+            file: file.to_string(),
+            problems,
+        };
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {col}")
+                }
+                None => "file".into(),
+            };
+            err(vec![Problem {
+                location,
+                message: e.message().to_string(),
+            }])
+        })?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(err(problems))
+        }
+    }
+
+    /// Every semantic problem.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut p = |location: String, message: String| out.push(Problem { location, message });
+
+        if self.interfaces.external.is_empty() {
+            p(
+                "interfaces.external".into(),
+                "an interface name is required".into(),
+            );
+        }
+        if self.interfaces.internal.is_empty() {
+            p(
+                "interfaces.internal".into(),
+                "at least one internal interface is required".into(),
+            );
+        }
+        for (i, name) in self.interfaces.internal.iter().enumerate() {
+            if *name == self.interfaces.external {
+                p(
+                    format!("interfaces.internal[{i}]"),
+                    format!("{name:?} is also the external interface"),
+                );
+            }
+        }
+
+        let mut monitor_names = HashMap::new();
+        for (i, m) in self.monitors.iter().enumerate() {
+            let loc = format!("monitor[{i}] ({})", m.name);
+            if monitor_names.insert(m.name.as_str(), i).is_some() {
+                p(loc.clone(), format!("duplicate monitor name {:?}", m.name));
+            }
+            if m.interval.0.is_zero() {
+                p(format!("{loc}.interval"), "must be greater than 0".into());
+            }
+            if m.timeout.0 < m.interval.0 {
+                p(
+                    format!("{loc}.timeout"),
+                    format!(
+                        "{:?} is shorter than the interval {:?}; expected timeout >= interval \
+                         (BIG-IP recommends 3 x interval + 1)",
+                        m.timeout.0, m.interval.0
+                    ),
+                );
+            }
+            if m.rise == Some(0) {
+                p(format!("{loc}.rise"), "must be at least 1".into());
+            }
+            if m.fall == Some(0) {
+                p(format!("{loc}.fall"), "must be at least 1".into());
+            }
+            match &m.kind {
+                MonitorKind::Sip {
+                    accept,
+                    reject,
+                    headers,
+                    port,
+                    ..
+                } => {
+                    for c in accept.iter().chain(reject) {
+                        if !(100..=699).contains(c) {
+                            p(
+                                format!("{loc}.accept/reject"),
+                                format!("status code {c} is not 100-699"),
+                            );
+                        }
+                    }
+                    for h in headers {
+                        if !h.contains(':') || h.contains('\r') || h.contains('\n') {
+                            p(
+                                format!("{loc}.headers"),
+                                format!("{h:?} is not a single \"Name: value\" header"),
+                            );
+                        }
+                    }
+                    if *port == Some(0) {
+                        p(format!("{loc}.port"), "must be 1-65535".into());
+                    }
+                }
+                MonitorKind::Tcp { port } if *port == 0 => {
+                    p(format!("{loc}.port"), "must be 1-65535".into())
+                }
+                _ => {}
+            }
+        }
+
+        if self.vips.is_empty() {
+            p("vip".into(), "at least one [[vip]] is required".into());
+        }
+        let mut vip_addrs = HashMap::new();
+        let mut vip_names = BTreeSet::new();
+        let mut member_addrs: HashMap<Ipv4Addr, String> = HashMap::new();
+        for (i, v) in self.vips.iter().enumerate() {
+            let loc = format!("vip[{i}] ({})", v.name);
+            if !vip_names.insert(v.name.as_str()) {
+                p(loc.clone(), format!("duplicate VIP name {:?}", v.name));
+            }
+            if vip_addrs.insert(v.address, i).is_some() {
+                p(
+                    format!("{loc}.address"),
+                    format!("{} is already another VIP's address", v.address),
+                );
+            }
+            if v.services.len() > sipvip_common::MAX_SERVICES {
+                p(
+                    format!("{loc}.service"),
+                    format!(
+                        "{} services; at most {}",
+                        v.services.len(),
+                        sipvip_common::MAX_SERVICES
+                    ),
+                );
+            }
+            let mut seen = BTreeSet::new();
+            for (j, s) in v.services.iter().enumerate() {
+                if s.port == 0 || s.member_port == Some(0) {
+                    p(
+                        format!("{loc}.service[{j}]"),
+                        "ports must be 1-65535".into(),
+                    );
+                }
+                if !seen.insert((s.protocol.number(), s.port)) {
+                    p(
+                        format!("{loc}.service[{j}]"),
+                        format!("{:?}/{} is listed twice", s.protocol, s.port),
+                    );
+                }
+            }
+            if v.members.is_empty() {
+                p(
+                    format!("{loc}.member"),
+                    "a VIP needs at least one member (primary and backup)".into(),
+                );
+            }
+            if v.members.len() > sipvip_common::MAX_MEMBERS {
+                p(
+                    format!("{loc}.member"),
+                    format!(
+                        "{} members; at most {}",
+                        v.members.len(),
+                        sipvip_common::MAX_MEMBERS
+                    ),
+                );
+            }
+            let mut names = BTreeSet::new();
+            for (j, m) in v.members.iter().enumerate() {
+                let mloc = format!("{loc}.member[{j}] ({})", m.name);
+                if !names.insert(m.name.as_str()) {
+                    p(mloc.clone(), format!("duplicate member name {:?}", m.name));
+                }
+                if let Some(other) =
+                    member_addrs.insert(m.address, format!("{}/{}", v.name, m.name))
+                {
+                    p(
+                        format!("{mloc}.address"),
+                        format!(
+                            "{} is already member {other}; a member belongs to one VIP",
+                            m.address
+                        ),
+                    );
+                }
+                if vip_addrs.contains_key(&m.address) || m.address == v.address {
+                    p(
+                        format!("{mloc}.address"),
+                        format!("{} is a VIP address", m.address),
+                    );
+                }
+                for mon in m.monitors.iter().flatten() {
+                    if !monitor_names.contains_key(mon.as_str()) {
+                        p(
+                            format!("{mloc}.monitors"),
+                            format!(
+                                "unknown monitor {mon:?}; defined: {:?}",
+                                self.monitor_list()
+                            ),
+                        );
+                    }
+                }
+            }
+            for mon in &v.monitors {
+                if !monitor_names.contains_key(mon.as_str()) {
+                    p(
+                        format!("{loc}.monitors"),
+                        format!(
+                            "unknown monitor {mon:?}; defined: {:?}",
+                            self.monitor_list()
+                        ),
+                    );
+                }
+            }
+            if v.monitors.is_empty() && v.members.iter().any(|m| m.monitors.is_none()) {
+                p(
+                    format!("{loc}.monitors"),
+                    "no monitor: list at least one (e.g. a SIP OPTIONS monitor like the seed's monSipUdp)".into(),
+                );
+            }
+        }
+        for (i, e) in self.snat.exclusions.iter().enumerate() {
+            if let Err(m) = parse_prefix(e) {
+                p(format!("snat.exclusions[{i}]"), m);
+            }
+        }
+        if self.passthrough.ports.len() > sipvip_common::MAX_PASSTHROUGH_PORTS {
+            p(
+                "passthrough.ports".into(),
+                format!(
+                    "{} ports; at most {}",
+                    self.passthrough.ports.len(),
+                    sipvip_common::MAX_PASSTHROUGH_PORTS
+                ),
+            );
+        }
+        if self.passthrough.ports.contains(&0) {
+            p("passthrough.ports".into(), "ports must be 1-65535".into());
+        }
+        if !(1..=10).contains(&self.garp.burst) {
+            p(
+                "garp.burst".into(),
+                format!("{} gratuitous ARPs; expected 1-10", self.garp.burst),
+            );
+        }
+        if self.admin.metrics != "off" && self.admin.metrics.parse::<SocketAddr>().is_err() {
+            p(
+                "admin.metrics".into(),
+                format!(
+                    "{:?} is not an address:port (e.g. 127.0.0.1:9360) or \"off\"",
+                    self.admin.metrics
+                ),
+            );
+        }
+        out
+    }
+
+    fn monitor_list(&self) -> Vec<&str> {
+        self.monitors.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    pub fn monitor(&self, name: &str) -> Option<&Monitor> {
+        self.monitors.iter().find(|m| m.name == name)
+    }
+
+    /// The monitors a member must pass.
+    pub fn member_monitors<'a>(&'a self, vip: &'a Vip, member: &'a Member) -> Vec<&'a Monitor> {
+        member
+            .monitors
+            .as_ref()
+            .unwrap_or(&vip.monitors)
+            .iter()
+            .filter_map(|n| self.monitor(n))
+            .collect()
+    }
+
+    pub fn exclusions(&self) -> Vec<Prefix> {
+        self.snat
+            .exclusions
+            .iter()
+            .filter_map(|e| parse_prefix(e).ok())
+            .collect()
+    }
+
+    /// The datapath's view of VIP `i`.
+    pub fn vip_spec(&self, i: usize, active: Option<usize>) -> crate::datapath::VipSpec {
+        let v = &self.vips[i];
+        crate::datapath::VipSpec {
+            addr: v.address,
+            id: i as u32,
+            services: v
+                .services
+                .iter()
+                .map(|s| crate::datapath::ServiceSpec {
+                    proto: s.protocol.number(),
+                    port: s.port,
+                    member_port: s.member_port.unwrap_or(s.port),
+                    enabled: s.enabled,
+                })
+                .collect(),
+            members: v
+                .members
+                .iter()
+                .map(|m| crate::datapath::MemberSpec {
+                    addr: m.address,
+                    passthrough_ports: self.passthrough.ports.clone(),
+                })
+                .collect(),
+            active,
+            snat: self.snat.enabled,
+        }
+    }
+
+    pub fn map_sizes(&self) -> crate::datapath::MapSizes {
+        let d = crate::datapath::MapSizes::default();
+        crate::datapath::MapSizes {
+            conntrack: self.sizes.conntrack.unwrap_or(d.conntrack),
+            frags: self.sizes.fragments.unwrap_or(d.frags),
+            exclusions: self.sizes.exclusions.unwrap_or(d.exclusions),
+            ..d
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../packaging/sipvip.example.toml");
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, "t.toml") {
+            Ok(_) => vec![],
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// The example with `from` replaced by `to` (which must occur).
+    fn example_with(from: &str, to: &str) -> String {
+        assert!(EXAMPLE.contains(from), "{from:?} not in the example");
+        EXAMPLE.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let cfg = Config::parse(EXAMPLE, "example").unwrap();
+        assert_eq!(cfg.vips[0].members.len(), 2);
+        assert_eq!(cfg.monitors[0].interval, Dur(Duration::from_secs(1)));
+        assert_eq!(cfg.monitors[0].timeout, Dur(Duration::from_secs(4)));
+        assert!(matches!(
+            cfg.monitors[1].kind,
+            MonitorKind::Tcp { port: 5061 }
+        ));
+        assert_eq!(
+            cfg.exclusions(),
+            vec![Prefix {
+                addr: Ipv4Addr::new(198, 18, 1, 50),
+                len: 32
+            }]
+        );
+        let spec = cfg.vip_spec(0, Some(0));
+        assert_eq!(spec.services.len(), 3);
+        assert_eq!(spec.members[0].passthrough_ports, vec![3000]);
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let p = problems("[interfaces]\nexternal = \"ext0\nx");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("line 2, column "), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let p = problems(&example_with("priority = 10", "priority = 10\nweight = 3"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("unknown field `weight`"), "{p:?}");
+        assert!(p[0].starts_with("line "), "{p:?}");
+        let p = problems(&example_with(
+            "port = 5061\ninterval",
+            "port = 5061\nsend = \"x\"\ninterval",
+        ));
+        assert!(p[0].contains("unknown field `send`"), "{p:?}");
+    }
+
+    #[test]
+    fn wrong_types_and_values() {
+        let p = problems(&example_with(
+            "address = \"198.18.2.11\"",
+            "address = \"198.18.2.300\"",
+        ));
+        assert!(p[0].contains("invalid IPv4 address syntax"), "{p:?}");
+        let p = problems(&example_with("interval = \"1s\"", "interval = \"1 sec\""));
+        assert!(p[0].contains("unit must be ms, s or m"), "{p:?}");
+        let p = problems(&example_with("interval = \"1s\"", "interval = 1"));
+        assert!(
+            p[0].contains("invalid type: integer `1`, expected a string"),
+            "{p:?}"
+        );
+        let p = problems(&example_with("type = \"sip\"", "type = \"http\""));
+        assert!(p[0].contains("unknown variant `http`"), "{p:?}");
+    }
+
+    #[test]
+    fn timeout_shorter_than_interval() {
+        let p = problems(&example_with("timeout = \"4s\"", "timeout = \"500ms\""));
+        assert_eq!(
+            p,
+            vec!["monitor[0] (monSipUdp).timeout: 500ms is shorter than the interval 1s; expected timeout >= interval (BIG-IP recommends 3 x interval + 1)"]
+        );
+    }
+
+    #[test]
+    fn unknown_monitor_reference() {
+        let p = problems(&example_with(
+            "monitors = [\"monSipUdp\"]",
+            "monitors = [\"monSip\"]",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            p[0],
+            "vip[0] (vsVipHa01).monitors: unknown monitor \"monSip\"; defined: [\"monSipUdp\", \"monSipTls\", \"icmp\"]"
+        );
+    }
+
+    #[test]
+    fn duplicate_member_address_and_member_in_two_vips() {
+        let p = problems(&example_with(
+            "address = \"198.18.2.12\"",
+            "address = \"198.18.2.11\"",
+        ));
+        assert_eq!(
+            p,
+            vec!["vip[0] (vsVipHa01).member[1] (nodeHa01Backup).address: 198.18.2.11 is already member vsVipHa01/nodeHa01Primary; a member belongs to one VIP"]
+        );
+    }
+
+    #[test]
+    fn bad_exclusions() {
+        let p = problems(&example_with(
+            "exclusions = [\"198.18.1.50\"]",
+            "exclusions = [\"198.18.1.50/24\", \"dns\", \"198.18.0.0/33\"]",
+        ));
+        assert_eq!(
+            p,
+            vec![
+                "snat.exclusions[0]: \"198.18.1.50/24\" has host bits set; did you mean 198.18.1.0/24?",
+                "snat.exclusions[1]: \"dns\" is not an IPv4 address or CIDR (e.g. 198.18.1.50 or 198.18.100.0/24)",
+                "snat.exclusions[2]: \"198.18.0.0/33\": prefix length must be 0-32",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_services_and_vip_without_members() {
+        let p = problems(&example_with(
+            "protocol = \"tcp\"\nport = 5061",
+            "protocol = \"tcp\"\nport = 5060",
+        ));
+        assert_eq!(
+            p,
+            vec!["vip[0] (vsVipHa01).service[2]: Tcp/5060 is listed twice"]
+        );
+        let text = "[interfaces]\nexternal = \"e\"\ninternal = [\"i\"]\n[[vip]]\nname = \"v\"\naddress = \"198.18.1.1\"\nmember = []\n";
+        let p = problems(text);
+        assert_eq!(
+            p,
+            vec!["vip[0] (v).member: a VIP needs at least one member (primary and backup)"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let bad = example_with("external = \"ext0\"", "external = \"int0\"")
+            .replacen(
+                "metrics = \"127.0.0.1:9360\"",
+                "metrics = \"everywhere\"",
+                1,
+            )
+            .replacen("burst = 4", "burst = 40", 1);
+        let p = problems(&bad);
+        assert_eq!(
+            p,
+            vec![
+                "interfaces.internal[0]: \"int0\" is also the external interface",
+                "garp.burst: 40 gratuitous ARPs; expected 1-10",
+                "admin.metrics: \"everywhere\" is not an address:port (e.g. 127.0.0.1:9360) or \"off\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
+    }
+}
