@@ -3,3 +3,5 @@
 //! - [`datapath`]: load, attach and program the kernel datapath.
 pub mod config;
 pub mod datapath;
+pub mod failover;
+pub mod monitor;

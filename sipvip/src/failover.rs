@@ -1,0 +1,450 @@
+//! The failover decision: one active member per VIP.
+//!
+//! - While the active member is up it stays active; an old primary that comes back does not
+//!   take over again (no flap-back).
+//! - When it goes down (or is forced offline) and another member is up, flip at once to the
+//!   best one (highest priority, then configuration order).
+//! - When no member is up: keep the last active member, or drop (per VIP).
+//!
+//! [`Supervisor`] holds every monitor's [`Health`] and every VIP's state and returns the flips
+//! to carry out; [`run`] drives it from events and the monitors' deadlines.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use tokio::{sync::mpsc, time::Instant};
+
+use crate::{
+    config::AllDownPolicy,
+    monitor::{Health, MonitorKey, Observation},
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberState {
+    pub name: String,
+    pub priority: i32,
+    /// All monitors up.
+    pub up: bool,
+    /// Forced offline by the operator (BIG-IP "Forced Offline").
+    pub disabled: bool,
+    /// The last valid reply from any of its monitors.
+    pub last_ok: Option<Instant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipState {
+    pub name: String,
+    pub members: Vec<MemberState>,
+    pub active: Option<usize>,
+    pub active_since: Instant,
+    pub policy: AllDownPolicy,
+    pub failovers: u64,
+    /// The last flip's time from the failed member's last valid reply to the flip.
+    pub last_failover_time: Option<Duration>,
+}
+
+/// A change of active member to carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flip {
+    pub vip: usize,
+    pub from: Option<usize>,
+    pub to: Option<usize>,
+    pub reason: String,
+    /// From the old member's last valid reply to the flip.
+    pub since_last_ok: Option<Duration>,
+    pub at: Instant,
+}
+
+impl VipState {
+    pub fn new(
+        name: String,
+        members: Vec<MemberState>,
+        active: Option<usize>,
+        policy: AllDownPolicy,
+        now: Instant,
+    ) -> Self {
+        VipState {
+            name,
+            members,
+            active,
+            active_since: now,
+            policy,
+            failovers: 0,
+            last_failover_time: None,
+        }
+    }
+
+    fn usable(&self, i: usize) -> bool {
+        self.members[i].up && !self.members[i].disabled
+    }
+
+    fn best(&self) -> Option<usize> {
+        (0..self.members.len())
+            .filter(|&i| self.usable(i))
+            .max_by_key(|&i| (self.members[i].priority, std::cmp::Reverse(i)))
+    }
+
+    /// Decides; returns a flip when the active member must change.
+    pub fn evaluate(&mut self, vip: usize, now: Instant, reason: &str) -> Option<Flip> {
+        if self.active.is_some_and(|a| self.usable(a)) {
+            return None;
+        }
+        let to = match (self.active, self.best()) {
+            (_, Some(c)) => Some(c),
+            (Some(_), None) if self.policy == AllDownPolicy::KeepLast => return None,
+            (Some(_), None) => None,
+            (None, None) => return None,
+        };
+        Some(self.apply(vip, to, now, reason))
+    }
+
+    fn apply(&mut self, vip: usize, to: Option<usize>, now: Instant, reason: &str) -> Flip {
+        let from = self.active;
+        let since_last_ok = from
+            .and_then(|f| self.members[f].last_ok)
+            .map(|t| now.saturating_duration_since(t));
+        self.active = to;
+        self.active_since = now;
+        if from.is_some() {
+            self.failovers += 1;
+            self.last_failover_time = since_last_ok;
+        }
+        Flip {
+            vip,
+            from,
+            to,
+            reason: reason.to_string(),
+            since_last_ok,
+            at: now,
+        }
+    }
+
+    /// The operator's `failover VIP --to MEMBER`.
+    pub fn force(&mut self, vip: usize, to: usize, now: Instant) -> Result<Option<Flip>, String> {
+        if to >= self.members.len() {
+            return Err("no such member".into());
+        }
+        if self.members[to].disabled {
+            return Err(format!(
+                "{} is forced offline; enable it first",
+                self.members[to].name
+            ));
+        }
+        if self.active == Some(to) {
+            return Ok(None);
+        }
+        Ok(Some(self.apply(vip, Some(to), now, "manual failover")))
+    }
+}
+
+/// Every monitor's health and every VIP's decision state.
+pub struct Supervisor {
+    pub health: BTreeMap<MonitorKey, Health>,
+    pub vips: Vec<VipState>,
+}
+
+impl Supervisor {
+    /// Recomputes member `m` of VIP `v` from its monitors; returns a flip if one is due.
+    fn member_changed(&mut self, v: usize, m: usize, now: Instant, reason: &str) -> Option<Flip> {
+        let up = self
+            .health
+            .iter()
+            .filter(|((hv, hm, _), _)| *hv == v && *hm == m)
+            .all(|(_, h)| h.up);
+        let last_ok = self
+            .health
+            .iter()
+            .filter(|((hv, hm, _), _)| *hv == v && *hm == m)
+            .filter_map(|(_, h)| h.last_ok)
+            .max();
+        let st = &mut self.vips[v].members[m];
+        st.last_ok = last_ok.or(st.last_ok);
+        if st.up == up {
+            return None;
+        }
+        st.up = up;
+        let name = st.name.clone();
+        self.vips[v].evaluate(
+            v,
+            now,
+            &format!("{name} {}: {reason}", if up { "up" } else { "down" }),
+        )
+    }
+
+    /// Applies one observation.
+    pub fn observe(&mut self, key: MonitorKey, obs: Observation, now: Instant) -> Option<Flip> {
+        let h = self.health.get_mut(&key)?;
+        let changed = h.observe(now, obs);
+        let reason = h.reason;
+        // Keep the member's last good reply current even without a state change.
+        if let Observation::Reply { up: true, .. } = obs {
+            self.vips[key.0].members[key.1].last_ok = Some(now);
+        }
+        changed.and_then(|_| self.member_changed(key.0, key.1, now, reason))
+    }
+
+    /// Applies timeouts due at `now`.
+    pub fn tick(&mut self, now: Instant) -> Vec<Flip> {
+        let due: Vec<(MonitorKey, &'static str)> = self
+            .health
+            .iter_mut()
+            .filter_map(|(k, h)| h.tick(now).map(|_| (*k, h.reason)))
+            .collect();
+        due.into_iter()
+            .filter_map(|((v, m, _), reason)| self.member_changed(v, m, now, reason))
+            .collect()
+    }
+
+    /// The earliest monitor deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.health.values().filter_map(Health::deadline).min()
+    }
+
+    pub fn set_disabled(
+        &mut self,
+        v: usize,
+        m: usize,
+        disabled: bool,
+        now: Instant,
+    ) -> Option<Flip> {
+        let st = &mut self.vips[v].members[m];
+        st.disabled = disabled;
+        let name = st.name.clone();
+        self.vips[v].evaluate(
+            v,
+            now,
+            &format!(
+                "{name} {}",
+                if disabled {
+                    "forced offline"
+                } else {
+                    "enabled"
+                }
+            ),
+        )
+    }
+}
+
+/// Carries out flips (the datapath write, conntrack reselect, gratuitous ARP, the log event).
+pub trait Actuator {
+    fn flip(&mut self, sup: &Supervisor, flip: &Flip);
+}
+
+/// Inputs of the supervisor loop.
+pub enum Event {
+    Observe(MonitorKey, Observation),
+    /// Runs a closure with the supervisor and the actuator (operator commands, status).
+    With(Box<dyn FnOnce(&mut Supervisor, &mut dyn FnMut(&Supervisor, &Flip)) + Send>),
+    Stop,
+}
+
+/// Runs until `Stop` or the channel closes: every flip goes to the actuator as soon as it is
+/// decided; timeouts fire exactly at the monitors' deadlines.
+pub async fn run<A: Actuator>(sup: &mut Supervisor, rx: &mut mpsc::Receiver<Event>, act: &mut A) {
+    loop {
+        let deadline = sup.next_deadline();
+        let ev = match deadline {
+            Some(d) => tokio::select! {
+                ev = rx.recv() => ev,
+                _ = tokio::time::sleep_until(d) => {
+                    for f in sup.tick(Instant::now()) {
+                        act.flip(sup, &f);
+                    }
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        match ev {
+            Some(Event::Observe(key, obs)) => {
+                if let Some(f) = sup.observe(key, obs, Instant::now()) {
+                    act.flip(sup, &f);
+                }
+            }
+            Some(Event::With(f)) => {
+                let mut flips = Vec::new();
+                f(sup, &mut |_, fl: &Flip| flips.push(fl.clone()));
+                for fl in flips {
+                    act.flip(sup, &fl);
+                }
+            }
+            Some(Event::Stop) | None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::HardDown;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    fn member(name: &str, priority: i32) -> MemberState {
+        MemberState {
+            name: name.into(),
+            priority,
+            up: false,
+            disabled: false,
+            last_ok: None,
+        }
+    }
+
+    /// One VIP with primary and backup, one SIP monitor each (1 s / 4 s).
+    fn sup(policy: AllDownPolicy) -> Supervisor {
+        let now = Instant::now();
+        let mut health = BTreeMap::new();
+        health.insert((0, 0, 0), Health::new(now, MS(4000), None, None, false));
+        health.insert((0, 1, 0), Health::new(now, MS(4000), None, None, false));
+        Supervisor {
+            health,
+            vips: vec![VipState::new(
+                "vip".into(),
+                vec![member("primary", 10), member("backup", 5)],
+                None,
+                policy,
+                now,
+            )],
+        }
+    }
+
+    fn ok() -> Observation {
+        Observation::Reply {
+            code: 200,
+            up: true,
+            rtt: MS(1),
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder(Vec<(Option<usize>, Option<usize>, Instant, Option<Duration>)>);
+    impl Actuator for Recorder {
+        fn flip(&mut self, _: &Supervisor, f: &Flip) {
+            self.0.push((f.from, f.to, f.at, f.since_last_ok));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_member_up_becomes_active_and_no_flap_back() {
+        let mut s = sup(AllDownPolicy::KeepLast);
+        let f = s.observe((0, 0, 0), ok(), Instant::now()).unwrap();
+        assert_eq!((f.from, f.to), (None, Some(0)));
+        assert_eq!(
+            s.observe((0, 1, 0), ok(), Instant::now()),
+            None,
+            "backup up: no change"
+        );
+        // Primary dies (ICMP fast path): flip to the backup at once.
+        let f = s
+            .observe(
+                (0, 0, 0),
+                Observation::Hard(HardDown::PortUnreachable),
+                Instant::now(),
+            )
+            .unwrap();
+        assert_eq!((f.from, f.to), (Some(0), Some(1)));
+        assert!(f.reason.contains("ICMP port unreachable"), "{}", f.reason);
+        // Primary returns: the backup stays active.
+        assert_eq!(s.observe((0, 0, 0), ok(), Instant::now()), None);
+        assert_eq!(s.vips[0].active, Some(1));
+        assert_eq!(s.vips[0].failovers, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_flips_exactly_at_the_timeout() {
+        let mut s = sup(AllDownPolicy::KeepLast);
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut rec = Recorder::default();
+        let t0 = Instant::now();
+        let task = async {
+            run(&mut s, &mut rx, &mut rec).await;
+            (s, rec)
+        };
+        let driver = async {
+            tx.send(Event::Observe((0, 0, 0), ok())).await.unwrap();
+            tx.send(Event::Observe((0, 1, 0), ok())).await.unwrap();
+            // The backup keeps answering every second; the primary goes silent after t0.
+            for _ in 0..6 {
+                tokio::time::sleep(MS(1000)).await;
+                tx.send(Event::Observe((0, 1, 0), ok())).await.unwrap();
+            }
+            tx.send(Event::Stop).await.unwrap();
+        };
+        let ((s, rec), ()) = tokio::join!(task, driver);
+        assert_eq!(rec.0.len(), 2, "{:?}", rec.0);
+        assert_eq!((rec.0[0].0, rec.0[0].1), (None, Some(0)));
+        let (from, to, at, since) = rec.0[1];
+        assert_eq!((from, to), (Some(0), Some(1)));
+        assert_eq!(at - t0, MS(4000), "the flip happens exactly at the timeout");
+        assert_eq!(
+            since,
+            Some(MS(4000)),
+            "time from the last good reply to the flip"
+        );
+        assert_eq!(s.vips[0].active, Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_down_keep_last_or_drop() {
+        for (policy, want) in [
+            (AllDownPolicy::KeepLast, Some(0)),
+            (AllDownPolicy::Drop, None),
+        ] {
+            let mut s = sup(policy);
+            s.observe((0, 0, 0), ok(), Instant::now());
+            tokio::time::advance(MS(4000)).await;
+            let flips = s.tick(Instant::now());
+            assert_eq!(s.vips[0].active, want, "{policy:?}");
+            assert_eq!(flips.len(), usize::from(want.is_none()), "{policy:?}");
+            // The backup comes up: it takes over either way.
+            let f = s.observe((0, 1, 0), ok(), Instant::now()).unwrap();
+            assert_eq!(f.to, Some(1));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forced_offline_and_manual_failover() {
+        let mut s = sup(AllDownPolicy::KeepLast);
+        s.observe((0, 0, 0), ok(), Instant::now());
+        s.observe((0, 1, 0), ok(), Instant::now());
+        let f = s.set_disabled(0, 0, true, Instant::now()).unwrap();
+        assert_eq!((f.from, f.to), (Some(0), Some(1)));
+        assert!(
+            s.vips[0].force(0, 0, Instant::now()).is_err(),
+            "disabled member refused"
+        );
+        assert_eq!(
+            s.set_disabled(0, 0, false, Instant::now()),
+            None,
+            "enable: no flap-back"
+        );
+        let f = s.vips[0].force(0, 0, Instant::now()).unwrap().unwrap();
+        assert_eq!(
+            (f.from, f.to, f.reason.as_str()),
+            (Some(1), Some(0), "manual failover")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn priority_picks_among_up_members() {
+        let now = Instant::now();
+        let mut health = BTreeMap::new();
+        for m in 0..3 {
+            health.insert((0, m, 0), Health::new(now, MS(4000), None, None, false));
+        }
+        let mut s = Supervisor {
+            health,
+            vips: vec![VipState::new(
+                "v".into(),
+                vec![member("a", 1), member("b", 7), member("c", 7)],
+                None,
+                AllDownPolicy::KeepLast,
+                now,
+            )],
+        };
+        s.observe((0, 0, 0), ok(), now);
+        s.observe((0, 1, 0), ok(), now);
+        s.observe((0, 2, 0), ok(), now);
+        let f = s.set_disabled(0, 0, true, now).unwrap();
+        assert_eq!(f.to, Some(1), "highest priority, first in order");
+    }
+}

@@ -1,0 +1,1 @@
+//! Probers: placeholder replaced below.
