@@ -3,11 +3,16 @@
 //! Everything that can be decided once lives here, in user space: the datapath only reads
 //! what these functions write.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    mem::size_of,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{lpm_trie::Key, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode},
+    programs::{links::PinnedLink, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use sipvip_common::{
@@ -17,6 +22,12 @@ use sipvip_common::{
 };
 
 /// The kernel object, built by build.rs from sipvip-ebpf.
+const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
+
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipvip.bpf.o"));
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +56,42 @@ pub enum DatapathError {
     UnknownMember { vip: Ipv4Addr, member: Ipv4Addr },
     #[error("VIP {vip}: {what}")]
     Invalid { vip: Ipv4Addr, what: String },
+    #[error("the datapath pinned in {dir} does not match this build: {what}; run `sipvip down` first, or start with --replace")]
+    Layout { dir: PathBuf, what: String },
+    #[error("bpffs at {path}: {what}")]
+    Pin { path: PathBuf, what: String },
+}
+
+/// How to attach XDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native, falling back to generic with a warning.
+    Auto,
+    Native,
+    Generic,
+}
+
+fn pin_err(path: &Path, e: impl std::fmt::Display) -> DatapathError {
+    DatapathError::Pin { path: path.to_path_buf(), what: e.to_string() }
+}
+
+/// Mounts bpffs on /sys/fs/bpf when `dir` lies below it and nothing is mounted there yet.
+pub fn mount_bpffs(dir: &Path) -> Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if !dir.starts_with(root) {
+        return Ok(());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf")) {
+        return Ok(());
+    }
+    let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+    // SAFETY: mount(2) with valid NUL-terminated strings.
+    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(pin_err(root, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 type Result<T> = std::result::Result<T, DatapathError>;
@@ -204,7 +251,8 @@ impl VipSpec {
 
 /// The loaded datapath.
 pub struct Datapath {
-    ebpf: Ebpf,
+    /// None when the programs were adopted from pins (they are not ours to load).
+    ebpf: Option<Ebpf>,
     vips: HashMap<MapData, u32, VipRecord>,
     members: HashMap<MapData, u32, MemberRecord>,
     conntrack: HashMap<MapData, CtKey, CtValue>,
@@ -230,6 +278,10 @@ fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathEr
 impl Datapath {
     /// Loads the object with `sizes` and loads (but does not attach) every program.
     pub fn load(sizes: &MapSizes) -> Result<Self> {
+        Self::load_inner(sizes, None)
+    }
+
+    fn load_inner(sizes: &MapSizes, pin_dir: Option<&Path>) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(map_names::VIPS, sizes.vips)
@@ -252,6 +304,19 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { name, source })?;
             prog.load()
                 .map_err(|source| DatapathError::Program { name, source })?;
+            if let Some(dir) = pin_dir {
+                let path = dir.join(format!("prog_{name}"));
+                prog.pin(&path).map_err(|e| pin_err(&path, e))?;
+            }
+        }
+        if let Some(dir) = pin_dir {
+            for name in map_names::ALL {
+                let path = dir.join(name);
+                ebpf.map(name)
+                    .ok_or(DatapathError::MissingMap(name))?
+                    .pin(&path)
+                    .map_err(|e| pin_err(&path, e))?;
+            }
         }
         Ok(Datapath {
             vips: take(&mut ebpf, map_names::VIPS)?,
@@ -262,13 +327,157 @@ impl Datapath {
             devmap: take(&mut ebpf, map_names::DEVMAP)?,
             vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
-            ebpf,
+            ebpf: Some(ebpf),
         })
+    }
+
+    /// Loads the datapath and pins its maps and programs under `dir` (a bpffs directory),
+    /// so that forwarding outlives this process.
+    pub fn load_pinned(sizes: &MapSizes, dir: &Path) -> Result<Self> {
+        mount_bpffs(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, e))?;
+        Self::load_inner(sizes, Some(dir))
+    }
+
+    /// Adopts a datapath pinned under `dir` by an earlier run, if there is one. Every map must
+    /// be there with the type, key size, value size and size this build expects; otherwise
+    /// this refuses with the first difference.
+    pub fn adopt(sizes: &MapSizes, dir: &Path) -> Result<Option<Self>> {
+        if !dir.join(map_names::VIPS).exists() {
+            return Ok(None);
+        }
+        let expect: [(&'static str, u32, usize, usize, u32); 8] = [
+            (map_names::VIPS, BPF_MAP_TYPE_HASH, 4, size_of::<VipRecord>(), sizes.vips),
+            (map_names::MEMBERS, BPF_MAP_TYPE_HASH, 4, size_of::<MemberRecord>(), sizes.members),
+            (map_names::CONNTRACK, BPF_MAP_TYPE_LRU_HASH, size_of::<CtKey>(), size_of::<CtValue>(), sizes.conntrack),
+            (map_names::FRAGS, BPF_MAP_TYPE_LRU_HASH, size_of::<FragKey>(), size_of::<FragValue>(), sizes.frags),
+            (map_names::EXCLUSIONS, BPF_MAP_TYPE_LPM_TRIE, 8, 1, sizes.exclusions),
+            (map_names::DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH, 4, 0, sizes.devmap),
+            (map_names::VIP_STATS, BPF_MAP_TYPE_PERCPU_ARRAY, 4, size_of::<VipCounters>(), sizes.vips),
+            (map_names::REASONS, BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, sipvip_common::REASON_SLOTS),
+        ];
+        let mut maps = std::collections::HashMap::new();
+        for (name, ty, key, value, max) in expect {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|_| DatapathError::Layout {
+                dir: dir.to_path_buf(),
+                what: format!("map {name} is missing"),
+            })?;
+            let info = data.info().map_err(|source| DatapathError::Map { name, source })?;
+            let got_ty = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+            let checks = [
+                ("type", u64::from(got_ty), u64::from(ty)),
+                ("key size", u64::from(info.key_size()), key as u64),
+                ("max entries", u64::from(info.max_entries()), u64::from(max)),
+            ];
+            for (what, got, want) in checks {
+                if got != want {
+                    return Err(DatapathError::Layout {
+                        dir: dir.to_path_buf(),
+                        what: format!("map {name}: {what} is {got}, this build expects {want}"),
+                    });
+                }
+            }
+            // A devmap's value size depends on the kernel (4 or 8 bytes).
+            if value != 0 && info.value_size() as usize != value {
+                return Err(DatapathError::Layout {
+                    dir: dir.to_path_buf(),
+                    what: format!("map {name}: value size is {}, this build expects {value}", info.value_size()),
+                });
+            }
+            let map = aya::maps::Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })?;
+            maps.insert(name, map);
+        }
+        let mut get = |name: &'static str| maps.remove(name).ok_or(DatapathError::MissingMap(name));
+        fn typed<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(name: &'static str, m: aya::maps::Map) -> Result<T> {
+            T::try_from(m).map_err(|source| DatapathError::Map { name, source })
+        }
+        Ok(Some(Datapath {
+            vips: typed(map_names::VIPS, get(map_names::VIPS)?)?,
+            members: typed(map_names::MEMBERS, get(map_names::MEMBERS)?)?,
+            conntrack: typed(map_names::CONNTRACK, get(map_names::CONNTRACK)?)?,
+            frags: typed(map_names::FRAGS, get(map_names::FRAGS)?)?,
+            exclusions: typed(map_names::EXCLUSIONS, get(map_names::EXCLUSIONS)?)?,
+            devmap: typed(map_names::DEVMAP, get(map_names::DEVMAP)?)?,
+            vip_stats: typed(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
+            reasons: typed(map_names::REASONS, get(map_names::REASONS)?)?,
+            ebpf: None,
+        }))
+    }
+
+    /// Attaches `program` to `ifname` unless a pinned link already does, and pins the link
+    /// under `dir`. `native_only` false falls back to generic XDP with a warning. Returns
+    /// whether it attached now (false: adopted).
+    pub fn attach_pinned(&mut self, program: &'static str, ifname: &str, mode: AttachMode, dir: &Path) -> Result<bool> {
+        let link_path = dir.join(format!("link_{program}_{ifname}"));
+        if PinnedLink::from_pin(&link_path).is_ok() {
+            return Ok(false);
+        }
+        let prog_path = dir.join(format!("prog_{program}"));
+        let mut pinned;
+        let prog: &mut Xdp = match self.ebpf.as_mut() {
+            Some(ebpf) => ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::MissingProgram(program))?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name: program, source })?,
+            None => {
+                pinned = Xdp::from_pin(&prog_path, aya_obj::programs::XdpAttachType::Interface)
+                    .map_err(|source| DatapathError::Program { name: program, source })?;
+                &mut pinned
+            }
+        };
+        let first = match mode {
+            AttachMode::Generic => XdpMode::Skb,
+            _ => XdpMode::Driver,
+        };
+        let id = match prog.attach(ifname, first) {
+            Ok(id) => id,
+            Err(e) if mode == AttachMode::Auto => {
+                tracing::warn!(interface = ifname, program, error = %e, "native XDP unsupported here; falling back to generic XDP");
+                prog.attach(ifname, XdpMode::Skb)
+                    .map_err(|source| DatapathError::Program { name: program, source })?
+            }
+            Err(source) => return Err(DatapathError::Program { name: program, source }),
+        };
+        let link = prog
+            .take_link(id)
+            .map_err(|source| DatapathError::Program { name: program, source })?;
+        let fd_link = aya::programs::links::FdLink::try_from(link).map_err(|e| DatapathError::Layout {
+            dir: dir.to_path_buf(),
+            what: format!("{program} on {ifname} is not a bpf_link and cannot be pinned: {e}"),
+        })?;
+        fd_link.pin(&link_path).map_err(|e| pin_err(&link_path, e))?;
+        Ok(true)
+    }
+
+    /// Detaches every pinned link under `dir` and removes every pin. Returns what it removed.
+    pub fn remove_pins(dir: &Path) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(removed);
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("link_") {
+                if let Ok(l) = PinnedLink::from_pin(e.path()) {
+                    // Unpinning and dropping the last reference detaches the program.
+                    let _ = l.unpin();
+                }
+            }
+            let _ = std::fs::remove_file(e.path());
+            removed.push(name);
+        }
+        let _ = std::fs::remove_dir(dir);
+        removed.sort();
+        Ok(removed)
     }
 
     /// A loaded program, e.g. for BPF_PROG_TEST_RUN.
     pub fn program(&self, name: &'static str) -> Result<&Xdp> {
         self.ebpf
+            .as_ref()
+            .ok_or(DatapathError::MissingProgram(name))?
             .program(name)
             .ok_or(DatapathError::MissingProgram(name))?
             .try_into()
@@ -279,6 +488,8 @@ impl Datapath {
     pub fn attach(&mut self, program: &'static str, ifname: &str, mode: XdpMode) -> Result<()> {
         let prog: &mut Xdp = self
             .ebpf
+            .as_mut()
+            .ok_or(DatapathError::MissingProgram(program))?
             .program_mut(program)
             .ok_or(DatapathError::MissingProgram(program))?
             .try_into()

@@ -1,1 +1,405 @@
-//! Probers: placeholder replaced below.
+//! The probers. Each runs on its own, sends a probe every interval and reports
+//! [`Observation`]s; it never decides up or down itself.
+
+use std::{
+    collections::VecDeque,
+    io,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+    sync::mpsc,
+    time::{Instant, MissedTickBehavior},
+};
+
+use super::{
+    sip::{code_is_up, matches, parse_response, OptionsRequest, Probe},
+    HardDown, MonitorKey, Observation,
+};
+use crate::failover::Event;
+
+/// What to probe.
+#[derive(Clone, Debug)]
+pub enum ProbeKind {
+    Sip {
+        tcp: bool,
+        port: u16,
+        request_uri: Option<String>,
+        from: Option<String>,
+        headers: Vec<String>,
+        accept: Vec<u16>,
+        reject: Vec<u16>,
+    },
+    Tcp { port: u16 },
+    Icmp,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeSpec {
+    pub key: MonitorKey,
+    pub target: Ipv4Addr,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub kind: ProbeKind,
+}
+
+/// Replies that did not count, for the operator.
+#[derive(Debug, Default)]
+pub struct ProbeStats {
+    pub sent: AtomicU64,
+    pub malformed: AtomicU64,
+    pub unmatched: AtomicU64,
+}
+
+fn hard(e: &io::Error) -> Option<HardDown> {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Some(HardDown::PortUnreachable),
+        Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) => Some(HardDown::HostUnreachable),
+        _ => None,
+    }
+}
+
+/// Runs one prober until the channel closes.
+pub async fn run(spec: ProbeSpec, tx: mpsc::Sender<Event>, instance: String, stats: Arc<ProbeStats>) {
+    let r = match &spec.kind {
+        ProbeKind::Sip { tcp: false, .. } => sip_udp(&spec, &tx, &instance, &stats).await,
+        ProbeKind::Sip { tcp: true, .. } => sip_tcp(&spec, &tx, &instance, &stats).await,
+        ProbeKind::Tcp { port } => tcp_connect(&spec, *port, &tx).await,
+        ProbeKind::Icmp => icmp(spec.clone(), tx.clone()).await,
+    };
+    if let Err(e) = r {
+        tracing::error!(target = %spec.target, error = %e, "monitor stopped");
+    }
+}
+
+async fn report(tx: &mpsc::Sender<Event>, key: MonitorKey, obs: Observation) -> bool {
+    tx.send(Event::Observe(key, obs)).await.is_ok()
+}
+
+struct Outstanding {
+    probe: Probe,
+    sent: Instant,
+    missed: bool,
+}
+
+/// Late replies still count until the probe is `timeout` old; each probe unanswered for a
+/// whole interval is reported once as missed.
+async fn expire(out: &mut VecDeque<Outstanding>, spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> bool {
+    let now = Instant::now();
+    for o in out.iter_mut() {
+        if !o.missed && now >= o.sent + spec.interval {
+            o.missed = true;
+            if !report(tx, spec.key, Observation::Missed).await {
+                return false;
+            }
+        }
+    }
+    while out.front().is_some_and(|o| now >= o.sent + spec.timeout.max(spec.interval)) {
+        out.pop_front();
+    }
+    true
+}
+
+fn request<'a>(spec: &'a ProbeSpec, local: SocketAddr, target: SocketAddr, instance: &'a str, cseq: u32) -> OptionsRequest<'a> {
+    let ProbeKind::Sip { tcp, request_uri, from, headers, .. } = &spec.kind else {
+        unreachable!("SIP probe")
+    };
+    OptionsRequest {
+        transport: if *tcp { "tcp" } else { "udp" },
+        local,
+        target,
+        request_uri: request_uri.as_deref(),
+        from: from.as_deref(),
+        headers,
+        instance,
+        cseq,
+    }
+}
+
+fn verdict(spec: &ProbeSpec, code: u16, rtt: Duration) -> Observation {
+    let ProbeKind::Sip { accept, reject, .. } = &spec.kind else { unreachable!("SIP probe") };
+    Observation::Reply { code, up: code_is_up(code, accept, reject), rtt }
+}
+
+/// Matches a datagram against the outstanding probes.
+fn answer(out: &mut VecDeque<Outstanding>, target: SocketAddr, from: SocketAddr, data: &[u8], stats: &ProbeStats) -> Option<(u16, Duration)> {
+    let r = match parse_response(data) {
+        Ok(r) => r,
+        Err(e) => {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%from, error = %e, "malformed reply ignored");
+            return None;
+        }
+    };
+    match out.iter().position(|o| matches(&o.probe, target, from, &r).is_ok()) {
+        Some(i) => {
+            let o = out.remove(i)?;
+            Some((r.code, o.sent.elapsed()))
+        }
+        None => {
+            stats.unmatched.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%from, code = r.code, "unmatched reply ignored");
+            None
+        }
+    }
+}
+
+async fn sip_udp(spec: &ProbeSpec, tx: &mpsc::Sender<Event>, instance: &str, stats: &ProbeStats) -> io::Result<()> {
+    let ProbeKind::Sip { port, .. } = spec.kind else { unreachable!() };
+    let target = SocketAddr::from((spec.target, port));
+    // A connected socket: the kernel reports ICMP port/host unreachable for it, and drops
+    // datagrams from any other source.
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
+    sock.connect(target).await?;
+    let local = sock.local_addr()?;
+    let mut tick = tokio::time::interval(spec.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut out: VecDeque<Outstanding> = VecDeque::new();
+    let mut cseq: u32 = 1;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if !expire(&mut out, spec, tx).await {
+                    return Ok(());
+                }
+                let probe = request(spec, local, target, instance, cseq).build();
+                cseq = cseq.wrapping_add(1).max(1);
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = sock.send(&probe.bytes).await {
+                    if let Some(h) = hard(&e) {
+                        if !report(tx, spec.key, Observation::Hard(h)).await { return Ok(()); }
+                    }
+                    continue;
+                }
+                out.push_back(Outstanding { probe, sent: Instant::now(), missed: false });
+            }
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    if let Some((code, rtt)) = answer(&mut out, target, from, &buf[..n], stats) {
+                        if !report(tx, spec.key, verdict(spec, code, rtt)).await { return Ok(()); }
+                    }
+                }
+                Err(e) => {
+                    if let Some(h) = hard(&e) {
+                        out.clear();
+                        if !report(tx, spec.key, Observation::Hard(h)).await { return Ok(()); }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads one SIP message (headers and Content-Length body) from a stream.
+async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    loop {
+        // Skip CRLF keep-alives.
+        while buf.starts_with(b"\r\n") {
+            buf.drain(..2);
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let body = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").or_else(|| l.strip_prefix("l:")))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            let total = end + 4 + body;
+            if buf.len() >= total {
+                return Ok(buf.drain(..total).collect());
+            }
+        }
+        if buf.len() > 65536 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "SIP message too long"));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn sip_tcp(spec: &ProbeSpec, tx: &mpsc::Sender<Event>, instance: &str, stats: &ProbeStats) -> io::Result<()> {
+    let ProbeKind::Sip { port, .. } = spec.kind else { unreachable!() };
+    let target = SocketAddr::from((spec.target, port));
+    let mut tick = tokio::time::interval(spec.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut conn: Option<(TcpStream, Vec<u8>)> = None;
+    let mut cseq: u32 = 1;
+    loop {
+        tick.tick().await;
+        let started = Instant::now();
+        let obs = async {
+            if conn.is_none() {
+                let s = tokio::time::timeout(spec.interval, TcpStream::connect(target))
+                    .await
+                    .map_err(|_| None)?
+                    .map_err(|e| if e.kind() == io::ErrorKind::ConnectionRefused { Some(HardDown::Refused) } else { hard(&e) })?;
+                conn = Some((s, Vec::new()));
+            }
+            let (s, buf) = conn.as_mut().ok_or(None)?;
+            let local = s.local_addr().map_err(|_| None)?;
+            let probe = request(spec, local, target, instance, cseq).build();
+            cseq = cseq.wrapping_add(1).max(1);
+            stats.sent.fetch_add(1, Ordering::Relaxed);
+            s.write_all(&probe.bytes).await.map_err(|_| None)?;
+            let deadline = started + spec.interval;
+            loop {
+                let msg = tokio::time::timeout_at(deadline, read_message(s, buf))
+                    .await
+                    .map_err(|_| None)?
+                    .map_err(|_| None)?;
+                let mut out = VecDeque::from([Outstanding { probe: probe.clone(), sent: started, missed: false }]);
+                if let Some((code, rtt)) = answer(&mut out, target, target, &msg, stats) {
+                    return Ok::<_, Option<HardDown>>(verdict(spec, code, rtt));
+                }
+            }
+        }
+        .await;
+        let obs = match obs {
+            Ok(o) => o,
+            Err(h) => {
+                conn = None;
+                h.map(Observation::Hard).unwrap_or(Observation::Missed)
+            }
+        };
+        if !report(tx, spec.key, obs).await {
+            return Ok(());
+        }
+    }
+}
+
+async fn tcp_connect(spec: &ProbeSpec, port: u16, tx: &mpsc::Sender<Event>) -> io::Result<()> {
+    let target = SocketAddr::from((spec.target, port));
+    let mut tick = tokio::time::interval(spec.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let t = Instant::now();
+        let obs = match tokio::time::timeout(spec.interval.min(spec.timeout), TcpStream::connect(target)).await {
+            Ok(Ok(_s)) => Observation::Reply { code: 0, up: true, rtt: t.elapsed() },
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => Observation::Hard(HardDown::Refused),
+            Ok(Err(e)) => hard(&e).map(Observation::Hard).unwrap_or(Observation::Missed),
+            Err(_) => Observation::Missed,
+        };
+        if !report(tx, spec.key, obs).await {
+            return Ok(());
+        }
+    }
+}
+
+/// ICMP echo over a raw socket, in a thread of its own.
+async fn icmp(spec: ProbeSpec, tx: mpsc::Sender<Event>) -> io::Result<()> {
+    tokio::task::spawn_blocking(move || icmp_blocking(&spec, &tx))
+        .await
+        .map_err(io::Error::other)?
+}
+
+fn icmp_blocking(spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> io::Result<()> {
+    // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    struct Fd(i32);
+    impl Drop for Fd {
+        fn drop(&mut self) {
+            // SAFETY: closing our own descriptor.
+            unsafe { libc::close(self.0) };
+        }
+    }
+    let fd = Fd(fd);
+    let id: u16 = rand::random();
+    let dst = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(spec.target.octets()) },
+        sin_zero: [0; 8],
+    };
+    let mut seq: u16 = 0;
+    let send_obs = |obs| tx.blocking_send(Event::Observe(spec.key, obs)).is_ok();
+    loop {
+        seq = seq.wrapping_add(1);
+        let mut pkt = [0u8; 16];
+        pkt[0] = 8;
+        pkt[4..6].copy_from_slice(&id.to_be_bytes());
+        pkt[6..8].copy_from_slice(&seq.to_be_bytes());
+        pkt[8..16].copy_from_slice(b"sipvip\0\0");
+        let c = crate::monitor::probe::inet_checksum(&pkt);
+        pkt[2..4].copy_from_slice(&c.to_be_bytes());
+        let sent = std::time::Instant::now();
+        // SAFETY: sendto with a valid buffer and sockaddr_in.
+        let rc = unsafe {
+            libc::sendto(fd.0, pkt.as_ptr().cast(), pkt.len(), 0, (&dst as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&dst) as u32)
+        };
+        let mut obs = Observation::Missed;
+        if rc < 0 {
+            if let Some(h) = hard(&io::Error::last_os_error()) {
+                obs = Observation::Hard(h);
+            }
+        } else {
+            while obs == Observation::Missed {
+                let left = spec.interval.saturating_sub(sent.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                let tv = libc::timeval { tv_sec: left.as_secs() as i64, tv_usec: i64::from(left.subsec_micros()).max(1) };
+                let mut buf = [0u8; 1500];
+                let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                let mut flen = std::mem::size_of_val(&from) as u32;
+                // SAFETY: setsockopt/recvfrom on our descriptor with valid buffers.
+                let n = unsafe {
+                    libc::setsockopt(fd.0, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of_val(&tv) as u32);
+                    libc::recvfrom(fd.0, buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_in).cast(), &mut flen)
+                };
+                if n < 0 {
+                    break;
+                }
+                let b = &buf[..n as usize];
+                let ihl = usize::from(b.first().copied().unwrap_or(0) & 15) * 4;
+                if b.len() < ihl + 8 {
+                    continue;
+                }
+                let icmp = &b[ihl..];
+                let src = Ipv4Addr::from(from.sin_addr.s_addr.to_ne_bytes());
+                let our = |i: &[u8]| i.len() >= 8 && i[4..6] == id.to_be_bytes() && i[6..8] == seq.to_be_bytes();
+                if icmp[0] == 0 && src == spec.target && our(icmp) {
+                    obs = Observation::Reply { code: 0, up: true, rtt: sent.elapsed() };
+                } else if icmp[0] == 3 && icmp.len() >= 8 + 20 + 8 {
+                    let q = &icmp[8..];
+                    let qihl = usize::from(q[0] & 15) * 4;
+                    if q.len() >= qihl + 8 && q[16..20] == spec.target.octets() && our(&q[qihl..]) {
+                        obs = Observation::Hard(HardDown::HostUnreachable);
+                    }
+                }
+            }
+        }
+        if !send_obs(obs) {
+            return Ok(());
+        }
+        let left = spec.interval.saturating_sub(sent.elapsed());
+        std::thread::sleep(left);
+    }
+}
+
+/// The Internet checksum.
+pub fn inet_checksum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
