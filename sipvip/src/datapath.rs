@@ -72,7 +72,10 @@ pub enum AttachMode {
 }
 
 fn pin_err(path: &Path, e: impl std::fmt::Display) -> DatapathError {
-    DatapathError::Pin { path: path.to_path_buf(), what: e.to_string() }
+    DatapathError::Pin {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    }
 }
 
 /// Mounts bpffs on /sys/fs/bpf when `dir` lies below it and nothing is mounted there yet.
@@ -82,12 +85,23 @@ pub fn mount_bpffs(dir: &Path) -> Result<()> {
         return Ok(());
     }
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
         return Ok(());
     }
     let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
     // SAFETY: mount(2) with valid NUL-terminated strings.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(pin_err(root, std::io::Error::last_os_error()));
     }
@@ -347,14 +361,62 @@ impl Datapath {
             return Ok(None);
         }
         let expect: [(&'static str, u32, usize, usize, u32); 8] = [
-            (map_names::VIPS, BPF_MAP_TYPE_HASH, 4, size_of::<VipRecord>(), sizes.vips),
-            (map_names::MEMBERS, BPF_MAP_TYPE_HASH, 4, size_of::<MemberRecord>(), sizes.members),
-            (map_names::CONNTRACK, BPF_MAP_TYPE_LRU_HASH, size_of::<CtKey>(), size_of::<CtValue>(), sizes.conntrack),
-            (map_names::FRAGS, BPF_MAP_TYPE_LRU_HASH, size_of::<FragKey>(), size_of::<FragValue>(), sizes.frags),
-            (map_names::EXCLUSIONS, BPF_MAP_TYPE_LPM_TRIE, 8, 1, sizes.exclusions),
-            (map_names::DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH, 4, 0, sizes.devmap),
-            (map_names::VIP_STATS, BPF_MAP_TYPE_PERCPU_ARRAY, 4, size_of::<VipCounters>(), sizes.vips),
-            (map_names::REASONS, BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, sipvip_common::REASON_SLOTS),
+            (
+                map_names::VIPS,
+                BPF_MAP_TYPE_HASH,
+                4,
+                size_of::<VipRecord>(),
+                sizes.vips,
+            ),
+            (
+                map_names::MEMBERS,
+                BPF_MAP_TYPE_HASH,
+                4,
+                size_of::<MemberRecord>(),
+                sizes.members,
+            ),
+            (
+                map_names::CONNTRACK,
+                BPF_MAP_TYPE_LRU_HASH,
+                size_of::<CtKey>(),
+                size_of::<CtValue>(),
+                sizes.conntrack,
+            ),
+            (
+                map_names::FRAGS,
+                BPF_MAP_TYPE_LRU_HASH,
+                size_of::<FragKey>(),
+                size_of::<FragValue>(),
+                sizes.frags,
+            ),
+            (
+                map_names::EXCLUSIONS,
+                BPF_MAP_TYPE_LPM_TRIE,
+                8,
+                1,
+                sizes.exclusions,
+            ),
+            (
+                map_names::DEVMAP,
+                BPF_MAP_TYPE_DEVMAP_HASH,
+                4,
+                0,
+                sizes.devmap,
+            ),
+            (
+                map_names::VIP_STATS,
+                BPF_MAP_TYPE_PERCPU_ARRAY,
+                4,
+                size_of::<VipCounters>(),
+                sizes.vips,
+            ),
+            (
+                map_names::REASONS,
+                BPF_MAP_TYPE_PERCPU_ARRAY,
+                4,
+                8,
+                sipvip_common::REASON_SLOTS,
+            ),
         ];
         let mut maps = std::collections::HashMap::new();
         for (name, ty, key, value, max) in expect {
@@ -363,7 +425,9 @@ impl Datapath {
                 dir: dir.to_path_buf(),
                 what: format!("map {name} is missing"),
             })?;
-            let info = data.info().map_err(|source| DatapathError::Map { name, source })?;
+            let info = data
+                .info()
+                .map_err(|source| DatapathError::Map { name, source })?;
             let got_ty = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
             let checks = [
                 ("type", u64::from(got_ty), u64::from(ty)),
@@ -382,14 +446,21 @@ impl Datapath {
             if value != 0 && info.value_size() as usize != value {
                 return Err(DatapathError::Layout {
                     dir: dir.to_path_buf(),
-                    what: format!("map {name}: value size is {}, this build expects {value}", info.value_size()),
+                    what: format!(
+                        "map {name}: value size is {}, this build expects {value}",
+                        info.value_size()
+                    ),
                 });
             }
-            let map = aya::maps::Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })?;
+            let map = aya::maps::Map::from_map_data(data)
+                .map_err(|source| DatapathError::Map { name, source })?;
             maps.insert(name, map);
         }
         let mut get = |name: &'static str| maps.remove(name).ok_or(DatapathError::MissingMap(name));
-        fn typed<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(name: &'static str, m: aya::maps::Map) -> Result<T> {
+        fn typed<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+            name: &'static str,
+            m: aya::maps::Map,
+        ) -> Result<T> {
             T::try_from(m).map_err(|source| DatapathError::Map { name, source })
         }
         Ok(Some(Datapath {
@@ -408,7 +479,13 @@ impl Datapath {
     /// Attaches `program` to `ifname` unless a pinned link already does, and pins the link
     /// under `dir`. `native_only` false falls back to generic XDP with a warning. Returns
     /// whether it attached now (false: adopted).
-    pub fn attach_pinned(&mut self, program: &'static str, ifname: &str, mode: AttachMode, dir: &Path) -> Result<bool> {
+    pub fn attach_pinned(
+        &mut self,
+        program: &'static str,
+        ifname: &str,
+        mode: AttachMode,
+        dir: &Path,
+    ) -> Result<bool> {
         let link_path = dir.join(format!("link_{program}_{ifname}"));
         if PinnedLink::from_pin(&link_path).is_ok() {
             return Ok(false);
@@ -420,10 +497,16 @@ impl Datapath {
                 .program_mut(program)
                 .ok_or(DatapathError::MissingProgram(program))?
                 .try_into()
-                .map_err(|source| DatapathError::Program { name: program, source })?,
+                .map_err(|source| DatapathError::Program {
+                    name: program,
+                    source,
+                })?,
             None => {
                 pinned = Xdp::from_pin(&prog_path, aya_obj::programs::XdpAttachType::Interface)
-                    .map_err(|source| DatapathError::Program { name: program, source })?;
+                    .map_err(|source| DatapathError::Program {
+                        name: program,
+                        source,
+                    })?;
                 &mut pinned
             }
         };
@@ -436,18 +519,32 @@ impl Datapath {
             Err(e) if mode == AttachMode::Auto => {
                 tracing::warn!(interface = ifname, program, error = %e, "native XDP unsupported here; falling back to generic XDP");
                 prog.attach(ifname, XdpMode::Skb)
-                    .map_err(|source| DatapathError::Program { name: program, source })?
+                    .map_err(|source| DatapathError::Program {
+                        name: program,
+                        source,
+                    })?
             }
-            Err(source) => return Err(DatapathError::Program { name: program, source }),
+            Err(source) => {
+                return Err(DatapathError::Program {
+                    name: program,
+                    source,
+                })
+            }
         };
         let link = prog
             .take_link(id)
-            .map_err(|source| DatapathError::Program { name: program, source })?;
-        let fd_link = aya::programs::links::FdLink::try_from(link).map_err(|e| DatapathError::Layout {
-            dir: dir.to_path_buf(),
-            what: format!("{program} on {ifname} is not a bpf_link and cannot be pinned: {e}"),
-        })?;
-        fd_link.pin(&link_path).map_err(|e| pin_err(&link_path, e))?;
+            .map_err(|source| DatapathError::Program {
+                name: program,
+                source,
+            })?;
+        let fd_link =
+            aya::programs::links::FdLink::try_from(link).map_err(|e| DatapathError::Layout {
+                dir: dir.to_path_buf(),
+                what: format!("{program} on {ifname} is not a bpf_link and cannot be pinned: {e}"),
+            })?;
+        fd_link
+            .pin(&link_path)
+            .map_err(|e| pin_err(&link_path, e))?;
         Ok(true)
     }
 

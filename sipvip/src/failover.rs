@@ -40,6 +40,9 @@ pub struct VipState {
     pub failovers: u64,
     /// The last flip's time from the failed member's last valid reply to the flip.
     pub last_failover_time: Option<Duration>,
+    /// With no active member yet, the first choice waits until then, so that every member
+    /// has answered its first probe and priority, not speed, decides.
+    pub settle_until: Option<Instant>,
 }
 
 /// A change of active member to carry out.
@@ -70,6 +73,7 @@ impl VipState {
             policy,
             failovers: 0,
             last_failover_time: None,
+            settle_until: None,
         }
     }
 
@@ -86,6 +90,9 @@ impl VipState {
     /// Decides; returns a flip when the active member must change.
     pub fn evaluate(&mut self, vip: usize, now: Instant, reason: &str) -> Option<Flip> {
         if self.active.is_some_and(|a| self.usable(a)) {
+            return None;
+        }
+        if self.active.is_none() && self.settle_until.is_some_and(|t| now < t) {
             return None;
         }
         let to = match (self.active, self.best()) {
@@ -182,21 +189,33 @@ impl Supervisor {
         changed.and_then(|_| self.member_changed(key.0, key.1, now, reason))
     }
 
-    /// Applies timeouts due at `now`.
+    /// Applies timeouts and settling periods due at `now`.
     pub fn tick(&mut self, now: Instant) -> Vec<Flip> {
         let due: Vec<(MonitorKey, &'static str)> = self
             .health
             .iter_mut()
             .filter_map(|(k, h)| h.tick(now).map(|_| (*k, h.reason)))
             .collect();
-        due.into_iter()
+        let mut flips: Vec<Flip> = due
+            .into_iter()
             .filter_map(|((v, m, _), reason)| self.member_changed(v, m, now, reason))
-            .collect()
+            .collect();
+        for (i, v) in self.vips.iter_mut().enumerate() {
+            if v.settle_until.is_some_and(|t| now >= t) {
+                v.settle_until = None;
+                flips.extend(v.evaluate(i, now, "first choice after the first probes"));
+            }
+        }
+        flips
     }
 
-    /// The earliest monitor deadline.
+    /// The earliest monitor deadline or end of a settling period.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.health.values().filter_map(Health::deadline).min()
+        self.health
+            .values()
+            .filter_map(Health::deadline)
+            .chain(self.vips.iter().filter_map(|v| v.settle_until))
+            .min()
     }
 
     pub fn set_disabled(
@@ -229,11 +248,16 @@ pub trait Actuator {
     fn flip(&mut self, sup: &Supervisor, flip: &Flip);
 }
 
+/// Receives the flips an operator command decides.
+pub type FlipSink<'a> = dyn FnMut(&Supervisor, &Flip) + 'a;
+/// An operator command run inside the supervisor loop.
+pub type Command = Box<dyn FnOnce(&mut Supervisor, &mut FlipSink) + Send>;
+
 /// Inputs of the supervisor loop.
 pub enum Event {
     Observe(MonitorKey, Observation),
     /// Runs a closure with the supervisor and the actuator (operator commands, status).
-    With(Box<dyn FnOnce(&mut Supervisor, &mut dyn FnMut(&Supervisor, &Flip)) + Send>),
+    With(Command),
     Stop,
 }
 
@@ -315,8 +339,9 @@ mod tests {
         }
     }
 
+    type Recorded = (Option<usize>, Option<usize>, Instant, Option<Duration>);
     #[derive(Default)]
-    struct Recorder(Vec<(Option<usize>, Option<usize>, Instant, Option<Duration>)>);
+    struct Recorder(Vec<Recorded>);
     impl Actuator for Recorder {
         fn flip(&mut self, _: &Supervisor, f: &Flip) {
             self.0.push((f.from, f.to, f.at, f.since_last_ok));
@@ -422,6 +447,23 @@ mod tests {
             (f.from, f.to, f.reason.as_str()),
             (Some(1), Some(0), "manual failover")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_start_priority_not_speed_picks_the_first_active() {
+        let mut s = sup(AllDownPolicy::KeepLast);
+        let t0 = Instant::now();
+        s.vips[0].settle_until = Some(t0 + MS(1000));
+        assert_eq!(
+            s.observe((0, 1, 0), ok(), t0 + MS(2)),
+            None,
+            "the backup answers first: wait"
+        );
+        assert_eq!(s.observe((0, 0, 0), ok(), t0 + MS(5)), None);
+        assert_eq!(s.next_deadline(), Some(t0 + MS(1000)));
+        let flips = s.tick(t0 + MS(1000));
+        assert_eq!(flips.len(), 1);
+        assert_eq!(flips[0].to, Some(0), "the primary (higher priority) wins");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,9 @@
 //! sipvip: a Linux/XDP replacement for a BIG-IP LTM in front of a hot-standby SIP server pair.
 //!
 //! - [`datapath`]: load, attach and program the kernel datapath.
+pub mod api;
 pub mod config;
 pub mod datapath;
 pub mod failover;
+pub mod garp;
 pub mod monitor;

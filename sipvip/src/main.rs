@@ -1,26 +1,210 @@
 //! The sipvip command line.
-use anyhow::Result;
-use clap::Parser;
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sipvip::{
+    api::{Request, Response},
+    config::{default_pin_dir, default_socket, Config},
+};
+
+mod daemon;
 
 #[derive(Parser)]
 #[command(
     name = "sipvip",
     version,
-    about = "XDP VIP steering and SNAT for a hot-standby SIP server pair"
+    about = "XDP VIP steering, SNAT and failover for a hot-standby SIP server pair"
 )]
-enum Cli {
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon: load or adopt the pinned datapath, monitor the members, fail over.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Replace a pinned datapath whose layout differs from this build's.
+        #[arg(long)]
+        replace: bool,
+        /// Log as JSON lines.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Validate a config file and print every problem.
+    Check { file: PathBuf },
+    /// Detach the datapath and remove its pins.
+    Down {
+        /// The bpffs directory (default: the config's admin.pin_dir, else /sys/fs/bpf/sipvip).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show VIPs, members, monitors and counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_os_t = default_socket())]
+        socket: PathBuf,
+    },
+    /// Force a member offline (BIG-IP "Forced Offline") or enable it again.
+    Member {
+        #[arg(value_parser = ["disable", "enable"])]
+        action: String,
+        name: String,
+        #[arg(long, default_value_os_t = default_socket())]
+        socket: PathBuf,
+    },
+    /// Make MEMBER the VIP's active member now.
+    Failover {
+        vip: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value_os_t = default_socket())]
+        socket: PathBuf,
+    },
+    /// Reload the daemon's config (as SIGHUP does), reporting whether it was accepted.
+    Reload {
+        #[arg(long, default_value_os_t = default_socket())]
+        socket: PathBuf,
+    },
     /// Print the map layout the embedded datapath uses.
     Layout,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse() {
-        Cli::Layout => {
+fn ask(socket: &PathBuf, req: &Request) -> Result<Response> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("connect to the daemon at {}", socket.display()))?;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    let mut resp = String::new();
+    BufReader::new(s).read_line(&mut resp)?;
+    serde_json::from_str(&resp).context("daemon reply")
+}
+
+fn simple(socket: &PathBuf, req: Request) -> Result<ExitCode> {
+    let r = ask(socket, &req)?;
+    match (r.ok, r.message, r.error) {
+        (true, m, _) => {
+            println!("{}", m.unwrap_or_else(|| "ok".into()));
+            Ok(ExitCode::SUCCESS)
+        }
+        (false, _, e) => {
+            eprintln!("{}", e.unwrap_or_else(|| "failed".into()));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run {
+            config,
+            replace,
+            json_logs,
+        } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into());
+            if json_logs {
+                tracing_subscriber::fmt()
+                    .json()
+                    .with_env_filter(filter)
+                    .with_writer(std::io::stderr)
+                    .init();
+            } else {
+                use std::io::IsTerminal;
+                tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr)
+                    .init();
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(daemon::run(&config, replace))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { file } => match Config::load(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} VIP(s), {} monitor(s), {} exclusion(s))",
+                    file.display(),
+                    cfg.vips.len(),
+                    cfg.monitors.len(),
+                    cfg.snat.exclusions.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprint!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Cmd::Down { pin_dir, config } => {
+            let dir = match (pin_dir, config) {
+                (Some(d), _) => d,
+                (None, Some(c)) => {
+                    Config::load(&c)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .admin
+                        .pin_dir
+                }
+                (None, None) => default_pin_dir(),
+            };
+            let removed = sipvip::datapath::Datapath::remove_pins(&dir)?;
+            if removed.is_empty() {
+                println!("nothing pinned in {}", dir.display());
+            } else {
+                println!(
+                    "detached and removed {} pins from {}",
+                    removed.len(),
+                    dir.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { json, socket } => {
+            let r = ask(&socket, &Request::Status)?;
+            let Some(s) = r.status else {
+                bail!(r.error.unwrap_or_else(|| "no status".into()))
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", sipvip::api::table(&s));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Member {
+            action,
+            name,
+            socket,
+        } => {
+            let req = if action == "disable" {
+                Request::Disable { member: name }
+            } else {
+                Request::Enable { member: name }
+            };
+            simple(&socket, req)
+        }
+        Cmd::Failover { vip, to, socket } => simple(&socket, Request::Failover { vip, to }),
+        Cmd::Reload { socket } => simple(&socket, Request::Reload),
+        Cmd::Layout => {
             for name in sipvip_common::map_names::ALL {
                 println!("{name}");
             }
             println!("object: {} bytes", sipvip::datapath::OBJECT.len());
+            Ok(ExitCode::SUCCESS)
         }
     }
-    Ok(())
 }

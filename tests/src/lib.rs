@@ -2,6 +2,7 @@
 //! plain-Rust reference model of the datapath.
 pub mod check;
 pub mod frame;
+pub mod lab;
 pub mod model;
 pub mod netns;
 pub mod topo;

@@ -32,7 +32,7 @@ enum Task {
 }
 
 /// Debian packages the build, the tests and the lab use.
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "ethtool"];
+const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "ethtool", "sip-tester"];
 const BPF_LINKER_VERSION: &str = "0.13";
 
 fn root() -> PathBuf {

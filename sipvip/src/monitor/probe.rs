@@ -37,7 +37,9 @@ pub enum ProbeKind {
         accept: Vec<u16>,
         reject: Vec<u16>,
     },
-    Tcp { port: u16 },
+    Tcp {
+        port: u16,
+    },
     Icmp,
 }
 
@@ -67,7 +69,12 @@ fn hard(e: &io::Error) -> Option<HardDown> {
 }
 
 /// Runs one prober until the channel closes.
-pub async fn run(spec: ProbeSpec, tx: mpsc::Sender<Event>, instance: String, stats: Arc<ProbeStats>) {
+pub async fn run(
+    spec: ProbeSpec,
+    tx: mpsc::Sender<Event>,
+    instance: String,
+    stats: Arc<ProbeStats>,
+) {
     let r = match &spec.kind {
         ProbeKind::Sip { tcp: false, .. } => sip_udp(&spec, &tx, &instance, &stats).await,
         ProbeKind::Sip { tcp: true, .. } => sip_tcp(&spec, &tx, &instance, &stats).await,
@@ -91,7 +98,11 @@ struct Outstanding {
 
 /// Late replies still count until the probe is `timeout` old; each probe unanswered for a
 /// whole interval is reported once as missed.
-async fn expire(out: &mut VecDeque<Outstanding>, spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> bool {
+async fn expire(
+    out: &mut VecDeque<Outstanding>,
+    spec: &ProbeSpec,
+    tx: &mpsc::Sender<Event>,
+) -> bool {
     let now = Instant::now();
     for o in out.iter_mut() {
         if !o.missed && now >= o.sent + spec.interval {
@@ -101,14 +112,30 @@ async fn expire(out: &mut VecDeque<Outstanding>, spec: &ProbeSpec, tx: &mpsc::Se
             }
         }
     }
-    while out.front().is_some_and(|o| now >= o.sent + spec.timeout.max(spec.interval)) {
+    while out
+        .front()
+        .is_some_and(|o| now >= o.sent + spec.timeout.max(spec.interval))
+    {
         out.pop_front();
     }
     true
 }
 
-fn request<'a>(spec: &'a ProbeSpec, local: SocketAddr, target: SocketAddr, instance: &'a str, cseq: u32) -> OptionsRequest<'a> {
-    let ProbeKind::Sip { tcp, request_uri, from, headers, .. } = &spec.kind else {
+fn request<'a>(
+    spec: &'a ProbeSpec,
+    local: SocketAddr,
+    target: SocketAddr,
+    instance: &'a str,
+    cseq: u32,
+) -> OptionsRequest<'a> {
+    let ProbeKind::Sip {
+        tcp,
+        request_uri,
+        from,
+        headers,
+        ..
+    } = &spec.kind
+    else {
         unreachable!("SIP probe")
     };
     OptionsRequest {
@@ -124,12 +151,24 @@ fn request<'a>(spec: &'a ProbeSpec, local: SocketAddr, target: SocketAddr, insta
 }
 
 fn verdict(spec: &ProbeSpec, code: u16, rtt: Duration) -> Observation {
-    let ProbeKind::Sip { accept, reject, .. } = &spec.kind else { unreachable!("SIP probe") };
-    Observation::Reply { code, up: code_is_up(code, accept, reject), rtt }
+    let ProbeKind::Sip { accept, reject, .. } = &spec.kind else {
+        unreachable!("SIP probe")
+    };
+    Observation::Reply {
+        code,
+        up: code_is_up(code, accept, reject),
+        rtt,
+    }
 }
 
 /// Matches a datagram against the outstanding probes.
-fn answer(out: &mut VecDeque<Outstanding>, target: SocketAddr, from: SocketAddr, data: &[u8], stats: &ProbeStats) -> Option<(u16, Duration)> {
+fn answer(
+    out: &mut VecDeque<Outstanding>,
+    target: SocketAddr,
+    from: SocketAddr,
+    data: &[u8],
+    stats: &ProbeStats,
+) -> Option<(u16, Duration)> {
     let r = match parse_response(data) {
         Ok(r) => r,
         Err(e) => {
@@ -138,7 +177,10 @@ fn answer(out: &mut VecDeque<Outstanding>, target: SocketAddr, from: SocketAddr,
             return None;
         }
     };
-    match out.iter().position(|o| matches(&o.probe, target, from, &r).is_ok()) {
+    match out
+        .iter()
+        .position(|o| matches(&o.probe, target, from, &r).is_ok())
+    {
         Some(i) => {
             let o = out.remove(i)?;
             Some((r.code, o.sent.elapsed()))
@@ -151,8 +193,15 @@ fn answer(out: &mut VecDeque<Outstanding>, target: SocketAddr, from: SocketAddr,
     }
 }
 
-async fn sip_udp(spec: &ProbeSpec, tx: &mpsc::Sender<Event>, instance: &str, stats: &ProbeStats) -> io::Result<()> {
-    let ProbeKind::Sip { port, .. } = spec.kind else { unreachable!() };
+async fn sip_udp(
+    spec: &ProbeSpec,
+    tx: &mpsc::Sender<Event>,
+    instance: &str,
+    stats: &ProbeStats,
+) -> io::Result<()> {
+    let ProbeKind::Sip { port, .. } = spec.kind else {
+        unreachable!()
+    };
     let target = SocketAddr::from((spec.target, port));
     // A connected socket: the kernel reports ICMP port/host unreachable for it, and drops
     // datagrams from any other source.
@@ -209,7 +258,10 @@ async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
             let body = head
                 .lines()
-                .find_map(|l| l.strip_prefix("content-length:").or_else(|| l.strip_prefix("l:")))
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .or_else(|| l.strip_prefix("l:"))
+                })
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             let total = end + 4 + body;
@@ -218,7 +270,10 @@ async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8
             }
         }
         if buf.len() > 65536 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "SIP message too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "SIP message too long",
+            ));
         }
         let mut chunk = [0u8; 4096];
         let n = s.read(&mut chunk).await?;
@@ -229,8 +284,15 @@ async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8
     }
 }
 
-async fn sip_tcp(spec: &ProbeSpec, tx: &mpsc::Sender<Event>, instance: &str, stats: &ProbeStats) -> io::Result<()> {
-    let ProbeKind::Sip { port, .. } = spec.kind else { unreachable!() };
+async fn sip_tcp(
+    spec: &ProbeSpec,
+    tx: &mpsc::Sender<Event>,
+    instance: &str,
+    stats: &ProbeStats,
+) -> io::Result<()> {
+    let ProbeKind::Sip { port, .. } = spec.kind else {
+        unreachable!()
+    };
     let target = SocketAddr::from((spec.target, port));
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -244,7 +306,13 @@ async fn sip_tcp(spec: &ProbeSpec, tx: &mpsc::Sender<Event>, instance: &str, sta
                 let s = tokio::time::timeout(spec.interval, TcpStream::connect(target))
                     .await
                     .map_err(|_| None)?
-                    .map_err(|e| if e.kind() == io::ErrorKind::ConnectionRefused { Some(HardDown::Refused) } else { hard(&e) })?;
+                    .map_err(|e| {
+                        if e.kind() == io::ErrorKind::ConnectionRefused {
+                            Some(HardDown::Refused)
+                        } else {
+                            hard(&e)
+                        }
+                    })?;
                 conn = Some((s, Vec::new()));
             }
             let (s, buf) = conn.as_mut().ok_or(None)?;
@@ -259,7 +327,11 @@ async fn sip_tcp(spec: &ProbeSpec, tx: &mpsc::Sender<Event>, instance: &str, sta
                     .await
                     .map_err(|_| None)?
                     .map_err(|_| None)?;
-                let mut out = VecDeque::from([Outstanding { probe: probe.clone(), sent: started, missed: false }]);
+                let mut out = VecDeque::from([Outstanding {
+                    probe: probe.clone(),
+                    sent: started,
+                    missed: false,
+                }]);
                 if let Some((code, rtt)) = answer(&mut out, target, target, &msg, stats) {
                     return Ok::<_, Option<HardDown>>(verdict(spec, code, rtt));
                 }
@@ -286,12 +358,23 @@ async fn tcp_connect(spec: &ProbeSpec, port: u16, tx: &mpsc::Sender<Event>) -> i
     loop {
         tick.tick().await;
         let t = Instant::now();
-        let obs = match tokio::time::timeout(spec.interval.min(spec.timeout), TcpStream::connect(target)).await {
-            Ok(Ok(_s)) => Observation::Reply { code: 0, up: true, rtt: t.elapsed() },
-            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => Observation::Hard(HardDown::Refused),
-            Ok(Err(e)) => hard(&e).map(Observation::Hard).unwrap_or(Observation::Missed),
-            Err(_) => Observation::Missed,
-        };
+        let obs =
+            match tokio::time::timeout(spec.interval.min(spec.timeout), TcpStream::connect(target))
+                .await
+            {
+                Ok(Ok(_s)) => Observation::Reply {
+                    code: 0,
+                    up: true,
+                    rtt: t.elapsed(),
+                },
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    Observation::Hard(HardDown::Refused)
+                }
+                Ok(Err(e)) => hard(&e)
+                    .map(Observation::Hard)
+                    .unwrap_or(Observation::Missed),
+                Err(_) => Observation::Missed,
+            };
         if !report(tx, spec.key, obs).await {
             return Ok(());
         }
@@ -307,7 +390,13 @@ async fn icmp(spec: ProbeSpec, tx: mpsc::Sender<Event>) -> io::Result<()> {
 
 fn icmp_blocking(spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> io::Result<()> {
     // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -323,7 +412,9 @@ fn icmp_blocking(spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> io::Result<()> {
     let dst = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(spec.target.octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(spec.target.octets()),
+        },
         sin_zero: [0; 8],
     };
     let mut seq: u16 = 0;
@@ -340,7 +431,14 @@ fn icmp_blocking(spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> io::Result<()> {
         let sent = std::time::Instant::now();
         // SAFETY: sendto with a valid buffer and sockaddr_in.
         let rc = unsafe {
-            libc::sendto(fd.0, pkt.as_ptr().cast(), pkt.len(), 0, (&dst as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&dst) as u32)
+            libc::sendto(
+                fd.0,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&dst as *const libc::sockaddr_in).cast(),
+                std::mem::size_of_val(&dst) as u32,
+            )
         };
         let mut obs = Observation::Missed;
         if rc < 0 {
@@ -353,14 +451,30 @@ fn icmp_blocking(spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> io::Result<()> {
                 if left.is_zero() {
                     break;
                 }
-                let tv = libc::timeval { tv_sec: left.as_secs() as i64, tv_usec: i64::from(left.subsec_micros()).max(1) };
+                let tv = libc::timeval {
+                    tv_sec: left.as_secs() as i64,
+                    tv_usec: i64::from(left.subsec_micros()).max(1),
+                };
                 let mut buf = [0u8; 1500];
                 let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
                 let mut flen = std::mem::size_of_val(&from) as u32;
                 // SAFETY: setsockopt/recvfrom on our descriptor with valid buffers.
                 let n = unsafe {
-                    libc::setsockopt(fd.0, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of_val(&tv) as u32);
-                    libc::recvfrom(fd.0, buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_in).cast(), &mut flen)
+                    libc::setsockopt(
+                        fd.0,
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVTIMEO,
+                        (&tv as *const libc::timeval).cast(),
+                        std::mem::size_of_val(&tv) as u32,
+                    );
+                    libc::recvfrom(
+                        fd.0,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                        (&mut from as *mut libc::sockaddr_in).cast(),
+                        &mut flen,
+                    )
                 };
                 if n < 0 {
                     break;
@@ -372,9 +486,15 @@ fn icmp_blocking(spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> io::Result<()> {
                 }
                 let icmp = &b[ihl..];
                 let src = Ipv4Addr::from(from.sin_addr.s_addr.to_ne_bytes());
-                let our = |i: &[u8]| i.len() >= 8 && i[4..6] == id.to_be_bytes() && i[6..8] == seq.to_be_bytes();
+                let our = |i: &[u8]| {
+                    i.len() >= 8 && i[4..6] == id.to_be_bytes() && i[6..8] == seq.to_be_bytes()
+                };
                 if icmp[0] == 0 && src == spec.target && our(icmp) {
-                    obs = Observation::Reply { code: 0, up: true, rtt: sent.elapsed() };
+                    obs = Observation::Reply {
+                        code: 0,
+                        up: true,
+                        rtt: sent.elapsed(),
+                    };
                 } else if icmp[0] == 3 && icmp.len() >= 8 + 20 + 8 {
                     let q = &icmp[8..];
                     let qihl = usize::from(q[0] & 15) * 4;

@@ -1,0 +1,427 @@
+//! What the operator sees: the status snapshot (table and JSON), Prometheus metrics, and the
+//! control-socket protocol (one JSON request line, one JSON response line).
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde::{Deserialize, Serialize};
+
+/// A request on the control socket.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    /// BIG-IP "Forced Offline".
+    Disable {
+        member: String,
+    },
+    Enable {
+        member: String,
+    },
+    Failover {
+        vip: String,
+        to: String,
+    },
+    Reload,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Response {
+            ok: true,
+            error: None,
+            message: Some(message.into()),
+            status: None,
+        }
+    }
+    pub fn err(e: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(e.into()),
+            message: None,
+            status: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MonitorStatus {
+    pub name: String,
+    pub up: bool,
+    pub reason: String,
+    pub last_code: Option<u16>,
+    pub last_rtt_ms: Option<f64>,
+    /// Since the last valid reply.
+    pub last_ok_ago_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemberStatus {
+    pub name: String,
+    pub address: String,
+    pub priority: i32,
+    pub up: bool,
+    pub disabled: bool,
+    pub active: bool,
+    pub monitors: Vec<MonitorStatus>,
+    pub packets_in: u64,
+    pub packets_out: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub protocol: String,
+    pub port: u16,
+    pub member_port: u16,
+    pub enabled: bool,
+    pub packets_in: u64,
+    pub packets_out: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VipStatus {
+    pub name: String,
+    pub address: String,
+    pub active: Option<String>,
+    pub active_for_s: f64,
+    pub failovers: u64,
+    pub last_failover_ms: Option<f64>,
+    pub services: Vec<ServiceStatus>,
+    pub members: Vec<MemberStatus>,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub vips: Vec<VipStatus>,
+    /// Datapath outcomes by reason (handled, pass_*, drop_*).
+    pub datapath: BTreeMap<String, u64>,
+    pub probes_sent: u64,
+    pub replies_malformed: u64,
+    pub replies_unmatched: u64,
+    pub adopted: bool,
+}
+
+/// The status as a table.
+pub fn table(s: &Status) -> String {
+    let mut o = String::new();
+    for v in &s.vips {
+        let _ = writeln!(
+            o,
+            "VIP {} {}  active: {} (for {:.1}s)  failovers: {}{}",
+            v.name,
+            v.address,
+            v.active.as_deref().unwrap_or("none"),
+            v.active_for_s,
+            v.failovers,
+            v.last_failover_ms
+                .map(|m| format!(" (last took {m:.0} ms)"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            o,
+            "  in {} pkts / {} bytes, out {} pkts / {} bytes",
+            v.packets_in, v.bytes_in, v.packets_out, v.bytes_out
+        );
+        for sv in &v.services {
+            let _ = writeln!(
+                o,
+                "  service {}/{} -> member port {}  {}  in {} out {}",
+                sv.protocol,
+                sv.port,
+                sv.member_port,
+                if sv.enabled { "enabled" } else { "disabled" },
+                sv.packets_in,
+                sv.packets_out
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  {:<20} {:<16} {:>4} {:<6} {:<8} {:>9} {:>9}  monitors",
+            "member", "address", "prio", "state", "role", "pkts in", "pkts out"
+        );
+        for m in &v.members {
+            let state = if m.disabled {
+                "forced offline"
+            } else if m.up {
+                "up"
+            } else {
+                "down"
+            };
+            let role = if m.active { "ACTIVE" } else { "" };
+            let mons: Vec<String> = m
+                .monitors
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} {} ({}{}{})",
+                        x.name,
+                        if x.up { "up" } else { "down" },
+                        x.reason,
+                        x.last_code
+                            .map(|c| format!(", last {c}"))
+                            .unwrap_or_default(),
+                        x.last_rtt_ms
+                            .map(|r| format!(", rtt {r:.2} ms"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {:<20} {:<16} {:>4} {:<6} {:<8} {:>9} {:>9}  {}",
+                m.name,
+                m.address,
+                m.priority,
+                state,
+                role,
+                m.packets_in,
+                m.packets_out,
+                mons.join("; ")
+            );
+        }
+    }
+    let _ = writeln!(o, "datapath:");
+    for (k, v) in &s.datapath {
+        let _ = writeln!(o, "  {k:<20} {v}");
+    }
+    let _ = writeln!(
+        o,
+        "probes: {} sent, {} malformed and {} unmatched replies ignored",
+        s.probes_sent, s.replies_malformed, s.replies_unmatched
+    );
+    o
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The status as Prometheus text exposition.
+pub fn metrics(s: &Status) -> String {
+    let mut o = String::new();
+    let head = |o: &mut String, name: &str, ty: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {ty}");
+    };
+    head(
+        &mut o,
+        "sipvip_member_up",
+        "gauge",
+        "1 when every monitor of the member is up",
+    );
+    for v in &s.vips {
+        for m in &v.members {
+            let _ = writeln!(
+                o,
+                "sipvip_member_up{{vip=\"{}\",member=\"{}\"}} {}",
+                esc(&v.name),
+                esc(&m.name),
+                u8::from(m.up && !m.disabled)
+            );
+        }
+    }
+    head(
+        &mut o,
+        "sipvip_member_active",
+        "gauge",
+        "1 for the VIP's active member",
+    );
+    for v in &s.vips {
+        for m in &v.members {
+            let _ = writeln!(
+                o,
+                "sipvip_member_active{{vip=\"{}\",member=\"{}\"}} {}",
+                esc(&v.name),
+                esc(&m.name),
+                u8::from(m.active)
+            );
+        }
+    }
+    head(
+        &mut o,
+        "sipvip_failovers_total",
+        "counter",
+        "Changes of active member after a failure or by the operator",
+    );
+    for v in &s.vips {
+        let _ = writeln!(
+            o,
+            "sipvip_failovers_total{{vip=\"{}\"}} {}",
+            esc(&v.name),
+            v.failovers
+        );
+    }
+    head(
+        &mut o,
+        "sipvip_failover_seconds",
+        "gauge",
+        "Last failover: from the failed member's last valid reply to the flip",
+    );
+    for v in &s.vips {
+        if let Some(ms) = v.last_failover_ms {
+            let _ = writeln!(
+                o,
+                "sipvip_failover_seconds{{vip=\"{}\"}} {}",
+                esc(&v.name),
+                ms / 1000.0
+            );
+        }
+    }
+    head(
+        &mut o,
+        "sipvip_probe_rtt_seconds",
+        "gauge",
+        "Round-trip time of the last valid probe reply",
+    );
+    for v in &s.vips {
+        for m in &v.members {
+            for x in &m.monitors {
+                if let Some(r) = x.last_rtt_ms {
+                    let _ = writeln!(
+                        o,
+                        "sipvip_probe_rtt_seconds{{vip=\"{}\",member=\"{}\",monitor=\"{}\"}} {}",
+                        esc(&v.name),
+                        esc(&m.name),
+                        esc(&x.name),
+                        r / 1000.0
+                    );
+                }
+            }
+        }
+    }
+    head(
+        &mut o,
+        "sipvip_packets_total",
+        "counter",
+        "Packets through the VIP by direction (in: to members)",
+    );
+    for v in &s.vips {
+        let _ = writeln!(
+            o,
+            "sipvip_packets_total{{vip=\"{}\",direction=\"in\"}} {}",
+            esc(&v.name),
+            v.packets_in
+        );
+        let _ = writeln!(
+            o,
+            "sipvip_packets_total{{vip=\"{}\",direction=\"out\"}} {}",
+            esc(&v.name),
+            v.packets_out
+        );
+    }
+    head(
+        &mut o,
+        "sipvip_bytes_total",
+        "counter",
+        "Bytes through the VIP by direction",
+    );
+    for v in &s.vips {
+        let _ = writeln!(
+            o,
+            "sipvip_bytes_total{{vip=\"{}\",direction=\"in\"}} {}",
+            esc(&v.name),
+            v.bytes_in
+        );
+        let _ = writeln!(
+            o,
+            "sipvip_bytes_total{{vip=\"{}\",direction=\"out\"}} {}",
+            esc(&v.name),
+            v.bytes_out
+        );
+    }
+    head(
+        &mut o,
+        "sipvip_datapath_packets_total",
+        "counter",
+        "Datapath outcomes by reason (drop_* are drops)",
+    );
+    for (k, v) in &s.datapath {
+        let _ = writeln!(
+            o,
+            "sipvip_datapath_packets_total{{reason=\"{}\"}} {v}",
+            esc(k)
+        );
+    }
+    head(
+        &mut o,
+        "sipvip_probe_replies_ignored_total",
+        "counter",
+        "Monitor replies that did not count",
+    );
+    let _ = writeln!(
+        o,
+        "sipvip_probe_replies_ignored_total{{why=\"malformed\"}} {}",
+        s.replies_malformed
+    );
+    let _ = writeln!(
+        o,
+        "sipvip_probe_replies_ignored_total{{why=\"unmatched\"}} {}",
+        s.replies_unmatched
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        let r = Request::Failover {
+            vip: "vsVipHa01".into(),
+            to: "nodeHa01Backup".into(),
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"cmd":"failover","vip":"vsVipHa01","to":"nodeHa01Backup"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let s = Status {
+            vips: vec![VipStatus {
+                name: "v".into(),
+                failovers: 2,
+                last_failover_ms: Some(250.0),
+                members: vec![MemberStatus {
+                    name: "p".into(),
+                    up: true,
+                    active: true,
+                    ..Default::default()
+                }],
+                packets_in: 5,
+                ..Default::default()
+            }],
+            datapath: [("drop_vip_closed".to_string(), 3)].into(),
+            ..Default::default()
+        };
+        let m = metrics(&s);
+        assert!(m.contains("sipvip_member_up{vip=\"v\",member=\"p\"} 1\n"));
+        assert!(m.contains("sipvip_failovers_total{vip=\"v\"} 2\n"));
+        assert!(m.contains("sipvip_failover_seconds{vip=\"v\"} 0.25\n"));
+        assert!(m.contains("sipvip_packets_total{vip=\"v\",direction=\"in\"} 5\n"));
+        assert!(m.contains("sipvip_datapath_packets_total{reason=\"drop_vip_closed\"} 3\n"));
+        assert!(m.contains("# TYPE sipvip_failovers_total counter\n"));
+        let t = table(&s);
+        assert!(t.contains("ACTIVE"), "{t}");
+    }
+}

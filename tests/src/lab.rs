@@ -1,0 +1,414 @@
+//! The contact-centre lab: gateway, client (phones, SBC, T-Lib client, config server),
+//! primary and backup SIP server namespaces, a private bpffs for the daemon's pins, the
+//! daemon itself and real SIP servers (sipp). Everything is removed on drop.
+//!
+//! ```text
+//!  client ns                   gateway ns                      primary ns
+//!  cl0 198.18.1.10 (phone)  -- ext0 198.18.1.1                 p0 198.18.2.11
+//!      198.18.1.20 (SBC)       VIP 198.18.1.100/32  int0 198.18.2.1 --
+//!      198.18.1.30 (T-Lib)                          int1 198.18.4.1 -- b0 198.18.4.12
+//!      198.18.1.50 (config server, excluded)                        backup ns
+//! ```
+
+use std::{
+    net::Ipv4Addr,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::{require_root, sh, which, Netns};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+pub const PHONE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+pub const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
+pub const TLIB: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 30);
+pub const CONFIG: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 50);
+pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
+pub const BACKUP: Ipv4Addr = Ipv4Addr::new(198, 18, 4, 12);
+pub const GW_INT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root")
+        .to_path_buf()
+}
+
+/// The sipvip binary, built once per test run into a target dir of its own (the outer
+/// `cargo test` holds the lock on the main one).
+pub fn sipvip_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = workspace();
+        let target = root.join("target/sipvip-bin");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "--locked",
+                "-p",
+                "sipvip",
+                "--bin",
+                "sipvip",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build for the sipvip binary");
+        assert!(status.success(), "building the sipvip binary failed");
+        target.join("debug/sipvip")
+    })
+    .clone()
+}
+
+pub fn sipp_scenario() -> PathBuf {
+    workspace().join("tests/sipp/options_uas.xml")
+}
+
+/// A command run inside `ns` (network namespace only: the mount namespace, and so the
+/// test's bpffs, stay shared).
+pub fn command_in(ns: &Netns, program: &Path) -> Result<Command> {
+    let f = std::fs::File::open(format!("/run/netns/{}", ns.name)).context("open netns")?;
+    let mut c = Command::new(program);
+    // SAFETY: setns in the child between fork and exec; the fd stays open until exec.
+    unsafe {
+        c.pre_exec(move || {
+            use std::os::fd::AsRawFd;
+            if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(c)
+}
+
+pub struct Lab {
+    pub dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub children: Vec<(String, Child)>,
+    peer_xdp: Option<sipvip::datapath::Datapath>,
+    daemons: usize,
+    // Namespaces last: dropped after the processes are killed.
+    pub gw: Netns,
+    pub client: Netns,
+    pub primary: Netns,
+    pub backup: Netns,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Result<Lab> {
+        require_root();
+        if which("sipp").is_none() {
+            panic!(
+                "the lab needs sipp (Debian package sip-tester); `cargo xtask setup` installs it"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("svt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let bpffs = dir.join("bpf");
+        std::fs::create_dir_all(&bpffs)?;
+        sh(&format!("mount -t bpf bpf {}", bpffs.display()))?;
+        let gw = Netns::new(&format!("{tag}gw"))?;
+        let client = Netns::new(&format!("{tag}cl"))?;
+        let primary = Netns::new(&format!("{tag}pr"))?;
+        let backup = Netns::new(&format!("{tag}bk"))?;
+        let mut lab = Lab {
+            dir,
+            bpffs,
+            children: Vec::new(),
+            peer_xdp: None,
+            daemons: 0,
+            gw,
+            client,
+            primary,
+            backup,
+        };
+        lab.wire()?;
+        lab.attach_peers()?;
+        Ok(lab)
+    }
+
+    fn wire(&self) -> Result<()> {
+        let (c, p, b) = (&self.client.name, &self.primary.name, &self.backup.name);
+        self.gw.exec(&format!(
+            "sysctl -qw net.ipv4.ip_forward=1 && \
+             ip link add ext0 type veth peer name cl0 netns {c} && \
+             ip link add int0 type veth peer name p0 netns {p} && \
+             ip link add int1 type veth peer name b0 netns {b} && \
+             ip addr add 198.18.1.1/24 dev ext0 && ip addr add {GW_INT}/24 dev int0 && \
+             ip addr add 198.18.4.1/24 dev int1 && \
+             ip link set ext0 up && ip link set int0 up && ip link set int1 up"
+        ))?;
+        self.client.exec(&format!(
+            "ip addr add {PHONE}/24 dev cl0 && ip addr add {SBC}/24 dev cl0 && ip addr add {TLIB}/24 dev cl0 && \
+             ip addr add {CONFIG}/24 dev cl0 && ip link set cl0 up && \
+             ip route add 198.18.2.0/24 via 198.18.1.1 && ip route add 198.18.4.0/24 via 198.18.1.1"
+        ))?;
+        self.primary
+            .exec(&format!("ip addr add {PRIMARY}/24 dev p0 && ip link set p0 up && ip route add default via {GW_INT}"))?;
+        self.backup
+            .exec(&format!("ip addr add {BACKUP}/24 dev b0 && ip link set b0 up && ip route add default via 198.18.4.1"))?;
+        // Full checksums on the wire: no offloads on the lab's veths.
+        for (ns, dev) in [
+            (&self.gw, "ext0"),
+            (&self.gw, "int0"),
+            (&self.gw, "int1"),
+            (&self.client, "cl0"),
+            (&self.primary, "p0"),
+            (&self.backup, "b0"),
+        ] {
+            ns.exec(&format!(
+                "ethtool -K {dev} tx off tso off gso off gro off >/dev/null 2>&1 || true"
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// XDP on the peers of the gateway's veths, so they accept redirected frames (a real NIC
+    /// needs nothing of the kind).
+    fn attach_peers(&mut self) -> Result<()> {
+        let sizes = sipvip::datapath::MapSizes {
+            conntrack: 1024,
+            frags: 1024,
+            exclusions: 16,
+            ..Default::default()
+        };
+        let mut dp = sipvip::datapath::Datapath::load(&sizes)?;
+        for (ns, dev) in [
+            (&self.client, "cl0"),
+            (&self.primary, "p0"),
+            (&self.backup, "b0"),
+        ] {
+            let _in = ns.enter()?;
+            dp.attach(
+                sipvip_common::program_names::PASS,
+                dev,
+                aya::programs::XdpMode::Driver,
+            )?;
+        }
+        self.peer_xdp = Some(dp);
+        Ok(())
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("sipvip")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("sipvip.sock")
+    }
+
+    /// A daemon config for this lab.
+    pub fn config(&self, interval: &str, timeout: &str, extra_monitor: &str) -> String {
+        format!(
+            r#"
+[interfaces]
+external = "ext0"
+internal = ["int0", "int1"]
+xdp_mode = "native"
+
+[[monitor]]
+name = "monSipUdp"
+type = "sip"
+transport = "udp"
+interval = "{interval}"
+timeout = "{timeout}"
+{extra_monitor}
+
+[[vip]]
+name = "vsVipHa01"
+address = "{VIP}"
+monitors = ["monSipUdp"]
+
+[[vip.member]]
+name = "primary"
+address = "{PRIMARY}"
+priority = 10
+
+[[vip.member]]
+name = "backup"
+address = "{BACKUP}"
+priority = 5
+
+[snat]
+exclusions = ["{CONFIG}"]
+
+[passthrough]
+ports = [3000]
+
+[garp]
+burst = 3
+spacing = "100ms"
+
+[admin]
+socket = "{socket}"
+metrics = "127.0.0.1:9360"
+pin_dir = "{pins}"
+"#,
+            socket = self.socket().display(),
+            pins = self.pin_dir().display(),
+        )
+    }
+
+    pub fn write_config(&self, text: &str) -> Result<PathBuf> {
+        let p = self.dir.join("sipvip.toml");
+        std::fs::write(&p, text)?;
+        Ok(p)
+    }
+
+    /// Starts `sipvip run` in the gateway; its log goes to `<dir>/daemon-N.log`.
+    pub fn start_daemon(&mut self, config: &Path) -> Result<()> {
+        let n = self.daemons;
+        self.daemons += 1;
+        let log = std::fs::File::create(self.dir.join(format!("daemon-{n}.log")))?;
+        let child = command_in(&self.gw, &sipvip_bin())?
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start sipvip")?;
+        self.children.push((format!("daemon-{n}"), child));
+        // Ready when the control socket answers.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if self
+                .sipvip(&["status", "--json"])
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("sipvip did not come up; log:\n{}", self.daemon_log(n))
+    }
+
+    pub fn daemon_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("daemon-{n}.log"))).unwrap_or_default()
+    }
+
+    /// Stops a child by name with `signal` and waits for it (bounded).
+    pub fn stop(&mut self, name: &str, signal: i32) -> Result<()> {
+        let Some(i) = self.children.iter().position(|(k, _)| k == name) else {
+            bail!("no child {name}")
+        };
+        let (_, mut c) = self.children.remove(i);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, signal) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if c.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        bail!("{name} did not exit on signal {signal}")
+    }
+
+    pub fn signal(&self, name: &str, signal: i32) -> Result<()> {
+        let (_, c) = self
+            .children
+            .iter()
+            .find(|(k, _)| k == name)
+            .context("no such child")?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, signal) };
+        Ok(())
+    }
+
+    /// Runs a sipvip CLI command against this lab's daemon.
+    pub fn sipvip(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut c = Command::new(sipvip_bin());
+        c.args(args);
+        if !matches!(args.first(), Some(&"check") | Some(&"down")) {
+            c.arg("--socket").arg(self.socket());
+        }
+        Ok(c.output()?)
+    }
+
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let o = self.sipvip(&["status", "--json"])?;
+        if !o.status.success() {
+            bail!("status failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(serde_json::from_slice(&o.stdout)?)
+    }
+
+    /// The VIP's active member name per the daemon.
+    pub fn active(&self) -> Result<Option<String>> {
+        Ok(self.status()?["vips"][0]["active"]
+            .as_str()
+            .map(str::to_string))
+    }
+
+    /// Starts sipp answering OPTIONS on `addr:5060` (UDP) in `ns`.
+    pub fn start_sip_server(&mut self, which_ns: &str, addr: Ipv4Addr) -> Result<()> {
+        let ns = match which_ns {
+            "primary" => &self.primary,
+            "backup" => &self.backup,
+            _ => bail!("no namespace {which_ns}"),
+        };
+        let child = command_in(ns, Path::new("/usr/bin/sipp"))?
+            .args(["-sf"])
+            .arg(sipp_scenario())
+            .args([
+                "-i",
+                &addr.to_string(),
+                "-p",
+                "5060",
+                "-t",
+                "u1",
+                "-nostdin",
+            ])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start sipp")?;
+        self.children.push((format!("sipp-{which_ns}"), child));
+        Ok(())
+    }
+
+    /// Waits until `f` holds, polling every 10 ms, for at most `limit`; returns how long it took.
+    pub fn wait_for(&self, limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if f() {
+                return Some(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.peer_xdp = None;
+        let _ = Command::new(sipvip_bin())
+            .args(["down", "--pin-dir"])
+            .arg(self.pin_dir())
+            .output();
+        let _ = sh(&format!("umount {}", self.bpffs.display()));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,438 @@
+//! The daemon end to end, in namespaces, with real SIP servers (sipp answering OPTIONS):
+//! monitors, failover on process death (ICMP fast path) and on a cut link (timeout), no
+//! flap-back, forged replies, gratuitous ARP, restart without loss, SIGHUP with a broken
+//! config, manual operations, metrics and `sipvip down`.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use sipvip_tests::{
+    lab::{Lab, BACKUP, PHONE, PRIMARY, VIP},
+    netns::Netns,
+};
+
+const INTERVAL_MS: u64 = 200;
+const TIMEOUT_MS: u64 = 1000;
+
+fn udp_in(ns: &Netns, addr: (Ipv4Addr, u16)) -> UdpSocket {
+    let _g = ns.enter().unwrap();
+    let s = UdpSocket::bind(SocketAddr::from(addr)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
+fn options(call: usize) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:{VIP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:5062;branch=z9hG4bK-test-{call}\r\nMax-Forwards: 70\r\n\
+         From: <sip:phone@{PHONE}>;tag=t{call}\r\nTo: <sip:{VIP}>\r\nCall-ID: test-{call}@phone\r\nCSeq: 1 OPTIONS\r\n\
+         Contact: <sip:phone@{PHONE}:5062>\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// One OPTIONS from the phone to the VIP; returns the reply's source if a 200 came back.
+fn ping_vip(phone: &UdpSocket, call: usize) -> Option<SocketAddr> {
+    phone.send_to(&options(call), (VIP, 5060)).ok()?;
+    let mut buf = [0u8; 2048];
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(500) {
+        let (n, from) = phone.recv_from(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.starts_with("SIP/2.0 200") && text.contains(&format!("test-{call}@phone")) {
+            return Some(from);
+        }
+    }
+    None
+}
+
+/// Counts gratuitous ARPs for the VIP seen by the client (AF_PACKET), for `window`.
+fn count_garps(ns: &Netns, window: Duration) -> std::thread::JoinHandle<usize> {
+    let _g = ns.enter().unwrap();
+    // SAFETY: a raw packet socket owned by the thread below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            i32::from(0x0806u16.to_be()),
+        )
+    };
+    assert!(fd >= 0, "AF_PACKET socket");
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    // SAFETY: setting a receive timeout on our socket.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            16,
+        )
+    };
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let mut n = 0;
+        let mut buf = [0u8; 128];
+        while t.elapsed() < window {
+            // SAFETY: recv into our buffer.
+            let r = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if r >= 42
+                && buf[12..14] == [8, 6]
+                && buf[28..32] == VIP.octets()
+                && buf[38..42] == VIP.octets()
+            {
+                n += 1;
+            }
+        }
+        // SAFETY: closing our socket.
+        unsafe { libc::close(fd) };
+        n
+    })
+}
+
+fn member_up(lab: &Lab, name: &str) -> bool {
+    lab.status()
+        .ok()
+        .and_then(|s| {
+            s["vips"][0]["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["name"] == name)
+                .map(|m| m["up"] == true)
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn failover_on_process_death_and_on_a_cut_link() {
+    let mut lab = Lab::new("fo").expect("lab");
+    lab.start_sip_server("primary", PRIMARY).unwrap();
+    // The backup ignores UDP until it is promoted, as a Genesys backup does.
+    let backup_silent = udp_in(&lab.backup, (BACKUP, 5060));
+    let cfg = lab
+        .write_config(&lab.config(&format!("{INTERVAL_MS}ms"), &format!("{TIMEOUT_MS}ms"), ""))
+        .unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    let took = lab.wait_for(Duration::from_secs(5), || {
+        lab.active().ok().flatten().as_deref() == Some("primary")
+    });
+    assert!(
+        took.is_some(),
+        "primary never became active:\n{}",
+        lab.daemon_log(0)
+    );
+
+    // Calls through the VIP reach the primary, and replies come from the VIP.
+    let phone = udp_in(&lab.client, (PHONE, 5062));
+    assert_eq!(ping_vip(&phone, 1), Some(SocketAddr::from((VIP, 5060))));
+
+    // Forged replies: the backup's probe is captured, then answered perfectly, but from
+    // other addresses. The backup must stay down.
+    let mut buf = [0u8; 4096];
+    let (n, probe_from) = backup_silent
+        .recv_from(&mut buf)
+        .expect("a probe reaches the backup");
+    let probe = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        probe.starts_with(&format!("OPTIONS sip:{BACKUP}:5060 SIP/2.0")),
+        "{probe}"
+    );
+    assert_eq!(
+        probe_from.ip(),
+        Ipv4Addr::new(198, 18, 4, 1),
+        "probes come from the gateway's internal address"
+    );
+    let header = |name: &str| {
+        probe
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .to_string()
+    };
+    let forged = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=f\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+        header("Via:"),
+        header("From:"),
+        header("To:"),
+        header("Call-ID:"),
+        header("CSeq:")
+    );
+    let forger = udp_in(&lab.primary, (PRIMARY, 5099));
+    let phone_forger = udp_in(&lab.client, (PHONE, 5099));
+    for _ in 0..5 {
+        forger.send_to(forged.as_bytes(), probe_from).unwrap();
+        phone_forger.send_to(forged.as_bytes(), probe_from).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    assert!(
+        !member_up(&lab, "backup"),
+        "a forged reply marked the backup up"
+    );
+
+    // Kill the primary's SIP process; the backup is promoted at the same moment. The ICMP
+    // port unreachable takes the primary down within one interval.
+    let garps = count_garps(&lab.client, Duration::from_millis(1500));
+    drop(backup_silent);
+    let killed = Instant::now();
+    lab.stop("sipp-primary", libc::SIGKILL).unwrap();
+    lab.start_sip_server("backup", BACKUP).unwrap();
+    let down = lab
+        .wait_for(Duration::from_secs(3), || !member_up(&lab, "primary"))
+        .expect("primary marked down");
+    let flipped = lab
+        .wait_for(Duration::from_secs(3), || {
+            lab.active().ok().flatten().as_deref() == Some("backup")
+        })
+        .expect("flip to the backup");
+    let flip_time = killed.elapsed().min(flipped + down);
+    eprintln!(
+        "process death: primary down after {:.0} ms, active = backup after {:.0} ms (interval {INTERVAL_MS} ms)",
+        down.as_secs_f64() * 1000.0,
+        killed.elapsed().as_secs_f64() * 1000.0 - (killed.elapsed() - flip_time).as_secs_f64() * 1000.0
+    );
+    assert!(
+        down <= Duration::from_millis(INTERVAL_MS + 150),
+        "ICMP fast path took {down:?}"
+    );
+    let s = lab.status().unwrap();
+    let reason = s["vips"][0]["members"][0]["monitors"][0]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(reason, "ICMP port unreachable", "{s}");
+    assert_eq!(
+        ping_vip(&phone, 2),
+        Some(SocketAddr::from((VIP, 5060))),
+        "calls reach the backup through the VIP"
+    );
+    let garp_count = garps.join().unwrap();
+    assert!(
+        garp_count >= 3,
+        "gratuitous ARPs seen by the client: {garp_count}"
+    );
+    let log = lab.daemon_log(0);
+    assert!(
+        log.contains("event=\"failover\"") || log.contains("event=failover"),
+        "{log}"
+    );
+    assert!(log.contains("since_last_good_reply_ms"), "{log}");
+
+    // The old primary comes back: no flap-back.
+    lab.start_sip_server("primary", PRIMARY).unwrap();
+    assert!(lab
+        .wait_for(Duration::from_secs(3), || member_up(&lab, "primary"))
+        .is_some());
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    assert_eq!(
+        lab.active().unwrap().as_deref(),
+        Some("backup"),
+        "the old primary took over again"
+    );
+
+    // Cut the backup's link: no ICMP, the flip comes with the timeout.
+    let cut = Instant::now();
+    lab.backup.exec("ip link set b0 down").unwrap();
+    let flipped = lab
+        .wait_for(Duration::from_secs(5), || {
+            lab.active().ok().flatten().as_deref() == Some("primary")
+        })
+        .expect("flip back to the primary after the cut");
+    eprintln!(
+        "link cut: flip after {:.0} ms (timeout {TIMEOUT_MS} ms)",
+        flipped.as_secs_f64() * 1000.0
+    );
+    assert!(
+        flipped <= Duration::from_millis(TIMEOUT_MS + INTERVAL_MS + 300),
+        "took {flipped:?}"
+    );
+    assert!(cut.elapsed() >= Duration::from_millis(100));
+    assert_eq!(ping_vip(&phone, 3), Some(SocketAddr::from((VIP, 5060))));
+    let s = lab.status().unwrap();
+    assert_eq!(s["vips"][0]["failovers"], 2, "{s}");
+}
+
+#[test]
+fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
+    let mut lab = Lab::new("rs").expect("lab");
+    lab.start_sip_server("primary", PRIMARY).unwrap();
+    lab.start_sip_server("backup", BACKUP).unwrap();
+    let text = lab.config(&format!("{INTERVAL_MS}ms"), &format!("{TIMEOUT_MS}ms"), "");
+    let cfg = lab.write_config(&text).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    assert!(lab
+        .wait_for(Duration::from_secs(5), || lab
+            .active()
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("primary"))
+        .is_some());
+    let phone = udp_in(&lab.client, (PHONE, 5062));
+
+    // Restart the daemon while calls flow: every request is answered.
+    let sender = {
+        let phone = phone.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            for call in 0..150 {
+                if ping_vip(&phone, 1000 + call).is_some() {
+                    answered += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            answered
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    lab.stop("daemon-0", libc::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    lab.start_daemon(&cfg).unwrap();
+    let answered = sender.join().unwrap();
+    eprintln!("restart under load: {answered}/150 requests answered");
+    assert_eq!(answered, 150, "requests lost across a daemon restart");
+    let s = lab.status().unwrap();
+    assert_eq!(s["adopted"], true, "{s}");
+    assert_eq!(s["vips"][0]["active"], "primary", "{s}");
+    assert_eq!(
+        s["vips"][0]["failovers"], 0,
+        "the restart must not fail over: {s}"
+    );
+
+    // SIGHUP with a broken config: rejected, the running config keeps working.
+    std::fs::write(
+        &cfg,
+        text.replace("interval = \"200ms\"", "interval = \"200 msec\""),
+    )
+    .unwrap();
+    lab.signal("daemon-1", libc::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = lab.sipvip(&["reload"]).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reload rejected") && err.contains("unit must be ms, s or m"),
+        "{err}"
+    );
+    assert!(lab.daemon_log(1).contains("reload rejected"));
+    assert_eq!(ping_vip(&phone, 5000), Some(SocketAddr::from((VIP, 5060))));
+    assert_eq!(lab.active().unwrap().as_deref(), Some("primary"));
+    // `sipvip check` reports the same problem with its location.
+    let out = lab.sipvip(&["check", cfg.to_str().unwrap()]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("line 7, column 1: duration \"200 msec\": unit must be ms, s or m"),
+        "{err}"
+    );
+
+    // A good config reloads without a flip.
+    std::fs::write(
+        &cfg,
+        text.replace("exclusions = [", "exclusions = [\"198.18.1.60\", "),
+    )
+    .unwrap();
+    let out = lab.sipvip(&["reload"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.active().unwrap().as_deref(), Some("primary"));
+
+    // Manual operations: forced offline moves the VIP; enable does not move it back;
+    // failover --to moves it.
+    let out = lab.sipvip(&["member", "disable", "primary"]).unwrap();
+    assert!(out.status.success());
+    assert_eq!(lab.active().unwrap().as_deref(), Some("backup"));
+    assert!(lab
+        .sipvip(&["member", "enable", "primary"])
+        .unwrap()
+        .status
+        .success());
+    assert!(lab
+        .wait_for(Duration::from_secs(3), || member_up(&lab, "primary"))
+        .is_some());
+    assert_eq!(lab.active().unwrap().as_deref(), Some("backup"));
+    let out = lab
+        .sipvip(&["failover", "vsVipHa01", "--to", "primary"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.active().unwrap().as_deref(), Some("primary"));
+    let out = lab.sipvip(&["member", "disable", "nobody"]).unwrap();
+    assert!(!out.status.success());
+
+    // The table and the metrics.
+    let out = lab.sipvip(&["status"]).unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("VIP vsVipHa01 198.18.1.100  active: primary"),
+        "{table}"
+    );
+    assert!(
+        table.contains("monSipUdp up (valid reply, last 200"),
+        "{table}"
+    );
+    let body = {
+        let _g = lab.gw.enter().unwrap();
+        let mut s = TcpStream::connect("127.0.0.1:9360").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    assert!(
+        body.contains("sipvip_member_up{vip=\"vsVipHa01\",member=\"primary\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("sipvip_failovers_total{vip=\"vsVipHa01\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "sipvip_probe_rtt_seconds{vip=\"vsVipHa01\",member=\"primary\",monitor=\"monSipUdp\"}"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("sipvip_datapath_packets_total{reason=\"steered\"}"),
+        "{body}"
+    );
+
+    // Stop, then `sipvip down`: nothing stays attached or pinned.
+    lab.stop("daemon-1", libc::SIGTERM).unwrap();
+    assert_eq!(
+        ping_vip(&phone, 6000),
+        Some(SocketAddr::from((VIP, 5060))),
+        "the pinned datapath outlives the daemon"
+    );
+    let out = lab
+        .sipvip(&["down", "--pin-dir", lab.pin_dir().to_str().unwrap()])
+        .unwrap();
+    assert!(out.status.success());
+    let links = lab.gw.exec("ip link show ext0; ip link show int0").unwrap();
+    assert!(!links.contains("xdp"), "{links}");
+    // progs.debug and maps.debug belong to bpffs itself.
+    let left: Vec<_> = std::fs::read_dir(lab.bpffs.clone())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".debug"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "pins left behind: {left:?} ({})",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
