@@ -18,45 +18,52 @@ fn main() {
         "cargo:rerun-if-changed={}",
         root.join("sipvip-common/src").display()
     );
-    println!("cargo:rerun-if-env-changed=SIPVIP_EBPF_FEATURES");
 
-    // A target dir of its own, outside OUT_DIR, so every profile shares one eBPF build.
-    let target_dir = root.join("target").join("bpf");
-    let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-        .arg("--manifest-path")
-        .arg(ebpf.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir);
-    if let Ok(features) = env::var("SIPVIP_EBPF_FEATURES") {
-        cmd.args(["--features", &features]);
-    }
-    // Do not leak the outer build's compiler, wrappers or flags into the eBPF build.
-    for (key, _) in env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("CARGO_") && k != "CARGO_HOME"
-            || k.starts_with("RUSTC")
-            || k == "RUSTFLAGS"
-            || k == "RUSTUP_TOOLCHAIN"
-        {
-            cmd.env_remove(&key);
+    // The release object, and one with per-packet debug logs for `--datapath-debug`; each in
+    // a target dir of its own, outside OUT_DIR, so every profile shares one eBPF build.
+    for (features, dir, name) in [
+        (None, "bpf", "sipvip.bpf.o"),
+        (Some("debug-log"), "bpf-debug", "sipvip-debug.bpf.o"),
+    ] {
+        let target_dir = root.join("target").join(dir);
+        let mut cmd = Command::new("rustup");
+        cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .arg("--manifest-path")
+            .arg(ebpf.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir);
+        if let Some(f) = features {
+            cmd.args(["--features", f]);
         }
-    }
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        "-Cdebuginfo=2\x1f-Clink-arg=--btf",
-    );
-    let status = cmd.status().unwrap_or_else(|e| {
-        panic!("cannot run rustup to build the eBPF programs ({e}); run `cargo xtask setup` first")
-    });
-    if !status.success() {
-        panic!(
-            "building sipvip-ebpf failed ({status}); it needs the nightly toolchain with rust-src and \
-             bpf-linker on PATH: run `cargo xtask setup`"
+        // Do not leak the outer build's compiler, wrappers or flags into the eBPF build.
+        for (key, _) in env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("CARGO_") && k != "CARGO_HOME"
+                || k.starts_with("RUSTC")
+                || k == "RUSTFLAGS"
+                || k == "RUSTUP_TOOLCHAIN"
+            {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
         );
+        let status = cmd.status().unwrap_or_else(|e| {
+            panic!(
+                "cannot run rustup to build the eBPF programs ({e}); run `cargo xtask setup` first"
+            )
+        });
+        if !status.success() {
+            panic!(
+                "building sipvip-ebpf failed ({status}); it needs the nightly toolchain with rust-src and \
+                 bpf-linker on PATH: run `cargo xtask setup`"
+            );
+        }
+        let obj = target_dir.join("bpfel-unknown-none/release/sipvip");
+        std::fs::copy(&obj, out_dir.join(name))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));
     }
-    let obj = target_dir.join("bpfel-unknown-none/release/sipvip");
-    std::fs::copy(&obj, out_dir.join("sipvip.bpf.o"))
-        .unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));
 }

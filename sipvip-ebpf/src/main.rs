@@ -26,17 +26,32 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 #[xdp]
 pub fn sipvip_ext(ctx: XdpContext) -> u32 {
     match ingress::try_external(&ctx) {
-        Ok(action) => action,
-        Err(reason) => stats::count(reason),
+        Ok(action) => debug_log(&ctx, "ext", action, u32::MAX),
+        Err(reason) => debug_log(&ctx, "ext", stats::count(reason), reason as u32),
     }
 }
 
 #[xdp]
 pub fn sipvip_int(ctx: XdpContext) -> u32 {
     match egress::try_internal(&ctx) {
-        Ok(action) => action,
-        Err(reason) => stats::count(reason),
+        Ok(action) => debug_log(&ctx, "int", action, u32::MAX),
+        Err(reason) => debug_log(&ctx, "int", stats::count(reason), reason as u32),
     }
+}
+
+/// In a `debug-log` build, logs each verdict with its reason (u32::MAX: forwarded or
+/// answered); otherwise compiles to nothing.
+#[inline(always)]
+fn debug_log(_ctx: &XdpContext, _side: &str, action: u32, _reason: u32) -> u32 {
+    #[cfg(feature = "debug-log")]
+    aya_log_ebpf::debug!(
+        _ctx,
+        "sipvip {}: action {} reason {}",
+        _side,
+        action,
+        _reason
+    );
+    action
 }
 
 #[xdp]

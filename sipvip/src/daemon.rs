@@ -95,20 +95,23 @@ fn local_addresses() -> Vec<Ipv4Addr> {
     out
 }
 
-fn open_datapath(cfg: &Config, replace: bool) -> Result<(Datapath, bool)> {
+fn open_datapath(cfg: &Config, replace: bool, debug: bool) -> Result<(Datapath, bool)> {
     let sizes = cfg.map_sizes();
     let dir = &cfg.admin.pin_dir;
     sipvip::datapath::mount_bpffs(dir)?;
     match Datapath::adopt(&sizes, dir) {
         Ok(Some(dp)) => {
             tracing::info!(pin_dir = %dir.display(), "adopted the pinned datapath; forwarding was never interrupted");
+            if debug {
+                tracing::warn!("--datapath-debug needs a fresh load of the debug programs: restart with --replace");
+            }
             Ok((dp, true))
         }
-        Ok(None) => Ok((Datapath::load_pinned(&sizes, dir)?, false)),
+        Ok(None) => Ok((Datapath::load_pinned(&sizes, dir, debug)?, false)),
         Err(e) if replace => {
             tracing::warn!(error = %e, "replacing the pinned datapath (--replace)");
             Datapath::remove_pins(dir)?;
-            Ok((Datapath::load_pinned(&sizes, dir)?, false))
+            Ok((Datapath::load_pinned(&sizes, dir, debug)?, false))
         }
         Err(e) => Err(e.into()),
     }
@@ -694,9 +697,23 @@ async fn metrics(
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. The datapath stays pinned and forwarding.
-pub async fn run(path: &Path, replace: bool) -> Result<()> {
+pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()> {
     let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (mut dp, adopted) = open_datapath(&cfg, replace)?;
+    let (mut dp, adopted) = open_datapath(&cfg, replace, datapath_debug)?;
+    if let Some(logger) = dp.take_logger() {
+        tracing::warn!("datapath debug logs on: one log line per packet");
+        // SAFETY: the logger owns its ring buffer's fd for its whole life inside the AsyncFd.
+        let mut fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| anyhow::anyhow!("debug logger: {e}"))?;
+        tokio::spawn(async move {
+            while let Ok(mut guard) = fd.readable_mut().await {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+    }
     let excl = Mutex::new(BTreeSet::new());
     prepare(&cfg, &mut dp, &excl)?;
     let actives = install(&cfg, &mut dp)?;

@@ -29,6 +29,12 @@ const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
 
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipvip.bpf.o"));
+/// The same programs with per-packet debug logs (aya-log), for `--datapath-debug` only.
+pub static OBJECT_DEBUG: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipvip-debug.bpf.o"));
+
+/// Reads the datapath's debug log records (debug object only).
+pub type DebugLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -275,6 +281,7 @@ pub struct Datapath {
     devmap: DevMapHash<MapData>,
     vip_stats: PerCpuArray<MapData, VipCounters>,
     reasons: PerCpuArray<MapData, u64>,
+    logger: Option<DebugLogger>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
@@ -292,10 +299,20 @@ fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathEr
 impl Datapath {
     /// Loads the object with `sizes` and loads (but does not attach) every program.
     pub fn load(sizes: &MapSizes) -> Result<Self> {
-        Self::load_inner(sizes, None)
+        Self::load_inner(sizes, None, false)
     }
 
-    fn load_inner(sizes: &MapSizes, pin_dir: Option<&Path>) -> Result<Self> {
+    /// The debug-log build of the programs, with its logger (see [`Datapath::take_logger`]).
+    pub fn load_debug(sizes: &MapSizes) -> Result<Self> {
+        Self::load_inner(sizes, None, true)
+    }
+
+    /// The debug logger, for the caller to drive (debug object only).
+    pub fn take_logger(&mut self) -> Option<DebugLogger> {
+        self.logger.take()
+    }
+
+    fn load_inner(sizes: &MapSizes, pin_dir: Option<&Path>, debug: bool) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(map_names::VIPS, sizes.vips)
@@ -305,7 +322,17 @@ impl Datapath {
             .map_max_entries(map_names::FRAGS, sizes.frags)
             .map_max_entries(map_names::EXCLUSIONS, sizes.exclusions)
             .map_max_entries(map_names::DEVMAP, sizes.devmap);
-        let mut ebpf = loader.load(OBJECT)?;
+        let mut ebpf = loader.load(if debug { OBJECT_DEBUG } else { OBJECT })?;
+        let logger = if debug {
+            Some(
+                DebugLogger::init(&mut ebpf).map_err(|e| DatapathError::Pin {
+                    path: PathBuf::from("AYA_LOGS"),
+                    what: format!("debug logger: {e}"),
+                })?,
+            )
+        } else {
+            None
+        };
         for name in [
             program_names::EXTERNAL,
             program_names::INTERNAL,
@@ -342,15 +369,16 @@ impl Datapath {
             vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
             ebpf: Some(ebpf),
+            logger,
         })
     }
 
     /// Loads the datapath and pins its maps and programs under `dir` (a bpffs directory),
     /// so that forwarding outlives this process.
-    pub fn load_pinned(sizes: &MapSizes, dir: &Path) -> Result<Self> {
+    pub fn load_pinned(sizes: &MapSizes, dir: &Path, debug: bool) -> Result<Self> {
         mount_bpffs(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, e))?;
-        Self::load_inner(sizes, Some(dir))
+        Self::load_inner(sizes, Some(dir), debug)
     }
 
     /// Adopts a datapath pinned under `dir` by an earlier run, if there is one. Every map must
@@ -473,6 +501,7 @@ impl Datapath {
             vip_stats: typed(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
             reasons: typed(map_names::REASONS, get(map_names::REASONS)?)?,
             ebpf: None,
+            logger: None,
         }))
     }
 

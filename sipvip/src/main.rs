@@ -38,6 +38,10 @@ enum Cmd {
         /// Log as JSON lines.
         #[arg(long)]
         json_logs: bool,
+        /// Load the datapath built with per-packet debug logs (aya-log) and print them.
+        /// Never for production traffic: one log line per packet.
+        #[arg(long)]
+        datapath_debug: bool,
     },
     /// Validate a config file and print every problem.
     Check { file: PathBuf },
@@ -113,6 +117,7 @@ fn main() -> Result<ExitCode> {
             config,
             replace,
             json_logs,
+            datapath_debug,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());
@@ -131,7 +136,7 @@ fn main() -> Result<ExitCode> {
                     .init();
             }
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(daemon::run(&config, replace))?;
+            rt.block_on(daemon::run(&config, replace, datapath_debug))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { file } => match Config::load(&file) {
