@@ -436,3 +436,72 @@ fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn tcp_and_icmp_monitors() {
+    let mut lab = Lab::new("tm").expect("lab");
+    let extra = format!(
+        "\n[[monitor]]\nname = \"tls\"\ntype = \"tcp\"\nport = 5061\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{TIMEOUT_MS}ms\"\n\n\
+         [[monitor]]\nname = \"icmp\"\ntype = \"icmp\"\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{TIMEOUT_MS}ms\"\n"
+    );
+    let text = lab
+        .config(
+            &format!("{INTERVAL_MS}ms"),
+            &format!("{TIMEOUT_MS}ms"),
+            &extra,
+        )
+        .replace(
+            "monitors = [\"monSipUdp\"]",
+            "monitors = [\"tls\", \"icmp\"]",
+        );
+    let cfg = lab.write_config(&text).unwrap();
+    // TLS servers (just their listening sockets) on both members.
+    let tls_primary = {
+        let _g = lab.primary.enter().unwrap();
+        std::net::TcpListener::bind((PRIMARY, 5061)).unwrap()
+    };
+    let _tls_backup = {
+        let _g = lab.backup.enter().unwrap();
+        std::net::TcpListener::bind((BACKUP, 5061)).unwrap()
+    };
+    lab.start_daemon(&cfg).unwrap();
+    assert!(lab
+        .wait_for(Duration::from_secs(5), || lab
+            .active()
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("primary"))
+        .is_some());
+    let s = lab.status().unwrap();
+    let mons = &s["vips"][0]["members"][0]["monitors"];
+    assert_eq!(mons[0]["name"], "tls", "{s}");
+    assert_eq!(mons[1]["name"], "icmp", "{s}");
+    assert!(
+        mons[1]["up"] == true && mons[1]["last_rtt_ms"].as_f64().is_some(),
+        "ICMP echo answered: {s}"
+    );
+
+    // The TLS server goes away: the next connect gets a RST, down at once.
+    let t = Instant::now();
+    drop(tls_primary);
+    let flipped = lab
+        .wait_for(Duration::from_secs(3), || {
+            lab.active().ok().flatten().as_deref() == Some("backup")
+        })
+        .expect("flip on RST");
+    eprintln!(
+        "TCP RST: flip after {:.0} ms (interval {INTERVAL_MS} ms)",
+        flipped.as_secs_f64() * 1000.0
+    );
+    assert!(
+        t.elapsed() <= Duration::from_millis(INTERVAL_MS + 300),
+        "took {:?}",
+        t.elapsed()
+    );
+    let s = lab.status().unwrap();
+    assert_eq!(
+        s["vips"][0]["members"][0]["monitors"][0]["reason"], "TCP connection refused",
+        "{s}"
+    );
+}

@@ -155,13 +155,15 @@ fn test(extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(Command::new("rustup")
-        .args(["run", "nightly", "cargo", "clippy", "--locked", "--release"])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-        .args(["--target-dir"])
-        .arg(root.join("target/bpf-clippy"))
-        .args(["--", "-D", "warnings"])
-        .current_dir(&ebpf))?;
+    for features in ["", "debug-log"] {
+        run(Command::new("rustup")
+            .args(["run", "nightly", "cargo", "clippy", "--locked", "--release"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .args(["--features", features, "--target-dir"])
+            .arg(root.join("target/bpf-clippy"))
+            .args(["--", "-D", "warnings"])
+            .current_dir(&ebpf))?;
+    }
     let (passed, failed) = cargo_test(&root, extra)?;
     eprintln!("xtask test: {:.0}s", t.elapsed().as_secs_f64());
     // The closing line CI reads.
