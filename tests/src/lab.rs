@@ -199,6 +199,24 @@ impl Lab {
         Ok(())
     }
 
+    /// Leaves everything running (for `--keep`): nothing is torn down when this returns.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+
+    /// A shell command that removes a kept lab.
+    pub fn teardown_command(&self) -> String {
+        let nss = [&self.gw, &self.client, &self.primary, &self.backup].map(|n| n.name.clone()).join(" ");
+        format!(
+            "{bin} down --pin-dir {pins}; for ns in {nss}; do for p in $(ip netns pids $ns); do kill -9 $p; done; \
+             ip netns del $ns; done; umount {bpffs}; rm -rf {dir}",
+            bin = sipvip_bin().display(),
+            pins = self.pin_dir().display(),
+            bpffs = self.bpffs.display(),
+            dir = self.dir.display()
+        )
+    }
+
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs.join("sipvip")
     }

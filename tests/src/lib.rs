@@ -5,4 +5,5 @@ pub mod frame;
 pub mod lab;
 pub mod model;
 pub mod netns;
+pub mod scenario;
 pub mod topo;

@@ -13,14 +13,14 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
     time::Duration,
 };
 
 use aya::programs::XdpMode;
 use sipvip::datapath::{Datapath, MapSizes, MemberSpec, ServiceSpec, VipSpec};
 use sipvip_common::{program_names, IPPROTO_TCP, IPPROTO_UDP};
-use sipvip_tests::netns::{require_root, Netns};
+use sipvip_tests::netns::{require_root, tcp_connect_from, Netns};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
 const PHONE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
@@ -227,11 +227,7 @@ fn real_traffic_through_native_xdp() {
     let listener = in_ns(&lab.primary, || {
         TcpListener::bind((Ipv4Addr::UNSPECIFIED, 5060))
     });
-    let mut c = in_ns(&lab.client, || {
-        let s = socket_from(PHONE)?;
-        s.connect_timeout(&SocketAddr::from((VIP, 5060)), TIMEOUT)?;
-        Ok(s)
-    });
+    let mut c = in_ns(&lab.client, || tcp_connect_from(PHONE, SocketAddrV4::new(VIP, 5060), TIMEOUT));
     let (mut srv, peer) = listener.accept().unwrap();
     assert_eq!(peer.ip(), PHONE);
     assert_eq!(c.peer_addr().unwrap(), SocketAddr::from((VIP, 5060)));
@@ -251,11 +247,7 @@ fn real_traffic_through_native_xdp() {
     // addresses, on a pass-through port and on a port known only to conntrack.
     for port in [3000u16, 8000] {
         let listener = in_ns(&lab.primary, || TcpListener::bind((PRIMARY, port)));
-        let mut c = in_ns(&lab.client, || {
-            let s = socket_from(TLIB)?;
-            s.connect_timeout(&SocketAddr::from((PRIMARY, port)), TIMEOUT)?;
-            Ok(s)
-        });
+        let mut c = in_ns(&lab.client, || tcp_connect_from(TLIB, SocketAddrV4::new(PRIMARY, port), TIMEOUT));
         let (mut srv, peer) = listener.accept().unwrap();
         assert_eq!(
             peer.ip(),
@@ -331,101 +323,4 @@ fn real_traffic_through_native_xdp() {
         "{reasons:?}"
     );
     let _ = (&lab.gw, &lab.backup);
-}
-
-/// A TCP socket bound to `src` before connecting.
-fn socket_from(src: Ipv4Addr) -> std::io::Result<Socket> {
-    Socket::bind_v4(src)
-}
-
-/// Minimal bound-then-connect TCP client (std has no bind-before-connect).
-struct Socket(TcpStream);
-
-impl Socket {
-    fn bind_v4(src: Ipv4Addr) -> std::io::Result<Socket> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain socket/bind syscalls; the fd is owned by the TcpStream.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let stream = TcpStream::from_raw_fd(fd);
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(src.octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            if libc::bind(
-                fd,
-                &sa as *const _ as *const libc::sockaddr,
-                std::mem::size_of_val(&sa) as u32,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(Socket(stream))
-        }
-    }
-
-    fn connect_timeout(&self, to: &SocketAddr, _timeout: Duration) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let SocketAddr::V4(v4) = to else {
-            unreachable!()
-        };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(v4.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        // A blocking connect; the kernel's SYN retries bound it, and the socket timeout
-        // (SO_SNDTIMEO) bounds it further.
-        self.0.set_write_timeout(Some(TIMEOUT))?;
-        // SAFETY: connect on our own fd with a valid sockaddr_in.
-        let rc = unsafe {
-            libc::connect(
-                self.0.as_raw_fd(),
-                &sa as *const _ as *const libc::sockaddr,
-                std::mem::size_of_val(&sa) as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for Socket {
-    type Target = TcpStream;
-    fn deref(&self) -> &TcpStream {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Socket {
-    fn deref_mut(&mut self) -> &mut TcpStream {
-        &mut self.0
-    }
-}
-
-impl Read for Socket {
-    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(b)
-    }
-}
-
-impl Write for Socket {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.write(b)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
 }

@@ -25,8 +25,13 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// The namespace lab (lands with the lab issue).
-    Lab,
+    /// The namespace lab: a contact-centre network with real SIP software and an HA
+    /// switchover; torn down on exit (also on Ctrl-C) unless --keep.
+    Lab {
+        /// Arguments for the lab (--keep, --fast, --rate N).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Benchmarks (land with the benchmark issue).
     Bench,
 }
@@ -224,7 +229,16 @@ fn main() -> Result<()> {
             run(cargo(&root()).args(["build", "--release", "--locked", "-p", "sipvip"]))
         }
         Task::Test { args } => test(&args),
-        Task::Lab => bail!("`cargo xtask lab` is not built yet: it lands with the lab issue (#4)"),
+        Task::Lab { args } => {
+            setup()?;
+            let root = root();
+            run(cargo(&root).args(["build", "--release", "--locked", "-p", "sipvip-tests", "--bin", "sipvip-lab"]))?;
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc_geteuid() } != 0 {
+                bail!("the lab creates network namespaces and loads eBPF programs: run it as root");
+            }
+            run(Command::new(root.join("target/release/sipvip-lab")).args(&args).current_dir(&root))
+        }
         Task::Bench => {
             bail!("`cargo xtask bench` is not built yet: it lands with the benchmark issue (#5)")
         }
