@@ -68,10 +68,6 @@ pub fn sipvip_bin() -> PathBuf {
     .clone()
 }
 
-pub fn sipp_scenario() -> PathBuf {
-    workspace().join("tests/sipp/options_uas.xml")
-}
-
 /// A command run inside `ns` (network namespace only: the mount namespace, and so the
 /// test's bpffs, stay shared).
 pub fn command_in(ns: &Netns, program: &Path) -> Result<Command> {
@@ -206,7 +202,9 @@ impl Lab {
 
     /// A shell command that removes a kept lab.
     pub fn teardown_command(&self) -> String {
-        let nss = [&self.gw, &self.client, &self.primary, &self.backup].map(|n| n.name.clone()).join(" ");
+        let nss = [&self.gw, &self.client, &self.primary, &self.backup]
+            .map(|n| n.name.clone())
+            .join(" ");
         format!(
             "{bin} down --pin-dir {pins}; for ns in {nss}; do for p in $(ip netns pids $ns); do kill -9 $p; done; \
              ip netns del $ns; done; umount {bpffs}; rm -rf {dir}",
@@ -371,35 +369,6 @@ pin_dir = "{pins}"
         Ok(self.status()?["vips"][0]["active"]
             .as_str()
             .map(str::to_string))
-    }
-
-    /// Starts sipp answering OPTIONS on `addr:5060` (UDP) in `ns`.
-    pub fn start_sip_server(&mut self, which_ns: &str, addr: Ipv4Addr) -> Result<()> {
-        let ns = match which_ns {
-            "primary" => &self.primary,
-            "backup" => &self.backup,
-            _ => bail!("no namespace {which_ns}"),
-        };
-        let child = command_in(ns, Path::new("/usr/bin/sipp"))?
-            .args(["-sf"])
-            .arg(sipp_scenario())
-            .args([
-                "-i",
-                &addr.to_string(),
-                "-p",
-                "5060",
-                "-t",
-                "u1",
-                "-nostdin",
-            ])
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start sipp")?;
-        self.children.push((format!("sipp-{which_ns}"), child));
-        Ok(())
     }
 
     /// Waits until `f` holds, polling every 10 ms, for at most `limit`; returns how long it took.

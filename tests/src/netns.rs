@@ -143,7 +143,9 @@ pub fn tcp_connect_from(
     let sin = |a: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.octets()),
+        },
         sin_zero: [0; 8],
     };
     // SAFETY: socket/setsockopt/bind/connect on a descriptor owned by the returned stream.

@@ -38,7 +38,11 @@ impl std::fmt::Display for GroupView {
             "{:<28} saw {:<14} {}",
             format!("{} {}", self.group, self.who),
             self.saw.to_string(),
-            if self.saw == self.expected { "as expected".to_string() } else { format!("EXPECTED {}", self.expected) }
+            if self.saw == self.expected {
+                "as expected".to_string()
+            } else {
+                format!("EXPECTED {}", self.expected)
+            }
         )
     }
 }
@@ -63,22 +67,49 @@ fn options(from: SocketAddr, to: Ipv4Addr, tag: &str) -> Vec<u8> {
 /// A and B reach the active member through the VIP and hear back from the VIP; C is
 /// reached from the member's physical address (no SNAT); D talks to the physical address.
 pub fn device_groups(lab: &Lab, active: Ipv4Addr) -> Result<Vec<GroupView>> {
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Fresh Call-IDs every run: a SIP server ignores a request of a transaction it has seen.
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut out = Vec::new();
-    let active_ns = if active == PRIMARY { &lab.primary } else { &lab.backup };
+    let active_ns = if active == PRIMARY {
+        &lab.primary
+    } else {
+        &lab.backup
+    };
 
     // A: a phone's OPTIONS to the VIP is answered by the SIP server, from the VIP.
     let phone = udp_in(&lab.client, (PHONE, 5090))?;
-    phone.send_to(&options(phone.local_addr()?, VIP, "a"), (VIP, 5060))?;
+    phone.send_to(
+        &options(phone.local_addr()?, VIP, &format!("a{run}")),
+        (VIP, 5060),
+    )?;
     let mut buf = [0u8; 2048];
-    let (_, from) = phone.recv_from(&mut buf).context("group A: no answer through the VIP")?;
-    out.push(GroupView { group: "A (agent phone)", who: PHONE.to_string(), saw: ip(from), expected: VIP });
+    let (_, from) = phone
+        .recv_from(&mut buf)
+        .context("group A: no answer through the VIP")?;
+    out.push(GroupView {
+        group: "A (agent phone)",
+        who: PHONE.to_string(),
+        saw: ip(from),
+        expected: VIP,
+    });
 
     // B: the SIP server sends a request to the SBC; the SBC sees it from the VIP.
     let sbc = udp_in(&lab.client, (SBC, 5060))?;
     let member = udp_in(active_ns, (active, 0))?;
-    member.send_to(&options(member.local_addr()?, SBC, "b"), (SBC, 5060))?;
-    let (_, from) = sbc.recv_from(&mut buf).context("group B: nothing from the SIP server")?;
-    out.push(GroupView { group: "B (SBC / media gateway)", who: SBC.to_string(), saw: ip(from), expected: VIP });
+    member.send_to(
+        &options(member.local_addr()?, SBC, &format!("b{run}")),
+        (SBC, 5060),
+    )?;
+    let (_, from) = sbc
+        .recv_from(&mut buf)
+        .context("group B: nothing from the SIP server")?;
+    out.push(GroupView {
+        group: "B (SBC / media gateway)",
+        who: SBC.to_string(),
+        saw: ip(from),
+        expected: VIP,
+    });
 
     // C: the SIP server connects to the Configuration Server: no SNAT.
     let cfgsrv = {
@@ -92,7 +123,12 @@ pub fn device_groups(lab: &Lab, active: Ipv4Addr) -> Result<Vec<GroupView>> {
     };
     let (_, peer) = cfgsrv.accept()?;
     drop(c);
-    out.push(GroupView { group: "C (Configuration Server)", who: CONFIG.to_string(), saw: ip(peer), expected: active });
+    out.push(GroupView {
+        group: "C (Configuration Server)",
+        who: CONFIG.to_string(),
+        saw: ip(peer),
+        expected: active,
+    });
 
     // D: a T-Lib client connects to the member's physical address and hears from it.
     let tserver = {
@@ -101,8 +137,12 @@ pub fn device_groups(lab: &Lab, active: Ipv4Addr) -> Result<Vec<GroupView>> {
     };
     let mut tlib = {
         let _g = lab.client.enter()?;
-        let s = crate::netns::tcp_connect_from(TLIB, std::net::SocketAddrV4::new(active, 3000), Duration::from_secs(2))
-            .context("group D: connect to the T-Server")?;
+        let s = crate::netns::tcp_connect_from(
+            TLIB,
+            std::net::SocketAddrV4::new(active, 3000),
+            Duration::from_secs(2),
+        )
+        .context("group D: connect to the T-Server")?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s
     };
@@ -113,7 +153,12 @@ pub fn device_groups(lab: &Lab, active: Ipv4Addr) -> Result<Vec<GroupView>> {
     if &b[..n] != b"EventRegistered" || peer.ip() != TLIB {
         bail!("group D: T-Server saw {peer}, client read {:?}", &b[..n]);
     }
-    out.push(GroupView { group: "D (T-Lib client)", who: TLIB.to_string(), saw: ip(tlib.peer_addr()?), expected: active });
+    out.push(GroupView {
+        group: "D (T-Lib client)",
+        who: TLIB.to_string(),
+        saw: ip(tlib.peer_addr()?),
+        expected: active,
+    });
     Ok(out)
 }
 
@@ -134,7 +179,15 @@ pub fn start_sip_server(lab: &mut Lab, which: &str) -> Result<()> {
     let child = command_in(ns, Path::new("/usr/bin/sipp"))?
         .arg("-sf")
         .arg(sipp_dir().join("sip_server.xml"))
-        .args(["-i", &addr.to_string(), "-p", "5060", "-t", "u1", "-nostdin"])
+        .args([
+            "-i",
+            &addr.to_string(),
+            "-p",
+            "5060",
+            "-t",
+            "u1",
+            "-nostdin",
+        ])
         .current_dir(&lab.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -152,7 +205,19 @@ pub fn register_agents(lab: &Lab, n: usize) -> Result<usize> {
         .arg(format!("{VIP}:5060"))
         .arg("-sf")
         .arg(sipp_dir().join("register.xml"))
-        .args(["-i", &PHONE.to_string(), "-p", "5070", "-m", &n.to_string(), "-r", "50", "-nostdin", "-timeout", "10s"])
+        .args([
+            "-i",
+            &PHONE.to_string(),
+            "-p",
+            "5070",
+            "-m",
+            &n.to_string(),
+            "-r",
+            "50",
+            "-nostdin",
+            "-timeout",
+            "10s",
+        ])
         .arg("-trace_stat")
         .arg("-stf")
         .arg(&stat)
@@ -187,9 +252,12 @@ pub fn read_stats(path: &Path) -> Result<Vec<StatRow>> {
     let mut lines = text.lines();
     let head: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
     let col = |name: &str| head.iter().position(|h| *h == name);
-    let (Some(ct), Some(oc), Some(sc), Some(fc)) =
-        (col("CurrentTime"), col("OutgoingCall(C)"), col("SuccessfulCall(C)"), col("FailedCall(C)"))
-    else {
+    let (Some(ct), Some(oc), Some(sc), Some(fc)) = (
+        col("CurrentTime"),
+        col("OutgoingCall(C)"),
+        col("SuccessfulCall(C)"),
+        col("FailedCall(C)"),
+    ) else {
         bail!("unexpected sipp statistics header");
     };
     let mut rows = Vec::new();
@@ -199,7 +267,11 @@ pub fn read_stats(path: &Path) -> Result<Vec<StatRow>> {
             continue;
         }
         // CurrentTime is "date time epoch"; the last field is the epoch.
-        let t = f[ct].split_whitespace().last().and_then(|e| e.parse().ok()).unwrap_or(0.0);
+        let t = f[ct]
+            .split_whitespace()
+            .last()
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0.0);
         rows.push(StatRow {
             t,
             attempted: f[oc].trim().parse().unwrap_or(0),
@@ -218,7 +290,14 @@ impl Calls {
         let child = command_in(&lab.client, Path::new("/usr/bin/sipp"))?
             .arg(format!("{VIP}:5060"))
             .args(["-sn", "uac", "-i", &PHONE.to_string(), "-p", "5071"])
-            .args(["-r", &rate.to_string(), "-m", &total.to_string(), "-d", &hold.as_millis().to_string()])
+            .args([
+                "-r",
+                &rate.to_string(),
+                "-m",
+                &total.to_string(),
+                "-d",
+                &hold.as_millis().to_string(),
+            ])
             .args(["-l", "1000", "-nostdin", "-trace_stat", "-fd", "1", "-stf"])
             .arg(&stat)
             // A call lost in the switchover fails after 4 s instead of SIP's 32 s timer.
@@ -262,7 +341,13 @@ impl Drop for Calls {
 
 /// Calls attempted, succeeded and failed in `[from, to)` (epoch seconds), from cumulative rows.
 pub fn window(rows: &[StatRow], from: f64, to: f64) -> (u64, u64, u64) {
-    let at = |t: f64| rows.iter().filter(|r| r.t <= t).last().copied().unwrap_or_default();
+    let at = |t: f64| {
+        rows.iter()
+            .rev()
+            .find(|r| r.t <= t)
+            .copied()
+            .unwrap_or_default()
+    };
     let (a, b) = (at(from), at(to));
     (b.attempted - a.attempted, b.ok - a.ok, b.failed - a.failed)
 }

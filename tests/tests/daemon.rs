@@ -12,6 +12,7 @@ use std::{
 use sipvip_tests::{
     lab::{Lab, BACKUP, PHONE, PRIMARY, VIP},
     netns::Netns,
+    scenario,
 };
 
 const INTERVAL_MS: u64 = 200;
@@ -112,7 +113,7 @@ fn member_up(lab: &Lab, name: &str) -> bool {
 #[test]
 fn failover_on_process_death_and_on_a_cut_link() {
     let mut lab = Lab::new("fo").expect("lab");
-    lab.start_sip_server("primary", PRIMARY).unwrap();
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
     // The backup ignores UDP until it is promoted, as a Genesys backup does.
     let backup_silent = udp_in(&lab.backup, (BACKUP, 5060));
     let cfg = lab
@@ -182,7 +183,7 @@ fn failover_on_process_death_and_on_a_cut_link() {
     drop(backup_silent);
     let killed = Instant::now();
     lab.stop("sipp-primary", libc::SIGKILL).unwrap();
-    lab.start_sip_server("backup", BACKUP).unwrap();
+    scenario::start_sip_server(&mut lab, "backup").unwrap();
     let down = lab
         .wait_for(Duration::from_secs(3), || !member_up(&lab, "primary"))
         .expect("primary marked down");
@@ -225,7 +226,7 @@ fn failover_on_process_death_and_on_a_cut_link() {
     assert!(log.contains("since_last_good_reply_ms"), "{log}");
 
     // The old primary comes back: no flap-back.
-    lab.start_sip_server("primary", PRIMARY).unwrap();
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
     assert!(lab
         .wait_for(Duration::from_secs(3), || member_up(&lab, "primary"))
         .is_some());
@@ -261,8 +262,8 @@ fn failover_on_process_death_and_on_a_cut_link() {
 #[test]
 fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
     let mut lab = Lab::new("rs").expect("lab");
-    lab.start_sip_server("primary", PRIMARY).unwrap();
-    lab.start_sip_server("backup", BACKUP).unwrap();
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    scenario::start_sip_server(&mut lab, "backup").unwrap();
     let text = lab.config(&format!("{INTERVAL_MS}ms"), &format!("{TIMEOUT_MS}ms"), "");
     let cfg = lab.write_config(&text).unwrap();
     lab.start_daemon(&cfg).unwrap();

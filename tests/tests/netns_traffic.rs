@@ -227,7 +227,9 @@ fn real_traffic_through_native_xdp() {
     let listener = in_ns(&lab.primary, || {
         TcpListener::bind((Ipv4Addr::UNSPECIFIED, 5060))
     });
-    let mut c = in_ns(&lab.client, || tcp_connect_from(PHONE, SocketAddrV4::new(VIP, 5060), TIMEOUT));
+    let mut c = in_ns(&lab.client, || {
+        tcp_connect_from(PHONE, SocketAddrV4::new(VIP, 5060), TIMEOUT)
+    });
     let (mut srv, peer) = listener.accept().unwrap();
     assert_eq!(peer.ip(), PHONE);
     assert_eq!(c.peer_addr().unwrap(), SocketAddr::from((VIP, 5060)));
@@ -247,7 +249,9 @@ fn real_traffic_through_native_xdp() {
     // addresses, on a pass-through port and on a port known only to conntrack.
     for port in [3000u16, 8000] {
         let listener = in_ns(&lab.primary, || TcpListener::bind((PRIMARY, port)));
-        let mut c = in_ns(&lab.client, || tcp_connect_from(TLIB, SocketAddrV4::new(PRIMARY, port), TIMEOUT));
+        let mut c = in_ns(&lab.client, || {
+            tcp_connect_from(TLIB, SocketAddrV4::new(PRIMARY, port), TIMEOUT)
+        });
         let (mut srv, peer) = listener.accept().unwrap();
         assert_eq!(
             peer.ip(),

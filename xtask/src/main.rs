@@ -232,12 +232,22 @@ fn main() -> Result<()> {
         Task::Lab { args } => {
             setup()?;
             let root = root();
-            run(cargo(&root).args(["build", "--release", "--locked", "-p", "sipvip-tests", "--bin", "sipvip-lab"]))?;
+            run(cargo(&root).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "sipvip-tests",
+                "--bin",
+                "sipvip-lab",
+            ]))?;
             // SAFETY: geteuid has no preconditions.
             if unsafe { libc_geteuid() } != 0 {
                 bail!("the lab creates network namespaces and loads eBPF programs: run it as root");
             }
-            run(Command::new(root.join("target/release/sipvip-lab")).args(&args).current_dir(&root))
+            run(Command::new(root.join("target/release/sipvip-lab"))
+                .args(&args)
+                .current_dir(&root))
         }
         Task::Bench => {
             bail!("`cargo xtask bench` is not built yet: it lands with the benchmark issue (#5)")

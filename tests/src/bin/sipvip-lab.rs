@@ -34,7 +34,11 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { keep: false, fast: false, rate: 10 };
+    let mut a = Args {
+        keep: false,
+        fast: false,
+        rate: 10,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
@@ -68,10 +72,19 @@ fn main() -> Result<()> {
     let r = run(&mut lab, &a);
     if a.keep && r.is_ok() {
         println!("\nThe lab stays up. Enter a namespace:");
-        for (role, ns) in [("gateway", &lab.gw), ("client (groups A-D)", &lab.client), ("primary", &lab.primary), ("backup", &lab.backup)] {
+        for (role, ns) in [
+            ("gateway", &lab.gw),
+            ("client (groups A-D)", &lab.client),
+            ("primary", &lab.primary),
+            ("backup", &lab.backup),
+        ] {
             println!("  {role:<20} ip netns exec {} bash", ns.name);
         }
-        println!("  status               {} status --socket {}", sipvip_tests::lab::sipvip_bin().display(), lab.socket().display());
+        println!(
+            "  status               {} status --socket {}",
+            sipvip_tests::lab::sipvip_bin().display(),
+            lab.socket().display()
+        );
         println!("Tear it all down:\n  {}", lab.teardown_command());
         lab.keep();
         return Ok(());
@@ -82,7 +95,11 @@ fn main() -> Result<()> {
 }
 
 fn run(lab: &mut Lab, a: &Args) -> Result<()> {
-    let (interval, timeout) = if a.fast { ("200ms", "1s") } else { ("1s", "4s") };
+    let (interval, timeout) = if a.fast {
+        ("200ms", "1s")
+    } else {
+        ("1s", "4s")
+    };
     println!("sipvip lab: gateway, client (phones {PHONE_DESC}), primary {PRIMARY}, backup {BACKUP}, VIP {VIP}");
     println!("monitor: SIP OPTIONS over UDP, interval {interval}, timeout {timeout}");
     scenario::start_sip_server(lab, "primary")?;
@@ -93,9 +110,14 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     };
     let cfg = lab.write_config(&lab.config(interval, timeout, ""))?;
     lab.start_daemon(&cfg)?;
-    let up = lab.wait_for(Duration::from_secs(10), || lab.active().ok().flatten().as_deref() == Some("primary"));
+    let up = lab.wait_for(Duration::from_secs(10), || {
+        lab.active().ok().flatten().as_deref() == Some("primary")
+    });
     if up.is_none() {
-        bail!("the primary never became active; daemon log:\n{}", lab.daemon_log(0));
+        bail!(
+            "the primary never became active; daemon log:\n{}",
+            lab.daemon_log(0)
+        );
     }
     stopped()?;
     println!("\n== sipvip status ==\n{}", status_table(lab));
@@ -113,7 +135,11 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     let after_s = 8.0;
     let hold = Duration::from_millis(1000);
     let total = (f64::from(a.rate) * (before_s + after_s + 6.0)) as u32;
-    println!("\n== calls: {} per second, {} ms each, from the agent phones to the VIP ==", a.rate, hold.as_millis());
+    println!(
+        "\n== calls: {} per second, {} ms each, from the agent phones to the VIP ==",
+        a.rate,
+        hold.as_millis()
+    );
     let calls = Calls::start(lab, a.rate, hold, total)?;
     let start = epoch();
     let t0 = Instant::now();
@@ -141,34 +167,58 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     let killed = Instant::now();
     lab.stop("sipp-primary", libc::SIGKILL)?;
     scenario::start_sip_server(lab, "backup")?;
-    let flipped = lab.wait_for(Duration::from_secs(10), || lab.active().ok().flatten().as_deref() == Some("backup"));
+    let flipped = lab.wait_for(Duration::from_secs(10), || {
+        lab.active().ok().flatten().as_deref() == Some("backup")
+    });
     let failover = flipped.map(|_| killed.elapsed());
     let flip_epoch = epoch();
     match failover {
-        Some(d) => println!("  VIP {VIP} now steers to the backup, {:.0} ms after the kill", d.as_secs_f64() * 1000.0),
+        Some(d) => println!(
+            "  VIP {VIP} now steers to the backup, {:.0} ms after the kill",
+            d.as_secs_f64() * 1000.0
+        ),
         None => println!("  the VIP did NOT move to the backup within 10 s"),
     }
     let during_end = flip_epoch + 2.0;
     while t0.elapsed() < Duration::from_secs_f64(before_s + after_s) {
         stopped()?;
         std::thread::sleep(Duration::from_secs(1));
-        live(lab, &calls, if epoch() < during_end { "during" } else { "after" });
+        live(
+            lab,
+            &calls,
+            if epoch() < during_end {
+                "during"
+            } else {
+                "after"
+            },
+        );
     }
     let rows = calls.finish(Duration::from_secs(15))?;
     let end = epoch() + 1.0;
 
     println!("\n== results ==");
     match failover {
-        Some(d) => println!("failover time (primary killed -> VIP on the backup): {:.0} ms", d.as_secs_f64() * 1000.0),
+        Some(d) => println!(
+            "failover time (primary killed -> VIP on the backup): {:.0} ms",
+            d.as_secs_f64() * 1000.0
+        ),
         None => println!("failover time: no failover"),
     }
-    if let Some(line) = lab.daemon_log(0).lines().find(|l| l.contains("active member changed") && l.contains("to=backup")) {
+    if let Some(line) = lab
+        .daemon_log(0)
+        .lines()
+        .find(|l| l.contains("active member changed") && l.contains("to=backup"))
+    {
         println!("daemon event: {}", line.trim());
     }
-    println!("calls (by the second they ended):      attempted     ok  failed");
-    for (name, from, to) in [("before", start - 1.0, kill_epoch), ("during", kill_epoch, during_end), ("after", during_end, end)] {
+    println!("calls per phase (attempted: by start; ok/failed: by end)   attempted     ok  failed");
+    for (name, from, to) in [
+        ("before", start - 1.0, kill_epoch),
+        ("during", kill_epoch, during_end),
+        ("after", during_end, end),
+    ] {
         let (att, ok, failed) = window(&rows, from, to);
-        println!("  {name:<36} {att:>9} {ok:>6} {failed:>7}");
+        println!("  {name:<56} {att:>9} {ok:>6} {failed:>7}");
     }
     println!("\n== device groups, backup active ==");
     for g in scenario::device_groups(lab, BACKUP)? {
@@ -178,7 +228,8 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     Ok(())
 }
 
-const PHONE_DESC: &str = "198.18.1.10, SBC 198.18.1.20, T-Lib 198.18.1.30, config server 198.18.1.50";
+const PHONE_DESC: &str =
+    "198.18.1.10, SBC 198.18.1.20, T-Lib 198.18.1.30, config server 198.18.1.50";
 
 fn status_table(lab: &Lab) -> String {
     lab.sipvip(&["status"])
