@@ -179,16 +179,20 @@ impl Lab {
             ..Default::default()
         };
         let mut dp = sipvip::datapath::Datapath::load(&sizes)?;
+        // Pinned, so that a lab left up with --keep keeps forwarding after this process exits.
+        let pins = self.bpffs.join("peers");
+        std::fs::create_dir_all(&pins)?;
         for (ns, dev) in [
             (&self.client, "cl0"),
             (&self.primary, "p0"),
             (&self.backup, "b0"),
         ] {
             let _in = ns.enter()?;
-            dp.attach(
+            dp.attach_pinned(
                 sipvip_common::program_names::PASS,
                 dev,
-                aya::programs::XdpMode::Driver,
+                sipvip::datapath::AttachMode::Native,
+                &pins,
             )?;
         }
         self.peer_xdp = Some(dp);

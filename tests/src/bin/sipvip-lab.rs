@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Result};
 use sipvip_tests::{
-    lab::{Lab, BACKUP, PRIMARY, VIP},
+    lab::{Lab, BACKUP, PRIMARY, TLIB, VIP},
     scenario::{self, epoch, window, Calls},
 };
 
@@ -130,6 +130,22 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     println!("\n== 20 agents register through the VIP: {registered} registered ==");
     stopped()?;
 
+    // Group D holds a T-Lib connection to the primary's physical address through it all.
+    let tserver = {
+        let _g = lab.primary.enter()?;
+        std::net::TcpListener::bind((PRIMARY, 3001))?
+    };
+    let mut tlib = {
+        let _g = lab.client.enter()?;
+        sipvip_tests::netns::tcp_connect_from(
+            TLIB,
+            std::net::SocketAddrV4::new(PRIMARY, 3001),
+            Duration::from_secs(2),
+        )?
+    };
+    tlib.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let (mut tsrv, _) = tserver.accept()?;
+
     // Calls throughout, the primary dies at `kill_at`.
     let before_s = 6.0;
     let after_s = 8.0;
@@ -220,6 +236,24 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
         let (att, ok, failed) = window(&rows, from, to);
         println!("  {name:<56} {att:>9} {ok:>6} {failed:>7}");
     }
+    let tlib_ok = {
+        use std::io::{Read, Write};
+        let mut b = [0u8; 32];
+        tsrv.write_all(b"EventDNISChanged").is_ok()
+            && tlib
+                .read(&mut b)
+                .map(|n| &b[..n] == b"EventDNISChanged")
+                .unwrap_or(false)
+            && tlib.peer_addr().map(|p| p.ip() == PRIMARY).unwrap_or(false)
+    };
+    println!(
+        "T-Lib connection {TLIB} -> {PRIMARY}:3001, opened before the switchover: {}",
+        if tlib_ok {
+            "still up, physical address both ways"
+        } else {
+            "BROKEN"
+        }
+    );
     println!("\n== device groups, backup active ==");
     for g in scenario::device_groups(lab, BACKUP)? {
         println!("  {g}");
