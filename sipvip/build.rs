@@ -65,5 +65,10 @@ fn main() {
         let obj = target_dir.join("bpfel-unknown-none/release/sipvip");
         std::fs::copy(&obj, out_dir.join(name))
             .unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));
+        if features.is_none() {
+            let bench = target_dir.join("bpfel-unknown-none/release/bench");
+            std::fs::copy(&bench, out_dir.join("bench.bpf.o"))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", bench.display()));
+        }
     }
 }

@@ -33,6 +33,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub static OBJECT_DEBUG: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipvip-debug.bpf.o"));
 
+/// Benchmark-only programs (generator, sink, floor, empty); see sipvip-ebpf/src/bench.rs.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench.bpf.o"));
+
 /// Reads the datapath's debug log records (debug object only).
 pub type DebugLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 

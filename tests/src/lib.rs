@@ -1,5 +1,6 @@
 //! The sipvip test harness: frames, checksums, namespaces, the fixture topology and the
 //! plain-Rust reference model of the datapath.
+pub mod bench;
 pub mod check;
 pub mod frame;
 pub mod lab;

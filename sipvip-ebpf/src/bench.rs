@@ -1,0 +1,190 @@
+//! Benchmark-only XDP programs (never loaded by the daemon):
+//!
+//! - `bench_gen`: a traffic generator for BPF_PROG_TEST_RUN live frames. Every frame is
+//!   rewritten from the template in `BENCH_GEN` (recycled pages come back modified by the
+//!   receiver), with the source address and port cycling over many flows, then redirected
+//!   out of the devmap's slot 0.
+//! - `bench_sink`: counts and drops what arrives.
+//! - `bench_floor`: the floor: rewrites the destination address and MACs and redirects,
+//!   nothing else.
+//! - `bench_empty`: returns XDP_PASS, the per-packet cost baseline.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, DevMap, PerCpuArray},
+    programs::XdpContext,
+};
+
+/// The generator's template (addresses and ports in network order, as in the frame).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GenCfg {
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub src_be: u32,
+    pub dst_be: u32,
+    /// Host order: how many consecutive source addresses and ports to cycle through.
+    pub n_src: u32,
+    pub n_ports: u32,
+    pub sport_base: u16,
+    pub dport_be: u16,
+    /// The frame's IP total length (host order).
+    pub ip_len: u16,
+    /// Flags and fragment offset as in the IP header (network order); 0 means DF.
+    pub frag_be: u16,
+}
+
+/// The floor's rewrite.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FloorCfg {
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub dst_be: u32,
+}
+
+#[map(name = "BENCH_GEN")]
+static GEN: Array<GenCfg> = Array::with_max_entries(1, 0);
+#[map(name = "BENCH_FLOOR")]
+static FLOOR: Array<FloorCfg> = Array::with_max_entries(1, 0);
+#[map(name = "BENCH_DEV")]
+static DEV: DevMap = DevMap::with_max_entries(1, 0);
+#[map(name = "BENCH_SEQ")]
+static SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "BENCH_COUNT")]
+static COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+const HDR: usize = 14 + 20 + 8;
+
+#[inline(always)]
+fn csum(words: &[u16; 10]) -> u16 {
+    let mut s: u32 = 0;
+    let mut i = 0;
+    while i < 10 {
+        s += u32::from(words[i]);
+        i += 1;
+    }
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
+
+#[xdp]
+pub fn bench_gen(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + HDR > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(cfg) = GEN.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let Some(seq) = SEQ.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: a per-CPU slot.
+    let n = unsafe {
+        *seq = (*seq).wrapping_add(1);
+        *seq
+    };
+    let src = u32::from_be(cfg.src_be).wrapping_add(n % cfg.n_src.max(1));
+    let sport = cfg.sport_base.wrapping_add((n % cfg.n_ports.max(1)) as u16);
+    let p = start as *mut u8;
+    // SAFETY: HDR bytes are inside the frame (checked above).
+    unsafe {
+        core::ptr::copy_nonoverlapping(cfg.dmac.as_ptr(), p, 6);
+        core::ptr::copy_nonoverlapping(cfg.smac.as_ptr(), p.add(6), 6);
+        *p.add(12) = 0x08;
+        *p.add(13) = 0x00;
+        let ip = p.add(14);
+        let len = cfg.ip_len.to_be_bytes();
+        let srcb = src.to_be_bytes();
+        let dstb = cfg.dst_be.to_ne_bytes();
+        let frag = if cfg.frag_be == 0 {
+            [0x40, 0]
+        } else {
+            cfg.frag_be.to_ne_bytes()
+        };
+        let hdr: [u8; 20] = [
+            0x45, 0, len[0], len[1], 0, 0, frag[0], frag[1], 64, 17, 0, 0, srcb[0], srcb[1],
+            srcb[2], srcb[3], dstb[0], dstb[1], dstb[2], dstb[3],
+        ];
+        let mut words = [0u16; 10];
+        let mut i = 0;
+        while i < 10 {
+            words[i] = u16::from_be_bytes([hdr[2 * i], hdr[2 * i + 1]]);
+            i += 1;
+        }
+        let c = csum(&words).to_be_bytes();
+        core::ptr::copy_nonoverlapping(hdr.as_ptr(), ip, 20);
+        *ip.add(10) = c[0];
+        *ip.add(11) = c[1];
+        let udp = ip.add(20);
+        let sp = sport.to_be_bytes();
+        let ulen = (cfg.ip_len - 20).to_be_bytes();
+        let dp = cfg.dport_be.to_ne_bytes();
+        let u: [u8; 8] = [sp[0], sp[1], dp[0], dp[1], ulen[0], ulen[1], 0, 0];
+        core::ptr::copy_nonoverlapping(u.as_ptr(), udp, 8);
+    }
+    DEV.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+#[xdp]
+pub fn bench_sink(_ctx: XdpContext) -> u32 {
+    if let Some(c) = COUNT.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_DROP
+}
+
+#[xdp]
+pub fn bench_floor(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 34 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(cfg) = FLOOR.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let p = start as *mut u8;
+    // SAFETY: 34 bytes (Ethernet + IPv4 header) are inside the frame.
+    unsafe {
+        let ip = p.add(14);
+        let old = [*ip.add(16), *ip.add(17), *ip.add(18), *ip.add(19)];
+        let new = cfg.dst_be.to_ne_bytes();
+        // Incremental checksum update for the new destination.
+        let c = u16::from_be_bytes([*ip.add(10), *ip.add(11)]);
+        let mut s = u32::from(!c);
+        s += u32::from(!u16::from_be_bytes([old[0], old[1]]))
+            + u32::from(u16::from_be_bytes([new[0], new[1]]));
+        s += u32::from(!u16::from_be_bytes([old[2], old[3]]))
+            + u32::from(u16::from_be_bytes([new[2], new[3]]));
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        let c = (!(s as u16)).to_be_bytes();
+        core::ptr::copy_nonoverlapping(new.as_ptr(), ip.add(16), 4);
+        *ip.add(10) = c[0];
+        *ip.add(11) = c[1];
+        core::ptr::copy_nonoverlapping(cfg.dmac.as_ptr(), p, 6);
+        core::ptr::copy_nonoverlapping(cfg.smac.as_ptr(), p.add(6), 6);
+    }
+    DEV.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+#[xdp]
+pub fn bench_empty(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

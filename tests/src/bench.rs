@@ -1,0 +1,289 @@
+//! Benchmark plumbing: the generator -> gateway -> sink namespaces, the live-frames traffic
+//! generator, sink counters, CPU accounting and the kernel's per-program run-time statistics.
+
+use std::{
+    net::Ipv4Addr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{Array, DevMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    Ebpf, Pod,
+};
+
+use crate::netns::{sh, Netns};
+
+pub const GW_EXT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const EXT_HOST: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+pub const GW_INT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+pub const MEMBER: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
+/// Inbound flows come from 198.18.64.0 + n; outbound flows go to 198.18.128.0 + n.
+pub const PHONES_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 64, 0);
+pub const FAR_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 0);
+pub const FLOWS: u32 = 4096;
+
+/// `GenCfg` of sipvip-ebpf/src/bench.rs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GenCfg {
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub src_be: u32,
+    pub dst_be: u32,
+    pub n_src: u32,
+    pub n_ports: u32,
+    pub sport_base: u16,
+    pub dport_be: u16,
+    pub ip_len: u16,
+    pub frag_be: u16,
+}
+// SAFETY: repr(C), Copy, no padding holes (explicit fields), every bit pattern valid.
+unsafe impl Pod for GenCfg {}
+
+/// `FloorCfg` of sipvip-ebpf/src/bench.rs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FloorCfg {
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub dst_be: u32,
+}
+// SAFETY: as above.
+unsafe impl Pod for FloorCfg {}
+
+pub fn be32(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+pub fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+    let s = ns.exec(&format!("cat /sys/class/net/{dev}/address"))?;
+    let mut m = [0u8; 6];
+    for (o, p) in m.iter_mut().zip(s.trim().split(':')) {
+        *o = u8::from_str_radix(p, 16)?;
+    }
+    Ok(m)
+}
+
+fn mac_str(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// gateway (ext0, int0) between an external host (e0) and a member host (i0).
+pub struct BenchNet {
+    pub gw: Netns,
+    pub ext: Netns,
+    pub int: Netns,
+    pub mac: Macs,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Macs {
+    pub ext0: [u8; 6],
+    pub int0: [u8; 6],
+    pub e0: [u8; 6],
+    pub i0: [u8; 6],
+}
+
+impl BenchNet {
+    pub fn new() -> Result<BenchNet> {
+        crate::netns::require_root();
+        let gw = Netns::new("bgw")?;
+        let ext = Netns::new("bext")?;
+        let int = Netns::new("bint")?;
+        gw.exec(&format!(
+            "sysctl -qw net.ipv4.ip_forward=1 && sysctl -qw net.ipv4.conf.all.rp_filter=0 && \
+             sysctl -qw net.ipv4.conf.default.rp_filter=0 && sysctl -qw net.ipv4.conf.all.accept_local=1 && \
+             ip link add ext0 type veth peer name e0 netns {e} && ip link add int0 type veth peer name i0 netns {i} && \
+             ip addr add {GW_EXT}/24 dev ext0 && ip addr add {VIP}/32 dev ext0 && ip addr add {GW_INT}/24 dev int0 && \
+             ip link set ext0 up && ip link set int0 up && ip route add 198.18.128.0/17 via {EXT_HOST}",
+            e = ext.name,
+            i = int.name
+        ))?;
+        ext.exec(&format!("ip addr add {EXT_HOST}/24 dev e0 && ip link set e0 up && ip route add 198.18.2.0/24 via {GW_EXT}"))?;
+        int.exec(&format!("ip addr add {MEMBER}/24 dev i0 && ip link set i0 up && ip route add default via {GW_INT}"))?;
+        let mac = Macs {
+            ext0: mac_of(&gw, "ext0")?,
+            int0: mac_of(&gw, "int0")?,
+            e0: mac_of(&ext, "e0")?,
+            i0: mac_of(&int, "i0")?,
+        };
+        // Static neighbours: the measurement must not wait on ARP.
+        gw.exec(&format!(
+            "ip neigh replace {EXT_HOST} lladdr {} dev ext0 nud permanent && ip neigh replace {MEMBER} lladdr {} dev int0 nud permanent",
+            mac_str(&mac.e0),
+            mac_str(&mac.i0)
+        ))?;
+        Ok(BenchNet { gw, ext, int, mac })
+    }
+
+    /// Removes every XDP program and nftables rule from the gateway.
+    pub fn reset_gateway(&self) -> Result<()> {
+        self.gw.exec("ip link set ext0 xdp off; ip link set int0 xdp off; nft flush ruleset 2>/dev/null; true")?;
+        Ok(())
+    }
+}
+
+/// One host's generator and sink (the bench object loaded in its namespace).
+pub struct Host {
+    pub ebpf: Ebpf,
+    pub ifindex: u32,
+}
+
+impl Host {
+    /// Loads the bench object in `ns`, attaches the sink to `dev` (which also lets the
+    /// gateway redirect into it) and points the generator at `dev`.
+    pub fn new(ns: &Netns, dev: &str) -> Result<Host> {
+        let _g = ns.enter()?;
+        let mut ebpf = Ebpf::load(sipvip::datapath::BENCH_OBJECT)?;
+        for p in ["bench_gen", "bench_sink"] {
+            let prog: &mut Xdp = ebpf.program_mut(p).context("bench program")?.try_into()?;
+            prog.load()?;
+        }
+        let sink: &mut Xdp = ebpf.program_mut("bench_sink").context("sink")?.try_into()?;
+        sink.attach(dev, XdpMode::Driver)?;
+        let ifindex = ns.ifindex(dev)?;
+        let mut devmap: DevMap<&mut MapData> =
+            DevMap::try_from(ebpf.map_mut("BENCH_DEV").context("devmap")?)?;
+        devmap.set(0, ifindex, None, 0)?;
+        Ok(Host { ebpf, ifindex })
+    }
+
+    pub fn received(&self) -> Result<u64> {
+        let m: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("BENCH_COUNT").context("count")?)?;
+        Ok(m.get(&0, 0)?.iter().sum())
+    }
+
+    pub fn set_gen(&mut self, cfg: GenCfg) -> Result<()> {
+        let mut m: Array<&mut MapData, GenCfg> =
+            Array::try_from(self.ebpf.map_mut("BENCH_GEN").context("gen")?)?;
+        m.set(0, cfg, 0)?;
+        Ok(())
+    }
+}
+
+extern "C" fn wake(_: i32) {}
+
+/// Runs the live-frames generator of `host` (in `ns`) on its own thread until `stop`;
+/// returns the thread handle. One long BPF_PROG_TEST_RUN call, interrupted by a signal.
+pub fn generate(
+    ns: &Netns,
+    host: &Host,
+    frame_len: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    // SAFETY: installing a no-op handler (without SA_RESTART) so SIGUSR1 interrupts the syscall.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = wake as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let ns_file = std::fs::File::open(format!("/run/netns/{}", ns.name))?;
+    let ifindex = host.ifindex;
+    // The program object is not Send; the thread re-opens it from the same loaded object
+    // through a raw pointer that outlives the thread (joined before `host` is dropped).
+    let ebpf_ptr = &host.ebpf as *const Ebpf as usize;
+    let frame = vec![0u8; frame_len];
+    Ok(std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this thread only.
+        unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+        // SAFETY: the caller joins this thread before dropping the Host.
+        let ebpf = unsafe { &*(ebpf_ptr as *const Ebpf) };
+        let prog: &Xdp = ebpf
+            .program("bench_gen")
+            .expect("gen")
+            .try_into()
+            .expect("xdp");
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        while !stop.load(Ordering::SeqCst) {
+            let _ = prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx),
+                repeat: u32::MAX,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..TestRunOptions::default()
+            });
+        }
+    }))
+}
+
+/// Stops a generator thread started by [`generate`].
+pub fn stop(handle: std::thread::JoinHandle<()>, flag: &AtomicBool) {
+    use std::os::unix::thread::JoinHandleExt;
+    flag.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    while !handle.is_finished() && t.elapsed() < Duration::from_secs(5) {
+        // SAFETY: signalling a thread of ours that is still running.
+        unsafe { libc::pthread_kill(handle.as_pthread_t(), libc::SIGUSR1) };
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = handle.join();
+}
+
+/// Busy CPU time (user+system+softirq+irq), in seconds, summed over all CPUs.
+pub fn cpu_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or("");
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let ticks = f.first().copied().unwrap_or(0.0)
+        + f.get(1).copied().unwrap_or(0.0)
+        + f.get(2).copied().unwrap_or(0.0)
+        + f.get(5).copied().unwrap_or(0.0)
+        + f.get(6).copied().unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+/// Softirq time alone (where XDP on veth runs), in seconds over all CPUs.
+pub fn cpu_softirq() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or("");
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    f.get(6).copied().unwrap_or(0.0) / hz
+}
+
+/// The kernel's run-time statistics of a loaded program: (run count, total ns).
+pub fn prog_stats(prog: &Xdp) -> Result<(u64, u64)> {
+    let info = prog.info()?;
+    Ok((info.run_count(), info.run_time().as_nanos() as u64))
+}
+
+/// Turns the kernel's per-program run-time accounting on (and off on drop).
+pub struct BpfStats;
+
+impl BpfStats {
+    pub fn on() -> Result<BpfStats> {
+        sh("sysctl -qw kernel.bpf_stats_enabled=1")?;
+        Ok(BpfStats)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = sh("sysctl -qw kernel.bpf_stats_enabled=0");
+    }
+}
