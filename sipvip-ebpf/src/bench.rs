@@ -26,8 +26,10 @@ pub struct GenCfg {
     pub smac: [u8; 6],
     pub src_be: u32,
     pub dst_be: u32,
-    /// Host order: how many consecutive source addresses and ports to cycle through.
+    /// Host order: how many consecutive source addresses, destination addresses and source
+    /// ports to cycle through.
     pub n_src: u32,
+    pub n_dst: u32,
     pub n_ports: u32,
     pub sport_base: u16,
     pub dport_be: u16,
@@ -90,6 +92,7 @@ pub fn bench_gen(ctx: XdpContext) -> u32 {
         *seq
     };
     let src = u32::from_be(cfg.src_be).wrapping_add(n % cfg.n_src.max(1));
+    let dst = u32::from_be(cfg.dst_be).wrapping_add(n % cfg.n_dst.max(1));
     let sport = cfg.sport_base.wrapping_add((n % cfg.n_ports.max(1)) as u16);
     let p = start as *mut u8;
     // SAFETY: HDR bytes are inside the frame (checked above).
@@ -101,7 +104,7 @@ pub fn bench_gen(ctx: XdpContext) -> u32 {
         let ip = p.add(14);
         let len = cfg.ip_len.to_be_bytes();
         let srcb = src.to_be_bytes();
-        let dstb = cfg.dst_be.to_ne_bytes();
+        let dstb = dst.to_be_bytes();
         let frag = if cfg.frag_be == 0 {
             [0x40, 0]
         } else {

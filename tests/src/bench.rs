@@ -38,6 +38,7 @@ pub struct GenCfg {
     pub src_be: u32,
     pub dst_be: u32,
     pub n_src: u32,
+    pub n_dst: u32,
     pub n_ports: u32,
     pub sport_base: u16,
     pub dport_be: u16,

@@ -32,12 +32,24 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks (land with the benchmark issue).
-    Bench,
+    /// Benchmarks: throughput side by side, per-packet cost, failover timing. Writes
+    /// results/bench.json and results/bench.png. Not a test: nothing passes or fails.
+    Bench {
+        /// Arguments for the bench (--secs S, --failovers N).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Debian packages the build, the tests and the lab use.
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "ethtool", "sip-tester"];
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "ethtool",
+    "sip-tester",
+    "openssl",
+    "nftables",
+];
 const BPF_LINKER_VERSION: &str = "0.13";
 
 fn root() -> PathBuf {
@@ -249,8 +261,33 @@ fn main() -> Result<()> {
                 .args(&args)
                 .current_dir(&root))
         }
-        Task::Bench => {
-            bail!("`cargo xtask bench` is not built yet: it lands with the benchmark issue (#5)")
+        Task::Bench { args } => {
+            setup()?;
+            let root = root();
+            run(cargo(&root).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "sipvip-tests",
+                "--bin",
+                "sipvip-bench",
+            ]))?;
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc_geteuid() } != 0 {
+                bail!("the bench creates network namespaces and loads eBPF programs: run it as root");
+            }
+            run(Command::new(root.join("target/release/sipvip-bench"))
+                .args(&args)
+                .current_dir(&root))?;
+            // The chart needs matplotlib (PyPI); install it once.
+            if output(Command::new("python3").args(["-c", "import matplotlib"])).is_none() {
+                run(Command::new("python3").args(["-m", "pip", "install", "-q", "matplotlib"]))?;
+            }
+            run(Command::new("python3")
+                .arg(root.join("xtask/chart.py"))
+                .arg(root.join("results/bench.json"))
+                .arg(root.join("results/bench.png")))
         }
     }
 }

@@ -1,0 +1,464 @@
+//! `cargo xtask bench`: throughput side by side (sipvip steering and SNAT, the minimal
+//! rewrite+redirect floor, nftables NAT with conntrack, plain forwarding), per-packet cost of
+//! each path from the kernel's own program statistics, and failover timing in the lab.
+//! Prints a table and writes JSON under results/. Nothing here is a pass/fail test.
+
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::{atomic::AtomicBool, Arc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{Array, DevMap, MapData},
+    programs::{Xdp, XdpMode},
+    Ebpf,
+};
+use serde_json::{json, Value};
+use sipvip::datapath::{be16, Datapath, MapSizes, MemberSpec, ServiceSpec, VipSpec};
+use sipvip_common::{program_names, IPPROTO_UDP};
+use sipvip_tests::bench::*;
+
+struct Opts {
+    secs: f64,
+    failover_runs: usize,
+    out: PathBuf,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        secs: 3.0,
+        failover_runs: 20,
+        out: PathBuf::from("results"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--secs" => o.secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(3.0),
+            "--failovers" => o.failover_runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(20),
+            "--out" => o.out = it.next().map(PathBuf::from).unwrap_or(o.out),
+            "-h" | "--help" => {
+                println!("sipvip-bench [--secs S] [--failovers N] [--out DIR]");
+                std::process::exit(0);
+            }
+            x => {
+                eprintln!("unknown argument {x:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    o
+}
+
+#[derive(Clone, Debug)]
+struct Run {
+    case: String,
+    size: usize,
+    pps: f64,
+    /// Busy CPU (all cores, user+system+irq+softirq) per second of run, in cores.
+    cpu: f64,
+    /// The gateway program's cost per packet from bpf_stats, if an XDP program ran there.
+    ns_per_pkt: Option<f64>,
+    program: &'static str,
+}
+
+/// The gateway's XDP side for one case.
+enum Gateway {
+    Sipvip(Box<Datapath>),
+    Bench(Box<Ebpf>),
+}
+
+fn gw_bench(net: &BenchNet, prog: &str) -> Result<Ebpf> {
+    let _g = net.gw.enter()?;
+    let mut ebpf = Ebpf::load(sipvip::datapath::BENCH_OBJECT)?;
+    for p in ["bench_floor", "bench_empty"] {
+        let x: &mut Xdp = ebpf.program_mut(p).context("prog")?.try_into()?;
+        x.load()?;
+    }
+    let x: &mut Xdp = ebpf.program_mut(prog).context("prog")?.try_into()?;
+    x.attach("ext0", XdpMode::Driver)?;
+    let int0 = net.gw.ifindex("int0")?;
+    let mut dev: DevMap<&mut MapData> =
+        DevMap::try_from(ebpf.map_mut("BENCH_DEV").context("dev")?)?;
+    dev.set(0, int0, None, 0)?;
+    let mut floor: Array<&mut MapData, FloorCfg> =
+        Array::try_from(ebpf.map_mut("BENCH_FLOOR").context("floor")?)?;
+    floor.set(
+        0,
+        FloorCfg {
+            dmac: net.mac.i0,
+            smac: net.mac.int0,
+            dst_be: be32(MEMBER),
+        },
+        0,
+    )?;
+    Ok(ebpf)
+}
+
+fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
+    let _g = net.gw.enter()?;
+    let sizes = MapSizes {
+        exclusions: (exclusions as u32 + 16).max(65_536),
+        ..MapSizes::default()
+    };
+    let mut dp = Datapath::load(&sizes)?;
+    dp.attach(program_names::EXTERNAL, "ext0", XdpMode::Driver)?;
+    dp.attach(program_names::INTERNAL, "int0", XdpMode::Driver)?;
+    dp.add_egress(net.gw.ifindex("ext0")?)?;
+    dp.add_egress(net.gw.ifindex("int0")?)?;
+    dp.install_vip(&VipSpec {
+        addr: VIP,
+        id: 0,
+        services: vec![ServiceSpec {
+            proto: IPPROTO_UDP,
+            port: 5060,
+            member_port: 5060,
+            enabled: true,
+        }],
+        members: vec![MemberSpec {
+            addr: MEMBER,
+            passthrough_ports: vec![3000],
+        }],
+        active: Some(0),
+        snat: true,
+    })?;
+    for a in [GW_EXT, GW_INT] {
+        dp.add_exclusion(a, 32)?;
+    }
+    // Exclusion prefixes that the traffic never hits: /32s and /24s from 100.64.0.0/10.
+    for i in 0..exclusions.saturating_sub(2) {
+        let (net_addr, len) = if i % 2 == 0 {
+            (Ipv4Addr::from(0x6440_0000u32 + i as u32), 32)
+        } else {
+            (Ipv4Addr::from(0x6440_0000u32 + ((i as u32) << 8)), 24)
+        };
+        dp.add_exclusion(net_addr, len)?;
+    }
+    Ok(dp)
+}
+
+fn program_cost(gw: &Gateway) -> Option<(&'static str, (u64, u64))> {
+    let (name, prog): (&'static str, &Xdp) = match gw {
+        Gateway::Sipvip(dp) => ("sipvip_ext", dp.program(program_names::EXTERNAL).ok()?),
+        Gateway::Bench(e) => {
+            let floor: &Xdp = e.program("bench_floor")?.try_into().ok()?;
+            if prog_stats(floor).ok()?.0 > 0 {
+                ("bench_floor", floor)
+            } else {
+                ("bench_empty", e.program("bench_empty")?.try_into().ok()?)
+            }
+        }
+    };
+    Some((name, prog_stats(prog).ok()?))
+}
+
+fn program_cost_int(gw: &Gateway) -> Option<(u64, u64)> {
+    match gw {
+        Gateway::Sipvip(dp) => prog_stats(dp.program(program_names::INTERNAL).ok()?).ok(),
+        _ => None,
+    }
+}
+
+/// Runs one measurement: `gen` sends `cfg` frames for `secs`; `sink` counts.
+fn measure(
+    gen_ns: &sipvip_tests::netns::Netns,
+    gen: &mut Host,
+    sink: &Host,
+    cfg: GenCfg,
+    size: usize,
+    secs: f64,
+) -> Result<(f64, f64)> {
+    gen.set_gen(cfg)?;
+    let before = sink.received()?;
+    let cpu0 = cpu_busy();
+    let t = Instant::now();
+    let flag = Arc::new(AtomicBool::new(false));
+    let h = generate(gen_ns, gen, size, flag.clone())?;
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop(h, &flag);
+    let el = t.elapsed().as_secs_f64();
+    let after = sink.received()?;
+    Ok(((after - before) as f64 / el, (cpu_busy() - cpu0) / el))
+}
+
+fn inbound(net: &BenchNet, size: usize, dst: Ipv4Addr) -> GenCfg {
+    GenCfg {
+        dmac: net.mac.ext0,
+        smac: net.mac.e0,
+        src_be: be32(PHONES_BASE),
+        dst_be: be32(dst),
+        n_src: FLOWS,
+        n_dst: 1,
+        n_ports: 16,
+        sport_base: 10000,
+        dport_be: be16(5060),
+        ip_len: (size - 14) as u16,
+        frag_be: 0,
+    }
+}
+
+fn outbound(net: &BenchNet, size: usize, sport: u16) -> GenCfg {
+    GenCfg {
+        dmac: net.mac.int0,
+        smac: net.mac.i0,
+        src_be: be32(MEMBER),
+        dst_be: be32(FAR_BASE),
+        n_src: 1,
+        n_dst: FLOWS,
+        n_ports: 1,
+        sport_base: sport,
+        dport_be: be16(5060),
+        ip_len: (size - 14) as u16,
+        frag_be: 0,
+    }
+}
+
+fn main() -> Result<()> {
+    let o = opts();
+    let started = Instant::now();
+    let net = BenchNet::new()?;
+    let mut ext = Host::new(&net.ext, "e0")?;
+    let mut int = Host::new(&net.int, "i0")?;
+    let _stats = BpfStats::on()?;
+    let mut runs: Vec<Run> = Vec::new();
+
+    for size in [60usize, 1000] {
+        let cases: Vec<(&str, usize)> = vec![
+            ("floor: minimal rewrite+redirect", 0),
+            ("sipvip inbound steering", 0),
+            ("sipvip outbound SNAT, 1 exclusion", 1),
+            ("sipvip outbound SNAT, 10,000 exclusions", 10_000),
+            ("sipvip outbound SNAT, 1,000,000 exclusions", 1_000_000),
+            ("nftables DNAT+SNAT with conntrack", 0),
+            ("plain kernel forwarding", 0),
+        ];
+        for (case, excl) in cases {
+            net.reset_gateway()?;
+            let (gw, outbound_case) = match case {
+                c if c.starts_with("floor") => (
+                    Gateway::Bench(Box::new(gw_bench(&net, "bench_floor")?)),
+                    false,
+                ),
+                c if c.starts_with("sipvip inbound") => {
+                    (Gateway::Sipvip(Box::new(gw_sipvip(&net, 2)?)), false)
+                }
+                c if c.starts_with("sipvip outbound") => {
+                    (Gateway::Sipvip(Box::new(gw_sipvip(&net, excl)?)), true)
+                }
+                c if c.starts_with("nftables") => {
+                    let e = gw_bench(&net, "bench_empty")?;
+                    net.gw.exec(&format!(
+                        "nft add table ip bench && \
+                         nft 'add chain ip bench pre {{ type nat hook prerouting priority dstnat; }}' && \
+                         nft 'add chain ip bench post {{ type nat hook postrouting priority srcnat; }}' && \
+                         nft add rule ip bench pre ip daddr {VIP} udp dport 5060 dnat to {MEMBER} && \
+                         nft add rule ip bench post ip saddr {MEMBER} oif ext0 snat to {VIP}"
+                    ))?;
+                    (Gateway::Bench(Box::new(e)), false)
+                }
+                _ => (
+                    Gateway::Bench(Box::new(gw_bench(&net, "bench_empty")?)),
+                    false,
+                ),
+            };
+            let c0 = program_cost(&gw).map(|x| x.1);
+            let i0 = program_cost_int(&gw);
+            let (pps, cpu) = if outbound_case {
+                measure(
+                    &net.int,
+                    &mut int,
+                    &ext,
+                    outbound(&net, size, 5060),
+                    size,
+                    o.secs,
+                )?
+            } else {
+                let dst = if case.starts_with("plain") {
+                    MEMBER
+                } else {
+                    VIP
+                };
+                measure(
+                    &net.ext,
+                    &mut ext,
+                    &int,
+                    inbound(&net, size, dst),
+                    size,
+                    o.secs,
+                )?
+            };
+            let (program, cost) = if outbound_case {
+                let i1 = program_cost_int(&gw);
+                (
+                    "sipvip_int",
+                    i0.zip(i1)
+                        .map(|(a, b)| (b.1 - a.1) as f64 / (b.0 - a.0).max(1) as f64),
+                )
+            } else {
+                let c1 = program_cost(&gw);
+                let name = c1.map(|x| x.0).unwrap_or("-");
+                (
+                    name,
+                    c0.zip(c1.map(|x| x.1))
+                        .map(|(a, b)| (b.1 - a.1) as f64 / (b.0 - a.0).max(1) as f64),
+                )
+            };
+            println!(
+                "  {size:>4} B  {case:<44} {:>7.3} Mpps  cpu {:.2} cores  {}",
+                pps / 1e6,
+                cpu,
+                cost.map(|c| format!("{program} {c:.1} ns/pkt"))
+                    .unwrap_or_default()
+            );
+            runs.push(Run {
+                case: case.to_string(),
+                size,
+                pps,
+                cpu,
+                ns_per_pkt: cost,
+                program,
+            });
+            drop(gw);
+        }
+    }
+
+    // Per-packet cost of the other paths (64-byte frames), from the kernel's statistics.
+    println!("\nper-packet cost by path (bpf_stats over the whole run)");
+    let mut costs: Vec<(String, f64, u64)> = Vec::new();
+    let mut path = |name: &str, gw: &Gateway, outbound_case: bool, cfg: GenCfg| -> Result<()> {
+        let before = if outbound_case {
+            program_cost_int(gw)
+        } else {
+            program_cost(gw).map(|x| x.1)
+        };
+        if outbound_case {
+            measure(&net.int, &mut int, &ext, cfg, 60, o.secs / 2.0)?;
+        } else {
+            measure(&net.ext, &mut ext, &int, cfg, 60, o.secs / 2.0)?;
+        }
+        let after = if outbound_case {
+            program_cost_int(gw)
+        } else {
+            program_cost(gw).map(|x| x.1)
+        };
+        if let (Some(a), Some(b)) = (before, after) {
+            let n = b.0 - a.0;
+            let ns = (b.1 - a.1) as f64 / n.max(1) as f64;
+            println!("  {name:<44} {ns:>7.1} ns/pkt over {n} packets");
+            costs.push((name.to_string(), ns, n));
+        }
+        Ok(())
+    };
+    net.reset_gateway()?;
+    let gw = Gateway::Bench(Box::new(gw_bench(&net, "bench_empty")?));
+    path("empty XDP program", &gw, false, inbound(&net, 60, MEMBER))?;
+    drop(gw);
+    net.reset_gateway()?;
+    let gw = Gateway::Bench(Box::new(gw_bench(&net, "bench_floor")?));
+    path(
+        "floor: minimal rewrite+redirect",
+        &gw,
+        false,
+        inbound(&net, 60, VIP),
+    )?;
+    drop(gw);
+    net.reset_gateway()?;
+    let mut dp = gw_sipvip(&net, 2)?;
+    {
+        let _g = net.gw.enter()?;
+        dp.add_exclusion(Ipv4Addr::new(198, 18, 128, 0), 17)?;
+    }
+    let gw = Gateway::Sipvip(Box::new(dp));
+    path("inbound steer", &gw, false, inbound(&net, 60, VIP))?;
+    path(
+        "outbound SNAT, exclusion hit",
+        &gw,
+        true,
+        outbound(&net, 60, 5060),
+    )?;
+    path(
+        "outbound pass-through port",
+        &gw,
+        true,
+        outbound(&net, 60, 3000),
+    )?;
+    let mut frag = inbound(&net, 60, VIP);
+    frag.frag_be = be16(185); // a later fragment (offset 1480)
+    path("inbound later fragment", &gw, false, frag)?;
+    drop(gw);
+    net.reset_gateway()?;
+    let gw = Gateway::Sipvip(Box::new(gw_sipvip(&net, 2)?));
+    path(
+        "outbound SNAT, exclusion miss",
+        &gw,
+        true,
+        outbound(&net, 60, 5060),
+    )?;
+    drop(gw);
+    net.reset_gateway()?;
+    drop((ext, int));
+    drop(net);
+
+    // Failover timing in the lab.
+    let failover = if o.failover_runs > 0 {
+        sipvip_tests::failover_bench::run_all(o.failover_runs)?
+    } else {
+        json!([])
+    };
+
+    // The table, with ratios to the floor and to nftables, measured in this run.
+    let mut table = String::new();
+    for size in [60usize, 1000] {
+        let pick = |p: &str| {
+            runs.iter()
+                .find(|r| r.size == size && r.case.starts_with(p))
+                .map(|r| r.pps)
+        };
+        let (floor, nft) = (
+            pick("floor").unwrap_or(f64::NAN),
+            pick("nftables").unwrap_or(f64::NAN),
+        );
+        let _ = writeln!(
+            table,
+            "\n{size}-byte frames{:>36} {:>9} {:>8} {:>8} {:>12}",
+            "Mpps", "cpu", "vs floor", "vs nft", "ns/pkt"
+        );
+        for r in runs.iter().filter(|r| r.size == size) {
+            let _ = writeln!(
+                table,
+                "  {:<44} {:>7.3} {:>8.2} {:>8.2} {:>8.2} {:>12}",
+                r.case,
+                r.pps / 1e6,
+                r.cpu,
+                r.pps / floor,
+                r.pps / nft,
+                r.ns_per_pkt
+                    .map(|c| format!("{c:.1} {}", r.program))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    println!("{table}");
+    let machine = json!({
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().lines().find(|l| l.starts_with("model name")).unwrap_or("").split(':').nth(1).unwrap_or("").trim(),
+    });
+    let result = json!({
+        "command": "cargo xtask bench",
+        "machine": machine,
+        "seconds_per_case": o.secs,
+        "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "program": r.program, "ns_per_packet": r.ns_per_pkt})).collect::<Vec<Value>>(),
+        "per_packet_cost": costs.iter().map(|(n, ns, cnt)| json!({"path": n, "ns_per_packet": ns, "packets": cnt})).collect::<Vec<Value>>(),
+        "failover": failover,
+        "elapsed_s": started.elapsed().as_secs_f64(),
+    });
+    std::fs::create_dir_all(&o.out)?;
+    let path = o.out.join("bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
+    println!("results: {}", path.display());
+    Ok(())
+}
