@@ -149,10 +149,17 @@ impl Lab {
              ip addr add {CONFIG}/24 dev cl0 && ip link set cl0 up && \
              ip route add 198.18.2.0/24 via 198.18.1.1 && ip route add 198.18.4.0/24 via 198.18.1.1"
         ))?;
-        self.primary
-            .exec(&format!("ip addr add {PRIMARY}/24 dev p0 && ip link set p0 up && ip route add default via {GW_INT}"))?;
-        self.backup
-            .exec(&format!("ip addr add {BACKUP}/24 dev b0 && ip link set b0 up && ip route add default via 198.18.4.1"))?;
+        // The SIP server hosts answer every probe to a dead port with ICMP port unreachable:
+        // the kernel's default limit (one per second per peer) would hide all but one a second
+        // from a monitor probing more often than that.
+        self.primary.exec(&format!(
+            "ip addr add {PRIMARY}/24 dev p0 && ip link set p0 up && ip route add default via {GW_INT} && \
+             sysctl -qw net.ipv4.icmp_ratelimit=0"
+        ))?;
+        self.backup.exec(&format!(
+            "ip addr add {BACKUP}/24 dev b0 && ip link set b0 up && ip route add default via 198.18.4.1 && \
+             sysctl -qw net.ipv4.icmp_ratelimit=0"
+        ))?;
         // Full checksums on the wire: no offloads on the lab's veths.
         for (ns, dev) in [
             (&self.gw, "ext0"),

@@ -275,7 +275,9 @@ fn main() -> Result<()> {
             ]))?;
             // SAFETY: geteuid has no preconditions.
             if unsafe { libc_geteuid() } != 0 {
-                bail!("the bench creates network namespaces and loads eBPF programs: run it as root");
+                bail!(
+                    "the bench creates network namespaces and loads eBPF programs: run it as root"
+                );
             }
             run(Command::new(root.join("target/release/sipvip-bench"))
                 .args(&args)
