@@ -81,6 +81,17 @@ enum Cmd {
         #[arg(long, default_value_os_t = default_socket())]
         socket: PathBuf,
     },
+    /// Translate a BIG-IP bigip.conf (tmsh) into a sipvip config, with a report of what was
+    /// translated, approximated and ignored.
+    ImportBigip {
+        file: PathBuf,
+        /// Only objects of this partition (folder), e.g. Common.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Write the config here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// Print the map layout the embedded datapath uses.
     Layout,
 }
@@ -204,6 +215,33 @@ fn main() -> Result<ExitCode> {
         }
         Cmd::Failover { vip, to, socket } => simple(&socket, Request::Failover { vip, to }),
         Cmd::Reload { socket } => simple(&socket, Request::Reload),
+        Cmd::ImportBigip {
+            file,
+            partition,
+            out,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("read {}", file.display()))?;
+            let imp = match sipvip::bigip::import(&text, partition.as_deref()) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            eprint!("{}", imp.report);
+            match &out {
+                Some(p) => std::fs::write(p, &imp.toml)
+                    .with_context(|| format!("write {}", p.display()))?,
+                None => print!("{}", imp.toml),
+            }
+            // The result must pass `sipvip check`.
+            if let Err(e) = Config::parse(&imp.toml, "imported config") {
+                eprint!("{e}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Layout => {
             for name in sipvip_common::map_names::ALL {
                 println!("{name}");

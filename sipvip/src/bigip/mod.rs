@@ -1,0 +1,803 @@
+//! `sipvip import-bigip`: a tmsh bigip.conf translated into a sipvip config, with a report of
+//! what was translated, approximated and ignored, each naming its object.
+
+pub mod parse;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    net::Ipv4Addr,
+};
+
+use parse::{Body, Node, ParseError};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub translated: Vec<String>,
+    pub approximated: Vec<String>,
+    pub ignored: Vec<String>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (title, items) in [
+            ("translated", &self.translated),
+            ("approximated", &self.approximated),
+            ("ignored", &self.ignored),
+        ] {
+            writeln!(f, "{title} ({}):", items.len())?;
+            for i in items {
+                writeln!(f, "  {i}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error("bigip.conf {0}")]
+    Parse(#[from] ParseError),
+    #[error("nothing to import: {0}")]
+    Empty(String),
+}
+
+pub struct Import {
+    pub toml: String,
+    pub report: Report,
+}
+
+/// `/Common/name` -> (`Common`, `name`); a bare name has no partition.
+fn split_path(p: &str) -> (Option<&str>, &str) {
+    let t = p.trim_start_matches('/');
+    match t.rsplit_once('/') {
+        Some((folder, name)) if p.starts_with('/') => {
+            (Some(folder.split('/').next().unwrap_or(folder)), name)
+        }
+        _ => (None, t),
+    }
+}
+
+fn name(p: &str) -> String {
+    split_path(p).1.to_string()
+}
+
+fn port_of(s: &str) -> Option<u16> {
+    match s {
+        "any" | "*" | "0" => Some(0),
+        "sip" => Some(5060),
+        "sips" | "sip-tls" => Some(5061),
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => s.parse().ok(),
+    }
+}
+
+/// Parses `addr%rd:port`, `addr:port` and IPv6 `addr.port`; returns the address text, the
+/// route domain if any, and the port.
+fn destination(d: &str) -> Option<(String, Option<String>, u16)> {
+    let d = name(d);
+    let (addr, port) = if d.matches(':').count() > 1 {
+        let (a, p) = d.rsplit_once('.')?;
+        (a.to_string(), p)
+    } else {
+        let (a, p) = d.rsplit_once(':')?;
+        (a.to_string(), p)
+    };
+    let (addr, rd) = match addr.split_once('%') {
+        Some((a, r)) => (a.to_string(), Some(r.to_string())),
+        None => (addr, None),
+    };
+    Some((addr, rd, port_of(port)?))
+}
+
+fn strip_rd(a: &str, what: &str, report: &mut Report) -> String {
+    match a.split_once('%') {
+        Some((addr, rd)) => {
+            report.approximated.push(format!(
+                "{what}: route domain %{rd} dropped from {a} (sipvip has one routing table)"
+            ));
+            addr.to_string()
+        }
+        None => a.to_string(),
+    }
+}
+
+struct Monitor {
+    toml: String,
+}
+
+fn secs(n: Option<&str>, default: u64) -> String {
+    let v = n.and_then(|x| x.parse::<u64>().ok()).unwrap_or(default);
+    format!("{v}s")
+}
+
+/// Status codes in a BIG-IP filter ("any", "200 503", ...); None for "any".
+fn codes(v: Option<&str>) -> Vec<u16> {
+    v.map(|s| {
+        s.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn toml_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// A monitor definition (or a BIG-IP built-in one) as a sipvip `[[monitor]]`.
+fn monitor(kind: &str, n: Option<&Node>, mname: &str, report: &mut Report) -> Option<Monitor> {
+    let v = |k: &str| n.and_then(|n| n.value(k));
+    let (interval, timeout) = (secs(v("interval"), 5), secs(v("timeout"), 16));
+    let mut t = format!(
+        "[[monitor]]\nname = {}\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n",
+        toml_str(mname)
+    );
+    if let (Some(up), Some(iv)) = (
+        v("time-until-up").and_then(|x| x.parse::<u64>().ok()),
+        v("interval").and_then(|x| x.parse::<u64>().ok()),
+    ) {
+        if up > 0 && iv > 0 {
+            let rise = up.div_ceil(iv).max(1);
+            let _ = writeln!(t, "rise = {rise}");
+            report.approximated.push(format!(
+                "monitor {mname}: time-until-up {up}s as rise = {rise} replies"
+            ));
+        }
+    }
+    if let Some(ui) = v("up-interval") {
+        if ui != "0" && ui != "disabled" {
+            report.approximated.push(format!(
+                "monitor {mname}: up-interval {ui}s not kept (sipvip probes every interval)"
+            ));
+        }
+    }
+    match kind {
+        "sip" => {
+            let mode = v("mode").unwrap_or("udp");
+            let transport = match mode {
+                "udp" => "udp",
+                "tcp" => "tcp",
+                other => {
+                    report.approximated.push(format!(
+                        "monitor {mname}: mode {other} probed as a TCP connect (sipvip's SIP monitor has no TLS)"
+                    ));
+                    let _ = writeln!(t, "type = \"tcp\"\nport = 5061");
+                    return Some(Monitor { toml: t });
+                }
+            };
+            let _ = writeln!(t, "type = \"sip\"\ntransport = \"{transport}\"");
+            let accept = codes(v("filter"));
+            if !accept.is_empty() {
+                let _ = writeln!(t, "accept = {accept:?}");
+            }
+            let reject = codes(v("filter-neg"));
+            if !reject.is_empty() {
+                let _ = writeln!(t, "reject = {reject:?}");
+            }
+            if let Some(req) = v("request") {
+                // "OPTIONS sip:x SIP/2.0" -> the request URI.
+                match req.split_whitespace().collect::<Vec<_>>().as_slice() {
+                    ["OPTIONS", uri, ..] => {
+                        let _ = writeln!(t, "request_uri = {}", toml_str(uri));
+                    }
+                    _ => report.approximated.push(format!(
+                        "monitor {mname}: request {req:?} replaced by sipvip's OPTIONS"
+                    )),
+                }
+            }
+            if let Some(h) = v("headers") {
+                let hs: Vec<String> = h
+                    .split(['\n', '\r'])
+                    .map(str::trim)
+                    .filter(|x| x.contains(':'))
+                    .map(toml_str)
+                    .collect();
+                if !hs.is_empty() {
+                    let _ = writeln!(t, "headers = [{}]", hs.join(", "));
+                }
+            }
+        }
+        "tcp" | "tcp_half_open" => {
+            let port = v("destination")
+                .and_then(|d| d.rsplit_once(':'))
+                .and_then(|(_, p)| port_of(p))
+                .filter(|p| *p != 0);
+            let port = port.unwrap_or_else(|| {
+                report
+                    .approximated
+                    .push(format!("monitor {mname}: no destination port; using 5061"));
+                5061
+            });
+            let _ = writeln!(t, "type = \"tcp\"\nport = {port}");
+            if v("send").is_some() || v("recv").is_some() {
+                report.approximated.push(format!(
+                    "monitor {mname}: send/recv strings not checked (a connect is up)"
+                ));
+            }
+        }
+        "icmp" | "gateway-icmp" | "gateway_icmp" => {
+            let _ = writeln!(t, "type = \"icmp\"");
+        }
+        other => {
+            report.ignored.push(format!(
+                "monitor {mname}: type {other} has no sipvip equivalent"
+            ));
+            return None;
+        }
+    }
+    Some(Monitor { toml: t })
+}
+
+/// The seed's SNAT iRule: `if { [class match [IP::remote_addr] equals SRC] } { if { [class
+/// match [IP::local_addr] equals EXCL] } { } else { snatpool POOL } }`. Anything else is None.
+fn snat_rule(text: &str) -> Option<(String, Option<String>, String)> {
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let toks: Vec<String> = code
+        .replace(['[', ']', '{', '}'], " ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut src = None;
+    let mut excl = None;
+    let mut pool = None;
+    let mut i = 0;
+    while i < toks.len() {
+        match toks[i].as_str() {
+            "when" | "CLIENT_ACCEPTED" | "if" | "else" => i += 1,
+            "class"
+                if toks.get(i + 1).map(String::as_str) == Some("match")
+                    && toks.get(i + 3).map(String::as_str) == Some("equals") =>
+            {
+                let dg = name(toks.get(i + 4)?);
+                match toks[i + 2].as_str() {
+                    "IP::remote_addr" if src.is_none() => src = Some(dg),
+                    "IP::local_addr" if excl.is_none() && src.is_some() => excl = Some(dg),
+                    _ => return None,
+                }
+                i += 5;
+            }
+            "snatpool" => {
+                pool = Some(name(toks.get(i + 1)?));
+                i += 2;
+            }
+            _ => return None,
+        }
+    }
+    Some((src?, excl, pool?))
+}
+
+/// Translates a bigip.conf (objects of `partition` only, if given).
+pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError> {
+    let nodes = parse::parse(text)?;
+    let mut report = Report::default();
+    let mut objects: BTreeMap<(String, String), &Node> = BTreeMap::new();
+    for n in &nodes {
+        let w: Vec<&str> = n.words.iter().map(String::as_str).collect();
+        let (kind, path) = match w.as_slice() {
+            ["ltm", "virtual", p]
+            | ["ltm", "pool", p]
+            | ["ltm", "node", p]
+            | ["ltm", "snatpool", p]
+            | ["ltm", "rule", p]
+            | ["ltm", "snat-translation", p] => (w[1].to_string(), *p),
+            ["ltm", "monitor", k, p] => (format!("monitor {k}"), *p),
+            ["ltm", "data-group", "internal", p] => ("data-group".to_string(), *p),
+            _ => {
+                report.ignored.push(format!(
+                    "line {}: `{}` is not a kind sipvip imports",
+                    n.line,
+                    w.iter().take(3).copied().collect::<Vec<_>>().join(" ")
+                ));
+                continue;
+            }
+        };
+        if let Some(want) = partition {
+            if split_path(path).0.is_some_and(|p| p != want) {
+                continue;
+            }
+        }
+        objects.insert((kind, name(path)), n);
+    }
+    let get = |kind: &str, n: &str| objects.get(&(kind.to_string(), n.to_string())).copied();
+
+    // Data groups of type ip.
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ((k, gname), n) in &objects {
+        if k != "data-group" {
+            continue;
+        }
+        if n.value("type") != Some("ip") {
+            report.ignored.push(format!(
+                "data-group {gname}: type {} (only ip is imported)",
+                n.value("type").unwrap_or("?")
+            ));
+            continue;
+        }
+        let recs: Vec<String> = n
+            .child("records")
+            .map(|r| {
+                r.children()
+                    .iter()
+                    .filter_map(|x| x.words.first())
+                    .map(|a| strip_rd(a, &format!("data-group {gname}"), &mut report))
+                    .collect()
+            })
+            .unwrap_or_default();
+        groups.insert(gname.clone(), recs);
+    }
+
+    // SNAT: the iRule, its data groups and its SNAT pool.
+    let mut snat_pool_addrs: Vec<String> = Vec::new();
+    let mut snat_sources: Vec<String> = Vec::new();
+    let mut exclusions: Vec<String> = Vec::new();
+    let mut snat_rule_name = None;
+    for ((k, rname), n) in &objects {
+        if k != "rule" {
+            continue;
+        }
+        let text = match &n.body {
+            Some(Body::Raw(t)) => t.as_str(),
+            _ => "",
+        };
+        match snat_rule(text) {
+            Some((src, excl, pool)) => {
+                snat_rule_name = Some(rname.clone());
+                match groups.get(&src) {
+                    Some(g) => snat_sources = g.clone(),
+                    None => report
+                        .ignored
+                        .push(format!("rule {rname}: data group {src} is not defined")),
+                }
+                if let Some(e) = excl {
+                    match groups.get(&e) {
+                        Some(g) => {
+                            exclusions = g.clone();
+                            report.translated.push(format!("data-group {e} -> [snat] exclusions"));
+                        }
+                        None => report.ignored.push(format!("rule {rname}: excluded data group {e} is not defined, so nothing is excluded")),
+                    }
+                }
+                match get("snatpool", &pool) {
+                    Some(p) => {
+                        for m in p.child("members").map(|m| m.children()).unwrap_or_default() {
+                            for w in &m.words {
+                                let t = get("snat-translation", &name(w))
+                                    .and_then(|t| t.value("address"))
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| name(w));
+                                snat_pool_addrs.push(strip_rd(
+                                    &t,
+                                    &format!("snatpool {pool}"),
+                                    &mut report,
+                                ));
+                            }
+                        }
+                        report
+                            .translated
+                            .push(format!("snatpool {pool} -> SNAT to the VIP"));
+                    }
+                    None => report
+                        .ignored
+                        .push(format!("rule {rname}: snatpool {pool} is not defined")),
+                }
+                report
+                    .translated
+                    .push(format!("rule {rname} -> [snat] enabled, sources {src}"));
+            }
+            None => report.ignored.push(format!(
+                "rule {rname}: not the SNAT pattern; not translated"
+            )),
+        }
+    }
+
+    // Virtuals: forwarding wildcards give the interfaces; host virtuals give VIPs and services.
+    let mut external = None;
+    let mut internal = Vec::new();
+    struct Svc {
+        proto: String,
+        port: u16,
+        member_port: Option<u16>,
+        enabled: bool,
+        pool: String,
+        virt: String,
+    }
+    let mut vips: BTreeMap<String, Vec<Svc>> = BTreeMap::new();
+    for ((k, vname), n) in &objects {
+        if k != "virtual" {
+            continue;
+        }
+        let vlans: Vec<String> = n
+            .child("vlans")
+            .map(|v| {
+                v.children()
+                    .iter()
+                    .flat_map(|c| c.words.iter().map(|w| name(w)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some((addr, rd, port)) = n.value("destination").and_then(destination) else {
+            report
+                .ignored
+                .push(format!("virtual {vname}: no destination"));
+            continue;
+        };
+        if let Some(rd) = rd {
+            report
+                .approximated
+                .push(format!("virtual {vname}: route domain %{rd} dropped"));
+        }
+        let wildcard = addr == "0.0.0.0" || addr == "any" || addr == "::";
+        if n.flag("ip-forward") || (wildcard && n.value("pool").is_none()) {
+            let has_rule = n.child("rules").is_some_and(|r| !r.children().is_empty());
+            if has_rule {
+                internal.extend(vlans.clone());
+                report.translated.push(format!("virtual {vname} (forwarding, outbound with the SNAT iRule) -> sipvip_int on {vlans:?}"));
+            } else {
+                if external.is_none() {
+                    external = vlans.first().cloned();
+                }
+                report.translated.push(format!("virtual {vname} (forwarding, inbound) -> physical addresses pass untouched on {vlans:?}"));
+            }
+            continue;
+        }
+        if addr.parse::<Ipv4Addr>().is_err() {
+            report.ignored.push(format!(
+                "virtual {vname}: {addr} is not IPv4 (sipvip is IPv4-only)"
+            ));
+            continue;
+        }
+        let Some(pool) = n.value("pool").map(name) else {
+            report.ignored.push(format!("virtual {vname}: no pool"));
+            continue;
+        };
+        let proto = n.value("ip-protocol").unwrap_or("tcp").to_string();
+        if proto != "udp" && proto != "tcp" {
+            report
+                .ignored
+                .push(format!("virtual {vname}: ip-protocol {proto}"));
+            continue;
+        }
+        if n.value("translate-address") == Some("disabled") {
+            report.approximated.push(format!("virtual {vname}: translate-address disabled; sipvip always translates to the member"));
+        }
+        if n.value("snatpool").is_some()
+            || n.child("source-address-translation")
+                .is_some_and(|s| s.value("type") == Some("snat"))
+        {
+            report.ignored.push(format!(
+                "virtual {vname}: SNAT on the virtual itself (the seed forbids it for SIP)"
+            ));
+        }
+        if external.is_none() {
+            external = vlans.first().cloned();
+        }
+        let member_port = get("pool", &pool)
+            .and_then(|p| p.child("members"))
+            .and_then(|m| m.children().first())
+            .and_then(|m| m.words.first())
+            .and_then(|w| w.rsplit_once(':').or_else(|| w.rsplit_once('.')))
+            .and_then(|(_, p)| port_of(p))
+            .filter(|p| *p != port && *p != 0 && n.value("translate-port") != Some("disabled"));
+        vips.entry(addr).or_default().push(Svc {
+            proto,
+            port,
+            member_port,
+            enabled: !n.flag("disabled"),
+            pool,
+            virt: vname.clone(),
+        });
+    }
+    if vips.is_empty() {
+        return Err(ImportError::Empty(
+            "no host virtual server with a pool".into(),
+        ));
+    }
+
+    // Output.
+    let mut out = String::from("# Imported from a bigip.conf by `sipvip import-bigip`. Interface names are the BIG-IP\n# VLAN names: rename them to the gateway's Linux interfaces.\n\n");
+    let ext = external.unwrap_or_else(|| "ext0".into());
+    if internal.is_empty() {
+        internal.push("int0".into());
+        report
+            .approximated
+            .push("no outbound forwarding virtual: internal interface int0 assumed".into());
+    }
+    let _ = writeln!(
+        out,
+        "[interfaces]\nexternal = {}\ninternal = [{}]\n",
+        toml_str(&ext),
+        internal
+            .iter()
+            .map(|i| toml_str(i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Monitors used by the pools and nodes.
+    let mut monitors: BTreeMap<String, Monitor> = BTreeMap::new();
+    let use_monitor = |m: &str,
+                       report: &mut Report,
+                       monitors: &mut BTreeMap<String, Monitor>|
+     -> Option<String> {
+        let mname = name(m);
+        if monitors.contains_key(&mname) {
+            return Some(mname);
+        }
+        let defined = objects
+            .iter()
+            .find(|((k, n), _)| k.starts_with("monitor ") && *n == mname);
+        let mon = match defined {
+            Some(((k, _), node)) => {
+                let kind = k.trim_start_matches("monitor ").to_string();
+                let m = monitor(&kind, Some(node), &mname, report);
+                if m.is_some() {
+                    report
+                        .translated
+                        .push(format!("monitor {kind} {mname} -> [[monitor]] {mname}"));
+                }
+                m
+            }
+            None => {
+                let kind = match mname.as_str() {
+                    "icmp" | "gateway_icmp" => "icmp",
+                    "sip" => "sip",
+                    "tcp" | "tcp_half_open" => "tcp",
+                    other => {
+                        report
+                            .ignored
+                            .push(format!("monitor {other}: not defined in the file"));
+                        return None;
+                    }
+                };
+                report.approximated.push(format!("monitor {mname}: BIG-IP built-in, imported with its defaults (interval 5 s, timeout 16 s)"));
+                monitor(kind, None, &mname, report)
+            }
+        }?;
+        monitors.insert(mname.clone(), mon);
+        Some(mname)
+    };
+
+    let mut vip_text = String::new();
+    let mut passthrough_note = false;
+    for (i, (addr, svcs)) in vips.iter().enumerate() {
+        let pools: BTreeSet<&str> = svcs.iter().map(|s| s.pool.as_str()).collect();
+        // vsVipUdpHa01 + vsVipTcpHa01 + vsVipTlsHa01 -> vsVipHa01.
+        let vname = svcs
+            .iter()
+            .map(|s| {
+                s.virt
+                    .replace("Udp", "")
+                    .replace("Tcp", "")
+                    .replace("Tls", "")
+            })
+            .next()
+            .unwrap_or_else(|| format!("vip{i}"));
+        let _ = writeln!(
+            vip_text,
+            "[[vip]]\nname = {}\naddress = \"{addr}\"",
+            toml_str(&vname)
+        );
+        // Pool monitors (all pools of the VIP share members in the seed).
+        let mut pool_monitors: Vec<String> = Vec::new();
+        let mut members: BTreeMap<String, (String, i32, Vec<String>)> = BTreeMap::new();
+        for pname in &pools {
+            let Some(p) = get("pool", pname) else {
+                report.ignored.push(format!("pool {pname}: not defined"));
+                continue;
+            };
+            // A pool that serves only disabled virtuals (TLS-only mode) imposes no monitor.
+            let serves_enabled = svcs.iter().any(|s| s.pool == *pname && s.enabled);
+            if !serves_enabled {
+                report.approximated.push(format!(
+                    "pool {pname}: serves only disabled virtuals; its monitors are not required"
+                ));
+            }
+            if let Some(mon) = p.child("monitor").filter(|_| serves_enabled) {
+                let mut words: Vec<String> = mon.words[1..].to_vec();
+                for c in mon.children() {
+                    words.extend(c.words.clone());
+                }
+                if words.first().map(String::as_str) == Some("min") {
+                    report.approximated.push(format!(
+                        "pool {pname}: monitor `min {} of` treated as all of them",
+                        words.get(1).map(String::as_str).unwrap_or("?")
+                    ));
+                    words.drain(..3.min(words.len()));
+                }
+                for w in words.iter().filter(|w| *w != "and") {
+                    if let Some(m) = use_monitor(w, &mut report, &mut monitors) {
+                        if !pool_monitors.contains(&m) {
+                            pool_monitors.push(m);
+                        }
+                    }
+                }
+            }
+            match p.value("service-down-action") {
+                Some("reselect") => report.translated.push(format!(
+                    "pool {pname}: service-down-action reselect (what sipvip does on failover)"
+                )),
+                Some(other) => report.approximated.push(format!(
+                    "pool {pname}: service-down-action {other}; sipvip reselects"
+                )),
+                None => {}
+            }
+            if let Some(m) = p.value("min-active-members") {
+                report.approximated.push(format!("pool {pname}: min-active-members {m}; sipvip has one active member per VIP, chosen by priority"));
+            }
+            for m in p.child("members").map(|m| m.children()).unwrap_or_default() {
+                let Some(mw) = m.words.first() else { continue };
+                let node_name = mw
+                    .rsplit_once(':')
+                    .or_else(|| mw.rsplit_once('.'))
+                    .map(|(n, _)| name(n))
+                    .unwrap_or_else(|| name(mw));
+                let node = get("node", &node_name);
+                let address = m
+                    .value("address")
+                    .or_else(|| node.and_then(|n| n.value("address")))
+                    .map(|a| strip_rd(a, &format!("node {node_name}"), &mut report))
+                    .or_else(|| node_name.parse::<Ipv4Addr>().ok().map(|a| a.to_string()));
+                let Some(address) = address else {
+                    report
+                        .ignored
+                        .push(format!("pool {pname}: member {mw} has no address"));
+                    continue;
+                };
+                let prio = m
+                    .value("priority-group")
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0);
+                let mut node_mons = Vec::new();
+                if let Some(nm) = node.and_then(|n| n.child("monitor")) {
+                    for w in nm.words[1..].iter().filter(|w| *w != "and") {
+                        if let Some(mm) = use_monitor(w, &mut report, &mut monitors) {
+                            node_mons.push(mm);
+                        }
+                    }
+                }
+                let e = members
+                    .entry(node_name.clone())
+                    .or_insert((address, prio, Vec::new()));
+                e.1 = e.1.max(prio);
+                for nm in node_mons {
+                    if !e.2.contains(&nm) {
+                        e.2.push(nm);
+                    }
+                }
+                if node.is_some() {
+                    report
+                        .translated
+                        .push(format!("node {node_name} -> member of VIP {addr}"));
+                }
+            }
+            report
+                .translated
+                .push(format!("pool {pname} -> members of VIP {addr}"));
+        }
+        let _ = writeln!(
+            vip_text,
+            "monitors = [{}]\nwhen_all_down = \"keep-last\"\n",
+            pool_monitors
+                .iter()
+                .map(|m| toml_str(m))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for s in svcs {
+            let _ = write!(
+                vip_text,
+                "[[vip.service]]\nprotocol = \"{}\"\nport = {}\n",
+                s.proto, s.port
+            );
+            if let Some(mp) = s.member_port {
+                let _ = writeln!(vip_text, "member_port = {mp}");
+            }
+            let _ = writeln!(vip_text, "enabled = {}\n", s.enabled);
+            report.translated.push(format!(
+                "virtual {} -> VIP {addr} service {}/{}{}",
+                s.virt,
+                s.proto,
+                s.port,
+                if s.enabled { "" } else { " (disabled)" }
+            ));
+        }
+        // Priorities: BIG-IP priority groups when set; else the first member is preferred,
+        // as the seed's primary is listed first.
+        let any_prio = members.values().any(|m| m.1 != 0);
+        let mut ordered: Vec<_> = members.iter().collect();
+        ordered.sort_by_key(|(n, _)| {
+            // Keep the pool's member order where possible: "Primary" before "Backup".
+            (n.to_ascii_lowercase().contains("backup"), (*n).clone())
+        });
+        for (k, (mname, (address, prio, node_mons))) in ordered.iter().enumerate() {
+            let priority = if any_prio { *prio } else { 10 - k as i32 * 5 };
+            let _ = write!(
+                vip_text,
+                "[[vip.member]]\nname = {}\naddress = \"{address}\"\npriority = {priority}\n",
+                toml_str(mname)
+            );
+            if !node_mons.is_empty() {
+                let mut all = pool_monitors.clone();
+                for m in node_mons {
+                    if !all.contains(m) {
+                        all.push(m.clone());
+                    }
+                }
+                let _ = writeln!(
+                    vip_text,
+                    "monitors = [{}]",
+                    all.iter()
+                        .map(|m| toml_str(m))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            vip_text.push('\n');
+        }
+        if !any_prio && members.len() > 1 {
+            report.approximated.push(format!("VIP {addr}: no priority groups; the primary (listed first, not named backup) is preferred"));
+        }
+        // SNAT pool and sources must be this VIP and its members.
+        if !snat_pool_addrs.is_empty() && !snat_pool_addrs.iter().any(|a| a == addr) {
+            report.approximated.push(format!("SNAT pool addresses {snat_pool_addrs:?} differ from VIP {addr}; sipvip SNATs members to their VIP"));
+        }
+        for s in &snat_sources {
+            let a = s.trim_end_matches("/32");
+            if !members.values().any(|m| m.0 == a) {
+                report.approximated.push(format!(
+                    "SNAT source {s} is not a member of VIP {addr}; sipvip SNATs members only"
+                ));
+            }
+        }
+        passthrough_note = true;
+    }
+    for m in monitors.values() {
+        out.push_str(&m.toml);
+        out.push('\n');
+    }
+    out.push_str(&vip_text);
+    let _ = writeln!(
+        out,
+        "[snat]\nenabled = {}\nexclusions = [{}]\n",
+        snat_rule_name.is_some(),
+        exclusions
+            .iter()
+            .map(|e| toml_str(e.trim_end_matches("/32")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if snat_rule_name.is_none() {
+        report
+            .approximated
+            .push("no SNAT iRule: [snat] enabled = false".into());
+    }
+    if passthrough_note {
+        let _ = writeln!(out, "# T-Server listening ports go here: replies from them are never SNATed.\n[passthrough]\nports = []");
+    }
+    for list in [
+        &mut report.translated,
+        &mut report.approximated,
+        &mut report.ignored,
+    ] {
+        let mut seen = BTreeSet::new();
+        list.retain(|x| seen.insert(x.clone()));
+    }
+    Ok(Import { toml: out, report })
+}
