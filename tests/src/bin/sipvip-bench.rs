@@ -222,6 +222,13 @@ fn outbound(net: &BenchNet, size: usize, sport: u16) -> GenCfg {
 fn main() -> Result<()> {
     let o = opts();
     let started = Instant::now();
+    if std::path::Path::new("/proc/net/pktgen").exists() {
+        println!(
+            "note: kernel pktgen is present, but this bench drives only its live-frames generator"
+        );
+    } else {
+        println!("generator: BPF_PROG_TEST_RUN live frames (no kernel pktgen on this machine)");
+    }
     let net = BenchNet::new()?;
     let mut ext = Host::new(&net.ext, "e0")?;
     let mut int = Host::new(&net.int, "i0")?;
