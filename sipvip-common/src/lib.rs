@@ -309,6 +309,42 @@ pub const REASON_SLOTS: u32 = 48;
 /// The version of every layout in this crate; the map names carry it as `_V1`.
 pub const LAYOUT_VERSION: u32 = 1;
 
+/// Layouts of the benchmark-only programs (sipvip-ebpf/src/bench.rs).
+pub mod bench {
+    /// The generator's template (addresses and ports in network order, as in the frame).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct GenCfg {
+        pub dmac: [u8; 6],
+        pub smac: [u8; 6],
+        pub src_be: u32,
+        pub dst_be: u32,
+        /// Host order: how many consecutive source addresses, destination addresses and
+        /// source ports to cycle through.
+        pub n_src: u32,
+        pub n_dst: u32,
+        pub n_ports: u32,
+        pub sport_base: u16,
+        pub dport_be: u16,
+        /// The frame's IP total length (host order).
+        pub ip_len: u16,
+        /// Flags and fragment offset as in the IP header (network order); 0 means DF.
+        pub frag_be: u16,
+    }
+
+    /// The floor's rewrite.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct FloorCfg {
+        pub dmac: [u8; 6],
+        pub smac: [u8; 6],
+        pub dst_be: u32,
+    }
+
+    const _: () = assert!(core::mem::size_of::<GenCfg>() == 40);
+    const _: () = assert!(core::mem::size_of::<FloorCfg>() == 16);
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -323,6 +359,8 @@ mod pod {
     unsafe impl aya::Pod for FragValue {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for VipCounters {}
+    unsafe impl aya::Pod for bench::GenCfg {}
+    unsafe impl aya::Pod for bench::FloorCfg {}
 }
 
 // Layout guards: the kernel and user space compile these same assertions.

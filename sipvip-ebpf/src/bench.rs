@@ -11,42 +11,14 @@
 #![no_std]
 #![no_main]
 
+use sipvip_common::bench::{FloorCfg, GenCfg};
+
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
     maps::{Array, DevMap, PerCpuArray},
     programs::XdpContext,
 };
-
-/// The generator's template (addresses and ports in network order, as in the frame).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct GenCfg {
-    pub dmac: [u8; 6],
-    pub smac: [u8; 6],
-    pub src_be: u32,
-    pub dst_be: u32,
-    /// Host order: how many consecutive source addresses, destination addresses and source
-    /// ports to cycle through.
-    pub n_src: u32,
-    pub n_dst: u32,
-    pub n_ports: u32,
-    pub sport_base: u16,
-    pub dport_be: u16,
-    /// The frame's IP total length (host order).
-    pub ip_len: u16,
-    /// Flags and fragment offset as in the IP header (network order); 0 means DF.
-    pub frag_be: u16,
-}
-
-/// The floor's rewrite.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct FloorCfg {
-    pub dmac: [u8; 6],
-    pub smac: [u8; 6],
-    pub dst_be: u32,
-}
 
 #[map(name = "BENCH_GEN")]
 static GEN: Array<GenCfg> = Array::with_max_entries(1, 0);

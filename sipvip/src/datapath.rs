@@ -288,6 +288,14 @@ pub struct Datapath {
     logger: Option<DebugLogger>,
 }
 
+/// A program of a loaded object, as XDP.
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -342,11 +350,7 @@ impl Datapath {
             program_names::INTERNAL,
             program_names::PASS,
         ] {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| DatapathError::Program { name, source })?;
+            let prog = xdp_mut(&mut ebpf, name)?;
             prog.load()
                 .map_err(|source| DatapathError::Program { name, source })?;
             if let Some(dir) = pin_dir {
@@ -526,14 +530,7 @@ impl Datapath {
         let prog_path = dir.join(format!("prog_{program}"));
         let mut pinned;
         let prog: &mut Xdp = match self.ebpf.as_mut() {
-            Some(ebpf) => ebpf
-                .program_mut(program)
-                .ok_or(DatapathError::MissingProgram(program))?
-                .try_into()
-                .map_err(|source| DatapathError::Program {
-                    name: program,
-                    source,
-                })?,
+            Some(ebpf) => xdp_mut(ebpf, program)?,
             None => {
                 pinned = Xdp::from_pin(&prog_path, aya_obj::programs::XdpAttachType::Interface)
                     .map_err(|source| DatapathError::Program {
@@ -616,18 +613,12 @@ impl Datapath {
 
     /// Attaches a program to an interface.
     pub fn attach(&mut self, program: &'static str, ifname: &str, mode: XdpMode) -> Result<()> {
-        let prog: &mut Xdp = self
+        let ebpf = self
             .ebpf
             .as_mut()
-            .ok_or(DatapathError::MissingProgram(program))?
-            .program_mut(program)
-            .ok_or(DatapathError::MissingProgram(program))?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: program,
-                source,
-            })?;
-        prog.attach(ifname, mode)
+            .ok_or(DatapathError::MissingProgram(program))?;
+        xdp_mut(ebpf, program)?
+            .attach(ifname, mode)
             .map_err(|source| DatapathError::Program {
                 name: program,
                 source,

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use aya::{
     maps::{Array, DevMap, MapData, PerCpuArray},
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
-    Ebpf, Pod,
+    Ebpf,
 };
 
 use crate::netns::{sh, Netns};
@@ -29,35 +29,7 @@ pub const PHONES_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 64, 0);
 pub const FAR_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 0);
 pub const FLOWS: u32 = 4096;
 
-/// `GenCfg` of sipvip-ebpf/src/bench.rs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct GenCfg {
-    pub dmac: [u8; 6],
-    pub smac: [u8; 6],
-    pub src_be: u32,
-    pub dst_be: u32,
-    pub n_src: u32,
-    pub n_dst: u32,
-    pub n_ports: u32,
-    pub sport_base: u16,
-    pub dport_be: u16,
-    pub ip_len: u16,
-    pub frag_be: u16,
-}
-// SAFETY: repr(C), Copy, no padding holes (explicit fields), every bit pattern valid.
-unsafe impl Pod for GenCfg {}
-
-/// `FloorCfg` of sipvip-ebpf/src/bench.rs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct FloorCfg {
-    pub dmac: [u8; 6],
-    pub smac: [u8; 6],
-    pub dst_be: u32,
-}
-// SAFETY: as above.
-unsafe impl Pod for FloorCfg {}
+pub use sipvip_common::bench::{FloorCfg, GenCfg};
 
 pub fn be32(a: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(a.octets())
@@ -251,20 +223,6 @@ pub fn cpu_busy() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks / hz
-}
-
-/// Softirq time alone (where XDP on veth runs), in seconds over all CPUs.
-pub fn cpu_softirq() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat.lines().next().unwrap_or("");
-    let f: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    f.get(6).copied().unwrap_or(0.0) / hz
 }
 
 /// The kernel's run-time statistics of a loaded program: (run count, total ns).

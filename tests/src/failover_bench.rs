@@ -130,19 +130,6 @@ fn flips_to(lab: &Lab, to: &str) -> Vec<f64> {
         .collect()
 }
 
-fn member_up(lab: &Lab, name: &str) -> bool {
-    lab.status()
-        .ok()
-        .and_then(|s| {
-            s["vips"][0]["members"]
-                .as_array()?
-                .iter()
-                .find(|m| m["name"] == name)
-                .map(|m| m["up"] == true)
-        })
-        .unwrap_or(false)
-}
-
 fn dist(mut v: Vec<f64>) -> Value {
     if v.is_empty() {
         return json!(null);
@@ -199,7 +186,7 @@ pub fn run_all(n: usize) -> Result<Value> {
                 } else {
                     lab.primary.exec("ip link set p0 up")?;
                 }
-                lab.wait_for(Duration::from_secs(15), || member_up(&lab, "primary"));
+                lab.wait_for(Duration::from_secs(15), || lab.member_up("primary"));
                 let _ = lab.sipvip(&["failover", "vsVipHa01", "--to", "primary"])?;
                 lab.wait_for(Duration::from_secs(5), || {
                     lab.active().ok().flatten().as_deref() == Some("primary")

@@ -375,6 +375,20 @@ pin_dir = "{pins}"
         Ok(serde_json::from_slice(&o.stdout)?)
     }
 
+    /// Whether the daemon sees the member `name` (of the first VIP) up.
+    pub fn member_up(&self, name: &str) -> bool {
+        self.status()
+            .ok()
+            .and_then(|s| {
+                s["vips"][0]["members"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["name"] == name)
+                    .map(|m| m["up"] == true)
+            })
+            .unwrap_or(false)
+    }
+
     /// The VIP's active member name per the daemon.
     pub fn active(&self) -> Result<Option<String>> {
         Ok(self.status()?["vips"][0]["active"]

@@ -97,19 +97,6 @@ fn count_garps(ns: &Netns, window: Duration) -> std::thread::JoinHandle<usize> {
     })
 }
 
-fn member_up(lab: &Lab, name: &str) -> bool {
-    lab.status()
-        .ok()
-        .and_then(|s| {
-            s["vips"][0]["members"]
-                .as_array()?
-                .iter()
-                .find(|m| m["name"] == name)
-                .map(|m| m["up"] == true)
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn failover_on_process_death_and_on_a_cut_link() {
     let mut lab = Lab::new("fo").expect("lab");
@@ -173,7 +160,7 @@ fn failover_on_process_death_and_on_a_cut_link() {
     }
     std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
     assert!(
-        !member_up(&lab, "backup"),
+        !lab.member_up("backup"),
         "a forged reply marked the backup up"
     );
 
@@ -185,7 +172,7 @@ fn failover_on_process_death_and_on_a_cut_link() {
     lab.stop("sipp-primary", libc::SIGKILL).unwrap();
     scenario::start_sip_server(&mut lab, "backup").unwrap();
     let down = lab
-        .wait_for(Duration::from_secs(3), || !member_up(&lab, "primary"))
+        .wait_for(Duration::from_secs(3), || !lab.member_up("primary"))
         .expect("primary marked down");
     let flipped = lab
         .wait_for(Duration::from_secs(3), || {
@@ -228,7 +215,7 @@ fn failover_on_process_death_and_on_a_cut_link() {
     // The old primary comes back: no flap-back.
     scenario::start_sip_server(&mut lab, "primary").unwrap();
     assert!(lab
-        .wait_for(Duration::from_secs(3), || member_up(&lab, "primary"))
+        .wait_for(Duration::from_secs(3), || lab.member_up("primary"))
         .is_some());
     std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
     assert_eq!(
@@ -358,7 +345,7 @@ fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
         .status
         .success());
     assert!(lab
-        .wait_for(Duration::from_secs(3), || member_up(&lab, "primary"))
+        .wait_for(Duration::from_secs(3), || lab.member_up("primary"))
         .is_some());
     assert_eq!(lab.active().unwrap().as_deref(), Some("backup"));
     let out = lab

@@ -228,6 +228,28 @@ fn cargo_test(root: &Path, extra: &[String]) -> Result<(u64, u64)> {
     Ok((passed, failed))
 }
 
+/// Sets up, builds a binary of sipvip-tests in release mode and runs it as root.
+fn release_bin(bin: &str, args: &[String]) -> Result<()> {
+    setup()?;
+    let root = root();
+    run(cargo(&root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "sipvip-tests",
+        "--bin",
+        bin,
+    ]))?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("{bin} creates network namespaces and loads eBPF programs: run it as root");
+    }
+    run(Command::new(root.join("target/release").join(bin))
+        .args(args)
+        .current_dir(&root))
+}
+
 extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
@@ -241,47 +263,13 @@ fn main() -> Result<()> {
             run(cargo(&root()).args(["build", "--release", "--locked", "-p", "sipvip"]))
         }
         Task::Test { args } => test(&args),
-        Task::Lab { args } => {
-            setup()?;
-            let root = root();
-            run(cargo(&root).args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "sipvip-tests",
-                "--bin",
-                "sipvip-lab",
-            ]))?;
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc_geteuid() } != 0 {
-                bail!("the lab creates network namespaces and loads eBPF programs: run it as root");
-            }
-            run(Command::new(root.join("target/release/sipvip-lab"))
-                .args(&args)
-                .current_dir(&root))
-        }
+        Task::Lab { args } => release_bin("sipvip-lab", &args),
         Task::Bench { args } => {
-            setup()?;
+            release_bin("sipvip-bench", &args)?;
             let root = root();
-            run(cargo(&root).args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "sipvip-tests",
-                "--bin",
-                "sipvip-bench",
-            ]))?;
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc_geteuid() } != 0 {
-                bail!(
-                    "the bench creates network namespaces and loads eBPF programs: run it as root"
-                );
+            if args.iter().any(|a| a == "--only") {
+                return Ok(()); // a profiling run writes no results
             }
-            run(Command::new(root.join("target/release/sipvip-bench"))
-                .args(&args)
-                .current_dir(&root))?;
             // The chart needs matplotlib (PyPI); install it once.
             if output(Command::new("python3").args(["-c", "import matplotlib"])).is_none() {
                 run(Command::new("python3").args(["-m", "pip", "install", "-q", "matplotlib"]))?;
