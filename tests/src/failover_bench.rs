@@ -152,9 +152,7 @@ pub fn run_all(n: usize) -> Result<Value> {
         let cfg = lab.write_config(&lab.config(interval, timeout, ""))?;
         lab.start_daemon(&cfg)?;
         if lab
-            .wait_for(Duration::from_secs(10), || {
-                lab.active().ok().flatten().as_deref() == Some("primary")
-            })
+            .wait_active("primary", Duration::from_secs(10))
             .is_none()
         {
             bail!("the primary never became active");
@@ -188,9 +186,7 @@ pub fn run_all(n: usize) -> Result<Value> {
                 }
                 lab.wait_for(Duration::from_secs(15), || lab.member_up("primary"));
                 let _ = lab.sipvip(&["failover", "vsVipHa01", "--to", "primary"])?;
-                lab.wait_for(Duration::from_secs(5), || {
-                    lab.active().ok().flatten().as_deref() == Some("primary")
-                });
+                lab.wait_active("primary", Duration::from_secs(5));
                 std::thread::sleep(Duration::from_millis(200));
             }
             println!(

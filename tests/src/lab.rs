@@ -396,6 +396,13 @@ pin_dir = "{pins}"
             .map(str::to_string))
     }
 
+    /// Waits until the daemon reports `who` as the VIP's active member; returns how long it took.
+    pub fn wait_active(&self, who: &str, limit: Duration) -> Option<Duration> {
+        self.wait_for(limit, || {
+            self.active().ok().flatten().as_deref() == Some(who)
+        })
+    }
+
     /// Waits until `f` holds, polling every 10 ms, for at most `limit`; returns how long it took.
     pub fn wait_for(&self, limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
         let t = Instant::now();

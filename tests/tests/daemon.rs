@@ -107,9 +107,7 @@ fn failover_on_process_death_and_on_a_cut_link() {
         .write_config(&lab.config(&format!("{INTERVAL_MS}ms"), &format!("{TIMEOUT_MS}ms"), ""))
         .unwrap();
     lab.start_daemon(&cfg).unwrap();
-    let took = lab.wait_for(Duration::from_secs(5), || {
-        lab.active().ok().flatten().as_deref() == Some("primary")
-    });
+    let took = lab.wait_active("primary", Duration::from_secs(5));
     assert!(
         took.is_some(),
         "primary never became active:\n{}",
@@ -175,9 +173,7 @@ fn failover_on_process_death_and_on_a_cut_link() {
         .wait_for(Duration::from_secs(3), || !lab.member_up("primary"))
         .expect("primary marked down");
     let flipped = lab
-        .wait_for(Duration::from_secs(3), || {
-            lab.active().ok().flatten().as_deref() == Some("backup")
-        })
+        .wait_active("backup", Duration::from_secs(3))
         .expect("flip to the backup");
     let flip_time = killed.elapsed().min(flipped + down);
     eprintln!(
@@ -228,9 +224,7 @@ fn failover_on_process_death_and_on_a_cut_link() {
     let cut = Instant::now();
     lab.backup.exec("ip link set b0 down").unwrap();
     let flipped = lab
-        .wait_for(Duration::from_secs(5), || {
-            lab.active().ok().flatten().as_deref() == Some("primary")
-        })
+        .wait_active("primary", Duration::from_secs(5))
         .expect("flip back to the primary after the cut");
     eprintln!(
         "link cut: flip after {:.0} ms (timeout {TIMEOUT_MS} ms)",
@@ -469,9 +463,7 @@ fn tcp_and_icmp_monitors() {
     let t = Instant::now();
     drop(tls_primary);
     let flipped = lab
-        .wait_for(Duration::from_secs(3), || {
-            lab.active().ok().flatten().as_deref() == Some("backup")
-        })
+        .wait_active("backup", Duration::from_secs(3))
         .expect("flip on RST");
     eprintln!(
         "TCP RST: flip after {:.0} ms (interval {INTERVAL_MS} ms)",

@@ -31,10 +31,8 @@ fn active(lab: &Lab) -> Option<String> {
 }
 
 fn wait_active(lab: &Lab, who: &str) -> Duration {
-    lab.wait_for(Duration::from_secs(8), || {
-        active(lab).as_deref() == Some(who)
-    })
-    .unwrap_or_else(|| panic!("{who} never became active:\n{}", lab.daemon_log(0)))
+    lab.wait_active(who, Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("{who} never became active:\n{}", lab.daemon_log(0)))
 }
 
 #[test]

@@ -110,9 +110,7 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     };
     let cfg = lab.write_config(&lab.config(interval, timeout, ""))?;
     lab.start_daemon(&cfg)?;
-    let up = lab.wait_for(Duration::from_secs(10), || {
-        lab.active().ok().flatten().as_deref() == Some("primary")
-    });
+    let up = lab.wait_active("primary", Duration::from_secs(10));
     if up.is_none() {
         bail!(
             "the primary never became active; daemon log:\n{}",
@@ -183,9 +181,7 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     let killed = Instant::now();
     lab.stop("sipp-primary", libc::SIGKILL)?;
     scenario::start_sip_server(lab, "backup")?;
-    let flipped = lab.wait_for(Duration::from_secs(10), || {
-        lab.active().ok().flatten().as_deref() == Some("backup")
-    });
+    let flipped = lab.wait_active("backup", Duration::from_secs(10));
     let failover = flipped.map(|_| killed.elapsed());
     let flip_epoch = epoch();
     match failover {
