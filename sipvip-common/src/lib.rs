@@ -306,9 +306,6 @@ reasons! {
 /// Size of `SV_REASONS_V1`.
 pub const REASON_SLOTS: u32 = 48;
 
-/// The version of every layout in this crate; the map names carry it as `_V1`.
-pub const LAYOUT_VERSION: u32 = 1;
-
 /// Layouts of the benchmark-only programs (sipvip-ebpf/src/bench.rs).
 pub mod bench {
     /// The generator's template (addresses and ports in network order, as in the frame).

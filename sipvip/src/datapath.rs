@@ -66,6 +66,8 @@ pub enum DatapathError {
     UnknownMember { vip: Ipv4Addr, member: Ipv4Addr },
     #[error("VIP {vip}: {what}")]
     Invalid { vip: Ipv4Addr, what: String },
+    #[error("egress interface {ifindex}: {what}")]
+    Egress { ifindex: u32, what: String },
     #[error("the datapath pinned in {dir} does not match this build: {what}; run `sipvip down` first, or start with --replace")]
     Layout { dir: PathBuf, what: String },
     #[error("bpffs at {path}: {what}")]
@@ -147,10 +149,6 @@ impl Default for MapSizes {
 /// Network-order `u32` as the datapath stores addresses.
 pub fn be32(a: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(a.octets())
-}
-
-pub fn from_be32(v: u32) -> Ipv4Addr {
-    Ipv4Addr::from(v.to_ne_bytes())
 }
 
 /// Network-order `u16` as the datapath stores ports.
@@ -630,9 +628,9 @@ impl Datapath {
     pub fn add_egress(&mut self, ifindex: u32) -> Result<()> {
         self.devmap
             .insert(ifindex, ifindex, None, 0)
-            .map_err(|e| DatapathError::Invalid {
-                vip: Ipv4Addr::UNSPECIFIED,
-                what: format!("devmap ifindex {ifindex}: {e}"),
+            .map_err(|e| DatapathError::Egress {
+                ifindex,
+                what: e.to_string(),
             })
     }
 

@@ -80,18 +80,6 @@ impl Netns {
         ))
     }
 
-    /// Starts a process inside the namespace; it is killed when the namespace is dropped.
-    pub fn spawn(&self, args: &[&str]) -> Result<std::process::Child> {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawn {args:?} in {}", self.name))
-    }
-
     pub fn ifindex(&self, ifname: &str) -> Result<u32> {
         let out = self.exec(&format!("cat /sys/class/net/{ifname}/ifindex"))?;
         Ok(out.trim().parse()?)

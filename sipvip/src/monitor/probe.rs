@@ -86,6 +86,13 @@ pub async fn run(
     }
 }
 
+/// A probe every `every`; a late tick delays the next ones rather than bursting.
+fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(every);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
 async fn report(tx: &mpsc::Sender<Event>, key: MonitorKey, obs: Observation) -> bool {
     tx.send(Event::Observe(key, obs)).await.is_ok()
 }
@@ -208,8 +215,7 @@ async fn sip_udp(
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
     sock.connect(target).await?;
     let local = sock.local_addr()?;
-    let mut tick = tokio::time::interval(spec.interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tick = ticker(spec.interval);
     let mut out: VecDeque<Outstanding> = VecDeque::new();
     let mut cseq: u32 = 1;
     let mut buf = vec![0u8; 65536];
@@ -294,8 +300,7 @@ async fn sip_tcp(
         unreachable!()
     };
     let target = SocketAddr::from((spec.target, port));
-    let mut tick = tokio::time::interval(spec.interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tick = ticker(spec.interval);
     let mut conn: Option<(TcpStream, Vec<u8>)> = None;
     let mut cseq: u32 = 1;
     loop {
@@ -353,8 +358,7 @@ async fn sip_tcp(
 
 async fn tcp_connect(spec: &ProbeSpec, port: u16, tx: &mpsc::Sender<Event>) -> io::Result<()> {
     let target = SocketAddr::from((spec.target, port));
-    let mut tick = tokio::time::interval(spec.interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tick = ticker(spec.interval);
     loop {
         tick.tick().await;
         let t = Instant::now();
