@@ -338,6 +338,18 @@ pub mod bench {
         pub dst_be: u32,
     }
 
+    /// How many leading bytes of a frame the cost harness restores before every run: enough
+    /// for Ethernet, an IPv4 header with up to 8 bytes of options and a TCP/UDP header.
+    pub const TEMPLATE_BYTES: usize = 64;
+
+    /// The frame headers the cost harness writes back before every run (BPF_PROG_TEST_RUN
+    /// with a repeat count runs the program again on its own rewritten output).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct Template {
+        pub bytes: [u8; TEMPLATE_BYTES],
+    }
+
     const _: () = assert!(core::mem::size_of::<GenCfg>() == 40);
     const _: () = assert!(core::mem::size_of::<FloorCfg>() == 16);
 }
@@ -358,6 +370,7 @@ mod pod {
     unsafe impl aya::Pod for VipCounters {}
     unsafe impl aya::Pod for bench::GenCfg {}
     unsafe impl aya::Pod for bench::FloorCfg {}
+    unsafe impl aya::Pod for bench::Template {}
 }
 
 // Layout guards: the kernel and user space compile these same assertions.

@@ -8,15 +8,18 @@
 //! - `bench_floor`: the floor: rewrites the destination address and MACs and redirects,
 //!   nothing else.
 //! - `bench_empty`: returns XDP_PASS, the per-packet cost baseline.
+//! - `bench_reset`: the per-packet cost harness for BPF_PROG_TEST_RUN with a repeat count:
+//!   writes the headers of `BENCH_TMPL` back into the frame (each run would otherwise see the
+//!   previous run's rewrite), then tail-calls the program under test in `BENCH_PROGS[0]`.
 #![no_std]
 #![no_main]
 
-use sipvip_common::bench::{FloorCfg, GenCfg};
+use sipvip_common::bench::{FloorCfg, GenCfg, Template, TEMPLATE_BYTES};
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 
@@ -28,6 +31,10 @@ static FLOOR: Array<FloorCfg> = Array::with_max_entries(1, 0);
 static DEV: DevMap = DevMap::with_max_entries(1, 0);
 #[map(name = "BENCH_SEQ")]
 static SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "BENCH_TMPL")]
+static TMPL: Array<Template> = Array::with_max_entries(1, 0);
+#[map(name = "BENCH_PROGS")]
+static PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map(name = "BENCH_COUNT")]
 static COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -147,6 +154,28 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
         core::ptr::copy_nonoverlapping(cfg.smac.as_ptr(), p.add(6), 6);
     }
     DEV.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+#[xdp]
+pub fn bench_reset(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + TEMPLATE_BYTES > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(t) = TMPL.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let src = t.bytes.as_ptr() as *const u64;
+    let dst = start as *mut u64;
+    let mut i = 0;
+    while i < TEMPLATE_BYTES / 8 {
+        // SAFETY: TEMPLATE_BYTES are inside the frame (checked above) and inside the value.
+        unsafe { dst.add(i).write_unaligned(src.add(i).read_unaligned()) };
+        i += 1;
+    }
+    // SAFETY: the context is this program's own.
+    unsafe { PROGS.tail_call(&ctx, 0) };
+    xdp_action::XDP_ABORTED
 }
 
 #[xdp]

@@ -12,8 +12,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{Array, DevMap, MapData, PerCpuArray},
-    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    maps::{Array, DevMap, MapData, PerCpuArray, ProgramArray},
+    programs::{ProgramFd, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
     Ebpf,
 };
 
@@ -29,7 +29,7 @@ pub const PHONES_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 64, 0);
 pub const FAR_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 0);
 pub const FLOWS: u32 = 4096;
 
-pub use sipvip_common::bench::{FloorCfg, GenCfg};
+pub use sipvip_common::bench::{FloorCfg, GenCfg, Template, TEMPLATE_BYTES};
 
 pub fn be32(a: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(a.octets())
@@ -244,5 +244,94 @@ impl BpfStats {
 impl Drop for BpfStats {
     fn drop(&mut self) {
         let _ = sh("sysctl -qw kernel.bpf_stats_enabled=0");
+    }
+}
+
+/// Per-packet cost with BPF_PROG_TEST_RUN and a repeat count: `bench_reset` restores the
+/// frame's headers from a template and tail-calls the program under test, so every one of the
+/// repeated runs takes the same path on the same input. Runs in the caller's network
+/// namespace, which must hold the ingress device given to [`CostHarness::cost`].
+pub struct CostHarness {
+    pub ebpf: Ebpf,
+}
+
+/// One cost measurement: nanoseconds per run, as the kernel timed them.
+#[derive(Clone, Copy, Debug)]
+pub struct Cost {
+    /// The median of the rounds.
+    pub ns: f64,
+    pub min_ns: f64,
+    pub max_ns: f64,
+    pub runs: u64,
+}
+
+impl CostHarness {
+    /// Loads the bench object (reset harness, empty and floor programs) in the current
+    /// namespace.
+    pub fn new() -> Result<CostHarness> {
+        let mut ebpf = Ebpf::load(sipvip::datapath::BENCH_OBJECT)?;
+        for p in ["bench_reset", "bench_empty", "bench_floor"] {
+            let prog: &mut Xdp = ebpf.program_mut(p).context("bench program")?.try_into()?;
+            prog.load()?;
+        }
+        Ok(CostHarness { ebpf })
+    }
+
+    /// A program of the bench object itself (`bench_empty`, `bench_floor`).
+    pub fn own(&self, name: &str) -> Result<ProgramFd> {
+        let p: &Xdp = self.ebpf.program(name).context("bench program")?.try_into()?;
+        Ok(p.fd()?.try_clone()?)
+    }
+
+    /// Runs `target` on `frame` (at least TEMPLATE_BYTES long) as if it arrived on `ifindex`,
+    /// `rounds` times `repeat` runs; every round must end with the verdict `expect`, so a
+    /// path that goes elsewhere is an error rather than a wrong figure.
+    pub fn cost(
+        &mut self,
+        target: &ProgramFd,
+        ifindex: u32,
+        frame: &[u8],
+        expect: u32,
+        repeat: u32,
+        rounds: usize,
+    ) -> Result<Cost> {
+        anyhow::ensure!(frame.len() >= TEMPLATE_BYTES, "frame shorter than the template");
+        let mut t = Template {
+            bytes: [0; TEMPLATE_BYTES],
+        };
+        t.bytes.copy_from_slice(&frame[..TEMPLATE_BYTES]);
+        {
+            let mut m: Array<&mut MapData, Template> =
+                Array::try_from(self.ebpf.map_mut("BENCH_TMPL").context("template map")?)?;
+            m.set(0, t, 0)?;
+            let mut progs: ProgramArray<&mut MapData> =
+                ProgramArray::try_from(self.ebpf.map_mut("BENCH_PROGS").context("prog array")?)?;
+            progs.set(0, target, 0)?;
+        }
+        let prog: &Xdp = self.ebpf.program("bench_reset").context("reset")?.try_into()?;
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let mut ns = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let r = prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx),
+                repeat,
+                ..TestRunOptions::default()
+            })?;
+            anyhow::ensure!(
+                r.return_value == expect,
+                "verdict {} where {expect} was expected: the frame did not take the path measured",
+                r.return_value
+            );
+            ns.push(r.duration.as_nanos() as f64);
+        }
+        ns.sort_by(f64::total_cmp);
+        Ok(Cost {
+            ns: ns[ns.len() / 2],
+            min_ns: ns[0],
+            max_ns: ns[ns.len() - 1],
+            runs: u64::from(repeat) * rounds as u64,
+        })
     }
 }

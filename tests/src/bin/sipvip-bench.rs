@@ -28,6 +28,8 @@ struct Opts {
     out: PathBuf,
     /// Only the throughput cases starting with this (and no per-path costs): for profiling.
     only: Option<String>,
+    /// Only the per-packet costs.
+    costs_only: bool,
 }
 
 fn opts() -> Opts {
@@ -36,6 +38,7 @@ fn opts() -> Opts {
         failover_runs: 20,
         out: PathBuf::from("results"),
         only: None,
+        costs_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -44,9 +47,10 @@ fn opts() -> Opts {
             "--failovers" => o.failover_runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(20),
             "--out" => o.out = it.next().map(PathBuf::from).unwrap_or(o.out),
             "--only" => o.only = it.next(),
+            "--costs-only" => o.costs_only = true,
             "-h" | "--help" => {
                 println!(
-                    "sipvip-bench [--secs S] [--failovers N] [--out DIR] [--only CASE-PREFIX]"
+                    "sipvip-bench [--secs S] [--failovers N] [--out DIR] [--only CASE-PREFIX | --costs-only]"
                 );
                 std::process::exit(0);
             }
@@ -68,11 +72,9 @@ struct Run {
     cpu: f64,
 }
 
-/// The gateway's XDP side for one case.
-enum Gateway {
-    Sipvip(Box<Datapath>),
-    Bench(Box<Ebpf>),
-}
+/// The gateway's XDP side for one case (a Datapath or a bench object), held until the case
+/// ends: dropping it detaches its programs.
+type Gateway = Box<dyn std::any::Any>;
 
 fn gw_bench(net: &BenchNet, prog: &str) -> Result<Ebpf> {
     let _g = net.gw.enter()?;
@@ -141,28 +143,6 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
         dp.add_exclusion(net_addr, len)?;
     }
     Ok(dp)
-}
-
-fn program_cost(gw: &Gateway) -> Option<(&'static str, (u64, u64))> {
-    let (name, prog): (&'static str, &Xdp) = match gw {
-        Gateway::Sipvip(dp) => ("sipvip_ext", dp.program(program_names::EXTERNAL).ok()?),
-        Gateway::Bench(e) => {
-            let floor: &Xdp = e.program("bench_floor")?.try_into().ok()?;
-            if prog_stats(floor).ok()?.0 > 0 {
-                ("bench_floor", floor)
-            } else {
-                ("bench_empty", e.program("bench_empty")?.try_into().ok()?)
-            }
-        }
-    };
-    Some((name, prog_stats(prog).ok()?))
-}
-
-fn program_cost_int(gw: &Gateway) -> Option<(u64, u64)> {
-    match gw {
-        Gateway::Sipvip(dp) => prog_stats(dp.program(program_names::INTERNAL).ok()?).ok(),
-        _ => None,
-    }
 }
 
 /// Runs one measurement: `gen` sends `cfg` frames for `secs`; `sink` counts.
@@ -237,6 +217,9 @@ fn main() -> Result<()> {
     let mut runs: Vec<Run> = Vec::new();
 
     for size in [60usize, 1000] {
+        if o.costs_only {
+            break;
+        }
         let cases: Vec<(&str, usize)> = vec![
             ("floor: minimal rewrite+redirect", 0),
             ("sipvip inbound steering", 0),
@@ -254,16 +237,16 @@ fn main() -> Result<()> {
                 continue;
             }
             net.reset_gateway()?;
-            let (gw, outbound_case) = match case {
+            let (gw, outbound_case): (Gateway, bool) = match case {
                 c if c.starts_with("floor") => (
-                    Gateway::Bench(Box::new(gw_bench(&net, "bench_floor")?)),
+                    Box::new(gw_bench(&net, "bench_floor")?) as Gateway,
                     false,
                 ),
                 c if c.starts_with("sipvip inbound") => {
-                    (Gateway::Sipvip(Box::new(gw_sipvip(&net, 2)?)), false)
+                    (Box::new(gw_sipvip(&net, 2)?) as Gateway, false)
                 }
                 c if c.starts_with("sipvip outbound") => {
-                    (Gateway::Sipvip(Box::new(gw_sipvip(&net, excl)?)), true)
+                    (Box::new(gw_sipvip(&net, excl)?) as Gateway, true)
                 }
                 c if c.starts_with("nftables") => {
                     let e = gw_bench(&net, "bench_empty")?;
@@ -274,10 +257,10 @@ fn main() -> Result<()> {
                          nft add rule ip bench pre ip daddr {VIP} udp dport 5060 dnat to {MEMBER} && \
                          nft add rule ip bench post ip saddr {MEMBER} oif ext0 snat to {VIP}"
                     ))?;
-                    (Gateway::Bench(Box::new(e)), false)
+                    (Box::new(e) as Gateway, false)
                 }
                 _ => (
-                    Gateway::Bench(Box::new(gw_bench(&net, "bench_empty")?)),
+                    Box::new(gw_bench(&net, "bench_empty")?) as Gateway,
                     false,
                 ),
             };
@@ -320,94 +303,16 @@ fn main() -> Result<()> {
         }
     }
 
-    // Per-packet cost of each path (64-byte frames), from the kernel's statistics, which are on
-    // for this part only. Their clock reads are included in every figure; the empty program
-    // shows how much that is.
-    let _stats = BpfStats::on()?;
-    println!("\nper-packet cost by path (kernel bpf_stats, 64-byte frames)");
-    let mut costs: Vec<(String, f64, u64)> = Vec::new();
-    let mut path = |name: &str, gw: &Gateway, outbound_case: bool, cfg: GenCfg| -> Result<()> {
-        let before = if outbound_case {
-            program_cost_int(gw)
-        } else {
-            program_cost(gw).map(|x| x.1)
-        };
-        if outbound_case {
-            measure(&net.int, &mut int, &ext, cfg, 60, o.secs / 2.0)?;
-        } else {
-            measure(&net.ext, &mut ext, &int, cfg, 60, o.secs / 2.0)?;
-        }
-        let after = if outbound_case {
-            program_cost_int(gw)
-        } else {
-            program_cost(gw).map(|x| x.1)
-        };
-        if let (Some(a), Some(b)) = (before, after) {
-            let n = b.0 - a.0;
-            let ns = (b.1 - a.1) as f64 / n.max(1) as f64;
-            println!(
-                "  {name:<44} {ns:>7.1} ns/pkt over {n} packets ({:.1} ns above the empty program)",
-                ns - costs.first().map(|c| c.1).unwrap_or(0.0)
-            );
-            costs.push((name.to_string(), ns, n));
-        }
-        Ok(())
-    };
     if o.only.is_some() {
         return Ok(());
     }
-    net.reset_gateway()?;
-    let gw = Gateway::Bench(Box::new(gw_bench(&net, "bench_empty")?));
-    path("empty XDP program", &gw, false, inbound(&net, 60, MEMBER))?;
-    drop(gw);
-    net.reset_gateway()?;
-    let gw = Gateway::Bench(Box::new(gw_bench(&net, "bench_floor")?));
-    path(
-        "floor: minimal rewrite+redirect",
-        &gw,
-        false,
-        inbound(&net, 60, VIP),
-    )?;
-    drop(gw);
-    net.reset_gateway()?;
-    let mut dp = gw_sipvip(&net, 2)?;
-    {
-        let _g = net.gw.enter()?;
-        dp.add_exclusion(Ipv4Addr::new(198, 18, 128, 0), 17)?;
-    }
-    let gw = Gateway::Sipvip(Box::new(dp));
-    path("inbound steer", &gw, false, inbound(&net, 60, VIP))?;
-    path(
-        "outbound SNAT, exclusion hit",
-        &gw,
-        true,
-        outbound(&net, 60, 5060),
-    )?;
-    path(
-        "outbound pass-through port",
-        &gw,
-        true,
-        outbound(&net, 60, 3000),
-    )?;
-    let mut frag = inbound(&net, 60, VIP);
-    frag.frag_be = be16(185); // a later fragment (offset 1480)
-    path("inbound later fragment", &gw, false, frag)?;
-    drop(gw);
-    net.reset_gateway()?;
-    let gw = Gateway::Sipvip(Box::new(gw_sipvip(&net, 2)?));
-    path(
-        "outbound SNAT, exclusion miss",
-        &gw,
-        true,
-        outbound(&net, 60, 5060),
-    )?;
-    drop(gw);
+    let costs = per_packet_costs(&net)?;
     net.reset_gateway()?;
     drop((ext, int));
     drop(net);
 
     // Failover timing in the lab.
-    let failover = if o.failover_runs > 0 {
+    let failover = if o.failover_runs > 0 && !o.costs_only {
         sipvip_tests::failover_bench::run_all(o.failover_runs)?
     } else {
         json!([])
@@ -487,7 +392,7 @@ fn main() -> Result<()> {
         costs
             .iter()
             .find(|c| c.0 == p)
-            .map(|c| c.1)
+            .map(|c| c.1.ns)
             .unwrap_or(f64::NAN)
     };
     let (floor_cost, empty) = (
@@ -501,7 +406,7 @@ fn main() -> Result<()> {
     ] {
         let ratio = cost(p) / floor_cost;
         verdicts.push(format!(
-            "{} per-packet cost of {p}: {:.2}x the minimal program (target <= 1.25); {:.2}x net of the empty program's {:.0} ns",
+            "{} per-packet cost of {p}: {:.2}x the minimal program (target <= 1.25); {:.2}x net of the harness (empty program: {:.0} ns)",
             if ratio <= 1.25 { "MET   " } else { "MISSED" },
             ratio,
             (cost(p) - empty) / (floor_cost - empty),
@@ -545,7 +450,7 @@ fn main() -> Result<()> {
         "machine": machine,
         "seconds_per_case": o.secs,
         "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu})).collect::<Vec<Value>>(),
-        "per_packet_cost": costs.iter().map(|(n, ns, cnt)| json!({"path": n, "ns_per_packet": ns, "packets": cnt})).collect::<Vec<Value>>(),
+        "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat, headers restored by bench_reset then tail call"})).collect::<Vec<Value>>(),
         "failover": failover,
         "targets": verdicts,
         "elapsed_s": started.elapsed().as_secs_f64(),
@@ -555,4 +460,83 @@ fn main() -> Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
     println!("results: {}", path.display());
     Ok(())
+}
+
+/// Per-packet cost of each path with BPF_PROG_TEST_RUN: `COST_REPEAT` runs per round,
+/// `COST_ROUNDS` rounds, the median round reported. Every run restores the frame's headers
+/// (bench_reset) and tail-calls the program measured, so the empty program's figure is the
+/// harness itself.
+fn per_packet_costs(net: &BenchNet) -> Result<Vec<(String, Cost)>> {
+    const COST_REPEAT: u32 = 1_000_000;
+    const COST_ROUNDS: usize = 5;
+    use sipvip_tests::frame::Ip4;
+    net.reset_gateway()?;
+    let mut dp = gw_sipvip(net, 2)?;
+    let _g = net.gw.enter()?;
+    // Outbound toward this /18 is excluded from SNAT (the exclusion-hit path).
+    let excluded = Ipv4Addr::new(198, 18, 192, 1);
+    dp.add_exclusion(Ipv4Addr::new(198, 18, 192, 0), 18)?;
+    let (ext0, int0) = (net.gw.ifindex("ext0")?, net.gw.ifindex("int0")?);
+    let mut h = CostHarness::new()?;
+    {
+        let mut dev: DevMap<&mut MapData> =
+            DevMap::try_from(h.ebpf.map_mut("BENCH_DEV").context("dev")?)?;
+        dev.set(0, int0, None, 0)?;
+        let mut floor: Array<&mut MapData, FloorCfg> =
+            Array::try_from(h.ebpf.map_mut("BENCH_FLOOR").context("floor")?)?;
+        floor.set(
+            0,
+            FloorCfg {
+                dmac: net.mac.i0,
+                smac: net.mac.int0,
+                dst_be: be32(MEMBER),
+            },
+            0,
+        )?;
+    }
+    let pad = |mut f: Vec<u8>| {
+        f.resize(f.len().max(64), 0);
+        f
+    };
+    let phone = (Ipv4Addr::new(198, 18, 64, 7), 10_007);
+    let inbound = pad(Ip4::udp(net.mac.e0, net.mac.ext0, phone, (VIP, 5060), &[0; 18]).build());
+    let out = |dst: Ipv4Addr, sport: u16| {
+        pad(Ip4::udp(net.mac.i0, net.mac.int0, (MEMBER, sport), (dst, 5060), &[0; 18]).build())
+    };
+    let fragment = Ip4::udp(net.mac.e0, net.mac.ext0, phone, (VIP, 5060), &[0; 64])
+        .fragments(32)
+        .into_iter()
+        .nth(1)
+        .context("a later fragment")?;
+    let ext_fd = dp.program(program_names::EXTERNAL)?.fd()?.try_clone()?;
+    let int_fd = dp.program(program_names::INTERNAL)?.fd()?.try_clone()?;
+    let (empty, floor) = (h.own("bench_empty")?, h.own("bench_floor")?);
+    let (pass, redirect) = (sipvip_tests::check::XDP_PASS, sipvip_tests::check::XDP_REDIRECT);
+    let far = Ipv4Addr::new(198, 18, 130, 9);
+    let paths: Vec<(&str, &aya::programs::ProgramFd, u32, Vec<u8>, u32)> = vec![
+        ("empty XDP program", &empty, ext0, inbound.clone(), pass),
+        ("floor: minimal rewrite+redirect", &floor, ext0, inbound.clone(), redirect),
+        ("inbound steer", &ext_fd, ext0, inbound.clone(), redirect),
+        ("outbound SNAT, exclusion miss", &int_fd, int0, out(far, 5060), redirect),
+        ("outbound SNAT, exclusion hit", &int_fd, int0, out(excluded, 5060), redirect),
+        ("outbound pass-through port", &int_fd, int0, out(far, 3000), redirect),
+        ("inbound later fragment", &ext_fd, ext0, pad(fragment), redirect),
+    ];
+    println!(
+        "\nper-packet cost by path (BPF_PROG_TEST_RUN, {COST_ROUNDS} x {COST_REPEAT} runs, median; 64-byte frames)"
+    );
+    let mut costs: Vec<(String, Cost)> = Vec::new();
+    for (name, fd, ifindex, frame, expect) in paths {
+        let c = h.cost(fd, ifindex, &frame, expect, COST_REPEAT, COST_ROUNDS)?;
+        let base = costs.first().map(|c| c.1.ns).unwrap_or(0.0);
+        println!(
+            "  {name:<44} {:>6.0} ns/pkt (min {:.0}, max {:.0}; {:.0} ns above the empty program)",
+            c.ns,
+            c.min_ns,
+            c.max_ns,
+            c.ns - base
+        );
+        costs.push((name.to_string(), c));
+    }
+    Ok(costs)
 }
