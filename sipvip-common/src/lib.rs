@@ -32,9 +32,20 @@ pub mod map_names {
     pub const DEVMAP: &str = "SV_DEVMAP_V1";
     pub const VIP_STATS: &str = "SV_VSTATS_V1";
     pub const REASONS: &str = "SV_REASONS_V1";
+    pub const NEXTHOPS: &str = "SV_NEXTHOP_V1";
+    pub const NEXTHOP_GEN: &str = "SV_NHGEN_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 8] = [
-        VIPS, MEMBERS, CONNTRACK, FRAGS, EXCLUSIONS, DEVMAP, VIP_STATS, REASONS,
+    pub const ALL: [&str; 10] = [
+        VIPS,
+        MEMBERS,
+        CONNTRACK,
+        FRAGS,
+        EXCLUSIONS,
+        DEVMAP,
+        VIP_STATS,
+        REASONS,
+        NEXTHOPS,
+        NEXTHOP_GEN,
     ];
 }
 
@@ -56,6 +67,7 @@ pub mod default_sizes {
     pub const FRAGS: u32 = 65_536;
     pub const EXCLUSIONS: u32 = 65_536;
     pub const DEVMAP: u32 = 64;
+    pub const NEXTHOPS: u32 = 16_384;
 }
 
 /// One service of a VIP: traffic to `VIP:port_be` over `proto` goes to the active member at
@@ -173,6 +185,31 @@ pub struct FragValue {
     /// Service slot for counters, or NO_SERVICE.
     pub service: u8,
     pub _pad: u8,
+}
+
+/// Key of `SV_NEXTHOP_V1` (a per-CPU LRU hash): a destination as seen from an ingress device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NextHopKey {
+    pub dst_be: u32,
+    pub ingress_ifindex: u32,
+}
+
+/// Value of `SV_NEXTHOP_V1`: the kernel FIB's answer for a destination (egress device and
+/// MACs), reused while `generation` equals the one in `SV_NHGEN_V1`. User space bumps that
+/// generation on a timer (`forwarding.nexthop_refresh`), so a route or neighbour change is
+/// picked up within one period; generation 0 turns the cache off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    pub generation: u32,
+    pub ifindex: u32,
+    /// The largest IP total length the FIB has accepted for this destination (host order):
+    /// longer packets ask the FIB again, which checks them against the egress MTU.
+    pub max_len: u16,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub _pad: u16,
 }
 
 /// `FragValue::service` when the datagram is not service traffic.
@@ -368,6 +405,8 @@ mod pod {
     unsafe impl aya::Pod for FragValue {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for VipCounters {}
+    unsafe impl aya::Pod for NextHopKey {}
+    unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for bench::GenCfg {}
     unsafe impl aya::Pod for bench::FloorCfg {}
     unsafe impl aya::Pod for bench::Template {}
@@ -380,6 +419,8 @@ const _: () = assert!(
     core::mem::size_of::<MemberRecord>() == 16 + 8 * MAX_SERVICES + 2 * MAX_PASSTHROUGH_PORTS
 );
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<NextHopKey>() == 8);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 24);
 const _: () = assert!(core::mem::size_of::<CtValue>() == 8);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 const _: () = assert!(core::mem::size_of::<FragValue>() == 8);

@@ -1,12 +1,13 @@
-//! Forwarding a (possibly rewritten) packet: FIB lookup, then XDP_REDIRECT through the devmap
-//! with TTL decremented and MACs set, or a hand-off to the kernel when the FIB says so.
+//! Forwarding a (possibly rewritten) packet: the next hop (from the per-CPU cache, else a FIB
+//! lookup whose answer is cached), then XDP_REDIRECT through the devmap with TTL decremented
+//! and MACs set, or a hand-off to the kernel when the FIB says so.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_fib_lookup, programs::XdpContext};
-use sipvip_common::Reason;
+use sipvip_common::{NextHop, NextHopKey, Reason};
 
 use crate::{
     csum::Delta,
-    maps::DEVMAP,
+    maps::{DEVMAP, NEXTHOPS, NEXTHOP_GEN},
     parse::{load, store, Packet, IP_CSUM, IP_TTL},
     stats,
 };
@@ -51,14 +52,78 @@ pub fn forward(
         // The kernel's VLAN device forwards tagged frames (and decrements the TTL).
         return Err(Reason::PassVlan);
     }
+    // SAFETY: reading the context's ingress ifindex.
+    let ingress_ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let generation = NEXTHOP_GEN.get(0).copied().unwrap_or(0);
+    let key = NextHopKey {
+        dst_be,
+        ingress_ifindex,
+    };
+    let nh = match cached(&key, generation, p.tot_len) {
+        Some(nh) => nh,
+        None => {
+            let nh = fib_lookup(ctx, p, src_be, dst_be, ingress_ifindex, generation)?;
+            if generation != 0 {
+                // Best effort: a failed insert only means asking the FIB again next time.
+                let _ = NEXTHOPS.insert(key, nh, 0);
+            }
+            nh
+        }
+    };
+    // The redirect only takes effect when the program returns, so the frame is edited after
+    // we know the egress device is in the devmap; otherwise it goes to the kernel unedited.
+    if DEVMAP.redirect(nh.ifindex, 0).is_err() {
+        return Err(Reason::PassFib);
+    }
+    let e = |_| Reason::DropMalformedIp;
+    let l3 = p.l3;
+    let ttl_word: u16 = load(ctx, l3 + IP_TTL).map_err(e)?;
+    let mut b = ttl_word.to_ne_bytes();
+    b[0] = b[0].wrapping_sub(1);
+    let new_word = u16::from_ne_bytes(b);
+    let mut d = Delta::new();
+    d.word(ttl_word, new_word);
+    let c: u16 = load(ctx, l3 + IP_CSUM).map_err(e)?;
+    store(ctx, l3 + IP_TTL, new_word).map_err(e)?;
+    store(ctx, l3 + IP_CSUM, d.apply(c)).map_err(e)?;
+    store(ctx, 0, nh.dmac).map_err(e)?;
+    store(ctx, 6, nh.smac).map_err(e)?;
+    stats::bump(handled);
+    Ok(xdp_action::XDP_REDIRECT)
+}
+
+/// This CPU's cached answer for `key`, if it is of the current generation and has been
+/// good for packets at least `tot_len` long.
+#[inline(always)]
+fn cached(key: &NextHopKey, generation: u32, tot_len: u16) -> Option<NextHop> {
+    if generation == 0 {
+        return None;
+    }
+    // SAFETY: the per-CPU value is copied out; only this CPU writes it.
+    let nh = unsafe { NEXTHOPS.get(key) }?;
+    if nh.generation != generation || tot_len > nh.max_len {
+        return None;
+    }
+    Some(*nh)
+}
+
+/// Asks the kernel's FIB where `dst_be` goes (checking `p.tot_len` against the egress MTU).
+#[inline(always)]
+fn fib_lookup(
+    ctx: &XdpContext,
+    p: &Packet,
+    src_be: u32,
+    dst_be: u32,
+    ingress_ifindex: u32,
+    generation: u32,
+) -> Result<NextHop, Reason> {
     let mut fib = FibParams {
         family: AF_INET,
         l4_protocol: p.proto,
         sport: 0,
         dport: 0,
         tot_len: p.tot_len,
-        // SAFETY: reading the context's ingress ifindex.
-        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        ifindex: ingress_ifindex,
         tos: u32::from(p.tos),
         src: [src_be, 0, 0, 0],
         dst: [dst_be, 0, 0, 0],
@@ -77,29 +142,16 @@ pub fn forward(
         )
     };
     match rc {
-        FIB_SUCCESS => {}
-        FIB_NO_NEIGH => return Err(Reason::PassNoNeigh),
-        FIB_BLACKHOLE | FIB_UNREACHABLE | FIB_PROHIBIT => return Err(Reason::DropFib),
-        _ => return Err(Reason::PassFib),
+        FIB_SUCCESS => Ok(NextHop {
+            generation,
+            ifindex: fib.ifindex,
+            max_len: p.tot_len,
+            dmac: fib.dmac,
+            smac: fib.smac,
+            _pad: 0,
+        }),
+        FIB_NO_NEIGH => Err(Reason::PassNoNeigh),
+        FIB_BLACKHOLE | FIB_UNREACHABLE | FIB_PROHIBIT => Err(Reason::DropFib),
+        _ => Err(Reason::PassFib),
     }
-    // The redirect only takes effect when the program returns, so the frame is edited after
-    // we know the egress device is in the devmap; otherwise it goes to the kernel unedited.
-    if DEVMAP.redirect(fib.ifindex, 0).is_err() {
-        return Err(Reason::PassFib);
-    }
-    let e = |_| Reason::DropMalformedIp;
-    let l3 = p.l3;
-    let ttl_word: u16 = load(ctx, l3 + IP_TTL).map_err(e)?;
-    let mut b = ttl_word.to_ne_bytes();
-    b[0] = b[0].wrapping_sub(1);
-    let new_word = u16::from_ne_bytes(b);
-    let mut d = Delta::new();
-    d.word(ttl_word, new_word);
-    let c: u16 = load(ctx, l3 + IP_CSUM).map_err(e)?;
-    store(ctx, l3 + IP_TTL, new_word).map_err(e)?;
-    store(ctx, l3 + IP_CSUM, d.apply(c)).map_err(e)?;
-    store(ctx, 0, fib.dmac).map_err(e)?;
-    store(ctx, 6, fib.smac).map_err(e)?;
-    stats::bump(handled);
-    Ok(xdp_action::XDP_REDIRECT)
 }

@@ -408,6 +408,29 @@ impl Default for Garp {
     }
 }
 
+/// How the datapath forwards.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarding {
+    /// How long the datapath reuses the kernel FIB's answer for a destination (egress
+    /// device and MACs) before asking again; a route or neighbour change takes effect within
+    /// this period. "0s" asks the FIB for every packet.
+    #[serde(default = "default_nexthop_refresh")]
+    pub nexthop_refresh: Dur,
+}
+
+fn default_nexthop_refresh() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding {
+            nexthop_refresh: default_nexthop_refresh(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
@@ -463,6 +486,8 @@ pub struct Config {
     pub passthrough: Passthrough,
     #[serde(default)]
     pub garp: Garp,
+    #[serde(default)]
+    pub forwarding: Forwarding,
     #[serde(default)]
     pub admin: Admin,
     #[serde(default)]
@@ -573,6 +598,19 @@ impl Config {
                     format!("{name:?} is also the external interface"),
                 );
             }
+        }
+
+        let refresh = self.forwarding.nexthop_refresh.0;
+        if refresh > Duration::from_secs(60)
+            || (!refresh.is_zero() && refresh < Duration::from_millis(10))
+        {
+            p(
+                "forwarding.nexthop_refresh".into(),
+                format!(
+                    "{} ms: use 10ms to 60s, or \"0s\" to ask the FIB for every packet",
+                    refresh.as_millis()
+                ),
+            );
         }
 
         let mut monitor_names = HashMap::new();
@@ -935,6 +973,23 @@ mod tests {
             p,
             vec!["monitor[0] (monSipUdp).timeout: 500ms is shorter than the interval 1s; expected timeout >= interval (BIG-IP recommends 3 x interval + 1)"]
         );
+    }
+
+    #[test]
+    fn nexthop_refresh_bounds() {
+        let p = problems(&example_with(
+            "nexthop_refresh = \"1s\"",
+            "nexthop_refresh = \"2m\"",
+        ));
+        assert_eq!(
+            p,
+            vec!["forwarding.nexthop_refresh: 120000 ms: use 10ms to 60s, or \"0s\" to ask the FIB for every packet"]
+        );
+        assert!(problems(&example_with(
+            "nexthop_refresh = \"1s\"",
+            "nexthop_refresh = \"0s\""
+        ))
+        .is_empty());
     }
 
     #[test]

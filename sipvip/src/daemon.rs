@@ -45,6 +45,8 @@ struct Generation {
     supervisor: JoinHandle<()>,
     probes: Vec<JoinHandle<()>>,
     refresh: Option<JoinHandle<()>>,
+    /// Starts a new next-hop generation every `forwarding.nexthop_refresh`.
+    nexthops: JoinHandle<()>,
     stats: Arc<Vec<Arc<ProbeStats>>>,
 }
 
@@ -475,7 +477,7 @@ fn start(
         .collect();
     let mut act = DaemonActuator {
         cfg: cfg.clone(),
-        shared,
+        shared: shared.clone(),
     };
     let supervisor = tokio::spawn(async move { failover::run(&mut sup, &mut rx, &mut act).await });
     let refresh = cfg.garp.refresh.map(|every| {
@@ -490,12 +492,28 @@ fn start(
             }
         })
     });
+    let nexthops = {
+        let every = cfg.forwarding.nexthop_refresh.0;
+        tokio::spawn(async move {
+            let on = !every.is_zero();
+            let mut t = tokio::time::interval(if on { every } else { Duration::from_secs(3600) });
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                t.tick().await;
+                let r = shared.dp.lock().expect("lock").refresh_nexthops(on);
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "could not start a new next-hop generation");
+                }
+            }
+        })
+    };
     Generation {
         cfg,
         tx,
         supervisor,
         probes,
         refresh,
+        nexthops,
         stats,
     }
 }
@@ -508,6 +526,7 @@ impl Generation {
         if let Some(r) = &self.refresh {
             r.abort();
         }
+        self.nexthops.abort();
         let _ = self.tx.send(Event::Stop).await;
         let _ = self.supervisor.await;
     }

@@ -11,20 +11,22 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray},
+    maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::{links::PinnedLink, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use sipvip_common::{
     default_sizes, map_names, program_names, CtKey, CtValue, FragKey, FragValue, MemberRecord,
-    Reason, Service, VipCounters, VipRecord, MAX_MEMBERS, MAX_PASSTHROUGH_PORTS, MAX_SERVICES,
-    MEMBER_F_SNAT,
+    NextHop, NextHopKey, Reason, Service, VipCounters, VipRecord, MAX_MEMBERS,
+    MAX_PASSTHROUGH_PORTS, MAX_SERVICES, MEMBER_F_SNAT,
 };
 
 /// The kernel object, built by build.rs from sipvip-ebpf.
 const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_MAP_TYPE_LRU_PERCPU_HASH: u32 = 10;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
 
@@ -131,6 +133,7 @@ pub struct MapSizes {
     pub frags: u32,
     pub exclusions: u32,
     pub devmap: u32,
+    pub nexthops: u32,
 }
 
 impl Default for MapSizes {
@@ -142,6 +145,7 @@ impl Default for MapSizes {
             frags: default_sizes::FRAGS,
             exclusions: default_sizes::EXCLUSIONS,
             devmap: default_sizes::DEVMAP,
+            nexthops: default_sizes::NEXTHOPS,
         }
     }
 }
@@ -283,6 +287,7 @@ pub struct Datapath {
     devmap: DevMapHash<MapData>,
     vip_stats: PerCpuArray<MapData, VipCounters>,
     reasons: PerCpuArray<MapData, u64>,
+    nexthop_gen: Array<MapData, u32>,
     logger: Option<DebugLogger>,
 }
 
@@ -331,7 +336,8 @@ impl Datapath {
             .map_max_entries(map_names::CONNTRACK, sizes.conntrack)
             .map_max_entries(map_names::FRAGS, sizes.frags)
             .map_max_entries(map_names::EXCLUSIONS, sizes.exclusions)
-            .map_max_entries(map_names::DEVMAP, sizes.devmap);
+            .map_max_entries(map_names::DEVMAP, sizes.devmap)
+            .map_max_entries(map_names::NEXTHOPS, sizes.nexthops);
         let mut ebpf = loader.load(if debug { OBJECT_DEBUG } else { OBJECT })?;
         let logger = if debug {
             Some(
@@ -365,7 +371,7 @@ impl Datapath {
                     .map_err(|e| pin_err(&path, e))?;
             }
         }
-        Ok(Datapath {
+        let mut dp = Datapath {
             vips: take(&mut ebpf, map_names::VIPS)?,
             members: take(&mut ebpf, map_names::MEMBERS)?,
             conntrack: take(&mut ebpf, map_names::CONNTRACK)?,
@@ -374,9 +380,12 @@ impl Datapath {
             devmap: take(&mut ebpf, map_names::DEVMAP)?,
             vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
+            nexthop_gen: take(&mut ebpf, map_names::NEXTHOP_GEN)?,
             ebpf: Some(ebpf),
             logger,
-        })
+        };
+        dp.refresh_nexthops(true)?;
+        Ok(dp)
     }
 
     /// Loads the datapath and pins its maps and programs under `dir` (a bpffs directory),
@@ -394,7 +403,7 @@ impl Datapath {
         if !dir.join(map_names::VIPS).exists() {
             return Ok(None);
         }
-        let expect: [(&'static str, u32, usize, usize, u32); 8] = [
+        let expect: [(&'static str, u32, usize, usize, u32); 10] = [
             (
                 map_names::VIPS,
                 BPF_MAP_TYPE_HASH,
@@ -451,6 +460,14 @@ impl Datapath {
                 8,
                 sipvip_common::REASON_SLOTS,
             ),
+            (
+                map_names::NEXTHOPS,
+                BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                size_of::<NextHopKey>(),
+                size_of::<NextHop>(),
+                sizes.nexthops,
+            ),
+            (map_names::NEXTHOP_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 1),
         ];
         let mut maps = std::collections::HashMap::new();
         for (name, ty, key, value, max) in expect {
@@ -506,6 +523,7 @@ impl Datapath {
             devmap: typed(map_names::DEVMAP, get(map_names::DEVMAP)?)?,
             vip_stats: typed(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
             reasons: typed(map_names::REASONS, get(map_names::REASONS)?)?,
+            nexthop_gen: typed(map_names::NEXTHOP_GEN, get(map_names::NEXTHOP_GEN)?)?,
             ebpf: None,
             logger: None,
         }))
@@ -632,6 +650,25 @@ impl Datapath {
                 ifindex,
                 what: e.to_string(),
             })
+    }
+
+    /// Starts a new next-hop generation: the datapath asks the kernel's FIB again for each
+    /// destination on its next packet (a route or neighbour change takes effect). With
+    /// `enabled` false, the datapath asks the FIB for every packet. Returns the generation.
+    pub fn refresh_nexthops(&mut self, enabled: bool) -> Result<u32> {
+        let current = self
+            .nexthop_gen
+            .get(&0, 0)
+            .map_err(map_err(map_names::NEXTHOP_GEN))?;
+        let next = if enabled {
+            current.wrapping_add(1).max(1)
+        } else {
+            0
+        };
+        self.nexthop_gen
+            .set(0, next, 0)
+            .map_err(map_err(map_names::NEXTHOP_GEN))?;
+        Ok(next)
     }
 
     /// Installs or replaces a VIP and its members.

@@ -279,7 +279,11 @@ impl CostHarness {
 
     /// A program of the bench object itself (`bench_empty`, `bench_floor`).
     pub fn own(&self, name: &str) -> Result<ProgramFd> {
-        let p: &Xdp = self.ebpf.program(name).context("bench program")?.try_into()?;
+        let p: &Xdp = self
+            .ebpf
+            .program(name)
+            .context("bench program")?
+            .try_into()?;
         Ok(p.fd()?.try_clone()?)
     }
 
@@ -295,7 +299,10 @@ impl CostHarness {
         repeat: u32,
         rounds: usize,
     ) -> Result<Cost> {
-        anyhow::ensure!(frame.len() >= TEMPLATE_BYTES, "frame shorter than the template");
+        anyhow::ensure!(
+            frame.len() >= TEMPLATE_BYTES,
+            "frame shorter than the template"
+        );
         let mut t = Template {
             bytes: [0; TEMPLATE_BYTES],
         };
@@ -308,7 +315,11 @@ impl CostHarness {
                 ProgramArray::try_from(self.ebpf.map_mut("BENCH_PROGS").context("prog array")?)?;
             progs.set(0, target, 0)?;
         }
-        let prog: &Xdp = self.ebpf.program("bench_reset").context("reset")?.try_into()?;
+        let prog: &Xdp = self
+            .ebpf
+            .program("bench_reset")
+            .context("reset")?
+            .try_into()?;
         let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let mut ns = Vec::with_capacity(rounds);

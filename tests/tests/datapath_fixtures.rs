@@ -1290,3 +1290,88 @@ fn rule7_everything_else_goes_to_the_kernel_or_is_counted() {
         "drop_malformed_ip",
     );
 }
+
+/// Keeps this test thread on one CPU: the next-hop cache is per CPU.
+fn stay_on_one_cpu() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
+#[test]
+fn forwarding_next_hops_are_cached_until_the_next_generation() {
+    stay_on_one_cpu();
+    let mut net = net();
+    let frame = phone_udp(5060).build();
+    let dmac_after = |net: &FixtureNet, want: u32| {
+        let (v, out) = net
+            .run("sipvip_ext", net.ext_ifindex, &frame)
+            .expect("test run");
+        assert_eq!(v, want, "verdict");
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&out[..6]);
+        mac
+    };
+    let neigh = |net: &FixtureNet, mac: &str| {
+        net.ns
+            .exec(&format!(
+                "ip neigh replace {PRIMARY} lladdr {mac} dev int0 nud permanent"
+            ))
+            .expect("ip neigh");
+    };
+    assert_eq!(dmac_after(&net, XDP_REDIRECT), PRIMARY_MAC);
+
+    // The primary's MAC changes: the cached answer holds until the daemon starts a new
+    // generation (every forwarding.nexthop_refresh), then the FIB's new answer is used.
+    neigh(&net, "02:00:00:02:00:99");
+    assert_eq!(dmac_after(&net, XDP_REDIRECT), PRIMARY_MAC, "cached");
+    let g = net.dp.refresh_nexthops(true).expect("refresh");
+    assert!(g >= 2, "generation {g}");
+    assert_eq!(dmac_after(&net, XDP_REDIRECT), [2, 0, 0, 2, 0, 0x99]);
+
+    // A packet longer than any the FIB accepted for this destination asks it again: over
+    // the egress MTU, it goes to the kernel.
+    let count = |net: &FixtureNet, r: &str| {
+        net.dp
+            .reasons()
+            .expect("reasons")
+            .get(r)
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = count(&net, "pass_fib");
+    let big = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (VIP, 5060), &[7; 1560]).build();
+    let (v, _) = net
+        .run("sipvip_ext", net.ext_ifindex, &big)
+        .expect("test run");
+    assert_eq!(v, XDP_PASS);
+    assert_eq!(count(&net, "pass_fib"), before + 1);
+
+    // The neighbour goes away: after the next generation, the kernel resolves it.
+    net.ns
+        .exec(&format!("ip neigh del {PRIMARY} dev int0"))
+        .expect("ip neigh del");
+    assert_eq!(
+        dmac_after(&net, XDP_REDIRECT),
+        [2, 0, 0, 2, 0, 0x99],
+        "cached"
+    );
+    net.dp.refresh_nexthops(true).expect("refresh");
+    let before = count(&net, "pass_no_neigh");
+    dmac_after(&net, XDP_PASS);
+    assert_eq!(count(&net, "pass_no_neigh"), before + 1);
+
+    // Cache off (nexthop_refresh = "0s"): every packet asks the FIB.
+    assert_eq!(net.dp.refresh_nexthops(false).expect("off"), 0);
+    neigh(&net, "02:00:00:02:00:a1");
+    assert_eq!(dmac_after(&net, XDP_REDIRECT), [2, 0, 0, 2, 0, 0xa1]);
+    neigh(&net, "02:00:00:02:00:a2");
+    assert_eq!(dmac_after(&net, XDP_REDIRECT), [2, 0, 0, 2, 0, 0xa2]);
+}

@@ -238,10 +238,9 @@ fn main() -> Result<()> {
             }
             net.reset_gateway()?;
             let (gw, outbound_case): (Gateway, bool) = match case {
-                c if c.starts_with("floor") => (
-                    Box::new(gw_bench(&net, "bench_floor")?) as Gateway,
-                    false,
-                ),
+                c if c.starts_with("floor") => {
+                    (Box::new(gw_bench(&net, "bench_floor")?) as Gateway, false)
+                }
                 c if c.starts_with("sipvip inbound") => {
                     (Box::new(gw_sipvip(&net, 2)?) as Gateway, false)
                 }
@@ -259,10 +258,7 @@ fn main() -> Result<()> {
                     ))?;
                     (Box::new(e) as Gateway, false)
                 }
-                _ => (
-                    Box::new(gw_bench(&net, "bench_empty")?) as Gateway,
-                    false,
-                ),
+                _ => (Box::new(gw_bench(&net, "bench_empty")?) as Gateway, false),
             };
             let (pps, cpu) = if outbound_case {
                 measure(
@@ -501,7 +497,14 @@ fn per_packet_costs(net: &BenchNet) -> Result<Vec<(String, Cost)>> {
     let phone = (Ipv4Addr::new(198, 18, 64, 7), 10_007);
     let inbound = pad(Ip4::udp(net.mac.e0, net.mac.ext0, phone, (VIP, 5060), &[0; 18]).build());
     let out = |dst: Ipv4Addr, sport: u16| {
-        pad(Ip4::udp(net.mac.i0, net.mac.int0, (MEMBER, sport), (dst, 5060), &[0; 18]).build())
+        pad(Ip4::udp(
+            net.mac.i0,
+            net.mac.int0,
+            (MEMBER, sport),
+            (dst, 5060),
+            &[0; 18],
+        )
+        .build())
     };
     let fragment = Ip4::udp(net.mac.e0, net.mac.ext0, phone, (VIP, 5060), &[0; 64])
         .fragments(32)
@@ -511,16 +514,49 @@ fn per_packet_costs(net: &BenchNet) -> Result<Vec<(String, Cost)>> {
     let ext_fd = dp.program(program_names::EXTERNAL)?.fd()?.try_clone()?;
     let int_fd = dp.program(program_names::INTERNAL)?.fd()?.try_clone()?;
     let (empty, floor) = (h.own("bench_empty")?, h.own("bench_floor")?);
-    let (pass, redirect) = (sipvip_tests::check::XDP_PASS, sipvip_tests::check::XDP_REDIRECT);
+    let (pass, redirect) = (
+        sipvip_tests::check::XDP_PASS,
+        sipvip_tests::check::XDP_REDIRECT,
+    );
     let far = Ipv4Addr::new(198, 18, 130, 9);
     let paths: Vec<(&str, &aya::programs::ProgramFd, u32, Vec<u8>, u32)> = vec![
         ("empty XDP program", &empty, ext0, inbound.clone(), pass),
-        ("floor: minimal rewrite+redirect", &floor, ext0, inbound.clone(), redirect),
+        (
+            "floor: minimal rewrite+redirect",
+            &floor,
+            ext0,
+            inbound.clone(),
+            redirect,
+        ),
         ("inbound steer", &ext_fd, ext0, inbound.clone(), redirect),
-        ("outbound SNAT, exclusion miss", &int_fd, int0, out(far, 5060), redirect),
-        ("outbound SNAT, exclusion hit", &int_fd, int0, out(excluded, 5060), redirect),
-        ("outbound pass-through port", &int_fd, int0, out(far, 3000), redirect),
-        ("inbound later fragment", &ext_fd, ext0, pad(fragment), redirect),
+        (
+            "outbound SNAT, exclusion miss",
+            &int_fd,
+            int0,
+            out(far, 5060),
+            redirect,
+        ),
+        (
+            "outbound SNAT, exclusion hit",
+            &int_fd,
+            int0,
+            out(excluded, 5060),
+            redirect,
+        ),
+        (
+            "outbound pass-through port",
+            &int_fd,
+            int0,
+            out(far, 3000),
+            redirect,
+        ),
+        (
+            "inbound later fragment",
+            &ext_fd,
+            ext0,
+            pad(fragment),
+            redirect,
+        ),
     ];
     println!(
         "\nper-packet cost by path (BPF_PROG_TEST_RUN, {COST_ROUNDS} x {COST_REPEAT} runs, median; 64-byte frames)"
