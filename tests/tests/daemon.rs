@@ -328,6 +328,22 @@ fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
     );
     assert_eq!(lab.active().unwrap().as_deref(), Some("primary"));
 
+    // The daemon starts a new next-hop generation every forwarding.nexthop_refresh (1 s by
+    // default), so the datapath picks up route and neighbour changes.
+    let generation = || -> u32 {
+        let data = aya::maps::MapData::from_pin(
+            lab.pin_dir().join(sipvip_common::map_names::NEXTHOP_GEN),
+        )
+        .expect("pinned generation map");
+        let m: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("array");
+        m.get(&0, 0).expect("generation")
+    };
+    let g0 = generation();
+    std::thread::sleep(Duration::from_millis(2200));
+    let g1 = generation();
+    assert!(g0 > 0 && g1 >= g0 + 2, "next-hop generation {g0} -> {g1}");
+
     // Manual operations: forced offline moves the VIP; enable does not move it back;
     // failover --to moves it.
     let out = lab.sipvip(&["member", "disable", "primary"]).unwrap();
