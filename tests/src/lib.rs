@@ -7,5 +7,6 @@ pub mod frame;
 pub mod lab;
 pub mod model;
 pub mod netns;
+pub mod pktgen;
 pub mod scenario;
 pub mod topo;

@@ -331,10 +331,9 @@ fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
     // The daemon starts a new next-hop generation every forwarding.nexthop_refresh (1 s by
     // default), so the datapath picks up route and neighbour changes.
     let generation = || -> u32 {
-        let data = aya::maps::MapData::from_pin(
-            lab.pin_dir().join(sipvip_common::map_names::NEXTHOP_GEN),
-        )
-        .expect("pinned generation map");
+        let data =
+            aya::maps::MapData::from_pin(lab.pin_dir().join(sipvip_common::map_names::NEXTHOP_GEN))
+                .expect("pinned generation map");
         let m: aya::maps::Array<_, u32> =
             aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("array");
         m.get(&0, 0).expect("generation")

@@ -20,7 +20,10 @@ use aya::{
 use serde_json::{json, Value};
 use sipvip::datapath::{be16, Datapath, MapSizes, MemberSpec, ServiceSpec, VipSpec};
 use sipvip_common::{program_names, IPPROTO_UDP};
-use sipvip_tests::bench::*;
+use sipvip_tests::{
+    bench::*,
+    pktgen::{self, PktgenCfg},
+};
 
 struct Opts {
     secs: f64,
@@ -30,27 +33,45 @@ struct Opts {
     only: Option<String>,
     /// Only the per-packet costs.
     costs_only: bool,
+    /// Rounds over all throughput cases; each figure is the median of its rounds.
+    rounds: usize,
+    /// "auto" (pktgen where the kernel has it), "pktgen" or "live".
+    generator: String,
+    pktgen_threads: u32,
+    pktgen_burst: u32,
 }
 
 fn opts() -> Opts {
     let mut o = Opts {
-        secs: 3.0,
+        secs: 2.0,
         failover_runs: 20,
         out: PathBuf::from("results"),
         only: None,
         costs_only: false,
+        rounds: 3,
+        generator: "auto".into(),
+        pktgen_threads: 1,
+        pktgen_burst: 32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--secs" => o.secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(3.0),
+            "--secs" => o.secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(2.0),
             "--failovers" => o.failover_runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(20),
             "--out" => o.out = it.next().map(PathBuf::from).unwrap_or(o.out),
             "--only" => o.only = it.next(),
             "--costs-only" => o.costs_only = true,
+            "--rounds" => o.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(3),
+            "--generator" => o.generator = it.next().unwrap_or_default(),
+            "--pktgen-threads" => {
+                o.pktgen_threads = it.next().and_then(|v| v.parse().ok()).unwrap_or(1)
+            }
+            "--pktgen-burst" => {
+                o.pktgen_burst = it.next().and_then(|v| v.parse().ok()).unwrap_or(32)
+            }
             "-h" | "--help" => {
                 println!(
-                    "sipvip-bench [--secs S] [--failovers N] [--out DIR] [--only CASE-PREFIX | --costs-only]"
+                    "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--out DIR] [--only CASE-PREFIX | --costs-only]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
                 );
                 std::process::exit(0);
             }
@@ -70,6 +91,8 @@ struct Run {
     pps: f64,
     /// Busy CPU (all cores, user+system+irq+softirq) per second of run, in cores.
     cpu: f64,
+    /// Packets/s of every round (`pps` is their median).
+    rounds: Vec<f64>,
 }
 
 /// The gateway's XDP side for one case (a Datapath or a bench object), held until the case
@@ -145,9 +168,67 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
     Ok(dp)
 }
 
-/// Runs one measurement: `gen` sends `cfg` frames for `secs`; `sink` counts.
+/// The traffic generator of this run.
+#[derive(Clone, Debug)]
+enum Generator {
+    /// BPF_PROG_TEST_RUN live frames from `bench_gen`.
+    Live,
+    /// Kernel pktgen with the kernel samples' parameters.
+    Pktgen { threads: u32, burst: u32 },
+}
+
+impl Generator {
+    fn describe(&self) -> String {
+        match self {
+            Generator::Live => "BPF_PROG_TEST_RUN live frames (bench_gen), one core".into(),
+            Generator::Pktgen { threads, burst } => {
+                format!("kernel pktgen, {threads} thread(s), burst {burst}, clone_skb 0")
+            }
+        }
+    }
+}
+
+/// The flows of `cfg` (a live-frames template) as pktgen parameters on `dev`.
+fn pktgen_cfg(
+    cfg: &GenCfg,
+    dev: &str,
+    size: usize,
+    secs: f64,
+    threads: u32,
+    burst: u32,
+) -> PktgenCfg {
+    let addr = |be: u32, n: u32| {
+        let a = u32::from_be(be);
+        (Ipv4Addr::from(a), Ipv4Addr::from(a + n.max(1) - 1))
+    };
+    let (src_min, src_max) = addr(cfg.src_be, cfg.n_src);
+    let (dst_min, dst_max) = addr(cfg.dst_be, cfg.n_dst);
+    PktgenCfg {
+        dev: dev.into(),
+        threads,
+        pkt_size: size,
+        // An upper bound (20 Mpps per thread for the whole run); `stop` ends it on time.
+        count: (secs * 20e6) as u64 + 1,
+        burst,
+        clone_skb: 0,
+        dst_mac: cfg.dmac,
+        src_min,
+        src_max,
+        dst_min,
+        dst_max,
+        udp_src_min: cfg.sport_base,
+        udp_src_max: cfg.sport_base + (cfg.n_ports.max(1) - 1) as u16,
+        udp_dst: u16::from_be(cfg.dport_be),
+    }
+}
+
+/// Runs one measurement: the generator sends the flows of `cfg` out of `dev` in `gen_ns`
+/// for `secs`; `sink` counts what the gateway delivers.
+#[allow(clippy::too_many_arguments)]
 fn measure(
+    g: &Generator,
     gen_ns: &sipvip_tests::netns::Netns,
+    dev: &str,
     gen: &mut Host,
     sink: &Host,
     cfg: GenCfg,
@@ -158,10 +239,19 @@ fn measure(
     let before = sink.received()?;
     let cpu0 = cpu_busy();
     let t = Instant::now();
-    let flag = Arc::new(AtomicBool::new(false));
-    let h = generate(gen_ns, gen, size, flag.clone())?;
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    stop(h, &flag);
+    match g {
+        Generator::Live => {
+            let flag = Arc::new(AtomicBool::new(false));
+            let h = generate(gen_ns, gen, size, flag.clone())?;
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            stop(h, &flag);
+        }
+        Generator::Pktgen { threads, burst } => {
+            let run = pktgen::start(gen_ns, &pktgen_cfg(&cfg, dev, size, secs, *threads, *burst))?;
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            run.stop(gen_ns)?;
+        }
+    }
     let el = t.elapsed().as_secs_f64();
     let after = sink.received()?;
     Ok(((after - before) as f64 / el, (cpu_busy() - cpu0) / el))
@@ -202,34 +292,51 @@ fn outbound(net: &BenchNet, size: usize, sport: u16) -> GenCfg {
 fn main() -> Result<()> {
     let o = opts();
     let started = Instant::now();
-    if std::path::Path::new("/proc/net/pktgen").exists() {
-        println!(
-            "note: kernel pktgen is present, but this bench drives only its live-frames generator"
-        );
-    } else {
-        println!("generator: BPF_PROG_TEST_RUN live frames (no kernel pktgen on this machine)");
-    }
     let net = BenchNet::new()?;
+    let has_pktgen = pktgen::available(&net.ext);
+    let generator = match (o.generator.as_str(), has_pktgen) {
+        ("auto", true) | ("pktgen", true) => Generator::Pktgen {
+            threads: o.pktgen_threads.max(1),
+            burst: o.pktgen_burst.max(1),
+        },
+        ("pktgen", false) => anyhow::bail!(
+            "--generator pktgen: this kernel has no pktgen (/proc/net/pktgen; CONFIG_NET_PKTGEN, modprobe pktgen)"
+        ),
+        ("auto", false) | ("live", _) => Generator::Live,
+        (x, _) => anyhow::bail!("--generator {x:?}: use auto, pktgen or live"),
+    };
+    println!(
+        "generator: {}{}",
+        generator.describe(),
+        if has_pktgen {
+            ""
+        } else {
+            " (no kernel pktgen on this machine)"
+        }
+    );
     let mut ext = Host::new(&net.ext, "e0")?;
     let mut int = Host::new(&net.int, "i0")?;
     // Throughput is measured with the kernel's per-program statistics off: in a VM, their two
     // clock reads per program run (pvclock) cost more than a minimal program does.
     let mut runs: Vec<Run> = Vec::new();
 
-    for size in [60usize, 1000] {
-        if o.costs_only {
-            break;
-        }
-        let cases: Vec<(&str, usize)> = vec![
-            ("floor: minimal rewrite+redirect", 0),
-            ("sipvip inbound steering", 0),
-            ("sipvip outbound SNAT, 1 exclusion", 1),
-            ("sipvip outbound SNAT, 10,000 exclusions", 10_000),
-            ("sipvip outbound SNAT, 1,000,000 exclusions", 1_000_000),
-            ("nftables DNAT+SNAT with conntrack", 0),
-            ("plain kernel forwarding", 0),
-        ];
-        for (case, excl) in cases {
+    let cases: Vec<(&str, usize)> = vec![
+        ("floor: minimal rewrite+redirect", 0),
+        ("sipvip inbound steering", 0),
+        ("sipvip outbound SNAT, 1 exclusion", 1),
+        ("sipvip outbound SNAT, 10,000 exclusions", 10_000),
+        ("sipvip outbound SNAT, 1,000,000 exclusions", 1_000_000),
+        ("nftables DNAT+SNAT with conntrack", 0),
+        ("plain kernel forwarding", 0),
+    ];
+    // Every case is measured once per round, the rounds one after another, and each figure
+    // is the median of its rounds: slow drifts of a noisy machine hit every case alike.
+    let mut samples: Vec<(String, usize, Vec<(f64, f64)>)> = Vec::new();
+    let rounds = if o.costs_only { 0 } else { o.rounds.max(1) };
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}");
+        for (case, excl) in &cases {
+            let (case, excl) = (*case, *excl);
             if o.only
                 .as_ref()
                 .is_some_and(|p| !case.starts_with(p.as_str()))
@@ -260,42 +367,62 @@ fn main() -> Result<()> {
                 }
                 _ => (Box::new(gw_bench(&net, "bench_empty")?) as Gateway, false),
             };
-            let (pps, cpu) = if outbound_case {
-                measure(
-                    &net.int,
-                    &mut int,
-                    &ext,
-                    outbound(&net, size, 5060),
-                    size,
-                    o.secs,
-                )?
-            } else {
-                let dst = if case.starts_with("plain") {
-                    MEMBER
+            for size in [60usize, 1000] {
+                let (pps, cpu) = if outbound_case {
+                    measure(
+                        &generator,
+                        &net.int,
+                        "i0",
+                        &mut int,
+                        &ext,
+                        outbound(&net, size, 5060),
+                        size,
+                        o.secs,
+                    )?
                 } else {
-                    VIP
+                    let dst = if case.starts_with("plain") {
+                        MEMBER
+                    } else {
+                        VIP
+                    };
+                    measure(
+                        &generator,
+                        &net.ext,
+                        "e0",
+                        &mut ext,
+                        &int,
+                        inbound(&net, size, dst),
+                        size,
+                        o.secs,
+                    )?
                 };
-                measure(
-                    &net.ext,
-                    &mut ext,
-                    &int,
-                    inbound(&net, size, dst),
-                    size,
-                    o.secs,
-                )?
-            };
-            println!(
-                "  {size:>4} B  {case:<44} {:>7.3} Mpps  cpu {:.2} cores",
-                pps / 1e6,
-                cpu
-            );
-            runs.push(Run {
-                case: case.to_string(),
-                size,
-                pps,
-                cpu,
-            });
+                println!(
+                    "  {size:>4} B  {case:<44} {:>7.3} Mpps  cpu {:.2} cores",
+                    pps / 1e6,
+                    cpu
+                );
+                match samples.iter_mut().find(|x| x.0 == case && x.1 == size) {
+                    Some(x) => x.2.push((pps, cpu)),
+                    None => samples.push((case.to_string(), size, vec![(pps, cpu)])),
+                }
+            }
             drop(gw);
+        }
+    }
+    for size in [60usize, 1000] {
+        for (case, _, v) in samples.iter().filter(|x| x.1 == size) {
+            let median = |f: fn(&(f64, f64)) -> f64| {
+                let mut x: Vec<f64> = v.iter().map(f).collect();
+                x.sort_by(f64::total_cmp);
+                x[x.len() / 2]
+            };
+            runs.push(Run {
+                case: case.clone(),
+                size,
+                pps: median(|s| s.0),
+                cpu: median(|s| s.1),
+                rounds: v.iter().map(|s| s.0).collect(),
+            });
         }
     }
 
@@ -443,9 +570,11 @@ fn main() -> Result<()> {
     });
     let result = json!({
         "command": "cargo xtask bench",
+        "generator": generator.describe(),
         "machine": machine,
         "seconds_per_case": o.secs,
-        "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu})).collect::<Vec<Value>>(),
+        "rounds": o.rounds,
+        "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "pps_per_round": r.rounds})).collect::<Vec<Value>>(),
         "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat, headers restored by bench_reset then tail call"})).collect::<Vec<Value>>(),
         "failover": failover,
         "targets": verdicts,
