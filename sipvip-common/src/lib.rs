@@ -67,7 +67,6 @@ pub mod default_sizes {
     pub const FRAGS: u32 = 65_536;
     pub const EXCLUSIONS: u32 = 65_536;
     pub const DEVMAP: u32 = 64;
-    pub const NEXTHOPS: u32 = 16_384;
 }
 
 /// One service of a VIP: traffic to `VIP:port_be` over `proto` goes to the active member at
@@ -187,22 +186,31 @@ pub struct FragValue {
     pub _pad: u8,
 }
 
-/// Key of `SV_NEXTHOP_V1` (a per-CPU LRU hash): a destination as seen from an ingress device.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct NextHopKey {
-    pub dst_be: u32,
-    pub ingress_ifindex: u32,
+/// Slots of `SV_NEXTHOP_V1` per CPU (a power of two).
+pub const NEXTHOP_SLOTS: u32 = 1 << 14;
+
+/// The slot of `SV_NEXTHOP_V1` for a destination (network order) arriving on an ingress
+/// device: a multiplicative hash, so nearby addresses spread over the cache.
+#[inline(always)]
+pub const fn nexthop_slot(dst_be: u32, ingress_ifindex: u32) -> u32 {
+    (dst_be ^ ingress_ifindex.rotate_left(16)).wrapping_mul(0x9e37_79b1)
+        >> (32 - NEXTHOP_SLOTS.trailing_zeros())
 }
 
-/// Value of `SV_NEXTHOP_V1`: the kernel FIB's answer for a destination (egress device and
-/// MACs), reused while `generation` equals the one in `SV_NHGEN_V1`. User space bumps that
-/// generation on a timer (`forwarding.nexthop_refresh`), so a route or neighbour change is
-/// picked up within one period; generation 0 turns the cache off.
+/// Value of `SV_NEXTHOP_V1`, a direct-mapped per-CPU cache of the kernel FIB's answers (an
+/// array, so a lookup is a few instructions, not a hash-map walk): the entry at
+/// `nexthop_slot(dst, ingress)` holds the answer for `(dst_be, ingress_ifindex)`, valid while
+/// `generation` equals the one in `SV_NHGEN_V1`. Another destination with the same slot
+/// replaces it. User space bumps the generation on a timer (`forwarding.nexthop_refresh`),
+/// so a route or neighbour change is picked up within one period; generation 0 turns the
+/// cache off.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {
+    pub dst_be: u32,
+    pub ingress_ifindex: u32,
     pub generation: u32,
+    /// The egress device.
     pub ifindex: u32,
     /// The largest IP total length the FIB has accepted for this destination (host order):
     /// longer packets ask the FIB again, which checks them against the egress MTU.
@@ -405,7 +413,6 @@ mod pod {
     unsafe impl aya::Pod for FragValue {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for VipCounters {}
-    unsafe impl aya::Pod for NextHopKey {}
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for bench::GenCfg {}
     unsafe impl aya::Pod for bench::FloorCfg {}
@@ -419,8 +426,8 @@ const _: () = assert!(
     core::mem::size_of::<MemberRecord>() == 16 + 8 * MAX_SERVICES + 2 * MAX_PASSTHROUGH_PORTS
 );
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
-const _: () = assert!(core::mem::size_of::<NextHopKey>() == 8);
-const _: () = assert!(core::mem::size_of::<NextHop>() == 24);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+const _: () = assert!(NEXTHOP_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<CtValue>() == 8);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 const _: () = assert!(core::mem::size_of::<FragValue>() == 8);

@@ -6,7 +6,7 @@
 use aya_ebpf::programs::XdpContext;
 use sipvip_common::{Reason, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::parse::{l4_csum_offset, load, store, Packet, IP_CSUM, IP_DST, IP_SRC};
+use crate::parse::{l4_csum_offset, load, store, store_addr, Packet, IP_CSUM, IP_DST, IP_SRC};
 
 /// An accumulated difference: the sum of `~old + new` over every changed 16-bit word.
 #[derive(Clone, Copy)]
@@ -87,7 +87,7 @@ pub fn rewrite(
     let mut ip = Delta::new();
     ip.addr(old_addr, new_addr);
     let c: u16 = load(ctx, p.l3 + IP_CSUM).map_err(e)?;
-    store(ctx, p.l3 + addr_off, new_addr).map_err(e)?;
+    store_addr(ctx, p.l3 + addr_off, new_addr).map_err(e)?;
     store(ctx, p.l3 + IP_CSUM, ip.apply(c)).map_err(e)?;
 
     if p.frag_offset != 0 || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {

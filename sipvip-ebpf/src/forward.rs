@@ -3,12 +3,12 @@
 //! and MACs set, or a hand-off to the kernel when the FIB says so.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_fib_lookup, programs::XdpContext};
-use sipvip_common::{NextHop, NextHopKey, Reason};
+use sipvip_common::{nexthop_slot, NextHop, Reason};
 
 use crate::{
     csum::Delta,
     maps::{DEVMAP, NEXTHOPS, NEXTHOP_GEN},
-    parse::{load, store, Packet, IP_CSUM, IP_TTL},
+    parse::{load, store, store_mac, Packet, IP_CSUM, IP_TTL},
     stats,
 };
 
@@ -55,17 +55,14 @@ pub fn forward(
     // SAFETY: reading the context's ingress ifindex.
     let ingress_ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let generation = NEXTHOP_GEN.get(0).copied().unwrap_or(0);
-    let key = NextHopKey {
-        dst_be,
-        ingress_ifindex,
-    };
-    let nh = match cached(&key, generation, p.tot_len) {
+    let slot = NEXTHOPS.get_ptr_mut(nexthop_slot(dst_be, ingress_ifindex));
+    let nh = match cached(slot, dst_be, ingress_ifindex, generation, p.tot_len) {
         Some(nh) => nh,
         None => {
             let nh = fib_lookup(ctx, p, src_be, dst_be, ingress_ifindex, generation)?;
-            if generation != 0 {
-                // Best effort: a failed insert only means asking the FIB again next time.
-                let _ = NEXTHOPS.insert(key, nh, 0);
+            if let (Some(slot), true) = (slot, generation != 0) {
+                // SAFETY: this CPU's slot; preemption is off while the program runs.
+                unsafe { *slot = nh };
             }
             nh
         }
@@ -86,25 +83,35 @@ pub fn forward(
     let c: u16 = load(ctx, l3 + IP_CSUM).map_err(e)?;
     store(ctx, l3 + IP_TTL, new_word).map_err(e)?;
     store(ctx, l3 + IP_CSUM, d.apply(c)).map_err(e)?;
-    store(ctx, 0, nh.dmac).map_err(e)?;
-    store(ctx, 6, nh.smac).map_err(e)?;
+    store_mac(ctx, 0, nh.dmac).map_err(e)?;
+    store_mac(ctx, 6, nh.smac).map_err(e)?;
     stats::bump(handled);
     Ok(xdp_action::XDP_REDIRECT)
 }
 
-/// This CPU's cached answer for `key`, if it is of the current generation and has been
-/// good for packets at least `tot_len` long.
+/// This CPU's cached answer in `slot`, if it is for this destination and ingress device, of
+/// the current generation, and has been good for packets at least `tot_len` long.
 #[inline(always)]
-fn cached(key: &NextHopKey, generation: u32, tot_len: u16) -> Option<NextHop> {
+fn cached(
+    slot: Option<*mut NextHop>,
+    dst_be: u32,
+    ingress_ifindex: u32,
+    generation: u32,
+    tot_len: u16,
+) -> Option<NextHop> {
     if generation == 0 {
         return None;
     }
-    // SAFETY: the per-CPU value is copied out; only this CPU writes it.
-    let nh = unsafe { NEXTHOPS.get(key) }?;
-    if nh.generation != generation || tot_len > nh.max_len {
+    // SAFETY: this CPU's slot, copied out; only this CPU writes it.
+    let nh = unsafe { *slot? };
+    if nh.generation != generation
+        || nh.dst_be != dst_be
+        || nh.ingress_ifindex != ingress_ifindex
+        || tot_len > nh.max_len
+    {
         return None;
     }
-    Some(*nh)
+    Some(nh)
 }
 
 /// Asks the kernel's FIB where `dst_be` goes (checking `p.tot_len` against the egress MTU).
@@ -143,6 +150,8 @@ fn fib_lookup(
     };
     match rc {
         FIB_SUCCESS => Ok(NextHop {
+            dst_be,
+            ingress_ifindex,
             generation,
             ifindex: fib.ifindex,
             max_len: p.tot_len,

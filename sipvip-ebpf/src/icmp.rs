@@ -13,7 +13,7 @@ use crate::{
     forward::forward,
     ingress::find_service,
     maps::CONNTRACK,
-    parse::{load, store, Packet, IP_CSUM, IP_DST, IP_SRC, IP_TTL},
+    parse::{load, store, store_addr, Packet, IP_CSUM, IP_DST, IP_SRC, IP_TTL},
     stats::{self, Dir},
 };
 
@@ -87,8 +87,8 @@ fn echo_reply(ctx: &XdpContext, p: &Packet, h: [u8; 8]) -> Result<u32, Reason> {
     store(ctx, 6, dmac).map_err(e)?;
 
     // Swapping the addresses leaves the IP checksum unchanged; the TTL changes it.
-    store(ctx, p.l3 + IP_SRC, p.dst_be).map_err(e)?;
-    store(ctx, p.l3 + IP_DST, p.src_be).map_err(e)?;
+    store_addr(ctx, p.l3 + IP_SRC, p.dst_be).map_err(e)?;
+    store_addr(ctx, p.l3 + IP_DST, p.src_be).map_err(e)?;
     let old: u16 = load(ctx, p.l3 + IP_TTL).map_err(e)?;
     let mut b = old.to_ne_bytes();
     b[0] = REPLY_TTL;
@@ -180,7 +180,7 @@ fn translate_embedded(
     ipd.addr(old_addr, new_addr);
     let old_ic: u16 = load(ctx, il3 + IP_CSUM).map_err(e)?;
     let new_ic = ipd.apply(old_ic);
-    store(ctx, il3 + addr_off, new_addr).map_err(e)?;
+    store_addr(ctx, il3 + addr_off, new_addr).map_err(e)?;
     store(ctx, il3 + IP_CSUM, new_ic).map_err(e)?;
     icmp.addr(old_addr, new_addr);
     if new_ic != old_ic {

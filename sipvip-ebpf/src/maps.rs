@@ -4,11 +4,11 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use sipvip_common::{
     default_sizes, CtKey, CtValue, ExclusionAddr, FragKey, FragValue, MemberRecord, NextHop,
-    NextHopKey, VipCounters, VipRecord, REASON_SLOTS,
+    VipCounters, VipRecord, NEXTHOP_SLOTS, REASON_SLOTS,
 };
 
 /// VIP address -> record. No preallocation, so a user-space update swaps the whole value in
@@ -46,10 +46,9 @@ pub static VIP_STATS: PerCpuArray<VipCounters> =
 #[map(name = "SV_REASONS_V1")]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
 
-/// Cached FIB answers, per CPU (no locking, no torn reads); see `NextHop`.
+/// Cached FIB answers, direct-mapped, per CPU (no locking, no torn reads); see `NextHop`.
 #[map(name = "SV_NEXTHOP_V1")]
-pub static NEXTHOPS: LruPerCpuHashMap<NextHopKey, NextHop> =
-    LruPerCpuHashMap::with_max_entries(default_sizes::NEXTHOPS, 0);
+pub static NEXTHOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(NEXTHOP_SLOTS, 0);
 
 /// Slot 0: the current next-hop generation (0: cache off).
 #[map(name = "SV_NHGEN_V1")]

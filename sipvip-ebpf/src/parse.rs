@@ -80,14 +80,17 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
 /// 18 or an IHL multiple of 4 beyond), so the pointer is suitably aligned.
 #[inline(always)]
 pub fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, ()> {
+    const { assert!(core::mem::align_of::<T>() <= 2) };
     // SAFETY: ptr_at checked that the whole T is inside the packet; see above for alignment.
     Ok(unsafe { core::ptr::read_volatile(ptr_at::<T>(ctx, off)?) })
 }
 
+/// Stores a `T` into the frame; the same alignment rules as [`load`] apply.
 #[inline(always)]
 pub fn store<T: Copy>(ctx: &XdpContext, off: usize, v: T) -> Result<(), ()> {
-    // SAFETY: ptr_at checked that the whole T is inside the packet.
-    unsafe { core::ptr::write_unaligned(ptr_at::<T>(ctx, off)?, v) };
+    const { assert!(core::mem::align_of::<T>() <= 2) };
+    // SAFETY: ptr_at checked that the whole T is inside the packet; see `load` for alignment.
+    unsafe { core::ptr::write_volatile(ptr_at::<T>(ctx, off)?, v) };
     Ok(())
 }
 
@@ -108,36 +111,68 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     if ethertype != ETH_P_IP_BE {
         return Err(Reason::PassNotIpv4);
     }
-    // The fixed 20-byte header must be present.
-    let hdr: [u8; 20] = load(ctx, l3).map_err(|_| Reason::DropMalformedIp)?;
-    if hdr[0] >> 4 != 4 {
+    // The fixed 20-byte header must be present. It is loaded as ten 16-bit words (headers
+    // are 2-byte aligned), which is half the loads of a byte array.
+    let h: [u16; 10] = load(ctx, l3).map_err(|_| Reason::DropMalformedIp)?;
+    let [ver_ihl, tos] = h[0].to_ne_bytes();
+    if ver_ihl >> 4 != 4 {
         return Err(Reason::DropMalformedIp);
     }
-    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
     if ihl < 20 {
         return Err(Reason::DropMalformedIp);
     }
-    let tot_len = u16::from_be_bytes([hdr[2], hdr[3]]);
+    let tot_len = u16::from_be(h[1]);
     let avail = (len as usize).saturating_sub(l3);
     if (tot_len as usize) < ihl || tot_len as usize > avail {
         return Err(Reason::DropMalformedIp);
     }
-    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+    let frag = u16::from_be(h[3]);
+    let [ttl, proto] = h[4].to_ne_bytes();
     Ok(Packet {
         l3,
         l4: l3 + ihl,
         vlan,
-        proto: hdr[9],
-        ttl: hdr[8],
-        tos: hdr[1],
+        proto,
+        ttl,
+        tos,
         tot_len,
-        id_be: u16::from_ne_bytes([hdr[4], hdr[5]]),
+        id_be: h[2],
         frag_offset: frag & IP_OFFSET_MASK,
         more_frags: frag & IP_MF != 0,
-        src_be: u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
-        dst_be: u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
+        src_be: addr(h[6], h[7]),
+        dst_be: addr(h[8], h[9]),
         len,
     })
+}
+
+/// An address from its two words as loaded from packet memory (network order kept).
+#[inline(always)]
+fn addr(hi: u16, lo: u16) -> u32 {
+    let (a, b) = (hi.to_ne_bytes(), lo.to_ne_bytes());
+    u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
+}
+
+/// Stores a MAC address as three 16-bit words (Ethernet addresses are 2-byte aligned).
+#[inline(always)]
+pub fn store_mac(ctx: &XdpContext, off: usize, m: [u8; 6]) -> Result<(), ()> {
+    let w = [
+        u16::from_ne_bytes([m[0], m[1]]),
+        u16::from_ne_bytes([m[2], m[3]]),
+        u16::from_ne_bytes([m[4], m[5]]),
+    ];
+    store(ctx, off, w)
+}
+
+/// Stores an address (network order, as parsed) as two 16-bit words.
+#[inline(always)]
+pub fn store_addr(ctx: &XdpContext, off: usize, addr_be: u32) -> Result<(), ()> {
+    let b = addr_be.to_ne_bytes();
+    let w = [
+        u16::from_ne_bytes([b[0], b[1]]),
+        u16::from_ne_bytes([b[2], b[3]]),
+    ];
+    store(ctx, off, w)
 }
 
 /// Source and destination ports (network order) of a TCP or UDP header at `l4`, checking that

@@ -17,8 +17,8 @@ use aya::{
 };
 use sipvip_common::{
     default_sizes, map_names, program_names, CtKey, CtValue, FragKey, FragValue, MemberRecord,
-    NextHop, NextHopKey, Reason, Service, VipCounters, VipRecord, MAX_MEMBERS,
-    MAX_PASSTHROUGH_PORTS, MAX_SERVICES, MEMBER_F_SNAT,
+    NextHop, Reason, Service, VipCounters, VipRecord, MAX_MEMBERS, MAX_PASSTHROUGH_PORTS,
+    MAX_SERVICES, MEMBER_F_SNAT,
 };
 
 /// The kernel object, built by build.rs from sipvip-ebpf.
@@ -26,7 +26,6 @@ const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
-const BPF_MAP_TYPE_LRU_PERCPU_HASH: u32 = 10;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
 
@@ -133,7 +132,6 @@ pub struct MapSizes {
     pub frags: u32,
     pub exclusions: u32,
     pub devmap: u32,
-    pub nexthops: u32,
 }
 
 impl Default for MapSizes {
@@ -145,7 +143,6 @@ impl Default for MapSizes {
             frags: default_sizes::FRAGS,
             exclusions: default_sizes::EXCLUSIONS,
             devmap: default_sizes::DEVMAP,
-            nexthops: default_sizes::NEXTHOPS,
         }
     }
 }
@@ -336,8 +333,7 @@ impl Datapath {
             .map_max_entries(map_names::CONNTRACK, sizes.conntrack)
             .map_max_entries(map_names::FRAGS, sizes.frags)
             .map_max_entries(map_names::EXCLUSIONS, sizes.exclusions)
-            .map_max_entries(map_names::DEVMAP, sizes.devmap)
-            .map_max_entries(map_names::NEXTHOPS, sizes.nexthops);
+            .map_max_entries(map_names::DEVMAP, sizes.devmap);
         let mut ebpf = loader.load(if debug { OBJECT_DEBUG } else { OBJECT })?;
         let logger = if debug {
             Some(
@@ -462,10 +458,10 @@ impl Datapath {
             ),
             (
                 map_names::NEXTHOPS,
-                BPF_MAP_TYPE_LRU_PERCPU_HASH,
-                size_of::<NextHopKey>(),
+                BPF_MAP_TYPE_PERCPU_ARRAY,
+                4,
                 size_of::<NextHop>(),
-                sizes.nexthops,
+                sipvip_common::NEXTHOP_SLOTS,
             ),
             (map_names::NEXTHOP_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 1),
         ];

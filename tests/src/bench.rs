@@ -255,13 +255,18 @@ pub struct CostHarness {
     pub ebpf: Ebpf,
 }
 
-/// One cost measurement: nanoseconds per run, as the kernel timed them.
-#[derive(Clone, Copy, Debug)]
+/// One path's cost over several rounds: nanoseconds per run, as the kernel timed them.
+#[derive(Clone, Debug)]
 pub struct Cost {
     /// The median of the rounds.
     pub ns: f64,
     pub min_ns: f64,
     pub max_ns: f64,
+    /// The median over rounds of this path's cost divided by the floor program's cost in the
+    /// same round (side by side, so a slow spell of the machine hits both).
+    pub vs_floor: f64,
+    /// The same net of the harness: `(path - empty) / (floor - empty)` per round.
+    pub vs_floor_net: f64,
     pub runs: u64,
 }
 
@@ -288,8 +293,9 @@ impl CostHarness {
     }
 
     /// Runs `target` on `frame` (at least TEMPLATE_BYTES long) as if it arrived on `ifindex`,
-    /// `rounds` times `repeat` runs; every round must end with the verdict `expect`, so a
-    /// path that goes elsewhere is an error rather than a wrong figure.
+    /// `repeat` times in one BPF_PROG_TEST_RUN call, and returns the kernel's ns per run. The
+    /// verdict must be `expect`, so a path that goes elsewhere is an error rather than a wrong
+    /// figure.
     pub fn cost(
         &mut self,
         target: &ProgramFd,
@@ -297,8 +303,7 @@ impl CostHarness {
         frame: &[u8],
         expect: u32,
         repeat: u32,
-        rounds: usize,
-    ) -> Result<Cost> {
+    ) -> Result<f64> {
         anyhow::ensure!(
             frame.len() >= TEMPLATE_BYTES,
             "frame shorter than the template"
@@ -322,27 +327,17 @@ impl CostHarness {
             .try_into()?;
         let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let mut ns = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
-            let r = prog.test_run(TestRunOptions {
-                data_in: Some(frame),
-                ctx_in: Some(&ctx),
-                repeat,
-                ..TestRunOptions::default()
-            })?;
-            anyhow::ensure!(
-                r.return_value == expect,
-                "verdict {} where {expect} was expected: the frame did not take the path measured",
-                r.return_value
-            );
-            ns.push(r.duration.as_nanos() as f64);
-        }
-        ns.sort_by(f64::total_cmp);
-        Ok(Cost {
-            ns: ns[ns.len() / 2],
-            min_ns: ns[0],
-            max_ns: ns[ns.len() - 1],
-            runs: u64::from(repeat) * rounds as u64,
-        })
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        anyhow::ensure!(
+            r.return_value == expect,
+            "verdict {} where {expect} was expected: the frame did not take the path measured",
+            r.return_value
+        );
+        Ok(r.duration.as_nanos() as f64)
     }
 }
