@@ -27,7 +27,7 @@ ax.set_yticklabels(cases)
 ax.invert_yaxis()
 ax.set_xlabel("delivered Mpps at the sink")
 m = r["machine"]
-ax.set_title(f"sipvip throughput, one run side by side ({m['cpus']} CPUs, kernel {m['kernel']})")
+ax.set_title(f"sipvip throughput, median of {r.get('rounds', 1)} interleaved rounds ({m['cpus']} CPUs, kernel {m['kernel']})")
 ax.legend(loc="lower right")
 fig.tight_layout()
 fig.savefig(dst, dpi=110)

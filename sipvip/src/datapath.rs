@@ -12,7 +12,7 @@ use std::{
 
 use aya::{
     maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray},
-    programs::{links::PinnedLink, Xdp, XdpMode},
+    programs::{links::PinnedLink, xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use sipvip_common::{
@@ -624,7 +624,12 @@ impl Datapath {
     }
 
     /// Attaches a program to an interface.
-    pub fn attach(&mut self, program: &'static str, ifname: &str, mode: XdpMode) -> Result<()> {
+    pub fn attach(
+        &mut self,
+        program: &'static str,
+        ifname: &str,
+        mode: XdpMode,
+    ) -> Result<XdpLinkId> {
         let ebpf = self
             .ebpf
             .as_mut()
@@ -634,8 +639,21 @@ impl Datapath {
             .map_err(|source| DatapathError::Program {
                 name: program,
                 source,
-            })?;
-        Ok(())
+            })
+    }
+
+    /// Detaches what [`Datapath::attach`] attached.
+    pub fn detach(&mut self, program: &'static str, link: XdpLinkId) -> Result<()> {
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or(DatapathError::MissingProgram(program))?;
+        xdp_mut(ebpf, program)?
+            .detach(link)
+            .map_err(|source| DatapathError::Program {
+                name: program,
+                source,
+            })
     }
 
     /// Lets the datapath redirect to `ifindex` (every interface a packet may leave by).

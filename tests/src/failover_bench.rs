@@ -161,6 +161,7 @@ pub fn run_all(n: usize) -> Result<Value> {
         for mode in ["process down (ICMP)", "host down (link)"] {
             let (mut times, mut lost) = (Vec::new(), Vec::new());
             for _ in 0..n {
+                crate::netns::interrupted()?;
                 let before = flips_to(&lab, "backup").len();
                 let killed = epoch();
                 if mode.starts_with("process") {

@@ -5,7 +5,7 @@ use std::{
     fs::File,
     os::fd::AsRawFd,
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
 };
 
 use anyhow::{bail, Context, Result};
@@ -155,4 +155,34 @@ pub fn tcp_connect_from(
         }
         Ok(stream)
     }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: i32) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM set a flag that [`interrupted`] reports, so that a long run
+/// (bench, lab) stops at its next check and its Drop impls tear everything down.
+pub fn catch_interrupts() {
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+}
+
+/// An error once SIGINT or SIGTERM has arrived (after [`catch_interrupts`]).
+pub fn interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: tearing everything down");
+    }
+    Ok(())
 }

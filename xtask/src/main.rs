@@ -35,7 +35,8 @@ enum Task {
     /// Benchmarks: throughput side by side, per-packet cost, failover timing. Writes
     /// results/bench.json and results/bench.png. Not a test: nothing passes or fails.
     Bench {
-        /// Arguments for the bench (--secs S, --failovers N).
+        /// Arguments for the bench (--secs S, --rounds R, --failovers N, --generator
+        /// auto|pktgen|live, --pktgen-threads N, --pktgen-burst N, --costs-only, --only CASE).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -4,7 +4,6 @@
 
 use std::{
     net::UdpSocket,
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -14,17 +13,8 @@ use sipvip_tests::{
     scenario::{self, epoch, window, Calls},
 };
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: i32) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 fn stopped() -> Result<()> {
-    if STOP.load(Ordering::SeqCst) {
-        bail!("interrupted: tearing the lab down");
-    }
-    Ok(())
+    sipvip_tests::netns::interrupted()
 }
 
 struct Args {
@@ -63,11 +53,7 @@ fn args() -> Args {
 
 fn main() -> Result<()> {
     let a = args();
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    sipvip_tests::netns::catch_interrupts();
     let mut lab = Lab::new("lab")?;
     let r = run(&mut lab, &a);
     if a.keep && r.is_ok() {
