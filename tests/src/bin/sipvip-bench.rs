@@ -30,7 +30,8 @@ struct Opts {
     secs: f64,
     failover_runs: usize,
     out: PathBuf,
-    /// Only the throughput cases starting with this (and no per-path costs): for profiling.
+    /// Only the throughput cases starting with this (and no per-path costs), or with
+    /// --costs-only only the cost paths starting with this: for profiling.
     only: Option<String>,
     /// Only the per-packet costs.
     costs_only: bool,
@@ -488,10 +489,10 @@ fn main() -> Result<()> {
         }
     }
 
-    if o.only.is_some() {
+    if o.only.is_some() && !o.costs_only {
         return Ok(());
     }
-    let costs = per_packet_costs(&net)?;
+    let costs = per_packet_costs(&net, o.only.as_deref())?;
     net.reset_gateway()?;
     drop((ext, int));
     drop(net);
@@ -627,7 +628,11 @@ fn main() -> Result<()> {
 /// `COST_ROUNDS` rounds, the median round reported. Every run restores the frame's headers
 /// (bench_reset) and tail-calls the program measured, so the empty program's figure is the
 /// harness itself.
-fn per_packet_costs(net: &BenchNet) -> Result<Vec<(String, Cost)>> {
+const NO_CACHE_STEER: &str = "inbound steer, nexthop_refresh 0s";
+const NO_CACHE_SNAT: &str = "outbound SNAT miss, nexthop_refresh 0s";
+
+/// `only`: besides the empty and floor programs, only the paths starting with it.
+fn per_packet_costs(net: &BenchNet, only: Option<&str>) -> Result<Vec<(String, Cost)>> {
     const COST_REPEAT: u32 = 1_000_000;
     const COST_ROUNDS: usize = 9;
     use sipvip_tests::frame::Ip4;
@@ -722,7 +727,16 @@ fn per_packet_costs(net: &BenchNet) -> Result<Vec<(String, Cost)>> {
             pad(fragment),
             redirect,
         ),
+        // With forwarding.nexthop_refresh = "0s": a FIB lookup for every packet.
+        (NO_CACHE_STEER, &ext_fd, ext0, inbound.clone(), redirect),
+        (NO_CACHE_SNAT, &int_fd, int0, out(far, 5060), redirect),
     ];
+    let paths: Vec<_> = paths
+        .into_iter()
+        .enumerate()
+        .filter(|(i, p)| *i < 2 || only.is_none_or(|o| p.0.starts_with(o)))
+        .map(|(_, p)| p)
+        .collect();
     println!(
         "\nper-packet cost by path (BPF_PROG_TEST_RUN, {COST_ROUNDS} rounds x {COST_REPEAT} runs per path, \
          paths interleaved in each round, one CPU; median; 64-byte frames)"
@@ -737,8 +751,15 @@ fn per_packet_costs(net: &BenchNet) -> Result<Vec<(String, Cost)>> {
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for _ in 0..COST_ROUNDS {
         interrupted()?;
-        for (i, (_, fd, ifindex, frame, expect)) in paths.iter().enumerate() {
+        for (i, (name, fd, ifindex, frame, expect)) in paths.iter().enumerate() {
+            let cache_off = *name == NO_CACHE_STEER || *name == NO_CACHE_SNAT;
+            if cache_off {
+                dp.refresh_nexthops(false)?;
+            }
             ns[i].push(h.cost(fd, *ifindex, frame, *expect, COST_REPEAT)?);
+            if cache_off {
+                dp.refresh_nexthops(true)?;
+            }
         }
     }
     let median = |mut v: Vec<f64>| {
