@@ -190,10 +190,11 @@ pub struct FragValue {
 pub const NEXTHOP_SLOTS: u32 = 1 << 14;
 
 /// The slot of `SV_NEXTHOP_V1` for a destination (network order) arriving on an ingress
-/// device: a multiplicative hash, so nearby addresses spread over the cache.
+/// device: Fibonacci hashing of the address in host order, so that consecutive addresses (a
+/// subnet's hosts) land in distinct slots.
 #[inline(always)]
 pub const fn nexthop_slot(dst_be: u32, ingress_ifindex: u32) -> u32 {
-    (dst_be ^ ingress_ifindex.rotate_left(16)).wrapping_mul(0x9e37_79b1)
+    (u32::from_be(dst_be) ^ ingress_ifindex.wrapping_mul(0x85eb_ca6b)).wrapping_mul(0x9e37_79b1)
         >> (32 - NEXTHOP_SLOTS.trailing_zeros())
 }
 
@@ -428,6 +429,23 @@ const _: () = assert!(
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 const _: () = assert!(NEXTHOP_SLOTS.is_power_of_two());
+#[cfg(test)]
+mod nexthop_tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_addresses_get_distinct_slots() {
+        let base = u32::from_be_bytes([198, 18, 128, 0]);
+        let mut seen = [false; NEXTHOP_SLOTS as usize];
+        let mut distinct = 0;
+        for n in 0..4096u32 {
+            let slot = nexthop_slot((base + n).to_be(), 7) as usize;
+            distinct += usize::from(!seen[slot]);
+            seen[slot] = true;
+        }
+        assert_eq!(distinct, 4096);
+    }
+}
 const _: () = assert!(core::mem::size_of::<CtValue>() == 8);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 const _: () = assert!(core::mem::size_of::<FragValue>() == 8);

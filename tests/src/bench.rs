@@ -167,10 +167,20 @@ pub fn generate(
     // through a raw pointer that outlives the thread (joined before `host` is dropped).
     let ebpf_ptr = &host.ebpf as *const Ebpf as usize;
     let frame = vec![0u8; frame_len];
+    let pin_cpu: Option<usize> = std::env::var("SIPVIP_BENCH_GEN_CPU")
+        .ok()
+        .and_then(|v| v.parse().ok());
     Ok(std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
-        // SAFETY: setns on this thread only.
-        unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+        // SAFETY: setns and the CPU set of this thread only.
+        unsafe {
+            libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET);
+            if let Some(cpu) = pin_cpu {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+        }
         // SAFETY: the caller joins this thread before dropping the Host.
         let ebpf = unsafe { &*(ebpf_ptr as *const Ebpf) };
         let prog: &Xdp = ebpf

@@ -45,12 +45,12 @@ struct Opts {
 
 fn opts() -> Opts {
     let mut o = Opts {
-        secs: 1.0,
+        secs: 0.25,
         failover_runs: 20,
         out: PathBuf::from("results"),
         only: None,
         costs_only: false,
-        rounds: 5,
+        rounds: 20,
         generator: "auto".into(),
         pktgen_threads: 1,
         pktgen_burst: 32,
@@ -58,12 +58,12 @@ fn opts() -> Opts {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--secs" => o.secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(1.0),
+            "--secs" => o.secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.25),
             "--failovers" => o.failover_runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(20),
             "--out" => o.out = it.next().map(PathBuf::from).unwrap_or(o.out),
             "--only" => o.only = it.next(),
             "--costs-only" => o.costs_only = true,
-            "--rounds" => o.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(5),
+            "--rounds" => o.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(20),
             "--generator" => o.generator = it.next().unwrap_or_default(),
             "--pktgen-threads" => {
                 o.pktgen_threads = it.next().and_then(|v| v.parse().ok()).unwrap_or(1)
@@ -238,25 +238,30 @@ fn measure(
     secs: f64,
 ) -> Result<(f64, f64)> {
     gen.set_gen(cfg)?;
-    let before = sink.received()?;
-    let cpu0 = cpu_busy();
-    let t = Instant::now();
-    match g {
+    enum Sending {
+        Live(std::thread::JoinHandle<()>, Arc<AtomicBool>),
+        Pktgen(pktgen::Running),
+    }
+    let sending = match g {
         Generator::Live => {
             let flag = Arc::new(AtomicBool::new(false));
-            let h = generate(gen_ns, gen, size, flag.clone())?;
-            std::thread::sleep(Duration::from_secs_f64(secs));
-            stop(h, &flag);
+            Sending::Live(generate(gen_ns, gen, size, flag.clone())?, flag)
         }
-        Generator::Pktgen { threads, burst } => {
-            let run = pktgen::start(gen_ns, &pktgen_cfg(&cfg, dev, size, secs, *threads, *burst))?;
-            std::thread::sleep(Duration::from_secs_f64(secs));
-            run.stop(gen_ns)?;
-        }
+        Generator::Pktgen { threads, burst } => Sending::Pktgen(pktgen::start(
+            gen_ns,
+            &pktgen_cfg(&cfg, dev, size, secs + 1.0, *threads, *burst),
+        )?),
+    };
+    // Counted over a window of steady sending, after a warm-up and before the stop.
+    std::thread::sleep(Duration::from_millis(50));
+    let (before, cpu0, t) = (sink.received(), cpu_busy(), Instant::now());
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (after, cpu1, el) = (sink.received(), cpu_busy(), t.elapsed().as_secs_f64());
+    match sending {
+        Sending::Live(h, flag) => stop(h, &flag),
+        Sending::Pktgen(run) => run.stop(gen_ns)?,
     }
-    let el = t.elapsed().as_secs_f64();
-    let after = sink.received()?;
-    Ok(((after - before) as f64 / el, (cpu_busy() - cpu0) / el))
+    Ok(((after? - before?) as f64 / el, (cpu1 - cpu0) / el))
 }
 
 fn inbound(net: &BenchNet, size: usize, dst: Ipv4Addr) -> GenCfg {
