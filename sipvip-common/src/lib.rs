@@ -34,8 +34,9 @@ pub mod map_names {
     pub const REASONS: &str = "SV_REASONS_V1";
     pub const NEXTHOPS: &str = "SV_NEXTHOP_V1";
     pub const NEXTHOP_GEN: &str = "SV_NHGEN_V1";
+    pub const PT_PORTS: &str = "SV_PTPORTS_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         VIPS,
         MEMBERS,
         CONNTRACK,
@@ -46,6 +47,7 @@ pub mod map_names {
         REASONS,
         NEXTHOPS,
         NEXTHOP_GEN,
+        PT_PORTS,
     ];
 }
 
@@ -184,6 +186,30 @@ pub struct FragValue {
     /// Service slot for counters, or NO_SERVICE.
     pub service: u8,
     pub _pad: u8,
+}
+
+/// Buckets of member ports in `PassthroughPorts`.
+pub const PT_PORT_BUCKETS: usize = 64;
+
+/// Value of `SV_PTPORTS_V1` (an array indexed by `vip_id * MAX_MEMBERS + slot`): byte
+/// `port % PT_PORT_BUCKETS` (host order) is set by the datapath before it records a
+/// `CT_PASSTHROUGH` flow to that member port. The outbound side looks conntrack up for
+/// pass-through flows only when the byte of its source port is set, so members whose service
+/// ports never see flows to their physical address skip that lookup. Bytes are never cleared
+/// while the datapath is loaded: a stale one only costs the lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassthroughPorts {
+    pub seen: [u8; PT_PORT_BUCKETS],
+}
+
+/// The `SV_PTPORTS_V1` index and byte of a member port (network order).
+#[inline(always)]
+pub const fn pt_port_slot(vip_id: u32, member_slot: u32, port_be: u16) -> (u32, usize) {
+    (
+        vip_id * MAX_MEMBERS as u32 + member_slot,
+        u16::from_be(port_be) as usize % PT_PORT_BUCKETS,
+    )
 }
 
 /// Slots of `SV_NEXTHOP_V1` per CPU (a power of two).
@@ -415,6 +441,7 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for VipCounters {}
     unsafe impl aya::Pod for NextHop {}
+    unsafe impl aya::Pod for PassthroughPorts {}
     unsafe impl aya::Pod for bench::GenCfg {}
     unsafe impl aya::Pod for bench::FloorCfg {}
     unsafe impl aya::Pod for bench::Template {}
@@ -429,6 +456,12 @@ const _: () = assert!(
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 const _: () = assert!(NEXTHOP_SLOTS.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<CtValue>() == 8);
+const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
+const _: () = assert!(core::mem::size_of::<FragValue>() == 8);
+const _: () =
+    assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));
+
 #[cfg(test)]
 mod nexthop_tests {
     use super::*;
@@ -446,8 +479,3 @@ mod nexthop_tests {
         assert_eq!(distinct, 4096);
     }
 }
-const _: () = assert!(core::mem::size_of::<CtValue>() == 8);
-const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
-const _: () = assert!(core::mem::size_of::<FragValue>() == 8);
-const _: () =
-    assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));

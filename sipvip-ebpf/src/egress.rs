@@ -3,9 +3,9 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use sipvip_common::{
-    CtKey, CtValue, FragValue, MemberRecord, Reason, CT_PASSTHROUGH, CT_SNAT, FRAG_ACT_TRANSLATE,
-    FRAG_ACT_UNTOUCHED, FRAG_OUT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_PASSTHROUGH_PORTS,
-    MEMBER_F_SNAT, NO_SERVICE,
+    pt_port_slot, CtKey, CtValue, FragValue, MemberRecord, Reason, CT_PASSTHROUGH, CT_SNAT,
+    FRAG_ACT_TRANSLATE, FRAG_ACT_UNTOUCHED, FRAG_OUT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    MAX_PASSTHROUGH_PORTS, MEMBER_F_SNAT, NO_SERVICE,
 };
 
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     forward::forward,
     frag, icmp,
     ingress::find_service,
-    maps::{CONNTRACK, EXCLUSIONS, MEMBERS},
+    maps::{CONNTRACK, EXCLUSIONS, MEMBERS, PT_PORTS},
     parse::{parse, ports},
     stats::{self, Dir},
 };
@@ -55,9 +55,22 @@ pub fn passthrough_port(m: &MemberRecord, port_be: u16) -> bool {
     false
 }
 
-/// True when a flow opened from outside to this member's physical address is known.
+/// True when a flow opened from outside to this member's physical address is known. Only
+/// member ports marked in `SV_PTPORTS_V1` can have one.
 #[inline(always)]
-pub fn passthrough_flow(proto: u8, member_be: u32, mport: u16, remote_be: u32, rport: u16) -> bool {
+pub fn passthrough_flow(
+    m: &MemberRecord,
+    proto: u8,
+    member_be: u32,
+    mport: u16,
+    remote_be: u32,
+    rport: u16,
+) -> bool {
+    let (i, bucket) = pt_port_slot(m.vip_id, m.slot, mport);
+    match PT_PORTS.get(i) {
+        Some(pp) if pp.seen[bucket] == 0 => return false,
+        _ => {}
+    }
     let key = CtKey {
         addr_a_be: member_be,
         addr_b_be: remote_be,
@@ -132,7 +145,7 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
     } else {
         let (sport, dport) = ports(ctx, &p)?;
         let (d, r) = if passthrough_port(m, sport)
-            || passthrough_flow(p.proto, p.src_be, sport, p.dst_be, dport)
+            || passthrough_flow(m, p.proto, p.src_be, sport, p.dst_be, dport)
         {
             (UNTOUCHED, Reason::Passthrough)
         } else if excluded(p.dst_be) {

@@ -314,7 +314,7 @@ fn error_from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u
     // The member-side port is the embedded destination port.
     let mport = inner.dport;
     if passthrough_port(m, mport)
-        || passthrough_flow(inner.proto, p.src_be, mport, inner.src_be, inner.sport)
+        || passthrough_flow(m, inner.proto, p.src_be, mport, inner.src_be, inner.sport)
     {
         return forward(ctx, p, p.src_be, p.dst_be, Reason::Passthrough);
     }

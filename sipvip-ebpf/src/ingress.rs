@@ -2,15 +2,15 @@
 
 use aya_ebpf::programs::XdpContext;
 use sipvip_common::{
-    CtKey, CtValue, FragValue, Reason, Service, CT_PASSTHROUGH, CT_SNAT, FRAG_ACT_TRANSLATE,
-    FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES, NO_SERVICE,
+    pt_port_slot, CtKey, CtValue, FragValue, Reason, Service, CT_PASSTHROUGH, CT_SNAT,
+    FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES, NO_SERVICE,
 };
 
 use crate::{
     csum::{rewrite, Side, SAME_PORT},
     forward::forward,
     frag, icmp,
-    maps::{CONNTRACK, MEMBERS, VIPS},
+    maps::{CONNTRACK, MEMBERS, PT_PORTS, VIPS},
     parse::{parse, ports, Packet},
     stats::{self, Dir},
 };
@@ -158,6 +158,17 @@ fn not_for_vip(ctx: &XdpContext, p: &Packet) -> Result<u32, Reason> {
                 kind: CT_PASSTHROUGH,
                 _pad: 0,
             };
+            // The member port is marked before the flow is recorded, so the outbound side
+            // never sees the flow without the mark.
+            let (i, bucket) = pt_port_slot(m.vip_id, m.slot, dport);
+            if let Some(pp) = PT_PORTS.get_ptr_mut(i) {
+                // SAFETY: a byte of a map value; stores of 1 from any CPU are idempotent.
+                unsafe {
+                    if (*pp).seen[bucket] == 0 {
+                        (*pp).seen[bucket] = 1;
+                    }
+                }
+            }
             // SAFETY: only tested for presence.
             if unsafe { CONNTRACK.get(key) }.is_none() {
                 let v = CtValue {

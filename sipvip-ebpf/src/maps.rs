@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use sipvip_common::{
     default_sizes, CtKey, CtValue, ExclusionAddr, FragKey, FragValue, MemberRecord, NextHop,
-    VipCounters, VipRecord, NEXTHOP_SLOTS, REASON_SLOTS,
+    PassthroughPorts, VipCounters, VipRecord, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
 };
 
 /// VIP address -> record. No preallocation, so a user-space update swaps the whole value in
@@ -53,3 +53,9 @@ pub static NEXTHOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(NEXTHO
 /// Slot 0: the current next-hop generation (0: cache off).
 #[map(name = "SV_NHGEN_V1")]
 pub static NEXTHOP_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Member ports that have seen flows to the member's physical address; see
+/// `PassthroughPorts`.
+#[map(name = "SV_PTPORTS_V1")]
+pub static PT_PORTS: Array<PassthroughPorts> =
+    Array::with_max_entries(default_sizes::VIPS * MAX_MEMBERS as u32, 0);

@@ -333,7 +333,8 @@ impl Datapath {
             .map_max_entries(map_names::CONNTRACK, sizes.conntrack)
             .map_max_entries(map_names::FRAGS, sizes.frags)
             .map_max_entries(map_names::EXCLUSIONS, sizes.exclusions)
-            .map_max_entries(map_names::DEVMAP, sizes.devmap);
+            .map_max_entries(map_names::DEVMAP, sizes.devmap)
+            .map_max_entries(map_names::PT_PORTS, sizes.vips * MAX_MEMBERS as u32);
         let mut ebpf = loader.load(if debug { OBJECT_DEBUG } else { OBJECT })?;
         let logger = if debug {
             Some(
@@ -399,7 +400,7 @@ impl Datapath {
         if !dir.join(map_names::VIPS).exists() {
             return Ok(None);
         }
-        let expect: [(&'static str, u32, usize, usize, u32); 10] = [
+        let expect: [(&'static str, u32, usize, usize, u32); 11] = [
             (
                 map_names::VIPS,
                 BPF_MAP_TYPE_HASH,
@@ -464,6 +465,13 @@ impl Datapath {
                 sipvip_common::NEXTHOP_SLOTS,
             ),
             (map_names::NEXTHOP_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 1),
+            (
+                map_names::PT_PORTS,
+                BPF_MAP_TYPE_ARRAY,
+                4,
+                size_of::<sipvip_common::PassthroughPorts>(),
+                sizes.vips * MAX_MEMBERS as u32,
+            ),
         ];
         let mut maps = std::collections::HashMap::new();
         for (name, ty, key, value, max) in expect {

@@ -673,6 +673,43 @@ fn rule5_tlib_passthrough_survives_conntrack_loss() {
         Some(&out.build()),
         "snat",
     );
+
+    // SIP straight to a member's physical address on its service port: the member's replies
+    // from the service port keep the physical source too (the port is marked in
+    // SV_PTPORTS_V1, so the outbound side looks the flow up).
+    let sip = Ip4::udp(SBC_MAC, EXT_MAC, (SBC, 5070), (PRIMARY, 5060), SIP);
+    expect(
+        &net,
+        "SIP to physical",
+        Side::Ext,
+        &sip.build(),
+        XDP_PASS,
+        None,
+        "pass_to_member",
+    );
+    let reply = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (SBC, 5070), SIP);
+    let out = routed(&reply, EXT_MAC, SBC_MAC);
+    expect(
+        &net,
+        "service-port reply to a physical flow",
+        Side::Int,
+        &reply.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "passthrough",
+    );
+    // Another peer on the same service port is service traffic: SNATed to VIP:5060.
+    let other = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (PHONE, 5062), SIP);
+    let out = from_vip(&other, PHONE_MAC, None);
+    expect(
+        &net,
+        "service traffic after a physical flow",
+        Side::Int,
+        &other.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "snat",
+    );
 }
 
 #[test]
