@@ -47,7 +47,11 @@ pub fn passthrough_port(m: &MemberRecord, port_be: u16) -> bool {
     let mut i = 0;
     while i < MAX_PASSTHROUGH_PORTS {
         let p = m.passthrough_ports_be[i];
-        if p != 0 && p == port_be {
+        if p == 0 {
+            // Ports are packed (user space checks): the first 0 ends them.
+            return false;
+        }
+        if p == port_be {
             return true;
         }
         i += 1;

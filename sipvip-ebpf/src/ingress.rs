@@ -27,6 +27,10 @@ pub fn find_service(
     let mut i = 0;
     while i < MAX_SERVICES {
         let s = &services[i];
+        if s.proto == 0 {
+            // Services are packed (user space checks): the first unused slot ends them.
+            return None;
+        }
         let port = if member_side {
             s.member_port_be
         } else {

@@ -209,7 +209,22 @@ impl VipSpec {
                 self.members.len()
             )));
         }
+        // The datapath stops at the first unused slot: services and pass-through ports must be
+        // packed, with no protocol 0 or port 0 among them.
+        if let Some(sv) = self
+            .services
+            .iter()
+            .find(|sv| sv.proto == 0 || sv.port == 0)
+        {
+            return Err(bad(format!(
+                "service {}/{}: protocol and port must be non-zero",
+                sv.proto, sv.port
+            )));
+        }
         for m in &self.members {
+            if m.passthrough_ports.contains(&0) {
+                return Err(bad(format!("member {}: pass-through port 0", m.addr)));
+            }
             if m.passthrough_ports.len() > MAX_PASSTHROUGH_PORTS {
                 return Err(bad(format!(
                     "member {}: {} pass-through ports, at most {MAX_PASSTHROUGH_PORTS}",
