@@ -98,6 +98,10 @@ struct Run {
     /// Medians of the per-round ratios to the floor and to nftables.
     vs_floor: f64,
     vs_nft: f64,
+    /// Gateway CPU per packet above the floor's, in ns: generator, gateway and sink share
+    /// one core, so the generator's and sink's cost cancels in 1/pps - 1/pps_floor (per
+    /// round, then the median).
+    gw_ns_over_floor: f64,
 }
 
 /// One round's (packets/s, busy cores) of a case.
@@ -465,6 +469,7 @@ fn main() -> Result<()> {
                 cpu: median(|s| s.1),
                 rounds: v.iter().map(|s| s.0).collect(),
                 vs_floor: f64::NAN,
+                gw_ns_over_floor: f64::NAN,
                 vs_nft: f64::NAN,
             });
         }
@@ -491,6 +496,14 @@ fn main() -> Result<()> {
         if let Some((_, floor, nft)) = reference.iter().find(|x| x.0 == r.size) {
             r.vs_floor = per_round(&r.rounds, floor);
             r.vs_nft = per_round(&r.rounds, nft);
+            let mut extra: Vec<f64> = r
+                .rounds
+                .iter()
+                .zip(floor)
+                .map(|(p, f)| 1e9 / p - 1e9 / f)
+                .collect();
+            extra.sort_by(f64::total_cmp);
+            r.gw_ns_over_floor = extra.get(extra.len() / 2).copied().unwrap_or(f64::NAN);
         }
     }
 
@@ -514,18 +527,19 @@ fn main() -> Result<()> {
     for size in [60usize, 1000] {
         let _ = writeln!(
             table,
-            "\n{size}-byte frames{:>36} {:>9} {:>8} {:>8}",
-            "Mpps", "cpu", "vs floor", "vs nft"
+            "\n{size}-byte frames{:>36} {:>9} {:>8} {:>8} {:>12}",
+            "Mpps", "cpu", "vs floor", "vs nft", "ns over floor"
         );
         for r in runs.iter().filter(|r| r.size == size) {
             let _ = writeln!(
                 table,
-                "  {:<44} {:>7.3} {:>8.2} {:>8.2} {:>8.2}",
+                "  {:<44} {:>7.3} {:>8.2} {:>8.2} {:>8.2} {:>12.0}",
                 r.case,
                 r.pps / 1e6,
                 r.cpu,
                 r.vs_floor,
-                r.vs_nft
+                r.vs_nft,
+                r.gw_ns_over_floor
             );
         }
     }
@@ -619,7 +633,7 @@ fn main() -> Result<()> {
         "machine": machine,
         "seconds_per_case": o.secs,
         "rounds": o.rounds,
-        "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "pps_per_round": r.rounds})).collect::<Vec<Value>>(),
+        "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "gateway_ns_per_packet_over_floor": r.gw_ns_over_floor, "pps_per_round": r.rounds})).collect::<Vec<Value>>(),
         "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
         "failover": failover,
         "targets": verdicts,
