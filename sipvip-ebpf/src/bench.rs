@@ -14,6 +14,8 @@
 #![no_std]
 #![no_main]
 
+mod object;
+
 use sipvip_common::bench::{FloorCfg, GenCfg, Template, TEMPLATE_BYTES};
 
 use aya_ebpf::{
@@ -183,13 +185,3 @@ pub fn bench_reset(ctx: XdpContext) -> u32 {
 pub fn bench_empty(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

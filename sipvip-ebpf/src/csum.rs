@@ -6,7 +6,7 @@
 use aya_ebpf::programs::XdpContext;
 use sipvip_common::{Reason, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::parse::{l4_csum_offset, load, store, store_addr, Packet, IP_CSUM, IP_DST, IP_SRC};
+use crate::parse::{l4_csum_offset, load, store, store_addr, Packet, IP_DST, IP_SRC};
 
 /// An accumulated difference: the sum of `~old + new` over every changed 16-bit word.
 #[derive(Clone, Copy)]
@@ -69,8 +69,10 @@ pub enum Side {
 }
 
 /// Rewrites the source or destination address of the packet, and the port on that side from
-/// `port.0` to `port.1` when they differ and the packet carries its L4 header. The IPv4 checksum and
-/// the TCP/UDP checksum (pseudo-header and port) are updated incrementally.
+/// `port.0` to `port.1` when they differ and the packet carries its L4 header. The TCP/UDP
+/// checksum (pseudo-header and port) is updated incrementally here; the IPv4 header
+/// checksum is not: the returned delta goes to `forward`, which writes that checksum once,
+/// together with the TTL decrement or alone when the packet goes to the kernel.
 #[inline(always)]
 pub fn rewrite(
     ctx: &XdpContext,
@@ -78,20 +80,17 @@ pub fn rewrite(
     side: Side,
     new_addr: u32,
     port: (u16, u16),
-) -> Result<(), Reason> {
-    let e = |_| Reason::DropMalformedIp;
+) -> Result<Delta, Reason> {
     let (old_addr, addr_off, port_off) = match side {
         Side::Src => (p.src_be, IP_SRC, 0),
         Side::Dst => (p.dst_be, IP_DST, 2),
     };
     let mut ip = Delta::new();
     ip.addr(old_addr, new_addr);
-    let c: u16 = load(ctx, p.l3 + IP_CSUM).map_err(e)?;
-    store_addr(ctx, p.l3 + addr_off, new_addr).map_err(e)?;
-    store(ctx, p.l3 + IP_CSUM, ip.apply(c)).map_err(e)?;
+    store_addr(ctx, p.l3 + addr_off, new_addr).map_err(|_| Reason::DropMalformedIp)?;
 
     if p.frag_offset != 0 || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
-        return Ok(());
+        return Ok(ip);
     }
     let mut l4 = ip;
     let (old_port, new_port) = port;
@@ -107,5 +106,5 @@ pub fn rewrite(
         l4.apply(c)
     };
     store(ctx, off, n).map_err(|_| Reason::DropTruncatedL4)?;
-    Ok(())
+    Ok(ip)
 }

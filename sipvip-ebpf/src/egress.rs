@@ -9,7 +9,7 @@ use sipvip_common::{
 };
 
 use crate::{
-    csum::{rewrite, Side, SAME_PORT},
+    csum::{rewrite, Delta, Side, SAME_PORT},
     forward::forward,
     frag, icmp,
     ingress::find_service,
@@ -130,7 +130,14 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
         return Err(Reason::PassTtl);
     }
     if m.flags & MEMBER_F_SNAT == 0 {
-        return forward(ctx, &p, p.src_be, p.dst_be, Reason::Passthrough);
+        return forward(
+            ctx,
+            &p,
+            p.src_be,
+            p.dst_be,
+            Reason::Passthrough,
+            Delta::new(),
+        );
     }
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
@@ -175,9 +182,9 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
     };
 
     if decision.action != FRAG_ACT_TRANSLATE {
-        return forward(ctx, &p, p.src_be, p.dst_be, reason);
+        return forward(ctx, &p, p.src_be, p.dst_be, reason, Delta::new());
     }
-    rewrite(ctx, &p, Side::Src, decision.addr_be, port)?;
+    let ip = rewrite(ctx, &p, Side::Src, decision.addr_be, port)?;
     stats::traffic(
         m.vip_id,
         Dir::Out,
@@ -185,5 +192,5 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
         m.slot,
         p.len,
     );
-    forward(ctx, &p, decision.addr_be, p.dst_be, reason)
+    forward(ctx, &p, decision.addr_be, p.dst_be, reason, ip)
 }

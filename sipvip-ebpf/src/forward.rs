@@ -38,8 +38,11 @@ struct FibParams {
 }
 const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
 
-/// Forwards the packet whose headers are already translated (`src_be`/`dst_be` are the new
-/// addresses). Counts `handled` when the datapath sends it itself.
+/// Forwards the packet whose addresses are already translated (`src_be`/`dst_be` are the new
+/// ones; `ip` is the IPv4 header checksum delta of that translation, from `rewrite`, or
+/// `Delta::new()`). The header checksum is written once here: with the TTL decrement when
+/// the datapath sends the packet itself (counted as `handled`), alone when it goes to the
+/// kernel.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
@@ -47,7 +50,38 @@ pub fn forward(
     src_be: u32,
     dst_be: u32,
     handled: Reason,
+    ip: Delta,
 ) -> Result<u32, Reason> {
+    let e = |_| Reason::DropMalformedIp;
+    let l3 = p.l3;
+    let c: u16 = load(ctx, l3 + IP_CSUM).map_err(e)?;
+    let nh = match next_hop(ctx, p, src_be, dst_be) {
+        Ok(nh) => nh,
+        Err(reason) => {
+            // To the kernel (or dropped) as translated, without the TTL and MAC edits.
+            store(ctx, l3 + IP_CSUM, ip.apply(c)).map_err(e)?;
+            return Err(reason);
+        }
+    };
+    let ttl_word: u16 = load(ctx, l3 + IP_TTL).map_err(e)?;
+    let mut b = ttl_word.to_ne_bytes();
+    b[0] = b[0].wrapping_sub(1);
+    let new_word = u16::from_ne_bytes(b);
+    let mut d = ip;
+    d.word(ttl_word, new_word);
+    store(ctx, l3 + IP_TTL, new_word).map_err(e)?;
+    store(ctx, l3 + IP_CSUM, d.apply(c)).map_err(e)?;
+    store_mac(ctx, 0, nh.dmac).map_err(e)?;
+    store_mac(ctx, 6, nh.smac).map_err(e)?;
+    stats::bump(handled);
+    Ok(xdp_action::XDP_REDIRECT)
+}
+
+/// Where the datapath sends a packet to `dst_be` itself: the next hop (cached, else from the
+/// FIB) with the redirect to its egress device requested. The redirect only takes effect
+/// when the program returns XDP_REDIRECT, so an error here leaves the packet to the kernel.
+#[inline(always)]
+fn next_hop(ctx: &XdpContext, p: &Packet, src_be: u32, dst_be: u32) -> Result<NextHop, Reason> {
     if p.vlan {
         // The kernel's VLAN device forwards tagged frames (and decrements the TTL).
         return Err(Reason::PassVlan);
@@ -67,26 +101,10 @@ pub fn forward(
             nh
         }
     };
-    // The redirect only takes effect when the program returns, so the frame is edited after
-    // we know the egress device is in the devmap; otherwise it goes to the kernel unedited.
     if DEVMAP.redirect(nh.ifindex, 0).is_err() {
         return Err(Reason::PassFib);
     }
-    let e = |_| Reason::DropMalformedIp;
-    let l3 = p.l3;
-    let ttl_word: u16 = load(ctx, l3 + IP_TTL).map_err(e)?;
-    let mut b = ttl_word.to_ne_bytes();
-    b[0] = b[0].wrapping_sub(1);
-    let new_word = u16::from_ne_bytes(b);
-    let mut d = Delta::new();
-    d.word(ttl_word, new_word);
-    let c: u16 = load(ctx, l3 + IP_CSUM).map_err(e)?;
-    store(ctx, l3 + IP_TTL, new_word).map_err(e)?;
-    store(ctx, l3 + IP_CSUM, d.apply(c)).map_err(e)?;
-    store_mac(ctx, 0, nh.dmac).map_err(e)?;
-    store_mac(ctx, 6, nh.smac).map_err(e)?;
-    stats::bump(handled);
-    Ok(xdp_action::XDP_REDIRECT)
+    Ok(nh)
 }
 
 /// This CPU's cached answer in `slot`, if it is for this destination and ingress device, of

@@ -68,9 +68,9 @@ pub fn to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Reas
             if p.ttl <= 1 {
                 return Err(Reason::DropTtl);
             }
-            rewrite(ctx, p, Side::Dst, ct.member_be, SAME_PORT)?;
+            let ip = rewrite(ctx, p, Side::Dst, ct.member_be, SAME_PORT)?;
             stats::traffic(vip.vip_id, Dir::In, u32::MAX, ct.slot, p.len);
-            forward(ctx, p, p.src_be, ct.member_be, Reason::ConntrackReply)
+            forward(ctx, p, p.src_be, ct.member_be, Reason::ConntrackReply, ip)
         }
         t if is_error(t) => error_to_vip(ctx, p, vip),
         _ => Err(Reason::DropIcmp),
@@ -267,9 +267,9 @@ fn error_to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Re
         return Err(Reason::DropTtl);
     }
     translate_embedded(ctx, p, &inner, Side::Src, member, port)?;
-    rewrite(ctx, p, Side::Dst, member, SAME_PORT)?;
+    let ip = rewrite(ctx, p, Side::Dst, member, SAME_PORT)?;
     stats::traffic(vip.vip_id, Dir::In, service, slot, p.len);
-    forward(ctx, p, p.src_be, member, Reason::IcmpErrorIn)
+    forward(ctx, p, p.src_be, member, Reason::IcmpErrorIn, ip)
 }
 
 /// ICMP from a member (unfragmented; TTL already checked).
@@ -282,7 +282,7 @@ pub fn from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u32
     match h[0] {
         ECHO_REQUEST => {
             if excluded(p.dst_be) {
-                return forward(ctx, p, p.src_be, p.dst_be, Reason::Excluded);
+                return forward(ctx, p, p.src_be, p.dst_be, Reason::Excluded, Delta::new());
             }
             let id = u16::from_ne_bytes([h[4], h[5]]);
             let member = CtValue {
@@ -290,9 +290,9 @@ pub fn from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u32
                 slot: m.slot,
             };
             ensure_snat_flow(IPPROTO_ICMP, m.vip_be, id, p.dst_be, 0, member);
-            rewrite(ctx, p, Side::Src, m.vip_be, SAME_PORT)?;
+            let ip = rewrite(ctx, p, Side::Src, m.vip_be, SAME_PORT)?;
             stats::traffic(m.vip_id, Dir::Out, u32::MAX, m.slot, p.len);
-            forward(ctx, p, m.vip_be, p.dst_be, Reason::Snat)
+            forward(ctx, p, m.vip_be, p.dst_be, Reason::Snat, ip)
         }
         t if is_error(t) => error_from_member(ctx, p, m),
         _ => Err(Reason::PassIcmp),
@@ -316,10 +316,17 @@ fn error_from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u
     if passthrough_port(m, mport)
         || passthrough_flow(m, inner.proto, p.src_be, mport, inner.src_be, inner.sport)
     {
-        return forward(ctx, p, p.src_be, p.dst_be, Reason::Passthrough);
+        return forward(
+            ctx,
+            p,
+            p.src_be,
+            p.dst_be,
+            Reason::Passthrough,
+            Delta::new(),
+        );
     }
     if excluded(p.dst_be) {
-        return forward(ctx, p, p.src_be, p.dst_be, Reason::Excluded);
+        return forward(ctx, p, p.src_be, p.dst_be, Reason::Excluded, Delta::new());
     }
     let mut service = u32::MAX;
     let port = if let Some(i) = find_service(&m.services, inner.proto, mport, true) {
@@ -342,7 +349,7 @@ fn error_from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u
         }
     };
     translate_embedded(ctx, p, &inner, Side::Dst, m.vip_be, port)?;
-    rewrite(ctx, p, Side::Src, m.vip_be, SAME_PORT)?;
+    let ip = rewrite(ctx, p, Side::Src, m.vip_be, SAME_PORT)?;
     stats::traffic(m.vip_id, Dir::Out, service, m.slot, p.len);
-    forward(ctx, p, m.vip_be, p.dst_be, Reason::IcmpErrorOut)
+    forward(ctx, p, m.vip_be, p.dst_be, Reason::IcmpErrorOut, ip)
 }

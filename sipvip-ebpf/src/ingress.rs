@@ -132,7 +132,7 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
         }
     };
 
-    rewrite(ctx, &p, Side::Dst, target.addr_be, port)?;
+    let ip = rewrite(ctx, &p, Side::Dst, target.addr_be, port)?;
     stats::traffic(
         vip.vip_id,
         Dir::In,
@@ -140,7 +140,7 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
         u32::from(target.slot),
         p.len,
     );
-    forward(ctx, &p, p.src_be, target.addr_be, reason)
+    forward(ctx, &p, p.src_be, target.addr_be, reason, ip)
 }
 
 /// Not for a VIP: transit, the gateway itself, or a member's physical address. A flow opened

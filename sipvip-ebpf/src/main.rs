@@ -18,6 +18,7 @@ mod frag;
 mod icmp;
 mod ingress;
 mod maps;
+mod object;
 mod parse;
 mod stats;
 
@@ -58,13 +59,3 @@ fn debug_log(_ctx: &XdpContext, _side: &str, action: u32, _reason: u32) -> u32 {
 pub fn sipvip_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

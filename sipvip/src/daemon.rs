@@ -567,6 +567,7 @@ async fn handle(
                 .map(|mi| (vi, mi))
         })
     };
+    let disable = matches!(req, Request::Disable { .. });
     match req {
         Request::Status => {
             let (c, sh, st) = (cur.cfg.clone(), shared.clone(), cur.stats.clone());
@@ -583,25 +584,19 @@ async fn handle(
         Request::Disable { member } | Request::Enable { member } if find(&member).is_none() => {
             Response::err(format!("no member named {member:?}"))
         }
-        Request::Disable { member } => {
+        Request::Disable { member } | Request::Enable { member } => {
             let (vi, mi) = find(&member).expect("checked");
             ask(&cur.tx, move |sup, flip| {
-                if let Some(f) = sup.set_disabled(vi, mi, true, Instant::now()) {
+                if let Some(f) = sup.set_disabled(vi, mi, disable, Instant::now()) {
                     flip(sup, &f);
                 }
             })
             .await;
-            Response::ok(format!("{member} forced offline"))
-        }
-        Request::Enable { member } => {
-            let (vi, mi) = find(&member).expect("checked");
-            ask(&cur.tx, move |sup, flip| {
-                if let Some(f) = sup.set_disabled(vi, mi, false, Instant::now()) {
-                    flip(sup, &f);
-                }
+            Response::ok(if disable {
+                format!("{member} forced offline")
+            } else {
+                format!("{member} enabled")
             })
-            .await;
-            Response::ok(format!("{member} enabled"))
         }
         Request::Failover { vip, to } => {
             let Some(vi) = cfg

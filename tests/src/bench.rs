@@ -17,7 +17,7 @@ use aya::{
     Ebpf,
 };
 
-use crate::netns::{sh, Netns};
+use crate::{frame::mac_str, netns::Netns};
 
 pub const GW_EXT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const EXT_HOST: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -42,13 +42,6 @@ pub fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
         *o = u8::from_str_radix(p, 16)?;
     }
     Ok(m)
-}
-
-fn mac_str(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// gateway (ext0, int0) between an external host (e0) and a member host (i0).
@@ -167,20 +160,10 @@ pub fn generate(
     // through a raw pointer that outlives the thread (joined before `host` is dropped).
     let ebpf_ptr = &host.ebpf as *const Ebpf as usize;
     let frame = vec![0u8; frame_len];
-    let pin_cpu: Option<usize> = std::env::var("SIPVIP_BENCH_GEN_CPU")
-        .ok()
-        .and_then(|v| v.parse().ok());
     Ok(std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
-        // SAFETY: setns and the CPU set of this thread only.
-        unsafe {
-            libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET);
-            if let Some(cpu) = pin_cpu {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-            }
-        }
+        // SAFETY: setns on this thread only.
+        unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
         // SAFETY: the caller joins this thread before dropping the Host.
         let ebpf = unsafe { &*(ebpf_ptr as *const Ebpf) };
         let prog: &Xdp = ebpf
@@ -235,25 +218,38 @@ pub fn cpu_busy() -> f64 {
     ticks / hz
 }
 
-/// The kernel's run-time statistics of a loaded program: (run count, total ns).
-pub fn prog_stats(prog: &Xdp) -> Result<(u64, u64)> {
-    let info = prog.info()?;
-    Ok((info.run_count(), info.run_time().as_nanos() as u64))
-}
+/// Keeps the calling thread on CPU 0 until dropped, then gives it back its CPU set: for
+/// measurements and tests that use the datapath's per-CPU state (the next-hop cache).
+pub struct PinnedToCpu0(libc::cpu_set_t);
 
-/// Turns the kernel's per-program run-time accounting on (and off on drop).
-pub struct BpfStats;
-
-impl BpfStats {
-    pub fn on() -> Result<BpfStats> {
-        sh("sysctl -qw kernel.bpf_stats_enabled=1")?;
-        Ok(BpfStats)
+impl PinnedToCpu0 {
+    pub fn new() -> Self {
+        // SAFETY: cpu_set_t is plain data; both calls act on this thread only.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut one);
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one),
+                0,
+                "sched_setaffinity"
+            );
+            PinnedToCpu0(old)
+        }
     }
 }
 
-impl Drop for BpfStats {
+impl Default for PinnedToCpu0 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinnedToCpu0 {
     fn drop(&mut self) {
-        let _ = sh("sysctl -qw kernel.bpf_stats_enabled=0");
+        // SAFETY: restoring the set saved in `new`, for this thread.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
     }
 }
 

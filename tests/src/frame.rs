@@ -12,6 +12,14 @@ pub const ICMP: u8 = 1;
 
 pub type Mac = [u8; 6];
 
+/// A MAC address as `ip` writes it (`02:00:00:00:01:01`).
+pub fn mac_str(m: &Mac) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// The Internet checksum of `data` (RFC 1071), folded and complemented.
 pub fn checksum(parts: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;

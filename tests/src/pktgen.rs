@@ -51,12 +51,7 @@ pub struct PktgenCfg {
 
 /// The writes that configure `cfg`: (file under the pktgen directory, command), in order.
 pub fn commands(cfg: &PktgenCfg) -> Vec<(String, String)> {
-    let mac = cfg
-        .dst_mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let mac = crate::frame::mac_str(&cfg.dst_mac);
     let mut out = vec![("pgctrl".to_string(), "reset".to_string())];
     for t in 0..cfg.threads {
         let thread = format!("kpktgend_{t}");

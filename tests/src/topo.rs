@@ -17,7 +17,10 @@ use aya::programs::{TestRun, TestRunOptions, Xdp};
 use sipvip::datapath::{Datapath, MapSizes, MemberSpec, ServiceSpec, VipSpec};
 use sipvip_common::{IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::{frame::Mac, netns::Netns};
+use crate::{
+    frame::{mac_str, Mac},
+    netns::Netns,
+};
 
 pub const EXT_MAC: Mac = [2, 0, 0, 0, 1, 1];
 pub const INT_MAC: Mac = [2, 0, 0, 0, 2, 1];
@@ -104,13 +107,6 @@ pub fn vip_spec() -> VipSpec {
         active: Some(0),
         snat: true,
     }
-}
-
-fn mac_str(m: &Mac) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// The fixture namespace with its interfaces, and the datapath loaded and programmed inside.

@@ -248,14 +248,7 @@ fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
     let text = lab.config(&format!("{INTERVAL_MS}ms"), &format!("{TIMEOUT_MS}ms"), "");
     let cfg = lab.write_config(&text).unwrap();
     lab.start_daemon(&cfg).unwrap();
-    assert!(lab
-        .wait_for(Duration::from_secs(5), || lab
-            .active()
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("primary"))
-        .is_some());
+    assert!(lab.wait_active("primary", Duration::from_secs(5)).is_some());
     let phone = udp_in(&lab.client, (PHONE, 5062));
 
     // Restart the daemon while calls flow: every request is answered.
@@ -457,14 +450,7 @@ fn tcp_and_icmp_monitors() {
         std::net::TcpListener::bind((BACKUP, 5061)).unwrap()
     };
     lab.start_daemon(&cfg).unwrap();
-    assert!(lab
-        .wait_for(Duration::from_secs(5), || lab
-            .active()
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("primary"))
-        .is_some());
+    assert!(lab.wait_active("primary", Duration::from_secs(5)).is_some());
     let s = lab.status().unwrap();
     let mons = &s["vips"][0]["members"][0]["monitors"];
     assert_eq!(mons[0]["name"], "tls", "{s}");

@@ -1328,23 +1328,10 @@ fn rule7_everything_else_goes_to_the_kernel_or_is_counted() {
     );
 }
 
-/// Keeps this test thread on one CPU: the next-hop cache is per CPU.
-fn stay_on_one_cpu() {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
-}
-
 #[test]
 fn forwarding_next_hops_are_cached_until_the_next_generation() {
-    stay_on_one_cpu();
+    // The next-hop cache is per CPU.
+    let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
     let mut net = net();
     let frame = phone_udp(5060).build();
     let dmac_after = |net: &FixtureNet, want: u32| {

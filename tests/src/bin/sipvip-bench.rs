@@ -115,6 +115,13 @@ fn gw_bench(net: &BenchNet) -> Result<Ebpf> {
         let x: &mut Xdp = ebpf.program_mut(p).context("prog")?.try_into()?;
         x.load()?;
     }
+    set_floor(&mut ebpf, net)?;
+    Ok(ebpf)
+}
+
+/// Points the floor program of a bench object (in the gateway) at the member: its MACs and
+/// address, redirected out of int0.
+fn set_floor(ebpf: &mut Ebpf, net: &BenchNet) -> Result<()> {
     let int0 = net.gw.ifindex("int0")?;
     let mut dev: DevMap<&mut MapData> =
         DevMap::try_from(ebpf.map_mut("BENCH_DEV").context("dev")?)?;
@@ -130,7 +137,7 @@ fn gw_bench(net: &BenchNet) -> Result<Ebpf> {
         },
         0,
     )?;
-    Ok(ebpf)
+    Ok(())
 }
 
 /// A sipvip datapath on the gateway with `exclusions` SNAT exclusions, loaded, not attached.
@@ -650,30 +657,6 @@ fn main() -> Result<()> {
 /// `COST_ROUNDS` rounds, the median round reported. Every run restores the frame's headers
 /// (bench_reset) and tail-calls the program measured, so the empty program's figure is the
 /// harness itself.
-/// Keeps the calling thread on CPU 0 until dropped, then restores its CPU set.
-struct PinnedToCpu0(libc::cpu_set_t);
-
-impl PinnedToCpu0 {
-    fn new() -> Self {
-        // SAFETY: cpu_set_t is plain data; both calls act on this thread only.
-        unsafe {
-            let mut old: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut one);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
-            PinnedToCpu0(old)
-        }
-    }
-}
-
-impl Drop for PinnedToCpu0 {
-    fn drop(&mut self) {
-        // SAFETY: restoring the set saved in `new`, for this thread.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
-    }
-}
-
 const NO_CACHE_STEER: &str = "inbound steer, nexthop_refresh 0s";
 const NO_CACHE_SNAT: &str = "outbound SNAT miss, nexthop_refresh 0s";
 
@@ -690,22 +673,7 @@ fn per_packet_costs(net: &BenchNet, only: Option<&str>) -> Result<Vec<(String, C
     dp.add_exclusion(Ipv4Addr::new(198, 18, 192, 0), 18)?;
     let (ext0, int0) = (net.gw.ifindex("ext0")?, net.gw.ifindex("int0")?);
     let mut h = CostHarness::new()?;
-    {
-        let mut dev: DevMap<&mut MapData> =
-            DevMap::try_from(h.ebpf.map_mut("BENCH_DEV").context("dev")?)?;
-        dev.set(0, int0, None, 0)?;
-        let mut floor: Array<&mut MapData, FloorCfg> =
-            Array::try_from(h.ebpf.map_mut("BENCH_FLOOR").context("floor")?)?;
-        floor.set(
-            0,
-            FloorCfg {
-                dmac: net.mac.i0,
-                smac: net.mac.int0,
-                dst_be: be32(MEMBER),
-            },
-            0,
-        )?;
-    }
+    set_floor(&mut h.ebpf, net)?;
     let pad = |mut f: Vec<u8>| {
         f.resize(f.len().max(64), 0);
         f
