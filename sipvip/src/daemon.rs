@@ -495,14 +495,18 @@ fn start(
     let nexthops = {
         let every = cfg.forwarding.nexthop_refresh.0;
         tokio::spawn(async move {
+            // "0s": the cache is turned off once; otherwise a new generation every period.
             let on = !every.is_zero();
-            let mut t = tokio::time::interval(if on { every } else { Duration::from_secs(3600) });
+            let mut t = tokio::time::interval(every.max(Duration::from_millis(1)));
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 t.tick().await;
                 let r = shared.dp.lock().expect("lock").refresh_nexthops(on);
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "could not start a new next-hop generation");
+                }
+                if !on {
+                    return;
                 }
             }
         })
