@@ -27,7 +27,7 @@ pub mod map_names {
     pub const VIPS: &str = "SV_VIPS_V1";
     pub const MEMBERS: &str = "SV_MEMBERS_V1";
     pub const CONNTRACK: &str = "SV_CT_V1";
-    pub const FRAGS: &str = "SV_FRAGS_V1";
+    pub const FRAGS: &str = "SV_FRAGS_V2";
     pub const EXCLUSIONS: &str = "SV_EXCL_V1";
     pub const DEVMAP: &str = "SV_DEVMAP_V1";
     pub const VIP_STATS: &str = "SV_VSTATS_V1";
@@ -35,8 +35,10 @@ pub mod map_names {
     pub const NEXTHOPS: &str = "SV_NEXTHOP_V1";
     pub const NEXTHOP_GEN: &str = "SV_NHGEN_V1";
     pub const PT_PORTS: &str = "SV_PTPORTS_V1";
+    pub const IFACES: &str = "SV_IFACES_V1";
+    pub const SETTINGS: &str = "SV_SETTINGS_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 13] = [
         VIPS,
         MEMBERS,
         CONNTRACK,
@@ -48,6 +50,8 @@ pub mod map_names {
         NEXTHOPS,
         NEXTHOP_GEN,
         PT_PORTS,
+        IFACES,
+        SETTINGS,
     ];
 }
 
@@ -69,6 +73,7 @@ pub mod default_sizes {
     pub const FRAGS: u32 = 65_536;
     pub const EXCLUSIONS: u32 = 65_536;
     pub const DEVMAP: u32 = 64;
+    pub const IFACES: u32 = 64;
 }
 
 /// One service of a VIP: traffic to `VIP:port_be` over `proto` goes to the active member at
@@ -174,7 +179,11 @@ pub struct FragKey {
 pub const FRAG_ACT_TRANSLATE: u8 = 1;
 pub const FRAG_ACT_UNTOUCHED: u8 = 2;
 
-/// Value of `SV_FRAGS_V1`.
+/// Value of `SV_FRAGS_V2`: the decision a datagram's first fragment (offset 0) took. Only a
+/// first fragment writes an entry, and it always replaces what is there: an entry that
+/// exists when a first fragment arrives belongs to an older datagram with the same identity
+/// (or is a duplicate). A later fragment follows the entry only while it is younger than
+/// `Settings::frag_lifetime`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragValue {
@@ -186,6 +195,52 @@ pub struct FragValue {
     /// Service slot for counters, or NO_SERVICE.
     pub service: u8,
     pub _pad: u8,
+    /// When the first fragment passed, in `TIME_UNIT_SHIFT` units of bpf_ktime_get_ns
+    /// (CLOCK_MONOTONIC).
+    pub stamp: u32,
+}
+
+/// Coarse datapath time: `bpf_ktime_get_ns() >> TIME_UNIT_SHIFT` (units of 1.048576 ms,
+/// wrapping after about 52 days; ages are compared with wrapping subtraction).
+pub const TIME_UNIT_SHIFT: u32 = 20;
+
+/// Converts a duration in nanoseconds to datapath time units, rounding up.
+#[inline(always)]
+pub const fn time_units(ns: u64) -> u32 {
+    let u = ns.div_ceil(1 << TIME_UNIT_SHIFT);
+    if u > u32::MAX as u64 / 2 {
+        u32::MAX / 2
+    } else {
+        u as u32
+    }
+}
+
+/// The default fragment lifetime: 2 s. Reassembly takes milliseconds; Linux gives up after
+/// 30 s (net.ipv4.ipfrag_time), but a datagram whose fragments are seconds apart is all but
+/// lost anyway, and a short bound keeps a reused identity from inheriting an old decision.
+pub const DEFAULT_FRAG_LIFETIME_NS: u64 = 2_000_000_000;
+
+/// Value of `SV_SETTINGS_V1` (an array with one slot): datapath-wide settings user space
+/// writes once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a first fragment's decision holds for the later fragments, in
+    /// `TIME_UNIT_SHIFT` units; 0 means the default (`DEFAULT_FRAG_LIFETIME_NS`).
+    pub frag_lifetime: u32,
+    pub _pad: u32,
+}
+
+/// Value of `SV_IFACES_V1`, keyed by ifindex: an interface the programs are attached to.
+/// A frame is translated only when its destination MAC is `mac`; ICMP errors the datapath
+/// sends as the gateway (fragmentation needed, time exceeded) come from `addr_be` (0 when
+/// the interface has no IPv4 address: the VIP is used instead).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Iface {
+    pub mac: [u8; 6],
+    pub _pad: u16,
+    pub addr_be: u32,
 }
 
 /// Buckets of member ports in `PassthroughPorts`.
@@ -331,6 +386,12 @@ reasons! {
     FragIn = 8, "frag_in", Handled;
     /// A non-first fragment from a member forwarded along its datagram.
     FragOut = 9, "frag_out", Handled;
+    /// A DF packet too big for the next hop's MTU: ICMP "fragmentation needed" sent back as
+    /// the gateway, quoting the packet as it arrived.
+    FragNeeded = 10, "frag_needed", Handled;
+    /// A packet to a VIP with TTL <= 1 that would have been forwarded: ICMP time exceeded
+    /// sent back as the gateway, quoting the packet as it arrived.
+    TimeExceeded = 11, "time_exceeded", Handled;
     // ---- passed to the kernel ----
     /// Not IPv4 (ARP, IPv6, ...).
     PassNotIpv4 = 16, "pass_not_ipv4", Pass;
@@ -354,6 +415,14 @@ reasons! {
     PassToVip = 25, "pass_to_vip", Pass;
     /// ICMP from a member that is neither an echo request nor an error of a known flow.
     PassIcmp = 26, "pass_icmp", Pass;
+    /// The destination MAC is another host's (flooding, a mirror port), or the interface is
+    /// not known to the datapath: untouched, the kernel drops it as PACKET_OTHERHOST.
+    PassOtherHost = 27, "pass_other_host", Pass;
+    /// A broadcast or multicast frame: never translated.
+    PassL2Multicast = 28, "pass_l2_multicast", Pass;
+    /// To an IPv4 broadcast or multicast address (255.255.255.255, 224.0.0.0/4, a subnet's
+    /// broadcast address): never translated, never forwarded as if routed.
+    PassBroadcast = 29, "pass_broadcast", Pass;
     // ---- dropped ----
     /// Frame shorter than its Ethernet/802.1Q header.
     DropMalformedEth = 32, "drop_malformed_eth", Drop;
@@ -373,6 +442,12 @@ reasons! {
     DropFib = 39, "drop_fib", Drop;
     /// ICMP error for a VIP about no known flow, or an unsupported ICMP type to a VIP.
     DropIcmp = 40, "drop_icmp", Drop;
+    /// A martian address: a source in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0/3 (multicast,
+    /// reserved, broadcast), or a destination in 0.0.0.0/8 or 127.0.0.0/8.
+    DropMartian = 41, "drop_martian", Drop;
+    /// A later fragment to a VIP whose first fragment has not passed within the fragment
+    /// lifetime: its ports are unknown, so it never reaches a member.
+    DropFragOrphan = 42, "drop_frag_orphan", Drop;
 }
 
 /// Size of `SV_REASONS_V1`.
@@ -442,6 +517,8 @@ mod pod {
     unsafe impl aya::Pod for VipCounters {}
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for PassthroughPorts {}
+    unsafe impl aya::Pod for Iface {}
+    unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for bench::GenCfg {}
     unsafe impl aya::Pod for bench::FloorCfg {}
     unsafe impl aya::Pod for bench::Template {}
@@ -458,7 +535,9 @@ const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 const _: () = assert!(NEXTHOP_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<CtValue>() == 8);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
-const _: () = assert!(core::mem::size_of::<FragValue>() == 8);
+const _: () = assert!(core::mem::size_of::<FragValue>() == 12);
+const _: () = assert!(core::mem::size_of::<Iface>() == 12);
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 const _: () =
     assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));
 

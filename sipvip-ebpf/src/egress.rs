@@ -9,13 +9,13 @@ use sipvip_common::{
 };
 
 use crate::{
-    csum::{rewrite, Delta, Side, SAME_PORT},
-    forward::forward,
+    csum::{Side, SAME_PORT},
+    forward::{forward, translate, Out},
     frag, icmp,
     ingress::find_service,
     maps::{CONNTRACK, EXCLUSIONS, MEMBERS, PT_PORTS},
-    parse::{parse, ports},
-    stats::{self, Dir},
+    parse::{accept, parse, ports, screen},
+    stats::Dir,
 };
 
 pub const UNTOUCHED: FragValue = FragValue {
@@ -24,6 +24,7 @@ pub const UNTOUCHED: FragValue = FragValue {
     slot: 0,
     service: NO_SERVICE,
     _pad: 0,
+    stamp: 0,
 };
 
 #[inline(always)]
@@ -34,6 +35,7 @@ pub fn snat_to(m: &MemberRecord, service: u8) -> FragValue {
         slot: m.slot as u8,
         service,
         _pad: 0,
+        stamp: 0,
     }
 }
 
@@ -118,7 +120,9 @@ pub fn ensure_snat_flow(
 
 #[inline(always)]
 pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
+    accept(ctx)?;
     let p = parse(ctx)?;
+    screen(&p)?;
     // SAFETY: map values are only read.
     let Some(m) = (unsafe { MEMBERS.get(p.src_be) }) else {
         return Err(Reason::PassNotMember);
@@ -130,14 +134,7 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
         return Err(Reason::PassTtl);
     }
     if m.flags & MEMBER_F_SNAT == 0 {
-        return forward(
-            ctx,
-            &p,
-            p.src_be,
-            p.dst_be,
-            Reason::Passthrough,
-            Delta::new(),
-        );
+        return forward(ctx, &p, Reason::Passthrough);
     }
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
@@ -147,12 +144,13 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
 
     let mut port = SAME_PORT;
     let (decision, reason) = if p.is_later_fragment() {
-        let d = if excluded(p.dst_be) {
-            UNTOUCHED
-        } else {
-            snat_to(m, NO_SERVICE)
+        let d = match frag::follow(&p, FRAG_OUT) {
+            Some(d) => d,
+            // An orphan: the default for member traffic, recorded nowhere.
+            None if excluded(p.dst_be) => UNTOUCHED,
+            None => snat_to(m, NO_SERVICE),
         };
-        (frag::datagram(&p, FRAG_OUT, d), Reason::FragOut)
+        (d, Reason::FragOut)
     } else {
         let (sport, dport) = ports(ctx, &p)?;
         let (d, r) = if passthrough_port(m, sport)
@@ -175,22 +173,22 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
             (snat_to(m, NO_SERVICE), Reason::Snat)
         };
         if p.more_frags {
-            (frag::datagram(&p, FRAG_OUT, d), r)
-        } else {
-            (d, r)
+            frag::record_first(&p, FRAG_OUT, d);
         }
+        (d, r)
     };
 
     if decision.action != FRAG_ACT_TRANSLATE {
-        return forward(ctx, &p, p.src_be, p.dst_be, reason, Delta::new());
+        return forward(ctx, &p, reason);
     }
-    let ip = rewrite(ctx, &p, Side::Src, decision.addr_be, port)?;
-    stats::traffic(
-        m.vip_id,
-        Dir::Out,
-        u32::from(decision.service),
-        m.slot,
-        p.len,
-    );
-    forward(ctx, &p, decision.addr_be, p.dst_be, reason, ip)
+    let out = Out {
+        reason,
+        vip_id: m.vip_id,
+        dir: Dir::Out,
+        service: u32::from(decision.service),
+        slot: m.slot,
+        fallback_src_be: m.vip_be,
+        answerable: true,
+    };
+    translate(ctx, &p, Side::Src, decision.addr_be, port, out)
 }

@@ -1,15 +1,17 @@
 //! Forwarding a (possibly rewritten) packet: the next hop (from the per-CPU cache, else a FIB
-//! lookup whose answer is cached), then XDP_REDIRECT through the devmap with TTL decremented
-//! and MACs set, or a hand-off to the kernel when the FIB says so.
+//! lookup whose answer is cached) is found first, then the packet is rewritten and sent with
+//! XDP_REDIRECT through the devmap (TTL decremented, MACs set), handed to the kernel, or
+//! answered with ICMP "fragmentation needed" when the FIB says so.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_fib_lookup, programs::XdpContext};
 use sipvip_common::{nexthop_slot, NextHop, Reason};
 
 use crate::{
-    csum::Delta,
+    csum::{rewrite, Delta, Side},
+    icmp,
     maps::{DEVMAP, NEXTHOPS, NEXTHOP_GEN},
     parse::{load, store, store_mac, Packet, IP_CSUM, IP_TTL},
-    stats,
+    stats::{self, Dir},
 };
 
 const AF_INET: u8 = 2;
@@ -17,7 +19,10 @@ const FIB_SUCCESS: i64 = 0;
 const FIB_BLACKHOLE: i64 = 1;
 const FIB_UNREACHABLE: i64 = 2;
 const FIB_PROHIBIT: i64 = 3;
+const FIB_NOT_FWDED: i64 = 4;
+const FIB_FWD_DISABLED: i64 = 6;
 const FIB_NO_NEIGH: i64 = 7;
+const FIB_FRAG_NEEDED: i64 = 8;
 
 /// `struct bpf_fib_lookup` (uapi/linux/bpf.h), IPv4 view; 64 bytes.
 #[repr(C)]
@@ -38,29 +43,110 @@ struct FibParams {
 }
 const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
 
-/// Forwards the packet whose addresses are already translated (`src_be`/`dst_be` are the new
-/// ones; `ip` is the IPv4 header checksum delta of that translation, from `rewrite`, or
-/// `Delta::new()`). The header checksum is written once here: with the TTL decrement when
-/// the datapath sends the packet itself (counted as `handled`), alone when it goes to the
-/// kernel.
+/// Where the FIB says a packet goes.
+#[derive(Clone, Copy)]
+pub enum Hop {
+    /// The datapath sends it to this next hop itself.
+    Send(NextHop),
+    /// The kernel forwards it, translated (the neighbour is not resolved yet, 802.1Q, a
+    /// packet it must fragment, ...), or drops it for this reason.
+    Kernel(Reason),
+    /// The kernel would not forward it at all (a local, broadcast or unroutable
+    /// destination): it gets the packet as it arrived, untranslated.
+    Untranslated(Reason),
+    /// Longer than the egress MTU (the MTU, host order).
+    TooBig(u16),
+}
+
+/// What a translated packet counts toward, and how it may be answered.
+#[derive(Clone, Copy)]
+pub struct Out {
+    /// The reason counted when the datapath sends the packet itself.
+    pub reason: Reason,
+    pub vip_id: u32,
+    pub dir: Dir,
+    pub service: u32,
+    pub slot: u32,
+    /// The address ICMP errors come from when the interface has no IPv4 address.
+    pub fallback_src_be: u32,
+    /// False for ICMP errors: no ICMP error is sent about them, and as their quote is
+    /// already translated they are never handed to the kernel untranslated.
+    pub answerable: bool,
+}
+
+/// Translates the packet (one address, and the port on that side) and forwards it.
+///
+/// The next hop is found for the translated addresses before the packet is touched, so that
+/// a packet the kernel must see as it arrived, or must be answered about, is left intact:
+/// - too big for the egress MTU with DF set (and answerable): ICMP "fragmentation needed"
+///   quoting the packet as the sender sent it, from the gateway;
+/// - not forwardable (local, broadcast, no route): to the kernel untranslated;
+/// - otherwise it is rewritten, counted, and sent (or handed to the kernel translated).
 #[inline(always)]
-pub fn forward(
+pub fn translate(
     ctx: &XdpContext,
     p: &Packet,
-    src_be: u32,
-    dst_be: u32,
-    handled: Reason,
-    ip: Delta,
+    side: Side,
+    new_addr: u32,
+    port: (u16, u16),
+    out: Out,
 ) -> Result<u32, Reason> {
+    let (src_be, dst_be) = match side {
+        Side::Src => (new_addr, p.dst_be),
+        Side::Dst => (p.src_be, new_addr),
+    };
+    let hop = route(ctx, p, src_be, dst_be);
+    match hop {
+        // An ICMP error's quote is translated before this point, so it goes on translated.
+        Hop::Untranslated(r) if out.answerable => return Err(r),
+        Hop::TooBig(mtu) if p.df && p.frag_offset == 0 && out.answerable => {
+            return icmp::send_error(
+                ctx,
+                p,
+                icmp::DEST_UNREACH,
+                icmp::FRAG_NEEDED,
+                mtu,
+                out.fallback_src_be,
+                Reason::FragNeeded,
+            );
+        }
+        _ => {}
+    }
+    let ip = rewrite(ctx, p, side, new_addr, port)?;
+    stats::traffic(out.vip_id, out.dir, out.service, out.slot, p.len);
+    send(ctx, p, hop, out.reason, ip)
+}
+
+/// Forwards an untranslated packet (excluded, pass-through): TTL and MACs only. What the
+/// datapath does not send itself goes to the kernel as it arrived, which also answers
+/// it (PMTU, unreachable) correctly.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, p: &Packet, handled: Reason) -> Result<u32, Reason> {
+    match route(ctx, p, p.src_be, p.dst_be) {
+        Hop::Send(nh) => send(ctx, p, Hop::Send(nh), handled, Delta::new()),
+        Hop::Kernel(r) | Hop::Untranslated(r) => Err(r),
+        Hop::TooBig(_) => Err(Reason::PassFib),
+    }
+}
+
+/// Sends the (possibly rewritten) packet along `hop`; `ip` is the IPv4 header checksum
+/// delta of the rewrite, from `rewrite`, or `Delta::new()`. The header checksum is written
+/// once here: with the TTL decrement when the datapath sends the packet itself (counted as
+/// `handled`), alone when it goes to the kernel.
+#[inline(always)]
+fn send(ctx: &XdpContext, p: &Packet, hop: Hop, handled: Reason, ip: Delta) -> Result<u32, Reason> {
     let e = |_| Reason::DropMalformedIp;
     let l3 = p.l3;
     let c: u16 = load(ctx, l3 + IP_CSUM).map_err(e)?;
-    let nh = match next_hop(ctx, p, src_be, dst_be) {
-        Ok(nh) => nh,
-        Err(reason) => {
+    let nh = match hop {
+        Hop::Send(nh) => nh,
+        other => {
             // To the kernel (or dropped) as translated, without the TTL and MAC edits.
             store(ctx, l3 + IP_CSUM, ip.apply(c)).map_err(e)?;
-            return Err(reason);
+            return Err(match other {
+                Hop::Kernel(r) | Hop::Untranslated(r) => r,
+                _ => Reason::PassFib,
+            });
         }
     };
     let ttl_word: u16 = load(ctx, l3 + IP_TTL).map_err(e)?;
@@ -77,14 +163,14 @@ pub fn forward(
     Ok(xdp_action::XDP_REDIRECT)
 }
 
-/// Where the datapath sends a packet to `dst_be` itself: the next hop (cached, else from the
-/// FIB) with the redirect to its egress device requested. The redirect only takes effect
-/// when the program returns XDP_REDIRECT, so an error here leaves the packet to the kernel.
+/// Where the datapath sends a packet to `dst_be`: the next hop (cached, else from the FIB)
+/// with the redirect to its egress device requested. The redirect only takes effect when
+/// the program returns XDP_REDIRECT.
 #[inline(always)]
-fn next_hop(ctx: &XdpContext, p: &Packet, src_be: u32, dst_be: u32) -> Result<NextHop, Reason> {
+fn route(ctx: &XdpContext, p: &Packet, src_be: u32, dst_be: u32) -> Hop {
     if p.vlan {
         // The kernel's VLAN device forwards tagged frames (and decrements the TTL).
-        return Err(Reason::PassVlan);
+        return Hop::Kernel(Reason::PassVlan);
     }
     // SAFETY: reading the context's ingress ifindex.
     let ingress_ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
@@ -92,19 +178,21 @@ fn next_hop(ctx: &XdpContext, p: &Packet, src_be: u32, dst_be: u32) -> Result<Ne
     let slot = NEXTHOPS.get_ptr_mut(nexthop_slot(dst_be, ingress_ifindex));
     let nh = match cached(slot, dst_be, ingress_ifindex, generation, p.tot_len) {
         Some(nh) => nh,
-        None => {
-            let nh = fib_lookup(ctx, p, src_be, dst_be, ingress_ifindex, generation)?;
-            if let (Some(slot), true) = (slot, generation != 0) {
-                // SAFETY: this CPU's slot; preemption is off while the program runs.
-                unsafe { *slot = nh };
+        None => match fib_lookup(ctx, p, src_be, dst_be, ingress_ifindex, generation) {
+            Hop::Send(nh) => {
+                if let (Some(slot), true) = (slot, generation != 0) {
+                    // SAFETY: this CPU's slot; preemption is off while the program runs.
+                    unsafe { *slot = nh };
+                }
+                nh
             }
-            nh
-        }
+            other => return other,
+        },
     };
     if DEVMAP.redirect(nh.ifindex, 0).is_err() {
-        return Err(Reason::PassFib);
+        return Hop::Kernel(Reason::PassFib);
     }
-    Ok(nh)
+    Hop::Send(nh)
 }
 
 /// This CPU's cached answer in `slot`, if it is for this destination and ingress device, of
@@ -141,7 +229,7 @@ fn fib_lookup(
     dst_be: u32,
     ingress_ifindex: u32,
     generation: u32,
-) -> Result<NextHop, Reason> {
+) -> Hop {
     let mut fib = FibParams {
         family: AF_INET,
         l4_protocol: p.proto,
@@ -167,7 +255,7 @@ fn fib_lookup(
         )
     };
     match rc {
-        FIB_SUCCESS => Ok(NextHop {
+        FIB_SUCCESS => Hop::Send(NextHop {
             dst_be,
             ingress_ifindex,
             generation,
@@ -177,8 +265,11 @@ fn fib_lookup(
             smac: fib.smac,
             _pad: 0,
         }),
-        FIB_NO_NEIGH => Err(Reason::PassNoNeigh),
-        FIB_BLACKHOLE | FIB_UNREACHABLE | FIB_PROHIBIT => Err(Reason::DropFib),
-        _ => Err(Reason::PassFib),
+        FIB_NO_NEIGH => Hop::Kernel(Reason::PassNoNeigh),
+        FIB_BLACKHOLE | FIB_UNREACHABLE | FIB_PROHIBIT => Hop::Kernel(Reason::DropFib),
+        // The kernel fills in the MTU where the total length was.
+        FIB_FRAG_NEEDED => Hop::TooBig(fib.tot_len),
+        FIB_NOT_FWDED | FIB_FWD_DISABLED => Hop::Untranslated(Reason::PassFib),
+        _ => Hop::Kernel(Reason::PassFib),
     }
 }

@@ -1,29 +1,65 @@
-//! IPv4 fragments: every fragment of one datagram gets the same decision.
+//! IPv4 fragments: every fragment of one datagram gets the decision of its first fragment.
 //!
-//! The first fragment to arrive (whichever it is) records the decision under the datagram's
-//! identity (src, dst, id, proto); later arrivals follow it. A first fragment decides from its
-//! L4 header; a later fragment that arrives before the first decides by the default for its
-//! direction (inbound: the active member; outbound: SNAT unless the destination is excluded).
+//! - A first fragment (offset 0, MF set) decides from its L4 header, like an unfragmented
+//!   packet, and records that decision under the datagram's identity (src, dst, id, proto,
+//!   direction), replacing any entry: an entry found then belongs to an older datagram that
+//!   reused the identity (or to a duplicate), never to this one, because only first fragments
+//!   write entries.
+//! - A later fragment follows the recorded decision while it is younger than the fragment
+//!   lifetime (`Settings::frag_lifetime`, default 2 s). Otherwise it is an orphan: its first
+//!   fragment has not passed (yet). XDP cannot hold it, so inbound it is dropped and counted
+//!   (its ports are unknown, so it must not reach a member); outbound it takes the default
+//!   for member traffic (SNAT unless the destination is excluded) and records nothing.
 
-use sipvip_common::{FragKey, FragValue};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use sipvip_common::{
+    time_units, FragKey, FragValue, DEFAULT_FRAG_LIFETIME_NS, TIME_UNIT_SHIFT,
+};
 
-use crate::{maps::FRAGS, parse::Packet};
+use crate::{
+    maps::{FRAGS, SETTINGS},
+    parse::Packet,
+};
 
-/// Returns the decision recorded for this datagram, or records and returns `proposed`.
 #[inline(always)]
-pub fn datagram(p: &Packet, dir: u8, proposed: FragValue) -> FragValue {
-    let key = FragKey {
+fn key(p: &Packet, dir: u8) -> FragKey {
+    FragKey {
         src_be: p.src_be,
         dst_be: p.dst_be,
         id_be: p.id_be,
         proto: p.proto,
         dir,
-    };
-    // SAFETY: the value is copied out immediately.
-    if let Some(v) = unsafe { FRAGS.get(key) } {
-        return *v;
     }
-    // If the insert fails (it cannot for an LRU map), the fragments still follow `proposed`.
-    let _ = FRAGS.insert(key, proposed, 0);
-    proposed
+}
+
+#[inline(always)]
+fn now() -> u32 {
+    // SAFETY: a helper without arguments.
+    (unsafe { bpf_ktime_get_ns() } >> TIME_UNIT_SHIFT) as u32
+}
+
+/// Records a first fragment's decision for the rest of its datagram.
+#[inline(always)]
+pub fn record_first(p: &Packet, dir: u8, decision: FragValue) {
+    let v = FragValue {
+        stamp: now(),
+        ..decision
+    };
+    // An LRU map makes room; if the insert failed anyway, the later fragments are orphans.
+    let _ = FRAGS.insert(key(p, dir), v, 0);
+}
+
+/// The decision of this later fragment's first fragment, if it passed within the lifetime.
+#[inline(always)]
+pub fn follow(p: &Packet, dir: u8) -> Option<FragValue> {
+    // SAFETY: the value is copied out immediately.
+    let v = *unsafe { FRAGS.get(key(p, dir)) }?;
+    let lifetime = match SETTINGS.get(0) {
+        Some(s) if s.frag_lifetime != 0 => s.frag_lifetime,
+        _ => const { time_units(DEFAULT_FRAG_LIFETIME_NS) },
+    };
+    if now().wrapping_sub(v.stamp) > lifetime {
+        return None;
+    }
+    Some(v)
 }

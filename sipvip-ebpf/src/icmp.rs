@@ -1,27 +1,140 @@
 //! ICMP: echo to a VIP is answered; echo from a member is SNATed with its identifier tracked;
 //! errors about translated flows are translated, embedded header included (RFC 5508).
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use sipvip_common::{
     CtKey, CtValue, MemberRecord, Reason, VipRecord, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP,
     IPPROTO_UDP,
 };
 
 use crate::{
-    csum::{rewrite, Delta, Side, SAME_PORT},
+    csum::{Delta, Side, SAME_PORT},
     egress::{ensure_snat_flow, excluded, passthrough_flow, passthrough_port},
-    forward::forward,
+    forward::{forward, translate, Out},
     ingress::find_service,
-    maps::CONNTRACK,
+    maps::{CONNTRACK, IFACES},
     parse::{load, store, store_addr, Packet, IP_CSUM, IP_DST, IP_SRC, IP_TTL},
     stats::{self, Dir},
 };
 
 const ECHO_REPLY: u8 = 0;
-const DEST_UNREACH: u8 = 3;
+pub const DEST_UNREACH: u8 = 3;
+/// Code of DEST_UNREACH: fragmentation needed and DF set (RFC 1191).
+pub const FRAG_NEEDED: u8 = 4;
 const ECHO_REQUEST: u8 = 8;
-const TIME_EXCEEDED: u8 = 11;
+pub const TIME_EXCEEDED: u8 = 11;
 const PARAMETER_PROBLEM: u8 = 12;
+/// Type of service of the ICMP errors the datapath sends (precedence "internetwork
+/// control", as Linux sends them).
+const ERROR_TOS: u8 = 0xc0;
+/// The new IPv4 and ICMP headers in front of the quoted packet.
+const ERROR_HEADERS: usize = 28;
+/// The quoted packet's L4 bytes: RFC 792's 64 bits, enough for ports (and an echo id).
+const QUOTED_L4: usize = 8;
+
+/// Answers the packet with an ICMP error (`ty`/`code`; `mtu` for "fragmentation needed")
+/// from the gateway: the source is the ingress interface's address (`fallback_src_be` if it
+/// has none), the destination the packet's source, and the quote the packet's IP header and
+/// first 8 bytes of payload exactly as they arrived. Built in place (the head grows by the
+/// new headers, the tail is cut after the quote) and sent back with XDP_TX to the MAC it came
+/// from, from the MAC it was sent to (the interface's own, by the acceptance rule).
+#[inline(always)]
+pub fn send_error(
+    ctx: &XdpContext,
+    p: &Packet,
+    ty: u8,
+    code: u8,
+    mtu: u16,
+    fallback_src_be: u32,
+    counted: Reason,
+) -> Result<u32, Reason> {
+    let e = |_| Reason::DropMalformedIp;
+    let ihl = p.l4 - p.l3;
+    let quoted = ihl + QUOTED_L4;
+    if p.l3 + quoted > p.l3 + p.tot_len as usize {
+        return Err(Reason::DropTruncatedL4);
+    }
+    // The one's-complement sum of the quote (at most 60 + 8 bytes), before anything moves.
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < (60 + QUOTED_L4) / 2 {
+        if i * 2 >= quoted {
+            break;
+        }
+        let w: u16 = load(ctx, p.l3 + i * 2).map_err(e)?;
+        sum += u32::from(w);
+        i += 1;
+    }
+    // SAFETY: reading the context's ingress ifindex.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: the value is copied out.
+    let src_be = match unsafe { IFACES.get(ifindex) } {
+        Some(ifc) if ifc.addr_be != 0 => ifc.addr_be,
+        _ => fallback_src_be,
+    };
+    // The frame's L2 header (18 bytes are always there: the IPv4 header follows).
+    let l2: [u16; 9] = load(ctx, 0).map_err(e)?;
+
+    // SAFETY: the helpers check their arguments; every pointer is re-derived afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ERROR_HEADERS as i32)) } != 0 {
+        return Err(Reason::PassFib);
+    }
+    let want = p.l3 + ERROR_HEADERS + quoted;
+    let have = p.len as usize + ERROR_HEADERS;
+    // SAFETY: as above; the frame only shrinks, never below the headers just made room for.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, want as i32 - have as i32) } != 0 {
+        return Err(Reason::DropMalformedIp);
+    }
+
+    // Ethernet (and the 802.1Q tag): back where it came from.
+    store(ctx, 0, [l2[3], l2[4], l2[5], l2[0], l2[1], l2[2]]).map_err(e)?;
+    if p.vlan {
+        store(ctx, 12, [l2[6], l2[7], l2[8]]).map_err(e)?;
+    } else {
+        store(ctx, 12, l2[6]).map_err(e)?;
+    }
+
+    let l3 = p.l3;
+    let tot = ((ERROR_HEADERS + quoted) as u16).to_be();
+    let [s0, s1, s2, s3] = src_be.to_ne_bytes();
+    let [d0, d1, d2, d3] = p.src_be.to_ne_bytes();
+    let mut ip: [u16; 10] = [
+        u16::from_ne_bytes([0x45, ERROR_TOS]),
+        tot,
+        0,
+        0,
+        u16::from_ne_bytes([REPLY_TTL, IPPROTO_ICMP]),
+        0,
+        u16::from_ne_bytes([s0, s1]),
+        u16::from_ne_bytes([s2, s3]),
+        u16::from_ne_bytes([d0, d1]),
+        u16::from_ne_bytes([d2, d3]),
+    ];
+    ip[5] = !fold(ip.iter().map(|w| u32::from(*w)).sum());
+    store(ctx, l3, ip).map_err(e)?;
+
+    let mut icmp: [u16; 4] = [
+        u16::from_ne_bytes([ty, code]),
+        0,
+        0,
+        if ty == DEST_UNREACH { mtu.to_be() } else { 0 },
+    ];
+    icmp[1] = !fold(sum + icmp.iter().map(|w| u32::from(*w)).sum::<u32>());
+    store(ctx, l3 + 20, icmp).map_err(e)?;
+    stats::bump(counted);
+    Ok(xdp_action::XDP_TX)
+}
+
+#[inline(always)]
+fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
 /// TTL of the echo replies the datapath sends for a VIP.
 const REPLY_TTL: u8 = 64;
 
@@ -68,9 +181,16 @@ pub fn to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Reas
             if p.ttl <= 1 {
                 return Err(Reason::DropTtl);
             }
-            let ip = rewrite(ctx, p, Side::Dst, ct.member_be, SAME_PORT)?;
-            stats::traffic(vip.vip_id, Dir::In, u32::MAX, ct.slot, p.len);
-            forward(ctx, p, p.src_be, ct.member_be, Reason::ConntrackReply, ip)
+            let out = Out {
+                reason: Reason::ConntrackReply,
+                vip_id: vip.vip_id,
+                dir: Dir::In,
+                service: u32::MAX,
+                slot: ct.slot,
+                fallback_src_be: p.dst_be,
+                answerable: true,
+            };
+            translate(ctx, p, Side::Dst, ct.member_be, SAME_PORT, out)
         }
         t if is_error(t) => error_to_vip(ctx, p, vip),
         _ => Err(Reason::DropIcmp),
@@ -267,9 +387,16 @@ fn error_to_vip(ctx: &XdpContext, p: &Packet, vip: &VipRecord) -> Result<u32, Re
         return Err(Reason::DropTtl);
     }
     translate_embedded(ctx, p, &inner, Side::Src, member, port)?;
-    let ip = rewrite(ctx, p, Side::Dst, member, SAME_PORT)?;
-    stats::traffic(vip.vip_id, Dir::In, service, slot, p.len);
-    forward(ctx, p, p.src_be, member, Reason::IcmpErrorIn, ip)
+    let out = Out {
+        reason: Reason::IcmpErrorIn,
+        vip_id: vip.vip_id,
+        dir: Dir::In,
+        service,
+        slot,
+        fallback_src_be: p.dst_be,
+        answerable: false,
+    };
+    translate(ctx, p, Side::Dst, member, SAME_PORT, out)
 }
 
 /// ICMP from a member (unfragmented; TTL already checked).
@@ -282,7 +409,7 @@ pub fn from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u32
     match h[0] {
         ECHO_REQUEST => {
             if excluded(p.dst_be) {
-                return forward(ctx, p, p.src_be, p.dst_be, Reason::Excluded, Delta::new());
+                return forward(ctx, p, Reason::Excluded);
             }
             let id = u16::from_ne_bytes([h[4], h[5]]);
             let member = CtValue {
@@ -290,9 +417,16 @@ pub fn from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u32
                 slot: m.slot,
             };
             ensure_snat_flow(IPPROTO_ICMP, m.vip_be, id, p.dst_be, 0, member);
-            let ip = rewrite(ctx, p, Side::Src, m.vip_be, SAME_PORT)?;
-            stats::traffic(m.vip_id, Dir::Out, u32::MAX, m.slot, p.len);
-            forward(ctx, p, m.vip_be, p.dst_be, Reason::Snat, ip)
+            let out = Out {
+                reason: Reason::Snat,
+                vip_id: m.vip_id,
+                dir: Dir::Out,
+                service: u32::MAX,
+                slot: m.slot,
+                fallback_src_be: m.vip_be,
+                answerable: true,
+            };
+            translate(ctx, p, Side::Src, m.vip_be, SAME_PORT, out)
         }
         t if is_error(t) => error_from_member(ctx, p, m),
         _ => Err(Reason::PassIcmp),
@@ -316,17 +450,10 @@ fn error_from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u
     if passthrough_port(m, mport)
         || passthrough_flow(m, inner.proto, p.src_be, mport, inner.src_be, inner.sport)
     {
-        return forward(
-            ctx,
-            p,
-            p.src_be,
-            p.dst_be,
-            Reason::Passthrough,
-            Delta::new(),
-        );
+        return forward(ctx, p, Reason::Passthrough);
     }
     if excluded(p.dst_be) {
-        return forward(ctx, p, p.src_be, p.dst_be, Reason::Excluded, Delta::new());
+        return forward(ctx, p, Reason::Excluded);
     }
     let mut service = u32::MAX;
     let port = if let Some(i) = find_service(&m.services, inner.proto, mport, true) {
@@ -349,7 +476,14 @@ fn error_from_member(ctx: &XdpContext, p: &Packet, m: &MemberRecord) -> Result<u
         }
     };
     translate_embedded(ctx, p, &inner, Side::Dst, m.vip_be, port)?;
-    let ip = rewrite(ctx, p, Side::Src, m.vip_be, SAME_PORT)?;
-    stats::traffic(m.vip_id, Dir::Out, service, m.slot, p.len);
-    forward(ctx, p, m.vip_be, p.dst_be, Reason::IcmpErrorOut, ip)
+    let out = Out {
+        reason: Reason::IcmpErrorOut,
+        vip_id: m.vip_id,
+        dir: Dir::Out,
+        service,
+        slot: m.slot,
+        fallback_src_be: m.vip_be,
+        answerable: false,
+    };
+    translate(ctx, p, Side::Src, m.vip_be, SAME_PORT, out)
 }

@@ -7,12 +7,12 @@ use sipvip_common::{
 };
 
 use crate::{
-    csum::{rewrite, Side, SAME_PORT},
-    forward::forward,
+    csum::{Side, SAME_PORT},
+    forward::{translate, Out},
     frag, icmp,
     maps::{CONNTRACK, MEMBERS, PT_PORTS, VIPS},
-    parse::{parse, ports, Packet},
-    stats::{self, Dir},
+    parse::{accept, parse, ports, screen, Packet},
+    stats::Dir,
 };
 
 /// The index of the service matching `proto` and `port_be` on the VIP side (`member_side`
@@ -46,7 +46,9 @@ pub fn find_service(
 
 #[inline(always)]
 pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
+    accept(ctx)?;
     let p = parse(ctx)?;
+    screen(&p)?;
     // SAFETY: map values are only read.
     let Some(vip) = (unsafe { VIPS.get(p.dst_be) }) else {
         return not_for_vip(ctx, &p);
@@ -57,23 +59,17 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
         IPPROTO_ICMP => return Err(Reason::DropIcmp),
         _ => return Err(Reason::DropVipProto),
     }
-    if p.ttl <= 1 {
-        return Err(Reason::DropTtl);
-    }
 
     let mut port = SAME_PORT;
     let (target, reason) = if p.is_later_fragment() {
-        if vip.active_be == 0 {
-            return Err(Reason::DropNoActive);
+        if p.ttl <= 1 {
+            // No ICMP error is sent about a later fragment (RFC 1122, 3.2.2).
+            return Err(Reason::DropTtl);
         }
-        let active = FragValue {
-            addr_be: vip.active_be,
-            action: FRAG_ACT_TRANSLATE,
-            slot: vip.active_slot as u8,
-            service: NO_SERVICE,
-            _pad: 0,
+        let Some(t) = frag::follow(&p, FRAG_IN) else {
+            return Err(Reason::DropFragOrphan);
         };
-        (frag::datagram(&p, FRAG_IN, active), Reason::FragIn)
+        (t, Reason::FragIn)
     } else {
         let (sport, dport) = ports(ctx, &p)?;
         let (t, r) = if let Some(i) = find_service(&vip.services, p.proto, dport, false) {
@@ -91,6 +87,7 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
                 slot: vip.active_slot as u8,
                 service: i as u8,
                 _pad: 0,
+                stamp: 0,
             };
             (t, Reason::Steered)
         } else {
@@ -113,34 +110,38 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
                 slot: ct.slot as u8,
                 service: NO_SERVICE,
                 _pad: 0,
+                stamp: 0,
             };
             (t, Reason::ConntrackReply)
         };
-        if p.more_frags {
-            // A later fragment may have arrived first and chosen the member already.
-            let d = frag::datagram(&p, FRAG_IN, t);
-            (
-                FragValue {
-                    addr_be: d.addr_be,
-                    slot: d.slot,
-                    ..t
-                },
-                r,
-            )
-        } else {
-            (t, r)
+        if p.ttl <= 1 {
+            // Would be forwarded: answered as a router does, so traceroute sees the gateway.
+            return icmp::send_error(
+                ctx,
+                &p,
+                icmp::TIME_EXCEEDED,
+                0,
+                0,
+                p.dst_be,
+                Reason::TimeExceeded,
+            );
         }
+        if p.more_frags {
+            frag::record_first(&p, FRAG_IN, t);
+        }
+        (t, r)
     };
 
-    let ip = rewrite(ctx, &p, Side::Dst, target.addr_be, port)?;
-    stats::traffic(
-        vip.vip_id,
-        Dir::In,
-        u32::from(target.service),
-        u32::from(target.slot),
-        p.len,
-    );
-    forward(ctx, &p, p.src_be, target.addr_be, reason, ip)
+    let out = Out {
+        reason,
+        vip_id: vip.vip_id,
+        dir: Dir::In,
+        service: u32::from(target.service),
+        slot: u32::from(target.slot),
+        fallback_src_be: p.dst_be,
+        answerable: true,
+    };
+    translate(ctx, &p, Side::Dst, target.addr_be, port, out)
 }
 
 /// Not for a VIP: transit, the gateway itself, or a member's physical address. A flow opened

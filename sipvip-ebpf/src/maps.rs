@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use sipvip_common::{
-    default_sizes, CtKey, CtValue, ExclusionAddr, FragKey, FragValue, MemberRecord, NextHop,
-    PassthroughPorts, VipCounters, VipRecord, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
+    default_sizes, CtKey, CtValue, ExclusionAddr, FragKey, FragValue, Iface, MemberRecord,
+    NextHop, PassthroughPorts, Settings, VipCounters, VipRecord, MAX_MEMBERS, NEXTHOP_SLOTS,
+    REASON_SLOTS,
 };
 
 /// VIP address -> record. No preallocation, so a user-space update swaps the whole value in
@@ -26,7 +27,7 @@ pub static MEMBERS: HashMap<u32, MemberRecord> =
 pub static CONNTRACK: LruHashMap<CtKey, CtValue> =
     LruHashMap::with_max_entries(default_sizes::CONNTRACK, 0);
 
-#[map(name = "SV_FRAGS_V1")]
+#[map(name = "SV_FRAGS_V2")]
 pub static FRAGS: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(default_sizes::FRAGS, 0);
 
@@ -59,3 +60,12 @@ pub static NEXTHOP_GEN: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "SV_PTPORTS_V1")]
 pub static PT_PORTS: Array<PassthroughPorts> =
     Array::with_max_entries(default_sizes::VIPS * MAX_MEMBERS as u32, 0);
+
+/// The interfaces the programs run on, by ifindex; see `Iface`.
+#[map(name = "SV_IFACES_V1")]
+pub static IFACES: HashMap<u32, Iface> =
+    HashMap::with_max_entries(default_sizes::IFACES, BPF_F_NO_PREALLOC);
+
+/// Slot 0: datapath-wide settings; see `Settings`.
+#[map(name = "SV_SETTINGS_V1")]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);

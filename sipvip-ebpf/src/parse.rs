@@ -4,6 +4,8 @@
 use aya_ebpf::programs::XdpContext;
 use sipvip_common::{Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
+use crate::maps::IFACES;
+
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 /// 0x0800 and 0x8100 as loaded from packet memory (network order).
@@ -13,6 +15,7 @@ const ETH_P_8021Q_BE: u16 = 0x8100u16.to_be();
 /// A mask no header offset we use exceeds (the deepest is a quoted TCP checksum, < 200).
 const MAX_OFFSET: usize = 0x3ff;
 
+pub const IP_DF: u16 = 0x4000;
 pub const IP_MF: u16 = 0x2000;
 pub const IP_OFFSET_MASK: u16 = 0x1fff;
 
@@ -36,6 +39,8 @@ pub struct Packet {
     /// Fragment offset in 8-byte units (host order); 0 for the first or only fragment.
     pub frag_offset: u16,
     pub more_frags: bool,
+    /// Don't Fragment.
+    pub df: bool,
     pub src_be: u32,
     pub dst_be: u32,
     /// The frame length, for byte counters.
@@ -94,6 +99,53 @@ pub fn store<T: Copy>(ctx: &XdpContext, off: usize, v: T) -> Result<(), ()> {
     Ok(())
 }
 
+/// The L2 acceptance rule, before anything else: only a frame addressed to the MAC of the
+/// interface it arrived on may be translated. Broadcast and multicast frames, frames for
+/// another host (unknown-unicast flooding, mirror ports) and frames on an interface the
+/// datapath does not know go to the kernel untouched.
+#[inline(always)]
+pub fn accept(ctx: &XdpContext) -> Result<(), Reason> {
+    let dmac: [u16; 3] = load(ctx, 0).map_err(|_| Reason::DropMalformedEth)?;
+    if dmac[0].to_ne_bytes()[0] & 1 != 0 {
+        return Err(Reason::PassL2Multicast);
+    }
+    // SAFETY: reading the context's ingress ifindex.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: the value is only read.
+    let Some(ifc) = (unsafe { IFACES.get(ifindex) }) else {
+        return Err(Reason::PassOtherHost);
+    };
+    let m = ifc.mac;
+    let own = [
+        u16::from_ne_bytes([m[0], m[1]]),
+        u16::from_ne_bytes([m[2], m[3]]),
+        u16::from_ne_bytes([m[4], m[5]]),
+    ];
+    if dmac != own {
+        return Err(Reason::PassOtherHost);
+    }
+    Ok(())
+}
+
+/// Martian addresses are dropped, and broadcast or multicast destinations passed untouched,
+/// before any rule, on both sides.
+#[inline(always)]
+pub fn screen(p: &Packet) -> Result<(), Reason> {
+    let s = p.src_be.to_ne_bytes()[0];
+    let d = p.dst_be.to_ne_bytes();
+    // Sources: 0/8, 127/8, and 224/3 (multicast, reserved, 255.255.255.255).
+    if s == 0 || s == 127 || s >= 224 {
+        return Err(Reason::DropMartian);
+    }
+    if d[0] == 0 || d[0] == 127 {
+        return Err(Reason::DropMartian);
+    }
+    if (224..240).contains(&d[0]) || p.dst_be == u32::MAX {
+        return Err(Reason::PassBroadcast);
+    }
+    Ok(())
+}
+
 /// Parses up to the L4 header offset.
 ///
 /// Non-IPv4 frames are `PassNotIpv4`; broken headers are counted drops.
@@ -140,6 +192,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         id_be: h[2],
         frag_offset: frag & IP_OFFSET_MASK,
         more_frags: frag & IP_MF != 0,
+        df: frag & IP_DF != 0,
         src_be: addr(h[6], h[7]),
         dst_be: addr(h[8], h[9]),
         len,

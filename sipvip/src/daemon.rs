@@ -75,28 +75,6 @@ fn sysctl(path: &str, value: &str) {
 }
 
 /// Every IPv4 address on this host (in this network namespace).
-fn local_addresses() -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    // SAFETY: getifaddrs/freeifaddrs pair; we only read the list.
-    unsafe {
-        let mut ifa: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut ifa) != 0 {
-            return out;
-        }
-        let mut p = ifa;
-        while !p.is_null() {
-            let a = (*p).ifa_addr;
-            if !a.is_null() && i32::from((*a).sa_family) == libc::AF_INET {
-                let sin = a as *const libc::sockaddr_in;
-                out.push(Ipv4Addr::from((*sin).sin_addr.s_addr.to_ne_bytes()));
-            }
-            p = (*p).ifa_next;
-        }
-        libc::freeifaddrs(ifa);
-    }
-    out
-}
-
 fn open_datapath(cfg: &Config, replace: bool, debug: bool) -> Result<(Datapath, bool)> {
     let sizes = cfg.map_sizes();
     let dir = &cfg.admin.pin_dir;
@@ -157,7 +135,7 @@ fn prepare(
         );
     }
     // The VIPs live on the external interface, so the kernel answers ARP for them.
-    let locals = local_addresses();
+    let locals = sipvip::netif::local_addresses();
     for v in &cfg.vips {
         if !locals.contains(&v.address) {
             let out = std::process::Command::new("ip")
@@ -182,7 +160,7 @@ fn prepare(
         .map(|Prefix { addr, len }| (*addr, *len))
         .collect();
     want.extend(
-        local_addresses()
+        sipvip::netif::local_addresses()
             .into_iter()
             .filter(|a| !vips.contains(a) && !a.is_loopback())
             .map(|a| (a, 32)),

@@ -16,9 +16,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use sipvip_common::{
-    default_sizes, map_names, program_names, CtKey, CtValue, FragKey, FragValue, MemberRecord,
-    NextHop, Reason, Service, VipCounters, VipRecord, MAX_MEMBERS, MAX_PASSTHROUGH_PORTS,
-    MAX_SERVICES, MEMBER_F_SNAT,
+    default_sizes, map_names, program_names, time_units, CtKey, CtValue, FragKey, FragValue, Iface,
+    MemberRecord, NextHop, Reason, Service, Settings, VipCounters, VipRecord, MAX_MEMBERS,
+    MAX_PASSTHROUGH_PORTS, MAX_SERVICES, MEMBER_F_SNAT,
 };
 
 /// The kernel object, built by build.rs from sipvip-ebpf.
@@ -300,6 +300,8 @@ pub struct Datapath {
     vip_stats: PerCpuArray<MapData, VipCounters>,
     reasons: PerCpuArray<MapData, u64>,
     nexthop_gen: Array<MapData, u32>,
+    ifaces: HashMap<MapData, u32, Iface>,
+    settings: Array<MapData, Settings>,
     logger: Option<DebugLogger>,
 }
 
@@ -349,6 +351,7 @@ impl Datapath {
             .map_max_entries(map_names::FRAGS, sizes.frags)
             .map_max_entries(map_names::EXCLUSIONS, sizes.exclusions)
             .map_max_entries(map_names::DEVMAP, sizes.devmap)
+            .map_max_entries(map_names::IFACES, sizes.devmap)
             .map_max_entries(map_names::PT_PORTS, sizes.vips * MAX_MEMBERS as u32);
         let mut ebpf = loader.load(if debug { OBJECT_DEBUG } else { OBJECT })?;
         let logger = if debug {
@@ -393,6 +396,8 @@ impl Datapath {
             vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
             nexthop_gen: take(&mut ebpf, map_names::NEXTHOP_GEN)?,
+            ifaces: take(&mut ebpf, map_names::IFACES)?,
+            settings: take(&mut ebpf, map_names::SETTINGS)?,
             ebpf: Some(ebpf),
             logger,
         };
@@ -415,7 +420,7 @@ impl Datapath {
         if !dir.join(map_names::VIPS).exists() {
             return Ok(None);
         }
-        let expect: [(&'static str, u32, usize, usize, u32); 11] = [
+        let expect: [(&'static str, u32, usize, usize, u32); 13] = [
             (
                 map_names::VIPS,
                 BPF_MAP_TYPE_HASH,
@@ -487,6 +492,20 @@ impl Datapath {
                 size_of::<sipvip_common::PassthroughPorts>(),
                 sizes.vips * MAX_MEMBERS as u32,
             ),
+            (
+                map_names::IFACES,
+                BPF_MAP_TYPE_HASH,
+                4,
+                size_of::<Iface>(),
+                sizes.devmap,
+            ),
+            (
+                map_names::SETTINGS,
+                BPF_MAP_TYPE_ARRAY,
+                4,
+                size_of::<Settings>(),
+                1,
+            ),
         ];
         let mut maps = std::collections::HashMap::new();
         for (name, ty, key, value, max) in expect {
@@ -543,6 +562,8 @@ impl Datapath {
             vip_stats: typed(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
             reasons: typed(map_names::REASONS, get(map_names::REASONS)?)?,
             nexthop_gen: typed(map_names::NEXTHOP_GEN, get(map_names::NEXTHOP_GEN)?)?,
+            ifaces: typed(map_names::IFACES, get(map_names::IFACES)?)?,
+            settings: typed(map_names::SETTINGS, get(map_names::SETTINGS)?)?,
             ebpf: None,
             logger: None,
         }))
@@ -679,14 +700,52 @@ impl Datapath {
             })
     }
 
-    /// Lets the datapath redirect to `ifindex` (every interface a packet may leave by).
+    /// Registers an interface the datapath runs on and may send by: the devmap entry for
+    /// XDP_REDIRECT, and its MAC and first IPv4 address (read from the current network
+    /// namespace) for the L2 acceptance rule and the ICMP errors it sends as the gateway.
+    /// Call it again after the interface's MAC or address changes.
     pub fn add_egress(&mut self, ifindex: u32) -> Result<()> {
+        let err = |what: String| DatapathError::Egress { ifindex, what };
         self.devmap
             .insert(ifindex, ifindex, None, 0)
-            .map_err(|e| DatapathError::Egress {
-                ifindex,
-                what: e.to_string(),
-            })
+            .map_err(|e| err(e.to_string()))?;
+        let (mac, addr) = crate::netif::mac_and_ipv4(ifindex).map_err(|e| err(e.to_string()))?;
+        let rec = Iface {
+            mac,
+            _pad: 0,
+            addr_be: addr.map(be32).unwrap_or(0),
+        };
+        self.ifaces
+            .insert(ifindex, rec, 0)
+            .map_err(map_err(map_names::IFACES))
+    }
+
+    /// The interface records, by ifindex.
+    pub fn interfaces(&self) -> Result<Vec<(u32, Iface)>> {
+        self.ifaces
+            .iter()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::IFACES))
+    }
+
+    /// How long a first fragment's decision holds for its later fragments.
+    pub fn set_frag_lifetime(&mut self, lifetime: std::time::Duration) -> Result<()> {
+        let s = Settings {
+            frag_lifetime: time_units(lifetime.as_nanos().min(u128::from(u64::MAX)) as u64).max(1),
+            _pad: 0,
+        };
+        self.settings
+            .set(0, s, 0)
+            .map_err(map_err(map_names::SETTINGS))
+    }
+
+    /// The fragment table's entry for one datagram, if any.
+    pub fn frag_entry(&self, key: &FragKey) -> Result<Option<FragValue>> {
+        match self.frags.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::FRAGS)(e)),
+        }
     }
 
     /// Starts a new next-hop generation: the datapath asks the kernel's FIB again for each

@@ -8,3 +8,4 @@ pub mod datapath;
 pub mod failover;
 pub mod garp;
 pub mod monitor;
+pub mod netif;

@@ -507,3 +507,33 @@ pub fn fix_checksums(ip: &mut [u8]) {
     }
     l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
 }
+
+/// The ICMP error a router sends back about `frame` (an Ethernet frame carrying IPv4, 802.1Q
+/// tag kept): from `src` to the frame's source, MACs swapped, TTL 64, TOS 0xc0, ID 0, no
+/// flags, quoting the IP header and the first 8 bytes of its payload as they arrived. `mtu`
+/// fills the next-hop MTU field of "fragmentation needed" (type 3).
+pub fn icmp_error_reply(frame: &[u8], ty: u8, code: u8, mtu: u16, src: Ipv4Addr) -> Vec<u8> {
+    let l3 = l3_offset(frame).expect("an IPv4 frame");
+    let ip = &frame[l3..];
+    let ihl = usize::from(ip[0] & 15) * 4;
+    let quoted = &ip[..ihl + 8];
+    let mut out = Vec::new();
+    out.extend_from_slice(&frame[6..12]);
+    out.extend_from_slice(&frame[0..6]);
+    out.extend_from_slice(&frame[12..l3]);
+    let mut h = vec![0x45, 0xc0];
+    h.extend_from_slice(&((28 + quoted.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0, 0, 64, ICMP, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&ip[12..16]);
+    let c = checksum(&[&h]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut icmp = vec![ty, code, 0, 0, 0, 0];
+    icmp.extend_from_slice(&(if ty == 3 { mtu } else { 0 }).to_be_bytes());
+    icmp.extend_from_slice(quoted);
+    let c = checksum(&[&icmp]);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&icmp);
+    out
+}

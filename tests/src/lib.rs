@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod check;
 pub mod failover_bench;
+pub mod fixtures;
 pub mod frame;
 pub mod lab;
 pub mod model;

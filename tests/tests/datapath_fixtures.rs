@@ -4,61 +4,16 @@
 
 use std::net::Ipv4Addr;
 
-use sipvip::datapath::{be16, be32, MapSizes};
+use sipvip::datapath::{be16, be32};
 use sipvip_common::{
     CtKey, CtValue, CT_PASSTHROUGH, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
+use sipvip_tests::fixtures::{from_vip, net, phone_udp, routed, to_member, SIP};
 use sipvip_tests::{
     check::{expect, Side, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     frame::{self, ether, reassemble, verify_datagram, Ip4, L4},
     topo::*,
 };
-
-const SIP: &[u8] =
-    b"OPTIONS sip:vip SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5062;branch=z9hG4bKx\r\n\r\n";
-
-fn net() -> FixtureNet {
-    FixtureNet::new(&MapSizes::default()).expect("fixture namespace")
-}
-
-fn phone_udp(dport: u16) -> Ip4 {
-    Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (VIP, dport), SIP)
-}
-
-/// The frame as the datapath forwards it to a member.
-fn to_member(f: &Ip4, member: Ipv4Addr, mac: frame::Mac, dport: Option<u16>) -> Ip4 {
-    f.clone().with(|x| {
-        x.smac = INT_MAC;
-        x.dmac = mac;
-        x.dst = member;
-        x.ttl -= 1;
-        if let Some(p) = dport {
-            x.l4.set_dport(p);
-        }
-    })
-}
-
-/// The frame as the datapath forwards it out of the external side with the VIP as source.
-fn from_vip(f: &Ip4, dmac: frame::Mac, sport: Option<u16>) -> Ip4 {
-    f.clone().with(|x| {
-        x.smac = EXT_MAC;
-        x.dmac = dmac;
-        x.src = VIP;
-        x.ttl -= 1;
-        if let Some(p) = sport {
-            x.l4.set_sport(p);
-        }
-    })
-}
-
-/// The frame forwarded untouched (TTL and MACs only).
-fn routed(f: &Ip4, smac: frame::Mac, dmac: frame::Mac) -> Ip4 {
-    f.clone().with(|x| {
-        x.smac = smac;
-        x.dmac = dmac;
-        x.ttl -= 1;
-    })
-}
 
 fn ct(net: &FixtureNet) -> Vec<(CtKey, CtValue)> {
     net.dp.conntrack().expect("conntrack")
@@ -259,7 +214,8 @@ fn rule1_forwarding_edge_cases() {
         "pass_no_neigh",
     );
 
-    // Larger than the egress MTU: rewritten and handed to the kernel.
+    // Larger than the egress MTU without DF: rewritten and handed to the kernel, which
+    // fragments it (with DF it is answered: see the PMTU fixtures).
     net.dp.set_active(&spec, Some(PRIMARY)).unwrap();
     let big = Ip4::udp(
         PHONE_MAC,
@@ -279,16 +235,17 @@ fn rule1_forwarding_edge_cases() {
         "pass_fib",
     );
 
-    // TTL 1 to a VIP: dropped and counted.
-    let ttl1 = phone_udp(5060).with(|x| x.ttl = 1);
+    // TTL 1 to a VIP: answered with time exceeded from the gateway, quoting the VIP.
+    let ttl1 = phone_udp(5060).with(|x| x.ttl = 1).build();
+    let reply = frame::icmp_error_reply(&ttl1, 11, 0, 0, EXT_IP);
     expect(
         &net,
         "ttl 1",
         Side::Ext,
-        &ttl1.build(),
-        XDP_DROP,
-        None,
-        "drop_ttl",
+        &ttl1,
+        XDP_TX,
+        Some(&reply),
+        "time_exceeded",
     );
 }
 
@@ -739,8 +696,9 @@ fn rule2_fragments_follow_their_datagram() {
     let data = reassemble(&outs).unwrap();
     verify_datagram(IPPROTO_UDP, PHONE, PRIMARY, &data).expect("reassembled UDP checksum");
 
-    // Out of order, with a flip in the middle: a later fragment arrives first and picks the
-    // active member; every other fragment of that datagram follows it, the first included.
+    // Out of order: a later fragment that arrives before its first one cannot be placed
+    // (its ports are unknown), so it is dropped; from the first fragment on, every fragment
+    // follows the first one's member, across a flip too.
     let invite2 = invite.clone().with(|x| x.id = 0x4343);
     let frags = invite2.fragments(1200);
     let expected = to_member(&invite2, PRIMARY, PRIMARY_MAC, None).fragments(1200);
@@ -749,44 +707,64 @@ fn rule2_fragments_follow_their_datagram() {
         "frag 2 first",
         Side::Ext,
         &frags[2],
-        XDP_REDIRECT,
-        Some(&expected[2]),
-        "frag_in",
+        XDP_DROP,
+        None,
+        "drop_frag_orphan",
     );
-    net.dp.set_active(&net.spec, Some(BACKUP)).unwrap();
     expect(
         &net,
-        "frag 0 after flip",
+        "frag 0",
         Side::Ext,
         &frags[0],
         XDP_REDIRECT,
         Some(&expected[0]),
         "steered",
     );
-    expect(
-        &net,
-        "frag 1 after flip",
-        Side::Ext,
-        &frags[1],
-        XDP_REDIRECT,
-        Some(&expected[1]),
-        "frag_in",
-    );
+    net.dp.set_active(&net.spec, Some(BACKUP)).unwrap();
+    for i in [1, 2] {
+        expect(
+            &net,
+            &format!("frag {i} after flip"),
+            Side::Ext,
+            &frags[i],
+            XDP_REDIRECT,
+            Some(&expected[i]),
+            "frag_in",
+        );
+    }
     // A new datagram goes to the new active member.
     let invite3 = invite.clone().with(|x| x.id = 0x4444);
     let f3 = invite3.fragments(1200);
     let e3 = to_member(&invite3, BACKUP, BACKUP_MAC, None).fragments(1200);
-    expect(
-        &net,
-        "new datagram",
-        Side::Ext,
-        &f3[1],
-        XDP_REDIRECT,
-        Some(&e3[1]),
-        "frag_in",
-    );
+    for (i, reason) in [(0, "steered"), (1, "frag_in")] {
+        expect(
+            &net,
+            &format!("new datagram {i}"),
+            Side::Ext,
+            &f3[i],
+            XDP_REDIRECT,
+            Some(&e3[i]),
+            reason,
+        );
+    }
+    // The identity 0x4343 reused by a new datagram after the flip: its first fragment
+    // decides afresh (the backup), whatever the old entry said.
+    let e2 = to_member(&invite2, BACKUP, BACKUP_MAC, None).fragments(1200);
+    for (i, reason) in [(0, "steered"), (1, "frag_in")] {
+        expect(
+            &net,
+            &format!("reused identity {i}"),
+            Side::Ext,
+            &frags[i],
+            XDP_REDIRECT,
+            Some(&e2[i]),
+            reason,
+        );
+    }
+    net.dp.set_active(&net.spec, Some(PRIMARY)).unwrap();
 
-    // Outbound: a large INVITE from the member, SNATed in every fragment.
+    // Outbound: a large INVITE from the member, SNATed in every fragment; sent last
+    // fragment first, the later ones are orphans and take the default (SNAT).
     let big = Ip4::udp(
         PRIMARY_MAC,
         INT_MAC,
@@ -812,6 +790,7 @@ fn rule2_fragments_follow_their_datagram() {
     }
     let data = reassemble(&outs).unwrap();
     verify_datagram(IPPROTO_UDP, VIP, PHONE, &data).expect("reassembled outbound checksum");
+    // First fragments only: 0x4242, 0x4343, 0x4444 inbound, 0x5151 outbound.
     assert_eq!(net.dp.frags().unwrap().len(), 4);
 }
 
@@ -1104,7 +1083,17 @@ fn rule7_everything_else_goes_to_the_kernel_or_is_counted() {
     let arp = ether(PHONE_MAC, [0xff; 6], frame::ETH_P_ARP, &[0; 28]);
     expect(
         &net,
-        "ARP",
+        "ARP request (broadcast)",
+        Side::Ext,
+        &arp,
+        XDP_PASS,
+        None,
+        "pass_l2_multicast",
+    );
+    let arp = ether(PHONE_MAC, EXT_MAC, frame::ETH_P_ARP, &[0; 28]);
+    expect(
+        &net,
+        "ARP reply",
         Side::Ext,
         &arp,
         XDP_PASS,
@@ -1316,6 +1305,7 @@ fn rule7_everything_else_goes_to_the_kernel_or_is_counted() {
         "drop_truncated_l4",
     );
     let mut garbage = vec![0xa5u8; 64];
+    garbage[0..6].copy_from_slice(&EXT_MAC);
     garbage[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     expect(
         &net,

@@ -1,0 +1,105 @@
+//! Facts about the host's network interfaces, read with getifaddrs(3) (netlink underneath,
+//! so they are those of the current network namespace).
+
+use std::{ffi::CStr, io, net::Ipv4Addr};
+
+/// One getifaddrs entry, as far as sipvip cares.
+struct Entry {
+    name: String,
+    /// AF_PACKET: the link-layer address.
+    mac: Option<[u8; 6]>,
+    /// AF_INET: the address and its prefix length.
+    v4: Option<(Ipv4Addr, u32)>,
+}
+
+fn entries() -> io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    // SAFETY: getifaddrs/freeifaddrs pair; the list is only read, and every pointer is
+    // checked for null before use.
+    unsafe {
+        let mut ifa: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut ifa) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut p = ifa;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            let name = CStr::from_ptr((*p).ifa_name).to_string_lossy().into_owned();
+            let mut e = Entry {
+                name,
+                mac: None,
+                v4: None,
+            };
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = a as *const libc::sockaddr_in;
+                        let addr = Ipv4Addr::from((*sin).sin_addr.s_addr.to_ne_bytes());
+                        let m = (*p).ifa_netmask as *const libc::sockaddr_in;
+                        let len = if m.is_null() {
+                            32
+                        } else {
+                            (*m).sin_addr.s_addr.count_ones()
+                        };
+                        e.v4 = Some((addr, len));
+                    }
+                    libc::AF_PACKET => {
+                        let ll = a as *const libc::sockaddr_ll;
+                        if (*ll).sll_halen == 6 {
+                            let sll = (*ll).sll_addr;
+                            e.mac = Some([sll[0], sll[1], sll[2], sll[3], sll[4], sll[5]]);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push(e);
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifa);
+    }
+    Ok(out)
+}
+
+/// Every IPv4 address on this host.
+pub fn local_addresses() -> Vec<Ipv4Addr> {
+    entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.v4.map(|(a, _)| a))
+        .collect()
+}
+
+/// The name of the interface with this index.
+pub fn name(ifindex: u32) -> io::Result<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// The interface's MAC address, and its own IPv4 address: the first that is not a /32 (a
+/// VIP is added as a /32), else the first.
+pub fn mac_and_ipv4(ifindex: u32) -> io::Result<([u8; 6], Option<Ipv4Addr>)> {
+    let name = name(ifindex)?;
+    let all: Vec<Entry> = entries()?.into_iter().filter(|e| e.name == name).collect();
+    let mac = all.iter().find_map(|e| e.mac).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name} has no Ethernet address"),
+        )
+    })?;
+    let v4: Vec<(Ipv4Addr, u32)> = all.iter().filter_map(|e| e.v4).collect();
+    let addr = v4
+        .iter()
+        .find(|(_, len)| *len < 32)
+        .or(v4.first())
+        .map(|(a, _)| *a);
+    Ok((mac, addr))
+}
