@@ -8,7 +8,8 @@ use std::{
     net::Ipv4Addr,
 };
 
-use sipvip::datapath::VipSpec;
+use sipvip::datapath::{be16, be32, VipSpec};
+use sipvip_common::{FragKey, FRAG_IN, FRAG_OUT};
 
 use crate::{
     check::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
@@ -55,11 +56,20 @@ pub enum Side {
 }
 
 /// What the FIB says about a destination in the fixture topology.
+#[derive(Clone, Copy)]
 enum Fib {
-    Send { smac: Mac, dmac: Mac },
+    Send {
+        smac: Mac,
+        dmac: Mac,
+    },
     NoNeigh,
     Blackhole,
-    Kernel,
+    /// Local, broadcast or no route: the kernel would not forward it.
+    NotForwarded,
+    /// Longer than the egress MTU.
+    TooBig(u16),
+    /// 802.1Q: the datapath leaves forwarding to the kernel's VLAN device.
+    Vlan,
 }
 
 fn fib(dst: Ipv4Addr, tot_len: usize) -> Fib {
@@ -67,23 +77,23 @@ fn fib(dst: Ipv4Addr, tot_len: usize) -> Fib {
     if o[..3] == [198, 18, 9] {
         return Fib::Blackhole;
     }
-    if dst == topo::EXT_IP || dst == topo::INT_IP {
-        return Fib::Kernel;
+    if dst == topo::EXT_IP || dst == topo::INT_IP || o[3] == 255 {
+        return Fib::NotForwarded;
     }
     let (link, smac) = match o[..3] {
         [198, 18, 1] => ("ext0", topo::EXT_MAC),
         [198, 18, 2] => ("int0", topo::INT_MAC),
         [198, 18, 3] => {
             return if tot_len > 1500 {
-                Fib::Kernel
+                Fib::TooBig(1500)
             } else {
                 Fib::NoNeigh
             };
         }
-        _ => return Fib::Kernel,
+        _ => return Fib::NotForwarded,
     };
     if tot_len > 1500 {
-        return Fib::Kernel;
+        return Fib::TooBig(1500);
     }
     match topo::NEIGHBOURS
         .iter()
@@ -93,6 +103,14 @@ fn fib(dst: Ipv4Addr, tot_len: usize) -> Fib {
         None => Fib::NoNeigh,
     }
 }
+
+/// A datagram's identity in the datapath's fragment table, as the datapath stores it.
+pub type FragQuery<'a> = &'a dyn Fn(FragKey) -> bool;
+
+/// How many frames after its first fragment the model trusts its own record of a datagram;
+/// after that it asks the datapath whether the record is still there (the kernel's LRU
+/// evicts in an order the model cannot know).
+const FRAG_FRESH_FRAMES: u64 = 64;
 
 /// Per-VIP counters as (packets, bytes).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,7 +128,9 @@ pub struct Model {
     pub active: Option<usize>,
     pub exclusions: Vec<(Ipv4Addr, u8)>,
     flows: HashMap<Flow, FlowTarget>,
-    datagrams: HashMap<(Ipv4Addr, Ipv4Addr, u16, u8, Side), Datagram>,
+    /// First fragments' decisions, with the frame number they were made at.
+    datagrams: HashMap<(Ipv4Addr, Ipv4Addr, u16, u8, Side), (Datagram, u64)>,
+    frames: u64,
     pub reasons: BTreeMap<&'static str, u64>,
     pub traffic: Traffic,
 }
@@ -174,6 +194,7 @@ struct P {
     id: u16,
     frag_off: u16,
     mf: bool,
+    df: bool,
     src: Ipv4Addr,
     dst: Ipv4Addr,
 }
@@ -197,17 +218,24 @@ impl Model {
             exclusions: exclusions.to_vec(),
             flows: HashMap::new(),
             datagrams: HashMap::new(),
+            frames: 0,
             reasons: BTreeMap::new(),
             traffic: Traffic::default(),
         }
     }
 
-    /// Runs one frame; returns the verdict and the frame as it leaves.
-    pub fn process(&mut self, side: Side, frame: &[u8]) -> (u32, Vec<u8>) {
+    /// Runs one frame; returns the verdict and the frame as it leaves. `frags` tells whether
+    /// the datapath's fragment table still holds a datagram (asked only about records older
+    /// than `FRAG_FRESH_FRAMES`).
+    pub fn process(&mut self, side: Side, frame: &[u8], frags: FragQuery) -> (u32, Vec<u8>) {
+        self.frames += 1;
         let mut b = frame.to_vec();
-        let r = match side {
-            Side::Ext => self.external(&mut b),
-            Side::Int => self.internal(&mut b),
+        let r = match self.accept(side, &b) {
+            Err(r) => Err(r),
+            Ok(()) => match side {
+                Side::Ext => self.external(&mut b, frags),
+                Side::Int => self.internal(&mut b, frags),
+            },
         };
         let verdict = match r {
             Ok(v) => v,
@@ -221,6 +249,36 @@ impl Model {
             }
         };
         (verdict, b)
+    }
+
+    /// The L2 acceptance rule: only frames to the interface's own MAC are translated.
+    fn accept(&self, side: Side, b: &[u8]) -> Result<(), &'static str> {
+        if b.len() < 6 {
+            return Err("drop_malformed_eth");
+        }
+        if b[0] & 1 != 0 {
+            return Err("pass_l2_multicast");
+        }
+        let own = match side {
+            Side::Ext => topo::EXT_MAC,
+            Side::Int => topo::INT_MAC,
+        };
+        if b[0..6] != own {
+            return Err("pass_other_host");
+        }
+        Ok(())
+    }
+
+    /// Martian addresses, then broadcast and multicast destinations.
+    fn screen(p: &P) -> Result<(), &'static str> {
+        let (s, d) = (p.src.octets()[0], p.dst.octets()[0]);
+        if s == 0 || s == 127 || s >= 224 || d == 0 || d == 127 {
+            return Err("drop_martian");
+        }
+        if p.dst.is_multicast() || p.dst == Ipv4Addr::BROADCAST {
+            return Err("pass_broadcast");
+        }
+        Ok(())
     }
 
     fn count(&mut self, reason: &'static str) {
@@ -262,6 +320,7 @@ impl Model {
             id: r16(b, l3 + 4),
             frag_off: frag & 0x1fff,
             mf: frag & 0x2000 != 0,
+            df: frag & 0x4000 != 0,
             src: rip(b, l3 + 12),
             dst: rip(b, l3 + 16),
         })
@@ -308,11 +367,26 @@ impl Model {
         })
     }
 
-    fn datagram(&mut self, p: &P, side: Side, proposed: Datagram) -> Datagram {
-        *self
-            .datagrams
-            .entry((p.src, p.dst, p.id, p.proto, side))
-            .or_insert(proposed)
+    /// A first fragment's decision, for the rest of its datagram.
+    fn record_first(&mut self, p: &P, side: Side, d: Datagram) {
+        self.datagrams
+            .insert((p.src, p.dst, p.id, p.proto, side), (d, self.frames));
+    }
+
+    /// The decision of a later fragment's first fragment, if it is still recorded.
+    fn follow(&self, p: &P, side: Side, frags: FragQuery) -> Option<Datagram> {
+        let (d, at) = *self.datagrams.get(&(p.src, p.dst, p.id, p.proto, side))?;
+        if self.frames - at <= FRAG_FRESH_FRAMES {
+            return Some(d);
+        }
+        let key = FragKey {
+            src_be: be32(p.src),
+            dst_be: be32(p.dst),
+            id_be: be16(p.id),
+            proto: p.proto,
+            dir: if side == Side::Ext { FRAG_IN } else { FRAG_OUT },
+        };
+        frags(key).then_some(d)
     }
 
     fn add(t: &mut (u64, u64), len: usize) {
@@ -373,13 +447,9 @@ impl Model {
         w16(b, coff, n);
     }
 
-    /// FIB, then TTL and MACs, as the datapath forwards.
-    fn forward(&mut self, b: &mut [u8], p: &P, handled: &'static str) -> Outcome {
-        if p.vlan {
-            return Err("pass_vlan");
-        }
-        let dst = rip(b, p.l3 + 16);
-        match fib(dst, p.tot) {
+    /// Sends along `f`: TTL and MACs when the datapath sends it itself.
+    fn send(&mut self, b: &mut [u8], p: &P, f: Fib, handled: &'static str) -> Outcome {
+        match f {
             Fib::Send { smac, dmac } => {
                 let ttl_proto = r16(b, p.l3 + 8);
                 let new = ttl_proto.wrapping_sub(0x100);
@@ -393,13 +463,78 @@ impl Model {
             }
             Fib::NoNeigh => Err("pass_no_neigh"),
             Fib::Blackhole => Err("drop_fib"),
-            Fib::Kernel => Err("pass_fib"),
+            Fib::Vlan => Err("pass_vlan"),
+            Fib::NotForwarded | Fib::TooBig(_) => Err("pass_fib"),
         }
     }
 
+    fn route(p: &P, dst: Ipv4Addr) -> Fib {
+        if p.vlan {
+            Fib::Vlan
+        } else {
+            fib(dst, p.tot)
+        }
+    }
+
+    /// Forwards an untouched packet.
+    fn forward(&mut self, b: &mut [u8], p: &P, handled: &'static str) -> Outcome {
+        let f = Self::route(p, p.dst);
+        self.send(b, p, f, handled)
+    }
+
+    /// The ICMP error the gateway sends back about the packet as it arrived.
+    fn answer(
+        &mut self,
+        b: &mut Vec<u8>,
+        side: Side,
+        ty: u8,
+        code: u8,
+        mtu: u16,
+        r: &'static str,
+    ) -> Outcome {
+        let from = match side {
+            Side::Ext => topo::EXT_IP,
+            Side::Int => topo::INT_IP,
+        };
+        *b = crate::frame::icmp_error_reply(b, ty, code, mtu, from);
+        self.count(r);
+        Ok(XDP_TX)
+    }
+
+    /// Translates (one address, and the port on that side) and forwards, the next hop
+    /// being decided for the translated packet first.
+    #[allow(clippy::too_many_arguments)]
+    fn translate(
+        &mut self,
+        b: &mut Vec<u8>,
+        p: &P,
+        src_side: bool,
+        new: Ipv4Addr,
+        port: Option<(u16, u16)>,
+        handled: &'static str,
+        service: Option<usize>,
+        slot: u32,
+        answerable: bool,
+    ) -> Outcome {
+        let dst = if src_side { p.dst } else { new };
+        let f = Self::route(p, dst);
+        match f {
+            Fib::NotForwarded if answerable => return Err("pass_fib"),
+            Fib::TooBig(mtu) if p.df && !p.later() && answerable => {
+                let side = if src_side { Side::Int } else { Side::Ext };
+                return self.answer(b, side, 3, 4, mtu, "frag_needed");
+            }
+            _ => {}
+        }
+        self.rewrite(b, p, src_side, new, port);
+        self.account(!src_side, service, Some(slot), b.len());
+        self.send(b, p, f, handled)
+    }
+
     // ------------------------------------------------------------------ external side
-    fn external(&mut self, b: &mut [u8]) -> Outcome {
+    fn external(&mut self, b: &mut Vec<u8>, frags: FragQuery) -> Outcome {
         let p = self.parse(b)?;
+        Self::screen(&p)?;
         if p.dst != self.spec.addr {
             if let Some(slot) = self.member_slot(p.dst) {
                 if (p.proto == TCP || p.proto == UDP) && !p.later() {
@@ -422,20 +557,13 @@ impl Model {
             ICMP => return Err("drop_icmp"),
             _ => return Err("drop_vip_proto"),
         }
-        if p.ttl <= 1 {
-            return Err("drop_ttl");
-        }
         let (target, port, reason) = if p.later() {
-            let (a, slot) = self.active_member().ok_or("drop_no_active")?;
-            let d = self.datagram(
-                &p,
-                Side::Ext,
-                Datagram::To {
-                    addr: a,
-                    slot,
-                    service: None,
-                },
-            );
+            if p.ttl <= 1 {
+                return Err("drop_ttl");
+            }
+            let d = self
+                .follow(&p, Side::Ext, frags)
+                .ok_or("drop_frag_orphan")?;
             (d, None, "frag_in")
         } else {
             let (sp, dp) = self.ports(b, &p)?;
@@ -469,20 +597,12 @@ impl Model {
             } else {
                 return Err("drop_vip_closed");
             };
-            let t = if p.mf {
-                match (self.datagram(&p, Side::Ext, t), t) {
-                    (Datagram::To { addr, slot, .. }, Datagram::To { service, .. }) => {
-                        Datagram::To {
-                            addr,
-                            slot,
-                            service,
-                        }
-                    }
-                    (d, _) => d,
-                }
-            } else {
-                t
-            };
+            if p.ttl <= 1 {
+                return self.answer(b, Side::Ext, 11, 0, 0, "time_exceeded");
+            }
+            if p.mf {
+                self.record_first(&p, Side::Ext, t);
+            }
             (t, port, r)
         };
         let Datagram::To {
@@ -493,9 +613,7 @@ impl Model {
         else {
             unreachable!("inbound datagrams are always translated")
         };
-        self.rewrite(b, &p, false, addr, port);
-        self.account(true, service, Some(slot), b.len());
-        self.forward(b, &p, reason)
+        self.translate(b, &p, false, addr, port, reason, service, slot, true)
     }
 
     fn icmp_header(&self, b: &[u8], p: &P) -> Result<[u8; 8], &'static str> {
@@ -505,7 +623,7 @@ impl Model {
         Ok(b[p.l4..p.l4 + 8].try_into().unwrap())
     }
 
-    fn icmp_to_vip(&mut self, b: &mut [u8], p: &P) -> Outcome {
+    fn icmp_to_vip(&mut self, b: &mut Vec<u8>, p: &P) -> Outcome {
         let h = self.icmp_header(b, p)?;
         match h[0] {
             8 => {
@@ -540,9 +658,17 @@ impl Model {
                 if p.ttl <= 1 {
                     return Err("drop_ttl");
                 }
-                self.rewrite(b, p, false, ft.member, None);
-                self.account(true, None, Some(ft.slot), b.len());
-                self.forward(b, p, "conntrack_reply")
+                self.translate(
+                    b,
+                    p,
+                    false,
+                    ft.member,
+                    None,
+                    "conntrack_reply",
+                    None,
+                    ft.slot,
+                    true,
+                )
             }
             3 | 11 | 12 => self.error_to_vip(b, p),
             _ => Err("drop_icmp"),
@@ -624,7 +750,7 @@ impl Model {
         w16(b, p.l4 + 2, adjust(c, &icmp));
     }
 
-    fn error_to_vip(&mut self, b: &mut [u8], p: &P) -> Outcome {
+    fn error_to_vip(&mut self, b: &mut Vec<u8>, p: &P) -> Outcome {
         let (proto, qsrc, qdst, qs, qd, qtype) = self.quoted(b, p)?;
         if qsrc != p.dst {
             return Err("drop_icmp");
@@ -659,14 +785,23 @@ impl Model {
             return Err("drop_ttl");
         }
         self.translate_quoted(b, p, true, member, port);
-        self.rewrite(b, p, false, member, None);
-        self.account(true, service, Some(slot), b.len());
-        self.forward(b, p, "icmp_error_in")
+        self.translate(
+            b,
+            p,
+            false,
+            member,
+            None,
+            "icmp_error_in",
+            service,
+            slot,
+            false,
+        )
     }
 
     // ------------------------------------------------------------------ internal side
-    fn internal(&mut self, b: &mut [u8]) -> Outcome {
+    fn internal(&mut self, b: &mut Vec<u8>, frags: FragQuery) -> Outcome {
         let p = self.parse(b)?;
+        Self::screen(&p)?;
         let Some(slot) = self.member_slot(p.src) else {
             return Err("pass_not_member");
         };
@@ -693,12 +828,12 @@ impl Model {
         };
         let mut port = None;
         let (d, reason) = if p.later() {
-            let d = if self.excluded(p.dst) {
-                Datagram::Untouched
-            } else {
-                snat(None)
+            let d = match self.follow(&p, Side::Int, frags) {
+                Some(d) => d,
+                None if self.excluded(p.dst) => Datagram::Untouched,
+                None => snat(None),
             };
-            (self.datagram(&p, Side::Int, d), "frag_out")
+            (d, "frag_out")
         } else {
             let (sp, dp) = self.ports(b, &p)?;
             let (d, r) = if self.passthrough(slot, p.proto, p.src, sp, p.dst, dp) {
@@ -719,17 +854,14 @@ impl Model {
                 (snat(None), "snat")
             };
             if p.mf {
-                (self.datagram(&p, Side::Int, d), r)
-            } else {
-                (d, r)
+                self.record_first(&p, Side::Int, d);
             }
+            (d, r)
         };
         match d {
             Datagram::Untouched => self.forward(b, &p, reason),
             Datagram::To { addr, service, .. } => {
-                self.rewrite(b, &p, true, addr, port);
-                self.account(false, service, Some(slot), b.len());
-                self.forward(b, &p, reason)
+                self.translate(b, &p, true, addr, port, reason, service, slot, true)
             }
         }
     }
@@ -756,7 +888,7 @@ impl Model {
             ))
     }
 
-    fn icmp_from_member(&mut self, b: &mut [u8], p: &P, slot: u32) -> Outcome {
+    fn icmp_from_member(&mut self, b: &mut Vec<u8>, p: &P, slot: u32) -> Outcome {
         if p.later() || p.mf {
             return Err("pass_icmp");
         }
@@ -775,9 +907,7 @@ impl Model {
                         slot,
                     },
                 );
-                self.rewrite(b, p, true, vip, None);
-                self.account(false, None, Some(slot), b.len());
-                self.forward(b, p, "snat")
+                self.translate(b, p, true, vip, None, "snat", None, slot, true)
             }
             3 | 11 | 12 => {
                 let (proto, qsrc, qdst, qs, qd, _) = match self.quoted(b, p) {
@@ -805,9 +935,17 @@ impl Model {
                     }
                 };
                 self.translate_quoted(b, p, false, vip, port);
-                self.rewrite(b, p, true, vip, None);
-                self.account(false, service, Some(slot), b.len());
-                self.forward(b, p, "icmp_error_out")
+                self.translate(
+                    b,
+                    p,
+                    true,
+                    vip,
+                    None,
+                    "icmp_error_out",
+                    service,
+                    slot,
+                    false,
+                )
             }
             _ => Err("pass_icmp"),
         }
