@@ -15,11 +15,13 @@ use std::{
 
 use serde::Deserialize;
 
+mod diagnose;
+
 /// One problem in a config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// Where: `line L, column C` for syntax errors, or a key path such as
-    /// `vip[0] (vsVipHa01).member[1].address`.
+    /// Where: `line L, column C`, followed for semantic problems by the key path, such as
+    /// `line 52, column 11, vip[0] (vsVipHa01).member[1] (nodeHa01Backup).address`.
     pub location: String,
     pub message: String,
 }
@@ -545,32 +547,15 @@ impl Config {
         Config::parse(&text, &path.display().to_string())
     }
 
-    /// Parses and validates TOML text; `file` names it in messages.
+    /// Parses and validates TOML text; `file` names it in messages. Every problem is
+    /// reported, each with its line and column (see `diagnose`).
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let err = |problems| ConfigError {
-            file: file.to_string(),
-            problems,
-        };
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            let location = match e.span() {
-                Some(span) => {
-                    let before = &text[..span.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!("line {line}, column {col}")
-                }
-                None => "file".into(),
-            };
-            err(vec![Problem {
-                location,
-                message: e.message().to_string(),
-            }])
-        })?;
-        let problems = cfg.validate();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(err(problems))
+        match diagnose::diagnose(text) {
+            (Some(cfg), problems) if problems.is_empty() => Ok(cfg),
+            (_, problems) => Err(ConfigError {
+                file: file.to_string(),
+                problems,
+            }),
         }
     }
 
@@ -938,14 +923,25 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         let p = problems(&example_with("priority = 10", "priority = 10\nweight = 3"));
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].contains("unknown field `weight`"), "{p:?}");
-        assert!(p[0].starts_with("line "), "{p:?}");
+        assert_eq!(
+            p,
+            vec!["line 58, column 1: unknown key `weight` (expected one of: name, address, priority, monitors)"]
+        );
         let p = problems(&example_with(
             "port = 5061\ninterval",
             "port = 5061\nsend = \"x\"\ninterval",
         ));
-        assert!(p[0].contains("unknown field `send`"), "{p:?}");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("line 25, column 1: unknown key `send`"),
+            "{p:?}"
+        );
+        let p = problems(&example_with("[garp]", "[grap]"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("line 74, column 2: unknown key `grap`; did you mean `garp`?"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -971,7 +967,7 @@ mod tests {
         let p = problems(&example_with("timeout = \"4s\"", "timeout = \"500ms\""));
         assert_eq!(
             p,
-            vec!["monitor[0] (monSipUdp).timeout: 500ms is shorter than the interval 1s; expected timeout >= interval (BIG-IP recommends 3 x interval + 1)"]
+            vec!["line 18, column 11, monitor[0] (monSipUdp).timeout: 500ms is shorter than the interval 1s; expected timeout >= interval (BIG-IP recommends 3 x interval + 1)"]
         );
     }
 
@@ -983,7 +979,7 @@ mod tests {
         ));
         assert_eq!(
             p,
-            vec!["forwarding.nexthop_refresh: 120000 ms: use 10ms to 60s, or \"0s\" to ask the FIB for every packet"]
+            vec!["line 80, column 19, forwarding.nexthop_refresh: 120000 ms: use 10ms to 60s, or \"0s\" to ask the FIB for every packet"]
         );
         assert!(problems(&example_with(
             "nexthop_refresh = \"1s\"",
@@ -1001,7 +997,7 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(
             p[0],
-            "vip[0] (vsVipHa01).monitors: unknown monitor \"monSip\"; defined: [\"monSipUdp\", \"monSipTls\", \"icmp\"]"
+            "line 39, column 12, vip[0] (vsVipHa01).monitors: unknown monitor \"monSip\"; defined: [\"monSipUdp\", \"monSipTls\", \"icmp\"]"
         );
     }
 
@@ -1013,7 +1009,7 @@ mod tests {
         ));
         assert_eq!(
             p,
-            vec!["vip[0] (vsVipHa01).member[1] (nodeHa01Backup).address: 198.18.2.11 is already member vsVipHa01/nodeHa01Primary; a member belongs to one VIP"]
+            vec!["line 61, column 11, vip[0] (vsVipHa01).member[1] (nodeHa01Backup).address: 198.18.2.11 is already member vsVipHa01/nodeHa01Primary; a member belongs to one VIP"]
         );
     }
 
@@ -1026,9 +1022,9 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                "snat.exclusions[0]: \"198.18.1.50/24\" has host bits set; did you mean 198.18.1.0/24?",
-                "snat.exclusions[1]: \"dns\" is not an IPv4 address or CIDR (e.g. 198.18.1.50 or 198.18.100.0/24)",
-                "snat.exclusions[2]: \"198.18.0.0/33\": prefix length must be 0-32",
+                "line 68, column 15, snat.exclusions[0]: \"198.18.1.50/24\" has host bits set; did you mean 198.18.1.0/24?",
+                "line 68, column 33, snat.exclusions[1]: \"dns\" is not an IPv4 address or CIDR (e.g. 198.18.1.50 or 198.18.100.0/24)",
+                "line 68, column 40, snat.exclusions[2]: \"198.18.0.0/33\": prefix length must be 0-32",
             ]
         );
     }
@@ -1041,13 +1037,13 @@ mod tests {
         ));
         assert_eq!(
             p,
-            vec!["vip[0] (vsVipHa01).service[2]: Tcp/5060 is listed twice"]
+            vec!["line 50, column 1, vip[0] (vsVipHa01).service[2]: Tcp/5060 is listed twice"]
         );
         let text = "[interfaces]\nexternal = \"e\"\ninternal = [\"i\"]\n[[vip]]\nname = \"v\"\naddress = \"198.18.1.1\"\nmember = []\n";
         let p = problems(text);
         assert_eq!(
             p,
-            vec!["vip[0] (v).member: a VIP needs at least one member (primary and backup)"]
+            vec!["line 7, column 10, vip[0] (v).member: a VIP needs at least one member (primary and backup)"]
         );
     }
 
@@ -1064,11 +1060,86 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                "interfaces.internal[0]: \"int0\" is also the external interface",
-                "garp.burst: 40 gratuitous ARPs; expected 1-10",
-                "admin.metrics: \"everywhere\" is not an address:port (e.g. 127.0.0.1:9360) or \"off\"",
+                "line 9, column 13, interfaces.internal[0]: \"int0\" is also the external interface",
+                "line 75, column 9, garp.burst: 40 gratuitous ARPs; expected 1-10",
+                "line 84, column 11, admin.metrics: \"everywhere\" is not an address:port (e.g. 127.0.0.1:9360) or \"off\"",
             ]
         );
+    }
+
+    /// The issue's case: an unknown key, a bad address and a wrongly typed priority, all in
+    /// one pass, each with its line and column; a semantic problem found with them.
+    #[test]
+    fn every_kind_of_problem_in_one_pass() {
+        let bad = example_with("priority = 10", "prority = 10")
+            .replacen("address = \"198.18.2.12\"", "address = \"198.18.2.300\"", 1)
+            .replacen("priority = 5", "priority = \"high\"", 1)
+            .replacen("interval = \"1s\"", "interval = \"1 sec\"", 1)
+            .replacen(
+                "timeout = \"4s\"\n\n# monSipTls",
+                "timeout = \"500ms\"\n\n# monSipTls",
+                1,
+            )
+            .replacen("burst = 4", "burst = 40", 1)
+            .replacen("name = \"icmp\"\n", "", 1);
+        let p = problems(&bad);
+        assert_eq!(
+            p,
+            vec![
+                "line 17, column 12: interval: duration \"1 sec\": unit must be ms, s or m",
+                "line 29, column 1: missing key `name`",
+                "line 56, column 1: unknown key `prority`; did you mean `priority`? (expected one of: name, address, priority, monitors)",
+                "line 60, column 11: address: invalid IPv4 address syntax",
+                "line 61, column 12: priority: invalid type: string \"high\", expected i32",
+                "line 18, column 11, monitor[0] (monSipUdp).timeout: 500ms is shorter than the interval 1s; expected timeout >= interval (BIG-IP recommends 3 x interval + 1)",
+                "line 74, column 9, garp.burst: 40 gratuitous ARPs; expected 1-10",
+            ]
+        );
+    }
+
+    /// Mangled files never panic the checker, and every rejected one says why.
+    #[test]
+    fn mangled_files_get_problems_not_panics() {
+        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        let mut rng = SmallRng::seed_from_u64(0x5197_c0f1);
+        let pieces = [
+            "=",
+            "[",
+            "]",
+            "\"",
+            "[[vip]]",
+            "x = 1",
+            "\n",
+            "port = \"a\"",
+            "ü",
+            "#",
+            "{",
+            ".",
+        ];
+        for _ in 0..400 {
+            let mut t: Vec<char> = EXAMPLE.chars().collect();
+            for _ in 0..rng.gen_range(1..6) {
+                let at = rng.gen_range(0..t.len());
+                match rng.gen_range(0..3) {
+                    0 => {
+                        let end = (at + rng.gen_range(1..20)).min(t.len());
+                        t.drain(at..end);
+                    }
+                    1 => {
+                        let p = pieces[rng.gen_range(0..pieces.len())];
+                        for (i, c) in p.chars().enumerate() {
+                            t.insert(at + i, c);
+                        }
+                    }
+                    _ => t[at] = char::from(rng.gen_range(b' '..b'~')),
+                }
+            }
+            let text: String = t.into_iter().collect();
+            if let Err(e) = Config::parse(&text, "m.toml") {
+                assert!(!e.problems.is_empty());
+                assert!(e.problems.iter().all(|p| !p.message.is_empty()));
+            }
+        }
     }
 
     #[test]

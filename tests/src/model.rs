@@ -29,6 +29,9 @@ enum FlowKind {
     Passthrough,
 }
 
+/// (src, dst, IP id, proto, the side it arrived on)
+type DatagramId = (Ipv4Addr, Ipv4Addr, u16, u8, Side);
+
 /// (kind, proto, local addr, local port, remote addr, remote port)
 type Flow = (FlowKind, u8, Ipv4Addr, u16, Ipv4Addr, u16);
 
@@ -77,7 +80,9 @@ fn fib(dst: Ipv4Addr, tot_len: usize) -> Fib {
     if o[..3] == [198, 18, 9] {
         return Fib::Blackhole;
     }
-    if dst == topo::EXT_IP || dst == topo::INT_IP || o[3] == 255 {
+    // The gateway's own addresses, and the broadcast addresses of its connected subnets.
+    let connected = o[..3] == [198, 18, 1] || o[..3] == [198, 18, 2];
+    if dst == topo::EXT_IP || dst == topo::INT_IP || (connected && o[3] == 255) {
         return Fib::NotForwarded;
     }
     let (link, smac) = match o[..3] {
@@ -129,7 +134,7 @@ pub struct Model {
     pub exclusions: Vec<(Ipv4Addr, u8)>,
     flows: HashMap<Flow, FlowTarget>,
     /// First fragments' decisions, with the frame number they were made at.
-    datagrams: HashMap<(Ipv4Addr, Ipv4Addr, u16, u8, Side), (Datagram, u64)>,
+    datagrams: HashMap<DatagramId, (Datagram, u64)>,
     frames: u64,
     pub reasons: BTreeMap<&'static str, u64>,
     pub traffic: Traffic,

@@ -303,7 +303,9 @@ fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
-            && err.contains("line 7, column 1: duration \"200 msec\": unit must be ms, s or m"),
+            && err.contains(
+                "line 11, column 12: interval: duration \"200 msec\": unit must be ms, s or m"
+            ),
         "{err}"
     );
 
