@@ -24,7 +24,7 @@ pub const IPPROTO_UDP: u8 = 17;
 
 /// Map names. Kernel map names are limited to 15 bytes.
 pub mod map_names {
-    pub const VIPS: &str = "SV_VIPS_V1";
+    pub const VIPS: &str = "SV_VIPS_V2";
     pub const MEMBERS: &str = "SV_MEMBERS_V1";
     pub const CONNTRACK: &str = "SV_CT_V1";
     pub const FRAGS: &str = "SV_FRAGS_V2";
@@ -104,6 +104,12 @@ pub struct VipRecord {
     /// Slot of the active member within this VIP (0..MAX_MEMBERS), for counters.
     pub active_slot: u32,
     pub flags: u32,
+    /// A healthy member the VIP was moved away from by an operator (BIG-IP "Forced
+    /// Offline"): TCP connections to the services that were open before the move stay on
+    /// it, new ones (a SYN) go to the active member and are tracked as `CT_STEER` flows. 0
+    /// when nothing drains; the datapath then keeps no per-connection state.
+    pub draining_be: u32,
+    pub draining_slot: u32,
     pub services: [Service; MAX_SERVICES],
 }
 
@@ -130,6 +136,7 @@ pub const MEMBER_F_SNAT: u32 = 1;
 /// Conntrack key kinds.
 pub const CT_SNAT: u8 = 1;
 pub const CT_PASSTHROUGH: u8 = 2;
+pub const CT_STEER: u8 = 3;
 
 /// Key of `SV_CT_V1` (an LRU hash).
 ///
@@ -139,6 +146,8 @@ pub const CT_PASSTHROUGH: u8 = 2;
 /// - `CT_PASSTHROUGH`: a flow opened from outside to a member's physical address.
 ///   `addr_a:port_a` is the member, `addr_b:port_b` the remote. The member's packets in this
 ///   flow leave untouched.
+/// - `CT_STEER`: a TCP connection to a VIP service opened while another member drains.
+///   `addr_a:port_a` is `VIP:port`, `addr_b:port_b` the client. Its packets go to the member.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
@@ -526,7 +535,7 @@ mod pod {
 
 // Layout guards: the kernel and user space compile these same assertions.
 const _: () = assert!(core::mem::size_of::<Service>() == 8);
-const _: () = assert!(core::mem::size_of::<VipRecord>() == 16 + 8 * MAX_SERVICES);
+const _: () = assert!(core::mem::size_of::<VipRecord>() == 24 + 8 * MAX_SERVICES);
 const _: () = assert!(
     core::mem::size_of::<MemberRecord>() == 16 + 8 * MAX_SERVICES + 2 * MAX_PASSTHROUGH_PORTS
 );

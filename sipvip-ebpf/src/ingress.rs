@@ -2,8 +2,8 @@
 
 use aya_ebpf::programs::XdpContext;
 use sipvip_common::{
-    pt_port_slot, CtKey, CtValue, FragValue, Reason, Service, CT_PASSTHROUGH, CT_SNAT,
-    FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES, NO_SERVICE,
+    pt_port_slot, CtKey, CtValue, FragValue, Reason, Service, VipRecord, CT_PASSTHROUGH, CT_SNAT,
+    CT_STEER, FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES, NO_SERVICE,
 };
 
 use crate::{
@@ -11,7 +11,7 @@ use crate::{
     forward::{translate, Out},
     frag, icmp,
     maps::{CONNTRACK, MEMBERS, PT_PORTS, VIPS},
-    parse::{accept, parse, ports, screen, Packet},
+    parse::{accept, load, parse, ports, screen, Packet},
     stats::Dir,
 };
 
@@ -81,10 +81,15 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
                 return Err(Reason::DropNoActive);
             }
             port = (dport, s.member_port_be);
+            let (addr_be, slot) = if vip.draining_be != 0 && p.proto == IPPROTO_TCP {
+                draining(ctx, &p, vip, sport, dport)?
+            } else {
+                (vip.active_be, vip.active_slot)
+            };
             let t = FragValue {
-                addr_be: vip.active_be,
+                addr_be,
                 action: FRAG_ACT_TRANSLATE,
-                slot: vip.active_slot as u8,
+                slot: slot as u8,
                 service: i as u8,
                 _pad: 0,
                 stamp: 0,
@@ -142,6 +147,45 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
         answerable: true,
     };
     translate(ctx, &p, Side::Dst, target.addr_be, port, out)
+}
+
+/// The member of a TCP service connection while another member drains: a new connection
+/// (SYN without ACK) goes to the active member and is tracked; a tracked connection keeps
+/// its member; any other segment belongs to a connection opened before the move, which
+/// stays on the draining member.
+#[inline(always)]
+fn draining(
+    ctx: &XdpContext,
+    p: &Packet,
+    vip: &VipRecord,
+    sport: u16,
+    dport: u16,
+) -> Result<(u32, u32), Reason> {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let flags: u8 = load(ctx, p.l4 + 13).map_err(|_| Reason::DropTruncatedL4)?;
+    let key = CtKey {
+        addr_a_be: p.dst_be,
+        addr_b_be: p.src_be,
+        port_a_be: dport,
+        port_b_be: sport,
+        proto: IPPROTO_TCP,
+        kind: CT_STEER,
+        _pad: 0,
+    };
+    if flags & (SYN | ACK) == SYN {
+        let v = CtValue {
+            member_be: vip.active_be,
+            slot: vip.active_slot,
+        };
+        let _ = CONNTRACK.insert(key, v, 0);
+        return Ok((vip.active_be, vip.active_slot));
+    }
+    // SAFETY: the value is copied out.
+    Ok(match unsafe { CONNTRACK.get(key) } {
+        Some(ct) => (ct.member_be, ct.slot),
+        None => (vip.draining_be, vip.draining_slot),
+    })
 }
 
 /// Not for a VIP: transit, the gateway itself, or a member's physical address. A flow opened

@@ -14,7 +14,7 @@ use sipvip_common::{
 
 /// VIP address -> record. No preallocation, so a user-space update swaps the whole value in
 /// atomically (RCU): the active-member flip is a single map write.
-#[map(name = "SV_VIPS_V1")]
+#[map(name = "SV_VIPS_V2")]
 pub static VIPS: HashMap<u32, VipRecord> =
     HashMap::with_max_entries(default_sizes::VIPS, BPF_F_NO_PREALLOC);
 

@@ -93,6 +93,9 @@ pub struct VipStatus {
     pub name: String,
     pub address: String,
     pub active: Option<String>,
+    /// A healthy member the VIP was moved away from, keeping its established connections.
+    #[serde(default)]
+    pub draining: Option<String>,
     pub active_for_s: f64,
     pub failovers: u64,
     pub last_failover_ms: Option<f64>,
@@ -121,11 +124,15 @@ pub fn table(s: &Status) -> String {
     for v in &s.vips {
         let _ = writeln!(
             o,
-            "VIP {} {}  active: {} (for {:.1}s)  failovers: {}{}",
+            "VIP {} {}  active: {} (for {:.1}s){}  failovers: {}{}",
             v.name,
             v.address,
             v.active.as_deref().unwrap_or("none"),
             v.active_for_s,
+            v.draining
+                .as_deref()
+                .map(|d| format!("  draining: {d}"))
+                .unwrap_or_default(),
             v.failovers,
             v.last_failover_ms
                 .map(|m| format!(" (last took {m:.0} ms)"))

@@ -178,22 +178,34 @@ fn prepare(
 
 /// Installs every VIP, keeping the active member the datapath already has (adoption and
 /// reload never flip). Returns each VIP's active member index.
-fn install(cfg: &Config, dp: &mut Datapath) -> Result<Vec<Option<usize>>> {
-    let mut actives = Vec::new();
+fn install(cfg: &Config, dp: &mut Datapath) -> Result<Vec<Installed>> {
+    let mut out = Vec::new();
     for (i, v) in cfg.vips.iter().enumerate() {
-        let active = dp
-            .vip_record(v.address)
-            .ok()
-            .filter(|r| r.active_be != 0)
-            .and_then(|r| {
-                v.members
-                    .iter()
-                    .position(|m| be32(m.address) == r.active_be)
-            });
-        dp.install_vip(&cfg.vip_spec(i, active))?;
-        actives.push(active);
+        let record = dp.vip_record(v.address).ok();
+        let slot = |addr_be: u32| {
+            (addr_be != 0)
+                .then(|| v.members.iter().position(|m| be32(m.address) == addr_be))
+                .flatten()
+        };
+        let active = record.and_then(|r| slot(r.active_be));
+        let draining = record.and_then(|r| slot(r.draining_be));
+        let spec = cfg.vip_spec(i, active);
+        dp.install_vip(&spec)?;
+        if draining.is_some() {
+            let addr = |m: Option<usize>| m.map(|m| v.members[m].address);
+            dp.set_active_draining(&spec, addr(active), addr(draining))?;
+        }
+        out.push(Installed { active, draining });
     }
-    Ok(actives)
+    Ok(out)
+}
+
+/// A VIP's members as found in the datapath when (re)starting: the active one, and one
+/// still draining (kept across a restart or reload).
+#[derive(Clone, Copy, Debug)]
+struct Installed {
+    active: Option<usize>,
+    draining: Option<usize>,
 }
 
 fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
@@ -265,21 +277,32 @@ impl Actuator for DaemonActuator {
         let v = &self.cfg.vips[f.vip];
         let spec = self.cfg.vip_spec(f.vip, f.to);
         let to = f.to.map(|i| v.members[i].address);
+        let draining = f.draining.map(|i| v.members[i].address);
         let mut reselected = 0;
         {
             let mut dp = self.shared.dp.lock().expect("lock");
-            if let Err(e) = dp.set_active(&spec, to) {
+            if let Err(e) = dp.set_active_draining(&spec, to, draining) {
                 tracing::error!(vip = %v.name, error = %e, "cannot write the active member");
                 return;
             }
-            if let Some(from) = f.from {
-                reselected = dp.forget_member_flows(v.members[from].address).unwrap_or(0);
+            if let Some(gone) = f.forget {
+                reselected = dp.forget_member_flows(v.members[gone].address).unwrap_or(0);
             }
         }
         let name = |i: Option<usize>| {
             i.map(|i| v.members[i].name.clone())
                 .unwrap_or_else(|| "none".into())
         };
+        if !f.moves() {
+            tracing::info!(
+                event = "drain_end",
+                vip = %v.name,
+                reason = %f.reason,
+                dropped_flows = reselected,
+                "the drained member's connections are gone"
+            );
+            return;
+        }
         tracing::info!(
             event = "failover",
             vip = %v.name,
@@ -288,6 +311,7 @@ impl Actuator for DaemonActuator {
             reason = %f.reason,
             since_last_good_reply_ms = f.since_last_ok.map(|d| d.as_secs_f64() * 1000.0),
             reselected_flows = reselected,
+            draining = %name(f.draining),
             "active member changed"
         );
         if to.is_some() {
@@ -334,6 +358,7 @@ fn status(cfg: &Config, shared: &Shared, sup: &Supervisor, stats: &[Arc<ProbeSta
             name: v.name.clone(),
             address: v.address.to_string(),
             active: st.active.map(|a| v.members[a].name.clone()),
+            draining: st.draining.map(|d| v.members[d].name.clone()),
             active_for_s: now.saturating_duration_since(st.active_since).as_secs_f64(),
             failovers: st.failovers,
             last_failover_ms: st.last_failover_time.map(|d| d.as_secs_f64() * 1000.0),
@@ -393,9 +418,10 @@ fn status(cfg: &Config, shared: &Shared, sup: &Supervisor, stats: &[Arc<ProbeSta
 fn start(
     cfg: Arc<Config>,
     shared: Arc<Shared>,
-    actives: &[Option<usize>],
+    installed: &[Installed],
     instance: &str,
 ) -> Generation {
+    let actives: Vec<Option<usize>> = installed.iter().map(|i| i.active).collect();
     let now = Instant::now();
     let specs = probe_specs(&cfg);
     let mut health = std::collections::BTreeMap::new();
@@ -427,6 +453,7 @@ fn start(
                 })
                 .collect();
             let mut st = VipState::new(v.name.clone(), members, actives[vi], v.when_all_down, now);
+            st.draining = installed[vi].draining;
             if actives[vi].is_none() {
                 let longest = v
                     .members
@@ -758,7 +785,7 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
                 Response::err(format!("reload rejected:\n{e}"))
             }
             Ok(new) => {
-                let r = (|| -> Result<Vec<Option<usize>>> {
+                let r = (|| -> Result<Vec<Installed>> {
                     let mut dp = shared.dp.lock().expect("lock");
                     // VIPs and members that left the configuration.
                     for (i, v) in gen.cfg.vips.iter().enumerate() {

@@ -256,16 +256,22 @@ impl VipSpec {
     }
 
     /// The VIP record with `active` as the active member.
-    pub fn record(&self, active: Option<usize>) -> VipRecord {
-        let (active_be, active_slot) = match active {
+    /// The VIP's record with `active` steered to and `draining` keeping the TCP connections
+    /// it had (both member slots).
+    pub fn record(&self, active: Option<usize>, draining: Option<usize>) -> VipRecord {
+        let member = |m: Option<usize>| match m {
             Some(i) => (be32(self.members[i].addr), i as u32),
             None => (0, 0),
         };
+        let (active_be, active_slot) = member(active);
+        let (draining_be, draining_slot) = member(draining.filter(|d| Some(*d) != active));
         VipRecord {
             vip_id: self.id,
             active_be,
             active_slot,
             flags: 0,
+            draining_be,
+            draining_slot,
             services: self.services(),
         }
     }
@@ -777,7 +783,7 @@ impl Datapath {
                 .map_err(map_err(map_names::MEMBERS))?;
         }
         self.vips
-            .insert(be32(spec.addr), spec.record(spec.active), 0)
+            .insert(be32(spec.addr), spec.record(spec.active, None), 0)
             .map_err(map_err(map_names::VIPS))
     }
 
@@ -804,17 +810,32 @@ impl Datapath {
     /// Makes `member` (an address with a slot in `spec`) the active member of the VIP, or
     /// none. One map-value write: the datapath sees the old or the new record, never a mix.
     pub fn set_active(&mut self, spec: &VipSpec, member: Option<Ipv4Addr>) -> Result<()> {
-        let slot = match member {
-            Some(addr) => Some(spec.members.iter().position(|m| m.addr == addr).ok_or(
-                DatapathError::UnknownMember {
+        self.set_active_draining(spec, member, None)
+    }
+
+    /// Sets the active member, with `draining` (a healthy member the VIP moves away from)
+    /// keeping the TCP service connections it had; see `VipRecord::draining_be`.
+    pub fn set_active_draining(
+        &mut self,
+        spec: &VipSpec,
+        member: Option<Ipv4Addr>,
+        draining: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        let slot = |member: Option<Ipv4Addr>| match member {
+            Some(addr) => spec
+                .members
+                .iter()
+                .position(|m| m.addr == addr)
+                .map(Some)
+                .ok_or(DatapathError::UnknownMember {
                     vip: spec.addr,
                     member: addr,
-                },
-            )?),
-            None => None,
+                }),
+            None => Ok(None),
         };
+        let record = spec.record(slot(member)?, slot(draining)?);
         self.vips
-            .insert(be32(spec.addr), spec.record(slot), 0)
+            .insert(be32(spec.addr), record, 0)
             .map_err(map_err(map_names::VIPS))
     }
 
@@ -850,15 +871,19 @@ impl Datapath {
         Ok(keys.len())
     }
 
-    /// Removes the conntrack entries that send replies to `member` (BIG-IP "Reselect" after
-    /// a failover). Returns how many were removed.
+    /// Removes the conntrack entries that send traffic to `member`: replies of the flows it
+    /// opened, and service connections tracked while another member drained (BIG-IP
+    /// "Reselect" after a failover). Returns how many were removed.
     pub fn forget_member_flows(&mut self, member: Ipv4Addr) -> Result<usize> {
         let target = be32(member);
         let doomed: Vec<CtKey> = self
             .conntrack
             .iter()
             .filter_map(|e| e.ok())
-            .filter(|(k, v)| v.member_be == target && k.kind == sipvip_common::CT_SNAT)
+            .filter(|(k, v)| {
+                v.member_be == target
+                    && (k.kind == sipvip_common::CT_SNAT || k.kind == sipvip_common::CT_STEER)
+            })
             .map(|(k, _)| k)
             .collect();
         for k in &doomed {

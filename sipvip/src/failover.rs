@@ -43,6 +43,9 @@ pub struct VipState {
     /// With no active member yet, the first choice waits until then, so that every member
     /// has answered its first probe and priority, not speed, decides.
     pub settle_until: Option<Instant>,
+    /// A healthy member the VIP was moved away from (manual failover, forced offline): its
+    /// established TCP connections stay on it until it goes down or the VIP moves again.
+    pub draining: Option<usize>,
 }
 
 /// A change of active member to carry out.
@@ -55,6 +58,18 @@ pub struct Flip {
     /// From the old member's last valid reply to the flip.
     pub since_last_ok: Option<Duration>,
     pub at: Instant,
+    /// The member that keeps its established flows after this flip: the old one when it is
+    /// healthy (BIG-IP "Forced Offline" lets active connections finish).
+    pub draining: Option<usize>,
+    /// The member whose tracked flows are dropped (it is down, so they are dead).
+    pub forget: Option<usize>,
+}
+
+impl Flip {
+    /// True when the active member changes (false: only a drain ends).
+    pub fn moves(&self) -> bool {
+        self.from != self.to
+    }
 }
 
 impl VipState {
@@ -74,6 +89,7 @@ impl VipState {
             failovers: 0,
             last_failover_time: None,
             settle_until: None,
+            draining: None,
         }
     }
 
@@ -115,6 +131,9 @@ impl VipState {
             self.failovers += 1;
             self.last_failover_time = since_last_ok;
         }
+        // A healthy old member keeps its flows; a failed one loses them.
+        let healthy = from.filter(|&f| self.members[f].up && to.is_some());
+        self.draining = healthy;
         Flip {
             vip,
             from,
@@ -122,6 +141,8 @@ impl VipState {
             reason: reason.to_string(),
             since_last_ok,
             at: now,
+            draining: healthy,
+            forget: from.filter(|_| healthy.is_none()),
         }
     }
 
@@ -170,7 +191,22 @@ impl Supervisor {
         }
         st.up = up;
         let name = st.name.clone();
-        self.vips[v].evaluate(
+        let vs = &mut self.vips[v];
+        if !up && vs.draining == Some(m) {
+            // The draining member failed: its connections are gone, and so is the drain.
+            vs.draining = None;
+            return Some(Flip {
+                vip: v,
+                from: vs.active,
+                to: vs.active,
+                reason: format!("{name} down: {reason}; its drain ends"),
+                since_last_ok: None,
+                at: now,
+                draining: None,
+                forget: Some(m),
+            });
+        }
+        vs.evaluate(
             v,
             now,
             &format!("{name} {}: {reason}", if up { "up" } else { "down" }),
@@ -447,6 +483,57 @@ mod tests {
             (f.from, f.to, f.reason.as_str()),
             (Some(1), Some(0), "manual failover")
         );
+    }
+
+    /// A healthy member moved away from keeps its flows (it drains) until it goes down; a
+    /// failed member loses them.
+    #[tokio::test(start_paused = true)]
+    async fn healthy_old_members_drain_failed_ones_lose_their_flows() {
+        let mut s = sup(AllDownPolicy::KeepLast);
+        s.observe((0, 0, 0), ok(), Instant::now());
+        s.observe((0, 1, 0), ok(), Instant::now());
+        // Manual failover: the primary is healthy, so it drains.
+        let f = s.vips[0].force(0, 1, Instant::now()).unwrap().unwrap();
+        assert_eq!(
+            (f.from, f.to, f.draining, f.forget),
+            (Some(0), Some(1), Some(0), None)
+        );
+        assert!(f.moves());
+        assert_eq!(s.vips[0].draining, Some(0));
+        // The drained primary fails: the drain ends and its flows go, with no flip.
+        tokio::time::advance(MS(4000)).await;
+        let flips = s.tick(Instant::now());
+        assert_eq!(flips.len(), 1, "{flips:?}");
+        let f = &flips[0];
+        assert_eq!(
+            (f.from, f.to, f.draining, f.forget),
+            (Some(1), Some(1), None, Some(0))
+        );
+        assert!(!f.moves());
+        assert_eq!((s.vips[0].active, s.vips[0].draining), (Some(1), None));
+        assert_eq!(s.vips[0].failovers, 1, "a drain ending is no failover");
+
+        // A monitor-detected failure: the failed member's flows go, nothing drains.
+        let mut s = sup(AllDownPolicy::KeepLast);
+        s.observe((0, 0, 0), ok(), Instant::now());
+        s.observe((0, 1, 0), ok(), Instant::now());
+        let f = s
+            .observe(
+                (0, 0, 0),
+                Observation::Hard(HardDown::PortUnreachable),
+                Instant::now(),
+            )
+            .unwrap();
+        assert_eq!(
+            (f.from, f.to, f.draining, f.forget),
+            (Some(0), Some(1), None, Some(0))
+        );
+        // Forced offline while healthy drains, like a manual failover.
+        let mut s = sup(AllDownPolicy::KeepLast);
+        s.observe((0, 0, 0), ok(), Instant::now());
+        s.observe((0, 1, 0), ok(), Instant::now());
+        let f = s.set_disabled(0, 0, true, Instant::now()).unwrap();
+        assert_eq!((f.draining, f.forget), (Some(0), None));
     }
 
     #[tokio::test(start_paused = true)]

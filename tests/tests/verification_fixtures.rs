@@ -503,3 +503,94 @@ fn ttl_expiring_toward_the_vip_is_answered() {
         "drop_ttl",
     );
 }
+
+#[test]
+fn a_drained_member_keeps_its_established_connections() {
+    let mut net = net();
+    // The primary opened a flow before the move; its replies must still reach it.
+    let opened = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (PHONE, 8080), b"q");
+    expect(
+        &net,
+        "member-opened flow",
+        Side::Int,
+        &opened.build(),
+        XDP_REDIRECT,
+        Some(&from_vip(&opened, PHONE_MAC, None).build()),
+        "snat",
+    );
+    // A manual move to the backup with the primary healthy: the primary drains.
+    net.dp
+        .set_active_draining(&net.spec, Some(BACKUP), Some(PRIMARY))
+        .unwrap();
+    let seg = |sport: u16, flags: u8| {
+        Ip4::tcp(
+            SBC_MAC,
+            EXT_MAC,
+            (SBC, sport),
+            (VIP, 5060),
+            flags,
+            b"INVITE",
+        )
+    };
+    let cases = [
+        (
+            "established before the move",
+            seg(41000, 0x18),
+            PRIMARY,
+            PRIMARY_MAC,
+        ),
+        (
+            "a new connection's SYN",
+            seg(41001, 0x02),
+            BACKUP,
+            BACKUP_MAC,
+        ),
+        (
+            "the new connection goes on",
+            seg(41001, 0x18),
+            BACKUP,
+            BACKUP_MAC,
+        ),
+        (
+            "the old one goes on",
+            seg(41000, 0x10),
+            PRIMARY,
+            PRIMARY_MAC,
+        ),
+        ("UDP is stateless", phone_udp(5060), BACKUP, BACKUP_MAC),
+    ];
+    for (name, f, member, mac) in cases {
+        expect(
+            &net,
+            name,
+            Side::Ext,
+            &f.build(),
+            XDP_REDIRECT,
+            Some(&to_member(&f, member, mac, None).build()),
+            "steered",
+        );
+    }
+    let reply = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 8080), (VIP, 40000), b"r");
+    expect(
+        &net,
+        "reply to the drained member's own flow",
+        Side::Ext,
+        &reply.build(),
+        XDP_REDIRECT,
+        Some(&to_member(&reply, PRIMARY, PRIMARY_MAC, None).build()),
+        "conntrack_reply",
+    );
+    // The drain ends (the primary failed): everything goes to the active member.
+    net.dp.set_active(&net.spec, Some(BACKUP)).unwrap();
+    assert_eq!(net.dp.forget_member_flows(PRIMARY).unwrap(), 1);
+    let old = seg(41000, 0x10);
+    expect(
+        &net,
+        "after the drain",
+        Side::Ext,
+        &old.build(),
+        XDP_REDIRECT,
+        Some(&to_member(&old, BACKUP, BACKUP_MAC, None).build()),
+        "steered",
+    );
+}
