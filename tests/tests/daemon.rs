@@ -50,6 +50,49 @@ fn ping_vip(phone: &UdpSocket, call: usize) -> Option<SocketAddr> {
     None
 }
 
+/// A TCP server on `addr` in `ns` that answers every line with `tag`, until `stop` is set
+/// (bounded: it gives up after a minute).
+fn tcp_tagger(
+    ns: &Netns,
+    addr: (Ipv4Addr, u16),
+    tag: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    let listener = {
+        let _g = ns.enter().unwrap();
+        std::net::TcpListener::bind(SocketAddr::from(addr)).unwrap()
+    };
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let mut conns: Vec<TcpStream> = Vec::new();
+        while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(60) {
+            if let Ok((c, _)) = listener.accept() {
+                c.set_nonblocking(true).unwrap();
+                conns.push(c);
+            }
+            for c in &mut conns {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = c.read(&mut buf) {
+                    if n > 0 {
+                        let _ = c.write_all(tag.as_bytes());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// Sends a line on `c` and returns the tag that answered.
+fn who_answers(c: &mut TcpStream) -> String {
+    c.write_all(b"hello\n").unwrap();
+    let mut buf = [0u8; 16];
+    let n = c.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Counts gratuitous ARPs for the VIP seen by the client (AF_PACKET), for `window`.
 fn count_garps(ns: &Netns, window: Duration) -> std::thread::JoinHandle<usize> {
     let _g = ns.enter().unwrap();
@@ -339,10 +382,41 @@ fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
     assert!(g0 > 0 && g1 >= g0 + 2, "next-hop generation {g0} -> {g1}");
 
     // Manual operations: forced offline moves the VIP; enable does not move it back;
-    // failover --to moves it.
+    // failover --to moves it. A healthy member moved away from keeps its established TCP
+    // connections (BIG-IP "Forced Offline"); new ones go to the new active member.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let servers = [
+        tcp_tagger(&lab.primary, (PRIMARY, 5061), "primary", stop.clone()),
+        tcp_tagger(&lab.backup, (BACKUP, 5061), "backup", stop.clone()),
+    ];
+    let connect = || {
+        let _g = lab.client.enter().unwrap();
+        let c = TcpStream::connect_timeout(&SocketAddr::from((VIP, 5061)), Duration::from_secs(2))
+            .expect("TCP to VIP:5061");
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c
+    };
+    let mut before = connect();
+    assert_eq!(who_answers(&mut before), "primary");
     let out = lab.sipvip(&["member", "disable", "primary"]).unwrap();
     assert!(out.status.success());
     assert_eq!(lab.active().unwrap().as_deref(), Some("backup"));
+    assert_eq!(lab.status().unwrap()["vips"][0]["draining"], "primary");
+    for _ in 0..3 {
+        assert_eq!(
+            who_answers(&mut before),
+            "primary",
+            "established connection kept"
+        );
+    }
+    let mut after = connect();
+    assert_eq!(who_answers(&mut after), "backup", "a new connection");
+    assert_eq!(who_answers(&mut before), "primary");
+    drop((before, after));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
     assert!(lab
         .sipvip(&["member", "enable", "primary"])
         .unwrap()
