@@ -116,6 +116,16 @@ fn prepare(
         }
         dp.add_egress(ifindex(int)?)?;
     }
+    // 802.1Q tags must stay in the frame for the datapath to see them.
+    for ifc in std::iter::once(ext).chain(&cfg.interfaces.internal) {
+        if let Err(e) = sipvip::netif::rx_vlan_offload_off(ifc) {
+            tracing::warn!(
+                interface = %ifc,
+                problem = %e,
+                "receive VLAN offload could not be turned off: a tagged frame whose tag the NIC strips would be translated as untagged; attach sipvip to the VLAN devices instead of the trunk"
+            );
+        }
+    }
     // SNATed frames the kernel forwards (neighbour not yet resolved) carry the VIP, a local
     // address, as source.
     for ifc in std::iter::once(ext)

@@ -103,3 +103,37 @@ pub fn mac_and_ipv4(ifindex: u32) -> io::Result<([u8; 6], Option<Ipv4Addr>)> {
         .map(|(a, _)| *a);
     Ok((mac, addr))
 }
+
+/// Turns receive VLAN offload off on `ifname` (`ethtool -K IF rxvlan off
+/// rx-vlan-stag-hw-parse off`), so that the NIC leaves 802.1Q/802.1ad tags in the frame
+/// where XDP sees them: a tag the NIC strips into packet metadata is invisible to an XDP
+/// program (short of the rx_vlan_tag kfunc, which needs device-bound programs), and a tagged
+/// frame would be translated and redirected as if untagged. Returns what ethtool then
+/// reports, or why the offload is still on.
+pub fn rx_vlan_offload_off(ifname: &str) -> Result<(), String> {
+    for feature in ["rxvlan", "rx-vlan-stag-hw-parse"] {
+        // A feature the driver lacks or fixes is reported below, not here.
+        let _ = std::process::Command::new("ethtool")
+            .args(["-K", ifname, feature, "off"])
+            .output();
+    }
+    let out = std::process::Command::new("ethtool")
+        .args(["-k", ifname])
+        .output()
+        .map_err(|e| format!("cannot run ethtool: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let on: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let l = l.trim();
+            (l.starts_with("rx-vlan-offload:") || l.starts_with("rx-vlan-stag-hw-parse:"))
+                && l.contains(": on")
+        })
+        .map(str::trim)
+        .collect();
+    if on.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("still on: {}", on.join(", ")))
+    }
+}

@@ -161,6 +161,12 @@ fn failover_on_process_death_and_on_a_cut_link() {
     let phone = udp_in(&lab.client, (PHONE, 5062));
     assert_eq!(ping_vip(&phone, 1), Some(SocketAddr::from((VIP, 5060))));
 
+    // 802.1Q tags stay in the frame: receive VLAN offload is off where sipvip is attached.
+    for ifc in ["ext0", "int0", "int1"] {
+        let k = lab.gw.exec(&format!("ethtool -k {ifc}")).unwrap();
+        assert!(k.contains("rx-vlan-offload: off"), "{ifc}: {k}");
+    }
+
     // Forged replies: the backup's probe is captured, then answered perfectly, but from
     // other addresses. The backup must stay down.
     let mut buf = [0u8; 4096];
