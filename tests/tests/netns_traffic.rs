@@ -328,3 +328,159 @@ fn real_traffic_through_native_xdp() {
     );
     let _ = (&lab.gw, &lab.backup);
 }
+
+/// Sets IP_MTU_DISCOVER to "do" (DF set, never fragment locally).
+fn pmtu_do(fd: std::os::fd::RawFd) {
+    let v: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: setsockopt with a valid int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            &v as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "IP_MTU_DISCOVER");
+}
+
+/// The path MTU a connected socket knows (IP_MTU).
+fn path_mtu(fd: std::os::fd::RawFd) -> i32 {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a properly sized int.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            &mut v as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "IP_MTU");
+    v
+}
+
+/// Waits (bounded) until the socket's path MTU is `want`, sending `probe` meanwhile.
+fn learns_mtu(fd: std::os::fd::RawFd, want: i32, mut probe: impl FnMut()) -> i32 {
+    let t = std::time::Instant::now();
+    let mut mtu = path_mtu(fd);
+    while mtu != want && t.elapsed() < TIMEOUT {
+        probe();
+        std::thread::sleep(Duration::from_millis(50));
+        mtu = path_mtu(fd);
+    }
+    mtu
+}
+
+/// Path MTU discovery through the VIP: with 1400-byte routes on the gateway toward the
+/// primary and toward the phone, real sockets with DF on each end learn 1400 from the
+/// "fragmentation needed" the datapath sends as the gateway, quoting what each end sent.
+#[test]
+fn path_mtu_is_learned_through_the_vip() {
+    use std::os::fd::AsRawFd;
+    let lab = setup();
+    lab.gw
+        .exec(&format!(
+            "ip route add {PRIMARY}/32 dev int0 mtu lock 1400 && ip route add {PHONE}/32 dev ext0 mtu lock 1400"
+        ))
+        .unwrap();
+    let big = vec![b'x'; 1450 - 28];
+
+    // UDP, inbound: the phone sends a DF 1450-byte datagram to VIP:5060.
+    let phone = udp(&lab.client, (PHONE, 5062));
+    phone.connect((VIP, 5060)).unwrap();
+    pmtu_do(phone.as_raw_fd());
+    let pri = udp(&lab.primary, (PRIMARY, 5060));
+    let got = learns_mtu(phone.as_raw_fd(), 1400, || {
+        let _ = phone.send(&big);
+    });
+    assert_eq!(got, 1400, "the phone learns the path MTU toward VIP:5060");
+    // What fits now passes (the first send may report the error the ICMP left pending).
+    if phone.send(&big[..1400 - 28]).is_err() {
+        phone.send(&big[..1400 - 28]).unwrap();
+    }
+    let (msg, _) = recv(&pri, "primary, a datagram that fits");
+    assert_eq!(msg.len(), 1400 - 28);
+
+    // UDP, outbound: the primary answers from its service port with DF 1450 bytes.
+    pri.connect((PHONE, 5062)).unwrap();
+    pmtu_do(pri.as_raw_fd());
+    let got = learns_mtu(pri.as_raw_fd(), 1400, || {
+        let _ = pri.send(&big);
+    });
+    assert_eq!(
+        got, 1400,
+        "the primary learns the path MTU toward the phone"
+    );
+    if pri.send(&big[..1400 - 28]).is_err() {
+        pri.send(&big[..1400 - 28]).unwrap();
+    }
+    let (msg, from) = recv(&phone, "phone, a reply that fits");
+    assert_eq!(
+        (msg.len(), from),
+        (1400 - 28, SocketAddr::from((VIP, 5060)))
+    );
+
+    // TCP on the SIP and the TLS virtual: 6 KB each way arrives whole, and both ends
+    // learn the path MTU (TCP sets DF).
+    let frag_needed = || {
+        lab.dp
+            .reasons()
+            .unwrap()
+            .get("frag_needed")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(frag_needed(), 2, "one each way for UDP");
+    for port in [5060u16, 5061] {
+        // Each end forgets what it learned, so that TCP learns it again.
+        lab.client.exec("ip route flush cache").unwrap();
+        lab.primary.exec("ip route flush cache").unwrap();
+        let before = frag_needed();
+        let listener = in_ns(&lab.primary, || TcpListener::bind((PRIMARY, port)));
+        let c = in_ns(&lab.client, || {
+            tcp_connect_from(PHONE, SocketAddrV4::new(VIP, port), TIMEOUT)
+        });
+        let (srv, _) = listener.accept().unwrap();
+        srv.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+        let pairs = [
+            (
+                c.try_clone().unwrap(),
+                srv.try_clone().unwrap(),
+                "to the member",
+            ),
+            (
+                srv.try_clone().unwrap(),
+                c.try_clone().unwrap(),
+                "to the phone",
+            ),
+        ];
+        for (mut from, mut to, what) in pairs {
+            from.write_all(&data).unwrap();
+            let mut got = vec![0u8; data.len()];
+            to.read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("tcp/{port} {what}: {e}"));
+            assert_eq!(got, data, "tcp/{port} {what}");
+        }
+        assert_eq!(
+            path_mtu(c.as_raw_fd()),
+            1400,
+            "tcp/{port}: the phone's path MTU"
+        );
+        assert_eq!(
+            path_mtu(srv.as_raw_fd()),
+            1400,
+            "tcp/{port}: the member's path MTU"
+        );
+        assert!(
+            frag_needed() >= before + 2,
+            "tcp/{port}: answered each way ({before} -> {})",
+            frag_needed()
+        );
+    }
+}
