@@ -419,16 +419,28 @@ pub struct Forwarding {
     /// this period. "0s" asks the FIB for every packet.
     #[serde(default = "default_nexthop_refresh")]
     pub nexthop_refresh: Dur,
+    /// How long a fragmented datagram's first fragment decides for its later fragments. A
+    /// later fragment that comes after this, or before its first fragment, is an orphan:
+    /// dropped inbound, SNATed by default outbound (docs/architecture.md, "Fragments").
+    #[serde(default = "default_fragment_lifetime")]
+    pub fragment_lifetime: Dur,
 }
 
 fn default_nexthop_refresh() -> Dur {
     Dur(Duration::from_secs(1))
 }
 
+fn default_fragment_lifetime() -> Dur {
+    Dur(Duration::from_nanos(
+        sipvip_common::DEFAULT_FRAG_LIFETIME_NS,
+    ))
+}
+
 impl Default for Forwarding {
     fn default() -> Self {
         Forwarding {
             nexthop_refresh: default_nexthop_refresh(),
+            fragment_lifetime: default_fragment_lifetime(),
         }
     }
 }
@@ -585,6 +597,16 @@ impl Config {
             }
         }
 
+        let lifetime = self.forwarding.fragment_lifetime.0;
+        if lifetime < Duration::from_millis(10) || lifetime > Duration::from_secs(30) {
+            p(
+                "forwarding.fragment_lifetime".into(),
+                format!(
+                    "{} ms: use 10ms to 30s (Linux gives up reassembly after 30s)",
+                    lifetime.as_millis()
+                ),
+            );
+        }
         let refresh = self.forwarding.nexthop_refresh.0;
         if refresh > Duration::from_secs(60)
             || (!refresh.is_zero() && refresh < Duration::from_millis(10))
@@ -989,6 +1011,18 @@ mod tests {
     }
 
     #[test]
+    fn fragment_lifetime_bounds() {
+        let p = problems(&example_with(
+            "fragment_lifetime = \"2s\"",
+            "fragment_lifetime = \"1m\"",
+        ));
+        assert_eq!(
+            p,
+            vec!["line 82, column 21, forwarding.fragment_lifetime: 60000 ms: use 10ms to 30s (Linux gives up reassembly after 30s)"]
+        );
+    }
+
+    #[test]
     fn unknown_monitor_reference() {
         let p = problems(&example_with(
             "monitors = [\"monSipUdp\"]",
@@ -1062,7 +1096,7 @@ mod tests {
             vec![
                 "line 9, column 13, interfaces.internal[0]: \"int0\" is also the external interface",
                 "line 75, column 9, garp.burst: 40 gratuitous ARPs; expected 1-10",
-                "line 84, column 11, admin.metrics: \"everywhere\" is not an address:port (e.g. 127.0.0.1:9360) or \"off\"",
+                "line 86, column 11, admin.metrics: \"everywhere\" is not an address:port (e.g. 127.0.0.1:9360) or \"off\"",
             ]
         );
     }
