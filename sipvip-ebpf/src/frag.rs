@@ -12,9 +12,7 @@
 //!   for member traffic (SNAT unless the destination is excluded) and records nothing.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use sipvip_common::{
-    time_units, FragKey, FragValue, DEFAULT_FRAG_LIFETIME_NS, TIME_UNIT_SHIFT,
-};
+use sipvip_common::{time_units, FragKey, FragValue, DEFAULT_FRAG_LIFETIME_NS, TIME_UNIT_SHIFT};
 
 use crate::{
     maps::{FRAGS, SETTINGS},

@@ -3,7 +3,8 @@
 use aya_ebpf::programs::XdpContext;
 use sipvip_common::{
     pt_port_slot, CtKey, CtValue, FragValue, Reason, Service, VipRecord, CT_PASSTHROUGH, CT_SNAT,
-    CT_STEER, FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES, NO_SERVICE,
+    CT_STEER, FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES,
+    NO_SERVICE,
 };
 
 use crate::{

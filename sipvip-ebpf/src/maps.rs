@@ -7,9 +7,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use sipvip_common::{
-    default_sizes, CtKey, CtValue, ExclusionAddr, FragKey, FragValue, Iface, MemberRecord,
-    NextHop, PassthroughPorts, Settings, VipCounters, VipRecord, MAX_MEMBERS, NEXTHOP_SLOTS,
-    REASON_SLOTS,
+    default_sizes, CtKey, CtValue, ExclusionAddr, FragKey, FragValue, Iface, MemberRecord, NextHop,
+    PassthroughPorts, Settings, VipCounters, VipRecord, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
 };
 
 /// VIP address -> record. No preallocation, so a user-space update swaps the whole value in
