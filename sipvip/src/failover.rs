@@ -384,6 +384,23 @@ mod tests {
         }
     }
 
+    /// The member's SIP process is gone (ICMP port unreachable to its probe).
+    fn port_unreachable(s: &mut Supervisor, member: usize) -> Option<Flip> {
+        s.observe(
+            (0, member, 0),
+            Observation::Hard(HardDown::PortUnreachable),
+            Instant::now(),
+        )
+    }
+
+    /// Both members up, the primary active.
+    fn both_up() -> Supervisor {
+        let mut s = sup(AllDownPolicy::KeepLast);
+        s.observe((0, 0, 0), ok(), Instant::now());
+        s.observe((0, 1, 0), ok(), Instant::now());
+        s
+    }
+
     #[tokio::test(start_paused = true)]
     async fn first_member_up_becomes_active_and_no_flap_back() {
         let mut s = sup(AllDownPolicy::KeepLast);
@@ -395,13 +412,7 @@ mod tests {
             "backup up: no change"
         );
         // Primary dies (ICMP fast path): flip to the backup at once.
-        let f = s
-            .observe(
-                (0, 0, 0),
-                Observation::Hard(HardDown::PortUnreachable),
-                Instant::now(),
-            )
-            .unwrap();
+        let f = port_unreachable(&mut s, 0).unwrap();
         assert_eq!((f.from, f.to), (Some(0), Some(1)));
         assert!(f.reason.contains("ICMP port unreachable"), "{}", f.reason);
         // Primary returns: the backup stays active.
@@ -489,9 +500,7 @@ mod tests {
     /// failed member loses them.
     #[tokio::test(start_paused = true)]
     async fn healthy_old_members_drain_failed_ones_lose_their_flows() {
-        let mut s = sup(AllDownPolicy::KeepLast);
-        s.observe((0, 0, 0), ok(), Instant::now());
-        s.observe((0, 1, 0), ok(), Instant::now());
+        let mut s = both_up();
         // Manual failover: the primary is healthy, so it drains.
         let f = s.vips[0].force(0, 1, Instant::now()).unwrap().unwrap();
         assert_eq!(
@@ -514,24 +523,14 @@ mod tests {
         assert_eq!(s.vips[0].failovers, 1, "a drain ending is no failover");
 
         // A monitor-detected failure: the failed member's flows go, nothing drains.
-        let mut s = sup(AllDownPolicy::KeepLast);
-        s.observe((0, 0, 0), ok(), Instant::now());
-        s.observe((0, 1, 0), ok(), Instant::now());
-        let f = s
-            .observe(
-                (0, 0, 0),
-                Observation::Hard(HardDown::PortUnreachable),
-                Instant::now(),
-            )
-            .unwrap();
+        let mut s = both_up();
+        let f = port_unreachable(&mut s, 0).unwrap();
         assert_eq!(
             (f.from, f.to, f.draining, f.forget),
             (Some(0), Some(1), None, Some(0))
         );
         // Forced offline while healthy drains, like a manual failover.
-        let mut s = sup(AllDownPolicy::KeepLast);
-        s.observe((0, 0, 0), ok(), Instant::now());
-        s.observe((0, 1, 0), ok(), Instant::now());
+        let mut s = both_up();
         let f = s.set_disabled(0, 0, true, Instant::now()).unwrap();
         assert_eq!((f.draining, f.forget), (Some(0), None));
     }

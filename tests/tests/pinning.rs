@@ -79,7 +79,7 @@ fn a_pinned_datapath_is_adopted_with_its_state_or_refused_when_its_layout_differ
     }
     let removed = Datapath::remove_pins(&dir).unwrap();
     assert!(
-        removed.contains(&"SV_VIPS_V1".to_string())
+        removed.contains(&sipvip_common::map_names::VIPS.to_string())
             && removed.contains(&"prog_sipvip_ext".to_string()),
         "{removed:?}"
     );
