@@ -690,11 +690,12 @@ fn per_packet_costs(net: &BenchNet, only: Option<&str>) -> Result<Vec<(String, C
         )
         .build())
     };
-    let fragment = Ip4::udp(net.mac.e0, net.mac.ext0, phone, (VIP, 5060), &[0; 64])
-        .fragments(32)
-        .into_iter()
-        .nth(1)
-        .context("a later fragment")?;
+    let fragments = Ip4::udp(net.mac.e0, net.mac.ext0, phone, (VIP, 5060), &[0; 64]).fragments(32);
+    // A later fragment follows its first fragment's decision: the first passes before each
+    // round, within the fragment lifetime.
+    let first_fragment = pad(fragments[0].clone());
+    let fragment = fragments.get(1).cloned().context("a later fragment")?;
+    dp.set_frag_lifetime(std::time::Duration::from_secs(30))?;
     let ext_fd = dp.program(program_names::EXTERNAL)?.fd()?.try_clone()?;
     let int_fd = dp.program(program_names::INTERNAL)?.fd()?.try_clone()?;
     let (empty, floor) = (h.own("bench_empty")?, h.own("bench_floor")?);
@@ -761,6 +762,15 @@ fn per_packet_costs(net: &BenchNet, only: Option<&str>) -> Result<Vec<(String, C
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for _ in 0..COST_ROUNDS {
         interrupted()?;
+        let (v, _) = sipvip_tests::topo::run_xdp(
+            dp.program(program_names::EXTERNAL)?,
+            ext0,
+            &first_fragment,
+        )?;
+        anyhow::ensure!(
+            v == redirect,
+            "the first fragment was not steered (verdict {v})"
+        );
         for (i, (name, fd, ifindex, frame, expect)) in paths.iter().enumerate() {
             let cache_off = *name == NO_CACHE_STEER || *name == NO_CACHE_SNAT;
             if cache_off {
