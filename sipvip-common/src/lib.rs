@@ -73,7 +73,6 @@ pub mod default_sizes {
     pub const FRAGS: u32 = 65_536;
     pub const EXCLUSIONS: u32 = 65_536;
     pub const DEVMAP: u32 = 64;
-    pub const IFACES: u32 = 64;
 }
 
 /// One service of a VIP: traffic to `VIP:port_be` over `proto` goes to the active member at
@@ -204,13 +203,14 @@ pub struct FragValue {
     /// Service slot for counters, or NO_SERVICE.
     pub service: u8,
     pub _pad: u8,
-    /// When the first fragment passed, in `TIME_UNIT_SHIFT` units of bpf_ktime_get_ns
-    /// (CLOCK_MONOTONIC).
+    /// When the first fragment passed, in `TIME_UNIT_SHIFT` units of
+    /// bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE).
     pub stamp: u32,
 }
 
-/// Coarse datapath time: `bpf_ktime_get_ns() >> TIME_UNIT_SHIFT` (units of 1.048576 ms,
-/// wrapping after about 52 days; ages are compared with wrapping subtraction).
+/// Coarse datapath time: `bpf_ktime_get_coarse_ns() >> TIME_UNIT_SHIFT` (CLOCK_MONOTONIC at
+/// tick resolution, in units of 1.048576 ms, wrapping after about 52 days; ages are
+/// compared with wrapping subtraction). The coarse clock reads no hardware clock.
 pub const TIME_UNIT_SHIFT: u32 = 20;
 
 /// Converts a duration in nanoseconds to datapath time units, rounding up.
@@ -240,16 +240,28 @@ pub struct Settings {
     pub _pad: u32,
 }
 
-/// Value of `SV_IFACES_V1`, keyed by ifindex: an interface the programs are attached to.
-/// A frame is translated only when its destination MAC is `mac`; ICMP errors the datapath
-/// sends as the gateway (fragmentation needed, time exceeded) come from `addr_be` (0 when
-/// the interface has no IPv4 address: the VIP is used instead).
+/// Slots of `SV_IFACES_V1` (a power of two).
+pub const IFACE_SLOTS: u32 = 1024;
+
+/// The `SV_IFACES_V1` slot of an interface: direct-mapped, so the per-packet lookup is an
+/// inlined array access. User space refuses two interfaces in one slot.
+#[inline(always)]
+pub const fn iface_slot(ifindex: u32) -> u32 {
+    ifindex & (IFACE_SLOTS - 1)
+}
+
+/// Value of `SV_IFACES_V1` (an array indexed by `iface_slot(ifindex)`): an interface the
+/// programs are attached to, valid when `ifindex` matches. A frame is translated only when
+/// its destination MAC is `mac`; ICMP errors the datapath sends as the gateway
+/// (fragmentation needed, time exceeded) come from `addr_be` (0 when the interface has no
+/// IPv4 address: the VIP is used instead).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Iface {
     pub mac: [u8; 6],
     pub _pad: u16,
     pub addr_be: u32,
+    pub ifindex: u32,
 }
 
 /// Buckets of member ports in `PassthroughPorts`.
@@ -545,7 +557,8 @@ const _: () = assert!(NEXTHOP_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<CtValue>() == 8);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 const _: () = assert!(core::mem::size_of::<FragValue>() == 12);
-const _: () = assert!(core::mem::size_of::<Iface>() == 12);
+const _: () = assert!(core::mem::size_of::<Iface>() == 16);
+const _: () = assert!(IFACE_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 const _: () =
     assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));

@@ -11,7 +11,7 @@
 //!   (its ports are unknown, so it must not reach a member); outbound it takes the default
 //!   for member traffic (SNAT unless the destination is excluded) and records nothing.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sipvip_common::{time_units, FragKey, FragValue, DEFAULT_FRAG_LIFETIME_NS, TIME_UNIT_SHIFT};
 
 use crate::{
@@ -33,7 +33,7 @@ fn key(p: &Packet, dir: u8) -> FragKey {
 #[inline(always)]
 fn now() -> u32 {
     // SAFETY: a helper without arguments.
-    (unsafe { bpf_ktime_get_ns() } >> TIME_UNIT_SHIFT) as u32
+    (unsafe { bpf_ktime_get_coarse_ns() } >> TIME_UNIT_SHIFT) as u32
 }
 
 /// Records a first fragment's decision for the rest of its datagram.

@@ -16,8 +16,8 @@ use crate::{
     egress::{ensure_snat_flow, excluded, passthrough_flow, passthrough_port},
     forward::{forward, translate, Out},
     ingress::find_service,
-    maps::{CONNTRACK, IFACES},
-    parse::{load, store, store_addr, Packet, IP_CSUM, IP_DST, IP_SRC, IP_TTL},
+    maps::CONNTRACK,
+    parse::{iface, load, store, store_addr, Packet, IP_CSUM, IP_DST, IP_SRC, IP_TTL},
     stats::{self, Dir},
 };
 
@@ -69,10 +69,7 @@ pub fn send_error(
         sum += u32::from(w);
         i += 1;
     }
-    // SAFETY: reading the context's ingress ifindex.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    // SAFETY: the value is copied out.
-    let src_be = match unsafe { IFACES.get(ifindex) } {
+    let src_be = match iface(ctx) {
         Some(ifc) if ifc.addr_be != 0 => ifc.addr_be,
         _ => fallback_src_be,
     };

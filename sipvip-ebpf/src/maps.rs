@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 use sipvip_common::{
     default_sizes, CtKey, CtValue, ExclusionAddr, FragKey, FragValue, Iface, MemberRecord, NextHop,
-    PassthroughPorts, Settings, VipCounters, VipRecord, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
+    PassthroughPorts, Settings, VipCounters, VipRecord, IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS,
+    REASON_SLOTS,
 };
 
 /// VIP address -> record. No preallocation, so a user-space update swaps the whole value in
@@ -60,10 +61,9 @@ pub static NEXTHOP_GEN: Array<u32> = Array::with_max_entries(1, 0);
 pub static PT_PORTS: Array<PassthroughPorts> =
     Array::with_max_entries(default_sizes::VIPS * MAX_MEMBERS as u32, 0);
 
-/// The interfaces the programs run on, by ifindex; see `Iface`.
+/// The interfaces the programs run on, direct-mapped by ifindex; see `Iface`.
 #[map(name = "SV_IFACES_V1")]
-pub static IFACES: HashMap<u32, Iface> =
-    HashMap::with_max_entries(default_sizes::IFACES, BPF_F_NO_PREALLOC);
+pub static IFACES: Array<Iface> = Array::with_max_entries(IFACE_SLOTS, 0);
 
 /// Slot 0: datapath-wide settings; see `Settings`.
 #[map(name = "SV_SETTINGS_V1")]

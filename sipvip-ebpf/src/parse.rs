@@ -2,7 +2,7 @@
 //! offsets of the L4 header. Every access is bounds-checked against `data_end`.
 
 use aya_ebpf::programs::XdpContext;
-use sipvip_common::{Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use sipvip_common::{iface_slot, Iface, Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::maps::IFACES;
 
@@ -109,10 +109,7 @@ pub fn accept(ctx: &XdpContext) -> Result<(), Reason> {
     if dmac[0].to_ne_bytes()[0] & 1 != 0 {
         return Err(Reason::PassL2Multicast);
     }
-    // SAFETY: reading the context's ingress ifindex.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    // SAFETY: the value is only read.
-    let Some(ifc) = (unsafe { IFACES.get(ifindex) }) else {
+    let Some(ifc) = iface(ctx) else {
         return Err(Reason::PassOtherHost);
     };
     let m = ifc.mac;
@@ -125,6 +122,16 @@ pub fn accept(ctx: &XdpContext) -> Result<(), Reason> {
         return Err(Reason::PassOtherHost);
     }
     Ok(())
+}
+
+/// The record of the interface the frame arrived on, if the datapath knows it.
+#[inline(always)]
+pub fn iface(ctx: &XdpContext) -> Option<&'static Iface> {
+    // SAFETY: reading the context's ingress ifindex.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    IFACES
+        .get(iface_slot(ifindex))
+        .filter(|i| i.ifindex == ifindex)
 }
 
 /// Martian addresses are dropped, and broadcast or multicast destinations passed untouched,

@@ -306,7 +306,7 @@ pub struct Datapath {
     vip_stats: PerCpuArray<MapData, VipCounters>,
     reasons: PerCpuArray<MapData, u64>,
     nexthop_gen: Array<MapData, u32>,
-    ifaces: HashMap<MapData, u32, Iface>,
+    ifaces: Array<MapData, Iface>,
     settings: Array<MapData, Settings>,
     logger: Option<DebugLogger>,
 }
@@ -357,7 +357,6 @@ impl Datapath {
             .map_max_entries(map_names::FRAGS, sizes.frags)
             .map_max_entries(map_names::EXCLUSIONS, sizes.exclusions)
             .map_max_entries(map_names::DEVMAP, sizes.devmap)
-            .map_max_entries(map_names::IFACES, sizes.devmap)
             .map_max_entries(map_names::PT_PORTS, sizes.vips * MAX_MEMBERS as u32);
         let mut ebpf = loader.load(if debug { OBJECT_DEBUG } else { OBJECT })?;
         let logger = if debug {
@@ -500,10 +499,10 @@ impl Datapath {
             ),
             (
                 map_names::IFACES,
-                BPF_MAP_TYPE_HASH,
+                BPF_MAP_TYPE_ARRAY,
                 4,
                 size_of::<Iface>(),
-                sizes.devmap,
+                sipvip_common::IFACE_SLOTS,
             ),
             (
                 map_names::SETTINGS,
@@ -716,22 +715,42 @@ impl Datapath {
             .insert(ifindex, ifindex, None, 0)
             .map_err(|e| err(e.to_string()))?;
         let (mac, addr) = crate::netif::mac_and_ipv4(ifindex).map_err(|e| err(e.to_string()))?;
+        let slot = sipvip_common::iface_slot(ifindex);
+        let held = self
+            .ifaces
+            .get(&slot, 0)
+            .map_err(map_err(map_names::IFACES))?;
+        // The slot may hold this interface, nothing, or one that no longer exists.
+        if held.ifindex != 0 && held.ifindex != ifindex && crate::netif::name(held.ifindex).is_ok()
+        {
+            return Err(err(format!(
+                "shares datapath interface slot {slot} with ifindex {}; the datapath serves \
+                 interfaces whose ifindex differs modulo {}: recreate one of them",
+                held.ifindex,
+                sipvip_common::IFACE_SLOTS
+            )));
+        }
         let rec = Iface {
             mac,
             _pad: 0,
             addr_be: addr.map(be32).unwrap_or(0),
+            ifindex,
         };
         self.ifaces
-            .insert(ifindex, rec, 0)
+            .set(slot, rec, 0)
             .map_err(map_err(map_names::IFACES))
     }
 
-    /// The interface records, by ifindex.
-    pub fn interfaces(&self) -> Result<Vec<(u32, Iface)>> {
-        self.ifaces
+    /// The interface records in use.
+    pub fn interfaces(&self) -> Result<Vec<Iface>> {
+        Ok(self
+            .ifaces
             .iter()
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(map_err(map_names::IFACES))
+            .map_err(map_err(map_names::IFACES))?
+            .into_iter()
+            .filter(|i| i.ifindex != 0)
+            .collect())
     }
 
     /// How long a first fragment's decision holds for its later fragments.

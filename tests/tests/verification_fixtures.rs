@@ -35,6 +35,21 @@ fn echo(smac: frame::Mac, dmac: frame::Mac, src: Ipv4Addr, dst: Ipv4Addr) -> Ip4
 #[test]
 fn frames_for_another_host_are_left_to_the_kernel() {
     let net = net();
+    // The datapath knows each interface's MAC and address.
+    let mut known: Vec<_> = net
+        .dp
+        .interfaces()
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.ifindex, i.mac, Ipv4Addr::from(i.addr_be.to_ne_bytes())))
+        .collect();
+    known.sort();
+    let mut want = vec![
+        (net.ext_ifindex, EXT_MAC, EXT_IP),
+        (net.int_ifindex, INT_MAC, INT_IP),
+    ];
+    want.sort();
+    assert_eq!(known, want);
     // To VIP:5060, but to another host's MAC: not steered.
     let f = phone_udp(5060).with(|x| x.dmac = FOREIGN_MAC).build();
     expect(
