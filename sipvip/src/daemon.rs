@@ -74,7 +74,6 @@ fn sysctl(path: &str, value: &str) {
     }
 }
 
-/// Every IPv4 address on this host (in this network namespace).
 fn open_datapath(cfg: &Config, replace: bool, debug: bool) -> Result<(Datapath, bool)> {
     let sizes = cfg.map_sizes();
     let dir = &cfg.admin.pin_dir;
@@ -137,6 +136,9 @@ fn prepare(
         sysctl(&format!("/proc/sys/net/ipv4/conf/{ifc}/accept_local"), "1");
         sysctl(&format!("/proc/sys/net/ipv4/conf/{ifc}/rp_filter"), "0");
     }
+    // The datapath's FIB lookup then honours route MTUs (`ip route ... mtu 1400`) as the
+    // kernel's forwarding does; without it, bpf_fib_lookup checks only locked ones.
+    sysctl("/proc/sys/net/ipv4/ip_forward_use_pmtu", "1");
     if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
         .map(|s| s.trim() == "0")
         .unwrap_or(false)

@@ -166,6 +166,12 @@ fn failover_on_process_death_and_on_a_cut_link() {
         let k = lab.gw.exec(&format!("ethtool -k {ifc}")).unwrap();
         assert!(k.contains("rx-vlan-offload: off"), "{ifc}: {k}");
     }
+    // Route MTUs count for the datapath's FIB lookups, as for the kernel's forwarding.
+    let pmtu = lab
+        .gw
+        .exec("cat /proc/sys/net/ipv4/ip_forward_use_pmtu")
+        .unwrap();
+    assert_eq!(pmtu.trim(), "1");
 
     // Forged replies: the backup's probe is captured, then answered perfectly, but from
     // other addresses. The backup must stay down.

@@ -376,15 +376,17 @@ fn learns_mtu(fd: std::os::fd::RawFd, want: i32, mut probe: impl FnMut()) -> i32
 }
 
 /// Path MTU discovery through the VIP: with 1400-byte routes on the gateway toward the
-/// primary and toward the phone, real sockets with DF on each end learn 1400 from the
+/// primary and toward the phone (and net.ipv4.ip_forward_use_pmtu=1, as the daemon sets it), real sockets with DF on each end learn 1400 from the
 /// "fragmentation needed" the datapath sends as the gateway, quoting what each end sent.
 #[test]
 fn path_mtu_is_learned_through_the_vip() {
     use std::os::fd::AsRawFd;
     let lab = setup();
+    // Plain route MTUs, with the sysctl the daemon sets so that bpf_fib_lookup honours them.
     lab.gw
         .exec(&format!(
-            "ip route add {PRIMARY}/32 dev int0 mtu lock 1400 && ip route add {PHONE}/32 dev ext0 mtu lock 1400"
+            "sysctl -qw net.ipv4.ip_forward_use_pmtu=1 && \
+             ip route add {PRIMARY}/32 dev int0 mtu 1400 && ip route add {PHONE}/32 dev ext0 mtu 1400"
         ))
         .unwrap();
     let big = vec![b'x'; 1450 - 28];
