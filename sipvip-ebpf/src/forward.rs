@@ -8,9 +8,9 @@ use sipvip_common::{nexthop_slot, NextHop, Reason};
 
 use crate::{
     csum::{rewrite, Delta, Side},
-    icmp,
     maps::{DEVMAP, NEXTHOPS, NEXTHOP_GEN},
     parse::{load, store, store_mac, Packet, IP_CSUM, IP_TTL},
+    reply,
     stats::{self, Dir},
 };
 
@@ -100,11 +100,11 @@ pub fn translate(
         // An ICMP error's quote is translated before this point, so it goes on translated.
         Hop::Untranslated(r) if out.answerable => return Err(r),
         Hop::TooBig(mtu) if p.df && p.frag_offset == 0 && out.answerable => {
-            return icmp::send_error(
+            return reply::send_error(
                 ctx,
                 p,
-                icmp::DEST_UNREACH,
-                icmp::FRAG_NEEDED,
+                reply::DEST_UNREACH,
+                reply::FRAG_NEEDED,
                 mtu,
                 out.fallback_src_be,
                 Reason::FragNeeded,

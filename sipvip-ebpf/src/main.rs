@@ -12,21 +12,23 @@
 #![no_main]
 
 mod csum;
-mod egress;
+mod external;
 mod forward;
 mod frag;
 mod icmp;
-mod ingress;
+mod internal;
+mod lookup;
 mod maps;
 mod object;
 mod parse;
+mod reply;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 #[xdp]
 pub fn sipvip_ext(ctx: XdpContext) -> u32 {
-    match ingress::try_external(&ctx) {
+    match external::try_external(&ctx) {
         Ok(action) => debug_log(&ctx, "ext", action, u32::MAX),
         Err(reason) => debug_log(&ctx, "ext", stats::count(reason), reason as u32),
     }
@@ -34,7 +36,7 @@ pub fn sipvip_ext(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn sipvip_int(ctx: XdpContext) -> u32 {
-    match egress::try_internal(&ctx) {
+    match internal::try_internal(&ctx) {
         Ok(action) => debug_log(&ctx, "int", action, u32::MAX),
         Err(reason) => debug_log(&ctx, "int", stats::count(reason), reason as u32),
     }

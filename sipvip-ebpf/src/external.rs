@@ -1,49 +1,23 @@
-//! External side: steering traffic to a VIP (rules 1-3 and 5 of the datapath issue).
+//! The external side (`sipvip_ext`, phones, SIP devices, T-Lib clients): steering to a VIP
+//! (service traffic, replies of member-opened flows, fragments, TTL expiry) and flows to a
+//! member's physical address. See docs/architecture.md, "Per-packet rules".
 
 use aya_ebpf::programs::XdpContext;
 use sipvip_common::{
-    pt_port_slot, CtKey, CtValue, FragValue, Reason, Service, VipRecord, CT_PASSTHROUGH, CT_SNAT,
-    CT_STEER, FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES,
-    NO_SERVICE,
+    pt_port_slot, CtKey, CtValue, FragValue, Reason, VipRecord, CT_PASSTHROUGH, CT_SNAT, CT_STEER,
+    FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NO_SERVICE,
 };
 
 use crate::{
     csum::{Side, SAME_PORT},
     forward::{translate, Out},
     frag, icmp,
+    lookup::find_service,
     maps::{CONNTRACK, MEMBERS, PT_PORTS, VIPS},
     parse::{accept, load, parse, ports, screen, Packet},
+    reply,
     stats::Dir,
 };
-
-/// The index of the service matching `proto` and `port_be` on the VIP side (`member_side`
-/// false) or on the member side (`member_side` true).
-#[inline(always)]
-pub fn find_service(
-    services: &[Service; MAX_SERVICES],
-    proto: u8,
-    port_be: u16,
-    member_side: bool,
-) -> Option<usize> {
-    let mut i = 0;
-    while i < MAX_SERVICES {
-        let s = &services[i];
-        if s.proto == 0 {
-            // Services are packed (user space checks): the first unused slot ends them.
-            return None;
-        }
-        let port = if member_side {
-            s.member_port_be
-        } else {
-            s.port_be
-        };
-        if s.proto == proto && port == port_be {
-            return Some(i);
-        }
-        i += 1;
-    }
-    None
-}
 
 #[inline(always)]
 pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
@@ -122,10 +96,10 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
         };
         if p.ttl <= 1 {
             // Would be forwarded: answered as a router does, so traceroute sees the gateway.
-            return icmp::send_error(
+            return reply::send_error(
                 ctx,
                 &p,
-                icmp::TIME_EXCEEDED,
+                reply::TIME_EXCEEDED,
                 0,
                 0,
                 p.dst_be,
