@@ -1,0 +1,379 @@
+//! Loading the object, pinning it, and adopting a pinned datapath.
+
+use std::{
+    mem::size_of,
+    path::{Path, PathBuf},
+};
+
+use aya::{maps::MapData, programs::links::PinnedLink, EbpfLoader};
+use sipvip_common::{
+    map_names, program_names, CtKey, CtValue, FragKey, FragValue, Iface, MemberRecord, NextHop,
+    Settings, VipCounters, VipRecord, MAX_MEMBERS,
+};
+
+use super::{
+    pin_err, xdp_mut, Datapath, DatapathError, DebugLogger, MapSizes, Result, OBJECT, OBJECT_DEBUG,
+};
+
+const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
+
+/// One map as this build lays it out.
+struct Layout {
+    name: &'static str,
+    ty: u32,
+    key: usize,
+    /// 0: not checked (a devmap's value size depends on the kernel).
+    value: usize,
+    max_entries: u32,
+    /// Whether `MapSizes` sets its size at load time.
+    sized: bool,
+}
+
+/// Every map of the datapath, declared once: what loading sizes, what adoption checks.
+fn layouts(sizes: &MapSizes) -> [Layout; 13] {
+    let l = |name, ty, key, value, max_entries, sized| Layout {
+        name,
+        ty,
+        key,
+        value,
+        max_entries,
+        sized,
+    };
+    [
+        l(
+            map_names::VIPS,
+            BPF_MAP_TYPE_HASH,
+            4,
+            size_of::<VipRecord>(),
+            sizes.vips,
+            true,
+        ),
+        l(
+            map_names::MEMBERS,
+            BPF_MAP_TYPE_HASH,
+            4,
+            size_of::<MemberRecord>(),
+            sizes.members,
+            true,
+        ),
+        l(
+            map_names::CONNTRACK,
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<CtKey>(),
+            size_of::<CtValue>(),
+            sizes.conntrack,
+            true,
+        ),
+        l(
+            map_names::FRAGS,
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<FragKey>(),
+            size_of::<FragValue>(),
+            sizes.frags,
+            true,
+        ),
+        l(
+            map_names::EXCLUSIONS,
+            BPF_MAP_TYPE_LPM_TRIE,
+            8,
+            1,
+            sizes.exclusions,
+            true,
+        ),
+        l(
+            map_names::DEVMAP,
+            BPF_MAP_TYPE_DEVMAP_HASH,
+            4,
+            0,
+            sizes.devmap,
+            true,
+        ),
+        l(
+            map_names::VIP_STATS,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            size_of::<VipCounters>(),
+            sizes.vips,
+            true,
+        ),
+        l(
+            map_names::REASONS,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            8,
+            sipvip_common::REASON_SLOTS,
+            false,
+        ),
+        l(
+            map_names::NEXTHOPS,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            size_of::<NextHop>(),
+            sipvip_common::NEXTHOP_SLOTS,
+            false,
+        ),
+        l(map_names::NEXTHOP_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 1, false),
+        l(
+            map_names::PT_PORTS,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<sipvip_common::PassthroughPorts>(),
+            sizes.vips * MAX_MEMBERS as u32,
+            true,
+        ),
+        l(
+            map_names::IFACES,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<Iface>(),
+            sipvip_common::IFACE_SLOTS,
+            false,
+        ),
+        l(
+            map_names::SETTINGS,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<Settings>(),
+            1,
+            false,
+        ),
+    ]
+}
+
+/// Mounts bpffs on /sys/fs/bpf when `dir` lies below it and nothing is mounted there yet.
+pub fn mount_bpffs(dir: &Path) -> Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if !dir.starts_with(root) {
+        return Ok(());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
+        return Ok(());
+    }
+    let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+    // SAFETY: mount(2) with valid NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(pin_err(root, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+impl Datapath {
+    /// The typed maps, from every map of `layouts` by name.
+    fn from_maps(
+        mut maps: std::collections::HashMap<&'static str, aya::maps::Map>,
+        ebpf: Option<aya::Ebpf>,
+        logger: Option<DebugLogger>,
+    ) -> Result<Self> {
+        let mut get = |name: &'static str| {
+            let m = maps.remove(name).ok_or(DatapathError::MissingMap(name))?;
+            Ok::<_, DatapathError>((name, m))
+        };
+        fn typed<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+            (name, m): (&'static str, aya::maps::Map),
+        ) -> Result<T> {
+            T::try_from(m).map_err(|source| DatapathError::Map { name, source })
+        }
+        Ok(Datapath {
+            vips: typed(get(map_names::VIPS)?)?,
+            members: typed(get(map_names::MEMBERS)?)?,
+            conntrack: typed(get(map_names::CONNTRACK)?)?,
+            frags: typed(get(map_names::FRAGS)?)?,
+            exclusions: typed(get(map_names::EXCLUSIONS)?)?,
+            devmap: typed(get(map_names::DEVMAP)?)?,
+            vip_stats: typed(get(map_names::VIP_STATS)?)?,
+            reasons: typed(get(map_names::REASONS)?)?,
+            nexthop_gen: typed(get(map_names::NEXTHOP_GEN)?)?,
+            ifaces: typed(get(map_names::IFACES)?)?,
+            settings: typed(get(map_names::SETTINGS)?)?,
+            ebpf,
+            logger,
+        })
+    }
+
+    /// Loads the object with `sizes` and loads (but does not attach) every program.
+    pub fn load(sizes: &MapSizes) -> Result<Self> {
+        Self::load_inner(sizes, None, false)
+    }
+
+    /// The debug-log build of the programs, with its logger (see [`Datapath::take_logger`]).
+    pub fn load_debug(sizes: &MapSizes) -> Result<Self> {
+        Self::load_inner(sizes, None, true)
+    }
+
+    /// The debug logger, for the caller to drive (debug object only).
+    pub fn take_logger(&mut self) -> Option<DebugLogger> {
+        self.logger.take()
+    }
+
+    fn load_inner(sizes: &MapSizes, pin_dir: Option<&Path>, debug: bool) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        for m in layouts(sizes).iter().filter(|m| m.sized) {
+            loader.map_max_entries(m.name, m.max_entries);
+        }
+        let mut ebpf = loader.load(if debug { OBJECT_DEBUG } else { OBJECT })?;
+        let logger = if debug {
+            Some(
+                DebugLogger::init(&mut ebpf).map_err(|e| DatapathError::Pin {
+                    path: PathBuf::from("AYA_LOGS"),
+                    what: format!("debug logger: {e}"),
+                })?,
+            )
+        } else {
+            None
+        };
+        for name in [
+            program_names::EXTERNAL,
+            program_names::INTERNAL,
+            program_names::PASS,
+        ] {
+            let prog = xdp_mut(&mut ebpf, name)?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            if let Some(dir) = pin_dir {
+                let path = dir.join(format!("prog_{name}"));
+                prog.pin(&path).map_err(|e| pin_err(&path, e))?;
+            }
+        }
+        if let Some(dir) = pin_dir {
+            for Layout { name, .. } in layouts(sizes) {
+                let path = dir.join(name);
+                ebpf.map(name)
+                    .ok_or(DatapathError::MissingMap(name))?
+                    .pin(&path)
+                    .map_err(|e| pin_err(&path, e))?;
+            }
+        }
+        let mut maps = std::collections::HashMap::new();
+        for m in layouts(sizes) {
+            let map = ebpf
+                .take_map(m.name)
+                .ok_or(DatapathError::MissingMap(m.name))?;
+            maps.insert(m.name, map);
+        }
+        let mut dp = Datapath::from_maps(maps, Some(ebpf), logger)?;
+        dp.refresh_nexthops(true)?;
+        Ok(dp)
+    }
+
+    /// Loads the datapath and pins its maps and programs under `dir` (a bpffs directory),
+    /// so that forwarding outlives this process.
+    pub fn load_pinned(sizes: &MapSizes, dir: &Path, debug: bool) -> Result<Self> {
+        mount_bpffs(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, e))?;
+        Self::load_inner(sizes, Some(dir), debug)
+    }
+
+    /// Adopts a datapath pinned under `dir` by an earlier run, if there is one. Every map must
+    /// be there with the type, key size, value size and size this build expects; otherwise
+    /// this refuses with the first difference.
+    pub fn adopt(sizes: &MapSizes, dir: &Path) -> Result<Option<Self>> {
+        if !dir.join(map_names::VIPS).exists() {
+            return Ok(None);
+        }
+        let mut maps = std::collections::HashMap::new();
+        for Layout {
+            name,
+            ty,
+            key,
+            value,
+            max_entries: max,
+            ..
+        } in layouts(sizes)
+        {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|_| DatapathError::Layout {
+                dir: dir.to_path_buf(),
+                what: format!("map {name} is missing"),
+            })?;
+            let info = data
+                .info()
+                .map_err(|source| DatapathError::Map { name, source })?;
+            let got_ty = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+            let checks = [
+                ("type", u64::from(got_ty), u64::from(ty)),
+                ("key size", u64::from(info.key_size()), key as u64),
+                ("max entries", u64::from(info.max_entries()), u64::from(max)),
+            ];
+            for (what, got, want) in checks {
+                if got != want {
+                    return Err(DatapathError::Layout {
+                        dir: dir.to_path_buf(),
+                        what: format!("map {name}: {what} is {got}, this build expects {want}"),
+                    });
+                }
+            }
+            // A devmap's value size depends on the kernel (4 or 8 bytes).
+            if value != 0 && info.value_size() as usize != value {
+                return Err(DatapathError::Layout {
+                    dir: dir.to_path_buf(),
+                    what: format!(
+                        "map {name}: value size is {}, this build expects {value}",
+                        info.value_size()
+                    ),
+                });
+            }
+            let map = aya::maps::Map::from_map_data(data)
+                .map_err(|source| DatapathError::Map { name, source })?;
+            maps.insert(name, map);
+        }
+        Ok(Some(Datapath::from_maps(maps, None, None)?))
+    }
+
+    /// Detaches every pinned link under `dir` and removes every pin. Returns what it removed.
+    pub fn remove_pins(dir: &Path) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(removed);
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("link_") {
+                if let Ok(l) = PinnedLink::from_pin(e.path()) {
+                    // Unpinning and dropping the last reference detaches the program.
+                    let _ = l.unpin();
+                }
+            }
+            let _ = std::fs::remove_file(e.path());
+            removed.push(name);
+        }
+        let _ = std::fs::remove_dir(dir);
+        removed.sort();
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layouts name every map of `map_names::ALL`, each once.
+    #[test]
+    fn every_map_has_one_layout() {
+        let mut names: Vec<&str> = layouts(&MapSizes::default())
+            .iter()
+            .map(|l| l.name)
+            .collect();
+        let mut all = map_names::ALL.to_vec();
+        names.sort();
+        all.sort();
+        assert_eq!(names, all);
+    }
+}

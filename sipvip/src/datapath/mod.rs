@@ -1,0 +1,166 @@
+//! The datapath: loading the kernel programs, attaching them, and writing their maps.
+//!
+//! Everything that can be decided once lives here, in user space: the datapath only reads
+//! what these functions write.
+//!
+//! One file per job: `spec` (what a VIP is, as map records), `load` (load, pin, adopt; the
+//! list of maps and their layouts, declared once), `attach` (XDP links), `write` (map
+//! writes: VIPs, members, exclusions, interfaces, settings, flows) and `read` (counters and
+//! state). See docs/architecture.md, "Maps".
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray},
+    programs::Xdp,
+    Ebpf,
+};
+use sipvip_common::{
+    default_sizes, CtKey, CtValue, FragKey, FragValue, Iface, MemberRecord, Settings, VipCounters,
+    VipRecord,
+};
+
+mod attach;
+mod load;
+mod read;
+mod spec;
+mod write;
+
+pub use load::mount_bpffs;
+pub use spec::{MemberSpec, ServiceSpec, VipSpec};
+
+/// The kernel object, built by build.rs from sipvip-ebpf.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipvip.bpf.o"));
+/// The same programs with per-packet debug logs (aya-log), for `--datapath-debug` only.
+pub static OBJECT_DEBUG: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipvip-debug.bpf.o"));
+
+/// Benchmark-only programs (generator, sink, floor, empty); see sipvip-ebpf/src/bench.rs.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench.bpf.o"));
+
+/// Reads the datapath's debug log records (debug object only).
+pub type DebugLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("VIP {0} is not installed")]
+    UnknownVip(Ipv4Addr),
+    #[error("{member} is not a member of VIP {vip}")]
+    UnknownMember { vip: Ipv4Addr, member: Ipv4Addr },
+    #[error("VIP {vip}: {what}")]
+    Invalid { vip: Ipv4Addr, what: String },
+    #[error("egress interface {ifindex}: {what}")]
+    Egress { ifindex: u32, what: String },
+    #[error("the datapath pinned in {dir} does not match this build: {what}; run `sipvip down` first, or start with --replace")]
+    Layout { dir: PathBuf, what: String },
+    #[error("bpffs at {path}: {what}")]
+    Pin { path: PathBuf, what: String },
+}
+
+/// How to attach XDP.
+/// How to attach XDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native, falling back to generic with a warning.
+    Auto,
+    Native,
+    Generic,
+}
+
+fn pin_err(path: &Path, e: impl std::fmt::Display) -> DatapathError {
+    DatapathError::Pin {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    }
+}
+
+type Result<T> = std::result::Result<T, DatapathError>;
+
+/// Map sizes, settable at load time. The defaults are production sizes.
+/// Map sizes, settable at load time. The defaults are production sizes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    pub vips: u32,
+    pub members: u32,
+    pub conntrack: u32,
+    pub frags: u32,
+    pub exclusions: u32,
+    pub devmap: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            vips: default_sizes::VIPS,
+            members: default_sizes::MEMBERS,
+            conntrack: default_sizes::CONNTRACK,
+            frags: default_sizes::FRAGS,
+            exclusions: default_sizes::EXCLUSIONS,
+            devmap: default_sizes::DEVMAP,
+        }
+    }
+}
+
+/// Network-order `u32` as the datapath stores addresses.
+pub fn be32(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+/// Network-order `u16` as the datapath stores ports.
+pub fn be16(p: u16) -> u16 {
+    p.to_be()
+}
+
+/// The loaded datapath.
+/// The loaded datapath.
+pub struct Datapath {
+    /// None when the programs were adopted from pins (they are not ours to load).
+    ebpf: Option<Ebpf>,
+    vips: HashMap<MapData, u32, VipRecord>,
+    members: HashMap<MapData, u32, MemberRecord>,
+    conntrack: HashMap<MapData, CtKey, CtValue>,
+    frags: HashMap<MapData, FragKey, FragValue>,
+    exclusions: LpmTrie<MapData, u32, u8>,
+    devmap: DevMapHash<MapData>,
+    vip_stats: PerCpuArray<MapData, VipCounters>,
+    reasons: PerCpuArray<MapData, u64>,
+    nexthop_gen: Array<MapData, u32>,
+    ifaces: Array<MapData, Iface>,
+    settings: Array<MapData, Settings>,
+    logger: Option<DebugLogger>,
+}
+
+/// A program of a loaded object, as XDP.
+/// A program of a loaded object, as XDP.
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}

@@ -1,0 +1,104 @@
+//! Reading state and counters back.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use sipvip_common::{
+    map_names, CtKey, CtValue, FragKey, FragValue, Iface, Reason, VipCounters, VipRecord,
+    MAX_MEMBERS, MAX_SERVICES,
+};
+
+use super::{be32, map_err, Datapath, DatapathError, Result};
+
+impl Datapath {
+    /// The interface records in use.
+    pub fn interfaces(&self) -> Result<Vec<Iface>> {
+        Ok(self
+            .ifaces
+            .iter()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::IFACES))?
+            .into_iter()
+            .filter(|i| i.ifindex != 0)
+            .collect())
+    }
+
+    /// The fragment table's entry for one datagram, if any.
+    pub fn frag_entry(&self, key: &FragKey) -> Result<Option<FragValue>> {
+        match self.frags.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::FRAGS)(e)),
+        }
+    }
+
+    /// The VIP's record as the datapath sees it.
+    pub fn vip_record(&self, vip: Ipv4Addr) -> Result<VipRecord> {
+        self.vips
+            .get(&be32(vip), 0)
+            .map_err(|_| DatapathError::UnknownVip(vip))
+    }
+
+    /// Every conntrack entry.
+    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtValue)>> {
+        self.conntrack
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(map_names::CONNTRACK))
+    }
+
+    /// Every fragment-tracking entry.
+    pub fn frags(&self) -> Result<Vec<(FragKey, FragValue)>> {
+        self.frags
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(map_names::FRAGS))
+    }
+
+    /// Per-reason counters summed over CPUs (only reasons with a non-zero count).
+    pub fn reasons(&self) -> Result<BTreeMap<&'static str, u64>> {
+        let mut out = BTreeMap::new();
+        for r in Reason::ALL {
+            let v: u64 = self
+                .reasons
+                .get(&(*r as u32), 0)
+                .map_err(map_err(map_names::REASONS))?
+                .iter()
+                .sum();
+            if v != 0 {
+                out.insert(r.label(), v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A VIP's traffic counters summed over CPUs.
+    pub fn vip_counters(&self, vip_id: u32) -> Result<VipCounters> {
+        let mut total = VipCounters::default();
+        for c in self
+            .vip_stats
+            .get(&vip_id, 0)
+            .map_err(map_err(map_names::VIP_STATS))?
+            .iter()
+        {
+            add(&mut total, c);
+        }
+        Ok(total)
+    }
+}
+
+fn add(t: &mut VipCounters, c: &VipCounters) {
+    let sum = |a: &mut sipvip_common::Counter, b: &sipvip_common::Counter| {
+        a.packets += b.packets;
+        a.bytes += b.bytes;
+    };
+    sum(&mut t.vip_in, &c.vip_in);
+    sum(&mut t.vip_out, &c.vip_out);
+    for i in 0..MAX_SERVICES {
+        sum(&mut t.service_in[i], &c.service_in[i]);
+        sum(&mut t.service_out[i], &c.service_out[i]);
+    }
+    for i in 0..MAX_MEMBERS {
+        sum(&mut t.member_in[i], &c.member_in[i]);
+        sum(&mut t.member_out[i], &c.member_out[i]);
+    }
+}

@@ -1,0 +1,182 @@
+//! Map writes: interfaces, settings, VIPs and members, the active member, exclusions, and
+//! conntrack housekeeping.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::lpm_trie::Key;
+use sipvip_common::{map_names, time_units, CtKey, Iface, Settings};
+
+use super::{be32, map_err, Datapath, DatapathError, Result, VipSpec};
+
+impl Datapath {
+    /// Registers an interface the datapath runs on and may send by: the devmap entry for
+    /// XDP_REDIRECT, and its MAC and first IPv4 address (read from the current network
+    /// namespace) for the L2 acceptance rule and the ICMP errors it sends as the gateway.
+    /// Call it again after the interface's MAC or address changes.
+    pub fn add_egress(&mut self, ifindex: u32) -> Result<()> {
+        let err = |what: String| DatapathError::Egress { ifindex, what };
+        self.devmap
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| err(e.to_string()))?;
+        let (mac, addr) = crate::netif::mac_and_ipv4(ifindex).map_err(|e| err(e.to_string()))?;
+        let slot = sipvip_common::iface_slot(ifindex);
+        let held = self
+            .ifaces
+            .get(&slot, 0)
+            .map_err(map_err(map_names::IFACES))?;
+        // The slot may hold this interface, nothing, or one that no longer exists.
+        if held.ifindex != 0 && held.ifindex != ifindex && crate::netif::name(held.ifindex).is_ok()
+        {
+            return Err(err(format!(
+                "shares datapath interface slot {slot} with ifindex {}; the datapath serves \
+                 interfaces whose ifindex differs modulo {}: recreate one of them",
+                held.ifindex,
+                sipvip_common::IFACE_SLOTS
+            )));
+        }
+        let rec = Iface {
+            mac,
+            _pad: 0,
+            addr_be: addr.map(be32).unwrap_or(0),
+            ifindex,
+        };
+        self.ifaces
+            .set(slot, rec, 0)
+            .map_err(map_err(map_names::IFACES))
+    }
+
+    /// How long a first fragment's decision holds for its later fragments.
+    pub fn set_frag_lifetime(&mut self, lifetime: std::time::Duration) -> Result<()> {
+        let s = Settings {
+            frag_lifetime: time_units(lifetime.as_nanos().min(u128::from(u64::MAX)) as u64).max(1),
+            _pad: 0,
+        };
+        self.settings
+            .set(0, s, 0)
+            .map_err(map_err(map_names::SETTINGS))
+    }
+
+    /// Starts a new next-hop generation: the datapath asks the kernel's FIB again for each
+    /// destination on its next packet (a route or neighbour change takes effect). With
+    /// `enabled` false, the datapath asks the FIB for every packet. Returns the generation.
+    pub fn refresh_nexthops(&mut self, enabled: bool) -> Result<u32> {
+        let current = self
+            .nexthop_gen
+            .get(&0, 0)
+            .map_err(map_err(map_names::NEXTHOP_GEN))?;
+        let next = if enabled {
+            current.wrapping_add(1).max(1)
+        } else {
+            0
+        };
+        self.nexthop_gen
+            .set(0, next, 0)
+            .map_err(map_err(map_names::NEXTHOP_GEN))?;
+        Ok(next)
+    }
+
+    /// Installs or replaces a VIP and its members.
+    pub fn install_vip(&mut self, spec: &VipSpec) -> Result<()> {
+        spec.check()?;
+        for slot in 0..spec.members.len() {
+            let key = be32(spec.members[slot].addr);
+            self.members
+                .insert(key, spec.member_record(slot), 0)
+                .map_err(map_err(map_names::MEMBERS))?;
+        }
+        self.vips
+            .insert(be32(spec.addr), spec.record(spec.active, None), 0)
+            .map_err(map_err(map_names::VIPS))
+    }
+
+    /// Removes a VIP and its members.
+    pub fn remove_vip(&mut self, spec: &VipSpec) -> Result<()> {
+        self.vips
+            .remove(&be32(spec.addr))
+            .map_err(map_err(map_names::VIPS))?;
+        for m in &spec.members {
+            self.members
+                .remove(&be32(m.addr))
+                .map_err(map_err(map_names::MEMBERS))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `member` (an address with a slot in `spec`) the active member of the VIP, or
+    /// none. One map-value write: the datapath sees the old or the new record, never a mix.
+    pub fn set_active(&mut self, spec: &VipSpec, member: Option<Ipv4Addr>) -> Result<()> {
+        self.set_active_draining(spec, member, None)
+    }
+
+    /// Sets the active member, with `draining` (a healthy member the VIP moves away from)
+    /// keeping the TCP service connections it had; see `VipRecord::draining_be`.
+    pub fn set_active_draining(
+        &mut self,
+        spec: &VipSpec,
+        member: Option<Ipv4Addr>,
+        draining: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        let slot = |member: Option<Ipv4Addr>| match member {
+            Some(addr) => spec
+                .members
+                .iter()
+                .position(|m| m.addr == addr)
+                .map(Some)
+                .ok_or(DatapathError::UnknownMember {
+                    vip: spec.addr,
+                    member: addr,
+                }),
+            None => Ok(None),
+        };
+        let record = spec.record(slot(member)?, slot(draining)?);
+        self.vips
+            .insert(be32(spec.addr), record, 0)
+            .map_err(map_err(map_names::VIPS))
+    }
+
+    /// Adds a host (`prefix` 32) or CIDR to the SNAT exclusions.
+    pub fn add_exclusion(&mut self, net: Ipv4Addr, prefix: u8) -> Result<()> {
+        let key = Key::new(u32::from(prefix), be32(net));
+        self.exclusions
+            .insert(&key, 1, 0)
+            .map_err(map_err(map_names::EXCLUSIONS))
+    }
+
+    pub fn remove_exclusion(&mut self, net: Ipv4Addr, prefix: u8) -> Result<()> {
+        let key = Key::new(u32::from(prefix), be32(net));
+        self.exclusions
+            .remove(&key)
+            .map_err(map_err(map_names::EXCLUSIONS))
+    }
+
+    /// Removes every conntrack entry (as a daemon restart with fresh maps would).
+    pub fn flush_conntrack(&mut self) -> Result<usize> {
+        let keys: Vec<CtKey> = self.conntrack.keys().filter_map(|k| k.ok()).collect();
+        for k in &keys {
+            let _ = self.conntrack.remove(k);
+        }
+        Ok(keys.len())
+    }
+
+    /// Removes the conntrack entries that send traffic to `member`: replies of the flows it
+    /// opened, and service connections tracked while another member drained (BIG-IP
+    /// "Reselect" after a failover). Returns how many were removed.
+    pub fn forget_member_flows(&mut self, member: Ipv4Addr) -> Result<usize> {
+        let target = be32(member);
+        let doomed: Vec<CtKey> = self
+            .conntrack
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(k, v)| {
+                v.member_be == target
+                    && (k.kind == sipvip_common::CT_SNAT || k.kind == sipvip_common::CT_STEER)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            // An entry the LRU evicted meanwhile is already gone.
+            let _ = self.conntrack.remove(k);
+        }
+        Ok(doomed.len())
+    }
+}
