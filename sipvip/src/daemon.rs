@@ -18,7 +18,7 @@ use sipvip::{
     garp,
     monitor::{
         probe::{self, ProbeKind, ProbeSpec, ProbeStats},
-        Health,
+        Health, MonitorKey,
     },
 };
 use sipvip_common::program_names;
@@ -268,10 +268,16 @@ fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
                     MonitorKind::Icmp => ProbeKind::Icmp,
                 };
                 out.push(ProbeSpec {
-                    key: (vi, mi, k),
+                    key: MonitorKey {
+                        vip: vi,
+                        member: mi,
+                        monitor: k,
+                    },
                     target: m.address,
                     interval: mon.interval.0,
                     timeout: mon.timeout.0,
+                    rise: mon.rise,
+                    fall: mon.fall,
                     kind,
                 });
             }
@@ -402,9 +408,9 @@ fn status(cfg: &Config, shared: &Shared, sup: &Supervisor, stats: &[Arc<ProbeSta
                     monitors: sup
                         .health
                         .iter()
-                        .filter(|((hv, hm, _), _)| *hv == vi && *hm == mi)
-                        .map(|((_, _, k), h): (&_, &Health)| api::MonitorStatus {
-                            name: cfg.monitors[*k].name.clone(),
+                        .filter(|(k, _)| k.vip == vi && k.member == mi)
+                        .map(|(k, h): (&MonitorKey, &Health)| api::MonitorStatus {
+                            name: cfg.monitors[k.monitor].name.clone(),
                             up: h.up,
                             reason: h.reason.to_string(),
                             last_code: h.last_code,
@@ -439,14 +445,10 @@ fn start(
     let specs = probe_specs(&cfg);
     let mut health = std::collections::BTreeMap::new();
     for s in &specs {
-        let mon = &cfg.monitors[s.key.2];
         // The adopted active member starts up, with a full timeout to prove itself; others
         // must answer first.
-        let up = actives[s.key.0] == Some(s.key.1);
-        health.insert(
-            s.key,
-            Health::new(now, mon.timeout.0, mon.rise, mon.fall, up),
-        );
+        let up = actives[s.key.vip] == Some(s.key.member);
+        health.insert(s.key, s.health(now, up));
     }
     let vips = cfg
         .vips

@@ -15,7 +15,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     config::AllDownPolicy,
-    monitor::{Health, MonitorKey, Observation},
+    monitor::{Health, MonitorKey, Observation, Report},
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,12 +176,12 @@ impl Supervisor {
         let up = self
             .health
             .iter()
-            .filter(|((hv, hm, _), _)| *hv == v && *hm == m)
+            .filter(|(k, _)| k.vip == v && k.member == m)
             .all(|(_, h)| h.up);
         let last_ok = self
             .health
             .iter()
-            .filter(|((hv, hm, _), _)| *hv == v && *hm == m)
+            .filter(|(k, _)| k.vip == v && k.member == m)
             .filter_map(|(_, h)| h.last_ok)
             .max();
         let st = &mut self.vips[v].members[m];
@@ -220,9 +220,9 @@ impl Supervisor {
         let reason = h.reason;
         // Keep the member's last good reply current even without a state change.
         if let Observation::Reply { up: true, .. } = obs {
-            self.vips[key.0].members[key.1].last_ok = Some(now);
+            self.vips[key.vip].members[key.member].last_ok = Some(now);
         }
-        changed.and_then(|_| self.member_changed(key.0, key.1, now, reason))
+        changed.and_then(|_| self.member_changed(key.vip, key.member, now, reason))
     }
 
     /// Applies timeouts and settling periods due at `now`.
@@ -234,7 +234,7 @@ impl Supervisor {
             .collect();
         let mut flips: Vec<Flip> = due
             .into_iter()
-            .filter_map(|((v, m, _), reason)| self.member_changed(v, m, now, reason))
+            .filter_map(|(k, reason)| self.member_changed(k.vip, k.member, now, reason))
             .collect();
         for (i, v) in self.vips.iter_mut().enumerate() {
             if v.settle_until.is_some_and(|t| now >= t) {
@@ -289,6 +289,12 @@ pub type FlipSink<'a> = dyn FnMut(&Supervisor, &Flip) + 'a;
 /// An operator command run inside the supervisor loop.
 pub type Command = Box<dyn FnOnce(&mut Supervisor, &mut FlipSink) + Send>;
 
+impl From<Report> for Event {
+    fn from(r: Report) -> Self {
+        Event::Observe(r.key, r.obs)
+    }
+}
+
 /// Inputs of the supervisor loop.
 pub enum Event {
     Observe(MonitorKey, Observation),
@@ -339,6 +345,15 @@ mod tests {
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
+    /// The first monitor of member `member` of the first VIP.
+    fn mk(member: usize) -> MonitorKey {
+        MonitorKey {
+            vip: 0,
+            member,
+            monitor: 0,
+        }
+    }
+
     fn member(name: &str, priority: i32) -> MemberState {
         MemberState {
             name: name.into(),
@@ -353,8 +368,8 @@ mod tests {
     fn sup(policy: AllDownPolicy) -> Supervisor {
         let now = Instant::now();
         let mut health = BTreeMap::new();
-        health.insert((0, 0, 0), Health::new(now, MS(4000), None, None, false));
-        health.insert((0, 1, 0), Health::new(now, MS(4000), None, None, false));
+        health.insert(mk(0), Health::new(now, MS(4000), None, None, false));
+        health.insert(mk(1), Health::new(now, MS(4000), None, None, false));
         Supervisor {
             health,
             vips: vec![VipState::new(
@@ -387,7 +402,7 @@ mod tests {
     /// The member's SIP process is gone (ICMP port unreachable to its probe).
     fn port_unreachable(s: &mut Supervisor, member: usize) -> Option<Flip> {
         s.observe(
-            (0, member, 0),
+            mk(member),
             Observation::Hard(HardDown::PortUnreachable),
             Instant::now(),
         )
@@ -396,18 +411,18 @@ mod tests {
     /// Both members up, the primary active.
     fn both_up() -> Supervisor {
         let mut s = sup(AllDownPolicy::KeepLast);
-        s.observe((0, 0, 0), ok(), Instant::now());
-        s.observe((0, 1, 0), ok(), Instant::now());
+        s.observe(mk(0), ok(), Instant::now());
+        s.observe(mk(1), ok(), Instant::now());
         s
     }
 
     #[tokio::test(start_paused = true)]
     async fn first_member_up_becomes_active_and_no_flap_back() {
         let mut s = sup(AllDownPolicy::KeepLast);
-        let f = s.observe((0, 0, 0), ok(), Instant::now()).unwrap();
+        let f = s.observe(mk(0), ok(), Instant::now()).unwrap();
         assert_eq!((f.from, f.to), (None, Some(0)));
         assert_eq!(
-            s.observe((0, 1, 0), ok(), Instant::now()),
+            s.observe(mk(1), ok(), Instant::now()),
             None,
             "backup up: no change"
         );
@@ -416,7 +431,7 @@ mod tests {
         assert_eq!((f.from, f.to), (Some(0), Some(1)));
         assert!(f.reason.contains("ICMP port unreachable"), "{}", f.reason);
         // Primary returns: the backup stays active.
-        assert_eq!(s.observe((0, 0, 0), ok(), Instant::now()), None);
+        assert_eq!(s.observe(mk(0), ok(), Instant::now()), None);
         assert_eq!(s.vips[0].active, Some(1));
         assert_eq!(s.vips[0].failovers, 1);
     }
@@ -432,12 +447,12 @@ mod tests {
             (s, rec)
         };
         let driver = async {
-            tx.send(Event::Observe((0, 0, 0), ok())).await.unwrap();
-            tx.send(Event::Observe((0, 1, 0), ok())).await.unwrap();
+            tx.send(Event::Observe(mk(0), ok())).await.unwrap();
+            tx.send(Event::Observe(mk(1), ok())).await.unwrap();
             // The backup keeps answering every second; the primary goes silent after t0.
             for _ in 0..6 {
                 tokio::time::sleep(MS(1000)).await;
-                tx.send(Event::Observe((0, 1, 0), ok())).await.unwrap();
+                tx.send(Event::Observe(mk(1), ok())).await.unwrap();
             }
             tx.send(Event::Stop).await.unwrap();
         };
@@ -462,13 +477,13 @@ mod tests {
             (AllDownPolicy::Drop, None),
         ] {
             let mut s = sup(policy);
-            s.observe((0, 0, 0), ok(), Instant::now());
+            s.observe(mk(0), ok(), Instant::now());
             tokio::time::advance(MS(4000)).await;
             let flips = s.tick(Instant::now());
             assert_eq!(s.vips[0].active, want, "{policy:?}");
             assert_eq!(flips.len(), usize::from(want.is_none()), "{policy:?}");
             // The backup comes up: it takes over either way.
-            let f = s.observe((0, 1, 0), ok(), Instant::now()).unwrap();
+            let f = s.observe(mk(1), ok(), Instant::now()).unwrap();
             assert_eq!(f.to, Some(1));
         }
     }
@@ -476,8 +491,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn forced_offline_and_manual_failover() {
         let mut s = sup(AllDownPolicy::KeepLast);
-        s.observe((0, 0, 0), ok(), Instant::now());
-        s.observe((0, 1, 0), ok(), Instant::now());
+        s.observe(mk(0), ok(), Instant::now());
+        s.observe(mk(1), ok(), Instant::now());
         let f = s.set_disabled(0, 0, true, Instant::now()).unwrap();
         assert_eq!((f.from, f.to), (Some(0), Some(1)));
         assert!(
@@ -541,11 +556,11 @@ mod tests {
         let t0 = Instant::now();
         s.vips[0].settle_until = Some(t0 + MS(1000));
         assert_eq!(
-            s.observe((0, 1, 0), ok(), t0 + MS(2)),
+            s.observe(mk(1), ok(), t0 + MS(2)),
             None,
             "the backup answers first: wait"
         );
-        assert_eq!(s.observe((0, 0, 0), ok(), t0 + MS(5)), None);
+        assert_eq!(s.observe(mk(0), ok(), t0 + MS(5)), None);
         assert_eq!(s.next_deadline(), Some(t0 + MS(1000)));
         let flips = s.tick(t0 + MS(1000));
         assert_eq!(flips.len(), 1);
@@ -557,7 +572,7 @@ mod tests {
         let now = Instant::now();
         let mut health = BTreeMap::new();
         for m in 0..3 {
-            health.insert((0, m, 0), Health::new(now, MS(4000), None, None, false));
+            health.insert(mk(m), Health::new(now, MS(4000), None, None, false));
         }
         let mut s = Supervisor {
             health,
@@ -569,9 +584,9 @@ mod tests {
                 now,
             )],
         };
-        s.observe((0, 0, 0), ok(), now);
-        s.observe((0, 1, 0), ok(), now);
-        s.observe((0, 2, 0), ok(), now);
+        s.observe(mk(0), ok(), now);
+        s.observe(mk(1), ok(), now);
+        s.observe(mk(2), ok(), now);
         let f = s.set_disabled(0, 0, true, now).unwrap();
         assert_eq!(f.to, Some(1), "highest priority, first in order");
     }

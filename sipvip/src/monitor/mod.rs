@@ -12,8 +12,21 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Identifies one monitor instance: (VIP index, member index, monitor index in the config).
-pub type MonitorKey = (usize, usize, usize);
+/// Identifies one monitor instance: which VIP, which of its members, which monitor (indexes
+/// in the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MonitorKey {
+    pub vip: usize,
+    pub member: usize,
+    pub monitor: usize,
+}
+
+/// One observation of one monitor instance, as a prober reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub key: MonitorKey,
+    pub obs: Observation,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HardDown {

@@ -21,9 +21,13 @@ use tokio::{
 
 use super::{
     sip::{code_is_up, matches, parse_response, OptionsRequest, Probe},
-    HardDown, MonitorKey, Observation,
+    HardDown, MonitorKey, Observation, Report,
 };
-use crate::failover::Event;
+
+/// Where probers send their reports: any event type a report converts into (the
+/// supervisor's, in the daemon).
+pub trait ReportSink: From<Report> + Send + 'static {}
+impl<E: From<Report> + Send + 'static> ReportSink for E {}
 
 /// What to probe.
 #[derive(Clone, Debug)]
@@ -48,8 +52,20 @@ pub struct ProbeSpec {
     pub key: MonitorKey,
     pub target: Ipv4Addr,
     pub interval: Duration,
+    /// Also the health's timeout: one value for the prober and for `Health` (see
+    /// `ProbeSpec::health`).
     pub timeout: Duration,
+    /// BIG-IP `time-until-up` style counts, for `Health`.
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
     pub kind: ProbeKind,
+}
+
+impl ProbeSpec {
+    /// The health state this monitor instance starts with.
+    pub fn health(&self, now: Instant, up: bool) -> super::Health {
+        super::Health::new(now, self.timeout, self.rise, self.fall, up)
+    }
 }
 
 /// Replies that did not count, for the operator.
@@ -69,9 +85,9 @@ fn hard(e: &io::Error) -> Option<HardDown> {
 }
 
 /// Runs one prober until the channel closes.
-pub async fn run(
+pub async fn run<E: ReportSink>(
     spec: ProbeSpec,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<E>,
     instance: String,
     stats: Arc<ProbeStats>,
 ) {
@@ -93,8 +109,8 @@ fn ticker(every: Duration) -> tokio::time::Interval {
     t
 }
 
-async fn report(tx: &mpsc::Sender<Event>, key: MonitorKey, obs: Observation) -> bool {
-    tx.send(Event::Observe(key, obs)).await.is_ok()
+async fn report<E: ReportSink>(tx: &mpsc::Sender<E>, key: MonitorKey, obs: Observation) -> bool {
+    tx.send(E::from(Report { key, obs })).await.is_ok()
 }
 
 struct Outstanding {
@@ -105,10 +121,10 @@ struct Outstanding {
 
 /// Late replies still count until the probe is `timeout` old; each probe unanswered for a
 /// whole interval is reported once as missed.
-async fn expire(
+async fn expire<E: ReportSink>(
     out: &mut VecDeque<Outstanding>,
     spec: &ProbeSpec,
-    tx: &mpsc::Sender<Event>,
+    tx: &mpsc::Sender<E>,
 ) -> bool {
     let now = Instant::now();
     for o in out.iter_mut() {
@@ -200,9 +216,9 @@ fn answer(
     }
 }
 
-async fn sip_udp(
+async fn sip_udp<E: ReportSink>(
     spec: &ProbeSpec,
-    tx: &mpsc::Sender<Event>,
+    tx: &mpsc::Sender<E>,
     instance: &str,
     stats: &ProbeStats,
 ) -> io::Result<()> {
@@ -290,9 +306,9 @@ async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8
     }
 }
 
-async fn sip_tcp(
+async fn sip_tcp<E: ReportSink>(
     spec: &ProbeSpec,
-    tx: &mpsc::Sender<Event>,
+    tx: &mpsc::Sender<E>,
     instance: &str,
     stats: &ProbeStats,
 ) -> io::Result<()> {
@@ -356,7 +372,11 @@ async fn sip_tcp(
     }
 }
 
-async fn tcp_connect(spec: &ProbeSpec, port: u16, tx: &mpsc::Sender<Event>) -> io::Result<()> {
+async fn tcp_connect<E: ReportSink>(
+    spec: &ProbeSpec,
+    port: u16,
+    tx: &mpsc::Sender<E>,
+) -> io::Result<()> {
     let target = SocketAddr::from((spec.target, port));
     let mut tick = ticker(spec.interval);
     loop {
@@ -386,13 +406,13 @@ async fn tcp_connect(spec: &ProbeSpec, port: u16, tx: &mpsc::Sender<Event>) -> i
 }
 
 /// ICMP echo over a raw socket, in a thread of its own.
-async fn icmp(spec: ProbeSpec, tx: mpsc::Sender<Event>) -> io::Result<()> {
+async fn icmp<E: ReportSink>(spec: ProbeSpec, tx: mpsc::Sender<E>) -> io::Result<()> {
     tokio::task::spawn_blocking(move || icmp_blocking(&spec, &tx))
         .await
         .map_err(io::Error::other)?
 }
 
-fn icmp_blocking(spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> io::Result<()> {
+fn icmp_blocking<E: ReportSink>(spec: &ProbeSpec, tx: &mpsc::Sender<E>) -> io::Result<()> {
     // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
     let fd = unsafe {
         libc::socket(
@@ -422,7 +442,10 @@ fn icmp_blocking(spec: &ProbeSpec, tx: &mpsc::Sender<Event>) -> io::Result<()> {
         sin_zero: [0; 8],
     };
     let mut seq: u16 = 0;
-    let send_obs = |obs| tx.blocking_send(Event::Observe(spec.key, obs)).is_ok();
+    let send_obs = |obs| {
+        tx.blocking_send(E::from(Report { key: spec.key, obs }))
+            .is_ok()
+    };
     loop {
         seq = seq.wrapping_add(1);
         let mut pkt = [0u8; 16];
