@@ -15,6 +15,8 @@ use std::{
 
 use serde::Deserialize;
 
+pub use crate::proto::Protocol;
+
 mod diagnose;
 
 /// One problem in a config file.
@@ -105,19 +107,12 @@ pub struct Interfaces {
     pub xdp_mode: XdpModeCfg,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
 /// What a monitor probes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MonitorKind {
     /// SIP OPTIONS (BIG-IP `ltm monitor sip`).
     Sip {
-        transport: Transport,
+        transport: Protocol,
         /// Default: the member's first service port for this transport, else 5060.
         port: Option<u16>,
         /// Default: `sip:<member address>:<port>`.
@@ -137,8 +132,8 @@ pub enum MonitorKind {
     Icmp,
 }
 
-fn default_transport() -> Transport {
-    Transport::Udp
+fn default_transport() -> Protocol {
+    Protocol::Udp
 }
 
 /// A health monitor (BIG-IP `ltm monitor`).
@@ -167,7 +162,7 @@ enum MonitorDef {
         rise: Option<u32>,
         fall: Option<u32>,
         #[serde(default = "default_transport")]
-        transport: Transport,
+        transport: Protocol,
         port: Option<u16>,
         request_uri: Option<String>,
         from: Option<String>,
@@ -256,22 +251,6 @@ impl From<MonitorDef> for Monitor {
                 fall,
                 kind: MonitorKind::Icmp,
             },
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Udp,
-    Tcp,
-}
-
-impl Protocol {
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Udp => sipvip_common::IPPROTO_UDP,
-            Protocol::Tcp => sipvip_common::IPPROTO_TCP,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use sipvip::{
     api::{self, Request, Response, Status},
-    config::{Config, MonitorKind, Prefix, Transport, XdpModeCfg},
+    config::{Config, MonitorKind, Prefix, XdpModeCfg},
     datapath::{be32, AttachMode, Datapath},
     failover::{self, Actuator, Event, Flip, MemberState, Supervisor, VipState},
     garp,
@@ -241,21 +241,15 @@ fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
                         accept,
                         reject,
                     } => {
-                        let tcp = *transport == Transport::Tcp;
-                        let proto = if tcp {
-                            sipvip_common::IPPROTO_TCP
-                        } else {
-                            sipvip_common::IPPROTO_UDP
-                        };
                         let port = port.unwrap_or_else(|| {
                             v.services
                                 .iter()
-                                .find(|s| s.protocol.number() == proto)
+                                .find(|s| s.protocol == *transport)
                                 .map(|s| s.member_port.unwrap_or(s.port))
                                 .unwrap_or(5060)
                         });
                         ProbeKind::Sip {
-                            tcp,
+                            transport: *transport,
                             port,
                             request_uri: request_uri.clone(),
                             from: from.clone(),
@@ -372,7 +366,7 @@ fn status(cfg: &Config, shared: &Shared, sup: &Supervisor, stats: &[Arc<ProbeSta
     };
     for (vi, (v, st)) in cfg.vips.iter().zip(&sup.vips).enumerate() {
         let c = dp.vip_counters(vi as u32).unwrap_or_default();
-        let proto = |p: sipvip::config::Protocol| format!("{p:?}").to_lowercase();
+        let proto = |p: sipvip::proto::Protocol| p.name().to_string();
         s.vips.push(api::VipStatus {
             name: v.name.clone(),
             address: v.address.to_string(),

@@ -9,3 +9,4 @@ pub mod failover;
 pub mod garp;
 pub mod monitor;
 pub mod netif;
+pub mod proto;

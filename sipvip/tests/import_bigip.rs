@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sipvip::{
     bigip::{import, ImportError},
-    config::{Config, Dur, MonitorKind, Protocol, Transport},
+    config::{Config, Dur, MonitorKind, Protocol},
 };
 
 const SEED: &str = include_str!("data/bigip-seed.conf");
@@ -111,7 +111,7 @@ fn with_the_udp_and_tcp_virtuals_enabled_the_sip_monitor_is_imported() {
             reject,
             ..
         } => {
-            assert_eq!(*transport, Transport::Udp);
+            assert_eq!(*transport, Protocol::Udp);
             assert!(
                 accept.is_empty() && reject.is_empty(),
                 "filter any = any code"
@@ -164,7 +164,7 @@ ltm rule /Part1/weird { when HTTP_REQUEST { HTTP::redirect "https://x/" } }
             headers,
             ..
         } => {
-            assert_eq!(*transport, Transport::Tcp);
+            assert_eq!(*transport, Protocol::Tcp);
             assert_eq!(accept, &[200, 202]);
             assert_eq!(reject, &[503]);
             assert_eq!(request_uri.as_deref(), Some("sip:probe@x"));

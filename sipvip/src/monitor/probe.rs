@@ -23,6 +23,7 @@ use super::{
     sip::{code_is_up, matches, parse_response, OptionsRequest, Probe},
     HardDown, MonitorKey, Observation, Report,
 };
+use crate::proto::Protocol;
 
 /// Where probers send their reports: any event type a report converts into (the
 /// supervisor's, in the daemon).
@@ -33,7 +34,7 @@ impl<E: From<Report> + Send + 'static> ReportSink for E {}
 #[derive(Clone, Debug)]
 pub enum ProbeKind {
     Sip {
-        tcp: bool,
+        transport: Protocol,
         port: u16,
         request_uri: Option<String>,
         from: Option<String>,
@@ -92,8 +93,14 @@ pub async fn run<E: ReportSink>(
     stats: Arc<ProbeStats>,
 ) {
     let r = match &spec.kind {
-        ProbeKind::Sip { tcp: false, .. } => sip_udp(&spec, &tx, &instance, &stats).await,
-        ProbeKind::Sip { tcp: true, .. } => sip_tcp(&spec, &tx, &instance, &stats).await,
+        ProbeKind::Sip {
+            transport: Protocol::Udp,
+            ..
+        } => sip_udp(&spec, &tx, &instance, &stats).await,
+        ProbeKind::Sip {
+            transport: Protocol::Tcp,
+            ..
+        } => sip_tcp(&spec, &tx, &instance, &stats).await,
         ProbeKind::Tcp { port } => tcp_connect(&spec, *port, &tx).await,
         ProbeKind::Icmp => icmp(spec.clone(), tx.clone()).await,
     };
@@ -152,7 +159,7 @@ fn request<'a>(
     cseq: u32,
 ) -> OptionsRequest<'a> {
     let ProbeKind::Sip {
-        tcp,
+        transport,
         request_uri,
         from,
         headers,
@@ -162,7 +169,7 @@ fn request<'a>(
         unreachable!("SIP probe")
     };
     OptionsRequest {
-        transport: if *tcp { "tcp" } else { "udp" },
+        transport: transport.name(),
         local,
         target,
         request_uri: request_uri.as_deref(),

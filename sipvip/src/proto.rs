@@ -1,0 +1,29 @@
+//! The transport protocols sipvip serves and probes: one enum for services and monitors.
+
+use serde::Deserialize;
+
+/// UDP or TCP (`"udp"`, `"tcp"` in the configuration).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Udp,
+    Tcp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Udp => sipvip_common::IPPROTO_UDP,
+            Protocol::Tcp => sipvip_common::IPPROTO_TCP,
+        }
+    }
+
+    /// `"udp"` or `"tcp"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
