@@ -15,7 +15,7 @@ use std::{
 
 use serde::Deserialize;
 
-pub use crate::proto::Protocol;
+pub use crate::{datapath::AttachMode, proto::Protocol};
 
 mod diagnose;
 
@@ -86,16 +86,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpModeCfg {
-    /// Native, falling back to generic with a warning where native is unsupported.
-    #[default]
-    Auto,
-    Native,
-    Generic,
-}
-
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Interfaces {
@@ -104,7 +94,7 @@ pub struct Interfaces {
     /// Toward the SIP server hosts (BIG-IP VLAN dc2sip); one or more.
     pub internal: Vec<String>,
     #[serde(default)]
-    pub xdp_mode: XdpModeCfg,
+    pub xdp_mode: AttachMode,
 }
 
 /// What a monitor probes.

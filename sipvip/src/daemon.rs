@@ -12,8 +12,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use sipvip::{
     api::{self, Request, Response, Status},
-    config::{Config, MonitorKind, Prefix, XdpModeCfg},
-    datapath::{be32, AttachMode, Datapath},
+    config::{Config, MonitorKind, Prefix},
+    datapath::{be32, Datapath},
     failover::{self, Actuator, Event, Flip, MemberState, Supervisor, VipState},
     garp,
     monitor::{
@@ -48,14 +48,6 @@ struct Generation {
     /// Starts a new next-hop generation every `forwarding.nexthop_refresh`.
     nexthops: JoinHandle<()>,
     stats: Arc<Vec<Arc<ProbeStats>>>,
-}
-
-fn attach_mode(m: XdpModeCfg) -> AttachMode {
-    match m {
-        XdpModeCfg::Auto => AttachMode::Auto,
-        XdpModeCfg::Native => AttachMode::Native,
-        XdpModeCfg::Generic => AttachMode::Generic,
-    }
 }
 
 fn ifindex(name: &str) -> Result<u32> {
@@ -103,7 +95,7 @@ fn prepare(
     shared_excl: &Mutex<BTreeSet<(Ipv4Addr, u8)>>,
 ) -> Result<()> {
     let dir = &cfg.admin.pin_dir;
-    let mode = attach_mode(cfg.interfaces.xdp_mode);
+    let mode = cfg.interfaces.xdp_mode;
     let ext = &cfg.interfaces.external;
     if dp.attach_pinned(program_names::EXTERNAL, ext, mode, dir)? {
         tracing::info!(interface = %ext, "attached sipvip_ext");

@@ -79,11 +79,12 @@ pub enum DatapathError {
     Pin { path: PathBuf, what: String },
 }
 
-/// How to attach XDP.
-/// How to attach XDP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How to attach XDP (`interfaces.xdp_mode`: `"auto"`, `"native"`, `"generic"`).
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
-    /// Native, falling back to generic with a warning.
+    /// Native, falling back to generic with a warning where native is unsupported.
+    #[default]
     Auto,
     Native,
     Generic,
