@@ -4,7 +4,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use sipvip_common::{
-    pt_port_slot, CtKey, CtValue, FragValue, Reason, VipRecord, CT_PASSTHROUGH, CT_SNAT, CT_STEER,
+    pt_port_slot, CtValue, FragValue, Reason, VipRecord, CT_PASSTHROUGH, CT_SNAT, CT_STEER,
     FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NO_SERVICE,
 };
 
@@ -12,7 +12,7 @@ use crate::{
     csum::{Side, SAME_PORT},
     forward::{translate, Out},
     frag, icmp,
-    lookup::find_service,
+    lookup::{arriving_flow, find_service},
     maps::{CONNTRACK, MEMBERS, PT_PORTS, VIPS},
     parse::{accept, load, parse, ports, screen, Packet},
     reply,
@@ -71,15 +71,7 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
             };
             (t, Reason::Steered)
         } else {
-            let key = CtKey {
-                addr_a_be: p.dst_be,
-                addr_b_be: p.src_be,
-                port_a_be: dport,
-                port_b_be: sport,
-                proto: p.proto,
-                kind: CT_SNAT,
-                _pad: 0,
-            };
+            let key = arriving_flow(p.dst_be, p.src_be, p.proto, dport, sport, CT_SNAT);
             // SAFETY: the value is copied out.
             let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
                 return Err(Reason::DropVipClosed);
@@ -139,15 +131,7 @@ fn draining(
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
     let flags: u8 = load(ctx, p.l4 + 13).map_err(|_| Reason::DropTruncatedL4)?;
-    let key = CtKey {
-        addr_a_be: p.dst_be,
-        addr_b_be: p.src_be,
-        port_a_be: dport,
-        port_b_be: sport,
-        proto: IPPROTO_TCP,
-        kind: CT_STEER,
-        _pad: 0,
-    };
+    let key = arriving_flow(p.dst_be, p.src_be, IPPROTO_TCP, dport, sport, CT_STEER);
     if flags & (SYN | ACK) == SYN {
         let v = CtValue {
             member_be: vip.active_be,
@@ -173,15 +157,7 @@ fn not_for_vip(ctx: &XdpContext, p: &Packet) -> Result<u32, Reason> {
     };
     if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && p.frag_offset == 0 {
         if let Ok((sport, dport)) = ports(ctx, p) {
-            let key = CtKey {
-                addr_a_be: p.dst_be,
-                addr_b_be: p.src_be,
-                port_a_be: dport,
-                port_b_be: sport,
-                proto: p.proto,
-                kind: CT_PASSTHROUGH,
-                _pad: 0,
-            };
+            let key = arriving_flow(p.dst_be, p.src_be, p.proto, dport, sport, CT_PASSTHROUGH);
             // The member port is marked before the flow is recorded, so the outbound side
             // never sees the flow without the mark.
             let (i, bucket) = pt_port_slot(m.vip_id, m.slot, dport);

@@ -138,3 +138,25 @@ pub fn ensure_snat_flow(
         }
     }
 }
+
+/// The conntrack key of a packet's flow seen from this side: `local` (its destination, a VIP
+/// or a member) with `lport`, and `remote` (its source) with `rport`.
+#[inline(always)]
+pub fn arriving_flow(
+    local_be: u32,
+    remote_be: u32,
+    proto: u8,
+    lport: u16,
+    rport: u16,
+    kind: u8,
+) -> CtKey {
+    CtKey {
+        addr_a_be: local_be,
+        addr_b_be: remote_be,
+        port_a_be: lport,
+        port_b_be: rport,
+        proto,
+        kind,
+        _pad: 0,
+    }
+}
