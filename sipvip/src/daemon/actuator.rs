@@ -1,0 +1,79 @@
+//! Carrying out the supervisor's flips: the datapath write, the flows of a failed member,
+//! gratuitous ARP, the log event.
+
+use std::sync::Arc;
+
+use sipvip::{
+    config::Config,
+    failover::{Actuator, Flip, Supervisor},
+    garp,
+};
+
+use super::Shared;
+
+pub(super) struct DaemonActuator {
+    pub(super) cfg: Arc<Config>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Actuator for DaemonActuator {
+    fn flip(&mut self, _sup: &Supervisor, f: &Flip) {
+        let v = &self.cfg.vips[f.vip];
+        let spec = self.cfg.vip_spec(f.vip, f.to);
+        let to = f.to.map(|i| v.members[i].address);
+        let draining = f.draining.map(|i| v.members[i].address);
+        let mut reselected = 0;
+        {
+            let mut dp = self.shared.dp.lock().expect("lock");
+            if let Err(e) = dp.set_active_draining(&spec, to, draining) {
+                tracing::error!(vip = %v.name, error = %e, "cannot write the active member");
+                return;
+            }
+            if let Some(gone) = f.forget {
+                reselected = dp.forget_member_flows(v.members[gone].address).unwrap_or(0);
+            }
+        }
+        let name = |i: Option<usize>| {
+            i.map(|i| v.members[i].name.clone())
+                .unwrap_or_else(|| "none".into())
+        };
+        if !f.moves() {
+            tracing::info!(
+                event = "drain_end",
+                vip = %v.name,
+                reason = %f.reason,
+                dropped_flows = reselected,
+                "the drained member's connections are gone"
+            );
+            return;
+        }
+        tracing::info!(
+            event = "failover",
+            vip = %v.name,
+            from = %name(f.from),
+            to = %name(f.to),
+            reason = %f.reason,
+            since_last_good_reply_ms = f.since_last_ok.map(|d| d.as_secs_f64() * 1000.0),
+            reselected_flows = reselected,
+            draining = %name(f.draining),
+            "active member changed"
+        );
+        if to.is_some() {
+            let (ext, vip, g) = (
+                self.cfg.interfaces.external.clone(),
+                v.address,
+                self.cfg.garp.clone(),
+            );
+            tokio::spawn(async move {
+                for i in 0..g.burst {
+                    if i > 0 {
+                        tokio::time::sleep(g.spacing.0).await;
+                    }
+                    if let Err(e) = garp::send(&ext, vip) {
+                        tracing::warn!(%vip, error = %e, "gratuitous ARP failed");
+                    }
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The control socket (status, member, failover, reload), the status snapshot and the
+//! metrics endpoint.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use sipvip::{
+    api::{self, Request, Response, Status},
+    config::Config,
+    failover::{Event, Flip, Supervisor},
+    monitor::{probe::ProbeStats, Health, MonitorKey},
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, UnixListener},
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+
+use super::{Current, Shared};
+
+pub(super) fn status(
+    cfg: &Config,
+    shared: &Shared,
+    sup: &Supervisor,
+    stats: &[Arc<ProbeStats>],
+) -> Status {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = Instant::now();
+    let dp = shared.dp.lock().expect("lock");
+    let mut s = Status {
+        datapath: dp
+            .reasons()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        probes_sent: stats.iter().map(|s| s.sent.load(Relaxed)).sum(),
+        replies_malformed: stats.iter().map(|s| s.malformed.load(Relaxed)).sum(),
+        replies_unmatched: stats.iter().map(|s| s.unmatched.load(Relaxed)).sum(),
+        adopted: shared.adopted,
+        ..Default::default()
+    };
+    for (vi, (v, st)) in cfg.vips.iter().zip(&sup.vips).enumerate() {
+        let c = dp.vip_counters(vi as u32).unwrap_or_default();
+        let proto = |p: sipvip::proto::Protocol| p.name().to_string();
+        s.vips.push(api::VipStatus {
+            name: v.name.clone(),
+            address: v.address.to_string(),
+            active: st.active.map(|a| v.members[a].name.clone()),
+            draining: st.draining.map(|d| v.members[d].name.clone()),
+            active_for_s: now.saturating_duration_since(st.active_since).as_secs_f64(),
+            failovers: st.failovers,
+            last_failover_ms: st.last_failover_time.map(|d| d.as_secs_f64() * 1000.0),
+            services: v
+                .services
+                .iter()
+                .enumerate()
+                .map(|(i, sv)| api::ServiceStatus {
+                    protocol: proto(sv.protocol),
+                    port: sv.port,
+                    member_port: sv.member_port.unwrap_or(sv.port),
+                    enabled: sv.enabled,
+                    packets_in: c.service_in[i].packets,
+                    packets_out: c.service_out[i].packets,
+                })
+                .collect(),
+            members: v
+                .members
+                .iter()
+                .enumerate()
+                .map(|(mi, m)| api::MemberStatus {
+                    name: m.name.clone(),
+                    address: m.address.to_string(),
+                    priority: m.priority,
+                    up: st.members[mi].up,
+                    disabled: st.members[mi].disabled,
+                    active: st.active == Some(mi),
+                    monitors: sup
+                        .health
+                        .iter()
+                        .filter(|(k, _)| k.vip == vi && k.member == mi)
+                        .map(|(k, h): (&MonitorKey, &Health)| api::MonitorStatus {
+                            name: cfg.monitors[k.monitor].name.clone(),
+                            up: h.up,
+                            reason: h.reason.to_string(),
+                            last_code: h.last_code,
+                            last_rtt_ms: h.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
+                            last_ok_ago_ms: h
+                                .last_ok
+                                .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                        })
+                        .collect(),
+                    packets_in: c.member_in[mi].packets,
+                    packets_out: c.member_out[mi].packets,
+                })
+                .collect(),
+            packets_in: c.vip_in.packets,
+            bytes_in: c.vip_in.bytes,
+            packets_out: c.vip_out.packets,
+            bytes_out: c.vip_out.bytes,
+        });
+    }
+    s
+}
+
+/// Asks the running generation something, with the supervisor and actuator in hand.
+pub(super) async fn ask<T: Send + 'static>(
+    tx: &mpsc::Sender<Event>,
+    f: impl FnOnce(&mut Supervisor, &mut dyn FnMut(&Supervisor, &Flip)) -> T + Send + 'static,
+) -> Option<T> {
+    let (otx, orx) = oneshot::channel();
+    tx.send(Event::With(Box::new(move |sup, flip| {
+        let _ = otx.send(f(sup, flip));
+    })))
+    .await
+    .ok()?;
+    orx.await.ok()
+}
+
+pub(super) async fn handle(
+    req: Request,
+    cur: &Current,
+    shared: &Arc<Shared>,
+    reload: &mpsc::Sender<oneshot::Sender<Response>>,
+) -> Response {
+    let cfg = cur.cfg.clone();
+    let find = |name: &str| -> Option<(usize, usize)> {
+        cfg.vips.iter().enumerate().find_map(|(vi, v)| {
+            v.members
+                .iter()
+                .position(|m| m.name == name)
+                .map(|mi| (vi, mi))
+        })
+    };
+    let disable = matches!(req, Request::Disable { .. });
+    match req {
+        Request::Status => {
+            let (c, sh, st) = (cur.cfg.clone(), shared.clone(), cur.stats.clone());
+            match ask(&cur.tx, move |sup, _| status(&c, &sh, sup, &st)).await {
+                Some(s) => Response {
+                    ok: true,
+                    error: None,
+                    message: None,
+                    status: Some(s),
+                },
+                None => Response::err("the supervisor is restarting; try again"),
+            }
+        }
+        Request::Disable { member } | Request::Enable { member } if find(&member).is_none() => {
+            Response::err(format!("no member named {member:?}"))
+        }
+        Request::Disable { member } | Request::Enable { member } => {
+            let (vi, mi) = find(&member).expect("checked");
+            ask(&cur.tx, move |sup, flip| {
+                if let Some(f) = sup.set_disabled(vi, mi, disable, Instant::now()) {
+                    flip(sup, &f);
+                }
+            })
+            .await;
+            Response::ok(if disable {
+                format!("{member} forced offline")
+            } else {
+                format!("{member} enabled")
+            })
+        }
+        Request::Failover { vip, to } => {
+            let Some(vi) = cfg
+                .vips
+                .iter()
+                .position(|v| v.name == vip || v.address.to_string() == vip)
+            else {
+                return Response::err(format!("no VIP named {vip:?}"));
+            };
+            let Some(mi) = cfg.vips[vi]
+                .members
+                .iter()
+                .position(|m| m.name == to || m.address.to_string() == to)
+            else {
+                return Response::err(format!("VIP {vip} has no member {to:?}"));
+            };
+            let r = ask(&cur.tx, move |sup, flip| {
+                match sup.vips[vi].force(vi, mi, Instant::now()) {
+                    Ok(Some(f)) => {
+                        flip(sup, &f);
+                        Ok(true)
+                    }
+                    Ok(None) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+            match r {
+                Some(Ok(true)) => Response::ok(format!("{vip} now steers to {to}")),
+                Some(Ok(false)) => Response::ok(format!("{to} is already active")),
+                Some(Err(e)) => Response::err(e),
+                None => Response::err("the supervisor is restarting; try again"),
+            }
+        }
+        Request::Reload => {
+            let (otx, orx) = oneshot::channel();
+            if reload.send(otx).await.is_err() {
+                return Response::err("shutting down");
+            }
+            orx.await
+                .unwrap_or_else(|_| Response::err("reload aborted"))
+        }
+    }
+}
+
+pub(super) async fn control(
+    path: PathBuf,
+    cur: watch::Receiver<Arc<Current>>,
+    shared: Arc<Shared>,
+    reload: mpsc::Sender<oneshot::Sender<Response>>,
+) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path)
+        .with_context(|| format!("bind control socket {}", path.display()))?;
+    loop {
+        let (s, _) = l.accept().await?;
+        let (cur, shared, reload) = (cur.clone(), shared.clone(), reload.clone());
+        tokio::spawn(async move {
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::new(r).lines();
+            if let Ok(Some(line)) = lines.next_line().await {
+                let resp = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => {
+                        let c = cur.borrow().clone();
+                        handle(req, &c, &shared, &reload).await
+                    }
+                    Err(e) => Response::err(format!("bad request: {e}")),
+                };
+                let mut out = serde_json::to_string(&resp).unwrap_or_default();
+                out.push('\n');
+                let _ = w.write_all(out.as_bytes()).await;
+            }
+        });
+    }
+}
+
+pub(super) async fn metrics(
+    addr: String,
+    cur: watch::Receiver<Arc<Current>>,
+    shared: Arc<Shared>,
+) -> Result<()> {
+    let l = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("bind metrics {addr}"))?;
+    loop {
+        let (mut s, _) = l.accept().await?;
+        let (cur, shared) = (cur.clone(), shared.clone());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+            )
+            .await;
+            let c = cur.borrow().clone();
+            let (cfg, sh, st) = (c.cfg.clone(), shared.clone(), c.stats.clone());
+            let body = ask(&c.tx, move |sup, _| {
+                api::metrics(&status(&cfg, &sh, sup, &st))
+            })
+            .await
+            .unwrap_or_default();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}

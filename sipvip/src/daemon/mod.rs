@@ -1,0 +1,302 @@
+//! `sipvip run`: the datapath (adopted from pins or loaded and pinned), the monitors, the
+//! failover supervisor, the control socket, the metrics endpoint, SIGHUP reload.
+//!
+//! - `setup`: the datapath, the host settings and what the monitors probe;
+//! - `actuator`: carrying out the supervisor's flips;
+//! - `control`: the control socket, status and the metrics endpoint;
+//! - here: one configuration's running parts (`Generation`) and the run loop with reload.
+
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Result;
+use sipvip::{
+    api::Response,
+    config::Config,
+    datapath::Datapath,
+    failover::{self, Event, MemberState, Supervisor, VipState},
+    garp,
+    monitor::probe::{self, ProbeStats},
+};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+
+mod actuator;
+mod control;
+mod setup;
+
+use actuator::DaemonActuator;
+use control::{control, metrics};
+use setup::{install, open_datapath, prepare, probe_specs, Installed};
+
+/// State shared by the supervisor's actuator, the control socket and the metrics endpoint.
+struct Shared {
+    dp: Mutex<Datapath>,
+    adopted: bool,
+    installed_exclusions: Mutex<BTreeSet<(Ipv4Addr, u8)>>,
+}
+
+/// One configuration's running parts; replaced whole on reload.
+struct Generation {
+    cfg: Arc<Config>,
+    tx: mpsc::Sender<Event>,
+    supervisor: JoinHandle<()>,
+    probes: Vec<JoinHandle<()>>,
+    refresh: Option<JoinHandle<()>>,
+    /// Starts a new next-hop generation every `forwarding.nexthop_refresh`.
+    nexthops: JoinHandle<()>,
+    stats: Arc<Vec<Arc<ProbeStats>>>,
+}
+
+/// Starts the monitors and the supervisor for one configuration.
+fn start(
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    installed: &[Installed],
+    instance: &str,
+) -> Generation {
+    let actives: Vec<Option<usize>> = installed.iter().map(|i| i.active).collect();
+    let now = Instant::now();
+    let specs = probe_specs(&cfg);
+    let mut health = std::collections::BTreeMap::new();
+    for s in &specs {
+        // The adopted active member starts up, with a full timeout to prove itself; others
+        // must answer first.
+        let up = actives[s.key.vip] == Some(s.key.member);
+        health.insert(s.key, s.health(now, up));
+    }
+    let vips = cfg
+        .vips
+        .iter()
+        .enumerate()
+        .map(|(vi, v)| {
+            let members = v
+                .members
+                .iter()
+                .enumerate()
+                .map(|(mi, m)| MemberState {
+                    name: m.name.clone(),
+                    priority: m.priority,
+                    up: actives[vi] == Some(mi),
+                    disabled: false,
+                    last_ok: None,
+                })
+                .collect();
+            let mut st = VipState::new(v.name.clone(), members, actives[vi], v.when_all_down, now);
+            st.draining = installed[vi].draining;
+            if actives[vi].is_none() {
+                let longest = v
+                    .members
+                    .iter()
+                    .flat_map(|m| cfg.member_monitors(v, m))
+                    .map(|m| m.interval.0)
+                    .max()
+                    .unwrap_or_default();
+                st.settle_until = Some(now + longest);
+            }
+            st
+        })
+        .collect();
+    let mut sup = Supervisor { health, vips };
+    let (tx, mut rx) = mpsc::channel(1024);
+    let stats: Arc<Vec<Arc<ProbeStats>>> = Arc::new(
+        specs
+            .iter()
+            .map(|_| Arc::new(ProbeStats::default()))
+            .collect(),
+    );
+    let probes = specs
+        .into_iter()
+        .zip(stats.iter().cloned())
+        .map(|(s, st)| tokio::spawn(probe::run(s, tx.clone(), instance.to_string(), st)))
+        .collect();
+    let mut act = DaemonActuator {
+        cfg: cfg.clone(),
+        shared: shared.clone(),
+    };
+    let supervisor = tokio::spawn(async move { failover::run(&mut sup, &mut rx, &mut act).await });
+    let refresh = cfg.garp.refresh.map(|every| {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every.0);
+            loop {
+                t.tick().await;
+                for v in &cfg.vips {
+                    let _ = garp::send(&cfg.interfaces.external, v.address);
+                }
+            }
+        })
+    });
+    let nexthops = {
+        let every = cfg.forwarding.nexthop_refresh.0;
+        tokio::spawn(async move {
+            // "0s": the cache is turned off once; otherwise a new generation every period.
+            let on = !every.is_zero();
+            let mut t = tokio::time::interval(every.max(Duration::from_millis(1)));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                t.tick().await;
+                let r = shared.dp.lock().expect("lock").refresh_nexthops(on);
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "could not start a new next-hop generation");
+                }
+                if !on {
+                    return;
+                }
+            }
+        })
+    };
+    Generation {
+        cfg,
+        tx,
+        supervisor,
+        probes,
+        refresh,
+        nexthops,
+        stats,
+    }
+}
+
+impl Generation {
+    async fn stop(self) {
+        for p in &self.probes {
+            p.abort();
+        }
+        if let Some(r) = &self.refresh {
+            r.abort();
+        }
+        self.nexthops.abort();
+        let _ = self.tx.send(Event::Stop).await;
+        let _ = self.supervisor.await;
+    }
+}
+
+pub(super) struct Current {
+    pub(super) cfg: Arc<Config>,
+    pub(super) tx: mpsc::Sender<Event>,
+    pub(super) stats: Arc<Vec<Arc<ProbeStats>>>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. The datapath stays pinned and forwarding.
+pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()> {
+    let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut dp, adopted) = open_datapath(&cfg, replace, datapath_debug)?;
+    if let Some(logger) = dp.take_logger() {
+        tracing::warn!("datapath debug logs on: one log line per packet");
+        // SAFETY: the logger owns its ring buffer's fd for its whole life inside the AsyncFd.
+        let mut fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| anyhow::anyhow!("debug logger: {e}"))?;
+        tokio::spawn(async move {
+            while let Ok(mut guard) = fd.readable_mut().await {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+    }
+    let excl = Mutex::new(BTreeSet::new());
+    prepare(&cfg, &mut dp, &excl)?;
+    let actives = install(&cfg, &mut dp)?;
+    let shared = Arc::new(Shared {
+        dp: Mutex::new(dp),
+        adopted,
+        installed_exclusions: excl,
+    });
+    let instance = sipvip::monitor::sip::token(6);
+    let cfg = Arc::new(cfg);
+    let mut gen = start(cfg.clone(), shared.clone(), &actives, &instance);
+    let (cur_tx, cur_rx) = watch::channel(Arc::new(Current {
+        cfg: cfg.clone(),
+        tx: gen.tx.clone(),
+        stats: gen.stats.clone(),
+    }));
+    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Response>>(4);
+    let ctl = tokio::spawn(control(
+        cfg.admin.socket.clone(),
+        cur_rx.clone(),
+        shared.clone(),
+        reload_tx,
+    ));
+    let met = (cfg.admin.metrics != "off").then(|| {
+        tokio::spawn(metrics(
+            cfg.admin.metrics.clone(),
+            cur_rx.clone(),
+            shared.clone(),
+        ))
+    });
+    tracing::info!(config = %path.display(), adopted, vips = cfg.vips.len(), "sipvip running");
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        let reply: Option<oneshot::Sender<Response>> = tokio::select! {
+            _ = hup.recv() => None,
+            r = reload_rx.recv() => r,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+        let resp = match Config::load(path) {
+            Err(e) => {
+                tracing::error!(problems = %e, "reload rejected; the running configuration stays");
+                Response::err(format!("reload rejected:\n{e}"))
+            }
+            Ok(new) => {
+                let r = (|| -> Result<Vec<Installed>> {
+                    let mut dp = shared.dp.lock().expect("lock");
+                    // VIPs and members that left the configuration.
+                    for (i, v) in gen.cfg.vips.iter().enumerate() {
+                        if !new.vips.iter().any(|n| n.address == v.address) {
+                            dp.remove_vip(&gen.cfg.vip_spec(i, None))?;
+                        }
+                    }
+                    prepare(&new, &mut dp, &shared.installed_exclusions)?;
+                    install(&new, &mut dp)
+                })();
+                match r {
+                    Ok(actives) => {
+                        let old = std::mem::replace(
+                            &mut gen,
+                            start(Arc::new(new), shared.clone(), &actives, &instance),
+                        );
+                        old.stop().await;
+                        let _ = cur_tx.send(Arc::new(Current {
+                            cfg: gen.cfg.clone(),
+                            tx: gen.tx.clone(),
+                            stats: gen.stats.clone(),
+                        }));
+                        tracing::info!(config = %path.display(), "configuration reloaded");
+                        Response::ok("reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed while applying; the running configuration stays");
+                        Response::err(format!("reload failed: {e}"))
+                    }
+                }
+            }
+        };
+        if let Some(r) = reply {
+            let _ = r.send(resp);
+        }
+    }
+    tracing::info!(
+        "stopping; the datapath stays pinned and keeps forwarding (`sipvip down` removes it)"
+    );
+    gen.stop().await;
+    ctl.abort();
+    if let Some(m) = met {
+        m.abort();
+    }
+    let _ = std::fs::remove_file(&cfg.admin.socket);
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Setting up: the datapath (adopted or loaded), the interfaces and host settings, the VIPs,
+//! and what the monitors probe.
+
+use std::{collections::BTreeSet, net::Ipv4Addr, sync::Mutex};
+
+use anyhow::{bail, Context, Result};
+use sipvip::{
+    config::{Config, MonitorKind, Prefix},
+    datapath::{be32, Datapath},
+    monitor::{
+        probe::{ProbeKind, ProbeSpec},
+        MonitorKey,
+    },
+};
+use sipvip_common::program_names;
+
+pub(super) fn ifindex(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: if_nametoindex with a valid C string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        bail!("interface {name:?} does not exist");
+    }
+    Ok(i)
+}
+
+pub(super) fn sysctl(path: &str, value: &str) {
+    if let Err(e) = std::fs::write(path, value) {
+        tracing::warn!(path, error = %e, "cannot set sysctl");
+    }
+}
+
+pub(super) fn open_datapath(cfg: &Config, replace: bool, debug: bool) -> Result<(Datapath, bool)> {
+    let sizes = cfg.map_sizes();
+    let dir = &cfg.admin.pin_dir;
+    sipvip::datapath::mount_bpffs(dir)?;
+    match Datapath::adopt(&sizes, dir) {
+        Ok(Some(dp)) => {
+            tracing::info!(pin_dir = %dir.display(), "adopted the pinned datapath; forwarding was never interrupted");
+            if debug {
+                tracing::warn!("--datapath-debug needs a fresh load of the debug programs: restart with --replace");
+            }
+            Ok((dp, true))
+        }
+        Ok(None) => Ok((Datapath::load_pinned(&sizes, dir, debug)?, false)),
+        Err(e) if replace => {
+            tracing::warn!(error = %e, "replacing the pinned datapath (--replace)");
+            Datapath::remove_pins(dir)?;
+            Ok((Datapath::load_pinned(&sizes, dir, debug)?, false))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Interfaces, host settings, VIP addresses, the devmap and the exclusions.
+pub(super) fn prepare(
+    cfg: &Config,
+    dp: &mut Datapath,
+    shared_excl: &Mutex<BTreeSet<(Ipv4Addr, u8)>>,
+) -> Result<()> {
+    let dir = &cfg.admin.pin_dir;
+    let mode = cfg.interfaces.xdp_mode;
+    let ext = &cfg.interfaces.external;
+    if dp.attach_pinned(program_names::EXTERNAL, ext, mode, dir)? {
+        tracing::info!(interface = %ext, "attached sipvip_ext");
+    }
+    dp.add_egress(ifindex(ext)?)?;
+    for int in &cfg.interfaces.internal {
+        if dp.attach_pinned(program_names::INTERNAL, int, mode, dir)? {
+            tracing::info!(interface = %int, "attached sipvip_int");
+        }
+        dp.add_egress(ifindex(int)?)?;
+    }
+    dp.set_frag_lifetime(cfg.forwarding.fragment_lifetime.0)?;
+    // 802.1Q tags must stay in the frame for the datapath to see them.
+    for ifc in std::iter::once(ext).chain(&cfg.interfaces.internal) {
+        if let Err(e) = sipvip::netif::rx_vlan_offload_off(ifc) {
+            tracing::warn!(
+                interface = %ifc,
+                problem = %e,
+                "receive VLAN offload could not be turned off: a tagged frame whose tag the NIC strips would be translated as untagged; attach sipvip to the VLAN devices instead of the trunk"
+            );
+        }
+    }
+    // SNATed frames the kernel forwards (neighbour not yet resolved) carry the VIP, a local
+    // address, as source.
+    for ifc in std::iter::once(ext)
+        .chain(&cfg.interfaces.internal)
+        .map(String::as_str)
+        .chain(["all"])
+    {
+        sysctl(&format!("/proc/sys/net/ipv4/conf/{ifc}/accept_local"), "1");
+        sysctl(&format!("/proc/sys/net/ipv4/conf/{ifc}/rp_filter"), "0");
+    }
+    // The datapath's FIB lookup then honours route MTUs (`ip route ... mtu 1400`) as the
+    // kernel's forwarding does; without it, bpf_fib_lookup checks only locked ones.
+    sysctl("/proc/sys/net/ipv4/ip_forward_use_pmtu", "1");
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+    {
+        tracing::warn!(
+            "net.ipv4.ip_forward is 0: the kernel will not forward what the datapath hands it"
+        );
+    }
+    // The VIPs live on the external interface, so the kernel answers ARP for them.
+    let locals = sipvip::netif::local_addresses();
+    for v in &cfg.vips {
+        if !locals.contains(&v.address) {
+            let out = std::process::Command::new("ip")
+                .args(["addr", "add", &format!("{}/32", v.address), "dev", ext])
+                .output()
+                .context("run `ip addr add` for the VIP")?;
+            if !out.status.success() {
+                bail!(
+                    "adding VIP {} to {ext}: {}",
+                    v.address,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+    }
+    // Exclusions: the configured ones, plus the gateway's own addresses (members' replies to
+    // our monitors must never be SNATed).
+    let vips: BTreeSet<Ipv4Addr> = cfg.vips.iter().map(|v| v.address).collect();
+    let mut want: BTreeSet<(Ipv4Addr, u8)> = cfg
+        .exclusions()
+        .iter()
+        .map(|Prefix { addr, len }| (*addr, *len))
+        .collect();
+    want.extend(
+        sipvip::netif::local_addresses()
+            .into_iter()
+            .filter(|a| !vips.contains(a) && !a.is_loopback())
+            .map(|a| (a, 32)),
+    );
+    let mut have = shared_excl.lock().expect("lock");
+    for (a, l) in have.difference(&want) {
+        dp.remove_exclusion(*a, *l)?;
+    }
+    for (a, l) in want.difference(&have) {
+        dp.add_exclusion(*a, *l)?;
+    }
+    *have = want;
+    Ok(())
+}
+
+/// Installs every VIP, keeping the active member the datapath already has (adoption and
+/// reload never flip). Returns each VIP's active member index.
+pub(super) fn install(cfg: &Config, dp: &mut Datapath) -> Result<Vec<Installed>> {
+    let mut out = Vec::new();
+    for (i, v) in cfg.vips.iter().enumerate() {
+        let record = dp.vip_record(v.address).ok();
+        let slot = |addr_be: u32| {
+            (addr_be != 0)
+                .then(|| v.members.iter().position(|m| be32(m.address) == addr_be))
+                .flatten()
+        };
+        let active = record.and_then(|r| slot(r.active_be));
+        let draining = record.and_then(|r| slot(r.draining_be));
+        let spec = cfg.vip_spec(i, active);
+        dp.install_vip(&spec)?;
+        if draining.is_some() {
+            let addr = |m: Option<usize>| m.map(|m| v.members[m].address);
+            dp.set_active_draining(&spec, addr(active), addr(draining))?;
+        }
+        out.push(Installed { active, draining });
+    }
+    Ok(out)
+}
+
+/// A VIP's members as found in the datapath when (re)starting: the active one, and one
+/// still draining (kept across a restart or reload).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Installed {
+    pub(super) active: Option<usize>,
+    pub(super) draining: Option<usize>,
+}
+
+pub(super) fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
+    let mut out = Vec::new();
+    for (vi, v) in cfg.vips.iter().enumerate() {
+        for (mi, m) in v.members.iter().enumerate() {
+            for mon in cfg.member_monitors(v, m) {
+                let k = cfg
+                    .monitors
+                    .iter()
+                    .position(|x| x.name == mon.name)
+                    .unwrap_or(0);
+                let kind = match &mon.kind {
+                    MonitorKind::Sip {
+                        transport,
+                        port,
+                        request_uri,
+                        from,
+                        headers,
+                        accept,
+                        reject,
+                    } => {
+                        let port = port.unwrap_or_else(|| {
+                            v.services
+                                .iter()
+                                .find(|s| s.protocol == *transport)
+                                .map(|s| s.member_port.unwrap_or(s.port))
+                                .unwrap_or(5060)
+                        });
+                        ProbeKind::Sip {
+                            transport: *transport,
+                            port,
+                            request_uri: request_uri.clone(),
+                            from: from.clone(),
+                            headers: headers.clone(),
+                            accept: accept.clone(),
+                            reject: reject.clone(),
+                        }
+                    }
+                    MonitorKind::Tcp { port } => ProbeKind::Tcp { port: *port },
+                    MonitorKind::Icmp => ProbeKind::Icmp,
+                };
+                out.push(ProbeSpec {
+                    key: MonitorKey {
+                        vip: vi,
+                        member: mi,
+                        monitor: k,
+                    },
+                    target: m.address,
+                    interval: mon.interval.0,
+                    timeout: mon.timeout.0,
+                    rise: mon.rise,
+                    fall: mon.fall,
+                    kind,
+                });
+            }
+        }
+    }
+    out
+}
