@@ -822,45 +822,6 @@ impl Config {
             .filter_map(|e| parse_prefix(e).ok())
             .collect()
     }
-
-    /// The datapath's view of VIP `i`.
-    pub fn vip_spec(&self, i: usize, active: Option<usize>) -> crate::datapath::VipSpec {
-        let v = &self.vips[i];
-        crate::datapath::VipSpec {
-            addr: v.address,
-            id: i as u32,
-            services: v
-                .services
-                .iter()
-                .map(|s| crate::datapath::ServiceSpec {
-                    proto: s.protocol.number(),
-                    port: s.port,
-                    member_port: s.member_port.unwrap_or(s.port),
-                    enabled: s.enabled,
-                })
-                .collect(),
-            members: v
-                .members
-                .iter()
-                .map(|m| crate::datapath::MemberSpec {
-                    addr: m.address,
-                    passthrough_ports: self.passthrough.ports.clone(),
-                })
-                .collect(),
-            active,
-            snat: self.snat.enabled,
-        }
-    }
-
-    pub fn map_sizes(&self) -> crate::datapath::MapSizes {
-        let d = crate::datapath::MapSizes::default();
-        crate::datapath::MapSizes {
-            conntrack: self.sizes.conntrack.unwrap_or(d.conntrack),
-            frags: self.sizes.fragments.unwrap_or(d.frags),
-            exclusions: self.sizes.exclusions.unwrap_or(d.exclusions),
-            ..d
-        }
-    }
 }
 
 #[cfg(test)]
@@ -899,9 +860,11 @@ mod tests {
                 len: 32
             }]
         );
-        let spec = cfg.vip_spec(0, Some(0));
+        let plan = crate::plan::Plan::new(&cfg);
+        let spec = plan.vip(0, Some(0));
         assert_eq!(spec.services.len(), 3);
         assert_eq!(spec.members[0].passthrough_ports, vec![3000]);
+        assert_eq!(plan.probes.len(), 2, "monSipUdp on each member");
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod failover;
 pub mod garp;
 pub mod monitor;
 pub mod netif;
+pub mod plan;
 pub mod proto;

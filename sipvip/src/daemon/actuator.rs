@@ -13,13 +13,14 @@ use super::Shared;
 
 pub(super) struct DaemonActuator {
     pub(super) cfg: Arc<Config>,
+    pub(super) plan: Arc<sipvip::plan::Plan>,
     pub(super) shared: Arc<Shared>,
 }
 
 impl Actuator for DaemonActuator {
     fn flip(&mut self, _sup: &Supervisor, f: &Flip) {
         let v = &self.cfg.vips[f.vip];
-        let spec = self.cfg.vip_spec(f.vip, f.to);
+        let spec = self.plan.vip(f.vip, f.to);
         let to = f.to.map(|i| v.members[i].address);
         let draining = f.draining.map(|i| v.members[i].address);
         let mut reselected = 0;

@@ -22,6 +22,7 @@ use sipvip::{
     failover::{self, Event, MemberState, Supervisor, VipState},
     garp,
     monitor::probe::{self, ProbeStats},
+    plan::Plan,
 };
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -36,7 +37,7 @@ mod setup;
 
 use actuator::DaemonActuator;
 use control::{control, metrics};
-use setup::{install, open_datapath, prepare, probe_specs, Installed};
+use setup::{install, open_datapath, prepare, Installed};
 
 /// State shared by the supervisor's actuator, the control socket and the metrics endpoint.
 struct Shared {
@@ -48,6 +49,7 @@ struct Shared {
 /// One configuration's running parts; replaced whole on reload.
 struct Generation {
     cfg: Arc<Config>,
+    plan: Arc<Plan>,
     tx: mpsc::Sender<Event>,
     supervisor: JoinHandle<()>,
     probes: Vec<JoinHandle<()>>,
@@ -60,13 +62,14 @@ struct Generation {
 /// Starts the monitors and the supervisor for one configuration.
 fn start(
     cfg: Arc<Config>,
+    plan: Arc<Plan>,
     shared: Arc<Shared>,
     installed: &[Installed],
     instance: &str,
 ) -> Generation {
     let actives: Vec<Option<usize>> = installed.iter().map(|i| i.active).collect();
     let now = Instant::now();
-    let specs = probe_specs(&cfg);
+    let specs = plan.probes.clone();
     let mut health = std::collections::BTreeMap::new();
     for s in &specs {
         // The adopted active member starts up, with a full timeout to prove itself; others
@@ -121,6 +124,7 @@ fn start(
         .collect();
     let mut act = DaemonActuator {
         cfg: cfg.clone(),
+        plan: plan.clone(),
         shared: shared.clone(),
     };
     let supervisor = tokio::spawn(async move { failover::run(&mut sup, &mut rx, &mut act).await });
@@ -157,6 +161,7 @@ fn start(
     };
     Generation {
         cfg,
+        plan,
         tx,
         supervisor,
         probes,
@@ -189,7 +194,8 @@ pub(super) struct Current {
 /// Runs the daemon until SIGTERM or SIGINT. The datapath stays pinned and forwarding.
 pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()> {
     let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (mut dp, adopted) = open_datapath(&cfg, replace, datapath_debug)?;
+    let plan = Plan::new(&cfg);
+    let (mut dp, adopted) = open_datapath(&cfg, &plan, replace, datapath_debug)?;
     if let Some(logger) = dp.take_logger() {
         tracing::warn!("datapath debug logs on: one log line per packet");
         // SAFETY: the logger owns its ring buffer's fd for its whole life inside the AsyncFd.
@@ -206,7 +212,7 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
     }
     let excl = Mutex::new(BTreeSet::new());
     prepare(&cfg, &mut dp, &excl)?;
-    let actives = install(&cfg, &mut dp)?;
+    let actives = install(&plan, &mut dp)?;
     let shared = Arc::new(Shared {
         dp: Mutex::new(dp),
         adopted,
@@ -214,7 +220,13 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
     });
     let instance = sipvip::monitor::sip::token(6);
     let cfg = Arc::new(cfg);
-    let mut gen = start(cfg.clone(), shared.clone(), &actives, &instance);
+    let mut gen = start(
+        cfg.clone(),
+        Arc::new(plan),
+        shared.clone(),
+        &actives,
+        &instance,
+    );
     let (cur_tx, cur_rx) = watch::channel(Arc::new(Current {
         cfg: cfg.clone(),
         tx: gen.tx.clone(),
@@ -252,22 +264,29 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
                 Response::err(format!("reload rejected:\n{e}"))
             }
             Ok(new) => {
+                let new_plan = Plan::new(&new);
                 let r = (|| -> Result<Vec<Installed>> {
                     let mut dp = shared.dp.lock().expect("lock");
                     // VIPs and members that left the configuration.
                     for (i, v) in gen.cfg.vips.iter().enumerate() {
                         if !new.vips.iter().any(|n| n.address == v.address) {
-                            dp.remove_vip(&gen.cfg.vip_spec(i, None))?;
+                            dp.remove_vip(&gen.plan.vip(i, None))?;
                         }
                     }
                     prepare(&new, &mut dp, &shared.installed_exclusions)?;
-                    install(&new, &mut dp)
+                    install(&new_plan, &mut dp)
                 })();
                 match r {
                     Ok(actives) => {
                         let old = std::mem::replace(
                             &mut gen,
-                            start(Arc::new(new), shared.clone(), &actives, &instance),
+                            start(
+                                Arc::new(new),
+                                Arc::new(new_plan),
+                                shared.clone(),
+                                &actives,
+                                &instance,
+                            ),
                         );
                         old.stop().await;
                         let _ = cur_tx.send(Arc::new(Current {

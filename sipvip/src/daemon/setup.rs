@@ -4,13 +4,10 @@
 use std::{collections::BTreeSet, net::Ipv4Addr, sync::Mutex};
 
 use anyhow::{bail, Context, Result};
+use sipvip::plan::Plan;
 use sipvip::{
-    config::{Config, MonitorKind, Prefix},
+    config::{Config, Prefix},
     datapath::{be32, Datapath},
-    monitor::{
-        probe::{ProbeKind, ProbeSpec},
-        MonitorKey,
-    },
 };
 use sipvip_common::program_names;
 
@@ -30,8 +27,13 @@ pub(super) fn sysctl(path: &str, value: &str) {
     }
 }
 
-pub(super) fn open_datapath(cfg: &Config, replace: bool, debug: bool) -> Result<(Datapath, bool)> {
-    let sizes = cfg.map_sizes();
+pub(super) fn open_datapath(
+    cfg: &Config,
+    plan: &Plan,
+    replace: bool,
+    debug: bool,
+) -> Result<(Datapath, bool)> {
+    let sizes = plan.sizes.clone();
     let dir = &cfg.admin.pin_dir;
     sipvip::datapath::mount_bpffs(dir)?;
     match Datapath::adopt(&sizes, dir) {
@@ -147,21 +149,21 @@ pub(super) fn prepare(
 
 /// Installs every VIP, keeping the active member the datapath already has (adoption and
 /// reload never flip). Returns each VIP's active member index.
-pub(super) fn install(cfg: &Config, dp: &mut Datapath) -> Result<Vec<Installed>> {
+pub(super) fn install(plan: &Plan, dp: &mut Datapath) -> Result<Vec<Installed>> {
     let mut out = Vec::new();
-    for (i, v) in cfg.vips.iter().enumerate() {
-        let record = dp.vip_record(v.address).ok();
+    for (i, v) in plan.vips.iter().enumerate() {
+        let record = dp.vip_record(v.addr).ok();
         let slot = |addr_be: u32| {
             (addr_be != 0)
-                .then(|| v.members.iter().position(|m| be32(m.address) == addr_be))
+                .then(|| v.members.iter().position(|m| be32(m.addr) == addr_be))
                 .flatten()
         };
         let active = record.and_then(|r| slot(r.active_be));
         let draining = record.and_then(|r| slot(r.draining_be));
-        let spec = cfg.vip_spec(i, active);
+        let spec = plan.vip(i, active);
         dp.install_vip(&spec)?;
         if draining.is_some() {
-            let addr = |m: Option<usize>| m.map(|m| v.members[m].address);
+            let addr = |m: Option<usize>| m.map(|m| v.members[m].addr);
             dp.set_active_draining(&spec, addr(active), addr(draining))?;
         }
         out.push(Installed { active, draining });
@@ -175,63 +177,4 @@ pub(super) fn install(cfg: &Config, dp: &mut Datapath) -> Result<Vec<Installed>>
 pub(super) struct Installed {
     pub(super) active: Option<usize>,
     pub(super) draining: Option<usize>,
-}
-
-pub(super) fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
-    let mut out = Vec::new();
-    for (vi, v) in cfg.vips.iter().enumerate() {
-        for (mi, m) in v.members.iter().enumerate() {
-            for mon in cfg.member_monitors(v, m) {
-                let k = cfg
-                    .monitors
-                    .iter()
-                    .position(|x| x.name == mon.name)
-                    .unwrap_or(0);
-                let kind = match &mon.kind {
-                    MonitorKind::Sip {
-                        transport,
-                        port,
-                        request_uri,
-                        from,
-                        headers,
-                        accept,
-                        reject,
-                    } => {
-                        let port = port.unwrap_or_else(|| {
-                            v.services
-                                .iter()
-                                .find(|s| s.protocol == *transport)
-                                .map(|s| s.member_port.unwrap_or(s.port))
-                                .unwrap_or(5060)
-                        });
-                        ProbeKind::Sip {
-                            transport: *transport,
-                            port,
-                            request_uri: request_uri.clone(),
-                            from: from.clone(),
-                            headers: headers.clone(),
-                            accept: accept.clone(),
-                            reject: reject.clone(),
-                        }
-                    }
-                    MonitorKind::Tcp { port } => ProbeKind::Tcp { port: *port },
-                    MonitorKind::Icmp => ProbeKind::Icmp,
-                };
-                out.push(ProbeSpec {
-                    key: MonitorKey {
-                        vip: vi,
-                        member: mi,
-                        monitor: k,
-                    },
-                    target: m.address,
-                    interval: mon.interval.0,
-                    timeout: mon.timeout.0,
-                    rise: mon.rise,
-                    fall: mon.fall,
-                    kind,
-                });
-            }
-        }
-    }
-    out
 }
