@@ -1,7 +1,11 @@
-//! Builds the kernel programs (sipvip-ebpf) with the nightly toolchain for bpfel-unknown-none
-//! and places the object in OUT_DIR, where src/datapath.rs embeds it.
+//! Builds the kernel programs (sipvip-ebpf) for bpfel-unknown-none with the toolchain
+//! sipvip-ebpf/rust-toolchain.toml names, and places the objects in OUT_DIR, where
+//! src/datapath/mod.rs embeds them.
 //!
-//! Needs the nightly toolchain with rust-src and bpf-linker: `cargo xtask setup` installs them.
+//! It reruns only when the kernel crate, its lockfile or toolchain file, or sipvip-common
+//! change: a change to user-space files alone does not rebuild the objects.
+//!
+//! Needs that toolchain with rust-src, and bpf-linker: `cargo xtask setup` installs them.
 
 use std::{env, path::PathBuf, process::Command};
 
@@ -11,13 +15,13 @@ fn main() {
     let root = manifest_dir.parent().expect("workspace root").to_path_buf();
     let ebpf = root.join("sipvip-ebpf");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
-    for p in ["src", "Cargo.toml", "Cargo.lock"] {
+    for p in ["src", "Cargo.toml", "Cargo.lock", "rust-toolchain.toml"] {
         println!("cargo:rerun-if-changed={}", ebpf.join(p).display());
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("sipvip-common/src").display()
-    );
+    for p in ["sipvip-common/src", "sipvip-common/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    let channel = toolchain(&ebpf);
 
     // The release object, and one with per-packet debug logs for `--datapath-debug`; each in
     // a target dir of its own, outside OUT_DIR, so every profile shares one eBPF build.
@@ -27,7 +31,7 @@ fn main() {
     ] {
         let target_dir = root.join("target").join(dir);
         let mut cmd = Command::new("rustup");
-        cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
+        cmd.args(["run", &channel, "cargo", "build", "--release", "--locked"])
             .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
             .arg("--manifest-path")
             .arg(ebpf.join("Cargo.toml"))
@@ -58,7 +62,7 @@ fn main() {
         });
         if !status.success() {
             panic!(
-                "building sipvip-ebpf failed ({status}); it needs the nightly toolchain with rust-src and \
+                "building sipvip-ebpf failed ({status}); it needs the toolchain sipvip-ebpf/rust-toolchain.toml names, with rust-src, and \
                  bpf-linker on PATH: run `cargo xtask setup`"
             );
         }
@@ -71,4 +75,20 @@ fn main() {
                 .unwrap_or_else(|e| panic!("copy {}: {e}", bench.display()));
         }
     }
+}
+
+/// The channel of sipvip-ebpf/rust-toolchain.toml.
+fn toolchain(ebpf: &std::path::Path) -> String {
+    let path = ebpf.join("rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let table: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    table
+        .get("toolchain")
+        .and_then(|t| t.get("channel"))
+        .and_then(|c| c.as_str())
+        .unwrap_or_else(|| panic!("{}: no [toolchain] channel", path.display()))
+        .to_owned()
 }

@@ -37,8 +37,11 @@ pub mod map_names {
     pub const PT_PORTS: &str = "SV_PTPORTS_V1";
     pub const IFACES: &str = "SV_IFACES_V1";
     pub const SETTINGS: &str = "SV_SETTINGS_V1";
+    /// Kernel-private per-CPU scratch (the parts of a decision only some packets need); user
+    /// space never reads it, and its layout is the kernel crate's own.
+    pub const PENDING: &str = "SV_PENDING_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         VIPS,
         MEMBERS,
         CONNTRACK,
@@ -52,6 +55,7 @@ pub mod map_names {
         PT_PORTS,
         IFACES,
         SETTINGS,
+        PENDING,
     ];
 }
 
@@ -147,11 +151,14 @@ pub const CT_STEER: u8 = 3;
 ///   flow leave untouched.
 /// - `CT_STEER`: a TCP connection to a VIP service opened while another member drains.
 ///   `addr_a:port_a` is `VIP:port`, `addr_b:port_b` the client. Its packets go to the member.
+///
+/// Generic over the address (`u32` for IPv4, the default and the only layout in a map today;
+/// [`Ipv6Be`] for IPv6): one shape per family, so an IPv4 key stays 16 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct CtKey {
-    pub addr_a_be: u32,
-    pub addr_b_be: u32,
+pub struct CtKey<A = u32> {
+    pub addr_a_be: A,
+    pub addr_b_be: A,
     pub port_a_be: u16,
     pub port_b_be: u16,
     pub proto: u8,
@@ -159,14 +166,20 @@ pub struct CtKey {
     pub _pad: u16,
 }
 
-/// Value of `SV_CT_V1`.
+/// Value of `SV_CT_V1`; generic over the address like [`CtKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CtValue {
-    pub member_be: u32,
+pub struct CtValue<A = u32> {
+    pub member_be: A,
     /// Slot of the member within its VIP, for counters.
     pub slot: u32,
 }
+
+/// An IPv6 address in network order, as it lies in a packet.
+pub type Ipv6Be = [u8; 16];
+
+const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CtKey<Ipv6Be>>() == 40);
 
 /// Fragment directions.
 pub const FRAG_IN: u8 = 1;
@@ -532,6 +545,8 @@ mod pod {
     unsafe impl aya::Pod for MemberRecord {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for CtKey<super::Ipv6Be> {}
+    unsafe impl aya::Pod for CtValue<super::Ipv6Be> {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragValue {}
     unsafe impl aya::Pod for Counter {}

@@ -1,4 +1,4 @@
-//! sipvip kernel programs.
+//! sipvip kernel programs. See docs/architecture.md, "The code", for the map of this crate.
 //!
 //! - `sipvip_ext` runs on the external interface: it steers VIP service traffic to the active
 //!   member, returns replies of member-opened flows, answers ICMP echo to a VIP and translates
@@ -7,54 +7,54 @@
 //!   except toward excluded destinations and on pass-through ports and flows.
 //! - `sipvip_pass` only passes; attach it to a veth peer so that it accepts redirected frames.
 //!
-//! Entry points are thin: each calls `try_*` and turns an `Err(reason)` into a counted verdict.
+//! Each entry point wraps its context in a [`hook::Frame`], asks its side's rules for a
+//! decision, and has [`apply`] carry it out.
 #![no_std]
 #![no_main]
 
-mod csum;
-mod external;
-mod forward;
-mod frag;
-mod icmp;
-mod internal;
-mod lookup;
+mod apply;
+mod hook;
 mod maps;
 mod object;
-mod parse;
-mod reply;
-mod stats;
+mod packet;
+mod rules;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use sipvip_common::Reason;
+
+use crate::{hook::xdp::Xdp, rules::Decision};
 
 #[xdp]
 pub fn sipvip_ext(ctx: XdpContext) -> u32 {
-    match external::try_external(&ctx) {
-        Ok(action) => debug_log(&ctx, "ext", action, u32::MAX),
-        Err(reason) => debug_log(&ctx, "ext", stats::count(reason), reason as u32),
-    }
+    let f = Xdp(&ctx);
+    let mut d = Decision::BLANK;
+    let decided = rules::external::decide(&f, &mut d);
+    let (verdict, reason) = apply::run(&f, decided, &d);
+    debug_log(&ctx, "ext", verdict, reason)
 }
 
 #[xdp]
 pub fn sipvip_int(ctx: XdpContext) -> u32 {
-    match internal::try_internal(&ctx) {
-        Ok(action) => debug_log(&ctx, "int", action, u32::MAX),
-        Err(reason) => debug_log(&ctx, "int", stats::count(reason), reason as u32),
-    }
+    let f = Xdp(&ctx);
+    let mut d = Decision::BLANK;
+    let decided = rules::internal::decide(&f, &mut d);
+    let (verdict, reason) = apply::run(&f, decided, &d);
+    debug_log(&ctx, "int", verdict, reason)
 }
 
-/// In a `debug-log` build, logs each verdict with its reason (u32::MAX: forwarded or
-/// answered); otherwise compiles to nothing.
+/// In a `debug-log` build, logs each verdict with the reason counted; otherwise compiles to
+/// nothing.
 #[inline(always)]
-fn debug_log(_ctx: &XdpContext, _side: &str, action: u32, _reason: u32) -> u32 {
+fn debug_log(_ctx: &XdpContext, _side: &str, verdict: u32, _reason: Reason) -> u32 {
     #[cfg(feature = "debug-log")]
     aya_log_ebpf::debug!(
         _ctx,
-        "sipvip {}: action {} reason {}",
+        "sipvip {}: verdict {} reason {}",
         _side,
-        action,
-        _reason
+        verdict,
+        _reason as u32
     );
-    action
+    verdict
 }
 
 #[xdp]

@@ -69,6 +69,26 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The toolchain that builds the kernel programs: the channel of
+/// sipvip-ebpf/rust-toolchain.toml, the one place it is named.
+fn ebpf_toolchain() -> Result<String> {
+    let path = root().join("sipvip-ebpf/rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parse {}", path.display()))?;
+    table
+        .get("toolchain")
+        .and_then(|t| t.get("channel"))
+        .and_then(|c| c.as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{}: no [toolchain] channel", path.display()))
+}
+
+/// The rustc the kernel programs were verified with (see sipvip-ebpf/rust-toolchain.toml).
+const EBPF_RUSTC_VERIFIED: &str = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)";
+
 fn output(cmd: &mut Command) -> Option<String> {
     cmd.output()
         .ok()
@@ -102,19 +122,20 @@ fn setup() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    // The nightly toolchain and rust-src.
+    // The eBPF toolchain (sipvip-ebpf/rust-toolchain.toml) and rust-src.
+    let channel = ebpf_toolchain()?;
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+    if !toolchains.lines().any(|l| l.starts_with(channel.as_str())) {
         bail!(
-            "the nightly toolchain is not installed; it builds the eBPF programs \
-             (rustup toolchain install nightly --component rust-src)"
+            "the {channel} toolchain is not installed; it builds the eBPF programs \
+             (rustup toolchain install {channel} --component rust-src)"
         );
     }
     let comps = output(Command::new("rustup").args([
         "component",
         "list",
         "--toolchain",
-        "nightly",
+        &channel,
         "--installed",
     ]))
     .unwrap_or_default();
@@ -124,8 +145,18 @@ fn setup() -> Result<()> {
             "add",
             "rust-src",
             "--toolchain",
-            "nightly",
+            &channel,
         ]))?;
+    }
+    let rustc =
+        output(Command::new("rustup").args(["run", &channel, "rustc", "-V"])).unwrap_or_default();
+    let rustc = rustc.trim();
+    eprintln!("xtask setup: eBPF toolchain {channel}: {rustc}");
+    if rustc != EBPF_RUSTC_VERIFIED {
+        eprintln!(
+            "xtask setup: warning: the kernel programs were verified with {EBPF_RUSTC_VERIFIED}; \
+             a different compiler may lay out the stack differently (the verifier has the last word)"
+        );
     }
     // bpf-linker, built against LLVM 22.
     let linker = cargo_bin().join("bpf-linker");
@@ -161,8 +192,9 @@ fn test(extra: &[String]) -> Result<()> {
     }
     let t = Instant::now();
     run(cargo(&root).args(["fmt", "--all", "--check"]))?;
+    let channel = ebpf_toolchain()?;
     run(Command::new("rustup")
-        .args(["run", "nightly", "cargo", "fmt", "--check"])
+        .args(["run", &channel, "cargo", "fmt", "--check"])
         .current_dir(&ebpf))?;
     run(cargo(&root).args([
         "clippy",
@@ -175,7 +207,7 @@ fn test(extra: &[String]) -> Result<()> {
     ]))?;
     for features in ["", "debug-log"] {
         run(Command::new("rustup")
-            .args(["run", "nightly", "cargo", "clippy", "--locked", "--release"])
+            .args(["run", &channel, "cargo", "clippy", "--locked", "--release"])
             .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
             .args(["--features", features, "--target-dir"])
             .arg(root.join("target/bpf-clippy"))

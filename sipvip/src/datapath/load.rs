@@ -35,7 +35,7 @@ struct Layout {
 }
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
-fn layouts(sizes: &MapSizes) -> [Layout; 13] {
+fn layouts(sizes: &MapSizes) -> [Layout; 14] {
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -139,6 +139,16 @@ fn layouts(sizes: &MapSizes) -> [Layout; 13] {
             BPF_MAP_TYPE_ARRAY,
             4,
             size_of::<Settings>(),
+            1,
+            false,
+        ),
+        // Kernel-private scratch: its value layout belongs to the kernel crate (0: not
+        // checked).
+        l(
+            map_names::PENDING,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            0,
             1,
             false,
         ),

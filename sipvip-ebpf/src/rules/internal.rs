@@ -1,30 +1,42 @@
-//! The internal side (`sipvip_int`, the SIP server hosts): outbound SNAT of member traffic,
-//! with exclusions and pass-through. See docs/architecture.md, "Per-packet rules".
+//! The internal side (the SIP server hosts): outbound SNAT of member traffic, with
+//! exclusions and pass-through. See docs/architecture.md, "Per-packet rules".
 
-use aya_ebpf::programs::XdpContext;
 use sipvip_common::{
     CtValue, Reason, FRAG_ACT_TRANSLATE, FRAG_OUT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
     MEMBER_F_SNAT, NO_SERVICE,
 };
 
-use crate::{
-    csum::{Side, SAME_PORT},
-    forward::{forward, translate, Out},
+use super::{
     frag, icmp,
     lookup::{
-        ensure_snat_flow, excluded, find_service, passthrough_flow, passthrough_port, snat_to,
-        UNTOUCHED,
+        excluded, find_service, passthrough_flow, passthrough_port, snat_flow, snat_to, UNTOUCHED,
     },
+    route,
+    screen::{accept, screen},
+    Account, Decision, Dir, Record, Rewrite, Side, SAME_PORT,
+};
+use crate::{
+    hook::Frame,
     maps::MEMBERS,
-    parse::{accept, parse, ports, screen},
-    stats::Dir,
+    packet::ipv4::{parse, ports, Ipv4},
 };
 
+/// A packet arriving on the internal side: the L2 acceptance rule and the address screen, then the
+/// rules of its family.
 #[inline(always)]
-pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
-    accept(ctx)?;
-    let p = parse(ctx)?;
+pub fn decide<F: Frame>(f: &F, d: &mut Decision) -> Result<Ipv4, Reason> {
+    accept(f)?;
+    let p = parse(f)?;
     screen(&p)?;
+    *d = match ipv4(f, &p) {
+        Ok(d) => d,
+        Err(r) => Decision::stop(r, Record::NONE),
+    };
+    Ok(p)
+}
+
+#[inline(always)]
+fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     // SAFETY: map values are only read.
     let Some(m) = (unsafe { MEMBERS.get(p.src_be) }) else {
         return Err(Reason::PassNotMember);
@@ -36,17 +48,18 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
         return Err(Reason::PassTtl);
     }
     if m.flags & MEMBER_F_SNAT == 0 {
-        return forward(ctx, &p, Reason::Passthrough);
+        return Ok(route::forward(f, p, Reason::Passthrough, Record::NONE));
     }
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
-        IPPROTO_ICMP => return icmp::from_member(ctx, &p, m),
+        IPPROTO_ICMP => return icmp::from_member(f, p, m),
         _ => return Err(Reason::PassOtherProto),
     }
 
     let mut port = SAME_PORT;
+    let mut record = Record::NONE;
     let (decision, reason) = if p.is_later_fragment() {
-        let d = match frag::follow(&p, FRAG_OUT) {
+        let d = match frag::follow(p, FRAG_OUT) {
             Some(d) => d,
             // An orphan: the default for member traffic, recorded nowhere.
             None if excluded(p.dst_be) => UNTOUCHED,
@@ -54,7 +67,7 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
         };
         (d, Reason::FragOut)
     } else {
-        let (sport, dport) = ports(ctx, &p)?;
+        let (sport, dport) = ports(f, p)?;
         let (d, r) = if passthrough_port(m, sport)
             || passthrough_flow(m, p.proto, p.src_be, sport, p.dst_be, dport)
         {
@@ -71,26 +84,33 @@ pub fn try_internal(ctx: &XdpContext) -> Result<u32, Reason> {
                 member_be: p.src_be,
                 slot: m.slot,
             };
-            ensure_snat_flow(p.proto, m.vip_be, sport, p.dst_be, dport, member);
+            if let Some(w) = snat_flow(p.proto, m.vip_be, sport, p.dst_be, dport, member) {
+                record.flow(w.0, w.1);
+            }
             (snat_to(m, NO_SERVICE), Reason::Snat)
         };
         if p.more_frags {
-            frag::record_first(&p, FRAG_OUT, d);
+            let (k, v) = frag::first(p, FRAG_OUT, d);
+            record.fragment(k, v);
         }
         (d, r)
     };
 
     if decision.action != FRAG_ACT_TRANSLATE {
-        return forward(ctx, &p, reason);
+        return Ok(route::forward(f, p, reason, record));
     }
-    let out = Out {
-        reason,
+    let rewrite = Rewrite {
+        side: Side::Src,
+        addr: decision.addr_be,
+        port,
+    };
+    let account = Account {
         vip_id: m.vip_id,
         dir: Dir::Out,
         service: u32::from(decision.service),
         slot: m.slot,
-        fallback_src_be: m.vip_be,
-        answerable: true,
     };
-    translate(ctx, &p, Side::Src, decision.addr_be, port, out)
+    Ok(route::translate(
+        f, p, rewrite, account, reason, m.vip_be, record,
+    ))
 }

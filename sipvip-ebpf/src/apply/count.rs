@@ -1,19 +1,11 @@
 //! Per-CPU counters: one slot per reason, and packets/bytes per VIP, service and member.
 
-use aya_ebpf::bindings::xdp_action;
-use sipvip_common::{Disposition, Reason, MAX_MEMBERS, MAX_SERVICES};
+use sipvip_common::{Reason, MAX_MEMBERS, MAX_SERVICES};
 
-use crate::maps::{REASONS, VIP_STATS};
-
-/// Counts `reason` and returns its verdict.
-#[inline(always)]
-pub fn count(reason: Reason) -> u32 {
-    bump(reason);
-    match reason.disposition() {
-        Disposition::Drop => xdp_action::XDP_DROP,
-        Disposition::Pass | Disposition::Handled => xdp_action::XDP_PASS,
-    }
-}
+use crate::{
+    maps::{REASONS, VIP_STATS},
+    rules::{Account, Dir},
+};
 
 #[inline(always)]
 pub fn bump(reason: Reason) {
@@ -23,26 +15,19 @@ pub fn bump(reason: Reason) {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    /// Toward a member.
-    In,
-    /// From a member.
-    Out,
-}
-
 /// Adds one packet of `bytes` to the VIP, the service (if `service < MAX_SERVICES`) and the
 /// member slot (if `< MAX_MEMBERS`).
 #[inline(always)]
-pub fn traffic(vip_id: u32, dir: Dir, service: u32, member_slot: u32, bytes: u32) {
-    let Some(c) = VIP_STATS.get_ptr_mut(vip_id) else {
+pub fn traffic(a: Account, bytes: u32) {
+    let (service, member_slot) = (a.service, a.slot);
+    let Some(c) = VIP_STATS.get_ptr_mut(a.vip_id) else {
         return;
     };
     let bytes = u64::from(bytes);
     // SAFETY: a per-CPU slot, written only by this CPU with preemption disabled; indexes are
     // bounds-checked below.
     let c = unsafe { &mut *c };
-    let (vip, svc, mem) = match dir {
+    let (vip, svc, mem) = match a.dir {
         Dir::In => (&mut c.vip_in, &mut c.service_in, &mut c.member_in),
         Dir::Out => (&mut c.vip_out, &mut c.service_out, &mut c.member_out),
     };

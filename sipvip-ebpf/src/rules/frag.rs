@@ -16,11 +16,11 @@ use sipvip_common::{time_units, FragKey, FragValue, DEFAULT_FRAG_LIFETIME_NS, TI
 
 use crate::{
     maps::{FRAGS, SETTINGS},
-    parse::Packet,
+    packet::ipv4::Ipv4,
 };
 
 #[inline(always)]
-fn key(p: &Packet, dir: u8) -> FragKey {
+fn key(p: &Ipv4, dir: u8) -> FragKey {
     FragKey {
         src_be: p.src_be,
         dst_be: p.dst_be,
@@ -36,20 +36,20 @@ fn now() -> u32 {
     (unsafe { bpf_ktime_get_coarse_ns() } >> TIME_UNIT_SHIFT) as u32
 }
 
-/// Records a first fragment's decision for the rest of its datagram.
+/// The record of a first fragment's decision, for the rest of its datagram. (An LRU map
+/// makes room for it; if the write fails anyway, the later fragments are orphans.)
 #[inline(always)]
-pub fn record_first(p: &Packet, dir: u8, decision: FragValue) {
+pub fn first(p: &Ipv4, dir: u8, decision: FragValue) -> (FragKey, FragValue) {
     let v = FragValue {
         stamp: now(),
         ..decision
     };
-    // An LRU map makes room; if the insert failed anyway, the later fragments are orphans.
-    let _ = FRAGS.insert(key(p, dir), v, 0);
+    (key(p, dir), v)
 }
 
 /// The decision of this later fragment's first fragment, if it passed within the lifetime.
 #[inline(always)]
-pub fn follow(p: &Packet, dir: u8) -> Option<FragValue> {
+pub fn follow(p: &Ipv4, dir: u8) -> Option<FragValue> {
     // SAFETY: the value is copied out immediately.
     let v = *unsafe { FRAGS.get(key(p, dir)) }?;
     let lifetime = match SETTINGS.get(0) {

@@ -1,6 +1,6 @@
 //! Lookups the rules of both sides share: services, exclusions, pass-through ports and
-//! flows, and the conntrack entries of member-opened flows. Decisions only: nothing here
-//! writes packet memory. See docs/architecture.md, "Per-packet rules".
+//! flows, and the conntrack entries of member-opened flows. Reads only: the entries to write
+//! are returned for the decision's record.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sipvip_common::{
@@ -111,16 +111,17 @@ pub fn passthrough_flow(
     unsafe { CONNTRACK.get(key) }.is_some()
 }
 
-/// Makes sure replies to `VIP:vport` from `remote:rport` go to this member.
+/// The conntrack entry that makes replies to `VIP:vport` from `remote:rport` go to this
+/// member, unless it is there already.
 #[inline(always)]
-pub fn ensure_snat_flow(
+pub fn snat_flow(
     proto: u8,
     vip_be: u32,
     vport: u16,
     remote_be: u32,
     rport: u16,
     member: CtValue,
-) {
+) -> Option<(CtKey, CtValue)> {
     let key = CtKey {
         addr_a_be: vip_be,
         addr_b_be: remote_be,
@@ -132,10 +133,8 @@ pub fn ensure_snat_flow(
     };
     // SAFETY: the value is compared and dropped.
     match unsafe { CONNTRACK.get(key) } {
-        Some(v) if *v == member => {}
-        _ => {
-            let _ = CONNTRACK.insert(key, member, 0);
-        }
+        Some(v) if *v == member => None,
+        _ => Some((key, member)),
     }
 }
 

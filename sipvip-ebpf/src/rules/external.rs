@@ -1,52 +1,65 @@
-//! The external side (`sipvip_ext`, phones, SIP devices, T-Lib clients): steering to a VIP
-//! (service traffic, replies of member-opened flows, fragments, TTL expiry) and flows to a
-//! member's physical address. See docs/architecture.md, "Per-packet rules".
+//! The external side (phones, SIP devices, T-Lib clients): steering to a VIP (service
+//! traffic, replies of member-opened flows, fragments, TTL expiry) and flows to a member's
+//! physical address. See docs/architecture.md, "Per-packet rules".
 
-use aya_ebpf::programs::XdpContext;
 use sipvip_common::{
     pt_port_slot, CtValue, FragValue, Reason, VipRecord, CT_PASSTHROUGH, CT_SNAT, CT_STEER,
     FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NO_SERVICE,
 };
 
-use crate::{
-    csum::{Side, SAME_PORT},
-    forward::{translate, Out},
+use super::{
     frag, icmp,
     lookup::{arriving_flow, find_service},
+    route,
+    screen::{accept, screen},
+    Account, Decision, Dir, Record, Rewrite, Side, SAME_PORT,
+};
+use crate::{
+    hook::Frame,
     maps::{CONNTRACK, MEMBERS, PT_PORTS, VIPS},
-    parse::{accept, load, parse, ports, screen, Packet},
-    reply,
-    stats::Dir,
+    packet::ipv4::{parse, ports, Ipv4},
 };
 
+/// A packet arriving on the external side: the L2 acceptance rule and the address screen, then the
+/// rules of its family.
 #[inline(always)]
-pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
-    accept(ctx)?;
-    let p = parse(ctx)?;
+pub fn decide<F: Frame>(f: &F, d: &mut Decision) -> Result<Ipv4, Reason> {
+    accept(f)?;
+    let p = parse(f)?;
     screen(&p)?;
+    *d = match ipv4(f, &p) {
+        Ok(d) => d,
+        Err(r) => Decision::stop(r, Record::NONE),
+    };
+    Ok(p)
+}
+
+#[inline(always)]
+fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     // SAFETY: map values are only read.
     let Some(vip) = (unsafe { VIPS.get(p.dst_be) }) else {
-        return not_for_vip(ctx, &p);
+        return not_for_vip(f, p);
     };
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
-        IPPROTO_ICMP if p.frag_offset == 0 && !p.more_frags => return icmp::to_vip(ctx, &p, vip),
+        IPPROTO_ICMP if p.frag_offset == 0 && !p.more_frags => return icmp::to_vip(f, p, vip),
         IPPROTO_ICMP => return Err(Reason::DropIcmp),
         _ => return Err(Reason::DropVipProto),
     }
 
     let mut port = SAME_PORT;
+    let mut record = Record::NONE;
     let (target, reason) = if p.is_later_fragment() {
         if p.ttl <= 1 {
             // No ICMP error is sent about a later fragment (RFC 1122, 3.2.2).
             return Err(Reason::DropTtl);
         }
-        let Some(t) = frag::follow(&p, FRAG_IN) else {
+        let Some(t) = frag::follow(p, FRAG_IN) else {
             return Err(Reason::DropFragOrphan);
         };
         (t, Reason::FragIn)
     } else {
-        let (sport, dport) = ports(ctx, &p)?;
+        let (sport, dport) = ports(f, p)?;
         let (t, r) = if let Some(i) = find_service(&vip.services, p.proto, dport, false) {
             let s = &vip.services[i];
             if s.enabled == 0 {
@@ -57,7 +70,7 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
             }
             port = (dport, s.member_port_be);
             let (addr_be, slot) = if vip.draining_be != 0 && p.proto == IPPROTO_TCP {
-                draining(ctx, &p, vip, sport, dport)?
+                draining(f, p, vip, sport, dport, &mut record)?
             } else {
                 (vip.active_be, vip.active_slot)
             };
@@ -88,32 +101,29 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
         };
         if p.ttl <= 1 {
             // Would be forwarded: answered as a router does, so traceroute sees the gateway.
-            return reply::send_error(
-                ctx,
-                &p,
-                reply::TIME_EXCEEDED,
-                0,
-                0,
-                p.dst_be,
-                Reason::TimeExceeded,
-            );
+            return Ok(route::time_exceeded(f, p.dst_be, record));
         }
         if p.more_frags {
-            frag::record_first(&p, FRAG_IN, t);
+            let (k, v) = frag::first(p, FRAG_IN, t);
+            record.fragment(k, v);
         }
         (t, r)
     };
 
-    let out = Out {
-        reason,
+    let rewrite = Rewrite {
+        side: Side::Dst,
+        addr: target.addr_be,
+        port,
+    };
+    let account = Account {
         vip_id: vip.vip_id,
         dir: Dir::In,
         service: u32::from(target.service),
         slot: u32::from(target.slot),
-        fallback_src_be: p.dst_be,
-        answerable: true,
     };
-    translate(ctx, &p, Side::Dst, target.addr_be, port, out)
+    Ok(route::translate(
+        f, p, rewrite, account, reason, p.dst_be, record,
+    ))
 }
 
 /// The member of a TCP service connection while another member drains: a new connection
@@ -121,23 +131,24 @@ pub fn try_external(ctx: &XdpContext) -> Result<u32, Reason> {
 /// its member; any other segment belongs to a connection opened before the move, which
 /// stays on the draining member.
 #[inline(always)]
-fn draining(
-    ctx: &XdpContext,
-    p: &Packet,
+fn draining<F: Frame>(
+    f: &F,
+    p: &Ipv4,
     vip: &VipRecord,
     sport: u16,
     dport: u16,
+    record: &mut Record,
 ) -> Result<(u32, u32), Reason> {
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
-    let flags: u8 = load(ctx, p.l4 + 13).map_err(|_| Reason::DropTruncatedL4)?;
+    let flags: u8 = f.load(p.l4 + 13).map_err(|_| Reason::DropTruncatedL4)?;
     let key = arriving_flow(p.dst_be, p.src_be, IPPROTO_TCP, dport, sport, CT_STEER);
     if flags & (SYN | ACK) == SYN {
         let v = CtValue {
             member_be: vip.active_be,
             slot: vip.active_slot,
         };
-        let _ = CONNTRACK.insert(key, v, 0);
+        record.flow(key, v);
         return Ok((vip.active_be, vip.active_slot));
     }
     // SAFETY: the value is copied out.
@@ -150,24 +161,20 @@ fn draining(
 /// Not for a VIP: transit, the gateway itself, or a member's physical address. A flow opened
 /// toward a member's physical address is remembered so the member's replies are never SNATed.
 #[inline(always)]
-fn not_for_vip(ctx: &XdpContext, p: &Packet) -> Result<u32, Reason> {
+fn not_for_vip<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     // SAFETY: map values are only read.
     let Some(m) = (unsafe { MEMBERS.get(p.dst_be) }) else {
         return Err(Reason::PassNotVip);
     };
+    let mut record = Record::NONE;
     if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && p.frag_offset == 0 {
-        if let Ok((sport, dport)) = ports(ctx, p) {
+        if let Ok((sport, dport)) = ports(f, p) {
             let key = arriving_flow(p.dst_be, p.src_be, p.proto, dport, sport, CT_PASSTHROUGH);
             // The member port is marked before the flow is recorded, so the outbound side
             // never sees the flow without the mark.
             let (i, bucket) = pt_port_slot(m.vip_id, m.slot, dport);
-            if let Some(pp) = PT_PORTS.get_ptr_mut(i) {
-                // SAFETY: a byte of a map value; stores of 1 from any CPU are idempotent.
-                unsafe {
-                    if (*pp).seen[bucket] == 0 {
-                        (*pp).seen[bucket] = 1;
-                    }
-                }
+            if matches!(PT_PORTS.get(i), Some(pp) if pp.seen[bucket] == 0) {
+                record.port_mark(i, bucket as u32);
             }
             // SAFETY: only tested for presence.
             if unsafe { CONNTRACK.get(key) }.is_none() {
@@ -175,9 +182,9 @@ fn not_for_vip(ctx: &XdpContext, p: &Packet) -> Result<u32, Reason> {
                     member_be: p.dst_be,
                     slot: m.slot,
                 };
-                let _ = CONNTRACK.insert(key, v, 0);
+                record.flow(key, v);
             }
         }
     }
-    Err(Reason::PassToMember)
+    Ok(Decision::stop(Reason::PassToMember, record))
 }

@@ -1,0 +1,151 @@
+//! Answers the datapath builds in place and sends back where a packet came from: the echo
+//! reply of a VIP, and the ICMP errors it sends as the gateway (fragmentation needed, time
+//! exceeded). See docs/architecture.md, "Path MTU".
+
+use sipvip_common::{Reason, IPPROTO_ICMP};
+
+use super::{csum::Delta, mem::store, mem::store_addr};
+use crate::{
+    hook::{Frame, Verdict},
+    packet::ipv4::{Ipv4, IP_CSUM, IP_DST, IP_SRC, IP_TTL},
+    rules::{
+        icmp::{ECHO_REPLY, ECHO_REQUEST},
+        route::DEST_UNREACH,
+    },
+};
+
+/// TTL of the packets the datapath originates.
+pub const REPLY_TTL: u8 = 64;
+/// Type of service of the ICMP errors the datapath sends (precedence "internetwork
+/// control", as Linux sends them).
+const ERROR_TOS: u8 = 0xc0;
+/// The new IPv4 and ICMP headers in front of the quoted packet.
+const ERROR_HEADERS: usize = 28;
+/// The quoted packet's L4 bytes: RFC 792's 64 bits, enough for ports (and an echo id).
+const QUOTED_L4: usize = 8;
+
+/// Answers an echo request in place and sends it back out of the interface it came in on.
+#[inline(always)]
+pub fn echo_reply<F: Frame>(f: &F, p: &Ipv4) -> Result<Verdict, Reason> {
+    let e = |_| Reason::DropMalformedIp;
+    let h: [u8; 4] = f.load(p.l4).map_err(e)?;
+    let dmac: [u8; 6] = f.load(0).map_err(e)?;
+    let smac: [u8; 6] = f.load(6).map_err(e)?;
+    store(f, 0, smac).map_err(e)?;
+    store(f, 6, dmac).map_err(e)?;
+
+    // Swapping the addresses leaves the IP checksum unchanged; the TTL changes it.
+    store_addr(f, p.l3 + IP_SRC, p.dst_be).map_err(e)?;
+    store_addr(f, p.l3 + IP_DST, p.src_be).map_err(e)?;
+    let old: u16 = f.load(p.l3 + IP_TTL).map_err(e)?;
+    let mut b = old.to_ne_bytes();
+    b[0] = REPLY_TTL;
+    let new = u16::from_ne_bytes(b);
+    if new != old {
+        let mut d = Delta::new();
+        d.word(old, new);
+        let c: u16 = f.load(p.l3 + IP_CSUM).map_err(e)?;
+        store(f, p.l3 + IP_TTL, new).map_err(e)?;
+        store(f, p.l3 + IP_CSUM, d.apply(c)).map_err(e)?;
+    }
+
+    let mut d = Delta::new();
+    d.word(
+        u16::from_ne_bytes([ECHO_REQUEST, h[1]]),
+        u16::from_ne_bytes([ECHO_REPLY, h[1]]),
+    );
+    let c = u16::from_ne_bytes([h[2], h[3]]);
+    store(f, p.l4, [ECHO_REPLY, h[1]]).map_err(e)?;
+    store(f, p.l4 + 2, d.apply(c)).map_err(e)?;
+    Ok(Verdict::Bounce)
+}
+
+/// Answers the packet with an ICMP error (`ty`/`code`; `mtu` for "fragmentation needed")
+/// from the gateway (`src_be`): the destination is the packet's source, and the quote the
+/// packet's IP header and first 8 bytes of payload exactly as they arrived. Built in place (the head grows by the
+/// new headers, the tail is cut after the quote) and sent back with XDP_TX to the MAC it came
+/// from, from the MAC it was sent to (the interface's own, by the acceptance rule).
+#[inline(always)]
+pub fn send_error<F: Frame>(
+    f: &F,
+    p: &Ipv4,
+    ty: u8,
+    code: u8,
+    mtu: u16,
+    src_be: u32,
+) -> Result<Verdict, Reason> {
+    let e = |_| Reason::DropMalformedIp;
+    let ihl = p.l4 - p.l3;
+    let quoted = ihl + QUOTED_L4;
+    if p.l3 + quoted > p.l3 + p.tot_len as usize {
+        return Err(Reason::DropTruncatedL4);
+    }
+    // The one's-complement sum of the quote (at most 60 + 8 bytes), before anything moves.
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < (60 + QUOTED_L4) / 2 {
+        if i * 2 >= quoted {
+            break;
+        }
+        let w: u16 = f.load(p.l3 + i * 2).map_err(e)?;
+        sum += u32::from(w);
+        i += 1;
+    }
+    // The frame's L2 header (18 bytes are always there: the IPv4 header follows).
+    let l2: [u16; 9] = f.load(0).map_err(e)?;
+
+    // Every pointer is re-derived after the frame moves.
+    if !f.adjust_head(-(ERROR_HEADERS as i32)) {
+        return Err(Reason::PassFib);
+    }
+    let want = p.l3 + ERROR_HEADERS + quoted;
+    let have = p.len as usize + ERROR_HEADERS;
+    // The frame only shrinks, never below the headers just made room for.
+    if !f.adjust_tail(want as i32 - have as i32) {
+        return Err(Reason::DropMalformedIp);
+    }
+
+    // Ethernet (and the 802.1Q tag): back where it came from.
+    store(f, 0, [l2[3], l2[4], l2[5], l2[0], l2[1], l2[2]]).map_err(e)?;
+    if p.vlan {
+        store(f, 12, [l2[6], l2[7], l2[8]]).map_err(e)?;
+    } else {
+        store(f, 12, l2[6]).map_err(e)?;
+    }
+
+    let l3 = p.l3;
+    let tot = ((ERROR_HEADERS + quoted) as u16).to_be();
+    let [s0, s1, s2, s3] = src_be.to_ne_bytes();
+    let [d0, d1, d2, d3] = p.src_be.to_ne_bytes();
+    let mut ip: [u16; 10] = [
+        u16::from_ne_bytes([0x45, ERROR_TOS]),
+        tot,
+        0,
+        0,
+        u16::from_ne_bytes([REPLY_TTL, IPPROTO_ICMP]),
+        0,
+        u16::from_ne_bytes([s0, s1]),
+        u16::from_ne_bytes([s2, s3]),
+        u16::from_ne_bytes([d0, d1]),
+        u16::from_ne_bytes([d2, d3]),
+    ];
+    ip[5] = !fold(ip.iter().map(|w| u32::from(*w)).sum());
+    store(f, l3, ip).map_err(e)?;
+
+    let mut icmp: [u16; 4] = [
+        u16::from_ne_bytes([ty, code]),
+        0,
+        0,
+        if ty == DEST_UNREACH { mtu.to_be() } else { 0 },
+    ];
+    icmp[1] = !fold(sum + icmp.iter().map(|w| u32::from(*w)).sum::<u32>());
+    store(f, l3 + 20, icmp).map_err(e)?;
+    Ok(Verdict::Bounce)
+}
+
+#[inline(always)]
+fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}

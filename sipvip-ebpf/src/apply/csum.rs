@@ -1,0 +1,158 @@
+//! Incremental Internet checksum updates (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
+//!
+//! All values are 16-bit words exactly as loaded from packet memory. One's-complement sums are
+//! byte-order independent (RFC 1071), so no byte swapping is needed.
+
+use sipvip_common::{Reason, IPPROTO_TCP, IPPROTO_UDP};
+
+use super::mem::{store, store_addr};
+use crate::{
+    hook::Frame,
+    packet::ipv4::{l4_csum_offset, Ipv4, IP_CSUM, IP_DST, IP_SRC},
+    rules::{
+        icmp::{QUOTE_L3, QUOTE_L4},
+        QuoteRewrite, Rewrite, Side,
+    },
+};
+
+/// An accumulated difference: the sum of `~old + new` over every changed 16-bit word.
+#[derive(Clone, Copy)]
+pub struct Delta(u32);
+
+impl Delta {
+    #[inline(always)]
+    pub const fn new() -> Self {
+        Delta(0)
+    }
+
+    #[inline(always)]
+    pub fn word(&mut self, old: u16, new: u16) {
+        self.0 += u32::from(!old) + u32::from(new);
+    }
+
+    /// A 32-bit field (an IPv4 address) as two words.
+    #[inline(always)]
+    pub fn addr(&mut self, old: u32, new: u32) {
+        self.word(old as u16, new as u16);
+        self.word((old >> 16) as u16, (new >> 16) as u16);
+    }
+
+    /// Applies the difference to a checksum field.
+    #[inline(always)]
+    pub fn apply(self, csum: u16) -> u16 {
+        !fold(u32::from(!csum) + self.0)
+    }
+
+    /// Applies the difference to a UDP checksum: 0 means "no checksum" and stays 0, and a
+    /// computed 0 is sent as 0xffff (RFC 768).
+    #[inline(always)]
+    pub fn apply_udp(self, csum: u16) -> u16 {
+        if csum == 0 {
+            return 0;
+        }
+        match self.apply(csum) {
+            0 => 0xffff,
+            c => c,
+        }
+    }
+}
+
+#[inline(always)]
+fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+/// Rewrites the source or destination address of the packet, and the port on that side from
+/// `port.0` to `port.1` when they differ and the packet carries its L4 header. The TCP/UDP
+/// checksum (pseudo-header and port) is updated incrementally here; the IPv4 header
+/// checksum is not: the returned delta goes to `send`, which writes that checksum once,
+/// together with the TTL decrement or alone when the packet goes to the kernel.
+#[inline(always)]
+pub fn rewrite<F: Frame>(f: &F, p: &Ipv4, r: Rewrite) -> Result<Delta, Reason> {
+    let (new_addr, port) = (r.addr, r.port);
+    let (old_addr, addr_off, port_off) = match r.side {
+        Side::Src => (p.src_be, IP_SRC, 0),
+        Side::Dst => (p.dst_be, IP_DST, 2),
+    };
+    let mut ip = Delta::new();
+    ip.addr(old_addr, new_addr);
+    store_addr(f, p.l3 + addr_off, new_addr).map_err(|_| Reason::DropMalformedIp)?;
+
+    if p.frag_offset != 0 || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
+        return Ok(ip);
+    }
+    let mut l4 = ip;
+    let (old_port, new_port) = port;
+    if old_port != new_port {
+        l4.word(old_port, new_port);
+        store(f, p.l4 + port_off, new_port).map_err(|_| Reason::DropTruncatedL4)?;
+    }
+    let off = p.l4 + l4_csum_offset(p.proto);
+    let c: u16 = f.load(off).map_err(|_| Reason::DropTruncatedL4)?;
+    let n = if p.proto == IPPROTO_UDP {
+        l4.apply_udp(c)
+    } else {
+        l4.apply(c)
+    };
+    f.store_l4_csum(off, n)
+        .map_err(|_| Reason::DropTruncatedL4)?;
+    Ok(ip)
+}
+
+/// Rewrites one address of the packet quoted in an ICMP error (and its port on that side),
+/// updating the quoted IP checksum, the quoted TCP/UDP checksum when the quote carries it,
+/// and the ICMP checksum.
+#[inline(always)]
+pub fn rewrite_quote<F: Frame>(f: &F, p: &Ipv4, q: QuoteRewrite) -> Result<(), Reason> {
+    let e = |_| Reason::DropTruncatedL4;
+    let il3 = p.l4 + QUOTE_L3;
+    let il4 = p.l4 + QUOTE_L4;
+    let (addr_off, port_off) = match q.side {
+        Side::Src => (IP_SRC, 0),
+        Side::Dst => (IP_DST, 2),
+    };
+    let mut icmp = Delta::new();
+
+    let mut ipd = Delta::new();
+    ipd.addr(q.old_addr, q.addr);
+    let old_ic: u16 = f.load(il3 + IP_CSUM).map_err(e)?;
+    let new_ic = ipd.apply(old_ic);
+    store_addr(f, il3 + addr_off, q.addr).map_err(e)?;
+    store(f, il3 + IP_CSUM, new_ic).map_err(e)?;
+    icmp.addr(q.old_addr, q.addr);
+    if new_ic != old_ic {
+        icmp.word(old_ic, new_ic);
+    }
+
+    if q.proto == IPPROTO_TCP || q.proto == IPPROTO_UDP {
+        let mut l4 = ipd;
+        let (old, new) = q.port;
+        if old != new {
+            l4.word(old, new);
+            icmp.word(old, new);
+            store(f, il4 + port_off, new).map_err(e)?;
+        }
+        // The quoted TCP checksum lies past the 8 bytes RFC 792 guarantees: update it only
+        // when the error carries it.
+        let off = il4 + if q.proto == IPPROTO_UDP { 6 } else { 16 };
+        if off + 2 <= p.l3 + p.tot_len as usize {
+            if let Ok(c) = f.load::<u16>(off) {
+                let n = if q.proto == IPPROTO_UDP {
+                    l4.apply_udp(c)
+                } else {
+                    l4.apply(c)
+                };
+                if n != c {
+                    store(f, off, n).map_err(e)?;
+                    icmp.word(c, n);
+                }
+            }
+        }
+    }
+
+    let c: u16 = f.load(p.l4 + 2).map_err(e)?;
+    store(f, p.l4 + 2, icmp.apply(c)).map_err(e)?;
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Writes to packet memory. Private to `apply`: nothing else writes a packet.
+
+use crate::hook::Frame;
+
+/// Stores a `T` into the frame; the alignment rules of [`Frame::load`] apply.
+#[inline(always)]
+pub fn store<F: Frame, T: Copy>(f: &F, off: usize, v: T) -> Result<(), ()> {
+    const { assert!(core::mem::align_of::<T>() <= 2) };
+    // SAFETY: ptr_at checked that the whole T is inside the packet; see `Frame::load` for
+    // alignment.
+    unsafe { core::ptr::write_volatile(f.ptr_at::<T>(off)?, v) };
+    Ok(())
+}
+
+/// Stores a MAC address as three 16-bit words (Ethernet addresses are 2-byte aligned).
+#[inline(always)]
+pub fn store_mac<F: Frame>(f: &F, off: usize, m: [u8; 6]) -> Result<(), ()> {
+    let w = [
+        u16::from_ne_bytes([m[0], m[1]]),
+        u16::from_ne_bytes([m[2], m[3]]),
+        u16::from_ne_bytes([m[4], m[5]]),
+    ];
+    store(f, off, w)
+}
+
+/// Stores an IPv4 address (network order, as parsed) as two 16-bit words.
+#[inline(always)]
+pub fn store_addr<F: Frame>(f: &F, off: usize, addr_be: u32) -> Result<(), ()> {
+    let b = addr_be.to_ne_bytes();
+    let w = [
+        u16::from_ne_bytes([b[0], b[1]]),
+        u16::from_ne_bytes([b[2], b[3]]),
+    ];
+    store(f, off, w)
+}

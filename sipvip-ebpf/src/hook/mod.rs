@@ -1,0 +1,89 @@
+//! The seam between the rules and the program type they run in. Everything the rules and
+//! `apply` need from a packet context goes through [`Frame`]: the packet bytes, the ingress
+//! device, growing and shrinking the frame, the FIB, the redirect and the verdict codes. An
+//! XDP frame implements it today ([`xdp::Xdp`]); a TC (skb) frame implements the same trait
+//! for the on-node mode, where it also overrides the checksum step (see
+//! [`Frame::store_l4_csum`]). See docs/architecture.md, "The code".
+
+pub mod xdp;
+
+use core::ffi::c_void;
+
+/// The verdicts the datapath gives, whatever the hook.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// To the kernel's stack as it is now.
+    Pass,
+    Drop,
+    /// Back out of the interface it arrived on.
+    Bounce,
+    /// Out of the device `Frame::redirect` chose.
+    Redirect,
+}
+
+/// A mask no header offset we use exceeds (the deepest is a quoted TCP checksum, < 200).
+const MAX_OFFSET: usize = 0x3ff;
+
+/// A packet in a program's context.
+pub trait Frame {
+    /// The start and end of the packet bytes, read afresh on every call: a helper that
+    /// moves the packet (adjusting head or tail) invalidates earlier pointers.
+    fn bounds(&self) -> (usize, usize);
+    /// The device the packet arrived on.
+    fn ingress_ifindex(&self) -> u32;
+    /// The context pointer helpers take (`struct xdp_md *` or `struct __sk_buff *`).
+    fn raw(&self) -> *mut c_void;
+    /// Moves the start of the packet by `delta` bytes (negative: grows the head).
+    fn adjust_head(&self, delta: i32) -> bool;
+    /// Moves the end of the packet by `delta` bytes (negative: cuts the tail).
+    fn adjust_tail(&self, delta: i32) -> bool;
+    /// Asks for the packet to go out of `ifindex`; takes effect with `Verdict::Redirect`.
+    fn redirect(&self, ifindex: u32) -> bool;
+    /// The program's return code for a verdict.
+    fn verdict(&self, v: Verdict) -> u32;
+
+    /// The frame length, for byte counters.
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        let (start, end) = self.bounds();
+        (end - start) as u32
+    }
+
+    /// A pointer to a `T` at `off` bytes into the frame, if it lies wholly inside it.
+    #[inline(always)]
+    fn ptr_at<T>(&self, off: usize) -> Result<*mut T, ()> {
+        let (start, end) = self.bounds();
+        // Bounds the offset for the verifier, which may have lost track of it across
+        // spills. Every header we touch starts within the first MAX_OFFSET bytes.
+        let off = off & MAX_OFFSET;
+        if start + off + core::mem::size_of::<T>() > end {
+            return Err(());
+        }
+        Ok((start + off) as *mut T)
+    }
+
+    /// Loads a `T` from the frame.
+    ///
+    /// The read is volatile so that it happens right after its bounds check: otherwise LLVM
+    /// may re-read packet memory later through a register the verifier has not
+    /// bounds-checked. Every `T` loaded is at most 2-byte aligned and every offset is even
+    /// (headers start at 14, 18 or an IHL multiple of 4 beyond), so the pointer is suitably
+    /// aligned.
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Result<T, ()> {
+        const { assert!(core::mem::align_of::<T>() <= 2) };
+        // SAFETY: ptr_at checked that the whole T is inside the packet; see above for
+        // alignment.
+        Ok(unsafe { core::ptr::read_volatile(self.ptr_at::<T>(off)?) })
+    }
+
+    /// Writes an updated TCP/UDP checksum. In XDP the packet's checksum field is final, so
+    /// this is a plain store; a TC frame overrides it where the skb carries a partial
+    /// checksum (CHECKSUM_PARTIAL) that only the pseudo-header part may change.
+    #[inline(always)]
+    fn store_l4_csum(&self, off: usize, csum: u16) -> Result<(), ()> {
+        // SAFETY: ptr_at checked that the field is inside the packet.
+        unsafe { core::ptr::write_volatile(self.ptr_at::<u16>(off)?, csum) };
+        Ok(())
+    }
+}

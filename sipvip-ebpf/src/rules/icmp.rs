@@ -1,0 +1,339 @@
+//! ICMP: echo to a VIP is answered; echo from a member is SNATed with its identifier tracked;
+//! errors about translated flows are translated, quoted packet included (RFC 5508).
+
+use sipvip_common::{
+    CtKey, CtValue, MemberRecord, Reason, VipRecord, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_UDP,
+};
+
+use super::{
+    lookup::{excluded, find_service, passthrough_flow, passthrough_port, snat_flow},
+    route::{self, DEST_UNREACH, TIME_EXCEEDED},
+    Account, Action, Decision, Dir, QuoteRewrite, Record, Rewrite, Side, SAME_PORT,
+};
+use crate::{hook::Frame, maps::CONNTRACK, packet::ipv4::Ipv4};
+
+pub const ECHO_REPLY: u8 = 0;
+pub const ECHO_REQUEST: u8 = 8;
+const PARAMETER_PROBLEM: u8 = 12;
+
+/// Where the quoted packet of an ICMP error starts, from the ICMP header, and its L4 header
+/// (the quote's IPv4 header has no options).
+pub const QUOTE_L3: usize = 8;
+pub const QUOTE_L4: usize = QUOTE_L3 + 20;
+
+/// The ICMP header is 8 bytes: type, code, checksum, and 4 bytes (echo id/seq).
+#[inline(always)]
+fn header<F: Frame>(f: &F, p: &Ipv4) -> Result<[u8; 8], Reason> {
+    if p.l4 + 8 > p.l3 + p.tot_len as usize {
+        return Err(Reason::DropTruncatedL4);
+    }
+    f.load(p.l4).map_err(|_| Reason::DropTruncatedL4)
+}
+
+#[inline(always)]
+fn is_error(t: u8) -> bool {
+    t == DEST_UNREACH || t == TIME_EXCEEDED || t == PARAMETER_PROBLEM
+}
+
+#[inline(always)]
+fn icmp_flow(vip_be: u32, id_be: u16, remote_be: u32) -> CtKey {
+    CtKey {
+        addr_a_be: vip_be,
+        addr_b_be: remote_be,
+        port_a_be: id_be,
+        port_b_be: 0,
+        proto: IPPROTO_ICMP,
+        kind: CT_SNAT,
+        _pad: 0,
+    }
+}
+
+/// ICMP arriving for a VIP (unfragmented).
+#[inline(always)]
+pub fn to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, Reason> {
+    let h = header(f, p)?;
+    match h[0] {
+        ECHO_REQUEST => Ok(Decision {
+            action: Action::EchoReply,
+            reason: Reason::EchoReply,
+            ..Decision::BLANK
+        }),
+        ECHO_REPLY => {
+            let id = u16::from_ne_bytes([h[4], h[5]]);
+            // SAFETY: the value is copied out.
+            let Some(ct) = (unsafe { CONNTRACK.get(icmp_flow(p.dst_be, id, p.src_be)) }) else {
+                return Err(Reason::DropIcmp);
+            };
+            let ct = *ct;
+            if p.ttl <= 1 {
+                return Err(Reason::DropTtl);
+            }
+            let rewrite = Rewrite {
+                side: Side::Dst,
+                addr: ct.member_be,
+                port: SAME_PORT,
+            };
+            let account = Account {
+                vip_id: vip.vip_id,
+                dir: Dir::In,
+                service: u32::MAX,
+                slot: ct.slot,
+            };
+            Ok(route::translate(
+                f,
+                p,
+                rewrite,
+                account,
+                Reason::ConntrackReply,
+                p.dst_be,
+                Record::NONE,
+            ))
+        }
+        t if is_error(t) => error_to_vip(f, p, vip),
+        _ => Err(Reason::DropIcmp),
+    }
+}
+
+/// The packet quoted in an ICMP error: its IPv4 header (no options) and the first 8 bytes of
+/// its L4 header.
+struct Quoted {
+    proto: u8,
+    src_be: u32,
+    dst_be: u32,
+    /// Source and destination ports, or the echo identifier in `sport` for ICMP echo.
+    sport: u16,
+    dport: u16,
+    icmp_type: u8,
+}
+
+#[inline(always)]
+fn quoted<F: Frame>(f: &F, p: &Ipv4) -> Result<Quoted, Reason> {
+    let ip: [u8; 20] = f
+        .load(p.l4 + QUOTE_L3)
+        .map_err(|_| Reason::DropTruncatedL4)?;
+    if ip[0] != 0x45 {
+        return Err(Reason::DropIcmp);
+    }
+    let l4: [u8; 8] = f
+        .load(p.l4 + QUOTE_L4)
+        .map_err(|_| Reason::DropTruncatedL4)?;
+    if p.l4 + QUOTE_L4 + 8 > p.l3 + p.tot_len as usize {
+        return Err(Reason::DropTruncatedL4);
+    }
+    let (sport, dport) = if ip[9] == IPPROTO_ICMP {
+        (u16::from_ne_bytes([l4[4], l4[5]]), 0)
+    } else {
+        (
+            u16::from_ne_bytes([l4[0], l4[1]]),
+            u16::from_ne_bytes([l4[2], l4[3]]),
+        )
+    };
+    Ok(Quoted {
+        proto: ip[9],
+        src_be: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
+        dst_be: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+        sport,
+        dport,
+        icmp_type: l4[0],
+    })
+}
+
+/// An ICMP error for a VIP about a packet the VIP sent (a SNATed flow): to the member.
+#[inline(always)]
+fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, Reason> {
+    let inner = quoted(f, p)?;
+    if inner.src_be != p.dst_be {
+        return Err(Reason::DropIcmp);
+    }
+    let mut port = SAME_PORT;
+    let mut service = u32::MAX;
+    let (member, slot) = match inner.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            if let Some(i) = find_service(&vip.services, inner.proto, inner.sport, false) {
+                if vip.active_be == 0 {
+                    return Err(Reason::DropNoActive);
+                }
+                port = (inner.sport, vip.services[i].member_port_be);
+                service = i as u32;
+                (vip.active_be, vip.active_slot)
+            } else {
+                let key = CtKey {
+                    addr_a_be: p.dst_be,
+                    addr_b_be: inner.dst_be,
+                    port_a_be: inner.sport,
+                    port_b_be: inner.dport,
+                    proto: inner.proto,
+                    kind: CT_SNAT,
+                    _pad: 0,
+                };
+                // SAFETY: the value is copied out.
+                let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
+                    return Err(Reason::DropIcmp);
+                };
+                (ct.member_be, ct.slot)
+            }
+        }
+        IPPROTO_ICMP if inner.icmp_type == ECHO_REQUEST => {
+            let key = icmp_flow(p.dst_be, inner.sport, inner.dst_be);
+            // SAFETY: the value is copied out.
+            let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
+                return Err(Reason::DropIcmp);
+            };
+            (ct.member_be, ct.slot)
+        }
+        _ => return Err(Reason::DropIcmp),
+    };
+    if p.ttl <= 1 {
+        return Err(Reason::DropTtl);
+    }
+    let quote = QuoteRewrite {
+        side: Side::Src,
+        old_addr: inner.src_be,
+        addr: member,
+        port,
+        proto: inner.proto,
+    };
+    let mut record = Record::NONE;
+    record.quote(quote);
+    let rewrite = Rewrite {
+        side: Side::Dst,
+        addr: member,
+        port: SAME_PORT,
+    };
+    let account = Account {
+        vip_id: vip.vip_id,
+        dir: Dir::In,
+        service,
+        slot,
+    };
+    Ok(route::translate(
+        f,
+        p,
+        rewrite,
+        account,
+        Reason::IcmpErrorIn,
+        p.dst_be,
+        record,
+    ))
+}
+
+/// ICMP from a member (unfragmented; TTL already checked).
+#[inline(always)]
+pub fn from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Decision, Reason> {
+    if p.frag_offset != 0 || p.more_frags {
+        return Err(Reason::PassIcmp);
+    }
+    let h = header(f, p)?;
+    match h[0] {
+        ECHO_REQUEST => {
+            if excluded(p.dst_be) {
+                return Ok(route::forward(f, p, Reason::Excluded, Record::NONE));
+            }
+            let id = u16::from_ne_bytes([h[4], h[5]]);
+            let member = CtValue {
+                member_be: p.src_be,
+                slot: m.slot,
+            };
+            let mut record = Record::NONE;
+            if let Some(w) = snat_flow(IPPROTO_ICMP, m.vip_be, id, p.dst_be, 0, member) {
+                record.flow(w.0, w.1);
+            }
+            let rewrite = Rewrite {
+                side: Side::Src,
+                addr: m.vip_be,
+                port: SAME_PORT,
+            };
+            let account = Account {
+                vip_id: m.vip_id,
+                dir: Dir::Out,
+                service: u32::MAX,
+                slot: m.slot,
+            };
+            Ok(route::translate(
+                f,
+                p,
+                rewrite,
+                account,
+                Reason::Snat,
+                m.vip_be,
+                record,
+            ))
+        }
+        t if is_error(t) => error_from_member(f, p, m),
+        _ => Err(Reason::PassIcmp),
+    }
+}
+
+/// An ICMP error a member sends about a packet it received through the VIP: it leaves with
+/// the VIP as source and the quoted packet as the peer sent it.
+#[inline(always)]
+fn error_from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Decision, Reason> {
+    let inner = match quoted(f, p) {
+        Ok(i) => i,
+        Err(Reason::DropTruncatedL4) => return Err(Reason::DropTruncatedL4),
+        Err(_) => return Err(Reason::PassIcmp),
+    };
+    if inner.dst_be != p.src_be || (inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP) {
+        return Err(Reason::PassIcmp);
+    }
+    // The member-side port is the quoted destination port.
+    let mport = inner.dport;
+    if passthrough_port(m, mport)
+        || passthrough_flow(m, inner.proto, p.src_be, mport, inner.src_be, inner.sport)
+    {
+        return Ok(route::forward(f, p, Reason::Passthrough, Record::NONE));
+    }
+    if excluded(p.dst_be) {
+        return Ok(route::forward(f, p, Reason::Excluded, Record::NONE));
+    }
+    let mut service = u32::MAX;
+    let port = if let Some(i) = find_service(&m.services, inner.proto, mport, true) {
+        service = i as u32;
+        (mport, m.services[i].port_be)
+    } else {
+        let key = CtKey {
+            addr_a_be: m.vip_be,
+            addr_b_be: inner.src_be,
+            port_a_be: mport,
+            port_b_be: inner.sport,
+            proto: inner.proto,
+            kind: CT_SNAT,
+            _pad: 0,
+        };
+        // SAFETY: the value is compared and dropped.
+        match unsafe { CONNTRACK.get(key) } {
+            Some(ct) if ct.member_be == p.src_be => SAME_PORT,
+            _ => return Err(Reason::PassIcmp),
+        }
+    };
+    let quote = QuoteRewrite {
+        side: Side::Dst,
+        old_addr: inner.dst_be,
+        addr: m.vip_be,
+        port,
+        proto: inner.proto,
+    };
+    let mut record = Record::NONE;
+    record.quote(quote);
+    let rewrite = Rewrite {
+        side: Side::Src,
+        addr: m.vip_be,
+        port: SAME_PORT,
+    };
+    let account = Account {
+        vip_id: m.vip_id,
+        dir: Dir::Out,
+        service,
+        slot: m.slot,
+    };
+    Ok(route::translate(
+        f,
+        p,
+        rewrite,
+        account,
+        Reason::IcmpErrorOut,
+        m.vip_be,
+        record,
+    ))
+}

@@ -1,0 +1,275 @@
+//! The rules: what to do with a packet, decided from the packet (read through
+//! [`Frame`](crate::hook::Frame)) and the maps, without writing either. Each side returns a
+//! [`Decision`], which [`crate::apply`] carries out; a rule that stops early returns the
+//! counted reason as its error. See docs/architecture.md, "Per-packet rules" and "The code".
+//!
+//! - [`screen`]: the L2 acceptance rule and the address screen, before any other rule;
+//! - [`external`] and [`internal`]: the two sides;
+//! - [`icmp`]: echo and errors, both sides;
+//! - [`frag`]: fragments follow their first fragment;
+//! - [`lookup`]: the lookups the sides share (services, exclusions, pass-through, conntrack);
+//! - [`route`]: the next hop, and how a translated packet leaves.
+//!
+//! Decisions are generic over the address (`u32` for IPv4), so IPv6 rules produce the same
+//! shape with 16-byte addresses while IPv4 keeps its 4-byte ones.
+
+pub mod external;
+pub mod frag;
+pub mod icmp;
+pub mod internal;
+pub mod lookup;
+pub mod route;
+pub mod screen;
+
+use sipvip_common::{CtKey, CtValue, FragKey, FragValue, NextHop, Reason};
+
+use crate::maps::PENDING;
+
+/// Which address (and port) of a packet a rewrite changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Source address (and port).
+    Src,
+    /// Destination address (and port).
+    Dst,
+}
+
+/// No port change.
+pub const SAME_PORT: (u16, u16) = (0, 0);
+
+/// The direction of a translated packet, for the per-VIP counters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Toward a member.
+    In,
+    /// From a member.
+    Out,
+}
+
+/// One address of the packet, and the port on that side from `port.0` to `port.1` when they
+/// differ and the packet carries its L4 header.
+#[derive(Clone, Copy)]
+pub struct Rewrite<A = u32> {
+    pub side: Side,
+    pub addr: A,
+    pub port: (u16, u16),
+}
+
+/// The rewrite of the packet quoted in an ICMP error (RFC 5508): one address, its port, and
+/// the quoted checksums.
+#[derive(Clone, Copy)]
+pub struct QuoteRewrite<A = u32> {
+    pub side: Side,
+    /// The quoted address on `side` as it is now.
+    pub old_addr: A,
+    pub addr: A,
+    pub port: (u16, u16),
+    /// The quoted packet's protocol.
+    pub proto: u8,
+}
+
+/// What a translated packet counts toward.
+#[derive(Clone, Copy)]
+pub struct Account {
+    pub vip_id: u32,
+    pub dir: Dir,
+    /// A service slot, or anything from `MAX_SERVICES` up for none.
+    pub service: u32,
+    /// A member slot, or anything from `MAX_MEMBERS` up for none.
+    pub slot: u32,
+}
+
+/// The link-layer next hop a packet is sent to: the egress device and the MACs.
+#[derive(Clone, Copy)]
+pub struct Link {
+    pub ifindex: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
+impl Link {
+    #[inline(always)]
+    pub fn of(nh: &NextHop) -> Self {
+        Link {
+            ifindex: nh.ifindex,
+            dmac: nh.dmac,
+            smac: nh.smac,
+        }
+    }
+}
+
+/// What happens to the packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Counted, then passed to the kernel untouched or dropped, as the reason's disposition
+    /// says.
+    Stop,
+    /// Rewritten (`rewrite`, and `quote` for an ICMP error), counted toward `account`, and
+    /// sent to `link`, or handed to the kernel translated when no link is due.
+    Translate,
+    /// Sent untranslated to `link`: TTL and MACs only.
+    Forward,
+    /// An echo request to a VIP, answered in place.
+    EchoReply,
+    /// Answered with the ICMP error `error` from the gateway, quoting the packet as it
+    /// arrived.
+    Error,
+}
+
+/// An ICMP error the gateway sends: type, code, the MTU for "fragmentation needed", and its
+/// source.
+#[derive(Clone, Copy)]
+pub struct IcmpError<A = u32> {
+    pub ty: u8,
+    pub code: u8,
+    pub mtu: u16,
+    pub src: A,
+}
+
+/// An address the rules can carry: IPv4 (`u32`, network order) or IPv6 (16 bytes).
+pub trait Addr: Copy {
+    const ZERO: Self;
+}
+
+impl Addr for u32 {
+    const ZERO: Self = 0;
+}
+
+impl Addr for sipvip_common::Ipv6Be {
+    const ZERO: Self = [0; 16];
+}
+
+/// The parts of a decision that only some packets need (the state a packet leaves behind,
+/// the rewrite of an ICMP error's quote, the ICMP error the gateway sends). They wait in a
+/// per-CPU scratch slot (`SV_PENDING_V1`) from the rule that decides them to `apply`, which
+/// reads those the decision's [`Record`] marks: the BPF stack (512 bytes) then holds only
+/// the fields every packet uses. A program runs to its end on one CPU without preemption,
+/// so the slot is this packet's until it returns.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending<A = u32> {
+    /// A conntrack entry to write.
+    pub flow: (CtKey<A>, CtValue<A>),
+    /// A member port to mark in `SV_PTPORTS_V1` (slot, bucket), before `flow` is written.
+    pub port_mark: (u32, u32),
+    /// A first fragment's decision, for the rest of its datagram.
+    pub fragment: (FragKey, FragValue),
+    pub quote: QuoteRewrite<A>,
+    pub error: IcmpError<A>,
+}
+
+/// Which parts of [`Pending`] a decision carries: a bit each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Record(u8);
+
+impl Record {
+    pub const NONE: Record = Record(0);
+    pub const FLOW: u8 = 1;
+    pub const PORT_MARK: u8 = 2;
+    pub const FRAGMENT: u8 = 4;
+    pub const QUOTE: u8 = 8;
+    pub const ERROR: u8 = 16;
+
+    #[inline(always)]
+    pub fn has(self, part: u8) -> bool {
+        self.0 & part != 0
+    }
+
+    /// Writes a part into this CPU's pending slot and marks it. (Slot 0 of a per-CPU array
+    /// always exists; were it missing, the part would be left out.)
+    #[inline(always)]
+    fn put(&mut self, part: u8, write: impl FnOnce(&mut Pending)) {
+        if let Some(slot) = PENDING.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot; nothing else runs on this CPU until the program
+            // returns.
+            write(unsafe { &mut *slot });
+            self.0 |= part;
+        }
+    }
+
+    #[inline(always)]
+    pub fn flow(&mut self, key: CtKey, value: CtValue) {
+        self.put(Self::FLOW, |p| p.flow = (key, value));
+    }
+
+    #[inline(always)]
+    pub fn port_mark(&mut self, slot: u32, bucket: u32) {
+        self.put(Self::PORT_MARK, |p| p.port_mark = (slot, bucket));
+    }
+
+    #[inline(always)]
+    pub fn fragment(&mut self, key: FragKey, value: FragValue) {
+        self.put(Self::FRAGMENT, |p| p.fragment = (key, value));
+    }
+
+    #[inline(always)]
+    pub fn quote(&mut self, q: QuoteRewrite) {
+        self.put(Self::QUOTE, |p| p.quote = q);
+    }
+
+    #[inline(always)]
+    pub fn error(&mut self, e: IcmpError) {
+        self.put(Self::ERROR, |p| p.error = e);
+    }
+}
+
+/// This CPU's pending slot, for `apply`.
+#[inline(always)]
+pub fn pending() -> Option<&'static Pending> {
+    PENDING.get(0)
+}
+
+/// A rule's decision: the action and the reason it is counted under, the rewrite, what it
+/// counts toward, the link it leaves by, and which [`Pending`] parts it carries.
+///
+/// A flat struct of scalars rather than an enum with payloads: every field is always
+/// defined (blank when the action does not use it), so LLVM keeps it in registers instead of
+/// spilling whole copies of it, and never reuses an absent payload's stack slot for a
+/// pointer (which the verifier rejects).
+#[derive(Clone, Copy)]
+pub struct Decision<A = u32> {
+    pub action: Action,
+    pub reason: Reason,
+    pub rewrite: Rewrite<A>,
+    pub account: Account,
+    /// Due when the datapath sends the packet itself: `link_due`.
+    pub link: Link,
+    pub link_due: bool,
+    pub record: Record,
+}
+
+impl<A: Addr> Decision<A> {
+    /// Nothing decided: stopped without a reason of its own.
+    pub const BLANK: Self = Decision {
+        action: Action::Stop,
+        reason: Reason::PassFib,
+        rewrite: Rewrite {
+            side: Side::Src,
+            addr: A::ZERO,
+            port: SAME_PORT,
+        },
+        account: Account {
+            vip_id: 0,
+            dir: Dir::In,
+            service: u32::MAX,
+            slot: u32::MAX,
+        },
+        link: Link {
+            ifindex: 0,
+            dmac: [0; 6],
+            smac: [0; 6],
+        },
+        link_due: false,
+        record: Record::NONE,
+    };
+
+    /// Counted under `reason`, passed or dropped, with state left behind.
+    #[inline(always)]
+    pub fn stop(reason: Reason, record: Record) -> Self {
+        Decision {
+            reason,
+            record,
+            ..Self::BLANK
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Before any other rule, on both sides: the L2 acceptance rule and the address screen.
+
+use sipvip_common::{iface_slot, Iface, Reason};
+
+use crate::{hook::Frame, maps::IFACES, packet::ipv4::Ipv4};
+
+/// The L2 acceptance rule: only a frame addressed to the MAC of the interface it arrived on
+/// may be translated. Broadcast and multicast frames, frames for another host
+/// (unknown-unicast flooding, mirror ports) and frames on an interface the datapath does not
+/// know go to the kernel untouched.
+#[inline(always)]
+pub fn accept<F: Frame>(f: &F) -> Result<(), Reason> {
+    let dmac: [u16; 3] = f.load(0).map_err(|_| Reason::DropMalformedEth)?;
+    if dmac[0].to_ne_bytes()[0] & 1 != 0 {
+        return Err(Reason::PassL2Multicast);
+    }
+    let Some(ifc) = iface(f) else {
+        return Err(Reason::PassOtherHost);
+    };
+    let m = ifc.mac;
+    let own = [
+        u16::from_ne_bytes([m[0], m[1]]),
+        u16::from_ne_bytes([m[2], m[3]]),
+        u16::from_ne_bytes([m[4], m[5]]),
+    ];
+    if dmac != own {
+        return Err(Reason::PassOtherHost);
+    }
+    Ok(())
+}
+
+/// The record of the interface the frame arrived on, if the datapath knows it.
+#[inline(always)]
+pub fn iface<F: Frame>(f: &F) -> Option<&'static Iface> {
+    let ifindex = f.ingress_ifindex();
+    IFACES
+        .get(iface_slot(ifindex))
+        .filter(|i| i.ifindex == ifindex)
+}
+
+/// The source of the ICMP errors the gateway sends: the ingress interface's address, or
+/// `fallback_be` when it has none.
+#[inline(always)]
+pub fn error_source<F: Frame>(f: &F, fallback_be: u32) -> u32 {
+    match iface(f) {
+        Some(ifc) if ifc.addr_be != 0 => ifc.addr_be,
+        _ => fallback_be,
+    }
+}
+
+/// Martian addresses are dropped, and broadcast or multicast destinations passed untouched.
+#[inline(always)]
+pub fn screen(p: &Ipv4) -> Result<(), Reason> {
+    let s = p.src_be.to_ne_bytes()[0];
+    let d = p.dst_be.to_ne_bytes();
+    // Sources: 0/8, 127/8, and 224/3 (multicast, reserved, 255.255.255.255).
+    if s == 0 || s == 127 || s >= 224 {
+        return Err(Reason::DropMartian);
+    }
+    if d[0] == 0 || d[0] == 127 {
+        return Err(Reason::DropMartian);
+    }
+    if (224..240).contains(&d[0]) || p.dst_be == u32::MAX {
+        return Err(Reason::PassBroadcast);
+    }
+    Ok(())
+}
