@@ -10,4 +10,5 @@ pub mod model;
 pub mod netns;
 pub mod pktgen;
 pub mod scenario;
+pub mod table;
 pub mod topo;

@@ -1,0 +1,411 @@
+//! Fixtures as data: one row per packet path, with the frame that goes in, the state it
+//! needs, the verdict and the frame that must come out, and the counters that must move.
+//! `tests/tests/fixture_table.rs` runs every row; `cargo xtask bench` measures the
+//! per-packet cost of the rows that name a cost path, on the same frames. Adding a fixture
+//! is adding a row.
+//!
+//! Rows run in order on one fixture network: state a row leaves (a conntrack entry) is
+//! there for the rows after it, as it would be for the next packet.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{ensure, Result};
+
+use crate::{
+    check::{expect, Side, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    fixtures::{from_vip, phone_udp, routed, to_member, SIP},
+    frame::{fix_checksums, Ip4, Mac, L4},
+    topo::*,
+};
+
+/// Which per-VIP counters a row moves by one packet (of the input frame's length).
+#[derive(Clone, Copy, Debug)]
+pub struct Traffic {
+    /// Toward a member (true) or from one.
+    pub inbound: bool,
+    /// The service slot, if the packet belongs to a service.
+    pub service: Option<usize>,
+    /// The member slot.
+    pub member: usize,
+}
+
+pub struct Row {
+    pub description: &'static str,
+    pub side: Side,
+    /// A frame sent through the same program first, to put state in place (a first
+    /// fragment before a later one).
+    pub before: Option<fn() -> Vec<u8>>,
+    pub input: fn() -> Vec<u8>,
+    pub verdict: u32,
+    /// The frame as it leaves; `None`: unchanged.
+    pub output: Option<fn() -> Vec<u8>>,
+    /// The one reason counter that moves, by one.
+    pub reason: &'static str,
+    /// The per-VIP counters that move, if any.
+    pub traffic: Option<Traffic>,
+    /// The name of the bench's per-packet cost path this row is, if it is one.
+    pub cost: Option<&'static str>,
+}
+
+// The frames of the rows.
+
+fn steer_udp() -> Ip4 {
+    phone_udp(5060)
+}
+
+fn syn() -> Ip4 {
+    Ip4::tcp(SBC_MAC, EXT_MAC, (SBC, 41000), (VIP, 5060), 0x02, b"")
+}
+
+fn tls() -> Ip4 {
+    let hello = b"\x16\x03\x01\x00\x05hello";
+    Ip4::tcp(SBC_MAC, EXT_MAC, (SBC, 41001), (VIP, 5061), 0x18, hello)
+}
+
+fn options() -> Ip4 {
+    phone_udp(5060).with(|x| x.options = vec![1, 1, 1, 0])
+}
+
+fn tagged() -> Ip4 {
+    phone_udp(5060).with(|x| x.vlan = Some(100))
+}
+
+fn fragments() -> Vec<Vec<u8>> {
+    Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (VIP, 5060), &[0x5a; 64]).fragments(32)
+}
+
+/// The later fragment as forwarded: destination, TTL and MACs, checksum from scratch.
+fn later_fragment_out() -> Vec<u8> {
+    let mut b = fragments()[1].clone();
+    b[0..6].copy_from_slice(&PRIMARY_MAC);
+    b[6..12].copy_from_slice(&INT_MAC);
+    b[14 + 8] -= 1;
+    b[14 + 16..14 + 20].copy_from_slice(&PRIMARY.octets());
+    fix_checksums(&mut b[14..]);
+    b
+}
+
+fn echo(smac: Mac, dmac: Mac, src: Ipv4Addr, dst: Ipv4Addr, ty: u8) -> Ip4 {
+    let l4 = L4::Echo {
+        ty,
+        id: 7,
+        seq: 1,
+        payload: b"ping".to_vec(),
+    };
+    Ip4::new(smac, dmac, src, dst, l4)
+}
+
+fn member_ephemeral() -> Ip4 {
+    Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (SBC, 5060), SIP)
+}
+
+fn sbc_reply() -> Ip4 {
+    Ip4::udp(SBC_MAC, EXT_MAC, (SBC, 5060), (VIP, 40000), SIP)
+}
+
+fn member_service() -> Ip4 {
+    Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (PHONE, 5062), SIP)
+}
+
+fn to_excluded() -> Ip4 {
+    let dst = (EXCL_NET_HOST, 5060);
+    Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), dst, SIP)
+}
+
+fn tlib() -> Ip4 {
+    let src = (PRIMARY, TSERVER_PORT);
+    Ip4::tcp(PRIMARY_MAC, INT_MAC, src, (TLIB, 45000), 0x18, b"tlib")
+}
+
+const fn steered(service: usize) -> Option<Traffic> {
+    Some(Traffic {
+        inbound: true,
+        service: Some(service),
+        member: 0,
+    })
+}
+
+/// The table. Rows run in this order.
+pub const ROWS: &[Row] = &[
+    Row {
+        description: "udp/5060 to the VIP is steered to the active member",
+        side: Side::Ext,
+        before: None,
+        input: || steer_udp().build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| to_member(&steer_udp(), PRIMARY, PRIMARY_MAC, None).build()),
+        reason: "steered",
+        traffic: steered(0),
+        cost: Some("inbound steer"),
+    },
+    Row {
+        description: "a TCP SYN to tcp/5060 is steered",
+        side: Side::Ext,
+        before: None,
+        input: || syn().build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| to_member(&syn(), PRIMARY, PRIMARY_MAC, None).build()),
+        reason: "steered",
+        traffic: steered(1),
+        cost: None,
+    },
+    Row {
+        description: "TLS on tcp/5061 is steered, untouched above L4",
+        side: Side::Ext,
+        before: None,
+        input: || tls().build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| to_member(&tls(), PRIMARY, PRIMARY_MAC, None).build()),
+        reason: "steered",
+        traffic: steered(2),
+        cost: None,
+    },
+    Row {
+        description: "a mapped service: VIP udp/5080 goes to member port 15080",
+        side: Side::Ext,
+        before: None,
+        input: || phone_udp(MAPPED_PORT).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| {
+            let f = phone_udp(MAPPED_PORT);
+            to_member(&f, PRIMARY, PRIMARY_MAC, Some(MAPPED_MEMBER_PORT)).build()
+        }),
+        reason: "steered",
+        traffic: steered(3),
+        cost: None,
+    },
+    Row {
+        description: "IP options are carried through a steer",
+        side: Side::Ext,
+        before: None,
+        input: || options().build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| to_member(&options(), PRIMARY, PRIMARY_MAC, None).build()),
+        reason: "steered",
+        traffic: steered(0),
+        cost: None,
+    },
+    Row {
+        description: "802.1Q: translated, then to the kernel's VLAN device (it decrements the TTL)",
+        side: Side::Ext,
+        before: None,
+        input: || tagged().build(),
+        verdict: XDP_PASS,
+        output: Some(|| tagged().with(|x| x.dst = PRIMARY).build()),
+        reason: "pass_vlan",
+        traffic: steered(0),
+        cost: None,
+    },
+    Row {
+        description: "a later fragment follows its first fragment to the member",
+        side: Side::Ext,
+        before: Some(|| fragments()[0].clone()),
+        input: || fragments()[1].clone(),
+        verdict: XDP_REDIRECT,
+        output: Some(later_fragment_out),
+        reason: "frag_in",
+        traffic: steered(0),
+        cost: Some("inbound later fragment"),
+    },
+    Row {
+        description: "a closed port of the VIP is dropped",
+        side: Side::Ext,
+        before: None,
+        input: || phone_udp(5999).build(),
+        verdict: XDP_DROP,
+        output: None,
+        reason: "drop_vip_closed",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "an echo request to the VIP is answered, even with TTL 1",
+        side: Side::Ext,
+        before: None,
+        input: || echo(PHONE_MAC, EXT_MAC, PHONE, VIP, 8).with(|x| x.ttl = 1).build(),
+        verdict: XDP_TX,
+        output: Some(|| echo(EXT_MAC, PHONE_MAC, VIP, PHONE, 0).build()),
+        reason: "echo_reply",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "a frame for another host's MAC is left to the kernel",
+        side: Side::Ext,
+        before: None,
+        input: || steer_udp().with(|x| x.dmac = [2, 0, 0, 9, 9, 9]).build(),
+        verdict: XDP_PASS,
+        output: None,
+        reason: "pass_other_host",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "a loopback source is a martian, dropped",
+        side: Side::Ext,
+        before: None,
+        input: || steer_udp().with(|x| x.src = Ipv4Addr::LOCALHOST).build(),
+        verdict: XDP_DROP,
+        output: None,
+        reason: "drop_martian",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "member traffic from an ephemeral port is SNATed to the VIP",
+        side: Side::Int,
+        before: None,
+        input: || member_ephemeral().build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| from_vip(&member_ephemeral(), SBC_MAC, None).build()),
+        reason: "snat",
+        traffic: Some(Traffic {
+            inbound: false,
+            service: None,
+            member: 0,
+        }),
+        cost: Some("outbound SNAT, exclusion miss"),
+    },
+    Row {
+        description: "the reply to a member-opened flow goes back to the member",
+        side: Side::Ext,
+        before: None,
+        input: || sbc_reply().build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| to_member(&sbc_reply(), PRIMARY, PRIMARY_MAC, None).build()),
+        reason: "conntrack_reply",
+        traffic: Some(Traffic {
+            inbound: true,
+            service: None,
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "service traffic leaves from the VIP's service port",
+        side: Side::Int,
+        before: None,
+        input: || member_service().build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| from_vip(&member_service(), PHONE_MAC, None).build()),
+        reason: "snat",
+        traffic: Some(Traffic {
+            inbound: false,
+            service: Some(0),
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "member traffic to an excluded destination leaves untouched",
+        side: Side::Int,
+        before: None,
+        input: || to_excluded().build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| routed(&to_excluded(), EXT_MAC, EXCL_NET_HOST_MAC).build()),
+        reason: "excluded",
+        traffic: None,
+        cost: Some("outbound SNAT, exclusion hit"),
+    },
+    Row {
+        description: "member traffic from a pass-through port (T-Lib) leaves untouched",
+        side: Side::Int,
+        before: None,
+        input: || tlib().build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| routed(&tlib(), EXT_MAC, TLIB_MAC).build()),
+        reason: "passthrough",
+        traffic: None,
+        cost: Some("outbound pass-through port"),
+    },
+];
+
+/// The row named `cost` by the bench.
+pub fn cost_row(cost: &str) -> Option<&'static Row> {
+    ROWS.iter().find(|r| r.cost == Some(cost))
+}
+
+impl Row {
+    /// The program's name and the ingress device on the fixture network.
+    pub fn program(&self, net: &FixtureNet) -> (&'static str, u32) {
+        match self.side {
+            Side::Ext => (sipvip_common::program_names::EXTERNAL, net.ext_ifindex),
+            Side::Int => (sipvip_common::program_names::INTERNAL, net.int_ifindex),
+        }
+    }
+
+    /// Runs the row on `net` and checks everything it expects.
+    pub fn run(&self, net: &FixtureNet) -> Result<()> {
+        let name = self.description;
+        if let Some(before) = self.before {
+            let (prog, ifindex) = self.program(net);
+            net.run(prog, ifindex, &before())?;
+        }
+        let input = (self.input)();
+        let output = self.output.map(|o| o());
+        let before = net.dp.vip_counters(VIP_ID)?;
+        expect(
+            net,
+            name,
+            self.side,
+            &input,
+            self.verdict,
+            output.as_deref(),
+            self.reason,
+        );
+        let after = net.dp.vip_counters(VIP_ID)?;
+        let len = input.len() as u64;
+        let (vip_b, vip_a, svc_b, svc_a, mem_b, mem_a) =
+            match self.traffic.map(|t| t.inbound).unwrap_or(true) {
+                true => (
+                    before.vip_in,
+                    after.vip_in,
+                    before.service_in,
+                    after.service_in,
+                    before.member_in,
+                    after.member_in,
+                ),
+                false => (
+                    before.vip_out,
+                    after.vip_out,
+                    before.service_out,
+                    after.service_out,
+                    before.member_out,
+                    after.member_out,
+                ),
+            };
+        let moved = |a: u64, b: u64| a - b;
+        match self.traffic {
+            None => ensure!(
+                after.vip_in.packets == before.vip_in.packets
+                    && after.vip_out.packets == before.vip_out.packets,
+                "{name}: VIP counters moved"
+            ),
+            Some(t) => {
+                ensure!(
+                    moved(vip_a.packets, vip_b.packets) == 1 && moved(vip_a.bytes, vip_b.bytes) == len,
+                    "{name}: VIP counter moved by {} packets / {} bytes, not 1 / {len}",
+                    moved(vip_a.packets, vip_b.packets),
+                    moved(vip_a.bytes, vip_b.bytes)
+                );
+                for (i, (a, b)) in svc_a.iter().zip(&svc_b).enumerate() {
+                    let want = u64::from(t.service == Some(i));
+                    ensure!(
+                        moved(a.packets, b.packets) == want,
+                        "{name}: service slot {i} moved by {}",
+                        moved(a.packets, b.packets)
+                    );
+                }
+                for (i, (a, b)) in mem_a.iter().zip(&mem_b).enumerate() {
+                    let want = u64::from(t.member == i);
+                    ensure!(
+                        moved(a.packets, b.packets) == want,
+                        "{name}: member slot {i} moved by {}",
+                        moved(a.packets, b.packets)
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}

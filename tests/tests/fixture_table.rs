@@ -1,0 +1,36 @@
+//! Every row of the fixture table (`sipvip_tests::table::ROWS`), in order, on one fixture
+//! network: verdict, output bytes (checksums re-verified from scratch), the one reason
+//! counter that moves, and the per-VIP counters.
+
+use sipvip_tests::{fixtures::net, table::ROWS};
+
+#[test]
+fn every_row_of_the_fixture_table() {
+    let net = net();
+    for row in ROWS {
+        row.run(&net)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", row.description));
+    }
+    // Service traffic creates no conntrack state: the one entry is the member-opened flow.
+    let ct: Vec<_> = net.dp.conntrack().unwrap();
+    assert_eq!(ct.len(), 1, "conntrack: {ct:?}");
+    assert_eq!(ct[0].0.kind, sipvip_common::CT_SNAT);
+}
+
+#[test]
+fn every_cost_path_of_the_bench_is_a_row() {
+    let costs: Vec<_> = ROWS.iter().filter_map(|r| r.cost).collect();
+    for want in [
+        "inbound steer",
+        "outbound SNAT, exclusion miss",
+        "outbound SNAT, exclusion hit",
+        "outbound pass-through port",
+        "inbound later fragment",
+    ] {
+        assert!(costs.contains(&want), "no row for the cost path {want:?}");
+    }
+    let mut sorted = costs.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), costs.len(), "a cost path named twice");
+}
