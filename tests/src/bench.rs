@@ -273,6 +273,9 @@ pub struct Cost {
     pub vs_floor: f64,
     /// The same net of the harness: `(path - empty) / (floor - empty)` per round.
     pub vs_floor_net: f64,
+    /// With a baseline object: the median over rounds of this path's cost divided by the
+    /// same path's on the baseline in the same round.
+    pub vs_baseline: Option<f64>,
     pub runs: u64,
 }
 

@@ -222,7 +222,11 @@ pub const ROWS: &[Row] = &[
         description: "an echo request to the VIP is answered, even with TTL 1",
         side: Side::Ext,
         before: None,
-        input: || echo(PHONE_MAC, EXT_MAC, PHONE, VIP, 8).with(|x| x.ttl = 1).build(),
+        input: || {
+            echo(PHONE_MAC, EXT_MAC, PHONE, VIP, 8)
+                .with(|x| x.ttl = 1)
+                .build()
+        },
         verdict: XDP_TX,
         output: Some(|| echo(EXT_MAC, PHONE_MAC, VIP, PHONE, 0).build()),
         reason: "echo_reply",
@@ -383,7 +387,8 @@ impl Row {
             ),
             Some(t) => {
                 ensure!(
-                    moved(vip_a.packets, vip_b.packets) == 1 && moved(vip_a.bytes, vip_b.bytes) == len,
+                    moved(vip_a.packets, vip_b.packets) == 1
+                        && moved(vip_a.bytes, vip_b.bytes) == len,
                     "{name}: VIP counter moved by {} packets / {} bytes, not 1 / {len}",
                     moved(vip_a.packets, vip_b.packets),
                     moved(vip_a.bytes, vip_b.bytes)

@@ -149,12 +149,7 @@ impl FixtureNet {
         let dp = {
             let _in = ns.enter()?;
             let mut dp = Datapath::load(sizes)?;
-            dp.add_egress(ext_ifindex)?;
-            dp.add_egress(int_ifindex)?;
-            dp.install_vip(&spec)?;
-            for (net, len) in EXCLUSIONS {
-                dp.add_exclusion(*net, *len)?;
-            }
+            program(&mut dp, ext_ifindex, int_ifindex, &spec)?;
             dp
         };
         Ok(FixtureNet {
@@ -166,12 +161,32 @@ impl FixtureNet {
         })
     }
 
+    /// Another build's datapath (`object`), loaded in the fixture namespace and programmed
+    /// as this one is (the bench compares builds on the same rows).
+    pub fn load_other(&self, sizes: &MapSizes, object: &[u8]) -> Result<Datapath> {
+        let _in = self.ns.enter()?;
+        let mut dp = Datapath::load_object(sizes, object)?;
+        program(&mut dp, self.ext_ifindex, self.int_ifindex, &self.spec)?;
+        Ok(dp)
+    }
+
     /// Runs one frame through a program as if it arrived on `ifindex`.
     pub fn run(&self, program: &'static str, ifindex: u32, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         let _in = self.ns.enter()?;
         let prog = self.dp.program(program)?;
         run_xdp(prog, ifindex, frame)
     }
+}
+
+/// Programs a datapath for the fixture network: both interfaces, the VIP, the exclusions.
+fn program(dp: &mut Datapath, ext_ifindex: u32, int_ifindex: u32, spec: &VipSpec) -> Result<()> {
+    dp.add_egress(ext_ifindex)?;
+    dp.add_egress(int_ifindex)?;
+    dp.install_vip(spec)?;
+    for (net, len) in EXCLUSIONS {
+        dp.add_exclusion(*net, *len)?;
+    }
+    Ok(())
 }
 
 /// BPF_PROG_TEST_RUN of one frame with `ingress_ifindex` set; returns the verdict and the

@@ -36,7 +36,8 @@ enum Task {
     /// results/bench.json and results/bench.png. Not a test: nothing passes or fails.
     Bench {
         /// Arguments for the bench (--secs S, --rounds R, --failovers N, --generator
-        /// auto|pktgen|live, --pktgen-threads N, --pktgen-burst N, --costs-only, --only CASE).
+        /// auto|pktgen|live, --pktgen-threads N, --pktgen-burst N, --costs-only, --only CASE,
+        /// --baseline-object OLD.bpf.o: per-packet costs of another build beside this one).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -223,6 +223,12 @@ impl Datapath {
         Self::load_inner(sizes, None, false)
     }
 
+    /// Loads another build's object (the bench compares an earlier build against this one).
+    /// An object from before a kernel-private map existed may lack it.
+    pub fn load_object(sizes: &MapSizes, object: &[u8]) -> Result<Self> {
+        Self::load_bytes(sizes, None, object, None)
+    }
+
     /// The debug-log build of the programs, with its logger (see [`Datapath::take_logger`]).
     pub fn load_debug(sizes: &MapSizes) -> Result<Self> {
         Self::load_inner(sizes, None, true)
@@ -234,11 +240,24 @@ impl Datapath {
     }
 
     fn load_inner(sizes: &MapSizes, pin_dir: Option<&Path>, debug: bool) -> Result<Self> {
+        let object = if debug { OBJECT_DEBUG } else { OBJECT };
+        Self::load_bytes(sizes, pin_dir, object, Some(debug))
+    }
+
+    /// `debug`: None for another build's object (no logger, kernel-private maps optional).
+    fn load_bytes(
+        sizes: &MapSizes,
+        pin_dir: Option<&Path>,
+        object: &[u8],
+        debug: Option<bool>,
+    ) -> Result<Self> {
+        let other_build = debug.is_none();
+        let debug = debug.unwrap_or(false);
         let mut loader = EbpfLoader::new();
         for m in layouts(sizes).iter().filter(|m| m.sized) {
             loader.map_max_entries(m.name, m.max_entries);
         }
-        let mut ebpf = loader.load(if debug { OBJECT_DEBUG } else { OBJECT })?;
+        let mut ebpf = loader.load(object)?;
         let logger = if debug {
             Some(
                 DebugLogger::init(&mut ebpf).map_err(|e| DatapathError::Pin {
@@ -273,9 +292,12 @@ impl Datapath {
         }
         let mut maps = std::collections::HashMap::new();
         for m in layouts(sizes) {
-            let map = ebpf
-                .take_map(m.name)
-                .ok_or(DatapathError::MissingMap(m.name))?;
+            let Some(map) = ebpf.take_map(m.name) else {
+                if other_build && m.name == map_names::PENDING {
+                    continue;
+                }
+                return Err(DatapathError::MissingMap(m.name));
+            };
             maps.insert(m.name, map);
         }
         let mut dp = Datapath::from_maps(maps, Some(ebpf), logger)?;

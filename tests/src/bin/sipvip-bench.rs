@@ -6,7 +6,7 @@
 use std::{
     fmt::Write as _,
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{atomic::AtomicBool, Arc},
     time::{Duration, Instant},
 };
@@ -35,6 +35,8 @@ struct Opts {
     only: Option<String>,
     /// Only the per-packet costs.
     costs_only: bool,
+    /// Another build's sipvip.bpf.o, whose per-packet costs are measured beside this one's.
+    baseline: Option<PathBuf>,
     /// Rounds over all throughput cases; each figure is the median of its rounds.
     rounds: usize,
     /// "auto" (pktgen where the kernel has it), "pktgen" or "live".
@@ -50,6 +52,7 @@ fn opts() -> Opts {
         out: PathBuf::from("results"),
         only: None,
         costs_only: false,
+        baseline: None,
         rounds: 20,
         generator: "auto".into(),
         pktgen_threads: 1,
@@ -63,6 +66,7 @@ fn opts() -> Opts {
             "--out" => o.out = it.next().map(PathBuf::from).unwrap_or(o.out),
             "--only" => o.only = it.next(),
             "--costs-only" => o.costs_only = true,
+            "--baseline-object" => o.baseline = it.next().map(PathBuf::from),
             "--rounds" => o.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(20),
             "--generator" => o.generator = it.next().unwrap_or_default(),
             "--pktgen-threads" => {
@@ -73,7 +77,7 @@ fn opts() -> Opts {
             }
             "-h" | "--help" => {
                 println!(
-                    "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--out DIR] [--only CASE-PREFIX | --costs-only]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
+                    "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--out DIR] [--only CASE-PREFIX | --costs-only]\n             [--baseline-object OLD.bpf.o]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
                 );
                 std::process::exit(0);
             }
@@ -517,7 +521,7 @@ fn main() -> Result<()> {
     if o.only.is_some() && !o.costs_only {
         return Ok(());
     }
-    let costs = per_packet_costs(&net, o.only.as_deref())?;
+    let costs = per_packet_costs(o.only.as_deref(), o.baseline.as_deref())?;
     net.reset_gateway()?;
     drop((ext, int));
     drop(net);
@@ -641,7 +645,7 @@ fn main() -> Result<()> {
         "seconds_per_case": o.secs,
         "rounds": o.rounds,
         "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "gateway_ns_per_packet_over_floor": r.gw_ns_over_floor, "pps_per_round": r.rounds})).collect::<Vec<Value>>(),
-        "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
+        "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "vs_baseline": c.vs_baseline, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
         "failover": failover,
         "targets": verdicts,
         "elapsed_s": started.elapsed().as_secs_f64(),
@@ -656,105 +660,120 @@ fn main() -> Result<()> {
 /// Per-packet cost of each path with BPF_PROG_TEST_RUN: `COST_REPEAT` runs per round,
 /// `COST_ROUNDS` rounds, the median round reported. Every run restores the frame's headers
 /// (bench_reset) and tail-calls the program measured, so the empty program's figure is the
-/// harness itself.
+/// harness itself. The paths are the rows of the fixture table that name a cost path
+/// (`sipvip_tests::table`), on the fixture network, so the frames measured are the frames
+/// the tests check. With a baseline object (another build's sipvip.bpf.o), each path is
+/// also measured on it, interleaved in the same rounds, and compared round by round.
 const NO_CACHE_STEER: &str = "inbound steer, nexthop_refresh 0s";
 const NO_CACHE_SNAT: &str = "outbound SNAT miss, nexthop_refresh 0s";
+const BASELINE: &str = "baseline: ";
 
 /// `only`: besides the empty and floor programs, only the paths starting with it.
-fn per_packet_costs(net: &BenchNet, only: Option<&str>) -> Result<Vec<(String, Cost)>> {
+fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(String, Cost)>> {
     const COST_REPEAT: u32 = 1_000_000;
     const COST_ROUNDS: usize = 9;
-    use sipvip_tests::frame::Ip4;
-    net.reset_gateway()?;
-    let mut dp = gw_sipvip(net, 2)?;
-    let _g = net.gw.enter()?;
-    // Outbound toward this /18 is excluded from SNAT (the exclusion-hit path).
-    let excluded = Ipv4Addr::new(198, 18, 192, 1);
-    dp.add_exclusion(Ipv4Addr::new(198, 18, 192, 0), 18)?;
-    let (ext0, int0) = (net.gw.ifindex("ext0")?, net.gw.ifindex("int0")?);
+    use sipvip_tests::{table, topo::FixtureNet};
+    let sizes = MapSizes::default();
+    let mut net = FixtureNet::new(&sizes)?;
+    // A later fragment follows its first, which passes before each round.
+    net.dp.set_frag_lifetime(Duration::from_secs(30))?;
+    let mut base = match baseline {
+        Some(path) => {
+            let object = std::fs::read(path)
+                .with_context(|| format!("read the baseline object {}", path.display()))?;
+            let mut dp = net.load_other(&sizes, &object)?;
+            dp.set_frag_lifetime(Duration::from_secs(30))?;
+            Some(dp)
+        }
+        None => None,
+    };
+    let _g = net.ns.enter()?;
     let mut h = CostHarness::new()?;
-    set_floor(&mut h.ebpf, net)?;
+    set_floor_fixture(&mut h.ebpf, &net)?;
     let pad = |mut f: Vec<u8>| {
         f.resize(f.len().max(64), 0);
         f
     };
-    let phone = (Ipv4Addr::new(198, 18, 64, 7), 10_007);
-    let inbound = pad(Ip4::udp(net.mac.e0, net.mac.ext0, phone, (VIP, 5060), &[0; 18]).build());
-    let out = |dst: Ipv4Addr, sport: u16| {
-        pad(Ip4::udp(
-            net.mac.i0,
-            net.mac.int0,
-            (MEMBER, sport),
-            (dst, 5060),
-            &[0; 18],
-        )
-        .build())
-    };
-    let fragments = Ip4::udp(net.mac.e0, net.mac.ext0, phone, (VIP, 5060), &[0; 64]).fragments(32);
-    // A later fragment follows its first fragment's decision: the first passes before each
-    // round, within the fragment lifetime.
-    let first_fragment = pad(fragments[0].clone());
-    let fragment = fragments.get(1).cloned().context("a later fragment")?;
-    dp.set_frag_lifetime(std::time::Duration::from_secs(30))?;
-    let ext_fd = dp.program(program_names::EXTERNAL)?.fd()?.try_clone()?;
-    let int_fd = dp.program(program_names::INTERNAL)?.fd()?.try_clone()?;
     let (empty, floor) = (h.own("bench_empty")?, h.own("bench_floor")?);
     let (pass, redirect) = (
         sipvip_tests::check::XDP_PASS,
         sipvip_tests::check::XDP_REDIRECT,
     );
-    let far = Ipv4Addr::new(198, 18, 130, 9);
-    let paths: Vec<(&str, &aya::programs::ProgramFd, u32, Vec<u8>, u32)> = vec![
-        ("empty XDP program", &empty, ext0, inbound.clone(), pass),
-        (
-            "floor: minimal rewrite+redirect",
-            &floor,
-            ext0,
-            inbound.clone(),
-            redirect,
-        ),
-        ("inbound steer", &ext_fd, ext0, inbound.clone(), redirect),
-        (
-            "outbound SNAT, exclusion miss",
-            &int_fd,
-            int0,
-            out(far, 5060),
-            redirect,
-        ),
-        (
-            "outbound SNAT, exclusion hit",
-            &int_fd,
-            int0,
-            out(excluded, 5060),
-            redirect,
-        ),
-        (
-            "outbound pass-through port",
-            &int_fd,
-            int0,
-            out(far, 3000),
-            redirect,
-        ),
-        (
-            "inbound later fragment",
-            &ext_fd,
-            ext0,
-            pad(fragment),
-            redirect,
-        ),
-        // With forwarding.nexthop_refresh = "0s": a FIB lookup for every packet.
-        (NO_CACHE_STEER, &ext_fd, ext0, inbound.clone(), redirect),
-        (NO_CACHE_SNAT, &int_fd, int0, out(far, 5060), redirect),
+    struct Path_ {
+        name: String,
+        fd: aya::programs::ProgramFd,
+        ifindex: u32,
+        frame: Vec<u8>,
+        expect: u32,
+        /// Measured with the next-hop cache off (of `datapath`: 0 this build, 1 baseline).
+        cache_off: bool,
+        datapath: usize,
+    }
+    let mut paths = vec![
+        Path_ {
+            name: "empty XDP program".into(),
+            fd: empty,
+            ifindex: net.ext_ifindex,
+            frame: pad((table::ROWS[0].input)()),
+            expect: pass,
+            cache_off: false,
+            datapath: 0,
+        },
+        Path_ {
+            name: "floor: minimal rewrite+redirect".into(),
+            fd: floor,
+            ifindex: net.ext_ifindex,
+            frame: pad((table::ROWS[0].input)()),
+            expect: redirect,
+            cache_off: false,
+            datapath: 0,
+        },
     ];
-    let paths: Vec<_> = paths
-        .into_iter()
-        .enumerate()
-        .filter(|(i, p)| *i < 2 || only.is_none_or(|o| p.0.starts_with(o)))
-        .map(|(_, p)| p)
+    // Each cost row, then the two with the next-hop cache off; on this build, then on the
+    // baseline.
+    let mut rows: Vec<(String, &table::Row, bool)> = table::ROWS
+        .iter()
+        .filter_map(|r| r.cost.map(|c| (c.to_string(), r, false)))
         .collect();
+    for (name, of) in [
+        (NO_CACHE_STEER, "inbound steer"),
+        (NO_CACHE_SNAT, "outbound SNAT, exclusion miss"),
+    ] {
+        rows.push((name.to_string(), table::cost_row(of).context(of)?, true));
+    }
+    let mut befores: Vec<(usize, u32, Vec<u8>)> = Vec::new();
+    for (which, dp) in std::iter::once(&net.dp).chain(base.as_ref()).enumerate() {
+        for (name, row, cache_off) in &rows {
+            let name = if which == 0 {
+                name.clone()
+            } else {
+                format!("{BASELINE}{name}")
+            };
+            if only.is_some_and(|o| {
+                !name.starts_with(o) && !name.trim_start_matches(BASELINE).starts_with(o)
+            }) {
+                continue;
+            }
+            let (prog, ifindex) = row.program(&net);
+            let fd = dp.program(prog)?.fd()?.try_clone()?;
+            if let Some(before) = row.before {
+                befores.push((which, ifindex, before()));
+            }
+            paths.push(Path_ {
+                name,
+                fd,
+                ifindex,
+                frame: pad((row.input)()),
+                expect: row.verdict,
+                cache_off: *cache_off,
+                datapath: which,
+            });
+        }
+    }
     println!(
         "\nper-packet cost by path (BPF_PROG_TEST_RUN, {COST_ROUNDS} rounds x {COST_REPEAT} runs per path, \
-         paths interleaved in each round, one CPU; median; 64-byte frames)"
+         paths interleaved in each round, one CPU; median; the fixture table's frames){}",
+        baseline.map(|b| format!("; baseline object {}", b.display())).unwrap_or_default()
     );
     // One CPU for every run (the next-hop cache is per CPU; the vCPUs of a VM differ); the
     // thread's own CPU set comes back afterwards, for what runs next (the failover lab).
@@ -762,24 +781,37 @@ fn per_packet_costs(net: &BenchNet, only: Option<&str>) -> Result<Vec<(String, C
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for _ in 0..COST_ROUNDS {
         interrupted()?;
-        let (v, _) = sipvip_tests::topo::run_xdp(
-            dp.program(program_names::EXTERNAL)?,
-            ext0,
-            &first_fragment,
-        )?;
-        anyhow::ensure!(
-            v == redirect,
-            "the first fragment was not steered (verdict {v})"
-        );
-        for (i, (name, fd, ifindex, frame, expect)) in paths.iter().enumerate() {
-            let cache_off = *name == NO_CACHE_STEER || *name == NO_CACHE_SNAT;
-            if cache_off {
+        for (which, ifindex, frame) in &befores {
+            let dp = if *which == 0 {
+                &net.dp
+            } else {
+                base.as_ref().context("baseline")?
+            };
+            let prog = if *ifindex == net.ext_ifindex {
+                program_names::EXTERNAL
+            } else {
+                program_names::INTERNAL
+            };
+            let (v, _) = sipvip_tests::topo::run_xdp(dp.program(prog)?, *ifindex, frame)?;
+            anyhow::ensure!(
+                v == redirect,
+                "a row's first frame was not forwarded (verdict {v})"
+            );
+        }
+        for (i, p) in paths.iter().enumerate() {
+            let dp = if p.datapath == 0 {
+                &mut net.dp
+            } else {
+                base.as_mut().context("baseline")?
+            };
+            if p.cache_off {
                 dp.refresh_nexthops(false)?;
             }
-            ns[i].push(h.cost(fd, *ifindex, frame, *expect, COST_REPEAT)?);
-            if cache_off {
+            let r = h.cost(&p.fd, p.ifindex, &p.frame, p.expect, COST_REPEAT);
+            if p.cache_off {
                 dp.refresh_nexthops(true)?;
             }
+            ns[i].push(r.with_context(|| p.name.clone())?);
         }
     }
     let median = |mut v: Vec<f64>| {
@@ -788,8 +820,18 @@ fn per_packet_costs(net: &BenchNet, only: Option<&str>) -> Result<Vec<(String, C
     };
     let (empty, floor) = (ns[0].clone(), ns[1].clone());
     let mut costs: Vec<(String, Cost)> = Vec::new();
-    for (i, (name, ..)) in paths.iter().enumerate() {
+    for (i, p) in paths.iter().enumerate() {
         let v = &ns[i];
+        // This build against the baseline, round by round.
+        let vs_baseline = if p.datapath == 0 {
+            let b = format!("{BASELINE}{}", p.name);
+            paths
+                .iter()
+                .position(|q| q.name == b)
+                .map(|j| median(v.iter().zip(&ns[j]).map(|(a, b)| a / b).collect()))
+        } else {
+            None
+        };
         let c = Cost {
             ns: median(v.clone()),
             min_ns: v.iter().cloned().fold(f64::INFINITY, f64::min),
@@ -802,13 +844,40 @@ fn per_packet_costs(net: &BenchNet, only: Option<&str>) -> Result<Vec<(String, C
                     .map(|((p, f), e)| (p - e) / (f - e).max(1.0))
                     .collect(),
             ),
+            vs_baseline,
             runs: u64::from(COST_REPEAT) * COST_ROUNDS as u64,
         };
         println!(
-            "  {name:<44} {:>6.0} ns/pkt (min {:.0}, max {:.0}; {:.2}x the floor, {:.2}x net of the empty program)",
-            c.ns, c.min_ns, c.max_ns, c.vs_floor, c.vs_floor_net
+            "  {:<56} {:>6.0} ns/pkt (min {:.0}, max {:.0}; {:.2}x the floor, {:.2}x net of the empty program){}",
+            p.name,
+            c.ns,
+            c.min_ns,
+            c.max_ns,
+            c.vs_floor,
+            c.vs_floor_net,
+            c.vs_baseline.map(|r| format!("; {r:.3}x the baseline")).unwrap_or_default()
         );
-        costs.push((name.to_string(), c));
+        costs.push((p.name.clone(), c));
     }
     Ok(costs)
+}
+
+/// The floor program on the fixture network: the steered frame's rewrite toward the primary.
+fn set_floor_fixture(ebpf: &mut Ebpf, net: &sipvip_tests::topo::FixtureNet) -> Result<()> {
+    use sipvip_tests::topo::{INT_MAC, PRIMARY, PRIMARY_MAC};
+    let mut dev: DevMap<&mut MapData> =
+        DevMap::try_from(ebpf.map_mut("BENCH_DEV").context("dev")?)?;
+    dev.set(0, net.int_ifindex, None, 0)?;
+    let mut floor: Array<&mut MapData, FloorCfg> =
+        Array::try_from(ebpf.map_mut("BENCH_FLOOR").context("floor")?)?;
+    floor.set(
+        0,
+        FloorCfg {
+            dmac: PRIMARY_MAC,
+            smac: INT_MAC,
+            dst_be: be32(PRIMARY),
+        },
+        0,
+    )?;
+    Ok(())
 }
