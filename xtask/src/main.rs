@@ -301,17 +301,24 @@ fn main() -> Result<()> {
         Task::Bench { args } => {
             release_bin("sipvip-bench", &args)?;
             let root = root();
-            if args.iter().any(|a| a == "--only") {
-                return Ok(()); // a profiling run writes no results
+            if args.iter().any(|a| a == "--only" || a == "--costs-only") {
+                return Ok(()); // a profiling run draws no chart
             }
+            // The bench writes under --out DIR (relative to the workspace root), else results/.
+            let out = args
+                .iter()
+                .position(|a| a == "--out")
+                .and_then(|i| args.get(i + 1))
+                .map(|d| root.join(d))
+                .unwrap_or_else(|| root.join("results"));
             // The chart needs matplotlib (PyPI); install it once.
             if output(Command::new("python3").args(["-c", "import matplotlib"])).is_none() {
                 run(Command::new("python3").args(["-m", "pip", "install", "-q", "matplotlib"]))?;
             }
             run(Command::new("python3")
                 .arg(root.join("xtask/chart.py"))
-                .arg(root.join("results/bench.json"))
-                .arg(root.join("results/bench.png")))
+                .arg(out.join("bench.json"))
+                .arg(out.join("bench.png")))
         }
     }
 }
