@@ -1,9 +1,13 @@
 //! The plan: everything the runtime needs, derived once from a validated `Config`: the
-//! datapath's map sizes and VIP records, and the monitors' probe specs with their timing.
-//! The daemon and the datapath take these instead of translating the config themselves.
+//! datapath's map sizes and VIP records, the monitors' probe specs with their timing, what
+//! failover and the status report need of each VIP and member (names, priorities, the
+//! all-down policy, the settle time), and the gratuitous ARP settings. The daemon and the
+//! datapath take these, and never read the configuration by index.
+
+use std::{net::Ipv4Addr, time::Duration};
 
 use crate::{
-    config::{Config, MonitorKind},
+    config::{AllDownPolicy, Config, MonitorKind},
     datapath::{MapSizes, MemberSpec, ServiceSpec, VipSpec},
     monitor::{
         probe::{ProbeKind, ProbeSpec},
@@ -11,14 +15,52 @@ use crate::{
     },
 };
 
-/// What a configuration means for the datapath and the monitors.
+/// What a configuration means for the datapath, the monitors and failover.
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub sizes: MapSizes,
-    /// One per VIP, in configuration order (index = VIP id), with no active member.
-    pub vips: Vec<VipSpec>,
+    /// One per VIP, in configuration order (index = VIP id).
+    pub vips: Vec<VipPlan>,
     /// One per member and monitor.
     pub probes: Vec<ProbeSpec>,
+    /// Monitor names, by `MonitorKey::monitor`.
+    pub monitors: Vec<String>,
+    pub garp: GarpPlan,
+    /// How often the datapath's next-hop cache starts a new generation (zero: off).
+    pub nexthop_refresh: Duration,
+}
+
+/// A VIP as the runtime sees it.
+#[derive(Clone, Debug)]
+pub struct VipPlan {
+    pub name: String,
+    /// The datapath's record, with no active member.
+    pub spec: VipSpec,
+    /// In configuration order (index = member slot).
+    pub members: Vec<MemberPlan>,
+    pub when_all_down: AllDownPolicy,
+    /// How long the VIP waits for its monitors' first answers before choosing an active
+    /// member when it starts without one: the longest interval among them.
+    pub settle: Duration,
+}
+
+/// A member as failover and the status report see it.
+#[derive(Clone, Debug)]
+pub struct MemberPlan {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub priority: i32,
+}
+
+/// Gratuitous ARP for the VIPs, out of the external interface.
+#[derive(Clone, Debug)]
+pub struct GarpPlan {
+    pub interface: String,
+    /// Sent when a VIP moves, `spacing` apart.
+    pub burst: u32,
+    pub spacing: Duration,
+    /// Periodic refresh of every VIP.
+    pub refresh: Option<Duration>,
 }
 
 impl Plan {
@@ -31,17 +73,61 @@ impl Plan {
                 exclusions: cfg.sizes.exclusions.unwrap_or(d.exclusions),
                 ..d
             },
-            vips: (0..cfg.vips.len()).map(|i| vip_spec(cfg, i)).collect(),
+            vips: (0..cfg.vips.len()).map(|i| vip_plan(cfg, i)).collect(),
             probes: probe_specs(cfg),
+            monitors: cfg.monitors.iter().map(|m| m.name.clone()).collect(),
+            garp: GarpPlan {
+                interface: cfg.interfaces.external.clone(),
+                burst: cfg.garp.burst,
+                spacing: cfg.garp.spacing.0,
+                refresh: cfg.garp.refresh.map(|d| d.0),
+            },
+            nexthop_refresh: cfg.forwarding.nexthop_refresh.0,
         }
     }
 
-    /// VIP `i` with `active` as its active member.
+    /// VIP `i`'s datapath record with `active` as its active member.
     pub fn vip(&self, i: usize, active: Option<usize>) -> VipSpec {
         VipSpec {
             active,
-            ..self.vips[i].clone()
+            ..self.vips[i].spec.clone()
         }
+    }
+
+    /// The VIP and member slot of the member named `name`.
+    pub fn member_named(&self, name: &str) -> Option<(usize, usize)> {
+        self.vips.iter().enumerate().find_map(|(vi, v)| {
+            v.members
+                .iter()
+                .position(|m| m.name == name)
+                .map(|mi| (vi, mi))
+        })
+    }
+}
+
+/// The runtime's view of VIP `i`.
+fn vip_plan(cfg: &Config, i: usize) -> VipPlan {
+    let v = &cfg.vips[i];
+    VipPlan {
+        name: v.name.clone(),
+        spec: vip_spec(cfg, i),
+        members: v
+            .members
+            .iter()
+            .map(|m| MemberPlan {
+                name: m.name.clone(),
+                address: m.address,
+                priority: m.priority,
+            })
+            .collect(),
+        when_all_down: v.when_all_down,
+        settle: v
+            .members
+            .iter()
+            .flat_map(|m| cfg.member_monitors(v, m))
+            .map(|m| m.interval.0)
+            .max()
+            .unwrap_or_default(),
     }
 }
 
@@ -132,4 +218,45 @@ fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../packaging/sipvip.example.toml");
+
+    #[test]
+    fn the_plan_carries_what_the_runtime_reads_by_index() {
+        let cfg = Config::parse(EXAMPLE, "example.toml").expect("the example is valid");
+        let plan = Plan::new(&cfg);
+        assert_eq!(plan.vips.len(), cfg.vips.len());
+        let v = &plan.vips[0];
+        assert_eq!(v.name, "vsVipHa01");
+        assert_eq!(v.spec.id, 0);
+        assert_eq!(v.spec.addr, cfg.vips[0].address);
+        let names: Vec<_> = v
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.priority))
+            .collect();
+        assert_eq!(names, [("nodeHa01Primary", 10), ("nodeHa01Backup", 5)]);
+        assert_eq!(v.members[1].address, v.spec.members[1].addr);
+        assert_eq!(
+            v.settle,
+            Duration::from_secs(1),
+            "the longest monitor interval"
+        );
+        assert_eq!(plan.member_named("nodeHa01Backup"), Some((0, 1)));
+        assert_eq!(plan.member_named("nobody"), None);
+        // Every probe's monitor index names a monitor.
+        for p in &plan.probes {
+            assert!(p.key.monitor < plan.monitors.len());
+            assert_eq!(p.key.vip, 0);
+        }
+        assert_eq!(plan.garp.interface, cfg.interfaces.external);
+        assert_eq!(plan.garp.burst, 4);
+        assert_eq!(plan.vip(0, Some(1)).active, Some(1));
+        assert_eq!(plan.vip(0, None).services, v.spec.services);
+    }
 }

@@ -11,6 +11,15 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The protocol of an IP protocol number, if it is one of ours.
+    pub fn from_number(n: u8) -> Option<Protocol> {
+        match n {
+            sipvip_common::IPPROTO_UDP => Some(Protocol::Udp),
+            sipvip_common::IPPROTO_TCP => Some(Protocol::Tcp),
+            _ => None,
+        }
+    }
+
     /// The IP protocol number.
     pub fn number(self) -> u8 {
         match self {

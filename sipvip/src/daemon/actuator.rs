@@ -4,22 +4,21 @@
 use std::sync::Arc;
 
 use sipvip::{
-    config::Config,
     failover::{Actuator, Flip, Supervisor},
     garp,
+    plan::Plan,
 };
 
 use super::Shared;
 
 pub(super) struct DaemonActuator {
-    pub(super) cfg: Arc<Config>,
-    pub(super) plan: Arc<sipvip::plan::Plan>,
+    pub(super) plan: Arc<Plan>,
     pub(super) shared: Arc<Shared>,
 }
 
 impl Actuator for DaemonActuator {
     fn flip(&mut self, _sup: &Supervisor, f: &Flip) {
-        let v = &self.cfg.vips[f.vip];
+        let v = &self.plan.vips[f.vip];
         let spec = self.plan.vip(f.vip, f.to);
         let to = f.to.map(|i| v.members[i].address);
         let draining = f.draining.map(|i| v.members[i].address);
@@ -60,17 +59,13 @@ impl Actuator for DaemonActuator {
             "active member changed"
         );
         if to.is_some() {
-            let (ext, vip, g) = (
-                self.cfg.interfaces.external.clone(),
-                v.address,
-                self.cfg.garp.clone(),
-            );
+            let (vip, g) = (v.spec.addr, self.plan.garp.clone());
             tokio::spawn(async move {
                 for i in 0..g.burst {
                     if i > 0 {
-                        tokio::time::sleep(g.spacing.0).await;
+                        tokio::time::sleep(g.spacing).await;
                     }
-                    if let Err(e) = garp::send(&ext, vip) {
+                    if let Err(e) = garp::send(&g.interface, vip) {
                         tracing::warn!(%vip, error = %e, "gratuitous ARP failed");
                     }
                 }

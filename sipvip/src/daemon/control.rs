@@ -6,9 +6,9 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use sipvip::{
     api::{self, Request, Response, Status},
-    config::Config,
     failover::{Event, Flip, Supervisor},
     monitor::{probe::ProbeStats, Health, MonitorKey},
+    plan::Plan,
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -20,7 +20,7 @@ use tokio::{
 use super::{Current, Shared};
 
 pub(super) fn status(
-    cfg: &Config,
+    plan: &Plan,
     shared: &Shared,
     sup: &Supervisor,
     stats: &[Arc<ProbeStats>],
@@ -41,25 +41,29 @@ pub(super) fn status(
         adopted: shared.adopted,
         ..Default::default()
     };
-    for (vi, (v, st)) in cfg.vips.iter().zip(&sup.vips).enumerate() {
+    for (vi, (v, st)) in plan.vips.iter().zip(&sup.vips).enumerate() {
         let c = dp.vip_counters(vi as u32).unwrap_or_default();
-        let proto = |p: sipvip::proto::Protocol| p.name().to_string();
+        let proto = |n: u8| {
+            sipvip::proto::Protocol::from_number(n)
+                .map_or_else(|| n.to_string(), |p| p.name().to_string())
+        };
         s.vips.push(api::VipStatus {
             name: v.name.clone(),
-            address: v.address.to_string(),
+            address: v.spec.addr.to_string(),
             active: st.active.map(|a| v.members[a].name.clone()),
             draining: st.draining.map(|d| v.members[d].name.clone()),
             active_for_s: now.saturating_duration_since(st.active_since).as_secs_f64(),
             failovers: st.failovers,
             last_failover_ms: st.last_failover_time.map(|d| d.as_secs_f64() * 1000.0),
             services: v
+                .spec
                 .services
                 .iter()
                 .enumerate()
                 .map(|(i, sv)| api::ServiceStatus {
-                    protocol: proto(sv.protocol),
+                    protocol: proto(sv.proto),
                     port: sv.port,
-                    member_port: sv.member_port.unwrap_or(sv.port),
+                    member_port: sv.member_port,
                     enabled: sv.enabled,
                     packets_in: c.service_in[i].packets,
                     packets_out: c.service_out[i].packets,
@@ -81,7 +85,7 @@ pub(super) fn status(
                         .iter()
                         .filter(|(k, _)| k.vip == vi && k.member == mi)
                         .map(|(k, h): (&MonitorKey, &Health)| api::MonitorStatus {
-                            name: cfg.monitors[k.monitor].name.clone(),
+                            name: plan.monitors[k.monitor].clone(),
                             up: h.up,
                             reason: h.reason.to_string(),
                             last_code: h.last_code,
@@ -124,19 +128,12 @@ pub(super) async fn handle(
     shared: &Arc<Shared>,
     reload: &mpsc::Sender<oneshot::Sender<Response>>,
 ) -> Response {
-    let cfg = cur.cfg.clone();
-    let find = |name: &str| -> Option<(usize, usize)> {
-        cfg.vips.iter().enumerate().find_map(|(vi, v)| {
-            v.members
-                .iter()
-                .position(|m| m.name == name)
-                .map(|mi| (vi, mi))
-        })
-    };
+    let plan = cur.plan.clone();
+    let find = |name: &str| plan.member_named(name);
     let disable = matches!(req, Request::Disable { .. });
     match req {
         Request::Status => {
-            let (c, sh, st) = (cur.cfg.clone(), shared.clone(), cur.stats.clone());
+            let (c, sh, st) = (cur.plan.clone(), shared.clone(), cur.stats.clone());
             match ask(&cur.tx, move |sup, _| status(&c, &sh, sup, &st)).await {
                 Some(s) => Response {
                     ok: true,
@@ -165,14 +162,14 @@ pub(super) async fn handle(
             })
         }
         Request::Failover { vip, to } => {
-            let Some(vi) = cfg
+            let Some(vi) = plan
                 .vips
                 .iter()
-                .position(|v| v.name == vip || v.address.to_string() == vip)
+                .position(|v| v.name == vip || v.spec.addr.to_string() == vip)
             else {
                 return Response::err(format!("no VIP named {vip:?}"));
             };
-            let Some(mi) = cfg.vips[vi]
+            let Some(mi) = plan.vips[vi]
                 .members
                 .iter()
                 .position(|m| m.name == to || m.address.to_string() == to)
@@ -261,9 +258,9 @@ pub(super) async fn metrics(
             )
             .await;
             let c = cur.borrow().clone();
-            let (cfg, sh, st) = (c.cfg.clone(), shared.clone(), c.stats.clone());
+            let (plan, sh, st) = (c.plan.clone(), shared.clone(), c.stats.clone());
             let body = ask(&c.tx, move |sup, _| {
-                api::metrics(&status(&cfg, &sh, sup, &st))
+                api::metrics(&status(&plan, &sh, sup, &st))
             })
             .await
             .unwrap_or_default();

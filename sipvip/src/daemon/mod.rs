@@ -48,7 +48,6 @@ struct Shared {
 
 /// One configuration's running parts; replaced whole on reload.
 struct Generation {
-    cfg: Arc<Config>,
     plan: Arc<Plan>,
     tx: mpsc::Sender<Event>,
     supervisor: JoinHandle<()>,
@@ -61,7 +60,6 @@ struct Generation {
 
 /// Starts the monitors and the supervisor for one configuration.
 fn start(
-    cfg: Arc<Config>,
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     installed: &[Installed],
@@ -77,7 +75,7 @@ fn start(
         let up = actives[s.key.vip] == Some(s.key.member);
         health.insert(s.key, s.health(now, up));
     }
-    let vips = cfg
+    let vips = plan
         .vips
         .iter()
         .enumerate()
@@ -97,14 +95,7 @@ fn start(
             let mut st = VipState::new(v.name.clone(), members, actives[vi], v.when_all_down, now);
             st.draining = installed[vi].draining;
             if actives[vi].is_none() {
-                let longest = v
-                    .members
-                    .iter()
-                    .flat_map(|m| cfg.member_monitors(v, m))
-                    .map(|m| m.interval.0)
-                    .max()
-                    .unwrap_or_default();
-                st.settle_until = Some(now + longest);
+                st.settle_until = Some(now + v.settle);
             }
             st
         })
@@ -123,25 +114,24 @@ fn start(
         .map(|(s, st)| tokio::spawn(probe::run(s, tx.clone(), instance.to_string(), st)))
         .collect();
     let mut act = DaemonActuator {
-        cfg: cfg.clone(),
         plan: plan.clone(),
         shared: shared.clone(),
     };
     let supervisor = tokio::spawn(async move { failover::run(&mut sup, &mut rx, &mut act).await });
-    let refresh = cfg.garp.refresh.map(|every| {
-        let cfg = cfg.clone();
+    let refresh = plan.garp.refresh.map(|every| {
+        let plan = plan.clone();
         tokio::spawn(async move {
-            let mut t = tokio::time::interval(every.0);
+            let mut t = tokio::time::interval(every);
             loop {
                 t.tick().await;
-                for v in &cfg.vips {
-                    let _ = garp::send(&cfg.interfaces.external, v.address);
+                for v in &plan.vips {
+                    let _ = garp::send(&plan.garp.interface, v.spec.addr);
                 }
             }
         })
     });
     let nexthops = {
-        let every = cfg.forwarding.nexthop_refresh.0;
+        let every = plan.nexthop_refresh;
         tokio::spawn(async move {
             // "0s": the cache is turned off once; otherwise a new generation every period.
             let on = !every.is_zero();
@@ -160,7 +150,6 @@ fn start(
         })
     };
     Generation {
-        cfg,
         plan,
         tx,
         supervisor,
@@ -186,7 +175,7 @@ impl Generation {
 }
 
 pub(super) struct Current {
-    pub(super) cfg: Arc<Config>,
+    pub(super) plan: Arc<Plan>,
     pub(super) tx: mpsc::Sender<Event>,
     pub(super) stats: Arc<Vec<Arc<ProbeStats>>>,
 }
@@ -220,15 +209,9 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
     });
     let instance = sipvip::monitor::sip::token(6);
     let cfg = Arc::new(cfg);
-    let mut gen = start(
-        cfg.clone(),
-        Arc::new(plan),
-        shared.clone(),
-        &actives,
-        &instance,
-    );
+    let mut gen = start(Arc::new(plan), shared.clone(), &actives, &instance);
     let (cur_tx, cur_rx) = watch::channel(Arc::new(Current {
-        cfg: cfg.clone(),
+        plan: gen.plan.clone(),
         tx: gen.tx.clone(),
         stats: gen.stats.clone(),
     }));
@@ -268,8 +251,8 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
                 let r = (|| -> Result<Vec<Installed>> {
                     let mut dp = shared.dp.lock().expect("lock");
                     // VIPs and members that left the configuration.
-                    for (i, v) in gen.cfg.vips.iter().enumerate() {
-                        if !new.vips.iter().any(|n| n.address == v.address) {
+                    for (i, v) in gen.plan.vips.iter().enumerate() {
+                        if !new.vips.iter().any(|n| n.address == v.spec.addr) {
                             dp.remove_vip(&gen.plan.vip(i, None))?;
                         }
                     }
@@ -280,17 +263,11 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
                     Ok(actives) => {
                         let old = std::mem::replace(
                             &mut gen,
-                            start(
-                                Arc::new(new),
-                                Arc::new(new_plan),
-                                shared.clone(),
-                                &actives,
-                                &instance,
-                            ),
+                            start(Arc::new(new_plan), shared.clone(), &actives, &instance),
                         );
                         old.stop().await;
                         let _ = cur_tx.send(Arc::new(Current {
-                            cfg: gen.cfg.clone(),
+                            plan: gen.plan.clone(),
                             tx: gen.tx.clone(),
                             stats: gen.stats.clone(),
                         }));

@@ -152,10 +152,10 @@ pub(super) fn prepare(
 pub(super) fn install(plan: &Plan, dp: &mut Datapath) -> Result<Vec<Installed>> {
     let mut out = Vec::new();
     for (i, v) in plan.vips.iter().enumerate() {
-        let record = dp.vip_record(v.addr).ok();
+        let record = dp.vip_record(v.spec.addr).ok();
         let slot = |addr_be: u32| {
             (addr_be != 0)
-                .then(|| v.members.iter().position(|m| be32(m.addr) == addr_be))
+                .then(|| v.members.iter().position(|m| be32(m.address) == addr_be))
                 .flatten()
         };
         let active = record.and_then(|r| slot(r.active_be));
@@ -163,7 +163,7 @@ pub(super) fn install(plan: &Plan, dp: &mut Datapath) -> Result<Vec<Installed>> 
         let spec = plan.vip(i, active);
         dp.install_vip(&spec)?;
         if draining.is_some() {
-            let addr = |m: Option<usize>| m.map(|m| v.members[m].addr);
+            let addr = |m: Option<usize>| m.map(|m| v.members[m].address);
             dp.set_active_draining(&spec, addr(active), addr(draining))?;
         }
         out.push(Installed { active, draining });
