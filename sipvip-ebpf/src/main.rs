@@ -28,7 +28,7 @@ use crate::{hook::xdp::Xdp, rules::Decision};
 pub fn sipvip_ext(ctx: XdpContext) -> u32 {
     let f = Xdp(&ctx);
     let mut d = Decision::BLANK;
-    let decided = rules::external::decide(&f, &mut d);
+    let decided = rules::decide(&f, &mut d, rules::external::ipv4);
     let (verdict, reason) = apply::run(&f, decided, &d);
     debug_log(&ctx, "ext", verdict, reason)
 }
@@ -37,7 +37,7 @@ pub fn sipvip_ext(ctx: XdpContext) -> u32 {
 pub fn sipvip_int(ctx: XdpContext) -> u32 {
     let f = Xdp(&ctx);
     let mut d = Decision::BLANK;
-    let decided = rules::internal::decide(&f, &mut d);
+    let decided = rules::decide(&f, &mut d, rules::internal::ipv4);
     let (verdict, reason) = apply::run(&f, decided, &d);
     debug_log(&ctx, "int", verdict, reason)
 }

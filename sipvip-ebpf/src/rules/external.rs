@@ -10,32 +10,17 @@ use sipvip_common::{
 use super::{
     frag, icmp,
     lookup::{arriving_flow, find_service},
-    route,
-    screen::{accept, screen},
-    Account, Decision, Dir, Record, Rewrite, Side, SAME_PORT,
+    route, Decision, Dir, Record, SAME_PORT,
 };
 use crate::{
     hook::Frame,
     maps::{CONNTRACK, MEMBERS, PT_PORTS, VIPS},
-    packet::ipv4::{parse, ports, Ipv4},
+    packet::ipv4::{ports, Ipv4},
 };
 
-/// A packet arriving on the external side: the L2 acceptance rule and the address screen, then the
-/// rules of its family.
+/// The external side's rules for an IPv4 packet.
 #[inline(always)]
-pub fn decide<F: Frame>(f: &F, d: &mut Decision) -> Result<Ipv4, Reason> {
-    accept(f)?;
-    let p = parse(f)?;
-    screen(&p)?;
-    *d = match ipv4(f, &p) {
-        Ok(d) => d,
-        Err(r) => Decision::stop(r, Record::NONE),
-    };
-    Ok(p)
-}
-
-#[inline(always)]
-fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
+pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     // SAFETY: map values are only read.
     let Some(vip) = (unsafe { VIPS.get(p.dst_be) }) else {
         return not_for_vip(f, p);
@@ -110,19 +95,18 @@ fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
         (t, r)
     };
 
-    let rewrite = Rewrite {
-        side: Side::Dst,
-        addr: target.addr_be,
-        port,
-    };
-    let account = Account {
-        vip_id: vip.vip_id,
-        dir: Dir::In,
-        service: u32::from(target.service),
-        slot: u32::from(target.slot),
-    };
+    let member = (target.addr_be, u32::from(target.slot));
+    let service = u32::from(target.service);
     Ok(route::translate(
-        f, p, rewrite, account, reason, p.dst_be, record,
+        f,
+        p,
+        Dir::In,
+        vip.vip_id,
+        member,
+        service,
+        port,
+        reason,
+        record,
     ))
 }
 

@@ -9,7 +9,7 @@ use sipvip_common::{
 use super::{
     lookup::{excluded, find_service, passthrough_flow, passthrough_port, snat_flow},
     route::{self, DEST_UNREACH, TIME_EXCEEDED},
-    Account, Action, Decision, Dir, QuoteRewrite, Record, Rewrite, Side, SAME_PORT,
+    Action, Decision, Dir, QuoteRewrite, Record, Side, SAME_PORT,
 };
 use crate::{hook::Frame, maps::CONNTRACK, packet::ipv4::Ipv4};
 
@@ -69,24 +69,15 @@ pub fn to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, Re
             if p.ttl <= 1 {
                 return Err(Reason::DropTtl);
             }
-            let rewrite = Rewrite {
-                side: Side::Dst,
-                addr: ct.member_be,
-                port: SAME_PORT,
-            };
-            let account = Account {
-                vip_id: vip.vip_id,
-                dir: Dir::In,
-                service: u32::MAX,
-                slot: ct.slot,
-            };
             Ok(route::translate(
                 f,
                 p,
-                rewrite,
-                account,
+                Dir::In,
+                vip.vip_id,
+                (ct.member_be, ct.slot),
+                u32::MAX,
+                SAME_PORT,
                 Reason::ConntrackReply,
-                p.dst_be,
                 Record::NONE,
             ))
         }
@@ -196,24 +187,15 @@ fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, 
     };
     let mut record = Record::NONE;
     record.quote(quote);
-    let rewrite = Rewrite {
-        side: Side::Dst,
-        addr: member,
-        port: SAME_PORT,
-    };
-    let account = Account {
-        vip_id: vip.vip_id,
-        dir: Dir::In,
-        service,
-        slot,
-    };
     Ok(route::translate(
         f,
         p,
-        rewrite,
-        account,
+        Dir::In,
+        vip.vip_id,
+        (member, slot),
+        service,
+        SAME_PORT,
         Reason::IcmpErrorIn,
-        p.dst_be,
         record,
     ))
 }
@@ -239,24 +221,15 @@ pub fn from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Decisi
             if let Some(w) = snat_flow(IPPROTO_ICMP, m.vip_be, id, p.dst_be, 0, member) {
                 record.flow(w.0, w.1);
             }
-            let rewrite = Rewrite {
-                side: Side::Src,
-                addr: m.vip_be,
-                port: SAME_PORT,
-            };
-            let account = Account {
-                vip_id: m.vip_id,
-                dir: Dir::Out,
-                service: u32::MAX,
-                slot: m.slot,
-            };
             Ok(route::translate(
                 f,
                 p,
-                rewrite,
-                account,
+                Dir::Out,
+                m.vip_id,
+                (m.vip_be, m.slot),
+                u32::MAX,
+                SAME_PORT,
                 Reason::Snat,
-                m.vip_be,
                 record,
             ))
         }
@@ -316,24 +289,15 @@ fn error_from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Deci
     };
     let mut record = Record::NONE;
     record.quote(quote);
-    let rewrite = Rewrite {
-        side: Side::Src,
-        addr: m.vip_be,
-        port: SAME_PORT,
-    };
-    let account = Account {
-        vip_id: m.vip_id,
-        dir: Dir::Out,
-        service,
-        slot: m.slot,
-    };
     Ok(route::translate(
         f,
         p,
-        rewrite,
-        account,
+        Dir::Out,
+        m.vip_id,
+        (m.vip_be, m.slot),
+        service,
+        SAME_PORT,
         Reason::IcmpErrorOut,
-        m.vip_be,
         record,
     ))
 }

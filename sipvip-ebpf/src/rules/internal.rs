@@ -11,32 +11,17 @@ use super::{
     lookup::{
         excluded, find_service, passthrough_flow, passthrough_port, snat_flow, snat_to, UNTOUCHED,
     },
-    route,
-    screen::{accept, screen},
-    Account, Decision, Dir, Record, Rewrite, Side, SAME_PORT,
+    route, Decision, Dir, Record, SAME_PORT,
 };
 use crate::{
     hook::Frame,
     maps::MEMBERS,
-    packet::ipv4::{parse, ports, Ipv4},
+    packet::ipv4::{ports, Ipv4},
 };
 
-/// A packet arriving on the internal side: the L2 acceptance rule and the address screen, then the
-/// rules of its family.
+/// The internal side's rules for an IPv4 packet.
 #[inline(always)]
-pub fn decide<F: Frame>(f: &F, d: &mut Decision) -> Result<Ipv4, Reason> {
-    accept(f)?;
-    let p = parse(f)?;
-    screen(&p)?;
-    *d = match ipv4(f, &p) {
-        Ok(d) => d,
-        Err(r) => Decision::stop(r, Record::NONE),
-    };
-    Ok(p)
-}
-
-#[inline(always)]
-fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
+pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     // SAFETY: map values are only read.
     let Some(m) = (unsafe { MEMBERS.get(p.src_be) }) else {
         return Err(Reason::PassNotMember);
@@ -99,18 +84,17 @@ fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     if decision.action != FRAG_ACT_TRANSLATE {
         return Ok(route::forward(f, p, reason, record));
     }
-    let rewrite = Rewrite {
-        side: Side::Src,
-        addr: decision.addr_be,
-        port,
-    };
-    let account = Account {
-        vip_id: m.vip_id,
-        dir: Dir::Out,
-        service: u32::from(decision.service),
-        slot: m.slot,
-    };
+    let service = u32::from(decision.service);
+    let vip = (decision.addr_be, m.slot);
     Ok(route::translate(
-        f, p, rewrite, account, reason, m.vip_be, record,
+        f,
+        p,
+        Dir::Out,
+        m.vip_id,
+        vip,
+        service,
+        port,
+        reason,
+        record,
     ))
 }

@@ -23,7 +23,30 @@ pub mod screen;
 
 use sipvip_common::{CtKey, CtValue, FragKey, FragValue, NextHop, Reason};
 
-use crate::maps::PENDING;
+use crate::{
+    hook::Frame,
+    maps::PENDING,
+    packet::ipv4::{parse, Ipv4},
+};
+
+/// A packet arriving on a side: the L2 acceptance rule and the address screen, then the
+/// side's rules for its family (`ipv4`), whose decision lands in `d`. An error is the reason
+/// the packet stopped before any rule of the side.
+#[inline(always)]
+pub fn decide<F: Frame>(
+    f: &F,
+    d: &mut Decision,
+    ipv4: impl FnOnce(&F, &Ipv4) -> Result<Decision, Reason>,
+) -> Result<Ipv4, Reason> {
+    screen::accept(f)?;
+    let p = parse(f)?;
+    screen::screen(&p)?;
+    *d = match ipv4(f, &p) {
+        Ok(d) => d,
+        Err(r) => Decision::stop(r, Record::NONE),
+    };
+    Ok(p)
+}
 
 /// Which address (and port) of a packet a rewrite changes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -273,3 +296,10 @@ impl<A: Addr> Decision<A> {
         }
     }
 }
+
+// The generic shapes take an IPv6 address; the IPv4 ones keep their 4-byte addresses (an
+// IPv4 flow key stays 16 bytes: see sipvip-common).
+const _: Decision<sipvip_common::Ipv6Be> = Decision::BLANK;
+const _: () = assert!(
+    core::mem::size_of::<Decision<sipvip_common::Ipv6Be>>() > core::mem::size_of::<Decision<u32>>()
+);

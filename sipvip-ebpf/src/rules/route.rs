@@ -8,7 +8,7 @@ use aya_ebpf::helpers::generated::bpf_fib_lookup;
 use sipvip_common::{nexthop_slot, NextHop, Reason};
 
 use super::{
-    screen::error_source, Account, Action, Decision, IcmpError, Link, Record, Rewrite, Side,
+    screen::error_source, Account, Action, Decision, Dir, IcmpError, Link, Record, Rewrite, Side,
 };
 use crate::{
     hook::Frame,
@@ -77,8 +77,7 @@ enum Hop {
 /// An ICMP error is never answered with one, and as its quote is translated it always goes
 /// on translated.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn translate<F: Frame>(
+fn rewrite_and_send<F: Frame>(
     f: &F,
     p: &Ipv4,
     rewrite: Rewrite,
@@ -124,6 +123,38 @@ pub fn translate<F: Frame>(
         Hop::TooBig(_) => Reason::PassFib,
     };
     d
+}
+
+/// The decision for a translated packet of VIP `vip_id`, counted toward its `service` and
+/// member `slot`: toward a member (`Dir::In`) the destination becomes `addr` (the member),
+/// from a member (`Dir::Out`) the source becomes `addr` (the VIP); the port on that side
+/// changes as `port` says. Errors the gateway sends about it come from the VIP when the
+/// interface has no address.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn translate<F: Frame>(
+    f: &F,
+    p: &Ipv4,
+    dir: Dir,
+    vip_id: u32,
+    (addr, slot): (u32, u32),
+    service: u32,
+    port: (u16, u16),
+    handled: Reason,
+    record: Record,
+) -> Decision {
+    let (side, vip_be) = match dir {
+        Dir::In => (Side::Dst, p.dst_be),
+        Dir::Out => (Side::Src, addr),
+    };
+    let rewrite = Rewrite { side, addr, port };
+    let account = Account {
+        vip_id,
+        dir,
+        service,
+        slot,
+    };
+    rewrite_and_send(f, p, rewrite, account, handled, vip_be, record)
 }
 
 /// The decision for an untranslated packet (excluded, pass-through): sent with TTL and MACs
