@@ -1033,7 +1033,7 @@ mod tests {
         );
     }
 
-    /// The case: an unknown key, a bad address and a wrongly typed priority, all in
+    /// An unknown key, a bad address and a wrongly typed priority, all in
     /// one pass, each with its line and column; a semantic problem found with them.
     #[test]
     fn every_kind_of_problem_in_one_pass() {
