@@ -130,7 +130,10 @@ fn the_debug_object_logs_every_verdict_and_the_release_one_has_no_log_map() {
         .collect();
     assert_eq!(
         lines,
-        vec![format!("sipvip ext: action 4 reason {}", u32::MAX)]
+        vec![format!(
+            "sipvip ext: verdict 4 reason {}",
+            sipvip_common::Reason::Steered as u32
+        )]
     );
     // The release object has no logger: nothing to read.
     let mut release = Datapath::load(&small()).unwrap();
