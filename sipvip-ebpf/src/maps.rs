@@ -1,7 +1,6 @@
 //! Map definitions. Layouts live in sipvip-common; sizes are production defaults that user
 //! space may override at load time.
 
-use crate::rules::Pending;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
@@ -69,8 +68,3 @@ pub static IFACES: Array<Iface> = Array::with_max_entries(IFACE_SLOTS, 0);
 /// Slot 0: datapath-wide settings; see `Settings`.
 #[map(name = "SV_SETTINGS_V1")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
-
-/// Slot 0: the parts of this CPU's current decision that only some packets need; see
-/// `rules::Pending`. Kernel-private scratch: user space never reads it.
-#[map(name = "SV_PENDING_V1")]
-pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);

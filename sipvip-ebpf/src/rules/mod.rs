@@ -23,9 +23,10 @@ pub mod screen;
 
 use sipvip_common::{CtKey, CtValue, FragKey, FragValue, NextHop, Reason};
 
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+
 use crate::{
     hook::Frame,
-    maps::PENDING,
     packet::ipv4::{parse, Ipv4},
 };
 
@@ -180,6 +181,12 @@ pub struct Pending<A = u32> {
     pub quote: QuoteRewrite<A>,
     pub error: IcmpError<A>,
 }
+
+/// Slot 0: the parts of this CPU's current decision that only some packets need. The
+/// decision's own scratch, so it is declared here rather than with the shared maps
+/// (`crate::maps`); user space never reads it.
+#[map(name = "SV_PENDING_V1")]
+static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
 /// Which parts of [`Pending`] a decision carries: a bit each.
 #[derive(Clone, Copy, PartialEq, Eq)]
