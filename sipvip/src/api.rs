@@ -116,6 +116,23 @@ pub struct Status {
     pub replies_malformed: u64,
     pub replies_unmatched: u64,
     pub adopted: bool,
+    /// Every monitor has given its first result (`/readyz`).
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub config: ConfigStatus,
+}
+
+/// The configuration the daemon runs, and what became of the reloads it was asked for.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConfigStatus {
+    pub path: String,
+    /// Reloads applied since the daemon started.
+    pub reloads: u64,
+    /// Reloads rejected (the running configuration stayed).
+    pub reload_failures: u64,
+    /// Why the last reload was rejected; cleared by the next one that applies.
+    pub last_error: Option<String>,
 }
 
 /// The status as a table.
@@ -209,6 +226,21 @@ pub fn table(s: &Status) -> String {
         o,
         "probes: {} sent, {} malformed and {} unmatched replies ignored",
         s.probes_sent, s.replies_malformed, s.replies_unmatched
+    );
+    let c = &s.config;
+    let _ = writeln!(
+        o,
+        "config: {}  reloads {}  rejected {}{}",
+        c.path,
+        c.reloads,
+        c.reload_failures,
+        c.last_error
+            .as_deref()
+            .map(|e| format!(
+                "\n  last reload rejected (the running configuration stays):\n  {}",
+                e.replace('\n', "\n  ")
+            ))
+            .unwrap_or_default()
     );
     o
 }
@@ -380,6 +412,42 @@ pub fn metrics(s: &Status) -> String {
         "sipvip_probe_replies_ignored_total{{why=\"unmatched\"}} {}",
         s.replies_unmatched
     );
+    head(
+        &mut o,
+        "sipvip_config_reloads_total",
+        "counter",
+        "Configuration reloads applied",
+    );
+    let _ = writeln!(o, "sipvip_config_reloads_total {}", s.config.reloads);
+    head(
+        &mut o,
+        "sipvip_config_reload_failures_total",
+        "counter",
+        "Configuration reloads rejected (the running configuration stayed)",
+    );
+    let _ = writeln!(
+        o,
+        "sipvip_config_reload_failures_total {}",
+        s.config.reload_failures
+    );
+    head(
+        &mut o,
+        "sipvip_config_last_reload_ok",
+        "gauge",
+        "0 while the last reload asked for was rejected",
+    );
+    let _ = writeln!(
+        o,
+        "sipvip_config_last_reload_ok {}",
+        u8::from(s.config.last_error.is_none())
+    );
+    head(
+        &mut o,
+        "sipvip_ready",
+        "gauge",
+        "1 once every monitor has given its first result",
+    );
+    let _ = writeln!(o, "sipvip_ready {}", u8::from(s.ready));
     o
 }
 

@@ -42,6 +42,11 @@ enum Cmd {
         /// Never for production traffic: one log line per packet.
         #[arg(long)]
         datapath_debug: bool,
+        /// Reload when the config file's content changes, checked every second (a
+        /// Kubernetes ConfigMap volume swaps its `..data` symlink). A broken new file is
+        /// rejected like any reload: the running configuration stays.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Validate a config file and print every problem.
     Check { file: PathBuf },
@@ -129,6 +134,7 @@ fn main() -> Result<ExitCode> {
             replace,
             json_logs,
             datapath_debug,
+            watch_config,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());
@@ -147,7 +153,7 @@ fn main() -> Result<ExitCode> {
                     .init();
             }
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(daemon::run(&config, replace, datapath_debug))?;
+            rt.block_on(daemon::run(&config, replace, datapath_debug, watch_config))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { file } => match Config::load(&file) {

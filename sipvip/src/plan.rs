@@ -4,7 +4,9 @@
 //! all-down policy, the settle time), and the gratuitous ARP settings. The daemon and the
 //! datapath take these, and never read the configuration by index.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+
+use sipvip_common::program_names;
 
 use crate::{
     config::{AllDownPolicy, Config, MonitorKind},
@@ -28,6 +30,10 @@ pub struct Plan {
     pub garp: GarpPlan,
     /// How often the datapath's next-hop cache starts a new generation (zero: off).
     pub nexthop_refresh: Duration,
+    /// Where the datapath is pinned, and the links it must have there: (program,
+    /// interface), each pinned as `link_<program>_<interface>` (`/healthz`).
+    pub pin_dir: PathBuf,
+    pub attachments: Vec<(&'static str, String)>,
 }
 
 /// A VIP as the runtime sees it.
@@ -83,6 +89,16 @@ impl Plan {
                 refresh: cfg.garp.refresh.map(|d| d.0),
             },
             nexthop_refresh: cfg.forwarding.nexthop_refresh.0,
+            pin_dir: cfg.admin.pin_dir.clone(),
+            attachments: std::iter::once((program_names::EXTERNAL, &cfg.interfaces.external))
+                .chain(
+                    cfg.interfaces
+                        .internal
+                        .iter()
+                        .map(|i| (program_names::INTERNAL, i)),
+                )
+                .map(|(p, i)| (p, i.clone()))
+                .collect(),
         }
     }
 
@@ -92,6 +108,13 @@ impl Plan {
             active,
             ..self.vips[i].spec.clone()
         }
+    }
+
+    /// The pins of the links the datapath must have.
+    pub fn link_pins(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.attachments
+            .iter()
+            .map(|(p, i)| crate::datapath::link_pin(&self.pin_dir, p, i))
     }
 
     /// The VIP and member slot of the member named `name`.

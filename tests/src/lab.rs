@@ -286,6 +286,47 @@ pin_dir = "{pins}"
         )
     }
 
+    /// Writes `text` as a Kubernetes ConfigMap volume does: `<dir>/configmap/sipvip.toml` is
+    /// a symlink to `..data/sipvip.toml`, `..data` a symlink to a timestamped directory that
+    /// holds the file. Each call writes a new directory and swaps `..data` to it atomically
+    /// (a new symlink renamed over the old), as the kubelet does. Returns the config path.
+    pub fn write_configmap(&self, text: &str) -> Result<PathBuf> {
+        let root = self.dir.join("configmap");
+        std::fs::create_dir_all(&root)?;
+        let stamp = format!(
+            "..{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+        );
+        std::fs::create_dir(root.join(&stamp))?;
+        std::fs::write(root.join(&stamp).join("sipvip.toml"), text)?;
+        let tmp = root.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&stamp, &tmp)?;
+        std::fs::rename(&tmp, root.join("..data"))?;
+        let file = root.join("sipvip.toml");
+        if std::fs::symlink_metadata(&file).is_err() {
+            std::os::unix::fs::symlink("..data/sipvip.toml", &file)?;
+        }
+        Ok(file)
+    }
+
+    /// One HTTP GET to the daemon's metrics listener (127.0.0.1:9360 in the gateway):
+    /// the status line and the body.
+    pub fn http_get(&self, path: &str) -> Result<(String, String)> {
+        use std::io::{Read, Write};
+        let _g = self.gw.enter()?;
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9360")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: sipvip\r\n\r\n")?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        let status = head.lines().next().unwrap_or("").to_string();
+        Ok((status, body.to_string()))
+    }
+
     pub fn write_config(&self, text: &str) -> Result<PathBuf> {
         let p = self.dir.join("sipvip.toml");
         std::fs::write(&p, text)?;
@@ -294,12 +335,18 @@ pin_dir = "{pins}"
 
     /// Starts `sipvip run` in the gateway; its log goes to `<dir>/daemon-N.log`.
     pub fn start_daemon(&mut self, config: &Path) -> Result<()> {
+        self.start_daemon_with(config, &[])
+    }
+
+    /// `start_daemon` with more arguments for `sipvip run` (`--watch-config`).
+    pub fn start_daemon_with(&mut self, config: &Path, args: &[&str]) -> Result<()> {
         let n = self.daemons;
         self.daemons += 1;
         let log = std::fs::File::create(self.dir.join(format!("daemon-{n}.log")))?;
         let child = command_in(&self.gw, &sipvip_bin())?
             .args(["run", "--config"])
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

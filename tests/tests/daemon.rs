@@ -1,7 +1,8 @@
 //! The daemon end to end, in namespaces, with real SIP servers (sipp answering OPTIONS):
 //! monitors, failover on process death (ICMP fast path) and on a cut link (timeout), no
 //! flap-back, forged replies, gratuitous ARP, restart without loss, SIGHUP with a broken
-//! config, manual operations, metrics and `sipvip down`.
+//! config, manual operations, metrics and `sipvip down`; the kubelet's probes and a
+//! ConfigMap-style reload.
 
 use std::{
     io::{Read, Write},
@@ -567,5 +568,96 @@ fn tcp_and_icmp_monitors() {
     assert_eq!(
         s["vips"][0]["members"][0]["monitors"][0]["reason"], "TCP connection refused",
         "{s}"
+    );
+}
+
+/// What a Kubernetes node needs of the daemon: `/healthz` and `/readyz` on the metrics
+/// listener, and a config in a ConfigMap volume reloaded when the kubelet swaps its `..data`
+/// symlink (`--watch-config`); a swap to garbage keeps the running configuration and is
+/// reported in the status and the metrics.
+#[test]
+fn kubelet_probes_and_configmap_reload() {
+    let mut lab = Lab::new("k8").expect("lab");
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    scenario::start_sip_server(&mut lab, "backup").unwrap();
+    let text = lab.config(&format!("{INTERVAL_MS}ms"), &format!("{TIMEOUT_MS}ms"), "");
+    let cfg = lab.write_configmap(&text).unwrap();
+    lab.start_daemon_with(&cfg, &["--watch-config"]).unwrap();
+
+    let (status, body) = lab.http_get("/healthz").unwrap();
+    assert!(status.contains(" 200 "), "{status} {body}");
+    assert!(
+        lab.wait_for(Duration::from_secs(5), || {
+            lab.http_get("/readyz")
+                .is_ok_and(|(s, _)| s.contains(" 200 "))
+        })
+        .is_some(),
+        "never ready: {:?}",
+        lab.http_get("/readyz")
+    );
+    let (status, _) = lab.http_get("/nothing-here").unwrap();
+    assert!(status.contains(" 404 "), "{status}");
+    assert!(lab.wait_active("primary", Duration::from_secs(5)).is_some());
+    let phone = udp_in(&lab.client, (PHONE, 5062));
+
+    let config = |lab: &Lab| lab.status().unwrap()["config"].clone();
+    // A valid new config: reloaded within the watch period, without a flip.
+    lab.write_configmap(&text.replace("exclusions = [", "exclusions = [\"198.18.1.60\", "))
+        .unwrap();
+    assert!(
+        lab.wait_for(Duration::from_secs(5), || config(&lab)["reloads"] == 1)
+            .is_some(),
+        "not reloaded: {}",
+        config(&lab)
+    );
+    assert_eq!(lab.active().unwrap().as_deref(), Some("primary"));
+
+    // Garbage: rejected, reported, the running configuration keeps forwarding.
+    lab.write_configmap("this is not [toml").unwrap();
+    assert!(
+        lab.wait_for(Duration::from_secs(5), || config(&lab)["reload_failures"]
+            == 1)
+            .is_some(),
+        "not rejected: {}",
+        config(&lab)
+    );
+    let c = config(&lab);
+    assert!(
+        c["last_error"].as_str().unwrap_or("").contains("line 1"),
+        "the rejection names the place: {c}"
+    );
+    assert!(lab.daemon_log(0).contains("reload rejected"));
+    assert_eq!(ping_vip(&phone, 7000), Some(SocketAddr::from((VIP, 5060))));
+    let (_, metrics) = lab.http_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("sipvip_config_reload_failures_total 1\n")
+            && metrics.contains("sipvip_config_last_reload_ok 0\n")
+            && metrics.contains("sipvip_ready 1\n"),
+        "{metrics}"
+    );
+    let out = lab.sipvip(&["status"]).unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("last reload rejected"), "{table}");
+
+    // Fixed again: applied, and the error is cleared.
+    lab.write_configmap(&text).unwrap();
+    assert!(
+        lab.wait_for(Duration::from_secs(5), || config(&lab)["reloads"] == 2)
+            .is_some(),
+        "not reloaded: {}",
+        config(&lab)
+    );
+    assert!(config(&lab)["last_error"].is_null(), "{}", config(&lab));
+    assert_eq!(ping_vip(&phone, 7001), Some(SocketAddr::from((VIP, 5060))));
+
+    // Detached under the daemon's feet: no longer alive, and the probe says why.
+    let out = lab
+        .sipvip(&["down", "--pin-dir", lab.pin_dir().to_str().unwrap()])
+        .unwrap();
+    assert!(out.status.success());
+    let (status, body) = lab.http_get("/healthz").unwrap();
+    assert!(
+        status.contains(" 503 ") && body.contains("not attached"),
+        "{status} {body}"
     );
 }

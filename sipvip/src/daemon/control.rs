@@ -1,5 +1,5 @@
-//! The control socket (status, member, failover, reload), the status snapshot and the
-//! metrics endpoint.
+//! The control socket (status, member, failover, reload), the status snapshot, and the HTTP
+//! listener: `/metrics`, and the kubelet's probes `/healthz` and `/readyz`.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -39,6 +39,8 @@ pub(super) fn status(
         replies_malformed: stats.iter().map(|s| s.malformed.load(Relaxed)).sum(),
         replies_unmatched: stats.iter().map(|s| s.unmatched.load(Relaxed)).sum(),
         adopted: shared.adopted,
+        ready: ready(sup),
+        config: shared.config.lock().expect("lock").clone(),
         ..Default::default()
     };
     for (vi, (v, st)) in plan.vips.iter().zip(&sup.vips).enumerate() {
@@ -106,6 +108,29 @@ pub(super) fn status(
         });
     }
     s
+}
+
+/// Ready once every monitor has given its first result: before that the supervisor has not
+/// chosen from real answers.
+fn ready(sup: &Supervisor) -> bool {
+    sup.health.values().all(|h| h.results > 0)
+}
+
+/// Alive: every link the plan names is pinned, and the datapath's maps can be read. The
+/// answer's body says what is missing.
+fn healthy(plan: &Plan, shared: &Shared) -> std::result::Result<(), String> {
+    for pin in plan.link_pins() {
+        if !pin.exists() {
+            return Err(format!("not attached: {} is missing", pin.display()));
+        }
+    }
+    shared
+        .dp
+        .lock()
+        .expect("lock")
+        .reasons()
+        .map(|_| ())
+        .map_err(|e| format!("datapath maps unreadable: {e}"))
 }
 
 /// Asks the running generation something, with the supervisor and actuator in hand.
@@ -239,6 +264,8 @@ pub(super) async fn control(
     }
 }
 
+/// The HTTP listener of `admin.metrics`: `GET /metrics` (and `/`), `GET /healthz`, `GET
+/// /readyz`; anything else is 404.
 pub(super) async fn metrics(
     addr: String,
     cur: watch::Receiver<Arc<Current>>,
@@ -252,23 +279,78 @@ pub(super) async fn metrics(
         let (cur, shared) = (cur.clone(), shared.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(
+            let n = tokio::time::timeout(
                 Duration::from_secs(2),
                 tokio::io::AsyncReadExt::read(&mut s, &mut buf),
             )
-            .await;
-            let c = cur.borrow().clone();
-            let (plan, sh, st) = (c.plan.clone(), shared.clone(), c.stats.clone());
-            let body = ask(&c.tx, move |sup, _| {
-                api::metrics(&status(&plan, &sh, sup, &st))
-            })
             .await
-            .unwrap_or_default();
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or(0);
+            let path = request_path(&buf[..n]);
+            let c = cur.borrow().clone();
+            let (code, ty, body) = match path.as_deref() {
+                Some("/metrics") | Some("/") => {
+                    let (plan, sh, st) = (c.plan.clone(), shared.clone(), c.stats.clone());
+                    let body = ask(&c.tx, move |sup, _| {
+                        api::metrics(&status(&plan, &sh, sup, &st))
+                    })
+                    .await
+                    .unwrap_or_default();
+                    ("200 OK", "text/plain; version=0.0.4", body)
+                }
+                Some("/healthz") => match healthy(&c.plan, &shared) {
+                    Ok(()) => ("200 OK", "text/plain", "ok\n".to_string()),
+                    Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
+                },
+                Some("/readyz") => match ask(&c.tx, |sup, _| ready(sup)).await {
+                    Some(true) => ("200 OK", "text/plain", "ready\n".to_string()),
+                    Some(false) => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "waiting for every monitor's first result\n".to_string(),
+                    ),
+                    None => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "the supervisor is restarting\n".to_string(),
+                    ),
+                },
+                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+            };
             let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {code}\r\nContent-Type: {ty}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = s.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+/// The path of an HTTP request's first line (`GET /path HTTP/1.x`), without a query.
+fn request_path(req: &[u8]) -> Option<String> {
+    let line = req.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split_whitespace();
+    let (_method, target) = (words.next()?, words.next()?);
+    Some(target.split('?').next().unwrap_or(target).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_path;
+
+    #[test]
+    fn request_paths() {
+        assert_eq!(
+            request_path(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+            Some("/healthz")
+        );
+        assert_eq!(
+            request_path(b"GET /metrics?x=1 HTTP/1.0\r\n").as_deref(),
+            Some("/metrics")
+        );
+        assert_eq!(request_path(b"garbage"), None);
+        assert_eq!(request_path(b""), None);
     }
 }

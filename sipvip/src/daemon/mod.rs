@@ -1,5 +1,6 @@
 //! `sipvip run`: the datapath (adopted from pins or loaded and pinned), the monitors, the
-//! failover supervisor, the control socket, the metrics endpoint, SIGHUP reload.
+//! failover supervisor, the control socket, the metrics endpoint with the kubelet's probes,
+//! reload on SIGHUP, on `sipvip reload`, and (`--watch-config`) when the file changes.
 //!
 //! - `setup`: the datapath, the host settings and what the monitors probe;
 //! - `actuator`: carrying out the supervisor's flips;
@@ -16,7 +17,7 @@ use std::{
 
 use anyhow::Result;
 use sipvip::{
-    api::Response,
+    api::{ConfigStatus, Response},
     config::Config,
     datapath::Datapath,
     failover::{self, Event, MemberState, Supervisor, VipState},
@@ -44,6 +45,34 @@ struct Shared {
     dp: Mutex<Datapath>,
     adopted: bool,
     installed_exclusions: Mutex<BTreeSet<(Ipv4Addr, u8)>>,
+    /// The configuration's path and what became of its reloads.
+    config: Mutex<ConfigStatus>,
+}
+
+/// How often `--watch-config` reads the file.
+const WATCH_PERIOD: Duration = Duration::from_secs(1);
+
+/// Asks for a reload whenever the file's content changes. A Kubernetes ConfigMap volume
+/// updates by swapping its `..data` symlink, which changes what the path reads without
+/// touching the file the path names; reading the content catches that, an edit in place and a
+/// rename alike.
+fn watch_config(path: std::path::PathBuf, tx: mpsc::Sender<()>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = tokio::fs::read(&path).await.ok();
+        let mut t = tokio::time::interval(WATCH_PERIOD);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            t.tick().await;
+            let now = tokio::fs::read(&path).await.ok();
+            if now.is_some() && now != seen {
+                seen = now;
+                tracing::info!(config = %path.display(), "the configuration file changed; reloading");
+                if tx.send(()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
 }
 
 /// One configuration's running parts; replaced whole on reload.
@@ -181,7 +210,7 @@ pub(super) struct Current {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. The datapath stays pinned and forwarding.
-pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()> {
+pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) -> Result<()> {
     let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let plan = Plan::new(&cfg);
     let (mut dp, adopted) = open_datapath(&cfg, &plan, replace, datapath_debug)?;
@@ -206,6 +235,10 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
         dp: Mutex::new(dp),
         adopted,
         installed_exclusions: excl,
+        config: Mutex::new(ConfigStatus {
+            path: path.display().to_string(),
+            ..ConfigStatus::default()
+        }),
     });
     let instance = sipvip::monitor::sip::token(6);
     let cfg = Arc::new(cfg);
@@ -231,12 +264,16 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
     });
     tracing::info!(config = %path.display(), adopted, vips = cfg.vips.len(), "sipvip running");
 
+    let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
+    let watcher = watch.then(|| watch_config(path.to_path_buf(), changed_tx));
+
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         let reply: Option<oneshot::Sender<Response>> = tokio::select! {
             _ = hup.recv() => None,
+            Some(()) = changed_rx.recv() => None,
             r = reload_rx.recv() => r,
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -281,6 +318,16 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
                 }
             }
         };
+        {
+            let mut c = shared.config.lock().expect("lock");
+            if resp.ok {
+                c.reloads += 1;
+                c.last_error = None;
+            } else {
+                c.reload_failures += 1;
+                c.last_error = resp.error.clone();
+            }
+        }
         if let Some(r) = reply {
             let _ = r.send(resp);
         }
@@ -289,6 +336,9 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool) -> Result<()>
         "stopping; the datapath stays pinned and keeps forwarding (`sipvip down` removes it)"
     );
     gen.stop().await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
     ctl.abort();
     if let Some(m) = met {
         m.abort();

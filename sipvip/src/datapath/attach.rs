@@ -1,10 +1,15 @@
 //! Attaching the programs to interfaces, pinned or not.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::programs::{links::PinnedLink, xdp::XdpLinkId, Xdp, XdpMode};
 
 use super::{pin_err, xdp_mut, AttachMode, Datapath, DatapathError, Result};
+
+/// Where the link of `program` on `ifname` is pinned under `dir`.
+pub fn link_pin(dir: &Path, program: &str, ifname: &str) -> PathBuf {
+    dir.join(format!("link_{program}_{ifname}"))
+}
 
 impl Datapath {
     /// Attaches `program` to `ifname` unless a pinned link already does, and pins the link
@@ -17,7 +22,7 @@ impl Datapath {
         mode: AttachMode,
         dir: &Path,
     ) -> Result<bool> {
-        let link_path = dir.join(format!("link_{program}_{ifname}"));
+        let link_path = link_pin(dir, program, ifname);
         if PinnedLink::from_pin(&link_path).is_ok() {
             return Ok(false);
         }

@@ -65,6 +65,9 @@ pub struct Health {
     pub last_rtt: Option<Duration>,
     pub changed: Instant,
     pub reason: &'static str,
+    /// Results observed (replies, misses, hard failures): a monitor that has run once has at
+    /// least one.
+    pub results: u64,
 }
 
 impl Health {
@@ -90,6 +93,7 @@ impl Health {
             last_rtt: None,
             changed: now,
             reason: if up { "adopted" } else { "not yet checked" },
+            results: 0,
         }
     }
 
@@ -105,6 +109,7 @@ impl Health {
 
     /// Applies an observation; returns the new state when it changed.
     pub fn observe(&mut self, now: Instant, obs: Observation) -> Option<bool> {
+        self.results += 1;
         match obs {
             Observation::Reply { code, up, rtt } => {
                 self.last_code = Some(code);
