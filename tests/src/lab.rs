@@ -340,10 +340,30 @@ pin_dir = "{pins}"
 
     /// `start_daemon` with more arguments for `sipvip run` (`--watch-config`).
     pub fn start_daemon_with(&mut self, config: &Path, args: &[&str]) -> Result<()> {
+        self.start_daemon_under(config, args, &[])
+    }
+
+    /// `start_daemon_with`, run by `wrapper` (a command that execs its arguments, such as
+    /// `setpriv` with a capability set).
+    pub fn start_daemon_under(
+        &mut self,
+        config: &Path,
+        args: &[&str],
+        wrapper: &[&str],
+    ) -> Result<()> {
         let n = self.daemons;
         self.daemons += 1;
         let log = std::fs::File::create(self.dir.join(format!("daemon-{n}.log")))?;
-        let child = command_in(&self.gw, &sipvip_bin())?
+        let bin = sipvip_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = command_in(&self.gw, Path::new(program))?;
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => command_in(&self.gw, &bin)?,
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(config)
             .args(args)

@@ -139,3 +139,16 @@ fn the_debug_object_logs_every_verdict_and_the_release_one_has_no_log_map() {
     let mut release = Datapath::load(&small()).unwrap();
     assert!(release.take_logger().is_none());
 }
+
+#[test]
+fn a_pin_directory_off_bpffs_is_refused_with_the_remedy() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("sipvip-not-bpffs-{}", std::process::id()));
+    let e = sipvip::datapath::mount_bpffs(&dir.join("pins"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("is not on a bpf filesystem") && e.contains("hostPath"),
+        "{e}"
+    );
+}

@@ -87,6 +87,10 @@ fn ebpf_toolchain() -> Result<String> {
         .with_context(|| format!("{}: no [toolchain] channel", path.display()))
 }
 
+/// The kubernetes-validate release whose schemas (Kubernetes 1.34-1.37) the manifests are
+/// checked against.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
 /// The rustc the kernel programs were verified with (see sipvip-ebpf/rust-toolchain.toml).
 const EBPF_RUSTC_VERIFIED: &str = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)";
 
@@ -122,6 +126,15 @@ fn setup() -> Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    // kubernetes-validate (PyPI), with the Kubernetes OpenAPI schemas the manifests' test
+    // validates against.
+    let kv = format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}");
+    let have_kv =
+        output(Command::new("python3").args(["-m", "pip", "show", "kubernetes-validate"]))
+            .unwrap_or_default();
+    if !have_kv.contains(&format!("Version: {KUBERNETES_VALIDATE_VERSION}")) {
+        run(Command::new("python3").args(["-m", "pip", "install", "-q", &kv]))?;
     }
     // The eBPF toolchain (sipvip-ebpf/rust-toolchain.toml) and rust-src.
     let channel = ebpf_toolchain()?;

@@ -155,8 +155,46 @@ fn layouts(sizes: &MapSizes) -> [Layout; 14] {
     ]
 }
 
-/// Mounts bpffs on /sys/fs/bpf when `dir` lies below it and nothing is mounted there yet.
+/// Makes sure `dir` can hold pins: mounts bpffs on /sys/fs/bpf when `dir` lies below it and
+/// nothing is mounted there yet, then refuses a `dir` that is not on a bpf filesystem.
 pub fn mount_bpffs(dir: &Path) -> Result<()> {
+    mount_sys_fs_bpf(dir)?;
+    on_bpffs(dir)
+}
+
+/// `BPF_FS_MAGIC` (include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Refuses a pin directory that is not on a bpf filesystem (its nearest existing ancestor,
+/// when it does not exist yet): pins elsewhere fail, or would not outlive the daemon.
+fn on_bpffs(dir: &Path) -> Result<()> {
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
+        .map_err(|e| pin_err(dir, e))?;
+    // SAFETY: statfs(2) with a NUL-terminated path and a zeroed struct to fill.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(pin_err(dir, std::io::Error::last_os_error()));
+    }
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(pin_err(
+            dir,
+            format!(
+                "{} is not on a bpf filesystem, so the datapath cannot be pinned there \
+                 (in a container, mount the host's /sys/fs/bpf as a hostPath volume)",
+                existing.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Mounts bpffs on /sys/fs/bpf when `dir` lies below it and nothing is mounted there yet.
+fn mount_sys_fs_bpf(dir: &Path) -> Result<()> {
     let root = Path::new("/sys/fs/bpf");
     if !dir.starts_with(root) {
         return Ok(());
@@ -180,7 +218,14 @@ pub fn mount_bpffs(dir: &Path) -> Result<()> {
         )
     };
     if rc != 0 {
-        return Err(pin_err(root, std::io::Error::last_os_error()));
+        let e = std::io::Error::last_os_error();
+        return Err(pin_err(
+            root,
+            format!(
+                "nothing is mounted there and mounting bpffs failed ({e}); in a container, \
+                 mount the host's /sys/fs/bpf as a hostPath volume"
+            ),
+        ));
     }
     Ok(())
 }

@@ -101,7 +101,6 @@ fn pin_err(path: &Path, e: impl std::fmt::Display) -> DatapathError {
 type Result<T> = std::result::Result<T, DatapathError>;
 
 /// Map sizes, settable at load time. The defaults are production sizes.
-/// Map sizes, settable at load time. The defaults are production sizes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapSizes {
     pub vips: u32,
