@@ -50,6 +50,13 @@ enum Cmd {
     },
     /// Validate a config file and print every problem.
     Check { file: PathBuf },
+    /// Set the node's kernel settings the datapath needs for this config (accept_local,
+    /// rp_filter, ip_forward_use_pmtu), then exit. The daemon sets them too; in a container,
+    /// where /proc/sys is read-only, a privileged init container runs this first.
+    NodeSysctls {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Detach the datapath and remove its pins.
     Down {
         /// The bpffs directory (default: the config's admin.pin_dir, else /sys/fs/bpf/sipvip).
@@ -172,6 +179,25 @@ fn main() -> Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Cmd::NodeSysctls { config } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut failed = false;
+            for s in sipvip::plan::node_sysctls(&cfg) {
+                match sipvip::plan::apply_sysctl(&s) {
+                    Ok(true) => println!("{} = {} (set)", s.path, s.value),
+                    Ok(false) => println!("{} = {} (already)", s.path, s.value),
+                    Err(e) => {
+                        eprintln!("{}: cannot set {}: {e}", s.path, s.value);
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Cmd::Down { pin_dir, config } => {
             let dir = match (pin_dir, config) {
                 (Some(d), _) => d,

@@ -137,3 +137,85 @@ pub fn rx_vlan_offload_off(ifname: &str) -> Result<(), String> {
         Err(format!("still on: {}", on.join(", ")))
     }
 }
+
+/// Adds `addr/prefix` to the interface `ifindex` with one RTM_NEWADDR over rtnetlink (what
+/// `ip addr add` does, without needing the `ip` binary, which a container image from scratch
+/// does not have). An address already there is not an error.
+pub fn add_ipv4_address(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    // struct nlmsghdr (16) + struct ifaddrmsg (8) + IFA_LOCAL and IFA_ADDRESS (8 each).
+    const NLMSG_HDR: usize = 16;
+    const IFADDRMSG: usize = 8;
+    const RTA: usize = 8;
+    const LEN: usize = NLMSG_HDR + IFADDRMSG + 2 * RTA;
+    let mut msg = [0u8; LEN];
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    msg[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    msg[4..6].copy_from_slice(&libc::RTM_NEWADDR.to_ne_bytes());
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence
+    let ifa = NLMSG_HDR;
+    msg[ifa] = libc::AF_INET as u8;
+    msg[ifa + 1] = prefix;
+    msg[ifa + 3] = libc::RT_SCOPE_UNIVERSE;
+    msg[ifa + 4..ifa + 8].copy_from_slice(&ifindex.to_ne_bytes());
+    for (i, ty) in [libc::IFA_LOCAL, libc::IFA_ADDRESS].into_iter().enumerate() {
+        let at = NLMSG_HDR + IFADDRMSG + i * RTA;
+        msg[at..at + 2].copy_from_slice(&(RTA as u16).to_ne_bytes());
+        msg[at + 2..at + 4].copy_from_slice(&ty.to_ne_bytes());
+        msg[at + 4..at + 8].copy_from_slice(&addr.octets());
+    }
+    // SAFETY: a netlink socket, used for one request and its acknowledgement, then closed.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let result = (|| {
+            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+            sa.nl_family = libc::AF_NETLINK as u16;
+            let sent = libc::sendto(
+                fd,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            );
+            if sent < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut buf = [0u8; 1024];
+            let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The acknowledgement: NLMSG_ERROR with the request's errno (0: done).
+            let n = n as usize;
+            if n < NLMSG_HDR + 4 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "short netlink reply",
+                ));
+            }
+            let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+            if ty != libc::NLMSG_ERROR as u16 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected netlink reply type {ty}"),
+                ));
+            }
+            let errno = -i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+            match errno {
+                0 | libc::EEXIST => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e)),
+            }
+        })();
+        libc::close(fd);
+        result
+    }
+}

@@ -36,6 +36,49 @@ pub struct Plan {
     pub attachments: Vec<(&'static str, String)>,
 }
 
+/// A kernel setting of the node the datapath relies on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sysctl {
+    /// Under /proc/sys.
+    pub path: String,
+    pub value: &'static str,
+}
+
+/// The node's kernel settings for `cfg`'s interfaces: the kernel forwards a SNATed frame (a
+/// neighbour not yet resolved) whose source is the VIP, a local address, so
+/// `accept_local` 1 and `rp_filter` 0 on the interfaces (and `all`); the datapath's FIB
+/// lookup honours route MTUs as the kernel's forwarding does only with
+/// `ip_forward_use_pmtu` 1.
+pub fn node_sysctls(cfg: &Config) -> Vec<Sysctl> {
+    let mut out = Vec::new();
+    for ifc in std::iter::once(&cfg.interfaces.external)
+        .chain(&cfg.interfaces.internal)
+        .map(String::as_str)
+        .chain(["all"])
+    {
+        for (key, value) in [("accept_local", "1"), ("rp_filter", "0")] {
+            out.push(Sysctl {
+                path: format!("/proc/sys/net/ipv4/conf/{ifc}/{key}"),
+                value,
+            });
+        }
+    }
+    out.push(Sysctl {
+        path: "/proc/sys/net/ipv4/ip_forward_use_pmtu".into(),
+        value: "1",
+    });
+    out
+}
+
+/// Sets a sysctl unless it has the value already; returns whether it wrote.
+pub fn apply_sysctl(s: &Sysctl) -> std::io::Result<bool> {
+    if std::fs::read_to_string(&s.path).is_ok_and(|v| v.trim() == s.value) {
+        return Ok(false);
+    }
+    std::fs::write(&s.path, s.value)?;
+    Ok(true)
+}
+
 /// A VIP as the runtime sees it.
 #[derive(Clone, Debug)]
 pub struct VipPlan {

@@ -32,7 +32,7 @@ pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
 pub const BACKUP: Ipv4Addr = Ipv4Addr::new(198, 18, 4, 12);
 pub const GW_INT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("root")

@@ -5,6 +5,7 @@ pub mod check;
 pub mod failover_bench;
 pub mod fixtures;
 pub mod frame;
+pub mod image;
 pub mod lab;
 pub mod model;
 pub mod netns;

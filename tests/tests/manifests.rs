@@ -10,6 +10,7 @@ use std::{
 };
 
 use sipvip_tests::{
+    image::{daemonset_capabilities, yaml_query},
     lab::{sipvip_bin, Lab, PHONE, VIP},
     scenario,
 };
@@ -32,25 +33,6 @@ fn manifests() -> Vec<PathBuf> {
         out.push(e.unwrap().path());
     }
     out
-}
-
-/// A Python expression's value over a YAML file, as JSON (PyYAML comes with
-/// kubernetes-validate).
-fn yaml_query(file: &Path, expr: &str) -> serde_json::Value {
-    let script = format!(
-        "import json, sys, yaml\ndocs = list(yaml.safe_load_all(open(sys.argv[1])))\nprint(json.dumps({expr}))"
-    );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .arg(file)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python3 with PyYAML (installed with kubernetes-validate by `cargo xtask setup`): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn kustomization_resources() -> Vec<String> {
@@ -133,26 +115,6 @@ fn the_configmap_holds_a_valid_configuration() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert!(args.contains(&"--watch-config"), "{args:?}");
-}
-
-/// The capabilities the DaemonSet adds (after dropping ALL).
-fn daemonset_capabilities() -> Vec<String> {
-    let sc = yaml_query(
-        &deploy().join("daemonset.yaml"),
-        "docs[0]['spec']['template']['spec']['containers'][0]['securityContext']",
-    );
-    assert_eq!(sc["privileged"], false, "{sc}");
-    assert_eq!(
-        sc["capabilities"]["drop"],
-        serde_json::json!(["ALL"]),
-        "{sc}"
-    );
-    sc["capabilities"]["add"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_lowercase())
-        .collect()
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | lab | bench`.
+//! Project tasks: `cargo xtask setup | build | image | test | lab | bench`.
 //!
 //! `setup` is idempotent and fast when everything is present: it installs what a fresh
 //! machine lacks (Debian packages, the nightly rust-src component, bpf-linker).
@@ -19,6 +19,12 @@ enum Task {
     Setup,
     /// Build the datapath and the sipvip binary (release).
     Build,
+    /// Build the container image (a static binary in an image from scratch) with podman.
+    Image {
+        /// The image's tag.
+        #[arg(default_value = "sipvip:dev")]
+        tag: String,
+    },
     /// Set up, then run rustfmt, clippy (-D warnings, eBPF crate included) and every test.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name).
@@ -51,6 +57,9 @@ const APT_PACKAGES: &[&str] = &[
     "sip-tester",
     "openssl",
     "nftables",
+    // The container image: build it, and run it in the image test.
+    "podman",
+    "runc",
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 
@@ -311,6 +320,12 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => test(&args),
         Task::Lab { args } => release_bin("sipvip-lab", &args),
+        Task::Image { tag } => {
+            setup()?;
+            run(Command::new(root().join("deploy/image/build.sh")).arg(&tag))?;
+            eprintln!("xtask image: built {tag}");
+            Ok(())
+        }
         Task::Bench { args } => {
             release_bin("sipvip-bench", &args)?;
             let root = root();

@@ -21,12 +21,6 @@ pub(super) fn ifindex(name: &str) -> Result<u32> {
     Ok(i)
 }
 
-pub(super) fn sysctl(path: &str, value: &str) {
-    if let Err(e) = std::fs::write(path, value) {
-        tracing::warn!(path, error = %e, "cannot set sysctl");
-    }
-}
-
 pub(super) fn open_datapath(
     cfg: &Config,
     plan: &Plan,
@@ -84,19 +78,17 @@ pub(super) fn prepare(
             );
         }
     }
-    // SNATed frames the kernel forwards (neighbour not yet resolved) carry the VIP, a local
-    // address, as source.
-    for ifc in std::iter::once(ext)
-        .chain(&cfg.interfaces.internal)
-        .map(String::as_str)
-        .chain(["all"])
-    {
-        sysctl(&format!("/proc/sys/net/ipv4/conf/{ifc}/accept_local"), "1");
-        sysctl(&format!("/proc/sys/net/ipv4/conf/{ifc}/rp_filter"), "0");
+    // The node's kernel settings (plan::node_sysctls says why each).
+    for s in sipvip::plan::node_sysctls(cfg) {
+        if let Err(e) = sipvip::plan::apply_sysctl(&s) {
+            tracing::warn!(
+                path = %s.path,
+                value = s.value,
+                error = %e,
+                "cannot set sysctl; in a container /proc/sys is read-only: run `sipvip node-sysctls` with privileges first (the DaemonSet's init container does)"
+            );
+        }
     }
-    // The datapath's FIB lookup then honours route MTUs (`ip route ... mtu 1400`) as the
-    // kernel's forwarding does; without it, bpf_fib_lookup checks only locked ones.
-    sysctl("/proc/sys/net/ipv4/ip_forward_use_pmtu", "1");
     if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
         .map(|s| s.trim() == "0")
         .unwrap_or(false)
@@ -109,17 +101,8 @@ pub(super) fn prepare(
     let locals = sipvip::netif::local_addresses();
     for v in &cfg.vips {
         if !locals.contains(&v.address) {
-            let out = std::process::Command::new("ip")
-                .args(["addr", "add", &format!("{}/32", v.address), "dev", ext])
-                .output()
-                .context("run `ip addr add` for the VIP")?;
-            if !out.status.success() {
-                bail!(
-                    "adding VIP {} to {ext}: {}",
-                    v.address,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+            sipvip::netif::add_ipv4_address(ifindex(ext)?, v.address, 32)
+                .with_context(|| format!("adding VIP {} to {ext}", v.address))?;
         }
     }
     // Exclusions: the configured ones, plus the gateway's own addresses (members' replies to
