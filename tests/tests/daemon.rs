@@ -584,8 +584,12 @@ fn kubelet_probes_and_configmap_reload() {
     let cfg = lab.write_configmap(&text).unwrap();
     lab.start_daemon_with(&cfg, &["--watch-config"]).unwrap();
 
-    let (status, body) = lab.http_get("/healthz").unwrap();
-    assert!(status.contains(" 200 "), "{status} {body}");
+    // The HTTP listener binds in its own task, a moment after the control socket answers.
+    let healthy = lab.wait_for(Duration::from_secs(5), || {
+        lab.http_get("/healthz")
+            .is_ok_and(|(s, _)| s.contains(" 200 "))
+    });
+    assert!(healthy.is_some(), "{:?}", lab.http_get("/healthz"));
     assert!(
         lab.wait_for(Duration::from_secs(5), || {
             lab.http_get("/readyz")

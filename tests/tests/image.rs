@@ -95,8 +95,17 @@ fn the_image_runs_with_the_manifest_settings_and_a_rolling_update_loses_nothing(
         .unwrap()
         .to_string();
     eprintln!("container {eff} (manifest: {caps:?})");
-    let (st, body) = lab.http_get("/healthz").unwrap();
-    assert!(st.contains(" 200 "), "{st} {body}");
+    // The HTTP listener binds in its own task, a moment after the control socket answers.
+    let healthy = lab.wait_for(Duration::from_secs(5), || {
+        lab.http_get("/healthz")
+            .is_ok_and(|(s, _)| s.contains(" 200 "))
+    });
+    assert!(
+        healthy.is_some(),
+        "{:?}\n{}",
+        lab.http_get("/healthz"),
+        first.logs()
+    );
     let phone = {
         let _g = lab.client.enter().unwrap();
         let s = UdpSocket::bind(SocketAddr::from((PHONE, 5062))).unwrap();

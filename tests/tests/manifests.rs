@@ -158,8 +158,12 @@ fn the_daemonset_capabilities_are_enough_for_the_daemon() {
         "{}",
         lab.daemon_log(0)
     );
-    let (st, body) = lab.http_get("/healthz").unwrap();
-    assert!(st.contains(" 200 "), "{st} {body}");
+    // The HTTP listener binds in its own task, a moment after the control socket answers.
+    let healthy = lab.wait_for(Duration::from_secs(5), || {
+        lab.http_get("/healthz")
+            .is_ok_and(|(s, _)| s.contains(" 200 "))
+    });
+    assert!(healthy.is_some(), "{:?}", lab.http_get("/healthz"));
     // Traffic through the VIP.
     let phone = {
         let _g = lab.client.enter().unwrap();

@@ -275,7 +275,16 @@ pub(super) async fn metrics(
         .await
         .with_context(|| format!("bind metrics {addr}"))?;
     loop {
-        let (mut s, _) = l.accept().await?;
+        // A failed accept (a connection reset before it was taken, no file descriptors
+        // left) must not end the listener the kubelet probes.
+        let mut s = match l.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let (cur, shared) = (cur.clone(), shared.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];

@@ -256,11 +256,12 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
         reload_tx,
     ));
     let met = (cfg.admin.metrics != "off").then(|| {
-        tokio::spawn(metrics(
-            cfg.admin.metrics.clone(),
-            cur_rx.clone(),
-            shared.clone(),
-        ))
+        let (addr, cur, sh) = (cfg.admin.metrics.clone(), cur_rx.clone(), shared.clone());
+        tokio::spawn(async move {
+            if let Err(e) = metrics(addr, cur, sh).await {
+                tracing::error!(error = %e, "the metrics listener stopped: no /metrics, /healthz or /readyz");
+            }
+        })
     });
     tracing::info!(config = %path.display(), adopted, vips = cfg.vips.len(), "sipvip running");
 
