@@ -69,6 +69,12 @@ pub struct MonitorStatus {
 pub struct MemberStatus {
     pub name: String,
     pub address: String,
+    /// The DNS name the address comes from, for a member given by `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Why the name did not resolve at the last try (the last address stays in use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_error: Option<String>,
     pub priority: i32,
     pub up: bool,
     pub disabled: bool,
@@ -216,6 +222,17 @@ pub fn table(s: &Status) -> String {
                 m.packets_out,
                 mons.join("; ")
             );
+            if let Some(h) = &m.host {
+                let _ = writeln!(
+                    o,
+                    "  {:<20} host {h}{}",
+                    "",
+                    m.resolve_error
+                        .as_deref()
+                        .map(|e| format!(" (last address kept: {e})"))
+                        .unwrap_or_default()
+                );
+            }
         }
     }
     let _ = writeln!(o, "datapath:");
@@ -271,6 +288,23 @@ pub fn metrics(s: &Status) -> String {
                 esc(&v.name),
                 esc(&m.name),
                 u8::from(m.up && !m.disabled)
+            );
+        }
+    }
+    head(
+        &mut o,
+        "sipvip_member_resolved",
+        "gauge",
+        "For a member given by a DNS name: 1 when the name resolved at the last try",
+    );
+    for v in &s.vips {
+        for m in v.members.iter().filter(|m| m.host.is_some()) {
+            let _ = writeln!(
+                o,
+                "sipvip_member_resolved{{vip=\"{}\",member=\"{}\"}} {}",
+                esc(&v.name),
+                esc(&m.name),
+                u8::from(m.resolve_error.is_none())
             );
         }
     }

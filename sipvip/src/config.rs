@@ -260,11 +260,62 @@ fn yes() -> bool {
     true
 }
 
+fn unresolved() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
+}
+
+/// How members named by `host` are resolved.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// The DNS servers to ask (`address:port`); empty: the system's (/etc/resolv.conf).
+    #[serde(default)]
+    pub servers: Vec<std::net::SocketAddr>,
+    /// How often every `host` is resolved again (an address that changed reloads the
+    /// configuration; a name that no longer resolves keeps its last address).
+    #[serde(default = "default_dns_refresh")]
+    pub refresh: Dur,
+}
+
+fn default_dns_refresh() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            servers: Vec::new(),
+            refresh: default_dns_refresh(),
+        }
+    }
+}
+
+/// Whether `name` is a DNS name a member can be given by: dot-separated labels of letters,
+/// digits and hyphens (not at a label's ends), at most 63 bytes each and 253 in all.
+pub fn valid_host(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
     pub name: String,
+    /// The member's address; or give `host` instead. 0.0.0.0 until a `host` is resolved.
+    #[serde(default = "unresolved")]
     pub address: Ipv4Addr,
+    /// A DNS name resolving to the member's one IPv4 address (a StatefulSet pod's name,
+    /// `sip-0.sip.contact.svc.cluster.local`), instead of `address`: resolved at start and
+    /// reload, and again every `dns.refresh`; an address change reloads the configuration.
+    pub host: Option<String>,
     /// Higher is preferred when choosing a new active member (BIG-IP priority group).
     #[serde(default)]
     pub priority: i32,
@@ -475,6 +526,8 @@ pub struct Config {
     pub admin: Admin,
     #[serde(default)]
     pub sizes: Sizes,
+    #[serde(default)]
+    pub dns: Dns,
 }
 
 /// A parsed exclusion.
@@ -574,6 +627,13 @@ impl Config {
                     "{} ms: use 10ms to 30s (Linux gives up reassembly after 30s)",
                     lifetime.as_millis()
                 ),
+            );
+        }
+        let dns = self.dns.refresh.0;
+        if dns < Duration::from_millis(100) || dns > Duration::from_secs(3600) {
+            p(
+                "dns.refresh".into(),
+                format!("{} ms: use 100ms to 1h", dns.as_millis()),
             );
         }
         let refresh = self.forwarding.nexthop_refresh.0;
@@ -713,7 +773,22 @@ impl Config {
                 if !names.insert(m.name.as_str()) {
                     p(mloc.clone(), format!("duplicate member name {:?}", m.name));
                 }
-                if let Some(other) =
+                match (&m.host, m.address.is_unspecified()) {
+                    (Some(_), false) => {
+                        p(mloc.clone(), "give `address` or `host`, not both".into())
+                    }
+                    (None, true) => p(
+                        mloc.clone(),
+                        "`address` or `host` is required (0.0.0.0 is not an address)".into(),
+                    ),
+                    (Some(h), true) if !valid_host(h) => {
+                        p(format!("{mloc}.host"), format!("{h:?} is not a DNS name"))
+                    }
+                    _ => {}
+                }
+                if m.address.is_unspecified() {
+                    // Named by `host`: its address is checked once resolved.
+                } else if let Some(other) =
                     member_addrs.insert(m.address, format!("{}/{}", v.name, m.name))
                 {
                     p(
@@ -724,7 +799,9 @@ impl Config {
                         ),
                     );
                 }
-                if vip_addrs.contains_key(&m.address) || m.address == v.address {
+                if !m.address.is_unspecified()
+                    && (vip_addrs.contains_key(&m.address) || m.address == v.address)
+                {
                     p(
                         format!("{mloc}.address"),
                         format!("{} is a VIP address", m.address),
@@ -868,6 +945,63 @@ mod tests {
     }
 
     #[test]
+    fn members_by_host_name() {
+        let named = example_with(
+            "address = \"198.18.2.12\"",
+            "host = \"sip-1.sip.contact.svc.cluster.local\"",
+        );
+        assert_eq!(problems(&named), Vec::<String>::new());
+        let cfg = Config::parse(&named, "t.toml").unwrap();
+        let m = &cfg.vips[0].members[1];
+        assert_eq!(
+            m.host.as_deref(),
+            Some("sip-1.sip.contact.svc.cluster.local")
+        );
+        assert!(m.address.is_unspecified(), "resolved later");
+        assert_eq!(cfg.dns, Dns::default());
+
+        let both = example_with(
+            "address = \"198.18.2.12\"",
+            "address = \"198.18.2.12\"\nhost = \"sip-1\"",
+        );
+        assert!(
+            problems(&both)
+                .iter()
+                .any(|p| p
+                    .contains("member[1] (nodeHa01Backup): give `address` or `host`, not both")),
+            "{:?}",
+            problems(&both)
+        );
+        let neither = example_with("address = \"198.18.2.12\"\n", "");
+        assert!(
+            problems(&neither)
+                .iter()
+                .any(|p| p.contains("`address` or `host` is required")),
+            "{:?}",
+            problems(&neither)
+        );
+        let bad = example_with("address = \"198.18.2.12\"", "host = \"sip_1..x\"");
+        assert!(
+            problems(&bad)
+                .iter()
+                .any(|p| p
+                    .contains("member[1] (nodeHa01Backup).host: \"sip_1..x\" is not a DNS name")),
+            "{:?}",
+            problems(&bad)
+        );
+        let refresh = format!("{EXAMPLE}\n[dns]\nrefresh = \"10ms\"\n");
+        assert!(
+            problems(&refresh)
+                .iter()
+                .any(|p| p.contains("dns.refresh: 10 ms: use 100ms to 1h")),
+            "{:?}",
+            problems(&refresh)
+        );
+        assert!(valid_host("sip-0.sip.contact.svc.cluster.local."));
+        assert!(!valid_host("-a.b") && !valid_host("") && !valid_host("a b"));
+    }
+
+    #[test]
     fn syntax_errors_give_line_and_column() {
         let p = problems("[interfaces]\nexternal = \"ext0\nx");
         assert_eq!(p.len(), 1);
@@ -879,7 +1013,7 @@ mod tests {
         let p = problems(&example_with("priority = 10", "priority = 10\nweight = 3"));
         assert_eq!(
             p,
-            vec!["line 58, column 1: unknown key `weight` (expected one of: name, address, priority, monitors)"]
+            vec!["line 58, column 1: unknown key `weight` (expected one of: name, address, host, priority, monitors)"]
         );
         let p = problems(&example_with(
             "port = 5061\ninterval",
@@ -1054,7 +1188,7 @@ mod tests {
             vec![
                 "line 17, column 12: interval: duration \"1 sec\": unit must be ms, s or m",
                 "line 29, column 1: missing key `name`",
-                "line 56, column 1: unknown key `prority`; did you mean `priority`? (expected one of: name, address, priority, monitors)",
+                "line 56, column 1: unknown key `prority`; did you mean `priority`? (expected one of: name, address, host, priority, monitors)",
                 "line 60, column 11: address: invalid IPv4 address syntax",
                 "line 61, column 12: priority: invalid type: string \"high\", expected i32",
                 "line 18, column 11, monitor[0] (monSipUdp).timeout: 500ms is shorter than the interval 1s; expected timeout >= interval (BIG-IP recommends 3 x interval + 1)",

@@ -11,3 +11,4 @@ pub mod monitor;
 pub mod netif;
 pub mod plan;
 pub mod proto;
+pub mod resolve;

@@ -34,6 +34,8 @@ pub struct Plan {
     /// interface), each pinned as `link_<program>_<interface>` (`/healthz`).
     pub pin_dir: PathBuf,
     pub attachments: Vec<(&'static str, String)>,
+    /// How members named by `host` are resolved again while running.
+    pub dns: crate::config::Dns,
 }
 
 /// A kernel setting of the node the datapath relies on.
@@ -97,6 +99,8 @@ pub struct VipPlan {
 #[derive(Clone, Debug)]
 pub struct MemberPlan {
     pub name: String,
+    /// The DNS name the address was resolved from, if the member is given by one.
+    pub host: Option<String>,
     pub address: Ipv4Addr,
     pub priority: i32,
 }
@@ -142,6 +146,7 @@ impl Plan {
                 )
                 .map(|(p, i)| (p, i.clone()))
                 .collect(),
+            dns: cfg.dns.clone(),
         }
     }
 
@@ -182,6 +187,7 @@ fn vip_plan(cfg: &Config, i: usize) -> VipPlan {
             .iter()
             .map(|m| MemberPlan {
                 name: m.name.clone(),
+                host: m.host.clone(),
                 address: m.address,
                 priority: m.priority,
             })

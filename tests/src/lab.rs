@@ -319,7 +319,8 @@ pin_dir = "{pins}"
         let _g = self.gw.enter()?;
         let mut s = std::net::TcpStream::connect("127.0.0.1:9360")?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: sipvip\r\n\r\n")?;
+        // One write, as an HTTP client sends a short request.
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: sipvip\r\n\r\n").as_bytes())?;
         let mut resp = String::new();
         s.read_to_string(&mut resp)?;
         let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));

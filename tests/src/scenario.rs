@@ -171,9 +171,20 @@ fn ip(a: SocketAddr) -> Ipv4Addr {
 
 /// Starts the lab's SIP server (sipp) answering OPTIONS, REGISTER and calls on `addr:5060`.
 pub fn start_sip_server(lab: &mut Lab, which: &str) -> Result<()> {
-    let (ns, addr) = match which {
-        "primary" => (&lab.primary, PRIMARY),
-        "backup" => (&lab.backup, BACKUP),
+    let addr = match which {
+        "primary" => PRIMARY,
+        "backup" => BACKUP,
+        _ => bail!("no SIP server {which}"),
+    };
+    start_sip_server_at(lab, which, addr)
+}
+
+/// A SIP server in `which`'s namespace on `addr` (an address of that namespace), as a pod
+/// recreated with a new address would be; its child is named `sipp-<which>`.
+pub fn start_sip_server_at(lab: &mut Lab, which: &str, addr: std::net::Ipv4Addr) -> Result<()> {
+    let ns = match which {
+        "primary" => &lab.primary,
+        "backup" => &lab.backup,
         _ => bail!("no SIP server {which}"),
     };
     let child = command_in(ns, Path::new("/usr/bin/sipp"))?

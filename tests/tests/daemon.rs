@@ -665,3 +665,140 @@ fn kubelet_probes_and_configmap_reload() {
         "{status} {body}"
     );
 }
+
+/// Members given by DNS name (`host`), served by a real DNS server (dnsmasq) in the gateway
+/// namespace: the primary dies, the backup takes over, the primary comes back as a new "pod"
+/// at a new address, its record changes, and the daemon probes it there while the VIP keeps
+/// answering from the backup; a name that stops resolving keeps its last address and shows
+/// in the status; a name with two addresses and one that never resolves are refused.
+#[test]
+fn members_by_dns_name_follow_their_records() {
+    use std::net::Ipv4Addr;
+    let mut lab = Lab::new("dn").expect("lab");
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    scenario::start_sip_server(&mut lab, "backup").unwrap();
+    let hosts = lab.dir.join("hosts");
+    let write_hosts = |text: &str| std::fs::write(&hosts, text).unwrap();
+    write_hosts(&format!(
+        "{PRIMARY} sip-0.sip.test\n{BACKUP} sip-1.sip.test\n"
+    ));
+    let dnsmasq = sipvip_tests::lab::command_in(&lab.gw, std::path::Path::new("/usr/sbin/dnsmasq"))
+        .unwrap()
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--port=5353",
+            "--local-ttl=0",
+            "--user=root",
+            "--group=root",
+            "--pid-file=",
+        ])
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dnsmasq (Debian package dnsmasq-base): `cargo xtask setup` installs it");
+    let dns_pid = dnsmasq.id() as i32;
+    lab.children.push(("dnsmasq".into(), dnsmasq));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let text = lab
+        .config(&format!("{INTERVAL_MS}ms"), &format!("{TIMEOUT_MS}ms"), "")
+        .replace(
+            &format!("address = \"{PRIMARY}\""),
+            "host = \"sip-0.sip.test\"",
+        )
+        .replace(
+            &format!("address = \"{BACKUP}\""),
+            "host = \"sip-1.sip.test\"",
+        )
+        + "\n[dns]\nservers = [\"127.0.0.1:5353\"]\nrefresh = \"300ms\"\n";
+    let cfg = lab.write_config(&text).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    assert!(
+        lab.wait_active("primary", Duration::from_secs(5)).is_some(),
+        "{}",
+        lab.daemon_log(0)
+    );
+    let member = |lab: &Lab, i: usize| lab.status().unwrap()["vips"][0]["members"][i].clone();
+    assert_eq!(member(&lab, 0)["host"], "sip-0.sip.test");
+    assert_eq!(member(&lab, 0)["address"], PRIMARY.to_string());
+    let phone = udp_in(&lab.client, (PHONE, 5062));
+    assert_eq!(ping_vip(&phone, 8000), Some(SocketAddr::from((VIP, 5060))));
+
+    // The primary "pod" dies: the backup takes over.
+    lab.stop("sipp-primary", libc::SIGKILL).unwrap();
+    assert!(lab.wait_active("backup", Duration::from_secs(5)).is_some());
+
+    // It is recreated at a new address, and its record follows.
+    let moved = Ipv4Addr::new(198, 18, 2, 21);
+    lab.primary
+        .exec(&format!("ip addr add {moved}/24 dev p0"))
+        .unwrap();
+    scenario::start_sip_server_at(&mut lab, "primary", moved).unwrap();
+    write_hosts(&format!(
+        "{moved} sip-0.sip.test\n{BACKUP} sip-1.sip.test\n"
+    ));
+    // SAFETY: signalling the dnsmasq child this test started.
+    unsafe { libc::kill(dns_pid, libc::SIGHUP) };
+    let probed = lab.wait_for(Duration::from_secs(5), || {
+        let m = member(&lab, 0);
+        m["address"] == moved.to_string() && m["up"] == true
+    });
+    assert!(
+        probed.is_some(),
+        "the primary is not probed at its new address: {}\n{}",
+        member(&lab, 0),
+        lab.daemon_log(0)
+    );
+    // The VIP stayed on the backup throughout, and still answers.
+    assert_eq!(lab.active().unwrap().as_deref(), Some("backup"));
+    assert_eq!(ping_vip(&phone, 8001), Some(SocketAddr::from((VIP, 5060))));
+    assert!(lab
+        .daemon_log(0)
+        .contains("the member's address changed; reloading"));
+
+    // The record disappears: the last address stays, and the status says why.
+    write_hosts(&format!("{BACKUP} sip-1.sip.test\n"));
+    // SAFETY: as above.
+    unsafe { libc::kill(dns_pid, libc::SIGHUP) };
+    let reported = lab.wait_for(Duration::from_secs(5), || {
+        member(&lab, 0)["resolve_error"].is_string()
+    });
+    assert!(reported.is_some(), "{}", member(&lab, 0));
+    assert_eq!(member(&lab, 0)["address"], moved.to_string());
+    let (_, metrics) = lab.http_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("sipvip_member_resolved{vip=\"vsVipHa01\",member=\"primary\"} 0"),
+        "{metrics}"
+    );
+
+    // Bad input, refused by a reload with the member's place; the running config stays.
+    write_hosts(&format!(
+        "{moved} sip-0.sip.test\n{BACKUP} sip-1.sip.test\n198.18.2.31 sip-1.sip.test\n"
+    ));
+    // SAFETY: as above.
+    unsafe { libc::kill(dns_pid, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(200));
+    let out = lab.sipvip(&["reload"]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("vip[0] (vsVipHa01).member[1] (backup).host")
+            && err.contains("resolves to 2 addresses"),
+        "{err}"
+    );
+    std::fs::write(&cfg, text.replace("sip-1.sip.test", "sip-9.sip.test")).unwrap();
+    let out = lab.sipvip(&["reload"]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("\"sip-9.sip.test\" does not resolve"),
+        "{err}"
+    );
+    assert_eq!(lab.active().unwrap().as_deref(), Some("backup"));
+    assert_eq!(ping_vip(&phone, 8002), Some(SocketAddr::from((VIP, 5060))));
+}

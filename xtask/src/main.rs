@@ -60,6 +60,8 @@ const APT_PACKAGES: &[&str] = &[
     // The container image: build it, and run it in the image test.
     "podman",
     "runc",
+    // The DNS server that names members in the DNS test.
+    "dnsmasq-base",
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 

@@ -27,6 +27,7 @@ pub(super) fn status(
 ) -> Status {
     use std::sync::atomic::Ordering::Relaxed;
     let now = Instant::now();
+    let resolve_errors = shared.resolve_errors.lock().expect("lock").clone();
     let dp = shared.dp.lock().expect("lock");
     let mut s = Status {
         datapath: dp
@@ -78,6 +79,8 @@ pub(super) fn status(
                 .map(|(mi, m)| api::MemberStatus {
                     name: m.name.clone(),
                     address: m.address.to_string(),
+                    host: m.host.clone(),
+                    resolve_error: resolve_errors.get(&m.name).cloned(),
                     priority: m.priority,
                     up: st.members[mi].up,
                     disabled: st.members[mi].disabled,
@@ -287,15 +290,22 @@ pub(super) async fn metrics(
         };
         let (cur, shared) = (cur.clone(), shared.clone());
         tokio::spawn(async move {
+            // The request may come in pieces: read until the end of its headers (or 1 KiB,
+            // or 2 s), so a request line split across reads is not taken for garbage.
             let mut buf = [0u8; 1024];
-            let n = tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio::io::AsyncReadExt::read(&mut s, &mut buf),
-            )
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or(0);
+            let mut n = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                match tokio::time::timeout_at(
+                    deadline,
+                    tokio::io::AsyncReadExt::read(&mut s, &mut buf[n..]),
+                )
+                .await
+                {
+                    Ok(Ok(m)) if m > 0 => n += m,
+                    _ => break,
+                }
+            }
             let path = request_path(&buf[..n]);
             let c = cur.borrow().clone();
             let (code, ty, body) = match path.as_deref() {

@@ -47,6 +47,67 @@ struct Shared {
     installed_exclusions: Mutex<BTreeSet<(Ipv4Addr, u8)>>,
     /// The configuration's path and what became of its reloads.
     config: Mutex<ConfigStatus>,
+    /// Members given by `host` whose name did not resolve at the last try, with why (their
+    /// last address stays in use).
+    resolve_errors: Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+/// Resolves the plan's `host` members every `dns.refresh`; asks for a reload when an address
+/// changed (the reload resolves again, and installs the new address). A name that no longer
+/// resolves keeps its last address and is reported in the status.
+fn refresh_hosts(
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<()>,
+) -> Option<JoinHandle<()>> {
+    let hosts: Vec<(String, String, Ipv4Addr)> = plan
+        .vips
+        .iter()
+        .flat_map(|v| &v.members)
+        .filter_map(|m| m.host.clone().map(|h| (m.name.clone(), h, m.address)))
+        .collect();
+    if hosts.is_empty() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let resolver = match sipvip::resolve::Resolver::new(&plan.dns) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot resolve members' names again");
+                return;
+            }
+        };
+        let mut t = tokio::time::interval(plan.dns.refresh.0);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t.tick().await;
+        loop {
+            t.tick().await;
+            let mut changed = false;
+            for (name, host, addr) in &hosts {
+                let r = resolver.one_ipv4(host).await;
+                let mut errors = shared.resolve_errors.lock().expect("lock");
+                match r {
+                    Ok(a) => {
+                        if errors.remove(name).is_some() {
+                            tracing::info!(member = %name, %host, address = %a, "the member's name resolves again");
+                        }
+                        if a != *addr {
+                            tracing::info!(member = %name, %host, from = %addr, to = %a, "the member's address changed; reloading");
+                            changed = true;
+                        }
+                    }
+                    Err(e) => {
+                        if errors.insert(name.clone(), e.clone()).is_none() {
+                            tracing::warn!(member = %name, %host, address = %addr, error = %e, "the member's name does not resolve; its last address stays");
+                        }
+                    }
+                }
+            }
+            if changed && tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    }))
 }
 
 /// How often `--watch-config` reads the file.
@@ -82,6 +143,8 @@ struct Generation {
     supervisor: JoinHandle<()>,
     probes: Vec<JoinHandle<()>>,
     refresh: Option<JoinHandle<()>>,
+    /// Resolves the members' names again (`dns.refresh`).
+    hosts: Option<JoinHandle<()>>,
     /// Starts a new next-hop generation every `forwarding.nexthop_refresh`.
     nexthops: JoinHandle<()>,
     stats: Arc<Vec<Arc<ProbeStats>>>,
@@ -93,7 +156,9 @@ fn start(
     shared: Arc<Shared>,
     installed: &[Installed],
     instance: &str,
+    reload: mpsc::Sender<()>,
 ) -> Generation {
+    let hosts = refresh_hosts(plan.clone(), shared.clone(), reload);
     let actives: Vec<Option<usize>> = installed.iter().map(|i| i.active).collect();
     let now = Instant::now();
     let specs = plan.probes.clone();
@@ -184,6 +249,7 @@ fn start(
         supervisor,
         probes,
         refresh,
+        hosts,
         nexthops,
         stats,
     }
@@ -196,6 +262,9 @@ impl Generation {
         }
         if let Some(r) = &self.refresh {
             r.abort();
+        }
+        if let Some(h) = &self.hosts {
+            h.abort();
         }
         self.nexthops.abort();
         let _ = self.tx.send(Event::Stop).await;
@@ -211,7 +280,10 @@ pub(super) struct Current {
 
 /// Runs the daemon until SIGTERM or SIGINT. The datapath stays pinned and forwarding.
 pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) -> Result<()> {
-    let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    sipvip::resolve::resolve_members(&mut cfg)
+        .await
+        .map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
     let plan = Plan::new(&cfg);
     let (mut dp, adopted) = open_datapath(&cfg, &plan, replace, datapath_debug)?;
     if let Some(logger) = dp.take_logger() {
@@ -239,10 +311,19 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
             path: path.display().to_string(),
             ..ConfigStatus::default()
         }),
+        resolve_errors: Mutex::default(),
     });
     let instance = sipvip::monitor::sip::token(6);
     let cfg = Arc::new(cfg);
-    let mut gen = start(Arc::new(plan), shared.clone(), &actives, &instance);
+    // A reload asked for by the file watcher or by a member's address change.
+    let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
+    let mut gen = start(
+        Arc::new(plan),
+        shared.clone(),
+        &actives,
+        &instance,
+        changed_tx.clone(),
+    );
     let (cur_tx, cur_rx) = watch::channel(Arc::new(Current {
         plan: gen.plan.clone(),
         tx: gen.tx.clone(),
@@ -265,8 +346,7 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
     });
     tracing::info!(config = %path.display(), adopted, vips = cfg.vips.len(), "sipvip running");
 
-    let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
-    let watcher = watch.then(|| watch_config(path.to_path_buf(), changed_tx));
+    let watcher = watch.then(|| watch_config(path.to_path_buf(), changed_tx.clone()));
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -279,7 +359,14 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
             _ = term.recv() => break,
             _ = int.recv() => break,
         };
-        let resp = match Config::load(path) {
+        let loaded = match Config::load(path) {
+            Ok(mut new) => match sipvip::resolve::resolve_members(&mut new).await {
+                Ok(()) => Ok(new),
+                Err(p) => Err(p.join("\n")),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let resp = match loaded {
             Err(e) => {
                 tracing::error!(problems = %e, "reload rejected; the running configuration stays");
                 Response::err(format!("reload rejected:\n{e}"))
@@ -288,10 +375,22 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
                 let new_plan = Plan::new(&new);
                 let r = (|| -> Result<Vec<Installed>> {
                     let mut dp = shared.dp.lock().expect("lock");
-                    // VIPs and members that left the configuration.
+                    // VIPs and members that left the configuration, or whose address
+                    // changed (a member given by a name that now resolves elsewhere).
                     for (i, v) in gen.plan.vips.iter().enumerate() {
                         if !new.vips.iter().any(|n| n.address == v.spec.addr) {
                             dp.remove_vip(&gen.plan.vip(i, None))?;
+                            continue;
+                        }
+                        for m in &v.members {
+                            let kept = new_plan
+                                .vips
+                                .iter()
+                                .flat_map(|n| &n.members)
+                                .any(|n| n.address == m.address);
+                            if !kept {
+                                dp.remove_member(m.address)?;
+                            }
                         }
                     }
                     prepare(&new, &mut dp, &shared.installed_exclusions)?;
@@ -301,7 +400,13 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
                     Ok(actives) => {
                         let old = std::mem::replace(
                             &mut gen,
-                            start(Arc::new(new_plan), shared.clone(), &actives, &instance),
+                            start(
+                                Arc::new(new_plan),
+                                shared.clone(),
+                                &actives,
+                                &instance,
+                                changed_tx.clone(),
+                            ),
                         );
                         old.stop().await;
                         let _ = cur_tx.send(Arc::new(Current {

@@ -89,6 +89,16 @@ impl Datapath {
             .map_err(map_err(map_names::VIPS))
     }
 
+    /// Removes one member's record (a member that left its VIP, or moved to another
+    /// address). Its flows stay until they age out; nothing is steered to it any more once
+    /// the VIP's record no longer names it.
+    pub fn remove_member(&mut self, member: Ipv4Addr) -> Result<()> {
+        match self.members.remove(&be32(member)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(map_names::MEMBERS)(e)),
+        }
+    }
+
     /// Removes a VIP and its members.
     pub fn remove_vip(&mut self, spec: &VipSpec) -> Result<()> {
         self.vips
