@@ -50,6 +50,33 @@ pub fn image() -> String {
     .clone()
 }
 
+/// `podman run` of the image in `ns`'s network, with `mounts` at the same paths, the
+/// ulimits this machine kind's runc accepts, and `how` and `security` options.
+fn run_in(
+    ns: &Netns,
+    how: &[&str],
+    security: &[String],
+    mounts: &[&Path],
+    args: &[&str],
+) -> Command {
+    let mut c = podman();
+    c.arg("run")
+        .args(how)
+        .arg(format!("--network=ns:/run/netns/{}", ns.name))
+        .args(security)
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]);
+    for m in mounts {
+        c.arg("-v").arg(format!("{0}:{0}", m.display()));
+    }
+    c.arg(image()).args(args);
+    c
+}
+
 /// A container of the image, removed (forcibly) when dropped.
 pub struct Container {
     pub name: String,
@@ -66,23 +93,12 @@ impl Container {
         mounts: &[&Path],
         args: &[&str],
     ) -> Result<Container> {
-        let mut c = podman();
-        c.args(["run", "-d", "--name", name])
-            .arg(format!("--network=ns:/run/netns/{}", ns.name))
-            .args(["--cap-drop", "ALL"]);
+        let mut security = vec!["--cap-drop".to_string(), "ALL".into()];
         for cap in caps {
-            c.args(["--cap-add", cap]);
+            security.extend(["--cap-add".to_string(), cap.clone()]);
         }
-        c.args(["--security-opt", "seccomp=unconfined"]).args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ]);
-        for m in mounts {
-            c.arg("-v").arg(format!("{0}:{0}", m.display()));
-        }
-        c.arg(image()).args(args);
+        security.extend(["--security-opt".to_string(), "seccomp=unconfined".into()]);
+        let mut c = run_in(ns, &["-d", "--name", name], &security, mounts, args);
         let container = Container {
             name: name.to_string(),
         };
@@ -93,19 +109,7 @@ impl Container {
     /// Runs the image once to its end, privileged, in `ns`'s network (the DaemonSet's init
     /// container); returns its output.
     pub fn run_privileged_once(ns: &Netns, mounts: &[&Path], args: &[&str]) -> Result<String> {
-        let mut c = podman();
-        c.args(["run", "--rm", "--privileged"])
-            .arg(format!("--network=ns:/run/netns/{}", ns.name))
-            .args([
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-            ]);
-        for m in mounts {
-            c.arg("-v").arg(format!("{0}:{0}", m.display()));
-        }
-        c.arg(image()).args(args);
+        let mut c = run_in(ns, &["--rm"], &["--privileged".to_string()], mounts, args);
         ok(c.output().context("podman run")?, "podman run (init)")
     }
 
