@@ -633,7 +633,7 @@ impl Config {
         if dns < Duration::from_millis(100) || dns > Duration::from_secs(3600) {
             p(
                 "dns.refresh".into(),
-                format!("{} ms: use 100ms to 1h", dns.as_millis()),
+                format!("{} ms: use 100ms to 60m", dns.as_millis()),
             );
         }
         let refresh = self.forwarding.nexthop_refresh.0;
@@ -993,7 +993,7 @@ mod tests {
         assert!(
             problems(&refresh)
                 .iter()
-                .any(|p| p.contains("dns.refresh: 10 ms: use 100ms to 1h")),
+                .any(|p| p.contains("dns.refresh: 10 ms: use 100ms to 60m")),
             "{:?}",
             problems(&refresh)
         );

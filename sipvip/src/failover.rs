@@ -282,6 +282,9 @@ impl Supervisor {
 /// Carries out flips (the datapath write, conntrack reselect, gratuitous ARP, the log event).
 pub trait Actuator {
     fn flip(&mut self, sup: &Supervisor, flip: &Flip);
+    /// A probe of member `member` of VIP `vip` failed (no valid reply, a refused or
+    /// unreachable port): a member given by a DNS name may have moved.
+    fn probe_failed(&mut self, _sup: &Supervisor, _vip: usize, _member: usize) {}
 }
 
 /// Receives the flips an operator command decides.
@@ -322,8 +325,12 @@ pub async fn run<A: Actuator>(sup: &mut Supervisor, rx: &mut mpsc::Receiver<Even
         };
         match ev {
             Some(Event::Observe(key, obs)) => {
+                let failed = !matches!(obs, Observation::Reply { up: true, .. });
                 if let Some(f) = sup.observe(key, obs, Instant::now()) {
                     act.flip(sup, &f);
+                }
+                if failed {
+                    act.probe_failed(sup, key.vip, key.member);
                 }
             }
             Some(Event::With(f)) => {
@@ -434,6 +441,56 @@ mod tests {
         assert_eq!(s.observe(mk(0), ok(), Instant::now()), None);
         assert_eq!(s.vips[0].active, Some(1));
         assert_eq!(s.vips[0].failovers, 1);
+    }
+
+    /// Records which members' probes failed, as the loop reports them.
+    #[derive(Default)]
+    struct Failures(Vec<(usize, usize)>);
+    impl Actuator for Failures {
+        fn flip(&mut self, _: &Supervisor, _: &Flip) {}
+        fn probe_failed(&mut self, _: &Supervisor, vip: usize, member: usize) {
+            self.0.push((vip, member));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_failed_probe_is_reported_to_the_actuator() {
+        let mut s = sup(AllDownPolicy::KeepLast);
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut act = Failures::default();
+        let task = async {
+            run(&mut s, &mut rx, &mut act).await;
+            act
+        };
+        let driver = async {
+            tx.send(Event::Observe(mk(0), ok())).await.unwrap();
+            tx.send(Event::Observe(mk(1), Observation::Missed))
+                .await
+                .unwrap();
+            tx.send(Event::Observe(
+                mk(0),
+                Observation::Hard(HardDown::PortUnreachable),
+            ))
+            .await
+            .unwrap();
+            tx.send(Event::Observe(
+                mk(1),
+                Observation::Reply {
+                    code: 503,
+                    up: false,
+                    rtt: MS(1),
+                },
+            ))
+            .await
+            .unwrap();
+            tx.send(Event::Stop).await.unwrap();
+        };
+        let (act, ()) = tokio::join!(task, driver);
+        assert_eq!(
+            act.0,
+            vec![(0, 1), (0, 0), (0, 1)],
+            "a valid reply is no failure"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -670,7 +670,8 @@ fn kubelet_probes_and_configmap_reload() {
 /// namespace: the primary dies, the backup takes over, the primary comes back as a new "pod"
 /// at a new address, its record changes, and the daemon probes it there while the VIP keeps
 /// answering from the backup; a name that stops resolving keeps its last address and shows
-/// in the status; a name with two addresses and one that never resolves are refused.
+/// in the status; a name with two addresses and one that never resolves are refused. The
+/// refresh timer is an hour: the names are resolved again because probes fail.
 #[test]
 fn members_by_dns_name_follow_their_records() {
     use std::net::Ipv4Addr;
@@ -716,7 +717,7 @@ fn members_by_dns_name_follow_their_records() {
             &format!("address = \"{BACKUP}\""),
             "host = \"sip-1.sip.test\"",
         )
-        + "\n[dns]\nservers = [\"127.0.0.1:5353\"]\nrefresh = \"300ms\"\n";
+        + "\n[dns]\nservers = [\"127.0.0.1:5353\"]\nrefresh = \"60m\"\n";
     let cfg = lab.write_config(&text).unwrap();
     lab.start_daemon(&cfg).unwrap();
     assert!(
@@ -762,10 +763,12 @@ fn members_by_dns_name_follow_their_records() {
         .daemon_log(0)
         .contains("the member's address changed; reloading"));
 
-    // The record disappears: the last address stays, and the status says why.
+    // The record disappears and the pod dies again: the failing probes have the name
+    // resolved again; the last address stays, and the status says why.
     write_hosts(&format!("{BACKUP} sip-1.sip.test\n"));
     // SAFETY: as above.
     unsafe { libc::kill(dns_pid, libc::SIGHUP) };
+    lab.stop("sipp-primary", libc::SIGKILL).unwrap();
     let reported = lab.wait_for(Duration::from_secs(5), || {
         member(&lab, 0)["resolve_error"].is_string()
     });

@@ -13,10 +13,18 @@ use super::Shared;
 
 pub(super) struct DaemonActuator {
     pub(super) plan: Arc<Plan>,
+    /// Wakes the task that resolves members' names (a failed probe may mean a moved pod).
+    pub(super) resolve_now: Arc<tokio::sync::Notify>,
     pub(super) shared: Arc<Shared>,
 }
 
 impl Actuator for DaemonActuator {
+    fn probe_failed(&mut self, _sup: &Supervisor, vip: usize, member: usize) {
+        if self.plan.vips[vip].members[member].host.is_some() {
+            self.resolve_now.notify_one();
+        }
+    }
+
     fn flip(&mut self, _sup: &Supervisor, f: &Flip) {
         let v = &self.plan.vips[f.vip];
         let spec = self.plan.vip(f.vip, f.to);

@@ -52,13 +52,18 @@ struct Shared {
     resolve_errors: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
-/// Resolves the plan's `host` members every `dns.refresh`; asks for a reload when an address
+/// How soon after one resolution a failed probe may ask for the next.
+const RESOLVE_SPACING: Duration = Duration::from_secs(1);
+
+/// Resolves the plan's `host` members every `dns.refresh`, and when a `host` member's probe
+/// fails (`now`, at most once per `RESOLVE_SPACING`); asks for a reload when an address
 /// changed (the reload resolves again, and installs the new address). A name that no longer
 /// resolves keeps its last address and is reported in the status.
 fn refresh_hosts(
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     tx: mpsc::Sender<()>,
+    now: Arc<tokio::sync::Notify>,
 ) -> Option<JoinHandle<()>> {
     let hosts: Vec<(String, String, Ipv4Addr)> = plan
         .vips
@@ -81,7 +86,10 @@ fn refresh_hosts(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t.tick().await;
         loop {
-            t.tick().await;
+            tokio::select! {
+                _ = t.tick() => {}
+                _ = now.notified() => {}
+            }
             let mut changed = false;
             for (name, host, addr) in &hosts {
                 let r = resolver.one_ipv4(host).await;
@@ -106,6 +114,7 @@ fn refresh_hosts(
             if changed && tx.send(()).await.is_err() {
                 return;
             }
+            tokio::time::sleep(RESOLVE_SPACING).await;
         }
     }))
 }
@@ -158,7 +167,8 @@ fn start(
     instance: &str,
     reload: mpsc::Sender<()>,
 ) -> Generation {
-    let hosts = refresh_hosts(plan.clone(), shared.clone(), reload);
+    let resolve_now = Arc::new(tokio::sync::Notify::new());
+    let hosts = refresh_hosts(plan.clone(), shared.clone(), reload, resolve_now.clone());
     let actives: Vec<Option<usize>> = installed.iter().map(|i| i.active).collect();
     let now = Instant::now();
     let specs = plan.probes.clone();
@@ -209,6 +219,7 @@ fn start(
         .collect();
     let mut act = DaemonActuator {
         plan: plan.clone(),
+        resolve_now,
         shared: shared.clone(),
     };
     let supervisor = tokio::spawn(async move { failover::run(&mut sup, &mut rx, &mut act).await });
