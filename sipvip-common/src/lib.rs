@@ -65,6 +65,8 @@ pub mod program_names {
     pub const EXTERNAL: &str = "sipvip_ext";
     /// Attached to the internal interface (the SIP server hosts).
     pub const INTERNAL: &str = "sipvip_int";
+    /// TC egress on the uplink in on-node mode: SNAT of what the node sends.
+    pub const NODE_OUT: &str = "sipvip_node_out";
     /// Returns XDP_PASS; attached to a veth peer so it accepts redirected frames.
     pub const PASS: &str = "sipvip_pass";
 }
@@ -106,6 +108,7 @@ pub struct VipRecord {
     pub active_be: u32,
     /// Slot of the active member within this VIP (0..MAX_MEMBERS), for counters.
     pub active_slot: u32,
+    /// `VIP_F_*`.
     pub flags: u32,
     /// A healthy member the VIP was moved away from by an operator (BIG-IP "Forced
     /// Offline"): TCP connections to the services that were open before the move stay on
@@ -135,6 +138,15 @@ pub struct MemberRecord {
 
 /// Outbound traffic from this member is SNATed to its VIP (the `snat.enabled` setting).
 pub const MEMBER_F_SNAT: u32 = 1;
+/// The member is a process on the node's own address (on-node mode, `port`s of its own):
+/// only its service traffic is its own. Traffic from its other ports (the node's SSH, the
+/// kubelet, anything else) is never translated, and flows to them are not tracked.
+pub const MEMBER_F_SERVICE_ONLY: u32 = 2;
+
+/// The VIP's members are on this node (on-node mode): packets toward them are rewritten
+/// and handed to the kernel, which delivers them to a local process or routes them into
+/// the member's veth, instead of being sent to a next hop by the datapath.
+pub const VIP_F_LOCAL: u32 = 1;
 
 /// Conntrack key kinds.
 pub const CT_SNAT: u8 = 1;
@@ -457,6 +469,9 @@ reasons! {
     /// To an IPv4 broadcast or multicast address (255.255.255.255, 224.0.0.0/4, a subnet's
     /// broadcast address): never translated, never forwarded as if routed.
     PassBroadcast = 29, "pass_broadcast", Pass;
+    /// From a member on the node's own address, not from one of its service ports: the
+    /// node's own traffic, never translated.
+    PassNotService = 30, "pass_not_service", Pass;
     // ---- dropped ----
     /// Frame shorter than its Ethernet/802.1Q header.
     DropMalformedEth = 32, "drop_malformed_eth", Drop;

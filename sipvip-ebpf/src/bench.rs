@@ -11,6 +11,9 @@
 //! - `bench_reset`: the per-packet cost harness for BPF_PROG_TEST_RUN with a repeat count:
 //!   writes the headers of `BENCH_TMPL` back into the frame (each run would otherwise see the
 //!   previous run's rewrite), then tail-calls the program under test in `BENCH_PROGS[0]`.
+//! - `bench_reset_tc` and `bench_empty_tc`: the same harness and baseline for TC programs
+//!   (skb), with their own program array (`BENCH_PROGS_TC`: a program array holds one
+//!   program type).
 #![no_std]
 #![no_main]
 
@@ -19,10 +22,10 @@ mod object;
 use sipvip_common::bench::{FloorCfg, GenCfg, Template, TEMPLATE_BYTES};
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
+    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
+    macros::{classifier, map, xdp},
     maps::{Array, DevMap, PerCpuArray, ProgramArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 
 #[map(name = "BENCH_GEN")]
@@ -37,6 +40,8 @@ static SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 static TMPL: Array<Template> = Array::with_max_entries(1, 0);
 #[map(name = "BENCH_PROGS")]
 static PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map(name = "BENCH_PROGS_TC")]
+static PROGS_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map(name = "BENCH_COUNT")]
 static COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -184,4 +189,22 @@ pub fn bench_reset(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_empty(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn bench_reset_tc(ctx: TcContext) -> i32 {
+    let Some(t) = TMPL.get(0) else {
+        return TC_ACT_SHOT;
+    };
+    if ctx.len() < TEMPLATE_BYTES as u32 || ctx.store(0, &t.bytes, 0).is_err() {
+        return TC_ACT_SHOT;
+    }
+    // SAFETY: the context is this program's own.
+    unsafe { PROGS_TC.tail_call(&ctx, 0) };
+    TC_ACT_SHOT
+}
+
+#[classifier]
+pub fn bench_empty_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
 }

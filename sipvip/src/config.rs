@@ -6,7 +6,7 @@
 //! expected. Unknown keys are errors.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -92,9 +92,30 @@ pub struct Interfaces {
     /// Phones, SIP devices, T-Lib clients (BIG-IP VLAN dc1ext).
     pub external: String,
     /// Toward the SIP server hosts (BIG-IP VLAN dc2sip); one or more.
+    /// Gateway mode: one or more. Node mode: usually none (members' traffic leaves by the
+    /// external interface, where TC egress translates it).
+    #[serde(default)]
     pub internal: Vec<String>,
     #[serde(default)]
     pub xdp_mode: AttachMode,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Where the members are (`interfaces.mode`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A gateway in front of the SIP server hosts (in place of a BIG-IP): XDP on the
+    /// external and internal interfaces, the datapath forwarding between them.
+    #[default]
+    Gateway,
+    /// The members are on this node (a Kubernetes DaemonSet, or the seed's two SIP Server
+    /// instances on one host): XDP on the external interface (the uplink) steers VIP
+    /// traffic to the active member and hands it to the kernel, which delivers it to a local
+    /// process or routes it into the member's veth; TC egress on the same interface SNATs
+    /// what the members send.
+    Node,
 }
 
 /// What a monitor probes.
@@ -256,6 +277,17 @@ pub struct Service {
     pub enabled: bool,
 }
 
+impl Service {
+    /// How a member's `ports` names this service: `"udp/5060"`.
+    pub fn key(&self) -> String {
+        let proto = match self.protocol {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        };
+        format!("{proto}/{}", self.port)
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -321,6 +353,25 @@ pub struct Member {
     pub priority: i32,
     /// Overrides the VIP's monitors for this member.
     pub monitors: Option<Vec<String>>,
+    /// Node mode: the member is a process on this node's own address (the seed's two SIP
+    /// Server instances on one host). Without `address`, the external interface's address.
+    /// Only its service ports are its own: the node's other traffic is never translated.
+    #[serde(default)]
+    pub local: bool,
+    /// The member's own port for a VIP service, keyed `"udp/5060"`, where it differs from
+    /// the service's `member_port` (a backup instance on 5070 beside a primary on 5060).
+    #[serde(default)]
+    pub ports: std::collections::BTreeMap<String, u16>,
+}
+
+impl Member {
+    /// The member's port for service `s` of its VIP.
+    pub fn port_for(&self, s: &Service) -> u16 {
+        self.ports
+            .get(&s.key())
+            .copied()
+            .unwrap_or(s.member_port.unwrap_or(s.port))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -604,10 +655,10 @@ impl Config {
                 "an interface name is required".into(),
             );
         }
-        if self.interfaces.internal.is_empty() {
+        if self.interfaces.internal.is_empty() && self.interfaces.mode == Mode::Gateway {
             p(
                 "interfaces.internal".into(),
-                "at least one internal interface is required".into(),
+                "at least one internal interface is required in gateway mode (members on this node: interfaces.mode = \"node\")".into(),
             );
         }
         for (i, name) in self.interfaces.internal.iter().enumerate() {
@@ -773,7 +824,39 @@ impl Config {
                 if !names.insert(m.name.as_str()) {
                     p(mloc.clone(), format!("duplicate member name {:?}", m.name));
                 }
+                if m.local {
+                    if self.interfaces.mode != Mode::Node {
+                        p(
+                            format!("{mloc}.local"),
+                            "a member on this node needs interfaces.mode = \"node\"".into(),
+                        );
+                    }
+                    if m.host.is_some() {
+                        p(
+                            format!("{mloc}.host"),
+                            "a local member is on this node's address; it has no `host`".into(),
+                        );
+                    }
+                }
+                for (key, port) in &m.ports {
+                    if !v.services.iter().any(|s| s.key() == *key) {
+                        p(
+                            format!("{mloc}.ports"),
+                            format!(
+                                "{key:?} names no service of the VIP; its services: {:?}",
+                                v.services.iter().map(Service::key).collect::<Vec<_>>()
+                            ),
+                        );
+                    }
+                    if *port == 0 {
+                        p(
+                            format!("{mloc}.ports"),
+                            format!("{key}: ports must be 1-65535"),
+                        );
+                    }
+                }
                 match (&m.host, m.address.is_unspecified()) {
+                    (None, true) if m.local => {}
                     (Some(_), false) => {
                         p(mloc.clone(), "give `address` or `host`, not both".into())
                     }
@@ -786,8 +869,9 @@ impl Config {
                     }
                     _ => {}
                 }
-                if m.address.is_unspecified() {
-                    // Named by `host`: its address is checked once resolved.
+                if m.address.is_unspecified() || m.local {
+                    // Named by `host`: its address is checked once resolved. Local members
+                    // share the node's address: their ports must differ (below).
                 } else if let Some(other) =
                     member_addrs.insert(m.address, format!("{}/{}", v.name, m.name))
                 {
@@ -818,6 +902,36 @@ impl Config {
                         );
                     }
                 }
+            }
+            // Local members share the node's address: each (protocol, port) is one
+            // member's, and their service ports together fit one member record.
+            let mut owner: BTreeMap<(u8, u16), &str> = BTreeMap::new();
+            let mut ports_in_record = 0;
+            for m in v.members.iter().filter(|m| m.local) {
+                for s in &v.services {
+                    ports_in_record += 1;
+                    let port = m.port_for(s);
+                    if let Some(other) = owner.insert((s.protocol.number(), port), &m.name) {
+                        if other != m.name {
+                            p(
+                                format!("{loc}.member ({})", m.name),
+                                format!(
+                                    "port clash: {} on this node is also member {other}'s; give one of them `ports` of its own",
+                                    Service { port, ..s.clone() }.key()
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            if ports_in_record > sipvip_common::MAX_SERVICES {
+                p(
+                    format!("{loc}.member"),
+                    format!(
+                        "the local members have {ports_in_record} service ports together; at most {}",
+                        sipvip_common::MAX_SERVICES
+                    ),
+                );
             }
             for mon in &v.monitors {
                 if !monitor_names.contains_key(mon.as_str()) {
@@ -944,6 +1058,71 @@ mod tests {
         assert_eq!(plan.probes.len(), 2, "monSipUdp on each member");
     }
 
+    /// The example as the seed's one-host pair in node mode: both instances on the node's
+    /// address, the backup on 5070/5071.
+    fn one_host_pair(backup_ports: &str) -> String {
+        example_with("internal = [\"int0\"]", "internal = []\nmode = \"node\"")
+            .replacen("address = \"198.18.2.11\"", "local = true", 1)
+            .replacen(
+                "address = \"198.18.2.12\"",
+                &format!("local = true\nports = {{ {backup_ports} }}"),
+                1,
+            )
+    }
+
+    #[test]
+    fn members_on_the_node_itself() {
+        let good = one_host_pair(r#""udp/5060" = 5070, "tcp/5060" = 5070, "tcp/5061" = 5071"#);
+        assert_eq!(problems(&good), Vec::<String>::new());
+        let cfg = Config::parse(&good, "t.toml").unwrap();
+        assert_eq!(cfg.interfaces.mode, Mode::Node);
+        let v = &cfg.vips[0];
+        let ports: Vec<u16> = v
+            .services
+            .iter()
+            .map(|s| v.members[1].port_for(s))
+            .collect();
+        assert_eq!(ports, vec![5070, 5070, 5071]);
+        assert!(v.members[0].local && v.members[0].address.is_unspecified());
+
+        // A port clash names both members and the port.
+        let clash = one_host_pair(r#""udp/5060" = 5070, "tcp/5060" = 5070"#);
+        let p = problems(&clash);
+        assert!(
+            p.iter().any(|p| p.contains(
+                "member (nodeHa01Backup): port clash: tcp/5061 on this node is also member nodeHa01Primary's"
+            )),
+            "{p:?}"
+        );
+        // Ports name the VIP's services; port 0 is no port.
+        let p = problems(&one_host_pair(r#""udp/5070" = 5070, "tcp/5060" = 0"#));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("\"udp/5070\" names no service of the VIP")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("tcp/5060: ports must be 1-65535")),
+            "{p:?}"
+        );
+        // A local member needs node mode.
+        let gateway = example_with("address = \"198.18.2.11\"", "local = true");
+        let p = problems(&gateway);
+        assert!(
+            p.iter()
+                .any(|p| p.contains("a member on this node needs interfaces.mode = \"node\"")),
+            "{p:?}"
+        );
+        // Node mode needs no internal interface; gateway mode does.
+        let p = problems(&example_with("internal = [\"int0\"]", "internal = []"));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("at least one internal interface is required in gateway mode")),
+            "{p:?}"
+        );
+    }
+
     #[test]
     fn members_by_host_name() {
         let named = example_with(
@@ -1013,7 +1192,7 @@ mod tests {
         let p = problems(&example_with("priority = 10", "priority = 10\nweight = 3"));
         assert_eq!(
             p,
-            vec!["line 58, column 1: unknown key `weight` (expected one of: name, address, host, priority, monitors)"]
+            vec!["line 58, column 1: unknown key `weight` (expected one of: name, address, host, priority, monitors, local, ports)"]
         );
         let p = problems(&example_with(
             "port = 5061\ninterval",
@@ -1188,7 +1367,7 @@ mod tests {
             vec![
                 "line 17, column 12: interval: duration \"1 sec\": unit must be ms, s or m",
                 "line 29, column 1: missing key `name`",
-                "line 56, column 1: unknown key `prority`; did you mean `priority`? (expected one of: name, address, host, priority, monitors)",
+                "line 56, column 1: unknown key `prority`; did you mean `priority`? (expected one of: name, address, host, priority, monitors, local, ports)",
                 "line 60, column 11: address: invalid IPv4 address syntax",
                 "line 61, column 12: priority: invalid type: string \"high\", expected i32",
                 "line 18, column 11, monitor[0] (monSipUdp).timeout: 500ms is shorter than the interval 1s; expected timeout >= interval (BIG-IP recommends 3 x interval + 1)",

@@ -104,6 +104,26 @@ pub fn mac_and_ipv4(ifindex: u32) -> io::Result<([u8; 6], Option<Ipv4Addr>)> {
     Ok((mac, addr))
 }
 
+/// The interface's own IPv4 address (as [`mac_and_ipv4`] chooses it), by name.
+pub fn ipv4_of(ifname: &str) -> io::Result<Ipv4Addr> {
+    let c = std::ffi::CString::new(ifname)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: if_nametoindex with a valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("interface {ifname:?} does not exist"),
+        ));
+    }
+    mac_and_ipv4(ifindex)?.1.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{ifname} has no IPv4 address"),
+        )
+    })
+}
+
 /// Turns receive VLAN offload off on `ifname` (`ethtool -K IF rxvlan off
 /// rx-vlan-stag-hw-parse off`), so that the NIC leaves 802.1Q/802.1ad tags in the frame
 /// where XDP sees them: a tag the NIC strips into packet metadata is invisible to an XDP

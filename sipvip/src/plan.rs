@@ -139,6 +139,10 @@ impl Plan {
             pin_dir: cfg.admin.pin_dir.clone(),
             attachments: std::iter::once((program_names::EXTERNAL, &cfg.interfaces.external))
                 .chain(
+                    (cfg.interfaces.mode == crate::config::Mode::Node)
+                        .then_some((program_names::NODE_OUT, &cfg.interfaces.external)),
+                )
+                .chain(
                     cfg.interfaces
                         .internal
                         .iter()
@@ -225,10 +229,17 @@ fn vip_spec(cfg: &Config, i: usize) -> VipSpec {
             .map(|m| MemberSpec {
                 addr: m.address,
                 passthrough_ports: cfg.passthrough.ports.clone(),
+                ports: if m.ports.is_empty() {
+                    Vec::new()
+                } else {
+                    v.services.iter().map(|s| m.port_for(s)).collect()
+                },
+                local: m.local,
             })
             .collect(),
         active: None,
         snat: cfg.snat.enabled,
+        on_node: cfg.interfaces.mode == crate::config::Mode::Node,
     }
 }
 
@@ -257,7 +268,7 @@ fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
                             v.services
                                 .iter()
                                 .find(|s| s.protocol == *transport)
-                                .map(|s| s.member_port.unwrap_or(s.port))
+                                .map(|s| m.port_for(s))
                                 .unwrap_or(5060)
                         });
                         ProbeKind::Sip {

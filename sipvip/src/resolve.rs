@@ -58,10 +58,36 @@ impl Resolver {
     }
 }
 
-/// Fills in the address of every member given by `host`, then checks the addresses as the
+/// Gives every local member without an address the external interface's (on-node mode:
+/// the node's own address, which a DaemonSet's shared configuration cannot name).
+fn local_members(cfg: &mut Config) -> Result<(), Vec<String>> {
+    let ext = cfg.interfaces.external.clone();
+    let mut node = None;
+    for (i, v) in cfg.vips.iter_mut().enumerate() {
+        for (j, m) in v.members.iter_mut().enumerate() {
+            if !m.local || !m.address.is_unspecified() {
+                continue;
+            }
+            if node.is_none() {
+                node = Some(crate::netif::ipv4_of(&ext).map_err(|e| {
+                    vec![format!(
+                        "vip[{i}] ({}).member[{j}] ({}): a local member without `address` takes interfaces.external's ({ext}), which has none: {e}",
+                        v.name, m.name
+                    )]
+                })?);
+            }
+            m.address = node.expect("set above");
+        }
+    }
+    Ok(())
+}
+
+/// Local members first (`local_members`); then fills in the address of every member given
+/// by `host`, then checks the addresses as the
 /// configuration's own are checked (one member per address, none a VIP). Every problem
 /// comes back, each with its place.
 pub async fn resolve_members(cfg: &mut Config) -> Result<(), Vec<String>> {
+    local_members(cfg)?;
     if !cfg
         .vips
         .iter()

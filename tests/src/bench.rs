@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::{
     maps::{Array, DevMap, MapData, PerCpuArray, ProgramArray},
-    programs::{ProgramFd, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    programs::{ProgramFd, SchedClassifier, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
     Ebpf,
 };
 
@@ -288,7 +288,71 @@ impl CostHarness {
             let prog: &mut Xdp = ebpf.program_mut(p).context("bench program")?.try_into()?;
             prog.load()?;
         }
+        for p in ["bench_reset_tc", "bench_empty_tc"] {
+            let prog: &mut SchedClassifier =
+                ebpf.program_mut(p).context("bench program")?.try_into()?;
+            prog.load()?;
+        }
         Ok(CostHarness { ebpf })
+    }
+
+    /// A TC program of the bench object itself (`bench_empty_tc`).
+    pub fn own_tc(&self, name: &str) -> Result<ProgramFd> {
+        let p: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .context("bench program")?
+            .try_into()?;
+        Ok(p.fd()?.try_clone()?)
+    }
+
+    /// [`CostHarness::cost`] for a TC program (`bench_reset_tc` restores the headers and
+    /// tail-calls it): the frame runs as an skb of the current namespace's loopback device,
+    /// as a TC egress program sees what the node sends.
+    pub fn cost_tc(
+        &mut self,
+        target: &ProgramFd,
+        frame: &[u8],
+        expect: u32,
+        repeat: u32,
+    ) -> Result<f64> {
+        self.set_template(frame)?;
+        {
+            let mut progs: ProgramArray<&mut MapData> =
+                ProgramArray::try_from(self.ebpf.map_mut("BENCH_PROGS_TC").context("prog array")?)?;
+            progs.set(0, target, 0)?;
+        }
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program("bench_reset_tc")
+            .context("reset")?
+            .try_into()?;
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        anyhow::ensure!(
+            r.return_value == expect,
+            "verdict {} where {expect} was expected: the frame did not take the path measured",
+            r.return_value
+        );
+        Ok(r.duration.as_nanos() as f64)
+    }
+
+    fn set_template(&mut self, frame: &[u8]) -> Result<()> {
+        anyhow::ensure!(
+            frame.len() >= TEMPLATE_BYTES,
+            "frame shorter than the template"
+        );
+        let mut t = Template {
+            bytes: [0; TEMPLATE_BYTES],
+        };
+        t.bytes.copy_from_slice(&frame[..TEMPLATE_BYTES]);
+        let mut m: Array<&mut MapData, Template> =
+            Array::try_from(self.ebpf.map_mut("BENCH_TMPL").context("template map")?)?;
+        m.set(0, t, 0)?;
+        Ok(())
     }
 
     /// A program of the bench object itself (`bench_empty`, `bench_floor`).
@@ -313,18 +377,8 @@ impl CostHarness {
         expect: u32,
         repeat: u32,
     ) -> Result<f64> {
-        anyhow::ensure!(
-            frame.len() >= TEMPLATE_BYTES,
-            "frame shorter than the template"
-        );
-        let mut t = Template {
-            bytes: [0; TEMPLATE_BYTES],
-        };
-        t.bytes.copy_from_slice(&frame[..TEMPLATE_BYTES]);
+        self.set_template(frame)?;
         {
-            let mut m: Array<&mut MapData, Template> =
-                Array::try_from(self.ebpf.map_mut("BENCH_TMPL").context("template map")?)?;
-            m.set(0, t, 0)?;
             let mut progs: ProgramArray<&mut MapData> =
                 ProgramArray::try_from(self.ebpf.map_mut("BENCH_PROGS").context("prog array")?)?;
             progs.set(0, target, 0)?;

@@ -206,6 +206,20 @@ impl Lab {
         Ok(())
     }
 
+    /// Detaches the XDP programs from the peers of the gateway's veths, for a node whose
+    /// members' veths have nothing attached (on-node mode: a pod's side is the CNI's).
+    pub fn detach_peers(&mut self) -> Result<()> {
+        let out = Command::new(sipvip_bin())
+            .args(["down", "--pin-dir"])
+            .arg(self.bpffs.join("peers"))
+            .output()?;
+        if !out.status.success() {
+            bail!("sipvip down: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.peer_xdp = None;
+        Ok(())
+    }
+
     /// Leaves everything running (for `--keep`): nothing is torn down when this returns.
     pub fn keep(self) {
         std::mem::forget(self);

@@ -93,6 +93,8 @@ pub fn vip_spec() -> VipSpec {
     let member = |addr| MemberSpec {
         addr,
         passthrough_ports: vec![TSERVER_PORT],
+        ports: Vec::new(),
+        local: false,
     };
     VipSpec {
         addr: VIP,
@@ -106,6 +108,7 @@ pub fn vip_spec() -> VipSpec {
         members: vec![member(PRIMARY), member(BACKUP)],
         active: Some(0),
         snat: true,
+        on_node: false,
     }
 }
 

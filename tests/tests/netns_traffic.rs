@@ -130,14 +130,19 @@ fn setup() -> Lab {
             MemberSpec {
                 addr: PRIMARY,
                 passthrough_ports: vec![3000],
+                ports: Vec::new(),
+                local: false,
             },
             MemberSpec {
                 addr: BACKUP,
                 passthrough_ports: vec![3000],
+                ports: Vec::new(),
+                local: false,
             },
         ],
         active: Some(0),
         snat: true,
+        on_node: false,
     };
     let mut dp = {
         let _g = gw.enter().unwrap();

@@ -1,11 +1,10 @@
-//! Incremental Internet checksum updates (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
-//!
-//! All values are 16-bit words exactly as loaded from packet memory. One's-complement sums are
-//! byte-order independent (RFC 1071), so no byte swapping is needed.
+//! The rewrites: addresses and ports, with their checksums updated incrementally (see
+//! [`crate::csum`]).
 
 use sipvip_common::{Reason, IPPROTO_TCP, IPPROTO_UDP};
 
 use super::mem::{store, store_addr};
+pub use crate::csum::Delta;
 use crate::{
     hook::Frame,
     packet::ipv4::{l4_csum_offset, Ipv4, IP_CSUM, IP_DST, IP_SRC},
@@ -14,55 +13,6 @@ use crate::{
         QuoteRewrite, Rewrite, Side,
     },
 };
-
-/// An accumulated difference: the sum of `~old + new` over every changed 16-bit word.
-#[derive(Clone, Copy)]
-pub struct Delta(u32);
-
-impl Delta {
-    #[inline(always)]
-    pub const fn new() -> Self {
-        Delta(0)
-    }
-
-    #[inline(always)]
-    pub fn word(&mut self, old: u16, new: u16) {
-        self.0 += u32::from(!old) + u32::from(new);
-    }
-
-    /// A 32-bit field (an IPv4 address) as two words.
-    #[inline(always)]
-    pub fn addr(&mut self, old: u32, new: u32) {
-        self.word(old as u16, new as u16);
-        self.word((old >> 16) as u16, (new >> 16) as u16);
-    }
-
-    /// Applies the difference to a checksum field.
-    #[inline(always)]
-    pub fn apply(self, csum: u16) -> u16 {
-        !fold(u32::from(!csum) + self.0)
-    }
-
-    /// Applies the difference to a UDP checksum: 0 means "no checksum" and stays 0, and a
-    /// computed 0 is sent as 0xffff (RFC 768).
-    #[inline(always)]
-    pub fn apply_udp(self, csum: u16) -> u16 {
-        if csum == 0 {
-            return 0;
-        }
-        match self.apply(csum) {
-            0 => 0xffff,
-            c => c,
-        }
-    }
-}
-
-#[inline(always)]
-fn fold(mut s: u32) -> u16 {
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
-}
 
 /// Rewrites the source or destination address of the packet, and the port on that side from
 /// `port.0` to `port.1` when they differ and the packet carries its L4 header. The TCP/UDP
@@ -83,20 +33,14 @@ pub fn rewrite<F: Frame>(f: &F, p: &Ipv4, r: Rewrite) -> Result<Delta, Reason> {
     if p.frag_offset != 0 || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
         return Ok(ip);
     }
-    let mut l4 = ip;
+    let mut ports = Delta::new();
     let (old_port, new_port) = port;
     if old_port != new_port {
-        l4.word(old_port, new_port);
+        ports.word(old_port, new_port);
         store(f, p.l4 + port_off, new_port).map_err(|_| Reason::DropTruncatedL4)?;
     }
     let off = p.l4 + l4_csum_offset(p.proto);
-    let c: u16 = f.load(off).map_err(|_| Reason::DropTruncatedL4)?;
-    let n = if p.proto == IPPROTO_UDP {
-        l4.apply_udp(c)
-    } else {
-        l4.apply(c)
-    };
-    f.store_l4_csum(off, n)
+    f.update_l4_csum(off, p.proto == IPPROTO_UDP, ip, ports)
         .map_err(|_| Reason::DropTruncatedL4)?;
     Ok(ip)
 }

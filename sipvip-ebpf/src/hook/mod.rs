@@ -1,13 +1,17 @@
 //! The seam between the rules and the program type they run in. Everything the rules and
 //! `apply` need from a packet context goes through [`Frame`]: the packet bytes, the ingress
 //! device, growing and shrinking the frame, the FIB, the redirect and the verdict codes. An
-//! XDP frame implements it today ([`xdp::Xdp`]); a TC (skb) frame implements the same trait
-//! for the on-node mode, where it also overrides the checksum step (see
-//! [`Frame::store_l4_csum`]). See docs/architecture.md, "The code".
+//! XDP frame ([`xdp::Xdp`]) and a TC egress frame ([`tc::TcEgress`], the on-node mode)
+//! implement it; the TC frame overrides the checksum step (see [`Frame::update_l4_csum`])
+//! and says that the kernel has routed the packet ([`Frame::ROUTED`]). See
+//! docs/architecture.md, "The code".
 
+pub mod tc;
 pub mod xdp;
 
 use core::ffi::c_void;
+
+use crate::csum::Delta;
 
 /// The verdicts the datapath gives, whatever the hook.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -42,7 +46,7 @@ pub trait Frame {
     /// The program's return code for a verdict.
     fn verdict(&self, v: Verdict) -> u32;
 
-    /// The frame length, for byte counters.
+    /// The frame length (the IPv4 total length is checked against it; byte counters).
     #[inline(always)]
     fn len(&self) -> u32 {
         let (start, end) = self.bounds();
@@ -77,13 +81,24 @@ pub trait Frame {
         Ok(unsafe { core::ptr::read_volatile(self.ptr_at::<T>(off)?) })
     }
 
-    /// Writes an updated TCP/UDP checksum. In XDP the packet's checksum field is final, so
-    /// this is a plain store; a TC frame overrides it where the skb carries a partial
-    /// checksum (CHECKSUM_PARTIAL) that only the pseudo-header part may change.
+    /// Updates a TCP/UDP checksum at `off` for a rewrite: `pseudo` is the change to
+    /// pseudo-header fields (addresses), `rest` the change to the rest (ports); a UDP
+    /// checksum of 0 ("none", RFC 768) stays 0 and a computed 0 is sent as 0xffff. In XDP
+    /// the packet's checksum is final, so this is a load and a store; a TC frame uses the
+    /// skb helper instead, which also handles a partial checksum (CHECKSUM_PARTIAL, where
+    /// only the pseudo-header part may change) and keeps the skb's own checksum state true.
     #[inline(always)]
-    fn store_l4_csum(&self, off: usize, csum: u16) -> Result<(), ()> {
+    fn update_l4_csum(&self, off: usize, udp: bool, pseudo: Delta, rest: Delta) -> Result<(), ()> {
+        let c: u16 = self.load(off)?;
+        let d = pseudo + rest;
+        let n = if udp { d.apply_udp(c) } else { d.apply(c) };
         // SAFETY: ptr_at checked that the field is inside the packet.
-        unsafe { core::ptr::write_volatile(self.ptr_at::<u16>(off)?, csum) };
+        unsafe { core::ptr::write_volatile(self.ptr_at::<u16>(off)?, n) };
         Ok(())
     }
+
+    /// Whether the kernel has already routed the packet (a TC egress hook): the rules then
+    /// only rewrite, and the packet goes on where the kernel sends it. An XDP frame arrives
+    /// unrouted, and the datapath finds its next hop itself.
+    const ROUTED: bool = false;
 }

@@ -4,13 +4,15 @@
 
 use sipvip_common::{
     pt_port_slot, CtValue, FragValue, Reason, VipRecord, CT_PASSTHROUGH, CT_SNAT, CT_STEER,
-    FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NO_SERVICE,
+    FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MEMBER_F_SERVICE_ONLY,
+    NO_SERVICE,
 };
 
 use super::{
     frag, icmp,
     lookup::{arriving_flow, find_service},
-    route, Decision, Dir, Record, SAME_PORT,
+    route::{self, Via},
+    Decision, Dir, Record, SAME_PORT,
 };
 use crate::{
     hook::Frame,
@@ -107,6 +109,7 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
         port,
         reason,
         record,
+        Via::toward_members(vip.flags),
     ))
 }
 
@@ -153,6 +156,13 @@ fn not_for_vip<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     let mut record = Record::NONE;
     if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && p.frag_offset == 0 {
         if let Ok((sport, dport)) = ports(f, p) {
+            // A member on the node's own address owns only its service ports: a flow to
+            // any other port is the node's own, and its replies are never translated.
+            if m.flags & MEMBER_F_SERVICE_ONLY != 0
+                && find_service(&m.services, p.proto, dport, true).is_none()
+            {
+                return Err(Reason::PassToMember);
+            }
             let key = arriving_flow(p.dst_be, p.src_be, p.proto, dport, sport, CT_PASSTHROUGH);
             // The member port is marked before the flow is recorded, so the outbound side
             // never sees the flow without the mark.

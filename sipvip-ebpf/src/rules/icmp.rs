@@ -3,12 +3,12 @@
 
 use sipvip_common::{
     CtKey, CtValue, MemberRecord, Reason, VipRecord, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP,
-    IPPROTO_UDP,
+    IPPROTO_UDP, MEMBER_F_SERVICE_ONLY,
 };
 
 use super::{
     lookup::{excluded, find_service, passthrough_flow, passthrough_port, snat_flow},
-    route::{self, DEST_UNREACH, TIME_EXCEEDED},
+    route::{self, Via, DEST_UNREACH, TIME_EXCEEDED},
     Action, Decision, Dir, QuoteRewrite, Record, Side, SAME_PORT,
 };
 use crate::{hook::Frame, maps::CONNTRACK, packet::ipv4::Ipv4};
@@ -79,6 +79,7 @@ pub fn to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, Re
                 SAME_PORT,
                 Reason::ConntrackReply,
                 Record::NONE,
+                Via::toward_members(vip.flags),
             ))
         }
         t if is_error(t) => error_to_vip(f, p, vip),
@@ -197,6 +198,7 @@ fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, 
         SAME_PORT,
         Reason::IcmpErrorIn,
         record,
+        Via::toward_members(vip.flags),
     ))
 }
 
@@ -209,6 +211,9 @@ pub fn from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Decisi
     let h = header(f, p)?;
     match h[0] {
         ECHO_REQUEST => {
+            if m.flags & MEMBER_F_SERVICE_ONLY != 0 {
+                return Err(Reason::PassNotService);
+            }
             if excluded(p.dst_be) {
                 return Ok(route::forward(f, p, Reason::Excluded, Record::NONE));
             }
@@ -231,6 +236,7 @@ pub fn from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Decisi
                 SAME_PORT,
                 Reason::Snat,
                 record,
+                Via::Fib,
             ))
         }
         t if is_error(t) => error_from_member(f, p, m),
@@ -299,5 +305,6 @@ fn error_from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Deci
         SAME_PORT,
         Reason::IcmpErrorOut,
         record,
+        Via::Fib,
     ))
 }

@@ -3,7 +3,7 @@
 
 use sipvip_common::{
     CtValue, Reason, FRAG_ACT_TRANSLATE, FRAG_OUT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-    MEMBER_F_SNAT, NO_SERVICE,
+    MEMBER_F_SERVICE_ONLY, MEMBER_F_SNAT, NO_SERVICE,
 };
 
 use super::{
@@ -11,7 +11,8 @@ use super::{
     lookup::{
         excluded, find_service, passthrough_flow, passthrough_port, snat_flow, snat_to, UNTOUCHED,
     },
-    route, Decision, Dir, Record, SAME_PORT,
+    route::{self, Via},
+    Decision, Dir, Record, SAME_PORT,
 };
 use crate::{
     hook::Frame,
@@ -29,7 +30,8 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     if p.dst_be == m.vip_be {
         return Err(Reason::PassToVip);
     }
-    if p.ttl <= 1 {
+    // A routed packet's TTL is the kernel's business (it decremented it already).
+    if p.ttl <= 1 && !F::ROUTED {
         return Err(Reason::PassTtl);
     }
     if m.flags & MEMBER_F_SNAT == 0 {
@@ -47,7 +49,7 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
         let d = match frag::follow(p, FRAG_OUT) {
             Some(d) => d,
             // An orphan: the default for member traffic, recorded nowhere.
-            None if excluded(p.dst_be) => UNTOUCHED,
+            None if excluded(p.dst_be) || m.flags & MEMBER_F_SERVICE_ONLY != 0 => UNTOUCHED,
             None => snat_to(m, NO_SERVICE),
         };
         (d, Reason::FragOut)
@@ -64,6 +66,8 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
             // the active member, so no conntrack entry is needed.
             port = (sport, m.services[i].port_be);
             (snat_to(m, i as u8), Reason::Snat)
+        } else if m.flags & MEMBER_F_SERVICE_ONLY != 0 {
+            (UNTOUCHED, Reason::PassNotService)
         } else {
             let member = CtValue {
                 member_be: p.src_be,
@@ -96,5 +100,6 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
         port,
         reason,
         record,
+        Via::Fib,
     ))
 }

@@ -5,7 +5,7 @@
 //! part of the lookup, not state a packet leaves behind.
 
 use aya_ebpf::helpers::generated::bpf_fib_lookup;
-use sipvip_common::{nexthop_slot, NextHop, Reason};
+use sipvip_common::{nexthop_slot, NextHop, Reason, VIP_F_LOCAL};
 
 use super::{
     screen::error_source, Account, Action, Decision, Dir, IcmpError, Link, Record, Rewrite, Side,
@@ -50,6 +50,28 @@ struct FibParams {
 }
 const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
 
+/// How a translated packet leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// To the next hop the FIB names, sent by the datapath where it can (the gateway).
+    Fib,
+    /// To the kernel, translated: toward a member on this node (on-node mode), which the
+    /// kernel delivers to a local process or routes into the member's veth.
+    Kernel,
+}
+
+impl Via {
+    /// How packets toward the members of a VIP with these record flags leave.
+    #[inline(always)]
+    pub fn toward_members(vip_flags: u32) -> Via {
+        if vip_flags & VIP_F_LOCAL != 0 {
+            Via::Kernel
+        } else {
+            Via::Fib
+        }
+    }
+}
+
 /// Where the FIB says a packet goes.
 #[derive(Clone, Copy)]
 enum Hop {
@@ -74,9 +96,13 @@ enum Hop {
 /// - otherwise rewritten, counted toward `account`, and sent (`handled`) or handed to the
 ///   kernel translated.
 ///
+/// A packet the kernel has routed already (TC egress), or one `via` the kernel, skips the
+/// FIB: it is rewritten and goes on (`handled`).
+///
 /// An ICMP error is never answered with one, and as its quote is translated it always goes
 /// on translated.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn rewrite_and_send<F: Frame>(
     f: &F,
     p: &Ipv4,
@@ -85,7 +111,19 @@ fn rewrite_and_send<F: Frame>(
     handled: Reason,
     fallback_src_be: u32,
     mut record: Record,
+    via: Via,
 ) -> Decision {
+    if F::ROUTED || via == Via::Kernel {
+        // Routed already, or for the kernel to route: rewritten in place and passed on.
+        return Decision {
+            action: Action::Translate,
+            reason: handled,
+            rewrite,
+            account,
+            record,
+            ..Decision::BLANK
+        };
+    }
     let (src_be, dst_be) = match rewrite.side {
         Side::Src => (rewrite.addr, p.dst_be),
         Side::Dst => (p.src_be, rewrite.addr),
@@ -142,6 +180,7 @@ pub fn translate<F: Frame>(
     port: (u16, u16),
     handled: Reason,
     record: Record,
+    via: Via,
 ) -> Decision {
     let (side, vip_be) = match dir {
         Dir::In => (Side::Dst, p.dst_be),
@@ -154,14 +193,18 @@ pub fn translate<F: Frame>(
         service,
         slot,
     };
-    rewrite_and_send(f, p, rewrite, account, handled, vip_be, record)
+    rewrite_and_send(f, p, rewrite, account, handled, vip_be, record, via)
 }
 
 /// The decision for an untranslated packet (excluded, pass-through): sent with TTL and MACs
 /// only (`handled`), or to the kernel as it arrived, which also answers it (PMTU,
-/// unreachable) correctly.
+/// unreachable) correctly. A routed packet (TC egress) goes on as it is.
 #[inline(always)]
 pub fn forward<F: Frame>(f: &F, p: &Ipv4, handled: Reason, record: Record) -> Decision {
+    if F::ROUTED {
+        // Routed already: it goes on as it is.
+        return Decision::stop(handled, record);
+    }
     match route(f, p, p.src_be, p.dst_be) {
         Hop::Send(nh) => Decision {
             action: Action::Forward,

@@ -28,12 +28,10 @@ impl Actuator for DaemonActuator {
     fn flip(&mut self, _sup: &Supervisor, f: &Flip) {
         let v = &self.plan.vips[f.vip];
         let spec = self.plan.vip(f.vip, f.to);
-        let to = f.to.map(|i| v.members[i].address);
-        let draining = f.draining.map(|i| v.members[i].address);
         let mut reselected = 0;
         {
             let mut dp = self.shared.dp.lock().expect("lock");
-            if let Err(e) = dp.set_active_draining(&spec, to, draining) {
+            if let Err(e) = dp.set_active_slots(&spec, f.to, f.draining) {
                 tracing::error!(vip = %v.name, error = %e, "cannot write the active member");
                 return;
             }
@@ -66,7 +64,7 @@ impl Actuator for DaemonActuator {
             draining = %name(f.draining),
             "active member changed"
         );
-        if to.is_some() {
+        if f.to.is_some() {
             let (vip, g) = (v.spec.addr, self.plan.garp.clone());
             tokio::spawn(async move {
                 for i in 0..g.burst {

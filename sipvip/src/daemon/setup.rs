@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr, sync::Mutex};
 use anyhow::{bail, Context, Result};
 use sipvip::plan::Plan;
 use sipvip::{
-    config::{Config, Prefix},
+    config::{Config, Mode, Prefix},
     datapath::{be32, Datapath},
 };
 use sipvip_common::program_names;
@@ -61,6 +61,11 @@ pub(super) fn prepare(
         tracing::info!(interface = %ext, "attached sipvip_ext");
     }
     dp.add_egress(ifindex(ext)?)?;
+    if cfg.interfaces.mode == Mode::Node
+        && dp.attach_tc_egress_pinned(program_names::NODE_OUT, ext, dir)?
+    {
+        tracing::info!(interface = %ext, "attached sipvip_node_out (TC egress)");
+    }
     for int in &cfg.interfaces.internal {
         if dp.attach_pinned(program_names::INTERNAL, int, mode, dir)? {
             tracing::info!(interface = %int, "attached sipvip_int");
@@ -136,18 +141,24 @@ pub(super) fn install(plan: &Plan, dp: &mut Datapath) -> Result<Vec<Installed>> 
     let mut out = Vec::new();
     for (i, v) in plan.vips.iter().enumerate() {
         let record = dp.vip_record(v.spec.addr).ok();
-        let slot = |addr_be: u32| {
-            (addr_be != 0)
-                .then(|| v.members.iter().position(|m| be32(m.address) == addr_be))
-                .flatten()
+        // The slot the record names, if that member still has the address it names (the
+        // members on the node's own address share it: the slot tells them apart); else
+        // the member with that address.
+        let slot = |addr_be: u32, slot: u32| {
+            if addr_be == 0 {
+                return None;
+            }
+            match v.members.get(slot as usize) {
+                Some(m) if be32(m.address) == addr_be => Some(slot as usize),
+                _ => v.members.iter().position(|m| be32(m.address) == addr_be),
+            }
         };
-        let active = record.and_then(|r| slot(r.active_be));
-        let draining = record.and_then(|r| slot(r.draining_be));
+        let active = record.and_then(|r| slot(r.active_be, r.active_slot));
+        let draining = record.and_then(|r| slot(r.draining_be, r.draining_slot));
         let spec = plan.vip(i, active);
         dp.install_vip(&spec)?;
         if draining.is_some() {
-            let addr = |m: Option<usize>| m.map(|m| v.members[m].address);
-            dp.set_active_draining(&spec, addr(active), addr(draining))?;
+            dp.set_active_slots(&spec, active, draining)?;
         }
         out.push(Installed { active, draining });
     }

@@ -2,7 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::programs::{links::PinnedLink, xdp::XdpLinkId, Xdp, XdpMode};
+use aya::programs::{
+    links::{FdLink, PinnedLink},
+    tc::TcAttachOptions,
+    xdp::XdpLinkId,
+    LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+};
 
 use super::{pin_err, xdp_mut, AttachMode, Datapath, DatapathError, Result};
 
@@ -66,11 +71,60 @@ impl Datapath {
                 name: program,
                 source,
             })?;
-        let fd_link =
-            aya::programs::links::FdLink::try_from(link).map_err(|e| DatapathError::Layout {
-                dir: dir.to_path_buf(),
-                what: format!("{program} on {ifname} is not a bpf_link and cannot be pinned: {e}"),
-            })?;
+        let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Layout {
+            dir: dir.to_path_buf(),
+            what: format!("{program} on {ifname} is not a bpf_link and cannot be pinned: {e}"),
+        })?;
+        fd_link
+            .pin(&link_path)
+            .map_err(|e| pin_err(&link_path, e))?;
+        Ok(true)
+    }
+
+    /// Attaches the TC program `program` to `ifname`'s egress (tcx) unless a pinned link
+    /// already does, and pins the link under `dir`, as [`Datapath::attach_pinned`] does for
+    /// XDP. Returns whether it attached now (false: adopted).
+    pub fn attach_tc_egress_pinned(
+        &mut self,
+        program: &'static str,
+        ifname: &str,
+        dir: &Path,
+    ) -> Result<bool> {
+        let link_path = link_pin(dir, program, ifname);
+        if PinnedLink::from_pin(&link_path).is_ok() {
+            return Ok(false);
+        }
+        let err = |source| DatapathError::Program {
+            name: program,
+            source,
+        };
+        let prog_path = dir.join(format!("prog_{program}"));
+        let mut pinned;
+        let prog: &mut SchedClassifier = match self.ebpf.as_mut() {
+            Some(ebpf) => ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::MissingProgram(program))?
+                .try_into()
+                .map_err(err)?,
+            None => {
+                pinned = SchedClassifier::from_pin(&prog_path).map_err(err)?;
+                &mut pinned
+            }
+        };
+        // tcx (Linux 6.6+): a bpf_link that can be pinned, and that runs beside any other
+        // tcx program (a CNI's) instead of replacing a clsact filter.
+        let id = prog
+            .attach_with_options(
+                ifname,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Layout {
+            dir: dir.to_path_buf(),
+            what: format!("{program} on {ifname} is not a bpf_link and cannot be pinned: {e}"),
+        })?;
         fd_link
             .pin(&link_path)
             .map_err(|e| pin_err(&link_path, e))?;
@@ -79,6 +133,17 @@ impl Datapath {
 
     /// A loaded program, e.g. for BPF_PROG_TEST_RUN.
     pub fn program(&self, name: &'static str) -> Result<&Xdp> {
+        self.ebpf
+            .as_ref()
+            .ok_or(DatapathError::MissingProgram(name))?
+            .program(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })
+    }
+
+    /// A loaded TC program (on-node mode's `sipvip_node_out`), e.g. for BPF_PROG_TEST_RUN.
+    pub fn tc_program(&self, name: &'static str) -> Result<&SchedClassifier> {
         self.ebpf
             .as_ref()
             .ok_or(DatapathError::MissingProgram(name))?

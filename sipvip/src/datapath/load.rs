@@ -5,7 +5,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::{maps::MapData, programs::links::PinnedLink, EbpfLoader};
+use aya::{
+    maps::MapData,
+    programs::{links::PinnedLink, SchedClassifier},
+    EbpfLoader,
+};
 use sipvip_common::{
     map_names, program_names, CtKey, CtValue, FragKey, FragValue, Iface, MemberRecord, NextHop,
     Settings, VipCounters, VipRecord, MAX_MEMBERS,
@@ -325,6 +329,24 @@ impl Datapath {
                 let path = dir.join(format!("prog_{name}"));
                 prog.pin(&path).map_err(|e| pin_err(&path, e))?;
             }
+        }
+        // The TC egress program (on-node mode). Another build's object (a baseline in the
+        // bench) may not have it.
+        let name = program_names::NODE_OUT;
+        match ebpf.program_mut(name) {
+            Some(p) => {
+                let prog: &mut SchedClassifier = p
+                    .try_into()
+                    .map_err(|source| DatapathError::Program { name, source })?;
+                prog.load()
+                    .map_err(|source| DatapathError::Program { name, source })?;
+                if let Some(dir) = pin_dir {
+                    let path = dir.join(format!("prog_{name}"));
+                    prog.pin(&path).map_err(|e| pin_err(&path, e))?;
+                }
+            }
+            None if other_build => {}
+            None => return Err(DatapathError::MissingProgram(name)),
         }
         if let Some(dir) = pin_dir {
             for Layout { name, .. } in layouts(sizes) {

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use sipvip_common::{
     MemberRecord, Service, VipRecord, MAX_MEMBERS, MAX_PASSTHROUGH_PORTS, MAX_SERVICES,
-    MEMBER_F_SNAT,
+    MEMBER_F_SERVICE_ONLY, MEMBER_F_SNAT, VIP_F_LOCAL,
 };
 
 use super::{be16, be32, DatapathError, Result};
@@ -26,6 +26,13 @@ pub struct MemberSpec {
     pub addr: Ipv4Addr,
     /// Source ports never SNATed (T-Server listening ports and the like).
     pub passthrough_ports: Vec<u16>,
+    /// The member's port for each of the VIP's services (by index), where it differs from
+    /// the service's `member_port`; empty: the services' own.
+    pub ports: Vec<u16>,
+    /// A process on the node's own address (on-node mode): only its service traffic is its
+    /// own, and it shares its address (and its member record) with the VIP's other local
+    /// members.
+    pub local: bool,
 }
 
 /// Everything the datapath needs to know about one VIP.
@@ -41,6 +48,9 @@ pub struct VipSpec {
     pub active: Option<usize>,
     /// Whether members' outbound traffic is SNATed to the VIP.
     pub snat: bool,
+    /// The members are on this node (on-node mode): traffic toward them goes to the
+    /// kernel translated (`VIP_F_LOCAL`).
+    pub on_node: bool,
 }
 
 impl VipSpec {
@@ -85,6 +95,16 @@ impl VipSpec {
                 )));
             }
         }
+        for m in &self.members {
+            if !m.ports.is_empty() && m.ports.len() != self.services.len() {
+                return Err(bad(format!(
+                    "member {}: {} ports for {} services",
+                    m.addr,
+                    m.ports.len(),
+                    self.services.len()
+                )));
+            }
+        }
         if let Some(a) = self.active {
             if a >= self.members.len() {
                 return Err(bad(format!("active member index {a} out of range")));
@@ -93,18 +113,55 @@ impl VipSpec {
         Ok(())
     }
 
-    fn services(&self) -> [Service; MAX_SERVICES] {
+    /// Member `m`'s port for service `i`.
+    fn member_port(&self, m: Option<usize>, i: usize) -> u16 {
+        m.and_then(|m| self.members[m].ports.get(i).copied())
+            .unwrap_or(self.services[i].member_port)
+    }
+
+    /// The services as member `m` serves them (its own ports).
+    fn services(&self, m: Option<usize>) -> [Service; MAX_SERVICES] {
         let mut out = [Service::default(); MAX_SERVICES];
-        for (o, s) in out.iter_mut().zip(&self.services) {
+        for (i, (o, s)) in out.iter_mut().zip(&self.services).enumerate() {
             *o = Service {
                 proto: s.proto,
                 enabled: u8::from(s.enabled),
                 _pad: 0,
                 port_be: be16(s.port),
-                member_port_be: be16(s.member_port),
+                member_port_be: be16(self.member_port(m, i)),
             };
         }
         out
+    }
+
+    /// The services of every local member on `addr`, each with its own port: they share
+    /// one member record, so the record names all their service ports.
+    fn shared_services(&self, addr: Ipv4Addr) -> Result<[Service; MAX_SERVICES]> {
+        let mut out = [Service::default(); MAX_SERVICES];
+        let mut n = 0;
+        for (mi, _) in self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.local && m.addr == addr)
+        {
+            for s in self.services(Some(mi)).iter().take(self.services.len()) {
+                if out[..n].contains(s) {
+                    continue;
+                }
+                let Some(o) = out.get_mut(n) else {
+                    return Err(DatapathError::Invalid {
+                        vip: self.addr,
+                        what: format!(
+                            "the local members on {addr} have more than {MAX_SERVICES} service ports together"
+                        ),
+                    });
+                };
+                *o = *s;
+                n += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// The VIP record with `active` as the active member.
@@ -121,26 +178,131 @@ impl VipSpec {
             vip_id: self.id,
             active_be,
             active_slot,
-            flags: 0,
+            flags: if self.on_node { VIP_F_LOCAL } else { 0 },
             draining_be,
             draining_slot,
-            services: self.services(),
+            // Steered to the active member's own ports.
+            services: self.services(active),
         }
     }
 
-    pub fn member_record(&self, slot: usize) -> MemberRecord {
+    pub fn member_record(&self, slot: usize) -> Result<MemberRecord> {
         let m = &self.members[slot];
+        let mut flags = if self.snat { MEMBER_F_SNAT } else { 0 };
+        let services = if m.local {
+            flags |= MEMBER_F_SERVICE_ONLY;
+            self.shared_services(m.addr)?
+        } else {
+            self.services(Some(slot))
+        };
         let mut pt = [0u16; MAX_PASSTHROUGH_PORTS];
         for (o, p) in pt.iter_mut().zip(&m.passthrough_ports) {
             *o = be16(*p);
         }
-        MemberRecord {
+        Ok(MemberRecord {
             vip_be: be32(self.addr),
             vip_id: self.id,
             slot: slot as u32,
-            flags: if self.snat { MEMBER_F_SNAT } else { 0 },
-            services: self.services(),
+            flags,
+            services,
             passthrough_ports_be: pt,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed's one-host pair: both on one address, the backup on 5070.
+    fn pair() -> VipSpec {
+        let node = Ipv4Addr::new(198, 18, 1, 1);
+        let member = |ports: Vec<u16>| MemberSpec {
+            addr: node,
+            passthrough_ports: vec![],
+            ports,
+            local: true,
+        };
+        VipSpec {
+            addr: Ipv4Addr::new(198, 18, 1, 100),
+            id: 0,
+            services: vec![
+                ServiceSpec {
+                    proto: 17,
+                    port: 5060,
+                    member_port: 5060,
+                    enabled: true,
+                },
+                ServiceSpec {
+                    proto: 6,
+                    port: 5060,
+                    member_port: 5060,
+                    enabled: true,
+                },
+            ],
+            members: vec![member(vec![]), member(vec![5070, 5070])],
+            active: None,
+            snat: true,
+            on_node: true,
         }
+    }
+
+    #[test]
+    fn the_vip_steers_to_the_active_members_own_ports() {
+        let s = pair();
+        let ports = |r: VipRecord| {
+            r.services[..2]
+                .iter()
+                .map(|s| u16::from_be(s.member_port_be))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports(s.record(Some(0), None)), vec![5060, 5060]);
+        let r = s.record(Some(1), None);
+        assert_eq!(ports(r), vec![5070, 5070]);
+        assert_eq!((r.active_slot, r.flags), (1, VIP_F_LOCAL));
+    }
+
+    #[test]
+    fn local_members_share_one_record_naming_all_their_ports() {
+        let s = pair();
+        let a = s.member_record(0).unwrap();
+        assert_eq!(a.services, s.member_record(1).unwrap().services);
+        assert_eq!(a.flags, MEMBER_F_SNAT | MEMBER_F_SERVICE_ONLY);
+        let mut got: Vec<(u8, u16, u16)> = a
+            .services
+            .iter()
+            .filter(|x| x.proto != 0)
+            .map(|x| {
+                (
+                    x.proto,
+                    u16::from_be(x.member_port_be),
+                    u16::from_be(x.port_be),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (6, 5060, 5060),
+                (6, 5070, 5060),
+                (17, 5060, 5060),
+                (17, 5070, 5060)
+            ]
+        );
+        // More service ports than a record holds is refused, not cut short.
+        let mut big = pair();
+        for p in 0..6u16 {
+            big.services.push(ServiceSpec {
+                proto: 6,
+                port: 6000 + p,
+                member_port: 6000 + p,
+                enabled: true,
+            });
+        }
+        for m in &mut big.members[1..] {
+            m.ports = (0..8).map(|p| 7000 + p).collect();
+        }
+        assert!(big.member_record(0).is_err());
     }
 }

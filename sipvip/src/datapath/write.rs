@@ -81,7 +81,7 @@ impl Datapath {
         for slot in 0..spec.members.len() {
             let key = be32(spec.members[slot].addr);
             self.members
-                .insert(key, spec.member_record(slot), 0)
+                .insert(key, spec.member_record(slot)?, 0)
                 .map_err(map_err(map_names::MEMBERS))?;
         }
         self.vips
@@ -138,7 +138,26 @@ impl Datapath {
                 }),
             None => Ok(None),
         };
-        let record = spec.record(slot(member)?, slot(draining)?);
+        self.set_active_slots(spec, slot(member)?, slot(draining)?)
+    }
+
+    /// [`Datapath::set_active_draining`] by member slot: the members on the node's own
+    /// address (on-node mode) share it, so only the slot tells them apart.
+    pub fn set_active_slots(
+        &mut self,
+        spec: &VipSpec,
+        active: Option<usize>,
+        draining: Option<usize>,
+    ) -> Result<()> {
+        for m in [active, draining].into_iter().flatten() {
+            if m >= spec.members.len() {
+                return Err(DatapathError::Invalid {
+                    vip: spec.addr,
+                    what: format!("member slot {m} out of range"),
+                });
+            }
+        }
+        let record = spec.record(active, draining);
         self.vips
             .insert(be32(spec.addr), record, 0)
             .map_err(map_err(map_names::VIPS))

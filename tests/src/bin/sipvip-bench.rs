@@ -166,9 +166,12 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
         members: vec![MemberSpec {
             addr: MEMBER,
             passthrough_ports: vec![3000],
+            ports: Vec::new(),
+            local: false,
         }],
         active: Some(0),
         snat: true,
+        on_node: false,
     })?;
     for a in [GW_EXT, GW_INT] {
         dp.add_exclusion(a, 32)?;
@@ -605,6 +608,28 @@ fn main() -> Result<()> {
             ));
         }
     }
+    // On-node mode beside the gateway paths, measured in the same rounds.
+    if let (Some(tc), Some(xdp), Some(empty_tc)) = (
+        cost(ON_NODE_TC_SNAT),
+        cost("outbound SNAT, exclusion miss"),
+        cost(ON_NODE_EMPTY_TC),
+    ) {
+        verdicts.push(format!(
+            "INFO   on-node TC egress SNAT: {:.0} ns/pkt, {:.2}x the gateway's XDP SNAT path ({:.0} ns/pkt, which also finds the next hop and redirects); the empty TC program costs {:.0} ns",
+            tc.ns,
+            tc.ns / xdp.ns,
+            xdp.ns,
+            empty_tc.ns
+        ));
+    }
+    if let (Some(local), Some(gw)) = (cost(ON_NODE_STEER), cost("inbound steer")) {
+        verdicts.push(format!(
+            "INFO   on-node steering to a member behind a local veth: {:.0} ns/pkt in XDP (then the kernel routes it), {:.2}x the gateway's steer-and-redirect ({:.0} ns/pkt)",
+            local.ns,
+            local.ns / gw.ns,
+            gw.ns
+        ));
+    }
     if let Value::Array(f) = &failover {
         for x in f {
             let max = x["death_to_flip_ms"]["max"].as_f64().unwrap_or(f64::NAN);
@@ -667,6 +692,45 @@ fn main() -> Result<()> {
 const NO_CACHE_STEER: &str = "inbound steer, nexthop_refresh 0s";
 const NO_CACHE_SNAT: &str = "outbound SNAT miss, nexthop_refresh 0s";
 const BASELINE: &str = "baseline: ";
+const ON_NODE_EMPTY_TC: &str = "on-node: empty TC program";
+const ON_NODE_TC_SNAT: &str = "on-node: TC egress SNAT, exclusion miss";
+const ON_NODE_STEER: &str = "on-node: steer to a member behind a local veth";
+const TC_ACT_OK: u32 = 0;
+
+/// A VIP of the on-node mode beside the fixture's (its members on the node, behind veths),
+/// and a phone's udp/5060 frame to it.
+fn install_local_vip(dp: &mut sipvip::datapath::Datapath) -> Result<Vec<u8>> {
+    use sipvip_tests::{frame::Ip4, topo};
+    let vip = Ipv4Addr::new(198, 18, 1, 101);
+    let member = |last| MemberSpec {
+        addr: Ipv4Addr::new(198, 18, 9, last),
+        passthrough_ports: vec![],
+        ports: Vec::new(),
+        local: false,
+    };
+    dp.install_vip(&VipSpec {
+        addr: vip,
+        id: 1,
+        services: vec![ServiceSpec {
+            proto: sipvip_common::IPPROTO_UDP,
+            port: 5060,
+            member_port: 5060,
+            enabled: true,
+        }],
+        members: vec![member(11), member(12)],
+        active: Some(0),
+        snat: true,
+        on_node: true,
+    })?;
+    Ok(Ip4::udp(
+        topo::PHONE_MAC,
+        topo::EXT_MAC,
+        (topo::PHONE, 5062),
+        (vip, 5060),
+        b"OPTIONS sip:bench SIP/2.0\r\n\r\n",
+    )
+    .build())
+}
 
 /// `only`: besides the empty and floor programs, only the paths starting with it.
 fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(String, Cost)>> {
@@ -708,6 +772,8 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
         /// Measured with the next-hop cache off (of `datapath`: 0 this build, 1 baseline).
         cache_off: bool,
         datapath: usize,
+        /// A TC program (skb), run by the TC harness.
+        tc: bool,
     }
     let mut paths = vec![
         Path_ {
@@ -718,6 +784,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             expect: pass,
             cache_off: false,
             datapath: 0,
+            tc: false,
         },
         Path_ {
             name: "floor: minimal rewrite+redirect".into(),
@@ -727,6 +794,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             expect: redirect,
             cache_off: false,
             datapath: 0,
+            tc: false,
         },
     ];
     // Each cost row, then the two with the next-hop cache off; on this build, then on the
@@ -767,8 +835,55 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
                 expect: row.verdict,
                 cache_off: *cache_off,
                 datapath: which,
+                tc: false,
             });
         }
+    }
+    // On-node mode, this build only: the TC egress SNAT of the same member frame as the
+    // XDP SNAT row (the kernel routed it already: a rewrite, no FIB, no redirect), beside
+    // the empty TC program; and steering to a VIP whose members are on the node (rewritten,
+    // then to the kernel, which routes it into the member's veth).
+    let snat_row = table::cost_row("outbound SNAT, exclusion miss").context("SNAT row")?;
+    let local_vip = install_local_vip(&mut net.dp)?;
+    for (name, fd, frame, expect, tc) in [
+        (
+            ON_NODE_EMPTY_TC,
+            h.own_tc("bench_empty_tc")?,
+            pad((snat_row.input)()),
+            TC_ACT_OK,
+            true,
+        ),
+        (
+            ON_NODE_TC_SNAT,
+            net.dp
+                .tc_program(program_names::NODE_OUT)?
+                .fd()?
+                .try_clone()?,
+            pad((snat_row.input)()),
+            TC_ACT_OK,
+            true,
+        ),
+        (
+            ON_NODE_STEER,
+            net.dp.program(program_names::EXTERNAL)?.fd()?.try_clone()?,
+            pad(local_vip),
+            pass,
+            false,
+        ),
+    ] {
+        if only.is_some_and(|o| !name.starts_with(o)) {
+            continue;
+        }
+        paths.push(Path_ {
+            name: name.into(),
+            fd,
+            ifindex: net.ext_ifindex,
+            frame,
+            expect,
+            cache_off: false,
+            datapath: 0,
+            tc,
+        });
     }
     println!(
         "\nper-packet cost by path (BPF_PROG_TEST_RUN, {COST_ROUNDS} rounds x {COST_REPEAT} runs per path, \
@@ -807,7 +922,11 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             if p.cache_off {
                 dp.refresh_nexthops(false)?;
             }
-            let r = h.cost(&p.fd, p.ifindex, &p.frame, p.expect, COST_REPEAT);
+            let r = if p.tc {
+                h.cost_tc(&p.fd, &p.frame, p.expect, COST_REPEAT)
+            } else {
+                h.cost(&p.fd, p.ifindex, &p.frame, p.expect, COST_REPEAT)
+            };
             if p.cache_off {
                 dp.refresh_nexthops(true)?;
             }
