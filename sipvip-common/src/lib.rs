@@ -147,6 +147,10 @@ pub const MEMBER_F_SERVICE_ONLY: u32 = 2;
 /// and handed to the kernel, which delivers them to a local process or routes them into
 /// the member's veth, instead of being sent to a next hop by the datapath.
 pub const VIP_F_LOCAL: u32 = 1;
+/// On-node mode, the VIP's active member is on another node, which answers for the VIP:
+/// what arrives here for it (a stale ARP entry's traffic) goes to the kernel untranslated,
+/// which forwards it to the node that answers.
+pub const VIP_F_SILENT: u32 = 2;
 
 /// Conntrack key kinds.
 pub const CT_SNAT: u8 = 1;
@@ -472,6 +476,8 @@ reasons! {
     /// From a member on the node's own address, not from one of its service ports: the
     /// node's own traffic, never translated.
     PassNotService = 30, "pass_not_service", Pass;
+    /// On-node mode: for a VIP another node answers for; the kernel forwards it there.
+    PassNotOwner = 31, "pass_not_owner", Pass;
     // ---- dropped ----
     /// Frame shorter than its Ethernet/802.1Q header.
     DropMalformedEth = 32, "drop_malformed_eth", Drop;

@@ -103,6 +103,10 @@ pub struct VipStatus {
     #[serde(default)]
     pub draining: Option<String>,
     pub active_for_s: f64,
+    /// On-node mode: whether this node answers for the VIP (it hosts the active member);
+    /// None in gateway mode.
+    #[serde(default)]
+    pub owner: Option<bool>,
     pub failovers: u64,
     pub last_failover_ms: Option<f64>,
     pub services: Vec<ServiceStatus>,
@@ -147,7 +151,7 @@ pub fn table(s: &Status) -> String {
     for v in &s.vips {
         let _ = writeln!(
             o,
-            "VIP {} {}  active: {} (for {:.1}s){}  failovers: {}{}",
+            "VIP {} {}  active: {} (for {:.1}s){}{}  failovers: {}{}",
             v.name,
             v.address,
             v.active.as_deref().unwrap_or("none"),
@@ -156,6 +160,11 @@ pub fn table(s: &Status) -> String {
                 .as_deref()
                 .map(|d| format!("  draining: {d}"))
                 .unwrap_or_default(),
+            match v.owner {
+                Some(true) => "  this node answers for it",
+                Some(false) => "  another node answers for it",
+                None => "",
+            },
             v.failovers,
             v.last_failover_ms
                 .map(|m| format!(" (last took {m:.0} ms)"))
@@ -305,6 +314,22 @@ pub fn metrics(s: &Status) -> String {
                 esc(&v.name),
                 esc(&m.name),
                 u8::from(m.resolve_error.is_none())
+            );
+        }
+    }
+    head(
+        &mut o,
+        "sipvip_vip_owner",
+        "gauge",
+        "On-node mode: 1 when this node answers for the VIP (it hosts the active member)",
+    );
+    for v in &s.vips {
+        if let Some(owner) = v.owner {
+            let _ = writeln!(
+                o,
+                "sipvip_vip_owner{{vip=\"{}\"}} {}",
+                esc(&v.name),
+                u8::from(owner)
             );
         }
     }

@@ -579,6 +579,31 @@ pub struct Config {
     pub sizes: Sizes,
     #[serde(default)]
     pub dns: Dns,
+    #[serde(default)]
+    pub ownership: Ownership,
+}
+
+/// On-node mode: which node answers for a VIP (see `sipvip::ownership`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Ownership {
+    /// How long this node's member must have been the active one, without a break, before
+    /// the node claims the VIP (it gives the VIP up at once). At least one monitor timeout
+    /// plus one interval, so that no two nodes answer together.
+    #[serde(default = "default_claim_after")]
+    pub claim_after: Dur,
+}
+
+fn default_claim_after() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+impl Default for Ownership {
+    fn default() -> Self {
+        Ownership {
+            claim_after: default_claim_after(),
+        }
+    }
 }
 
 /// A parsed exclusion.
@@ -677,6 +702,15 @@ impl Config {
                 format!(
                     "{} ms: use 10ms to 30s (Linux gives up reassembly after 30s)",
                     lifetime.as_millis()
+                ),
+            );
+        }
+        if self.ownership.claim_after.0 > Duration::from_secs(60) {
+            p(
+                "ownership.claim_after".into(),
+                format!(
+                    "{} ms: use 0s to 60s",
+                    self.ownership.claim_after.0.as_millis()
                 ),
             );
         }

@@ -9,6 +9,7 @@ pub mod failover;
 pub mod garp;
 pub mod monitor;
 pub mod netif;
+pub mod ownership;
 pub mod plan;
 pub mod proto;
 pub mod resolve;

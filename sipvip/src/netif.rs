@@ -162,16 +162,33 @@ pub fn rx_vlan_offload_off(ifname: &str) -> Result<(), String> {
 /// `ip addr add` does, without needing the `ip` binary, which a container image from scratch
 /// does not have). An address already there is not an error.
 pub fn add_ipv4_address(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    ipv4_address(libc::RTM_NEWADDR, ifindex, addr, prefix)
+}
+
+/// Removes `addr/prefix` from the interface `ifindex` (RTM_DELADDR, what `ip addr del`
+/// does). An address that is not there is not an error.
+pub fn remove_ipv4_address(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    match ipv4_address(libc::RTM_DELADDR, ifindex, addr, prefix) {
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+        r => r,
+    }
+}
+
+/// One RTM_NEWADDR or RTM_DELADDR request, and its acknowledgement.
+fn ipv4_address(op: u16, ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
     // struct nlmsghdr (16) + struct ifaddrmsg (8) + IFA_LOCAL and IFA_ADDRESS (8 each).
     const NLMSG_HDR: usize = 16;
     const IFADDRMSG: usize = 8;
     const RTA: usize = 8;
     const LEN: usize = NLMSG_HDR + IFADDRMSG + 2 * RTA;
     let mut msg = [0u8; LEN];
-    let flags =
-        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    let flags = if op == libc::RTM_NEWADDR {
+        libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL
+    } else {
+        libc::NLM_F_REQUEST | libc::NLM_F_ACK
+    } as u16;
     msg[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
-    msg[4..6].copy_from_slice(&libc::RTM_NEWADDR.to_ne_bytes());
+    msg[4..6].copy_from_slice(&op.to_ne_bytes());
     msg[6..8].copy_from_slice(&flags.to_ne_bytes());
     msg[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence
     let ifa = NLMSG_HDR;
@@ -237,5 +254,66 @@ pub fn add_ipv4_address(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<
         })();
         libc::close(fd);
         result
+    }
+}
+
+/// The interface the kernel's main table routes `addr` out of (the longest prefix of
+/// /proc/net/route that covers it), or None when no route does. A local address is not in
+/// that table: ask [`local_addresses`] first.
+pub fn route_interface(addr: Ipv4Addr) -> io::Result<Option<String>> {
+    Ok(route_in(&std::fs::read_to_string("/proc/net/route")?, addr))
+}
+
+/// [`route_interface`] over the text of /proc/net/route: a header line, then `Iface
+/// Destination Gateway Flags RefCnt Use Metric Mask ...`, addresses in host-order hex of
+/// their network-order bytes.
+fn route_in(table: &str, addr: Ipv4Addr) -> Option<String> {
+    let a = u32::from_ne_bytes(addr.octets());
+    let mut best: Option<(u32, u32, String)> = None;
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(ifc), Some(dst), Some(metric), Some(mask)) =
+            (f.first(), f.get(1), f.get(6), f.get(7))
+        else {
+            continue;
+        };
+        let (Ok(dst), Ok(mask), Ok(metric)) = (
+            u32::from_str_radix(dst, 16),
+            u32::from_str_radix(mask, 16),
+            metric.parse::<u32>(),
+        ) else {
+            continue;
+        };
+        if a & mask != dst {
+            continue;
+        }
+        let len = mask.count_ones();
+        let better = match &best {
+            None => true,
+            Some((l, m, _)) => len > *l || (len == *l && metric < *m),
+        };
+        if better {
+            best = Some((len, metric, (*ifc).to_string()));
+        }
+    }
+    best.map(|(_, _, i)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_prefix_routes() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t000112C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            veth1\t0B0212C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
+        let r = |a: [u8; 4]| route_in(table, Ipv4Addr::from(a));
+        assert_eq!(r([198, 18, 2, 11]).as_deref(), Some("veth1"));
+        assert_eq!(r([198, 18, 1, 7]).as_deref(), Some("eth0"));
+        assert_eq!(r([203, 0, 113, 1]).as_deref(), Some("eth0"));
+        assert_eq!(route_in("Iface\n", Ipv4Addr::new(198, 18, 1, 1)), None);
     }
 }

@@ -36,6 +36,16 @@ pub struct Plan {
     pub attachments: Vec<(&'static str, String)>,
     /// How members named by `host` are resolved again while running.
     pub dns: crate::config::Dns,
+    /// On-node mode: VIP ownership (which node answers for each VIP).
+    pub ownership: Option<OwnershipPlan>,
+}
+
+/// On-node mode: a node answers for a VIP on `interface` while it hosts the VIP's active
+/// member (`sipvip::ownership`).
+#[derive(Clone, Debug)]
+pub struct OwnershipPlan {
+    pub interface: String,
+    pub claim_after: Duration,
 }
 
 /// A kernel setting of the node the datapath relies on.
@@ -151,6 +161,10 @@ impl Plan {
                 .map(|(p, i)| (p, i.clone()))
                 .collect(),
             dns: cfg.dns.clone(),
+            ownership: (cfg.interfaces.mode == crate::config::Mode::Node).then(|| OwnershipPlan {
+                interface: cfg.interfaces.external.clone(),
+                claim_after: cfg.ownership.claim_after.0,
+            }),
         }
     }
 

@@ -130,7 +130,13 @@ fn the_daemonset_capabilities_are_enough_for_the_daemon() {
     let mut lab = Lab::new("cap").expect("lab");
     scenario::start_sip_server(&mut lab, "primary").unwrap();
     scenario::start_sip_server(&mut lab, "backup").unwrap();
-    let text = lab.config("200ms", "1000ms", "");
+    // The on-node mode, as the ConfigMap runs it: XDP and TC egress on the uplink, the VIP
+    // claimed by the node.
+    let text = lab.config("200ms", "1000ms", "").replace(
+        "internal = [\"int0\", \"int1\"]",
+        "internal = []\nmode = \"node\"",
+    ) + "\n[ownership]\nclaim_after = \"200ms\"\n";
+    assert!(text.contains("mode = \"node\""));
     let cfg = lab.write_config(&text).unwrap();
     // Only these capabilities, for the daemon and whatever it runs (ethtool).
     let wrapper = [
@@ -186,7 +192,14 @@ fn the_daemonset_capabilities_are_enough_for_the_daemon() {
             }
         }
     }
-    assert_eq!(from, Some(SocketAddr::from((VIP, 5060))));
+    assert_eq!(
+        from,
+        Some(SocketAddr::from((VIP, 5060))),
+        "{}",
+        lab.daemon_log(0)
+    );
     let log = lab.daemon_log(0);
     assert!(!log.contains("Operation not permitted"), "{log}");
+    assert!(log.contains("attached sipvip_node_out"), "{log}");
+    assert!(log.contains("vip_claimed"), "{log}");
 }

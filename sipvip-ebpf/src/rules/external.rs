@@ -5,7 +5,7 @@
 use sipvip_common::{
     pt_port_slot, CtValue, FragValue, Reason, VipRecord, CT_PASSTHROUGH, CT_SNAT, CT_STEER,
     FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MEMBER_F_SERVICE_ONLY,
-    NO_SERVICE,
+    NO_SERVICE, VIP_F_SILENT,
 };
 
 use super::{
@@ -27,6 +27,9 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     let Some(vip) = (unsafe { VIPS.get(p.dst_be) }) else {
         return not_for_vip(f, p);
     };
+    if vip.flags & VIP_F_SILENT != 0 {
+        return Err(Reason::PassNotOwner);
+    }
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
         IPPROTO_ICMP if p.frag_offset == 0 && !p.more_frags => return icmp::to_vip(f, p, vip),

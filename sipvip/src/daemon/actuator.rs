@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use sipvip::{
     failover::{Actuator, Flip, Supervisor},
-    garp,
     plan::Plan,
 };
 
@@ -64,18 +63,10 @@ impl Actuator for DaemonActuator {
             draining = %name(f.draining),
             "active member changed"
         );
-        if f.to.is_some() {
-            let (vip, g) = (v.spec.addr, self.plan.garp.clone());
-            tokio::spawn(async move {
-                for i in 0..g.burst {
-                    if i > 0 {
-                        tokio::time::sleep(g.spacing).await;
-                    }
-                    if let Err(e) = garp::send(&g.interface, vip) {
-                        tracing::warn!(%vip, error = %e, "gratuitous ARP failed");
-                    }
-                }
-            });
+        // Gratuitous ARP for the VIP. On-node mode: the node that claims the VIP sends
+        // them (`own_vips`).
+        if f.to.is_some() && self.plan.ownership.is_none() {
+            super::garp_burst(self.plan.garp.clone(), v.spec.addr);
         }
     }
 }

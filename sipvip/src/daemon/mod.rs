@@ -23,6 +23,7 @@ use sipvip::{
     failover::{self, Event, MemberState, Supervisor, VipState},
     garp,
     monitor::probe::{self, ProbeStats},
+    ownership::{Change, Ownership},
     plan::Plan,
 };
 use tokio::{
@@ -50,6 +51,8 @@ struct Shared {
     /// Members given by `host` whose name did not resolve at the last try, with why (their
     /// last address stays in use).
     resolve_errors: Mutex<std::collections::BTreeMap<String, String>>,
+    /// On-node mode: whether this node answers for each VIP (see `sipvip::ownership`).
+    owners: Mutex<std::collections::BTreeMap<Ipv4Addr, bool>>,
 }
 
 /// How soon after one resolution a failed probe may ask for the next.
@@ -156,6 +159,8 @@ struct Generation {
     hosts: Option<JoinHandle<()>>,
     /// Starts a new next-hop generation every `forwarding.nexthop_refresh`.
     nexthops: JoinHandle<()>,
+    /// On-node mode: claims and releases the VIPs (`ownership`).
+    owning: Option<JoinHandle<()>>,
     stats: Arc<Vec<Arc<ProbeStats>>>,
 }
 
@@ -223,14 +228,26 @@ fn start(
         shared: shared.clone(),
     };
     let supervisor = tokio::spawn(async move { failover::run(&mut sup, &mut rx, &mut act).await });
+    let owning = own_vips(plan.clone(), shared.clone());
     let refresh = plan.garp.refresh.map(|every| {
-        let plan = plan.clone();
+        let (plan, shared) = (plan.clone(), shared.clone());
         tokio::spawn(async move {
             let mut t = tokio::time::interval(every);
             loop {
                 t.tick().await;
                 for v in &plan.vips {
-                    let _ = garp::send(&plan.garp.interface, v.spec.addr);
+                    // On-node mode: only the node that answers for the VIP.
+                    let answers = plan.ownership.is_none()
+                        || shared
+                            .owners
+                            .lock()
+                            .expect("lock")
+                            .get(&v.spec.addr)
+                            .copied()
+                            .unwrap_or(false);
+                    if answers {
+                        let _ = garp::send(&plan.garp.interface, v.spec.addr);
+                    }
                 }
             }
         })
@@ -262,8 +279,111 @@ fn start(
         refresh,
         hosts,
         nexthops,
+        owning,
         stats,
     }
+}
+
+/// How often the ownership of each VIP is looked at (on-node mode).
+const OWNERSHIP_TICK: Duration = Duration::from_millis(50);
+
+/// On-node mode: every `OWNERSHIP_TICK`, whether this node hosts each VIP's active member
+/// (the member's address is one of the node's, or routed out of another interface than the
+/// uplink: a pod's veth), and the claims and releases `sipvip::ownership` decides: the VIP
+/// added to the uplink with a burst of gratuitous ARP, or removed.
+fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
+    let o = plan.ownership.clone()?;
+    Some(tokio::spawn(async move {
+        let ifindex = match setup::ifindex(&o.interface) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot own the VIPs");
+                return;
+            }
+        };
+        let at_start = sipvip::netif::local_addresses();
+        let mut states: Vec<Ownership> = plan
+            .vips
+            .iter()
+            .map(|v| Ownership::new(o.claim_after, at_start.contains(&v.spec.addr)))
+            .collect();
+        {
+            let mut dp = shared.dp.lock().expect("lock");
+            for (v, s) in plan.vips.iter().zip(&states) {
+                if let Err(e) = dp.set_vip_answering(v.spec.addr, s.owner()) {
+                    tracing::error!(vip = %v.name, error = %e, "cannot write the VIP's ownership");
+                }
+            }
+        }
+        let mut t = tokio::time::interval(OWNERSHIP_TICK);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            t.tick().await;
+            let locals = sipvip::netif::local_addresses();
+            for (v, state) in plan.vips.iter().zip(&mut states) {
+                let active = shared
+                    .dp
+                    .lock()
+                    .expect("lock")
+                    .vip_record(v.spec.addr)
+                    .ok()
+                    .map(|r| r.active_be)
+                    .filter(|a| *a != 0)
+                    .map(|a| Ipv4Addr::from(u32::from_be(a)));
+                let hosts = active.is_some_and(|m| {
+                    locals.contains(&m)
+                        || matches!(sipvip::netif::route_interface(m), Ok(Some(i)) if i != o.interface)
+                });
+                let vip = v.spec.addr;
+                let change = state.observe(std::time::Instant::now(), hosts);
+                if change.is_some() {
+                    let r = shared
+                        .dp
+                        .lock()
+                        .expect("lock")
+                        .set_vip_answering(vip, state.owner());
+                    if let Err(e) = r {
+                        tracing::error!(vip = %v.name, error = %e, "cannot write the VIP's ownership");
+                    }
+                }
+                match change {
+                    Some(Change::Claim) => {
+                        if let Err(e) = sipvip::netif::add_ipv4_address(ifindex, vip, 32) {
+                            tracing::error!(%vip, error = %e, "cannot claim the VIP");
+                        }
+                        tracing::info!(event = "vip_claimed", vip = %v.name, address = %vip, "this node hosts the active member: it answers for the VIP");
+                        garp_burst(plan.garp.clone(), vip);
+                    }
+                    Some(Change::Release) => {
+                        if let Err(e) = sipvip::netif::remove_ipv4_address(ifindex, vip, 32) {
+                            tracing::error!(%vip, error = %e, "cannot release the VIP");
+                        }
+                        tracing::info!(event = "vip_released", vip = %v.name, address = %vip, "this node no longer hosts the active member: it is silent for the VIP");
+                    }
+                    None => {}
+                }
+                shared
+                    .owners
+                    .lock()
+                    .expect("lock")
+                    .insert(vip, state.owner());
+            }
+        }
+    }))
+}
+
+/// A burst of gratuitous ARP for `vip` (`garp.burst`, `garp.spacing` apart).
+pub(super) fn garp_burst(g: sipvip::plan::GarpPlan, vip: Ipv4Addr) {
+    tokio::spawn(async move {
+        for i in 0..g.burst {
+            if i > 0 {
+                tokio::time::sleep(g.spacing).await;
+            }
+            if let Err(e) = garp::send(&g.interface, vip) {
+                tracing::warn!(%vip, error = %e, "gratuitous ARP failed");
+            }
+        }
+    });
 }
 
 impl Generation {
@@ -273,6 +393,9 @@ impl Generation {
         }
         if let Some(r) = &self.refresh {
             r.abort();
+        }
+        if let Some(o) = &self.owning {
+            o.abort();
         }
         if let Some(h) = &self.hosts {
             h.abort();
@@ -323,6 +446,7 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
             ..ConfigStatus::default()
         }),
         resolve_errors: Mutex::default(),
+        owners: Mutex::default(),
     });
     let instance = sipvip::monitor::sip::token(6);
     let cfg = Arc::new(cfg);

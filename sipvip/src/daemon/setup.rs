@@ -102,9 +102,14 @@ pub(super) fn prepare(
             "net.ipv4.ip_forward is 0: the kernel will not forward what the datapath hands it"
         );
     }
-    // The VIPs live on the external interface, so the kernel answers ARP for them.
+    // The VIPs live on the external interface, so the kernel answers ARP for them. On-node
+    // mode: only on the node that hosts the active member, added when it claims the VIP.
     let locals = sipvip::netif::local_addresses();
-    for v in &cfg.vips {
+    for v in cfg
+        .vips
+        .iter()
+        .filter(|_| cfg.interfaces.mode == Mode::Gateway)
+    {
         if !locals.contains(&v.address) {
             sipvip::netif::add_ipv4_address(ifindex(ext)?, v.address, 32)
                 .with_context(|| format!("adding VIP {} to {ext}", v.address))?;

@@ -264,6 +264,7 @@ impl Datapath {
             settings: typed(get(map_names::SETTINGS)?)?,
             ebpf,
             logger,
+            silent: Default::default(),
         })
     }
 

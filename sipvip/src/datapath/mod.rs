@@ -151,6 +151,8 @@ pub struct Datapath {
     ifaces: Array<MapData, Iface>,
     settings: Array<MapData, Settings>,
     logger: Option<DebugLogger>,
+    /// On-node mode: the VIPs another node answers for (`VIP_F_SILENT` in their records).
+    silent: std::collections::BTreeSet<Ipv4Addr>,
 }
 
 /// A program of a loaded object, as XDP.

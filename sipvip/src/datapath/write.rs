@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::lpm_trie::Key;
-use sipvip_common::{map_names, time_units, CtKey, Iface, Settings};
+use sipvip_common::{map_names, time_units, CtKey, Iface, Settings, VipRecord, VIP_F_SILENT};
 
 use super::{be32, map_err, Datapath, DatapathError, Result, VipSpec};
 
@@ -84,8 +84,39 @@ impl Datapath {
                 .insert(key, spec.member_record(slot)?, 0)
                 .map_err(map_err(map_names::MEMBERS))?;
         }
+        let record = self.flagged(spec.addr, spec.record(spec.active, None));
         self.vips
-            .insert(be32(spec.addr), spec.record(spec.active, None), 0)
+            .insert(be32(spec.addr), record, 0)
+            .map_err(map_err(map_names::VIPS))
+    }
+
+    /// A VIP's record with this node's own flags (`VIP_F_SILENT`).
+    fn flagged(&self, vip: Ipv4Addr, mut r: VipRecord) -> VipRecord {
+        if self.silent.contains(&vip) {
+            r.flags |= VIP_F_SILENT;
+        }
+        r
+    }
+
+    /// On-node mode: whether this node answers for `vip` (it hosts the active member). A
+    /// silent node hands what still arrives for the VIP to the kernel untranslated, which
+    /// forwards it to the node that answers; it is never translated twice on its way. Kept
+    /// across the active member's writes.
+    pub fn set_vip_answering(&mut self, vip: Ipv4Addr, answering: bool) -> Result<()> {
+        let changed = if answering {
+            self.silent.remove(&vip)
+        } else {
+            self.silent.insert(vip)
+        };
+        if !changed {
+            return Ok(());
+        }
+        let Ok(mut r) = self.vips.get(&be32(vip), 0) else {
+            return Ok(());
+        };
+        r.flags = (r.flags & !VIP_F_SILENT) | if answering { 0 } else { VIP_F_SILENT };
+        self.vips
+            .insert(be32(vip), r, 0)
             .map_err(map_err(map_names::VIPS))
     }
 
@@ -157,7 +188,7 @@ impl Datapath {
                 });
             }
         }
-        let record = spec.record(active, draining);
+        let record = self.flagged(spec.addr, spec.record(active, draining));
         self.vips
             .insert(be32(spec.addr), record, 0)
             .map_err(map_err(map_names::VIPS))
