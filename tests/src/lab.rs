@@ -86,6 +86,31 @@ pub fn command_in(ns: &Netns, program: &Path) -> Result<Command> {
     Ok(c)
 }
 
+/// Writes `text` as a Kubernetes ConfigMap volume does: `<root>/sipvip.toml` is a symlink to
+/// `..data/sipvip.toml`, `..data` a symlink to a timestamped directory that holds the file.
+/// Each call writes a new directory and swaps `..data` to it atomically (a new symlink
+/// renamed over the old), as the kubelet does. Returns the config path.
+pub fn write_configmap(root: &Path, text: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(root)?;
+    let stamp = format!(
+        "..{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
+    std::fs::create_dir(root.join(&stamp))?;
+    std::fs::write(root.join(&stamp).join("sipvip.toml"), text)?;
+    let tmp = root.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp)?;
+    std::fs::rename(&tmp, root.join("..data"))?;
+    let file = root.join("sipvip.toml");
+    if std::fs::symlink_metadata(&file).is_err() {
+        std::os::unix::fs::symlink("..data/sipvip.toml", &file)?;
+    }
+    Ok(file)
+}
+
 pub struct Lab {
     pub dir: PathBuf,
     pub bpffs: PathBuf,
@@ -300,30 +325,10 @@ pin_dir = "{pins}"
         )
     }
 
-    /// Writes `text` as a Kubernetes ConfigMap volume does: `<dir>/configmap/sipvip.toml` is
-    /// a symlink to `..data/sipvip.toml`, `..data` a symlink to a timestamped directory that
-    /// holds the file. Each call writes a new directory and swaps `..data` to it atomically
-    /// (a new symlink renamed over the old), as the kubelet does. Returns the config path.
+    /// Writes `text` as a Kubernetes ConfigMap volume does, under `<dir>/configmap` (see
+    /// [`write_configmap`]). Returns the config path.
     pub fn write_configmap(&self, text: &str) -> Result<PathBuf> {
-        let root = self.dir.join("configmap");
-        std::fs::create_dir_all(&root)?;
-        let stamp = format!(
-            "..{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_nanos()
-        );
-        std::fs::create_dir(root.join(&stamp))?;
-        std::fs::write(root.join(&stamp).join("sipvip.toml"), text)?;
-        let tmp = root.join("..data_tmp");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&stamp, &tmp)?;
-        std::fs::rename(&tmp, root.join("..data"))?;
-        let file = root.join("sipvip.toml");
-        if std::fs::symlink_metadata(&file).is_err() {
-            std::os::unix::fs::symlink("..data/sipvip.toml", &file)?;
-        }
-        Ok(file)
+        write_configmap(&self.dir.join("configmap"), text)
     }
 
     /// One HTTP GET to the daemon's metrics listener (127.0.0.1:9360 in the gateway):

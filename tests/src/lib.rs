@@ -2,6 +2,7 @@
 //! plain-Rust reference model of the datapath.
 pub mod bench;
 pub mod check;
+pub mod cluster;
 pub mod failover_bench;
 pub mod fixtures;
 pub mod frame;

@@ -8,7 +8,9 @@
 //!   partial checksums arrives intact, from the VIP);
 //! - the seed's SIP Server pair as two processes on the node's own address (5060 and 5070):
 //!   the VIP's 5060 reaches whichever is active, replies leave from VIP:5060 through TC
-//!   egress, the node's own traffic is never translated, and the pair fails over.
+//!   egress, the node's own traffic is never translated, and the pair fails over;
+//! - two nodes (`sipvip_tests::cluster`): the VIP follows the active member from node to node
+//!   with gratuitous ARP, and no two nodes hold it at once.
 //!
 //! ```text
 //!  client ns                   node ns ("gw")                       primary ns
@@ -27,6 +29,7 @@ use std::{
 };
 
 use sipvip_tests::{
+    cluster::{self, Cluster, Runner},
     lab::{command_in, Lab, BACKUP, PHONE, PRIMARY, VIP},
     netns::{tcp_connect_from, Netns},
     scenario,
@@ -319,224 +322,6 @@ fn a_sip_server_pair_on_the_node_itself_fails_over_through_tc_egress() {
     );
 }
 
-/// Two nodes on one L2 segment with the phone, each with a member pod behind a routed veth,
-/// each running the daemon with the same configuration.
-///
-/// ```text
-///  sw ns: br0 198.18.1.10 (phone) ─┬─ n1p ── eth0 198.18.1.2  node 1 ── int0 198.18.2.1 ── pod p0 198.18.2.11 (primary)
-///                                  └─ n2p ── eth0 198.18.1.3  node 2 ── int0 198.18.4.1 ── pod p0 198.18.4.12 (backup)
-/// ```
-struct TwoNodes {
-    dir: std::path::PathBuf,
-    daemons: Vec<std::process::Child>,
-    sipp: Vec<std::process::Child>,
-    // Namespaces last: dropped after the processes.
-    sw: Netns,
-    nodes: [Netns; 2],
-    pods: [Netns; 2],
-}
-
-const NODE_ADDRS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 18, 1, 2), Ipv4Addr::new(198, 18, 1, 3)];
-
-impl TwoNodes {
-    fn new() -> TwoNodes {
-        sipvip_tests::netns::require_root();
-        let dir = std::env::temp_dir().join(format!("svt-2n-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("bpf")).unwrap();
-        sipvip_tests::netns::sh(&format!("mount -t bpf bpf {}", dir.join("bpf").display()))
-            .unwrap();
-        let t = TwoNodes {
-            dir,
-            daemons: Vec::new(),
-            sipp: Vec::new(),
-            sw: Netns::new("2nsw").unwrap(),
-            nodes: [Netns::new("2nn1").unwrap(), Netns::new("2nn2").unwrap()],
-            pods: [Netns::new("2np1").unwrap(), Netns::new("2np2").unwrap()],
-        };
-        t.sw.exec(&format!(
-            "ip link add br0 type bridge && ip addr add {PHONE}/24 dev br0 && ip link set br0 up"
-        ))
-        .unwrap();
-        let (pod_net, pod_addr) = (["198.18.2", "198.18.4"], [PRIMARY, BACKUP]);
-        for i in 0..2 {
-            let (n, p) = (&t.nodes[i], &t.pods[i]);
-            t.sw.exec(&format!(
-                "ip link add n{i}p type veth peer name eth0 netns {n} && ip link set n{i}p master br0 && ip link set n{i}p up",
-                n = n.name
-            ))
-            .unwrap();
-            let other = 1 - i;
-            n.exec(&format!(
-                "sysctl -qw net.ipv4.ip_forward=1 && ip addr add {a}/24 dev eth0 && ip link set eth0 up && \
-                 ip link add int0 type veth peer name p0 netns {p} && ip addr add {net}.1/24 dev int0 && ip link set int0 up && \
-                 ip route add {onet}.0/24 via {oa}",
-                a = NODE_ADDRS[i],
-                p = p.name,
-                net = pod_net[i],
-                onet = pod_net[other],
-                oa = NODE_ADDRS[other],
-            ))
-            .unwrap();
-            p.exec(&format!(
-                "ip addr add {pa}/24 dev p0 && ip link set p0 up && ip route add default via {net}.1 && \
-                 sysctl -qw net.ipv4.icmp_ratelimit=0",
-                pa = pod_addr[i],
-                net = pod_net[i]
-            ))
-            .unwrap();
-        }
-        t
-    }
-
-    fn config(&self, i: usize) -> std::path::PathBuf {
-        let text = format!(
-            r#"
-[interfaces]
-external = "eth0"
-mode = "node"
-xdp_mode = "native"
-
-[[monitor]]
-name = "monSipUdp"
-type = "sip"
-transport = "udp"
-interval = "200ms"
-timeout = "1000ms"
-
-[[vip]]
-name = "vsVipHa01"
-address = "{VIP}"
-monitors = ["monSipUdp"]
-
-[[vip.member]]
-name = "primary"
-address = "{PRIMARY}"
-priority = 10
-
-[[vip.member]]
-name = "backup"
-address = "{BACKUP}"
-priority = 5
-
-# The nodes talk to each other's pods untranslated (the probes, and their answers).
-[snat]
-exclusions = ["{n1}", "{n2}"]
-
-[ownership]
-claim_after = "500ms"
-
-[garp]
-burst = 3
-spacing = "100ms"
-
-[admin]
-socket = "{dir}/sipvip-{i}.sock"
-metrics = "127.0.0.1:9360"
-pin_dir = "{dir}/bpf/node{i}"
-"#,
-            n1 = NODE_ADDRS[0],
-            n2 = NODE_ADDRS[1],
-            dir = self.dir.display(),
-        );
-        let path = self.dir.join(format!("node{i}.toml"));
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn start_daemon(&mut self, i: usize) {
-        let cfg = self.config(i);
-        let log = std::fs::File::create(self.dir.join(format!("daemon-{i}.log"))).unwrap();
-        let child = command_in(&self.nodes[i], &sipvip_tests::lab::sipvip_bin())
-            .unwrap()
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemons.push(child);
-    }
-
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.dir.join(format!("daemon-{i}.log"))).unwrap_or_default()
-    }
-
-    fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let out = std::process::Command::new(sipvip_tests::lab::sipvip_bin())
-            .args(["status", "--json", "--socket"])
-            .arg(self.dir.join(format!("sipvip-{i}.sock")))
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    fn active(&self, i: usize) -> Option<String> {
-        self.status(i)?["vips"][0]["active"]
-            .as_str()
-            .map(str::to_string)
-    }
-
-    fn sip_server(&mut self, pod: usize) {
-        let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp/sip_server.xml");
-        let addr = [PRIMARY, BACKUP][pod];
-        let child = command_in(&self.pods[pod], Path::new("/usr/bin/sipp"))
-            .unwrap()
-            .arg("-sf")
-            .arg(xml)
-            .args([
-                "-i",
-                &addr.to_string(),
-                "-p",
-                "5060",
-                "-t",
-                "u1",
-                "-nostdin",
-            ])
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.sipp.push(child);
-    }
-
-    fn mac(&self, i: usize) -> String {
-        self.nodes[i]
-            .exec("cat /sys/class/net/eth0/address")
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    /// The MAC the phone holds for the VIP.
-    fn phone_neighbour(&self) -> String {
-        self.sw
-            .exec(&format!("ip neigh show {VIP} dev br0"))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for TwoNodes {
-    fn drop(&mut self) {
-        for c in self.daemons.iter_mut().chain(self.sipp.iter_mut()) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for i in 0..2 {
-            let _ = std::process::Command::new(sipvip_tests::lab::sipvip_bin())
-                .args(["down", "--pin-dir"])
-                .arg(self.dir.join(format!("bpf/node{i}")))
-                .output();
-        }
-        let _ = sipvip_tests::netns::sh(&format!("umount {}", self.dir.join("bpf").display()));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Watches whether the VIP is on node `ns`'s uplink, every millisecond or so, until `stop`:
 /// the times it was (claimed, released) as offsets from `t0`.
 fn watch_vip(
@@ -599,57 +384,52 @@ fn overlap(a: &[(Duration, bool)], b: &[(Duration, bool)], end: Duration) -> Dur
     total
 }
 
+/// Two nodes on a bridge with the phone, a member pod on each (`sipvip_tests::cluster`, the
+/// binary as root): only the primary's node answers for the VIP; when the primary dies the
+/// VIP moves to the backup's node with gratuitous ARP; a watcher on each node finds no moment
+/// when both held the VIP.
 #[test]
 fn two_nodes_the_vip_follows_the_active_member_with_gratuitous_arp() {
-    let mut t = TwoNodes::new();
-    t.sip_server(0);
+    let mut t = Cluster::new("2n", Runner::Binary).expect("cluster");
+    t.sip_server(0, PRIMARY).unwrap();
     // The backup ignores UDP until it is promoted.
     let backup_silent = udp_in(&t.pods[1], (BACKUP, 5060));
+    t.apply_config(&t.config_text("500ms", "")).unwrap();
     let t0 = Instant::now();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watchers = [
         watch_vip(&t.nodes[0], t0, stop.clone()),
         watch_vip(&t.nodes[1], t0, stop.clone()),
     ];
-    t.start_daemon(0);
-    t.start_daemon(1);
-    let both_primary = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        (0..2).all(|i| t.active(i).as_deref() == Some("primary"))
+    t.start(0).unwrap();
+    t.start(1).unwrap();
+    let up = t.wait_for(Duration::from_secs(10), |t| {
+        (0..2).all(|i| t.active(i).as_deref() == Some("primary")) && t.owner(0) == Some(true)
     });
-    assert!(both_primary, "node 1:\n{}\nnode 2:\n{}", t.log(0), t.log(1));
+    assert!(up.is_some(), "node 1:\n{}\nnode 2:\n{}", t.log(0), t.log(1));
 
     // Only node 1 (the primary's) answers for the VIP.
-    let phone = udp_in(&t.sw, (PHONE, 5062));
-    let from = (0..10).find_map(|i| {
-        std::thread::sleep(Duration::from_millis(100));
-        ping_vip(&phone, 700 + i)
-    });
-    assert_eq!(from, Some(SocketAddr::from((VIP, 5060))), "{}", t.log(0));
-    let (mac1, mac2) = (t.mac(0), t.mac(1));
-    assert!(
-        t.phone_neighbour().contains(&mac1),
-        "{}",
-        t.phone_neighbour()
-    );
-    assert_eq!(t.status(0).unwrap()["vips"][0]["owner"], true);
-    assert_eq!(t.status(1).unwrap()["vips"][0]["owner"], false);
+    let phone = t.phone().unwrap();
+    let vip = Some(SocketAddr::from((VIP, 5060)));
+    let from = (0..10).find_map(|i| cluster::ping_vip(&phone, 700 + i));
+    assert_eq!(from, vip, "{}", t.log(0));
+    assert_eq!(t.phone_sees_node(), Some(1));
+    assert_eq!(t.owner(1), Some(false));
     assert!(!t.nodes[1]
         .exec("ip -4 addr show eth0")
         .unwrap()
         .contains(&VIP.to_string()));
 
-    // The primary's pod dies; the backup is promoted; both nodes fail over, node 1 goes
-    // silent and node 2 claims the VIP with gratuitous ARP; the phone follows.
+    // The primary's pod dies; the backup is promoted; node 1 goes silent and node 2 claims
+    // the VIP with gratuitous ARP; the phone follows.
     let killed = Instant::now();
-    t.sipp[0].kill().unwrap();
-    let _ = t.sipp[0].wait();
+    t.kill_sip_server(0);
     drop(backup_silent);
-    t.sip_server(1);
+    t.sip_server(1, BACKUP).unwrap();
     let mut failed = 0;
     let mut answered_after = None;
     for i in 0..100 {
-        if ping_vip(&phone, 800 + i) == Some(SocketAddr::from((VIP, 5060))) {
+        if cluster::ping_vip(&phone, 800 + i) == vip {
             answered_after = Some(killed.elapsed());
             break;
         }
@@ -657,33 +437,19 @@ fn two_nodes_the_vip_follows_the_active_member_with_gratuitous_arp() {
     }
     let answered_after = answered_after.unwrap_or_else(|| {
         panic!(
-            "the VIP never answered from node 2\nnode 1:\n{}\nnode 2:\n{}",
+            "the VIP never answered again\nnode 1:\n{}\nnode 2:\n{}",
             t.log(0),
             t.log(1)
         )
     });
-    // Until node 2 claims the VIP, node 1 still takes what the phone sends to it, and its
-    // kernel routes it on toward the backup's node: nothing is lost meanwhile.
-    let claimed = (0..100).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        (t.status(1)?["vips"][0]["owner"] == true).then(|| killed.elapsed())
-    });
-    let claimed = claimed.unwrap_or_else(|| panic!("node 2 never claimed the VIP:\n{}", t.log(1)));
-    let followed = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        t.phone_neighbour().contains(&mac2)
-    });
-    assert!(followed, "the phone's ARP entry: {}", t.phone_neighbour());
-    let from = (0..5).find_map(|i| ping_vip(&phone, 900 + i));
-    assert_eq!(
-        from,
-        Some(SocketAddr::from((VIP, 5060))),
-        "node 2: {}\n{}",
-        t.status(1).unwrap()["datapath"],
-        t.log(1)
-    );
-    assert_eq!(t.status(0).unwrap()["vips"][0]["owner"], false);
-    assert_eq!(t.status(1).unwrap()["vips"][0]["owner"], true);
+    let claimed = t
+        .wait_for(Duration::from_secs(2), |t| t.owner(1) == Some(true))
+        .map(|_| killed.elapsed())
+        .unwrap_or_else(|| panic!("node 2 never claimed the VIP:\n{}", t.log(1)));
+    let followed = t.wait_for(Duration::from_secs(1), |t| t.phone_sees_node() == Some(2));
+    assert!(followed.is_some(), "the phone's ARP entry stayed on node 1");
+    assert_eq!(cluster::ping_vip(&phone, 900), vip, "{}", t.log(1));
+    assert_eq!(t.owner(0), Some(false));
     assert!(t.log(1).contains("vip_claimed"), "{}", t.log(1));
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -698,7 +464,7 @@ fn two_nodes_the_vip_follows_the_active_member_with_gratuitous_arp() {
         _ => Duration::ZERO,
     };
     eprintln!(
-        "two nodes: the VIP answered again {} ms after the primary died ({failed} OPTIONS of 500 ms unanswered); \
+        "two nodes: the VIP answered again {} ms after the primary died ({failed} OPTIONS of 300 ms unanswered); \
          node 2 claimed it after {} ms; both nodes held the VIP for {} ms; node 2 claimed it {} ms after node 1 released it",
         answered_after.as_millis(),
         claimed.as_millis(),

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::{
     links::{FdLink, PinnedLink},
-    tc::TcAttachOptions,
+    tc::{SchedClassifierLinkId, TcAttachOptions},
     xdp::XdpLinkId,
     LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
 };
@@ -170,6 +170,51 @@ impl Datapath {
                 name: program,
                 source,
             })
+    }
+
+    /// Attaches a TC program to `ifname`'s egress (tcx), unpinned (the bench).
+    pub fn attach_tc_egress(
+        &mut self,
+        program: &'static str,
+        ifname: &str,
+    ) -> Result<SchedClassifierLinkId> {
+        let err = |source| DatapathError::Program {
+            name: program,
+            source,
+        };
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or(DatapathError::MissingProgram(program))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(program)
+            .ok_or(DatapathError::MissingProgram(program))?
+            .try_into()
+            .map_err(err)?;
+        prog.attach_with_options(
+            ifname,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(err)
+    }
+
+    /// Detaches what [`Datapath::attach_tc_egress`] attached.
+    pub fn detach_tc(&mut self, program: &'static str, link: SchedClassifierLinkId) -> Result<()> {
+        let err = |source| DatapathError::Program {
+            name: program,
+            source,
+        };
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or(DatapathError::MissingProgram(program))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(program)
+            .ok_or(DatapathError::MissingProgram(program))?
+            .try_into()
+            .map_err(err)?;
+        prog.detach(link).map_err(err)
     }
 
     /// Detaches what [`Datapath::attach`] attached.

@@ -353,6 +353,8 @@ fn main() -> Result<()> {
         ("sipvip outbound SNAT, 1,000,000 exclusions", 1_000_000),
         ("nftables DNAT+SNAT with conntrack", 0),
         ("plain kernel forwarding", 0),
+        (ON_NODE_TC_CASE, 1),
+        (ON_NODE_KERNEL_CASE, 0),
     ];
     // Every gateway is loaded once; each round attaches each case's programs in turn and
     // measures both frame sizes, so a slow spell of the (shared, virtual) machine hits every
@@ -377,7 +379,9 @@ fn main() -> Result<()> {
             }
         }
         if !dps.iter().any(|d| d.0 == 1)
-            && selected.iter().any(|c| c.0.starts_with("sipvip inbound"))
+            && selected
+                .iter()
+                .any(|c| c.0.starts_with("sipvip inbound") || c.0 == ON_NODE_TC_CASE)
         {
             dps.push((1, gw_sipvip(&net, 1)?));
         }
@@ -388,7 +392,24 @@ fn main() -> Result<()> {
                 interrupted()?;
                 // Attach this case's programs.
                 let _g = net.gw.enter()?;
-                let (sipvip_links, bench_link) = if case.starts_with("sipvip") {
+                // On-node: the member's frames reach the uplink through the kernel (an XDP
+                // pass on int0 only so that the veth accepts the generator's frames), and
+                // the TC program SNATs them at the uplink's egress.
+                let mut tc_link = None;
+                if case == ON_NODE_TC_CASE {
+                    let dp = &mut dps.iter_mut().find(|d| d.0 == 1).context("datapath")?.1;
+                    tc_link = Some(dp.attach_tc_egress(program_names::NODE_OUT, "ext0")?);
+                }
+                let (sipvip_links, bench_link) = if case.starts_with("on-node") {
+                    let x: &mut Xdp = bench_gw
+                        .program_mut("bench_empty")
+                        .context("prog")?
+                        .try_into()?;
+                    (
+                        None,
+                        Some(("bench_empty", x.attach("int0", XdpMode::Driver)?)),
+                    )
+                } else if case.starts_with("sipvip") {
                     let n = if excl == 0 { 1 } else { excl };
                     let dp = &mut dps.iter_mut().find(|d| d.0 == n).context("datapath")?.1;
                     let e = dp.attach(program_names::EXTERNAL, "ext0", XdpMode::Driver)?;
@@ -413,7 +434,8 @@ fn main() -> Result<()> {
                          nft add rule ip bench post ip saddr {MEMBER} oif ext0 snat to {VIP}"
                     ))?;
                 }
-                let outbound_case = case.starts_with("sipvip outbound");
+                let outbound_case =
+                    case.starts_with("sipvip outbound") || case.starts_with("on-node");
                 for size in [60usize, 1000] {
                     let (pps, cpu) = if outbound_case {
                         measure(
@@ -463,6 +485,10 @@ fn main() -> Result<()> {
                 if let Some((prog, link)) = bench_link {
                     let x: &mut Xdp = bench_gw.program_mut(prog).context("prog")?.try_into()?;
                     x.detach(link)?;
+                }
+                if let Some(link) = tc_link {
+                    let dp = &mut dps.iter_mut().find(|d| d.0 == 1).context("datapath")?.1;
+                    dp.detach_tc(program_names::NODE_OUT, link)?;
                 }
                 drop(_g);
                 net.reset_gateway()?;
@@ -692,6 +718,8 @@ fn main() -> Result<()> {
 const NO_CACHE_STEER: &str = "inbound steer, nexthop_refresh 0s";
 const NO_CACHE_SNAT: &str = "outbound SNAT miss, nexthop_refresh 0s";
 const BASELINE: &str = "baseline: ";
+const ON_NODE_TC_CASE: &str = "on-node: kernel forwarding + TC egress SNAT";
+const ON_NODE_KERNEL_CASE: &str = "on-node: kernel forwarding, no TC program";
 const ON_NODE_EMPTY_TC: &str = "on-node: empty TC program";
 const ON_NODE_TC_SNAT: &str = "on-node: TC egress SNAT, exclusion miss";
 const ON_NODE_STEER: &str = "on-node: steer to a member behind a local veth";
