@@ -167,7 +167,7 @@ impl Cluster {
 
     /// The ConfigMap's configuration for this cluster: node mode, members by name, the
     /// nodes excluded from SNAT (their probes of each other's pods), `extra` appended.
-    pub fn config_text(&self, claim_after: &str, extra: &str) -> String {
+    pub fn config_text(&self, monitor: (&str, &str), claim_after: &str, extra: &str) -> String {
         format!(
             r#"
 [interfaces]
@@ -179,8 +179,8 @@ xdp_mode = "native"
 name = "monSipUdp"
 type = "sip"
 transport = "udp"
-interval = "200ms"
-timeout = "1000ms"
+interval = "{interval}"
+timeout = "{timeout}"
 
 [[vip]]
 name = "vsVipHa01"
@@ -222,7 +222,41 @@ pin_dir = "{bpf}/sipvip"
             a0 = NODE_ADDRS[0],
             a1 = NODE_ADDRS[1],
             bpf = self.bpffs().display(),
+            interval = monitor.0,
+            timeout = monitor.1,
         )
+    }
+
+    /// Leaves everything running (`--keep`); returns the shell command that removes it.
+    pub fn keep(self) -> String {
+        let nss = std::iter::once(&self.sw)
+            .chain(&self.nodes)
+            .chain(&self.pods)
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let containers = self
+            .containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let cmd = format!(
+            "{podman}{bin} down --pin-dir {b}/node0; {bin} down --pin-dir {b}/node1; \
+             for ns in {nss}; do for p in $(ip netns pids $ns); do kill -9 $p; done; ip netns del $ns; done; \
+             umount {b}; rm -rf {dir}",
+            podman = if containers.is_empty() {
+                String::new()
+            } else {
+                format!("podman --runtime runc --cgroup-manager=cgroupfs rm -f -t 0 {containers}; ")
+            },
+            bin = sipvip_bin().display(),
+            b = self.bpffs().display(),
+            dir = self.dir.display()
+        );
+        std::mem::forget(self);
+        cmd
     }
 
     /// Where a node's bpffs is: each node has its own, as each node has its own kernel.
@@ -472,10 +506,12 @@ impl Drop for Cluster {
             }
         }
         for i in 0..2 {
-            let _ = std::process::Command::new(sipvip_bin())
-                .args(["down", "--pin-dir"])
-                .arg(self.bpffs().join(format!("node{i}")))
-                .output();
+            if let Some(bin) = crate::lab::sipvip_bin_for_cleanup() {
+                let _ = std::process::Command::new(bin)
+                    .args(["down", "--pin-dir"])
+                    .arg(self.bpffs().join(format!("node{i}")))
+                    .output();
+            }
         }
         let _ = sh(&format!("umount {}", self.bpffs().display()));
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -41,8 +41,19 @@ pub fn workspace() -> PathBuf {
 
 /// The sipvip binary, built once per test run into a target dir of its own (the outer
 /// `cargo test` holds the lock on the main one).
+static BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// The sipvip binary for a clean-up: built already, or None while a panic unwinds (building
+/// it then could panic again, which would abort before the namespaces are removed).
+pub fn sipvip_bin_for_cleanup() -> Option<PathBuf> {
+    match BIN.get() {
+        Some(b) => Some(b.clone()),
+        None if std::thread::panicking() => None,
+        None => Some(sipvip_bin()),
+    }
+}
+
 pub fn sipvip_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let root = workspace();
         let target = root.join("target/sipvip-bin");
@@ -510,10 +521,12 @@ impl Drop for Lab {
             let _ = c.wait();
         }
         self.peer_xdp = None;
-        let _ = Command::new(sipvip_bin())
-            .args(["down", "--pin-dir"])
-            .arg(self.pin_dir())
-            .output();
+        if let Some(bin) = sipvip_bin_for_cleanup() {
+            let _ = Command::new(bin)
+                .args(["down", "--pin-dir"])
+                .arg(self.pin_dir())
+                .output();
+        }
         let _ = sh(&format!("umount {}", self.bpffs.display()));
         let _ = std::fs::remove_dir_all(&self.dir);
     }

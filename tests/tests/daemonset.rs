@@ -40,7 +40,7 @@ fn the_daemonset_on_two_nodes() {
         let _g = c.pods[1].enter().unwrap();
         std::net::UdpSocket::bind((BACKUP, 5060)).unwrap()
     };
-    let text = c.config_text("500ms", "");
+    let text = c.config_text(("200ms", "1000ms"), "500ms", "");
     c.apply_config(&text).unwrap();
     c.start(0).unwrap();
     c.start(1).unwrap();
@@ -108,7 +108,9 @@ fn the_daemonset_on_two_nodes() {
     assert_eq!(ping_vip(&phone, 300), vip);
 
     // A configuration change by the symlink swap, then a broken one.
-    let changed = c.config_text("500ms", "").replace("burst = 3", "burst = 2");
+    let changed = c
+        .config_text(("200ms", "1000ms"), "500ms", "")
+        .replace("burst = 3", "burst = 2");
     c.apply_config(&changed).unwrap();
     let reloaded = c.wait_for(Duration::from_secs(10), |c| {
         (0..2).all(|i| c.status(i).is_some_and(|s| s["config"]["reloads"] == 1))

@@ -198,6 +198,27 @@ fn members_in_pods_behind_veths_through_xdp_and_tc_egress() {
     );
     let from = (0..10).find_map(|i| ping_vip(&phone, 500 + i));
     assert_eq!(from, Some(SocketAddr::from((VIP, 5060))));
+
+    // A reload that moves the VIP to another address: the old one leaves the uplink (no
+    // ARP answers for a VIP that is gone), the new one is claimed.
+    let other = Ipv4Addr::new(198, 18, 1, 101);
+    let moved = node_config(&lab).replace(
+        &format!("address = \"{VIP}\""),
+        &format!("address = \"{other}\""),
+    );
+    lab.write_config(&moved).unwrap();
+    let out = lab.sipvip(&["reload"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addrs = || lab.gw.exec("ip -4 addr show ext0").unwrap();
+    let swapped = lab.wait_for(Duration::from_secs(5), || {
+        let a = addrs();
+        !a.contains(&format!("{VIP}/32")) && a.contains(&format!("{other}/32"))
+    });
+    assert!(swapped.is_some(), "{}\n{}", addrs(), lab.daemon_log(0));
 }
 
 /// A sipp UAS on the node's own address, as one of the seed's two SIP Server instances on
@@ -394,7 +415,8 @@ fn two_nodes_the_vip_follows_the_active_member_with_gratuitous_arp() {
     t.sip_server(0, PRIMARY).unwrap();
     // The backup ignores UDP until it is promoted.
     let backup_silent = udp_in(&t.pods[1], (BACKUP, 5060));
-    t.apply_config(&t.config_text("500ms", "")).unwrap();
+    t.apply_config(&t.config_text(("200ms", "1000ms"), "500ms", ""))
+        .unwrap();
     let t0 = Instant::now();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watchers = [

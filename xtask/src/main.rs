@@ -34,7 +34,7 @@ enum Task {
     /// The namespace lab: a contact-centre network with real SIP software and an HA
     /// switchover; torn down on exit (also on Ctrl-C) unless --keep.
     Lab {
-        /// Arguments for the lab (--keep, --fast, --rate N).
+        /// Arguments for the lab (--keep, --fast, --rate N, --k8s: the DaemonSet on two nodes).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -515,6 +515,15 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
                     for (i, v) in gen.plan.vips.iter().enumerate() {
                         if !new.vips.iter().any(|n| n.address == v.spec.addr) {
                             dp.remove_vip(&gen.plan.vip(i, None))?;
+                            // Its address leaves the external interface: nothing answers
+                            // ARP for a VIP that is gone.
+                            let ext = &gen.plan.garp.interface;
+                            if let Err(e) = setup::ifindex(ext).and_then(|x| {
+                                Ok(sipvip::netif::remove_ipv4_address(x, v.spec.addr, 32)?)
+                            }) {
+                                tracing::warn!(vip = %v.name, error = %e, "cannot remove the VIP's address");
+                            }
+                            shared.owners.lock().expect("lock").remove(&v.spec.addr);
                             continue;
                         }
                         for m in &v.members {

@@ -1,6 +1,7 @@
 //! `cargo xtask lab`: a contact-centre network in namespaces, with real SIP software, and the
 //! HA switchover the seed is about. Tears everything down on exit, Ctrl-C included, unless
-//! `--keep` is given.
+//! `--keep` is given. `--k8s`: the DaemonSet on two nodes instead (the image under podman,
+//! SIP Server pods named by DNS), with the VIP moving from node to node.
 
 use std::{
     net::UdpSocket,
@@ -21,6 +22,7 @@ struct Args {
     keep: bool,
     fast: bool,
     rate: u32,
+    k8s: bool,
 }
 
 fn args() -> Args {
@@ -28,17 +30,20 @@ fn args() -> Args {
         keep: false,
         fast: false,
         rate: 10,
+        k8s: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
             "--keep" => a.keep = true,
             "--fast" => a.fast = true,
+            "--k8s" => a.k8s = true,
             "--rate" => a.rate = it.next().and_then(|r| r.parse().ok()).unwrap_or(10),
             "-h" | "--help" => {
                 println!(
-                    "sipvip-lab [--keep] [--fast] [--rate CALLS_PER_S]\n  --keep  leave the lab up and print how to enter and remove it\n  \
-                     --fast  monitor at 200 ms / 1 s instead of the seed's 1 s / 4 s"
+                    "sipvip-lab [--keep] [--fast] [--rate CALLS_PER_S] [--k8s]\n  --keep  leave the lab up and print how to enter and remove it\n  \
+                     --fast  monitor at 200 ms / 1 s instead of the seed's 1 s / 4 s\n  \
+                     --k8s   the DaemonSet on two nodes (the image under podman) instead of the gateway"
                 );
                 std::process::exit(0);
             }
@@ -54,6 +59,9 @@ fn args() -> Args {
 fn main() -> Result<()> {
     let a = args();
     sipvip_tests::netns::catch_interrupts();
+    if a.k8s {
+        return k8s::main(a.keep, a.fast);
+    }
     let mut lab = Lab::new("lab")?;
     let r = run(&mut lab, &a);
     if a.keep && r.is_ok() {
@@ -251,4 +259,204 @@ fn status_table(lab: &Lab) -> String {
     lab.sipvip(&["status"])
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_else(|e| format!("(status failed: {e})"))
+}
+
+/// `--k8s`: the DaemonSet on two nodes.
+mod k8s {
+    use std::{
+        net::SocketAddr,
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        },
+        time::{Duration, Instant},
+    };
+
+    use anyhow::{bail, Result};
+    use sipvip_tests::{
+        cluster::{ping_vip, Cluster, Runner, MOVED, NAMES, NODE_ADDRS},
+        lab::{BACKUP, PRIMARY, VIP},
+    };
+
+    use super::stopped;
+
+    /// Requests from the phone to the VIP every 50 ms until stopped: (sent, answered from
+    /// the VIP) per phase, the phase read from `phase` at each send.
+    fn traffic(
+        phone: std::net::UdpSocket,
+        phase: Arc<std::sync::atomic::AtomicUsize>,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<[(u32, u32); 4]> {
+        std::thread::spawn(move || {
+            let mut out = [(0, 0); 4];
+            let t = Instant::now();
+            let mut call = 10_000;
+            while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(600) {
+                let p = phase.load(Ordering::Relaxed).min(3);
+                out[p].0 += 1;
+                if ping_vip(&phone, call) == Some(SocketAddr::from((VIP, 5060))) {
+                    out[p].1 += 1;
+                }
+                call += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            out
+        })
+    }
+
+    pub fn main(keep: bool, fast: bool) -> Result<()> {
+        let mut c = Cluster::new("k8s", Runner::Image)?;
+        let r = run(&mut c, fast);
+        if keep && r.is_ok() {
+            println!("\nThe cluster stays up. Enter a namespace:");
+            for (role, ns) in [
+                ("phones (bridge)", &c.sw),
+                ("node 1", &c.nodes[0]),
+                ("node 2", &c.nodes[1]),
+                ("pod sip-0", &c.pods[0]),
+                ("pod sip-1", &c.pods[1]),
+            ] {
+                println!("  {role:<16} ip netns exec {} bash", ns.name);
+            }
+            for i in 0..2 {
+                println!(
+                    "  node {} status    {} status --socket {}",
+                    i + 1,
+                    sipvip_tests::lab::sipvip_bin().display(),
+                    c.socket(i).display()
+                );
+            }
+            println!("Tear it all down:\n  {}", c.keep());
+            return Ok(());
+        }
+        drop(c);
+        println!("cluster torn down: containers, namespaces, links, pins and processes removed");
+        r
+    }
+
+    fn run(c: &mut Cluster, fast: bool) -> Result<()> {
+        let (monitor, claim) = if fast {
+            (("200ms", "1s"), "500ms")
+        } else {
+            (("1s", "4s"), "5s")
+        };
+        println!(
+            "sipvip on two Kubernetes nodes (played in namespaces; the image under podman, as the DaemonSet runs it)"
+        );
+        println!(
+            "  node 1 {} with pod {} ({PRIMARY}, primary), node 2 {} with pod {} ({BACKUP}, backup), VIP {VIP}",
+            NODE_ADDRS[0], NAMES[0], NODE_ADDRS[1], NAMES[1]
+        );
+        println!(
+            "  monitor: SIP OPTIONS over UDP, interval {}, timeout {}; a node claims the VIP after {claim}",
+            monitor.0, monitor.1
+        );
+        println!("building and starting the image (the first build takes a few minutes)...");
+        c.sip_server(0, PRIMARY)?;
+        let silent = {
+            let _g = c.pods[1].enter()?;
+            std::net::UdpSocket::bind((BACKUP, 5060))?
+        };
+        c.apply_config(&c.config_text(monitor, claim, ""))?;
+        c.start(0)?;
+        c.start(1)?;
+        let limit = Duration::from_secs(60);
+        if c.wait_for(limit, |c| c.owner(0) == Some(true)).is_none() {
+            bail!("node 1 never claimed the VIP:\n{}", c.log(0));
+        }
+        stopped()?;
+        let show = |c: &Cluster, what: &str| {
+            println!("\n== {what} ==");
+            for i in 0..2 {
+                if let Some(s) = c.status(i) {
+                    let v = &s["vips"][0];
+                    println!(
+                        "  node {}: active {}, {}",
+                        i + 1,
+                        v["active"].as_str().unwrap_or("none"),
+                        if v["owner"] == true {
+                            "answers for the VIP"
+                        } else {
+                            "silent"
+                        }
+                    );
+                }
+            }
+            println!(
+                "  the phone's ARP entry for the VIP names node {}",
+                c.phone_sees_node()
+                    .map_or_else(|| "none".to_string(), |n| n.to_string())
+            );
+        };
+        let phone = c.phone()?;
+        let phase = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = traffic(phone.try_clone()?, phase.clone(), stop.clone());
+        std::thread::sleep(Duration::from_secs(3));
+        show(c, "primary active");
+
+        println!("\n== the primary's pod dies; the backup is promoted ==");
+        phase.store(1, Ordering::Relaxed);
+        c.kill_sip_server(0);
+        drop(silent);
+        c.sip_server(1, BACKUP)?;
+        let moved = c.wait_for(Duration::from_secs(30), |c| c.owner(1) == Some(true));
+        let Some(moved) = moved else {
+            bail!("node 2 never claimed the VIP:\n{}", c.log(1));
+        };
+        println!(
+            "  node 2 answers for the VIP {} ms after the primary died (its failover took {} ms)",
+            moved.as_millis(),
+            c.status(1)
+                .and_then(|s| s["vips"][0]["last_failover_ms"].as_f64())
+                .map_or_else(|| "?".to_string(), |m| format!("{m:.0}"))
+        );
+        let _ = c.wait_for(Duration::from_secs(3), |c| c.phone_sees_node() == Some(2));
+        phase.store(2, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(2));
+        show(c, "backup active");
+        stopped()?;
+
+        println!("\n== the primary's pod is recreated at {MOVED}; its DNS record follows ==");
+        c.pods[0].exec(&format!("ip addr add {MOVED}/24 dev p0"))?;
+        c.sip_server(0, MOVED)?;
+        c.set_records(MOVED)?;
+        let probed = c.wait_for(Duration::from_secs(30), |c| {
+            (0..2).all(|i| {
+                c.status(i).is_some_and(|s| {
+                    let m = &s["vips"][0]["members"][0];
+                    m["address"] == MOVED.to_string() && m["up"] == true
+                })
+            })
+        });
+        println!(
+            "  both nodes probe {} at {MOVED}: {}",
+            NAMES[0],
+            if probed.is_some() { "yes" } else { "NO" }
+        );
+
+        println!("\n== rolling update of node 2's sipvip container, under traffic ==");
+        phase.store(3, Ordering::Relaxed);
+        c.stop(1)?;
+        c.start(1)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let adopted = c.status(1).is_some_and(|s| s["adopted"] == true);
+        println!("  the new container adopted the pinned datapath: {adopted}");
+        stop.store(true, Ordering::Relaxed);
+        let counts = sender.join().unwrap_or_default();
+        println!("\n== requests through the VIP, every 50 ms (sent / answered from the VIP) ==");
+        for (name, (sent, ok)) in [
+            "primary active",
+            "failover",
+            "backup active",
+            "rolling update",
+        ]
+        .iter()
+        .zip(counts)
+        {
+            println!("  {name:<16} {sent:>5} {ok:>5}");
+        }
+        show(c, "at the end");
+        Ok(())
+    }
 }
