@@ -253,6 +253,17 @@ impl Drop for PinnedToCpu0 {
     }
 }
 
+/// A run's ns per repetition, if its verdict is `expect` (a path that went elsewhere is an
+/// error rather than a wrong figure).
+fn measured(r: aya::programs::TestRunResult, expect: u32) -> Result<f64> {
+    anyhow::ensure!(
+        r.return_value == expect,
+        "verdict {} where {expect} was expected: the frame did not take the path measured",
+        r.return_value
+    );
+    Ok(r.duration.as_nanos() as f64)
+}
+
 /// Per-packet cost with BPF_PROG_TEST_RUN and a repeat count: `bench_reset` restores the
 /// frame's headers from a template and tail-calls the program under test, so every one of the
 /// repeated runs takes the same path on the same input. Runs in the caller's network
@@ -316,12 +327,7 @@ impl CostHarness {
         expect: u32,
         repeat: u32,
     ) -> Result<f64> {
-        self.set_template(frame)?;
-        {
-            let mut progs: ProgramArray<&mut MapData> =
-                ProgramArray::try_from(self.ebpf.map_mut("BENCH_PROGS_TC").context("prog array")?)?;
-            progs.set(0, target, 0)?;
-        }
+        self.prepare(frame, "BENCH_PROGS_TC", target)?;
         let prog: &SchedClassifier = self
             .ebpf
             .program("bench_reset_tc")
@@ -332,12 +338,16 @@ impl CostHarness {
             repeat,
             ..TestRunOptions::default()
         })?;
-        anyhow::ensure!(
-            r.return_value == expect,
-            "verdict {} where {expect} was expected: the frame did not take the path measured",
-            r.return_value
-        );
-        Ok(r.duration.as_nanos() as f64)
+        measured(r, expect)
+    }
+
+    /// The frame's headers as the harness's template, and `target` in its program array.
+    fn prepare(&mut self, frame: &[u8], progs: &str, target: &ProgramFd) -> Result<()> {
+        self.set_template(frame)?;
+        let mut a: ProgramArray<&mut MapData> =
+            ProgramArray::try_from(self.ebpf.map_mut(progs).context("prog array")?)?;
+        a.set(0, target, 0)?;
+        Ok(())
     }
 
     fn set_template(&mut self, frame: &[u8]) -> Result<()> {
@@ -377,12 +387,7 @@ impl CostHarness {
         expect: u32,
         repeat: u32,
     ) -> Result<f64> {
-        self.set_template(frame)?;
-        {
-            let mut progs: ProgramArray<&mut MapData> =
-                ProgramArray::try_from(self.ebpf.map_mut("BENCH_PROGS").context("prog array")?)?;
-            progs.set(0, target, 0)?;
-        }
+        self.prepare(frame, "BENCH_PROGS", target)?;
         let prog: &Xdp = self
             .ebpf
             .program("bench_reset")
@@ -396,11 +401,6 @@ impl CostHarness {
             repeat,
             ..TestRunOptions::default()
         })?;
-        anyhow::ensure!(
-            r.return_value == expect,
-            "verdict {} where {expect} was expected: the frame did not take the path measured",
-            r.return_value
-        );
-        Ok(r.duration.as_nanos() as f64)
+        measured(r, expect)
     }
 }

@@ -409,25 +409,7 @@ pin_dir = "{bpf}/sipvip"
 
     /// A SIP server (sipp UAS) in pod `pod` on `addr`.
     pub fn sip_server(&mut self, pod: usize, addr: Ipv4Addr) -> Result<()> {
-        let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp/sip_server.xml");
-        let child = command_in(&self.pods[pod], Path::new("/usr/bin/sipp"))?
-            .arg("-sf")
-            .arg(xml)
-            .args([
-                "-i",
-                &addr.to_string(),
-                "-p",
-                "5060",
-                "-t",
-                "u1",
-                "-nostdin",
-            ])
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("sipp")?;
+        let child = crate::scenario::sip_server_in(&self.pods[pod], addr, 5060, &self.dir)?;
         self.sipp[pod] = Some(child);
         Ok(())
     }

@@ -187,26 +187,32 @@ pub fn start_sip_server_at(lab: &mut Lab, which: &str, addr: std::net::Ipv4Addr)
         "backup" => &lab.backup,
         _ => bail!("no SIP server {which}"),
     };
-    let child = command_in(ns, Path::new("/usr/bin/sipp"))?
+    let child = sip_server_in(ns, addr, 5060, &lab.dir)?;
+    lab.children.push((format!("sipp-{which}"), child));
+    Ok(())
+}
+
+/// The lab's SIP server (sipp UAS answering OPTIONS, REGISTER and calls over UDP) in `ns`
+/// on `addr:port`, its files in `dir`.
+pub fn sip_server_in(ns: &Netns, addr: Ipv4Addr, port: u16, dir: &Path) -> Result<Child> {
+    command_in(ns, Path::new("/usr/bin/sipp"))?
         .arg("-sf")
         .arg(sipp_dir().join("sip_server.xml"))
         .args([
             "-i",
             &addr.to_string(),
             "-p",
-            "5060",
+            &port.to_string(),
             "-t",
             "u1",
             "-nostdin",
         ])
-        .current_dir(&lab.dir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("start sipp")?;
-    lab.children.push((format!("sipp-{which}"), child));
-    Ok(())
+        .context("start sipp")
 }
 
 /// Registers `n` agents through the VIP; returns how many got 200 OK.

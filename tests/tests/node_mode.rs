@@ -23,14 +23,12 @@
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
-    path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
 use sipvip_tests::{
     cluster::{self, Cluster, Runner},
-    lab::{command_in, Lab, BACKUP, PHONE, PRIMARY, VIP},
+    lab::{Lab, BACKUP, PHONE, PRIMARY, VIP},
     netns::{tcp_connect_from, Netns},
     scenario,
 };
@@ -44,30 +42,6 @@ fn udp_in(ns: &Netns, addr: (Ipv4Addr, u16)) -> UdpSocket {
     s.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     s
-}
-
-fn options(call: usize) -> Vec<u8> {
-    format!(
-        "OPTIONS sip:{VIP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:5062;branch=z9hG4bK-node-{call}\r\nMax-Forwards: 70\r\n\
-         From: <sip:phone@{PHONE}>;tag=t{call}\r\nTo: <sip:{VIP}>\r\nCall-ID: node-{call}@phone\r\nCSeq: 1 OPTIONS\r\n\
-         Contact: <sip:phone@{PHONE}:5062>\r\nContent-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
-}
-
-/// One OPTIONS from the phone to the VIP; the reply's source if a 200 came back.
-fn ping_vip(phone: &UdpSocket, call: usize) -> Option<SocketAddr> {
-    phone.send_to(&options(call), (VIP, 5060)).ok()?;
-    let mut buf = [0u8; 2048];
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(500) {
-        let (n, from) = phone.recv_from(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf[..n]);
-        if text.starts_with("SIP/2.0 200") && text.contains(&format!("node-{call}@phone")) {
-            return Some(from);
-        }
-    }
-    None
 }
 
 /// The lab's gateway config, made an on-node one: nothing on the internal interfaces.
@@ -167,7 +141,7 @@ fn members_in_pods_behind_veths_through_xdp_and_tc_egress() {
         offloads(&lab, on);
         let what = if on { "offloads on" } else { "offloads off" };
         // Service traffic: steered to the primary's pod, answered from the VIP.
-        let from = (0..5).find_map(|i| ping_vip(&phone, round * 100 + i));
+        let from = (0..5).find_map(|i| cluster::ping_vip(&phone, round * 100 + i));
         assert_eq!(
             from,
             Some(SocketAddr::from((VIP, 5060))),
@@ -196,7 +170,7 @@ fn members_in_pods_behind_veths_through_xdp_and_tc_egress() {
         "backup never became active:\n{}",
         lab.daemon_log(0)
     );
-    let from = (0..10).find_map(|i| ping_vip(&phone, 500 + i));
+    let from = (0..10).find_map(|i| cluster::ping_vip(&phone, 500 + i));
     assert_eq!(from, Some(SocketAddr::from((VIP, 5060))));
 
     // A reload that moves the VIP to another address: the old one leaves the uplink (no
@@ -224,26 +198,7 @@ fn members_in_pods_behind_veths_through_xdp_and_tc_egress() {
 /// A sipp UAS on the node's own address, as one of the seed's two SIP Server instances on
 /// one host; its child is named `sipp-<name>`.
 fn sip_server_on_node(lab: &mut Lab, name: &str, port: u16) {
-    let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp/sip_server.xml");
-    let child = command_in(&lab.gw, Path::new("/usr/bin/sipp"))
-        .unwrap()
-        .arg("-sf")
-        .arg(xml)
-        .args([
-            "-i",
-            &NODE.to_string(),
-            "-p",
-            &port.to_string(),
-            "-t",
-            "u1",
-            "-nostdin",
-        ])
-        .current_dir(&lab.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = scenario::sip_server_in(&lab.gw, NODE, port, &lab.dir).unwrap();
     lab.children.push((format!("sipp-{name}"), child));
 }
 
@@ -287,7 +242,7 @@ fn a_sip_server_pair_on_the_node_itself_fails_over_through_tc_egress() {
     let phone = udp_in(&lab.client, (PHONE, 5062));
     for (round, on) in [(0, false), (1, true)] {
         offloads(&lab, on);
-        let from = (0..5).find_map(|i| ping_vip(&phone, round * 100 + i));
+        let from = (0..5).find_map(|i| cluster::ping_vip(&phone, round * 100 + i));
         assert_eq!(
             from,
             Some(SocketAddr::from((VIP, 5060))),
@@ -334,7 +289,7 @@ fn a_sip_server_pair_on_the_node_itself_fails_over_through_tc_egress() {
         lab.daemon_log(0)
     );
     eprintln!("host-process failover: {} ms", t.elapsed().as_millis());
-    let from = (0..10).find_map(|i| ping_vip(&phone, 500 + i));
+    let from = (0..10).find_map(|i| cluster::ping_vip(&phone, 500 + i));
     assert_eq!(
         from,
         Some(SocketAddr::from((VIP, 5060))),

@@ -71,13 +71,7 @@ impl Datapath {
                 name: program,
                 source,
             })?;
-        let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Layout {
-            dir: dir.to_path_buf(),
-            what: format!("{program} on {ifname} is not a bpf_link and cannot be pinned: {e}"),
-        })?;
-        fd_link
-            .pin(&link_path)
-            .map_err(|e| pin_err(&link_path, e))?;
+        pin_link(FdLink::try_from(link), dir, program, ifname)?;
         Ok(true)
     }
 
@@ -100,12 +94,8 @@ impl Datapath {
         };
         let prog_path = dir.join(format!("prog_{program}"));
         let mut pinned;
-        let prog: &mut SchedClassifier = match self.ebpf.as_mut() {
-            Some(ebpf) => ebpf
-                .program_mut(program)
-                .ok_or(DatapathError::MissingProgram(program))?
-                .try_into()
-                .map_err(err)?,
+        let prog: &mut SchedClassifier = match self.ebpf {
+            Some(_) => tc_mut(&mut self.ebpf, program)?,
             None => {
                 pinned = SchedClassifier::from_pin(&prog_path).map_err(err)?;
                 &mut pinned
@@ -121,13 +111,7 @@ impl Datapath {
             )
             .map_err(err)?;
         let link = prog.take_link(id).map_err(err)?;
-        let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Layout {
-            dir: dir.to_path_buf(),
-            what: format!("{program} on {ifname} is not a bpf_link and cannot be pinned: {e}"),
-        })?;
-        fd_link
-            .pin(&link_path)
-            .map_err(|e| pin_err(&link_path, e))?;
+        pin_link(FdLink::try_from(link), dir, program, ifname)?;
         Ok(true)
     }
 
@@ -182,15 +166,7 @@ impl Datapath {
             name: program,
             source,
         };
-        let ebpf = self
-            .ebpf
-            .as_mut()
-            .ok_or(DatapathError::MissingProgram(program))?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(program)
-            .ok_or(DatapathError::MissingProgram(program))?
-            .try_into()
-            .map_err(err)?;
+        let prog = tc_mut(&mut self.ebpf, program)?;
         prog.attach_with_options(
             ifname,
             TcAttachType::Egress,
@@ -205,15 +181,7 @@ impl Datapath {
             name: program,
             source,
         };
-        let ebpf = self
-            .ebpf
-            .as_mut()
-            .ok_or(DatapathError::MissingProgram(program))?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(program)
-            .ok_or(DatapathError::MissingProgram(program))?
-            .try_into()
-            .map_err(err)?;
+        let prog = tc_mut(&mut self.ebpf, program)?;
         prog.detach(link).map_err(err)
     }
 
@@ -230,4 +198,37 @@ impl Datapath {
                 source,
             })
     }
+}
+
+/// A loaded TC program, for attaching and detaching.
+fn tc_mut<'a>(
+    ebpf: &'a mut Option<aya::Ebpf>,
+    program: &'static str,
+) -> Result<&'a mut SchedClassifier> {
+    ebpf.as_mut()
+        .ok_or(DatapathError::MissingProgram(program))?
+        .program_mut(program)
+        .ok_or(DatapathError::MissingProgram(program))?
+        .try_into()
+        .map_err(|source| DatapathError::Program {
+            name: program,
+            source,
+        })
+}
+
+/// Pins an attachment's bpf_link where [`link_pin`] says (a link that is not a bpf_link, such
+/// as a netlink-attached one, cannot be pinned).
+fn pin_link<E: std::fmt::Display>(
+    link: std::result::Result<FdLink, E>,
+    dir: &Path,
+    program: &'static str,
+    ifname: &str,
+) -> Result<()> {
+    let fd_link = link.map_err(|e| DatapathError::Layout {
+        dir: dir.to_path_buf(),
+        what: format!("{program} on {ifname} is not a bpf_link and cannot be pinned: {e}"),
+    })?;
+    let path = link_pin(dir, program, ifname);
+    fd_link.pin(&path).map_err(|e| pin_err(&path, e))?;
+    Ok(())
 }
