@@ -151,6 +151,10 @@ pub const VIP_F_LOCAL: u32 = 1;
 /// what arrives here for it (a stale ARP entry's traffic) goes to the kernel untranslated,
 /// which forwards it to the node that answers.
 pub const VIP_F_SILENT: u32 = 2;
+/// On-node mode, `interfaces.node_steering = "xdp-redirect"`: packets toward the members are
+/// sent by the datapath into the member's veth (XDP redirect, as the gateway sends them to
+/// its next hop); a member on the node's own address still goes to the kernel, translated.
+pub const VIP_F_REDIRECT: u32 = 4;
 
 /// Conntrack key kinds.
 pub const CT_SNAT: u8 = 1;

@@ -100,6 +100,24 @@ pub struct Interfaces {
     pub xdp_mode: AttachMode,
     #[serde(default)]
     pub mode: Mode,
+    /// Node mode: how VIP traffic reaches a member in a pod.
+    #[serde(default)]
+    pub node_steering: NodeSteering,
+}
+
+/// Node mode: how VIP traffic reaches a member behind a veth (`interfaces.node_steering`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeSteering {
+    /// Rewritten in XDP, then handed to the kernel, which routes it into the veth: works
+    /// whatever runs on the pod's side.
+    #[default]
+    Kernel,
+    /// Rewritten and redirected by XDP straight into the member's veth, skipping the kernel's
+    /// forwarding. The pod's side of the veth must accept redirected frames (an XDP program
+    /// or GRO on it, the CNI's settings); otherwise they are lost. Members on the node's own
+    /// address still go through the kernel.
+    XdpRedirect,
 }
 
 /// Where the members are (`interfaces.mode`).
@@ -686,6 +704,14 @@ impl Config {
                 "at least one internal interface is required in gateway mode (members on this node: interfaces.mode = \"node\")".into(),
             );
         }
+        if self.interfaces.node_steering != NodeSteering::Kernel
+            && self.interfaces.mode != Mode::Node
+        {
+            p(
+                "interfaces.node_steering".into(),
+                "applies to interfaces.mode = \"node\" only".into(),
+            );
+        }
         for (i, name) in self.interfaces.internal.iter().enumerate() {
             if *name == self.interfaces.external {
                 p(
@@ -1146,6 +1172,15 @@ mod tests {
         assert!(
             p.iter()
                 .any(|p| p.contains("a member on this node needs interfaces.mode = \"node\"")),
+            "{p:?}"
+        );
+        let p = problems(&example_with(
+            "xdp_mode = \"auto\"",
+            "xdp_mode = \"auto\"\nnode_steering = \"xdp-redirect\"",
+        ));
+        assert!(
+            p.iter().any(|p| p
+                .contains("interfaces.node_steering: applies to interfaces.mode = \"node\" only")),
             "{p:?}"
         );
         // Node mode needs no internal interface; gateway mode does.

@@ -254,6 +254,8 @@ fn vip_spec(cfg: &Config, i: usize) -> VipSpec {
         active: None,
         snat: cfg.snat.enabled,
         on_node: cfg.interfaces.mode == crate::config::Mode::Node,
+        redirect_to_members: cfg.interfaces.node_steering
+            == crate::config::NodeSteering::XdpRedirect,
     }
 }
 

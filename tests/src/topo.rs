@@ -109,6 +109,7 @@ pub fn vip_spec() -> VipSpec {
         active: Some(0),
         snat: true,
         on_node: false,
+        redirect_to_members: false,
     }
 }
 

@@ -143,6 +143,7 @@ fn setup() -> Lab {
         active: Some(0),
         snat: true,
         on_node: false,
+        redirect_to_members: false,
     };
     let mut dp = {
         let _g = gw.enter().unwrap();

@@ -195,6 +195,65 @@ fn members_in_pods_behind_veths_through_xdp_and_tc_egress() {
     assert!(swapped.is_some(), "{}\n{}", addrs(), lab.daemon_log(0));
 }
 
+/// IP datagrams the node's kernel has forwarded (/proc/net/snmp, Ip: ForwDatagrams).
+fn forwarded(ns: &Netns) -> u64 {
+    let snmp = ns.exec("cat /proc/net/snmp").unwrap();
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ForwDatagrams")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+#[test]
+fn members_in_pods_steered_by_xdp_redirect() {
+    // The pods' sides of the veths keep the lab's XDP programs: they accept redirected
+    // frames, as a CNI that runs XDP (or turns GRO on) in the pod would.
+    let mut lab = Lab::new("nr").expect("lab");
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    let backup_silent = udp_in(&lab.backup, (BACKUP, 5060));
+    let cfg = node_config(&lab).replace(
+        "mode = \"node\"",
+        "mode = \"node\"\nnode_steering = \"xdp-redirect\"",
+    );
+    let cfg = lab.write_config(&cfg).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    let up = lab.wait_for(Duration::from_secs(10), || {
+        lab.status()
+            .is_ok_and(|s| s["vips"][0]["active"] == "primary" && s["vips"][0]["owner"] == true)
+    });
+    assert!(up.is_some(), "{}", lab.daemon_log(0));
+    let phone = udp_in(&lab.client, (PHONE, 5062));
+    let vip = Some(SocketAddr::from((VIP, 5060)));
+    // The devmap learns the members' veths within a tick or two.
+    let warm = (0..20).find(|i| cluster::ping_vip(&phone, 2000 + i) == vip);
+    assert!(warm.is_some(), "{}", lab.daemon_log(0));
+
+    // Each request is redirected into the pod's veth by XDP; only the reply is forwarded
+    // by the node's kernel (the kernel mode forwards both).
+    let before = forwarded(&lab.gw);
+    let answered = (0..20)
+        .filter(|i| cluster::ping_vip(&phone, 2100 + i) == vip)
+        .count();
+    let forwards = forwarded(&lab.gw) - before;
+    assert_eq!(answered, 20, "{}", lab.daemon_log(0));
+    assert!(
+        forwards <= 24,
+        "{forwards} datagrams forwarded by the kernel for 20 requests and their replies"
+    );
+    eprintln!("xdp-redirect: 20 requests, {forwards} datagrams forwarded by the node's kernel");
+
+    // Failover to the backup's pod, redirected into its veth.
+    lab.stop("sipp-primary", libc::SIGKILL).unwrap();
+    drop(backup_silent);
+    scenario::start_sip_server(&mut lab, "backup").unwrap();
+    assert!(lab.wait_active("backup", Duration::from_secs(10)).is_some());
+    let from = (0..10).find_map(|i| cluster::ping_vip(&phone, 2200 + i));
+    assert_eq!(from, vip, "{}", lab.daemon_log(0));
+}
+
 /// A sipp UAS on the node's own address, as one of the seed's two SIP Server instances on
 /// one host; its child is named `sipp-<name>`.
 fn sip_server_on_node(lab: &mut Lab, name: &str, port: u16) {

@@ -5,7 +5,7 @@
 //! part of the lookup, not state a packet leaves behind.
 
 use aya_ebpf::helpers::generated::bpf_fib_lookup;
-use sipvip_common::{nexthop_slot, NextHop, Reason, VIP_F_LOCAL};
+use sipvip_common::{nexthop_slot, NextHop, Reason, VIP_F_LOCAL, VIP_F_REDIRECT};
 
 use super::{
     screen::error_source, Account, Action, Decision, Dir, IcmpError, Link, Record, Rewrite, Side,
@@ -58,13 +58,18 @@ pub enum Via {
     /// To the kernel, translated: toward a member on this node (on-node mode), which the
     /// kernel delivers to a local process or routes into the member's veth.
     Kernel,
+    /// As `Fib`, redirected into the member's veth (on-node mode with XDP redirect); a
+    /// destination the FIB calls local (a process on the node) goes to the kernel translated.
+    Redirect,
 }
 
 impl Via {
     /// How packets toward the members of a VIP with these record flags leave.
     #[inline(always)]
     pub fn toward_members(vip_flags: u32) -> Via {
-        if vip_flags & VIP_F_LOCAL != 0 {
+        if vip_flags & VIP_F_REDIRECT != 0 {
+            Via::Redirect
+        } else if vip_flags & VIP_F_LOCAL != 0 {
             Via::Kernel
         } else {
             Via::Fib
@@ -137,6 +142,8 @@ fn rewrite_and_send<F: Frame>(
     };
     let answerable = !record.has(Record::QUOTE);
     d.reason = match route(f, p, src_be, dst_be) {
+        // On-node mode: a member on the node's own address is reached through the kernel.
+        Hop::Untranslated(_) if via == Via::Redirect => handled,
         Hop::Untranslated(r) if answerable => return Decision::stop(r, record),
         Hop::TooBig(mtu) if p.df && p.frag_offset == 0 && answerable => {
             record.error(IcmpError {

@@ -315,10 +315,37 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                 }
             }
         }
+        // node_steering = "xdp-redirect": the devices the members' veths are, in the devmap
+        // (a recreated pod's veth is a new device; the set is renewed every second).
+        let redirect = plan.vips.iter().any(|v| v.spec.redirect_to_members);
+        let mut egress = std::collections::BTreeSet::new();
+        let mut egress_since = std::time::Instant::now();
         let mut t = tokio::time::interval(OWNERSHIP_TICK);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             t.tick().await;
+            if redirect {
+                if egress_since.elapsed() > Duration::from_secs(1) {
+                    egress.clear();
+                    egress_since = std::time::Instant::now();
+                }
+                for m in plan.vips.iter().flat_map(|v| &v.members) {
+                    let Ok(Some(dev)) = sipvip::netif::route_interface(m.address) else {
+                        continue;
+                    };
+                    if dev == o.interface {
+                        continue;
+                    }
+                    let Ok(ix) = setup::ifindex(&dev) else {
+                        continue;
+                    };
+                    if egress.insert(ix) {
+                        if let Err(e) = shared.dp.lock().expect("lock").add_egress(ix) {
+                            tracing::warn!(member = %m.name, interface = %dev, error = %e, "cannot redirect to the member's veth; its traffic goes through the kernel");
+                        }
+                    }
+                }
+            }
             let locals = sipvip::netif::local_addresses();
             for (v, state) in plan.vips.iter().zip(&mut states) {
                 let active = shared

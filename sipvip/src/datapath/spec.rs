@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use sipvip_common::{
     MemberRecord, Service, VipRecord, MAX_MEMBERS, MAX_PASSTHROUGH_PORTS, MAX_SERVICES,
-    MEMBER_F_SERVICE_ONLY, MEMBER_F_SNAT, VIP_F_LOCAL,
+    MEMBER_F_SERVICE_ONLY, MEMBER_F_SNAT, VIP_F_LOCAL, VIP_F_REDIRECT,
 };
 
 use super::{be16, be32, DatapathError, Result};
@@ -51,6 +51,9 @@ pub struct VipSpec {
     /// The members are on this node (on-node mode): traffic toward them goes to the
     /// kernel translated (`VIP_F_LOCAL`).
     pub on_node: bool,
+    /// On-node mode: traffic toward the members is redirected by XDP into their veths
+    /// instead (`VIP_F_REDIRECT`).
+    pub redirect_to_members: bool,
 }
 
 impl VipSpec {
@@ -178,7 +181,11 @@ impl VipSpec {
             vip_id: self.id,
             active_be,
             active_slot,
-            flags: if self.on_node { VIP_F_LOCAL } else { 0 },
+            flags: match (self.on_node, self.redirect_to_members) {
+                (true, true) => VIP_F_REDIRECT,
+                (true, false) => VIP_F_LOCAL,
+                (false, _) => 0,
+            },
             draining_be,
             draining_slot,
             // Steered to the active member's own ports.
@@ -244,6 +251,7 @@ mod tests {
             active: None,
             snat: true,
             on_node: true,
+            redirect_to_members: false,
         }
     }
 

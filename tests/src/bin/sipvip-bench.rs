@@ -172,6 +172,7 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
         active: Some(0),
         snat: true,
         on_node: false,
+        redirect_to_members: false,
     })?;
     for a in [GW_EXT, GW_INT] {
         dp.add_exclusion(a, 32)?;
@@ -749,6 +750,7 @@ fn install_local_vip(dp: &mut sipvip::datapath::Datapath) -> Result<Vec<u8>> {
         active: Some(0),
         snat: true,
         on_node: true,
+        redirect_to_members: false,
     })?;
     Ok(Ip4::udp(
         topo::PHONE_MAC,
