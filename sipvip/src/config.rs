@@ -103,6 +103,10 @@ pub struct Interfaces {
     /// Node mode: how VIP traffic reaches a member in a pod.
     #[serde(default)]
     pub node_steering: NodeSteering,
+    /// Node mode: how the TC egress program is attached (`auto`: tcx where the kernel has
+    /// it, Linux 6.6+, else clsact).
+    #[serde(default)]
+    pub tc_attach: crate::datapath::TcAttach,
 }
 
 /// Node mode: how VIP traffic reaches a member behind a veth (`interfaces.node_steering`).

@@ -195,6 +195,78 @@ fn members_in_pods_behind_veths_through_xdp_and_tc_egress() {
     assert!(swapped.is_some(), "{}\n{}", addrs(), lab.daemon_log(0));
 }
 
+/// TC egress attached as a clsact filter (kernels before 6.6 have no tcx): it SNATs, a
+/// restarted daemon adopts it instead of adding a second, and `sipvip down` removes it.
+#[test]
+fn tc_egress_as_a_clsact_filter() {
+    let mut lab = Lab::new("nc").expect("lab");
+    lab.detach_peers().unwrap();
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    let _backup_silent = udp_in(&lab.backup, (BACKUP, 5060));
+    let cfg =
+        node_config(&lab).replace("mode = \"node\"", "mode = \"node\"\ntc_attach = \"clsact\"");
+    let cfg = lab.write_config(&cfg).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    let up = lab.wait_for(Duration::from_secs(10), || {
+        lab.status()
+            .is_ok_and(|s| s["vips"][0]["active"] == "primary" && s["vips"][0]["owner"] == true)
+    });
+    assert!(up.is_some(), "{}", lab.daemon_log(0));
+    let filters = |lab: &Lab| lab.gw.exec("tc filter show dev ext0 egress").unwrap();
+    let f = filters(&lab);
+    assert!(
+        f.contains("sipvip_node_out")
+            && f.contains(&format!("pref {}", sipvip::datapath::CLSACT_PRIORITY)),
+        "{f}"
+    );
+    let phone = udp_in(&lab.client, (PHONE, 5062));
+    let vip = Some(SocketAddr::from((VIP, 5060)));
+    assert_eq!(
+        (0..5).find_map(|i| cluster::ping_vip(&phone, 3000 + i)),
+        vip
+    );
+
+    // A restart adopts the filter: still one, still SNATing.
+    lab.stop("daemon-0", libc::SIGTERM).unwrap();
+    assert_eq!(
+        cluster::ping_vip(&phone, 3010),
+        vip,
+        "forwarding without a daemon"
+    );
+    lab.start_daemon(&cfg).unwrap();
+    assert_eq!(
+        filters(&lab).matches("direct-action").count(),
+        1,
+        "{}",
+        filters(&lab)
+    );
+    assert!(
+        !lab.daemon_log(1).contains("attached sipvip_node_out"),
+        "{}",
+        lab.daemon_log(1)
+    );
+    assert_eq!(
+        (0..5).find_map(|i| cluster::ping_vip(&phone, 3020 + i)),
+        vip
+    );
+
+    // `sipvip down` removes it.
+    lab.stop("daemon-1", libc::SIGTERM).unwrap();
+    // In the node's network namespace, as an operator on the node runs it.
+    lab.gw
+        .exec(&format!(
+            "{} down --pin-dir {}",
+            sipvip_tests::lab::sipvip_bin().display(),
+            lab.pin_dir().display()
+        ))
+        .unwrap();
+    assert!(
+        !filters(&lab).contains("sipvip_node_out"),
+        "{}",
+        filters(&lab)
+    );
+}
+
 /// IP datagrams the node's kernel has forwarded (/proc/net/snmp, Ip: ForwDatagrams).
 fn forwarded(ns: &Netns) -> u64 {
     let snmp = ns.exec("cat /proc/net/snmp").unwrap();

@@ -62,7 +62,12 @@ pub(super) fn prepare(
     }
     dp.add_egress(ifindex(ext)?)?;
     if cfg.interfaces.mode == Mode::Node
-        && dp.attach_tc_egress_pinned(program_names::NODE_OUT, ext, dir)?
+        && dp.attach_tc_egress_pinned(
+            program_names::NODE_OUT,
+            ext,
+            dir,
+            cfg.interfaces.tc_attach,
+        )?
     {
         tracing::info!(interface = %ext, "attached sipvip_node_out (TC egress)");
     }

@@ -4,12 +4,46 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::{
     links::{FdLink, PinnedLink},
-    tc::{SchedClassifierLinkId, TcAttachOptions},
+    tc::{
+        NlOptions, SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions, TcError, TcHandle,
+    },
     xdp::XdpLinkId,
-    LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
 };
 
 use super::{pin_err, xdp_mut, AttachMode, Datapath, DatapathError, Result};
+
+/// How the TC program is attached (`interfaces.tc_attach`).
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TcAttach {
+    /// tcx where the kernel has it (Linux 6.6+), else clsact.
+    #[default]
+    Auto,
+    Tcx,
+    Clsact,
+}
+
+/// The clsact filter's priority and handle: fixed, so that a restart finds its own filter
+/// (and `sipvip down` removes it) rather than adding another.
+pub const CLSACT_PRIORITY: u16 = 0x5356;
+const CLSACT_HANDLE: TcHandle = TcHandle::new(0x5356, 1);
+
+/// Detaches the clsact egress filter at our priority and handle on `ifname`, if there is one
+/// (nothing is left to mark it on bpffs, which holds pins only: `sipvip down` calls this for
+/// the interfaces its pinned XDP links name).
+pub(super) fn detach_clsact(ifname: &str) {
+    // Dropping the link detaches the filter; where there is none, that fails quietly.
+    if let Ok(link) = SchedClassifierLink::attached(
+        ifname,
+        TcAttachType::Egress,
+        CLSACT_PRIORITY,
+        CLSACT_HANDLE,
+        None,
+    ) {
+        drop(link);
+    }
+}
 
 /// Where the link of `program` on `ifname` is pinned under `dir`.
 pub fn link_pin(dir: &Path, program: &str, ifname: &str) -> PathBuf {
@@ -75,14 +109,20 @@ impl Datapath {
         Ok(true)
     }
 
-    /// Attaches the TC program `program` to `ifname`'s egress (tcx) unless a pinned link
-    /// already does, and pins the link under `dir`, as [`Datapath::attach_pinned`] does for
-    /// XDP. Returns whether it attached now (false: adopted).
+    /// Attaches the TC program `program` to `ifname`'s egress unless it already is, and
+    /// records it under `dir`, as [`Datapath::attach_pinned`] does for XDP. With tcx (Linux
+    /// 6.6+: `how` Tcx, or Auto where the kernel has it) the link is a bpf_link, pinned, and
+    /// runs beside any other tcx program (a CNI's). With clsact (`how` Clsact, or Auto on an
+    /// older kernel) it is a direct-action filter at a fixed priority and handle
+    /// ([`CLSACT_PRIORITY`]), which the kernel keeps after this process exits; `sipvip down`
+    /// removes it from the interface the external XDP link names. Returns whether it
+    /// attached now (false: adopted).
     pub fn attach_tc_egress_pinned(
         &mut self,
         program: &'static str,
         ifname: &str,
         dir: &Path,
+        how: TcAttach,
     ) -> Result<bool> {
         let link_path = link_pin(dir, program, ifname);
         if PinnedLink::from_pin(&link_path).is_ok() {
@@ -101,18 +141,52 @@ impl Datapath {
                 &mut pinned
             }
         };
-        // tcx (Linux 6.6+): a bpf_link that can be pinned, and that runs beside any other
-        // tcx program (a CNI's) instead of replacing a clsact filter.
-        let id = prog
-            .attach_with_options(
-                ifname,
-                TcAttachType::Egress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
-            .map_err(err)?;
-        let link = prog.take_link(id).map_err(err)?;
-        pin_link(FdLink::try_from(link), dir, program, ifname)?;
-        Ok(true)
+        let tcx = match how {
+            TcAttach::Tcx => true,
+            TcAttach::Clsact => false,
+            TcAttach::Auto => aya::util::KernelVersion::current()
+                .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0)),
+        };
+        if tcx {
+            let id = prog
+                .attach_with_options(
+                    ifname,
+                    TcAttachType::Egress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(err)?;
+            let link = prog.take_link(id).map_err(err)?;
+            pin_link(FdLink::try_from(link), dir, program, ifname)?;
+            return Ok(true);
+        }
+        // clsact: the qdisc may be there already (a CNI's, or ours from an earlier run).
+        let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+        let attached = prog.attach_with_options(
+            ifname,
+            TcAttachType::Egress,
+            TcAttachOptions::Netlink(NlOptions {
+                priority: CLSACT_PRIORITY,
+                handle: CLSACT_HANDLE,
+                ..NlOptions::default()
+            }),
+        );
+        let now = match attached {
+            Ok(id) => {
+                // The filter stays in the kernel when this process exits: the link is let go
+                // of without detaching it.
+                let link = prog.take_link(id).map_err(err)?;
+                std::mem::forget(link);
+                true
+            }
+            // Our priority and handle are taken: an earlier run's filter, adopted.
+            Err(ProgramError::TcError(TcError::NetlinkError(e)))
+                if e.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                false
+            }
+            Err(e) => return Err(err(e)),
+        };
+        Ok(now)
     }
 
     /// A loaded program, e.g. for BPF_PROG_TEST_RUN.

@@ -445,6 +445,10 @@ impl Datapath {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // On-node mode on clsact: the TC egress filter sits on the external interface.
+            if let Some(ifname) = name.strip_prefix(&format!("link_{}_", program_names::EXTERNAL)) {
+                super::attach::detach_clsact(ifname);
+            }
             if name.starts_with("link_") {
                 if let Ok(l) = PinnedLink::from_pin(e.path()) {
                     // Unpinning and dropping the last reference detaches the program.

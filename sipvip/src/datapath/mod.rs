@@ -29,7 +29,7 @@ mod read;
 mod spec;
 mod write;
 
-pub use attach::link_pin;
+pub use attach::{link_pin, TcAttach, CLSACT_PRIORITY};
 pub use load::mount_bpffs;
 pub use spec::{MemberSpec, ServiceSpec, VipSpec};
 
