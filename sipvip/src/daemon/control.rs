@@ -259,6 +259,20 @@ pub(super) async fn control(
             let mut lines = BufReader::new(r).lines();
             if let Ok(Some(line)) = lines.next_line().await {
                 let resp = match serde_json::from_str::<Request>(&line) {
+                    // A status asked while a reload swaps the supervisor is asked again of
+                    // the next one (for up to 2 s), rather than answered "try again".
+                    Ok(Request::Status) => {
+                        let mut resp = Response::err("the supervisor is restarting; try again");
+                        for _ in 0..40 {
+                            let c = cur.borrow().clone();
+                            resp = handle(Request::Status, &c, &shared, &reload).await;
+                            if resp.ok {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        resp
+                    }
                     Ok(req) => {
                         let c = cur.borrow().clone();
                         handle(req, &c, &shared, &reload).await
