@@ -54,6 +54,21 @@ fn node_config(lab: &Lab) -> String {
     )
 }
 
+/// Starts the daemon in node mode with `interfaces` lines added, and waits until the primary
+/// is active and the node answers for the VIP; returns the config's path.
+fn start_node(lab: &mut Lab, interfaces: &str) -> std::path::PathBuf {
+    let text =
+        node_config(lab).replace("mode = \"node\"", &format!("mode = \"node\"\n{interfaces}"));
+    let cfg = lab.write_config(&text).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    let up = lab.wait_for(Duration::from_secs(10), || {
+        lab.status()
+            .is_ok_and(|s| s["vips"][0]["active"] == "primary" && s["vips"][0]["owner"] == true)
+    });
+    assert!(up.is_some(), "{}", lab.daemon_log(0));
+    cfg
+}
+
 fn offloads(lab: &Lab, on: bool) {
     let v = if on { "on" } else { "off" };
     for (ns, dev) in [
@@ -203,15 +218,7 @@ fn tc_egress_as_a_clsact_filter() {
     lab.detach_peers().unwrap();
     scenario::start_sip_server(&mut lab, "primary").unwrap();
     let _backup_silent = udp_in(&lab.backup, (BACKUP, 5060));
-    let cfg =
-        node_config(&lab).replace("mode = \"node\"", "mode = \"node\"\ntc_attach = \"clsact\"");
-    let cfg = lab.write_config(&cfg).unwrap();
-    lab.start_daemon(&cfg).unwrap();
-    let up = lab.wait_for(Duration::from_secs(10), || {
-        lab.status()
-            .is_ok_and(|s| s["vips"][0]["active"] == "primary" && s["vips"][0]["owner"] == true)
-    });
-    assert!(up.is_some(), "{}", lab.daemon_log(0));
+    let cfg = start_node(&mut lab, "tc_attach = \"clsact\"");
     let filters = |lab: &Lab| lab.gw.exec("tc filter show dev ext0 egress").unwrap();
     let f = filters(&lab);
     assert!(
@@ -286,17 +293,7 @@ fn members_in_pods_steered_by_xdp_redirect() {
     let mut lab = Lab::new("nr").expect("lab");
     scenario::start_sip_server(&mut lab, "primary").unwrap();
     let backup_silent = udp_in(&lab.backup, (BACKUP, 5060));
-    let cfg = node_config(&lab).replace(
-        "mode = \"node\"",
-        "mode = \"node\"\nnode_steering = \"xdp-redirect\"",
-    );
-    let cfg = lab.write_config(&cfg).unwrap();
-    lab.start_daemon(&cfg).unwrap();
-    let up = lab.wait_for(Duration::from_secs(10), || {
-        lab.status()
-            .is_ok_and(|s| s["vips"][0]["active"] == "primary" && s["vips"][0]["owner"] == true)
-    });
-    assert!(up.is_some(), "{}", lab.daemon_log(0));
+    start_node(&mut lab, "node_steering = \"xdp-redirect\"");
     let phone = udp_in(&lab.client, (PHONE, 5062));
     let vip = Some(SocketAddr::from((VIP, 5060)));
     // The devmap learns the members' veths within a tick or two.

@@ -189,19 +189,20 @@ impl Datapath {
         Ok(now)
     }
 
-    /// A loaded program, e.g. for BPF_PROG_TEST_RUN.
+    /// A loaded XDP program, e.g. for BPF_PROG_TEST_RUN.
     pub fn program(&self, name: &'static str) -> Result<&Xdp> {
-        self.ebpf
-            .as_ref()
-            .ok_or(DatapathError::MissingProgram(name))?
-            .program(name)
-            .ok_or(DatapathError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| DatapathError::Program { name, source })
+        self.loaded(name)
     }
 
     /// A loaded TC program (on-node mode's `sipvip_node_out`), e.g. for BPF_PROG_TEST_RUN.
     pub fn tc_program(&self, name: &'static str) -> Result<&SchedClassifier> {
+        self.loaded(name)
+    }
+
+    fn loaded<'a, T>(&'a self, name: &'static str) -> Result<&'a T>
+    where
+        &'a T: TryFrom<&'a aya::programs::Program, Error = ProgramError>,
+    {
         self.ebpf
             .as_ref()
             .ok_or(DatapathError::MissingProgram(name))?
