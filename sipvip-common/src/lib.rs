@@ -446,6 +446,17 @@ reasons! {
     /// A packet to a VIP with TTL <= 1 that would have been forwarded: ICMP time exceeded
     /// sent back as the gateway, quoting the packet as it arrived.
     TimeExceeded = 11, "time_exceeded", Handled;
+    // ---- IPv6, parsed but not yet translated (slots 12-15 were free) ----
+    /// A well-formed IPv6 packet: the datapath has no IPv6 VIPs yet, so it goes to the
+    /// kernel untouched.
+    PassIpv6 = 12, "pass_ipv6", Pass;
+    /// ICMPv6 Neighbor Discovery or router traffic (RFC 4861: types 133-137): always the
+    /// kernel's.
+    PassNd = 13, "pass_nd", Pass;
+    /// An IPv6 packet with more extension headers than the datapath walks
+    /// (`MAX_IPV6_EXT_HEADERS`), or one it cannot read past (ESP, an unknown header): to the
+    /// kernel untouched, never steered.
+    PassIpv6Ext = 14, "pass_ipv6_ext", Pass;
     // ---- passed to the kernel ----
     /// Not IPv4 (ARP, IPv6, ...).
     PassNotIpv4 = 16, "pass_not_ipv4", Pass;
@@ -507,7 +518,14 @@ reasons! {
     /// A later fragment to a VIP whose first fragment has not passed within the fragment
     /// lifetime: its ports are unknown, so it never reaches a member.
     DropFragOrphan = 42, "drop_frag_orphan", Drop;
+    /// A malformed IPv6 packet: a truncated fixed header or extension header chain, a payload
+    /// length past the frame, a jumbogram (payload length 0), or a non-final fragment whose
+    /// length is not a multiple of 8 octets (RFC 8200, 4.5).
+    DropMalformedIpv6 = 43, "drop_malformed_ipv6", Drop;
 }
+
+/// How many IPv6 extension headers the datapath walks before it leaves a packet to the kernel.
+pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 
 /// Size of `SV_REASONS_V1`.
 pub const REASON_SLOTS: u32 = 48;

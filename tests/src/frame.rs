@@ -537,3 +537,145 @@ pub fn icmp_error_reply(frame: &[u8], ty: u8, code: u8, mtu: u16, src: Ipv4Addr)
     out.extend_from_slice(&icmp);
     out
 }
+
+/// An IPv6 frame: the fixed header, extension headers, and an upper-layer header with its
+/// payload (checksummed over the IPv6 pseudo-header where it is UDP, TCP or ICMPv6).
+#[derive(Clone, Debug)]
+pub struct Ip6 {
+    pub dmac: Mac,
+    pub smac: Mac,
+    pub vlan: Option<u16>,
+    pub src: std::net::Ipv6Addr,
+    pub dst: std::net::Ipv6Addr,
+    pub hop_limit: u8,
+    /// Extension headers in order: (type, the bytes after the next-header and length
+    /// octets). Hop-by-hop, routing and destination options are padded to a multiple of 8
+    /// octets; a fragment header's body is its 6 bytes (offset and M flag, identification).
+    pub ext: Vec<(u8, Vec<u8>)>,
+    pub proto: u8,
+    pub upper: Vec<u8>,
+    /// Overrides the fixed header's payload length (a lie, for bad-input frames).
+    pub payload_len: Option<u16>,
+}
+
+pub const HOP_BY_HOP: u8 = 0;
+pub const ROUTING: u8 = 43;
+pub const FRAGMENT: u8 = 44;
+pub const DEST_OPTS: u8 = 60;
+pub const ICMPV6: u8 = 58;
+
+impl Ip6 {
+    /// UDP from `src` to `dst` with `payload`.
+    pub fn udp(
+        smac: Mac,
+        dmac: Mac,
+        src: (std::net::Ipv6Addr, u16),
+        dst: (std::net::Ipv6Addr, u16),
+        payload: &[u8],
+    ) -> Ip6 {
+        let mut upper = Vec::new();
+        upper.extend_from_slice(&src.1.to_be_bytes());
+        upper.extend_from_slice(&dst.1.to_be_bytes());
+        upper.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        upper.extend_from_slice(&[0, 0]);
+        upper.extend_from_slice(payload);
+        Ip6::new(smac, dmac, src.0, dst.0, UDP, upper)
+    }
+
+    /// ICMPv6 of `ty` and `code` with `body` after the 4-byte header.
+    pub fn icmp6(
+        smac: Mac,
+        dmac: Mac,
+        src: std::net::Ipv6Addr,
+        dst: std::net::Ipv6Addr,
+        ty: u8,
+        body: &[u8],
+    ) -> Ip6 {
+        let mut upper = vec![ty, 0, 0, 0];
+        upper.extend_from_slice(body);
+        Ip6::new(smac, dmac, src, dst, ICMPV6, upper)
+    }
+
+    pub fn new(
+        smac: Mac,
+        dmac: Mac,
+        src: std::net::Ipv6Addr,
+        dst: std::net::Ipv6Addr,
+        proto: u8,
+        upper: Vec<u8>,
+    ) -> Ip6 {
+        Ip6 {
+            dmac,
+            smac,
+            vlan: None,
+            src,
+            dst,
+            hop_limit: 64,
+            ext: Vec::new(),
+            proto,
+            upper,
+            payload_len: None,
+        }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut upper = self.upper.clone();
+        let csum_at = match self.proto {
+            UDP if upper.len() >= 8 => Some(6),
+            TCP if upper.len() >= 20 => Some(16),
+            ICMPV6 if upper.len() >= 4 => Some(2),
+            _ => None,
+        };
+        if let Some(at) = csum_at {
+            upper[at] = 0;
+            upper[at + 1] = 0;
+            let mut p = Vec::with_capacity(40);
+            p.extend_from_slice(&self.src.octets());
+            p.extend_from_slice(&self.dst.octets());
+            p.extend_from_slice(&(upper.len() as u32).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, self.proto]);
+            let mut c = checksum(&[&p, &upper]);
+            if c == 0 && self.proto == UDP {
+                c = 0xffff;
+            }
+            upper[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        let mut ext = Vec::new();
+        for (i, (ty, body)) in self.ext.iter().enumerate() {
+            let next = self.ext.get(i + 1).map_or(self.proto, |e| e.0);
+            if *ty == FRAGMENT {
+                ext.push(next);
+                ext.push(0);
+                let mut b = body.clone();
+                b.resize(6, 0);
+                ext.extend_from_slice(&b);
+            } else {
+                let mut b = body.clone();
+                let total = (2 + b.len()).div_ceil(8) * 8;
+                b.resize(total - 2, 0);
+                ext.push(next);
+                ext.push((total / 8 - 1) as u8);
+                ext.extend_from_slice(&b);
+            }
+        }
+        let first = self.ext.first().map_or(self.proto, |e| e.0);
+        let payload = ext.len() + upper.len();
+        let mut b = Vec::new();
+        b.extend_from_slice(&self.dmac);
+        b.extend_from_slice(&self.smac);
+        if let Some(tag) = self.vlan {
+            b.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+            b.extend_from_slice(&tag.to_be_bytes());
+        }
+        b.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+        b.extend_from_slice(&[0x60, 0, 0, 0]);
+        b.extend_from_slice(&self.payload_len.unwrap_or(payload as u16).to_be_bytes());
+        b.push(first);
+        b.push(self.hop_limit);
+        b.extend_from_slice(&self.src.octets());
+        b.extend_from_slice(&self.dst.octets());
+        b.extend_from_slice(&ext);
+        b.extend_from_slice(&upper);
+        b
+    }
+}

@@ -141,6 +141,68 @@ pub struct Model {
 }
 
 // ---- byte helpers (host order in, network order in the buffer) ----
+/// The outcome of an IPv6 frame (no IPv6 VIPs yet): RFC 8200 parsing as the datapath does
+/// it, written plainly. The extension headers the datapath walks (at most
+/// `MAX_IPV6_EXT_HEADERS`, each read within the frame's first 1023 bytes).
+pub fn ipv6_screen(b: &[u8], l3: usize) -> &'static str {
+    const EXT: [u8; 4] = [0, 43, 60, 44];
+    if b.len() < l3 + 40 || b[l3] >> 4 != 6 {
+        return "drop_malformed_ipv6";
+    }
+    let payload = usize::from(r16(b, l3 + 4));
+    let mut next = b[l3 + 6];
+    if payload == 0 && next == 0 {
+        return "drop_malformed_ipv6"; // a jumbogram
+    }
+    if l3 + 40 + payload > b.len() {
+        return "drop_malformed_ipv6";
+    }
+    let end = l3 + 40 + payload;
+    let mut off = l3 + 40;
+    let mut later = false;
+    for _ in 0..sipvip_common::MAX_IPV6_EXT_HEADERS {
+        if !EXT.contains(&next) {
+            break;
+        }
+        if off + 8 > 0x3ff {
+            return "pass_ipv6_ext";
+        }
+        if off + 8 > end {
+            return "drop_malformed_ipv6";
+        }
+        let size = if next == 44 {
+            let frag = r16(b, off + 2);
+            if frag & 1 != 0 && !(end - (off + 8)).is_multiple_of(8) {
+                return "drop_malformed_ipv6";
+            }
+            later = frag >> 3 != 0;
+            8
+        } else {
+            (usize::from(b[off + 1]) + 1) * 8
+        };
+        if off + size > end {
+            return "drop_malformed_ipv6";
+        }
+        next = b[off];
+        off += size;
+        if later {
+            break;
+        }
+    }
+    if !later && EXT.contains(&next) {
+        return "pass_ipv6_ext";
+    }
+    if next == 58 && !later {
+        if off + 4 > end {
+            return "drop_malformed_ipv6";
+        }
+        if (133..=137).contains(&b[off]) {
+            return "pass_nd";
+        }
+    }
+    "pass_ipv6"
+}
+
 fn r16(b: &[u8], o: usize) -> u16 {
     u16::from_be_bytes([b[o], b[o + 1]])
 }
@@ -302,6 +364,9 @@ impl Model {
             et = r16(b, 16);
             l3 = 18;
             vlan = true;
+        }
+        if et == 0x86dd {
+            return Err(ipv6_screen(b, l3));
         }
         if et != 0x0800 {
             return Err("pass_not_ipv4");

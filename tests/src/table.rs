@@ -14,7 +14,7 @@ use anyhow::{ensure, Result};
 use crate::{
     check::{expect, Side, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     fixtures::{from_vip, phone_udp, routed, to_member, SIP},
-    frame::{fix_checksums, Ip4, Mac, L4},
+    frame::{fix_checksums, Ip4, Ip6, Mac, DEST_OPTS, FRAGMENT, HOP_BY_HOP, L4, ROUTING},
     topo::*,
 };
 
@@ -48,6 +48,32 @@ pub struct Row {
 }
 
 // The frames of the rows.
+
+/// IPv6 (no IPv6 VIPs yet: every frame is screened and left to the kernel, or dropped).
+const PHONE6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
+
+fn udp6() -> Ip6 {
+    Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5062), (VIP6, 5060), SIP)
+}
+
+fn with_ext(mut p: Ip6, ext: &[(u8, Vec<u8>)]) -> Ip6 {
+    p.ext = ext.to_vec();
+    p
+}
+
+/// A neighbour solicitation for the VIP's address.
+fn solicitation() -> Ip6 {
+    let mut body = vec![0; 4];
+    body.extend_from_slice(&VIP6.octets());
+    Ip6::icmp6(PHONE_MAC, EXT_MAC, PHONE6, VIP6, 135, &body)
+}
+
+/// Cuts `frame` to `n` bytes.
+fn cut(mut frame: Vec<u8>, n: usize) -> Vec<u8> {
+    frame.truncate(n);
+    frame
+}
 
 fn steer_udp() -> Ip4 {
     phone_udp(5060)
@@ -322,8 +348,147 @@ pub const ROWS: &[Row] = &[
         traffic: None,
         cost: Some("outbound pass-through port"),
     },
+    Row {
+        description: "IPv6 UDP to an address of the VIP's network goes to the kernel untouched",
+        side: Side::Ext,
+        before: None,
+        input: || udp6().build(),
+        verdict: XDP_PASS,
+        output: None,
+        reason: "pass_ipv6",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "IPv6 through hop-by-hop, routing, destination options and a first fragment",
+        side: Side::Ext,
+        before: None,
+        input: || {
+            with_ext(
+                udp6(),
+                &[
+                    (HOP_BY_HOP, vec![1, 4, 0, 0, 0, 0]),
+                    (ROUTING, vec![0, 0, 0, 0, 0, 0]),
+                    (DEST_OPTS, vec![1, 4, 0, 0, 0, 0]),
+                    (FRAGMENT, vec![0, 0, 0, 0, 0, 7]),
+                ],
+            )
+            .build()
+        },
+        verdict: XDP_PASS,
+        output: None,
+        reason: "pass_ipv6",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "IPv6 Neighbor Discovery always goes to the kernel",
+        side: Side::Ext,
+        before: None,
+        input: || solicitation().build(),
+        verdict: XDP_PASS,
+        output: None,
+        reason: "pass_nd",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "IPv6 with more extension headers than the datapath walks goes to the kernel",
+        side: Side::Ext,
+        before: None,
+        input: || with_ext(udp6(), &vec![(DEST_OPTS, vec![]); 5]).build(),
+        verdict: XDP_PASS,
+        output: None,
+        reason: "pass_ipv6_ext",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "IPv6 with a truncated extension header chain is dropped",
+        side: Side::Ext,
+        before: None,
+        input: || {
+            let mut p = with_ext(udp6(), &[(HOP_BY_HOP, vec![1, 4, 0, 0, 0, 0])]);
+            p.upper.clear();
+            p.proto = DEST_OPTS;
+            p.payload_len = Some(8);
+            p.build()
+        },
+        verdict: XDP_DROP,
+        output: None,
+        reason: "drop_malformed_ipv6",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "IPv6 with an extension header longer than the packet is dropped",
+        side: Side::Ext,
+        before: None,
+        input: || {
+            let mut b = with_ext(udp6(), &[(DEST_OPTS, vec![1, 4, 0, 0, 0, 0])]).build();
+            // The header's length octet: 200 x 8 octets.
+            b[14 + 40 + 1] = 200;
+            b
+        },
+        verdict: XDP_DROP,
+        output: None,
+        reason: "drop_malformed_ipv6",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "an IPv6 payload length past the frame is dropped",
+        side: Side::Ext,
+        before: None,
+        input: || cut(udp6().build(), 14 + 40 + 10),
+        verdict: XDP_DROP,
+        output: None,
+        reason: "drop_malformed_ipv6",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "an IPv6 jumbogram (payload length 0, hop-by-hop) is dropped",
+        side: Side::Ext,
+        before: None,
+        input: || {
+            let mut p = with_ext(udp6(), &[(HOP_BY_HOP, vec![0xc2, 4, 0, 1, 0, 0])]);
+            p.payload_len = Some(0);
+            p.build()
+        },
+        verdict: XDP_DROP,
+        output: None,
+        reason: "drop_malformed_ipv6",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "a non-final IPv6 fragment not a multiple of 8 octets long is dropped",
+        side: Side::Ext,
+        before: None,
+        input: || {
+            let mut p = with_ext(udp6(), &[(FRAGMENT, vec![0, 1, 0, 0, 0, 9])]);
+            p.upper.truncate(13);
+            p.build()
+        },
+        verdict: XDP_DROP,
+        output: None,
+        reason: "drop_malformed_ipv6",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "an ICMPv6 error quoting a truncated packet goes to the kernel untouched",
+        side: Side::Ext,
+        before: None,
+        input: || Ip6::icmp6(PHONE_MAC, EXT_MAC, PHONE6, VIP6, 1, &[0, 0, 0, 0, 0x60, 0]).build(),
+        verdict: XDP_PASS,
+        output: None,
+        reason: "pass_ipv6",
+        traffic: None,
+        cost: None,
+    },
 ];
-
 /// The row named `cost` by the bench.
 pub fn cost_row(cost: &str) -> Option<&'static Row> {
     ROWS.iter().find(|r| r.cost == Some(cost))

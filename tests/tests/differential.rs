@@ -81,6 +81,77 @@ fn wrap(side: Side, smac: Mac, ip: &[u8]) -> (Side, Vec<u8>) {
 }
 
 impl Gen {
+    /// An IPv6 frame, well-formed or not: extension header chains up to past the datapath's
+    /// limit, fragments (some of a length the RFC forbids), ICMPv6 of every kind the screen
+    /// tells apart (Neighbor Discovery among them), payload lengths that lie, jumbograms,
+    /// truncations and tags.
+    fn ipv6(&mut self) -> (Side, Vec<u8>) {
+        use frame::{Ip6, DEST_OPTS, FRAGMENT, HOP_BY_HOP, ROUTING};
+        let side = if self.rng.gen_bool(0.5) {
+            Side::Ext
+        } else {
+            Side::Int
+        };
+        let a = |last: u16| std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, last);
+        let (src, dst) = (a(self.rng.gen_range(1..20)), a(self.rng.gen_range(1..300)));
+        let (smac, dmac) = match side {
+            Side::Ext => (PHONE_MAC, EXT_MAC),
+            Side::Int => (PRIMARY_MAC, INT_MAC),
+        };
+        let payload: Vec<u8> = (0..self.rng.gen_range(0..64))
+            .map(|_| self.rng.gen())
+            .collect();
+        let mut p = match self.rng.gen_range(0..10) {
+            0..=3 => Ip6::udp(smac, dmac, (src, 5062), (dst, 5060), &payload),
+            4..=7 => {
+                let ty = *[1u8, 2, 3, 4, 128, 129, 133, 134, 135, 136, 137]
+                    .choose(&mut self.rng)
+                    .unwrap();
+                Ip6::icmp6(smac, dmac, src, dst, ty, &payload)
+            }
+            8 => Ip6::new(smac, dmac, src, dst, frame::TCP, payload),
+            _ => Ip6::new(smac, dmac, src, dst, 59, Vec::new()),
+        };
+        for _ in 0..self.rng.gen_range(0..7) {
+            let ty = *[HOP_BY_HOP, ROUTING, DEST_OPTS, FRAGMENT]
+                .choose(&mut self.rng)
+                .unwrap();
+            let body: Vec<u8> = if ty == FRAGMENT {
+                let offset: u16 = *[0u16, 0, 8, 185].choose(&mut self.rng).unwrap();
+                let more = u16::from(self.rng.gen_bool(0.5));
+                let fo = (offset << 3) | more;
+                let mut b = fo.to_be_bytes().to_vec();
+                b.extend_from_slice(&self.rng.gen::<u32>().to_be_bytes());
+                b
+            } else {
+                (0..self.rng.gen_range(0..3) * 8 + 6)
+                    .map(|_| self.rng.gen())
+                    .collect()
+            };
+            p.ext.push((ty, body));
+        }
+        p.hop_limit = *[64u8, 1, 0].choose(&mut self.rng).unwrap();
+        if self.rng.gen_bool(0.04) {
+            p.vlan = Some(100);
+        }
+        match self.rng.gen_range(0..100) {
+            0..=4 => p.payload_len = Some(self.rng.gen_range(0..200)),
+            5..=7 => {
+                // A jumbogram.
+                p.ext.insert(0, (HOP_BY_HOP, vec![0xc2, 4, 0, 1, 0, 0]));
+                p.payload_len = Some(0);
+            }
+            8..=9 => p.dmac = [0x33, 0x33, 0, 0, 0, 1],
+            _ => {}
+        }
+        let mut b = p.build();
+        if self.rng.gen_bool(0.08) {
+            let n = self.rng.gen_range(14..b.len());
+            b.truncate(n);
+        }
+        (side, b)
+    }
+
     fn port(&mut self) -> u16 {
         if self.rng.gen_bool(0.8) {
             *PORTS.choose(&mut self.rng).unwrap()
@@ -242,6 +313,9 @@ impl Gen {
             if let Some(f) = f {
                 return f;
             }
+        }
+        if self.rng.gen_bool(0.06) {
+            return self.ipv6();
         }
         let side = if self.rng.gen_bool(0.5) {
             Side::Ext

@@ -26,7 +26,7 @@ pub enum Verdict {
 }
 
 /// A mask no header offset we use exceeds (the deepest is a quoted TCP checksum, < 200).
-const MAX_OFFSET: usize = 0x3ff;
+pub const MAX_OFFSET: usize = 0x3ff;
 
 /// A packet in a program's context.
 pub trait Frame {

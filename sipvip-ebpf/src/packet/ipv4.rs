@@ -3,7 +3,7 @@
 
 use sipvip_common::{Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
-use super::{ETH_HLEN, ETH_P_8021Q_BE, ETH_P_IP_BE, VLAN_HLEN};
+use super::{ETH_HLEN, ETH_P_8021Q_BE, ETH_P_IPV6_BE, ETH_P_IP_BE, VLAN_HLEN};
 use crate::hook::Frame;
 
 pub const IP_DF: u16 = 0x4000;
@@ -48,7 +48,8 @@ impl Ipv4 {
 
 /// Parses up to the L4 header offset.
 ///
-/// Non-IPv4 frames are `PassNotIpv4`; broken headers are counted drops.
+/// Non-IP frames are `PassNotIpv4`; IPv6 frames get `ipv6::screen`'s outcome; broken
+/// headers are counted drops.
 #[inline(always)]
 pub fn parse<F: Frame>(f: &F) -> Result<Ipv4, Reason> {
     let len = f.len();
@@ -61,6 +62,9 @@ pub fn parse<F: Frame>(f: &F) -> Result<Ipv4, Reason> {
         vlan = true;
     }
     if ethertype != ETH_P_IP_BE {
+        if ethertype == ETH_P_IPV6_BE {
+            return Err(super::ipv6::screen(f, l3));
+        }
         return Err(Reason::PassNotIpv4);
     }
     // The fixed 20-byte header must be present. It is loaded as ten 16-bit words (headers
