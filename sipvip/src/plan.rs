@@ -10,7 +10,7 @@ use sipvip_common::program_names;
 
 use crate::{
     config::{AllDownPolicy, Config, MonitorKind},
-    datapath::{MapSizes, MemberSpec, ServiceSpec, VipSpec},
+    datapath::{MapSizes, MemberReach, MemberSpec, ServiceSpec, VipSpec},
     monitor::{
         probe::{ProbeKind, ProbeSpec},
         MonitorKey,
@@ -253,9 +253,11 @@ fn vip_spec(cfg: &Config, i: usize) -> VipSpec {
             .collect(),
         active: None,
         snat: cfg.snat.enabled,
-        on_node: cfg.interfaces.mode == crate::config::Mode::Node,
-        redirect_to_members: cfg.interfaces.node_steering
-            == crate::config::NodeSteering::XdpRedirect,
+        reach: match (cfg.interfaces.mode, cfg.interfaces.node_steering) {
+            (crate::config::Mode::Gateway, _) => MemberReach::Gateway,
+            (_, crate::config::NodeSteering::Kernel) => MemberReach::Kernel,
+            (_, crate::config::NodeSteering::XdpRedirect) => MemberReach::XdpRedirect,
+        },
     }
 }
 

@@ -97,6 +97,15 @@ pub fn command_in(ns: &Netns, program: &Path) -> Result<Command> {
     Ok(c)
 }
 
+/// A UDP socket bound to `addr` in `ns`, with a 500 ms read timeout.
+pub fn udp_in(ns: &Netns, addr: (Ipv4Addr, u16)) -> std::net::UdpSocket {
+    let _g = ns.enter().unwrap();
+    let s = std::net::UdpSocket::bind(std::net::SocketAddr::from(addr)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
 /// Writes `text` as a Kubernetes ConfigMap volume does: `<root>/sipvip.toml` is a symlink to
 /// `..data/sipvip.toml`, `..data` a symlink to a timestamped directory that holds the file.
 /// Each call writes a new directory and swaps `..data` to it atomically (a new symlink

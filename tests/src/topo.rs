@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use sipvip::datapath::{Datapath, MapSizes, MemberSpec, ServiceSpec, VipSpec};
+use sipvip::datapath::{Datapath, MapSizes, MemberReach, MemberSpec, ServiceSpec, VipSpec};
 use sipvip_common::{IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
@@ -108,8 +108,7 @@ pub fn vip_spec() -> VipSpec {
         members: vec![member(PRIMARY), member(BACKUP)],
         active: Some(0),
         snat: true,
-        on_node: false,
-        redirect_to_members: false,
+        reach: MemberReach::Gateway,
     }
 }
 

@@ -11,21 +11,13 @@ use std::{
 };
 
 use sipvip_tests::{
-    lab::{Lab, BACKUP, PHONE, PRIMARY, VIP},
+    lab::{udp_in, Lab, BACKUP, PHONE, PRIMARY, VIP},
     netns::Netns,
     scenario,
 };
 
 const INTERVAL_MS: u64 = 200;
 const TIMEOUT_MS: u64 = 1000;
-
-fn udp_in(ns: &Netns, addr: (Ipv4Addr, u16)) -> UdpSocket {
-    let _g = ns.enter().unwrap();
-    let s = UdpSocket::bind(SocketAddr::from(addr)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    s
-}
 
 fn options(call: usize) -> Vec<u8> {
     format!(

@@ -18,7 +18,7 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use sipvip::datapath::{Datapath, MapSizes, MemberSpec, ServiceSpec, VipSpec};
+use sipvip::datapath::{Datapath, MapSizes, MemberReach, MemberSpec, ServiceSpec, VipSpec};
 use sipvip_common::{program_names, IPPROTO_TCP, IPPROTO_UDP};
 use sipvip_tests::netns::{require_root, tcp_connect_from, Netns};
 
@@ -142,8 +142,7 @@ fn setup() -> Lab {
         ],
         active: Some(0),
         snat: true,
-        on_node: false,
-        redirect_to_members: false,
+        reach: MemberReach::Gateway,
     };
     let mut dp = {
         let _g = gw.enter().unwrap();

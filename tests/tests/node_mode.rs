@@ -22,27 +22,19 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener},
     time::{Duration, Instant},
 };
 
 use sipvip_tests::{
     cluster::{self, Cluster, Runner},
-    lab::{Lab, BACKUP, PHONE, PRIMARY, VIP},
+    lab::{udp_in, Lab, BACKUP, PHONE, PRIMARY, VIP},
     netns::{tcp_connect_from, Netns},
     scenario,
 };
 
 /// The node's own address (ext0's).
 const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
-
-fn udp_in(ns: &Netns, addr: (Ipv4Addr, u16)) -> UdpSocket {
-    let _g = ns.enter().unwrap();
-    let s = UdpSocket::bind(SocketAddr::from(addr)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    s
-}
 
 /// The lab's gateway config, made an on-node one: nothing on the internal interfaces.
 fn node_config(lab: &Lab) -> String {

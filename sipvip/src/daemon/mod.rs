@@ -317,7 +317,10 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
         }
         // node_steering = "xdp-redirect": the devices the members' veths are, in the devmap
         // (a recreated pod's veth is a new device; the set is renewed every second).
-        let redirect = plan.vips.iter().any(|v| v.spec.redirect_to_members);
+        let redirect = plan
+            .vips
+            .iter()
+            .any(|v| v.spec.reach == sipvip::datapath::MemberReach::XdpRedirect);
         let mut egress = std::collections::BTreeSet::new();
         let mut egress_since = std::time::Instant::now();
         let mut t = tokio::time::interval(OWNERSHIP_TICK);

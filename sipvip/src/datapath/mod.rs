@@ -31,7 +31,7 @@ mod write;
 
 pub use attach::{link_pin, TcAttach, CLSACT_PRIORITY};
 pub use load::mount_bpffs;
-pub use spec::{MemberSpec, ServiceSpec, VipSpec};
+pub use spec::{MemberReach, MemberSpec, ServiceSpec, VipSpec};
 
 /// The kernel object, built by build.rs from sipvip-ebpf.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipvip.bpf.o"));

@@ -48,12 +48,19 @@ pub struct VipSpec {
     pub active: Option<usize>,
     /// Whether members' outbound traffic is SNATed to the VIP.
     pub snat: bool,
-    /// The members are on this node (on-node mode): traffic toward them goes to the
-    /// kernel translated (`VIP_F_LOCAL`).
-    pub on_node: bool,
-    /// On-node mode: traffic toward the members is redirected by XDP into their veths
-    /// instead (`VIP_F_REDIRECT`).
-    pub redirect_to_members: bool,
+    /// How traffic toward the members leaves.
+    pub reach: MemberReach,
+}
+
+/// How traffic toward a VIP's members leaves the datapath.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberReach {
+    /// Gateway mode: to the next hop the FIB names, redirected by XDP.
+    Gateway,
+    /// On-node mode: translated and handed to the kernel (`VIP_F_LOCAL`).
+    Kernel,
+    /// On-node mode: redirected by XDP into the member's veth (`VIP_F_REDIRECT`).
+    XdpRedirect,
 }
 
 impl VipSpec {
@@ -181,10 +188,10 @@ impl VipSpec {
             vip_id: self.id,
             active_be,
             active_slot,
-            flags: match (self.on_node, self.redirect_to_members) {
-                (true, true) => VIP_F_REDIRECT,
-                (true, false) => VIP_F_LOCAL,
-                (false, _) => 0,
+            flags: match self.reach {
+                MemberReach::Gateway => 0,
+                MemberReach::Kernel => VIP_F_LOCAL,
+                MemberReach::XdpRedirect => VIP_F_REDIRECT,
             },
             draining_be,
             draining_slot,
@@ -250,8 +257,7 @@ mod tests {
             members: vec![member(vec![]), member(vec![5070, 5070])],
             active: None,
             snat: true,
-            on_node: true,
-            redirect_to_members: false,
+            reach: MemberReach::Kernel,
         }
     }
 

@@ -18,7 +18,7 @@ use aya::{
     Ebpf,
 };
 use serde_json::{json, Value};
-use sipvip::datapath::{be16, Datapath, MapSizes, MemberSpec, ServiceSpec, VipSpec};
+use sipvip::datapath::{be16, Datapath, MapSizes, MemberReach, MemberSpec, ServiceSpec, VipSpec};
 use sipvip_common::{program_names, IPPROTO_UDP};
 use sipvip_tests::{
     bench::*,
@@ -171,8 +171,7 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
         }],
         active: Some(0),
         snat: true,
-        on_node: false,
-        redirect_to_members: false,
+        reach: MemberReach::Gateway,
     })?;
     for a in [GW_EXT, GW_INT] {
         dp.add_exclusion(a, 32)?;
@@ -749,8 +748,7 @@ fn install_local_vip(dp: &mut sipvip::datapath::Datapath) -> Result<Vec<u8>> {
         members: vec![member(11), member(12)],
         active: Some(0),
         snat: true,
-        on_node: true,
-        redirect_to_members: false,
+        reach: MemberReach::Kernel,
     })?;
     Ok(Ip4::udp(
         topo::PHONE_MAC,
