@@ -40,8 +40,26 @@ pub mod map_names {
     /// Kernel-private per-CPU scratch (the parts of a decision only some packets need); user
     /// space never reads it, and its layout is the kernel crate's own.
     pub const PENDING: &str = "SV_PENDING_V1";
+    /// The IPv6 twins of the address-keyed maps: the same records with 16-byte addresses
+    /// (`VipRecord<Ipv6Be>`, ...). Counters, reasons, interfaces, pass-through port marks and
+    /// settings are shared by both families.
+    pub const VIPS6: &str = "SV_VIPS6_V1";
+    pub const MEMBERS6: &str = "SV_MEMBERS6_V1";
+    pub const CONNTRACK6: &str = "SV_CT6_V1";
+    pub const FRAGS6: &str = "SV_FRAGS6_V1";
+    pub const EXCLUSIONS6: &str = "SV_EXCL6_V1";
+    pub const NEXTHOPS6: &str = "SV_NEXTHOP6_V1";
+    pub const PENDING6: &str = "SV_PENDING6_V1";
+    /// Kernel-private per-CPU scratch for the FIB lookup's parameters (kept off the BPF
+    /// stack).
+    pub const FIB_ARGS: &str = "SV_FIBARGS_V1";
+    /// The IPv6 programs, by slot (`program_names::SLOT6_*`).
+    pub const XDP6: &str = "SV_XDP6_V1";
+    pub const TC6: &str = "SV_TC6_V1";
+    /// Kernel-private per-CPU slot for the parsed IPv6 packet.
+    pub const PACKET6: &str = "SV_PACKET6_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 25] = [
         VIPS,
         MEMBERS,
         CONNTRACK,
@@ -56,6 +74,17 @@ pub mod map_names {
         IFACES,
         SETTINGS,
         PENDING,
+        VIPS6,
+        MEMBERS6,
+        CONNTRACK6,
+        FRAGS6,
+        EXCLUSIONS6,
+        NEXTHOPS6,
+        PENDING6,
+        FIB_ARGS,
+        XDP6,
+        TC6,
+        PACKET6,
     ];
 }
 
@@ -69,6 +98,14 @@ pub mod program_names {
     pub const NODE_OUT: &str = "sipvip_node_out";
     /// Returns XDP_PASS; attached to a veth peer so it accepts redirected frames.
     pub const PASS: &str = "sipvip_pass";
+    /// The IPv6 programs each of the above tail-calls (never attached): in `SV_XDP6_V1` at
+    /// `SLOT6_EXT` and `SLOT6_INT`, and in `SV_TC6_V1` at `SLOT6_NODE_OUT`.
+    pub const EXTERNAL6: &str = "sipvip_ext6";
+    pub const INTERNAL6: &str = "sipvip_int6";
+    pub const NODE_OUT6: &str = "sipvip_node_out6";
+    pub const SLOT6_EXT: u32 = 0;
+    pub const SLOT6_INT: u32 = 1;
+    pub const SLOT6_NODE_OUT: u32 = 0;
 }
 
 /// Default map sizes (production sizes; each can be overridden at load time).
@@ -95,17 +132,20 @@ pub struct Service {
     pub member_port_be: u16,
 }
 
-/// Value of `SV_VIPS_V1`, keyed by the VIP address (`u32`, network order).
+/// Value of `SV_VIPS_V2`, keyed by the VIP address (`u32`, network order), and of
+/// `SV_VIPS6_V1` (`VipRecord<Ipv6Be>`), keyed by its IPv6 address. A dual-stack VIP has one
+/// record in each, with the same `vip_id` and the same active member (its address in each
+/// family).
 ///
 /// User space flips the active member by writing a whole new record: one map-value write,
 /// which the kernel swaps in atomically for a hash map created with BPF_F_NO_PREALLOC.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VipRecord {
+pub struct VipRecord<A = u32> {
     /// Index into `SV_VSTATS_V1`.
     pub vip_id: u32,
     /// Physical address of the active member; 0 when no member is active (traffic dropped).
-    pub active_be: u32,
+    pub active_be: A,
     /// Slot of the active member within this VIP (0..MAX_MEMBERS), for counters.
     pub active_slot: u32,
     /// `VIP_F_*`.
@@ -114,17 +154,18 @@ pub struct VipRecord {
     /// Offline"): TCP connections to the services that were open before the move stay on
     /// it, new ones (a SYN) go to the active member and are tracked as `CT_STEER` flows. 0
     /// when nothing drains; the datapath then keeps no per-connection state.
-    pub draining_be: u32,
+    pub draining_be: A,
     pub draining_slot: u32,
     pub services: [Service; MAX_SERVICES],
 }
 
-/// Value of `SV_MEMBERS_V1`, keyed by the member's physical address.
+/// Value of `SV_MEMBERS_V1`, keyed by the member's physical address; `MemberRecord<Ipv6Be>`
+/// in `SV_MEMBERS6_V1`, keyed by its IPv6 address, translated to the VIP's IPv6 address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemberRecord {
+pub struct MemberRecord<A = u32> {
     /// The VIP this member's outbound traffic is translated to.
-    pub vip_be: u32,
+    pub vip_be: A,
     pub vip_id: u32,
     /// Slot of this member within its VIP (0..MAX_MEMBERS), for counters.
     pub slot: u32,
@@ -195,8 +236,36 @@ pub struct CtValue<A = u32> {
     pub slot: u32,
 }
 
-/// An IPv6 address in network order, as it lies in a packet.
-pub type Ipv6Be = [u8; 16];
+/// An IPv6 address in network order, as it lies in a packet: four 32-bit words in memory
+/// order (not bytes, so that the datapath's compiler can keep one in registers). Convert with
+/// [`ipv6_be`] and [`ipv6_octets`].
+pub type Ipv6Be = [u32; 4];
+
+/// The datapath's form of an address's octets.
+#[inline(always)]
+pub const fn ipv6_be(o: [u8; 16]) -> Ipv6Be {
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
+/// An address's octets from the datapath's form.
+#[inline(always)]
+pub const fn ipv6_octets(a: Ipv6Be) -> [u8; 16] {
+    let (w0, w1, w2, w3) = (
+        a[0].to_ne_bytes(),
+        a[1].to_ne_bytes(),
+        a[2].to_ne_bytes(),
+        a[3].to_ne_bytes(),
+    );
+    [
+        w0[0], w0[1], w0[2], w0[3], w1[0], w1[1], w1[2], w1[3], w2[0], w2[1], w2[2], w2[3], w3[0],
+        w3[1], w3[2], w3[3],
+    ]
+}
 
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtKey<Ipv6Be>>() == 40);
@@ -205,7 +274,7 @@ const _: () = assert!(core::mem::size_of::<CtKey<Ipv6Be>>() == 40);
 pub const FRAG_IN: u8 = 1;
 pub const FRAG_OUT: u8 = 2;
 
-/// Key of `SV_FRAGS_V1`: one IPv4 datagram being fragmented (RFC 791 identity).
+/// Key of `SV_FRAGS_V2`: one IPv4 datagram being fragmented (RFC 791 identity).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragKey {
@@ -214,6 +283,19 @@ pub struct FragKey {
     pub id_be: u16,
     pub proto: u8,
     pub dir: u8,
+}
+
+/// Key of `SV_FRAGS6_V1`: one IPv6 datagram being fragmented (RFC 8200, 4.5: source,
+/// destination and the fragment header's 32-bit identification), as `FragKey` for IPv4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey6 {
+    pub src_be: Ipv6Be,
+    pub dst_be: Ipv6Be,
+    pub id_be: u32,
+    pub proto: u8,
+    pub dir: u8,
+    pub _pad: u16,
 }
 
 /// What to do with every fragment of a datagram.
@@ -227,9 +309,9 @@ pub const FRAG_ACT_UNTOUCHED: u8 = 2;
 /// `Settings::frag_lifetime`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FragValue {
+pub struct FragValue<A = u32> {
     /// Inbound: the member's address (new destination). Outbound: the VIP (new source).
-    pub addr_be: u32,
+    pub addr_be: A,
     pub action: u8,
     /// Member slot for counters.
     pub slot: u8,
@@ -324,6 +406,14 @@ pub const fn pt_port_slot(vip_id: u32, member_slot: u32, port_be: u16) -> (u32, 
 /// Slots of `SV_NEXTHOP_V1` per CPU (a power of two).
 pub const NEXTHOP_SLOTS: u32 = 1 << 14;
 
+/// The slot of `SV_NEXTHOP6_V1` for an IPv6 destination: its four words folded into one,
+/// then as `nexthop_slot`.
+#[inline(always)]
+pub const fn nexthop_slot6(dst_be: &Ipv6Be, ingress_ifindex: u32) -> u32 {
+    let folded = dst_be[0] ^ dst_be[1].rotate_left(8) ^ dst_be[2].rotate_left(16) ^ dst_be[3];
+    nexthop_slot(folded, ingress_ifindex)
+}
+
 /// The slot of `SV_NEXTHOP_V1` for a destination (network order) arriving on an ingress
 /// device: Fibonacci hashing of the address in host order, so that consecutive addresses (a
 /// subnet's hosts) land in distinct slots.
@@ -333,7 +423,7 @@ pub const fn nexthop_slot(dst_be: u32, ingress_ifindex: u32) -> u32 {
         >> (32 - NEXTHOP_SLOTS.trailing_zeros())
 }
 
-/// Value of `SV_NEXTHOP_V1`, a direct-mapped per-CPU cache of the kernel FIB's answers (an
+/// Value of `SV_NEXTHOP_V1` (and, with IPv6 destinations, of `SV_NEXTHOP6_V1`), a direct-mapped per-CPU cache of the kernel FIB's answers (an
 /// array, so a lookup is a few instructions, not a hash-map walk): the entry at
 /// `nexthop_slot(dst, ingress)` holds the answer for `(dst_be, ingress_ifindex)`, valid while
 /// `generation` equals the one in `SV_NHGEN_V1`. Another destination with the same slot
@@ -342,8 +432,8 @@ pub const fn nexthop_slot(dst_be: u32, ingress_ifindex: u32) -> u32 {
 /// cache off.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NextHop {
-    pub dst_be: u32,
+pub struct NextHop<A = u32> {
+    pub dst_be: A,
     pub ingress_ifindex: u32,
     pub generation: u32,
     /// The egress device.
@@ -361,6 +451,8 @@ pub const NO_SERVICE: u8 = 0xff;
 
 /// Key of `SV_EXCL_V1` (an LPM trie): the address in network order.
 pub type ExclusionAddr = u32;
+/// Key of `SV_EXCL6_V1` (an LPM trie): the IPv6 address in network order.
+pub type ExclusionAddr6 = Ipv6Be;
 
 /// Packets and bytes.
 #[repr(C)]
@@ -522,6 +614,9 @@ reasons! {
     /// length past the frame, a jumbogram (payload length 0), or a non-final fragment whose
     /// length is not a multiple of 8 octets (RFC 8200, 4.5).
     DropMalformedIpv6 = 43, "drop_malformed_ipv6", Drop;
+    /// A UDP datagram over IPv6 with checksum 0, which IPv6 does not allow (RFC 8200, 8.1):
+    /// never translated or forwarded.
+    DropUdpNoCsum = 44, "drop_udp_no_csum", Drop;
 }
 
 /// How many IPv6 extension headers the datapath walks before it leaves a packet to the kernel.
@@ -592,6 +687,11 @@ mod pod {
     unsafe impl aya::Pod for CtValue<super::Ipv6Be> {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragValue {}
+    unsafe impl aya::Pod for FragKey6 {}
+    unsafe impl aya::Pod for FragValue<super::Ipv6Be> {}
+    unsafe impl aya::Pod for VipRecord<super::Ipv6Be> {}
+    unsafe impl aya::Pod for MemberRecord<super::Ipv6Be> {}
+    unsafe impl aya::Pod for NextHop<super::Ipv6Be> {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for VipCounters {}
     unsafe impl aya::Pod for NextHop {}
@@ -618,6 +718,16 @@ const _: () = assert!(core::mem::size_of::<FragValue>() == 12);
 const _: () = assert!(core::mem::size_of::<Iface>() == 16);
 const _: () = assert!(IFACE_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+// The IPv6 twins: no implicit padding either.
+const _: () = assert!(core::mem::size_of::<VipRecord<Ipv6Be>>() == 48 + 8 * MAX_SERVICES);
+const _: () = assert!(
+    core::mem::size_of::<MemberRecord<Ipv6Be>>()
+        == 28 + 8 * MAX_SERVICES + 2 * MAX_PASSTHROUGH_PORTS
+);
+const _: () = assert!(core::mem::size_of::<FragKey6>() == 40);
+const _: () = assert!(core::mem::size_of::<FragValue<Ipv6Be>>() == 24);
+const _: () = assert!(core::mem::size_of::<NextHop<Ipv6Be>>() == 44);
+const _: () = assert!(core::mem::size_of::<CtValue<Ipv6Be>>() == 20);
 const _: () =
     assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));
 

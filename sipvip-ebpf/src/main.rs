@@ -17,6 +17,7 @@
 
 mod apply;
 mod csum;
+mod family;
 mod hook;
 mod maps;
 mod object;
@@ -31,36 +32,108 @@ use aya_ebpf::{
 };
 use sipvip_common::Reason;
 
+use core::ffi::c_void;
+
+use sipvip_common::{program_names, Ipv6Be};
+
 use crate::{
-    hook::{tc::TcEgress, xdp::Xdp},
-    rules::Decision,
+    family::Family,
+    hook::{tc::TcEgress, xdp::Xdp, Frame},
+    rules::{Decision, External, Internal, SideRules},
 };
 
 #[xdp]
 pub fn sipvip_ext(ctx: XdpContext) -> u32 {
-    let f = Xdp(&ctx);
-    let mut d = Decision::BLANK;
-    let decided = rules::decide(&f, &mut d, rules::external::ipv4);
-    let (verdict, reason) = apply::run(&f, decided, &d);
+    let (verdict, reason) = entry::<Xdp, External>(ctx.ctx as *mut c_void, || {
+        // SAFETY: the program's own context; returns only if the slot is empty.
+        unsafe { maps::XDP6.tail_call(&ctx, program_names::SLOT6_EXT) }
+    });
     debug_log(&ctx, "ext", verdict, reason)
 }
 
 #[xdp]
 pub fn sipvip_int(ctx: XdpContext) -> u32 {
-    let f = Xdp(&ctx);
-    let mut d = Decision::BLANK;
-    let decided = rules::decide(&f, &mut d, rules::internal::ipv4);
-    let (verdict, reason) = apply::run(&f, decided, &d);
+    let (verdict, reason) = entry::<Xdp, Internal>(ctx.ctx as *mut c_void, || {
+        // SAFETY: as above.
+        unsafe { maps::XDP6.tail_call(&ctx, program_names::SLOT6_INT) }
+    });
     debug_log(&ctx, "int", verdict, reason)
 }
 
 #[classifier]
 pub fn sipvip_node_out(ctx: TcContext) -> i32 {
-    let f = TcEgress::new(&ctx);
-    let mut d = Decision::BLANK;
-    let decided = rules::decide(&f, &mut d, rules::internal::ipv4);
-    let (verdict, reason) = apply::run(&f, decided, &d);
+    TcEgress::pull_headers(&ctx);
+    let (verdict, reason) = entry::<TcEgress, Internal>(ctx.skb.skb as *mut c_void, || {
+        // SAFETY: as above.
+        unsafe { maps::TC6.tail_call(&ctx, program_names::SLOT6_NODE_OUT) }
+    });
     debug_log(&ctx, "node_out", verdict, reason) as i32
+}
+
+/// The IPv6 side of `sipvip_ext`, reached by tail call.
+#[xdp]
+pub fn sipvip_ext6(ctx: XdpContext) -> u32 {
+    let (verdict, reason) = family::<Xdp, External, Ipv6Be>(ctx.ctx as *mut c_void);
+    debug_log(&ctx, "ext6", verdict, reason)
+}
+
+/// The IPv6 side of `sipvip_int`, reached by tail call.
+#[xdp]
+pub fn sipvip_int6(ctx: XdpContext) -> u32 {
+    let (verdict, reason) = family::<Xdp, Internal, Ipv6Be>(ctx.ctx as *mut c_void);
+    debug_log(&ctx, "int6", verdict, reason)
+}
+
+/// The IPv6 side of `sipvip_node_out`, reached by tail call (the headers are pulled
+/// already).
+#[classifier]
+pub fn sipvip_node_out6(ctx: TcContext) -> i32 {
+    let (verdict, reason) = family::<TcEgress, Internal, Ipv6Be>(ctx.skb.skb as *mut c_void);
+    debug_log(&ctx, "node_out6", verdict, reason) as i32
+}
+
+/// A frame on side `S`: IPv6 goes on in the side's IPv6 program (`to_ipv6`, a tail call:
+/// a program of its own, with its own 512 bytes of stack and its own verification budget,
+/// so IPv4 pays one branch for IPv6's existence); anything else is IPv4's (which counts
+/// what is neither).
+#[inline(always)]
+fn entry<F: Frame, S: SideRules>(raw: *mut c_void, to_ipv6: impl FnOnce()) -> (u32, Reason) {
+    // SAFETY: the program's own context.
+    let f = unsafe { F::from_raw(raw) };
+    if packet::is_ipv6(&f) {
+        to_ipv6();
+        // The IPv6 program is not installed: the kernel has the packet, counted.
+        return apply::stopped(&f, Reason::PassIpv6);
+    }
+    family::<F, S, u32>(raw)
+}
+
+/// A frame of family `A` (or neither) on side `S`: the L2 acceptance rule, the parse, the
+/// side's rules, carried out by `apply`.
+#[inline(always)]
+fn family<F: Frame, S: SideRules, A: Family>(raw: *mut c_void) -> (u32, Reason) {
+    // SAFETY: the program's own context.
+    let f = unsafe { F::from_raw(raw) };
+    // A routed packet (TC egress) is the node's own: its MACs are the next hop's.
+    if !F::ROUTED {
+        if let Err(r) = rules::screen::accept(&f) {
+            return apply::stopped(&f, r);
+        }
+    }
+    let l3 = match packet::l3(&f) {
+        Ok(l3) => l3,
+        Err(r) => return apply::stopped(&f, r),
+    };
+    let p = match A::parse(&f, l3.off, l3.vlan) {
+        Ok(p) => p,
+        Err(r) => return apply::stopped(&f, r),
+    };
+    let Some(p) = A::settle(&p) else {
+        return apply::stopped(&f, Reason::PassIpv6);
+    };
+    let mut d = Decision::BLANK;
+    let decided = rules::decide::<F, A, S>(&f, p, &mut d);
+    apply::run(&f, p, decided, &d)
 }
 
 /// In a `debug-log` build, logs each verdict with the reason counted; otherwise compiles to

@@ -4,12 +4,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use sipvip_common::{
-    default_sizes, CtKey, CtValue, ExclusionAddr, FragKey, FragValue, Iface, MemberRecord, NextHop,
-    PassthroughPorts, Settings, VipCounters, VipRecord, IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS,
-    REASON_SLOTS,
+    default_sizes, CtKey, CtValue, ExclusionAddr, ExclusionAddr6, FragKey, FragKey6, FragValue,
+    Iface, Ipv6Be, MemberRecord, NextHop, PassthroughPorts, Settings, VipCounters, VipRecord,
+    IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
 };
 
 /// VIP address -> record. No preallocation, so a user-space update swaps the whole value in
@@ -68,3 +68,42 @@ pub static IFACES: Array<Iface> = Array::with_max_entries(IFACE_SLOTS, 0);
 /// Slot 0: datapath-wide settings; see `Settings`.
 #[map(name = "SV_SETTINGS_V1")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+// ---- The IPv6 twins of the address-keyed maps (same sizes, 16-byte addresses) ----
+
+#[map(name = "SV_VIPS6_V1")]
+pub static VIPS6: HashMap<Ipv6Be, VipRecord<Ipv6Be>> =
+    HashMap::with_max_entries(default_sizes::VIPS, BPF_F_NO_PREALLOC);
+
+#[map(name = "SV_MEMBERS6_V1")]
+pub static MEMBERS6: HashMap<Ipv6Be, MemberRecord<Ipv6Be>> =
+    HashMap::with_max_entries(default_sizes::MEMBERS, BPF_F_NO_PREALLOC);
+
+#[map(name = "SV_CT6_V1")]
+pub static CONNTRACK6: LruHashMap<CtKey<Ipv6Be>, CtValue<Ipv6Be>> =
+    LruHashMap::with_max_entries(default_sizes::CONNTRACK, 0);
+
+#[map(name = "SV_FRAGS6_V1")]
+pub static FRAGS6: LruHashMap<FragKey6, FragValue<Ipv6Be>> =
+    LruHashMap::with_max_entries(default_sizes::FRAGS, 0);
+
+#[map(name = "SV_EXCL6_V1")]
+pub static EXCLUSIONS6: LpmTrie<ExclusionAddr6, u8> =
+    LpmTrie::with_max_entries(default_sizes::EXCLUSIONS, BPF_F_NO_PREALLOC);
+
+#[map(name = "SV_NEXTHOP6_V1")]
+pub static NEXTHOPS6: PerCpuArray<NextHop<Ipv6Be>> =
+    PerCpuArray::with_max_entries(NEXTHOP_SLOTS, 0);
+
+/// The IPv6 XDP programs, by `program_names::SLOT6_*`: each side's program tail-calls its
+/// IPv6 program, so that IPv6 is verified (and given its stack) as a program of its own.
+#[map(name = "SV_XDP6_V1")]
+pub static XDP6: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
+/// The IPv6 TC program (`program_names::SLOT6_NODE_OUT`).
+#[map(name = "SV_TC6_V1")]
+pub static TC6: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Slot 0: this CPU's parsed IPv6 packet (see `Family::settle`); kernel-private.
+#[map(name = "SV_PACKET6_V1")]
+pub static PACKET6: PerCpuArray<crate::packet::Ip<Ipv6Be>> = PerCpuArray::with_max_entries(1, 0);

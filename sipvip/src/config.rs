@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -366,6 +366,8 @@ pub struct Member {
     /// The member's address; or give `host` instead. 0.0.0.0 until a `host` is resolved.
     #[serde(default = "unresolved")]
     pub address: Ipv4Addr,
+    /// The member's IPv6 address, on a VIP with an `address6` (required there).
+    pub address6: Option<Ipv6Addr>,
     /// A DNS name resolving to the member's one IPv4 address (a StatefulSet pod's name,
     /// `sip-0.sip.contact.svc.cluster.local`), instead of `address`: resolved at start and
     /// reload, and again every `dns.refresh`; an address change reloads the configuration.
@@ -411,6 +413,9 @@ pub enum AllDownPolicy {
 pub struct Vip {
     pub name: String,
     pub address: Ipv4Addr,
+    /// The VIP's IPv6 address (a dual-stack VIP): the same services and the same active
+    /// member, reached over IPv6. Every member then needs an `address6`.
+    pub address6: Option<Ipv6Addr>,
     /// Default: udp/5060, tcp/5060, tcp/5061.
     #[serde(default = "default_services", rename = "service")]
     pub services: Vec<Service>,
@@ -628,10 +633,10 @@ impl Default for Ownership {
     }
 }
 
-/// A parsed exclusion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A parsed exclusion, of either family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Prefix {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub len: u8,
 }
 
@@ -640,30 +645,60 @@ pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let addr: Ipv4Addr = a.trim().parse().map_err(|_| {
-        format!("{s:?} is not an IPv4 address or CIDR (e.g. 198.18.1.50 or 198.18.100.0/24)")
+    let addr: IpAddr = a.trim().parse().map_err(|_| {
+        format!(
+            "{s:?} is not an address or CIDR (e.g. 198.18.1.50, 198.18.100.0/24 or \
+             2001:db8:100::/48)"
+        )
     })?;
+    let bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
     let len = match l {
-        None => 32,
+        None => bits,
         Some(l) => l
             .trim()
             .parse::<u8>()
             .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("{s:?}: prefix length must be 0-32"))?,
+            .filter(|l| *l <= bits)
+            .ok_or_else(|| format!("{s:?}: prefix length must be 0-{bits}"))?,
     };
-    let mask = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
+    let masked = match addr {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
     };
-    if u32::from(addr) & !mask != 0 {
+    if masked != addr {
         return Err(format!(
-            "{s:?} has host bits set; did you mean {}/{len}?",
-            Ipv4Addr::from(u32::from(addr) & mask)
+            "{s:?} has host bits set; did you mean {masked}/{len}?"
         ));
     }
     Ok(Prefix { addr, len })
+}
+
+/// Why an IPv6 address cannot be a VIP's or a member's, if it cannot: the datapath
+/// translates unicast global (or unique local) addresses only.
+pub fn unusable_ipv6(a: Ipv6Addr) -> Option<&'static str> {
+    let seg = a.segments();
+    if a.is_unspecified() {
+        Some("the unspecified address (::) is not an address")
+    } else if a.is_loopback() {
+        Some("the loopback address (::1) never leaves the host")
+    } else if a.is_multicast() {
+        Some("a multicast address (ff00::/8) cannot be a unicast VIP or member")
+    } else if seg[0] & 0xffc0 == 0xfe80 {
+        Some(
+            "a link-local address (fe80::/10) is only valid on one link and is never routed; \
+             use a global or unique local address",
+        )
+    } else if a.to_ipv4_mapped().is_some() {
+        Some("an IPv4-mapped address (::ffff:0:0/96): give the IPv4 address as `address`")
+    } else {
+        None
+    }
 }
 
 impl Config {
@@ -829,17 +864,35 @@ impl Config {
         }
         let mut vip_addrs = HashMap::new();
         let mut vip_names = BTreeSet::new();
-        let mut member_addrs: HashMap<Ipv4Addr, String> = HashMap::new();
+        let mut member_addrs: HashMap<IpAddr, String> = HashMap::new();
         for (i, v) in self.vips.iter().enumerate() {
             let loc = format!("vip[{i}] ({})", v.name);
             if !vip_names.insert(v.name.as_str()) {
                 p(loc.clone(), format!("duplicate VIP name {:?}", v.name));
             }
-            if vip_addrs.insert(v.address, i).is_some() {
+            if vip_addrs.insert(IpAddr::V4(v.address), i).is_some() {
                 p(
                     format!("{loc}.address"),
                     format!("{} is already another VIP's address", v.address),
                 );
+            }
+            if let Some(a6) = v.address6 {
+                if let Some(why) = unusable_ipv6(a6) {
+                    p(format!("{loc}.address6"), format!("{a6}: {why}"));
+                }
+                if vip_addrs.insert(IpAddr::V6(a6), i).is_some() {
+                    p(
+                        format!("{loc}.address6"),
+                        format!("{a6} is already another VIP's address"),
+                    );
+                }
+                if self.interfaces.mode == Mode::Node {
+                    p(
+                        format!("{loc}.address6"),
+                        "IPv6 VIPs are served in gateway mode only for now (node mode: IPv4)"
+                            .into(),
+                    );
+                }
             }
             if v.services.len() > sipvip_common::MAX_SERVICES {
                 p(
@@ -937,7 +990,7 @@ impl Config {
                     // Named by `host`: its address is checked once resolved. Local members
                     // share the node's address: their ports must differ (below).
                 } else if let Some(other) =
-                    member_addrs.insert(m.address, format!("{}/{}", v.name, m.name))
+                    member_addrs.insert(IpAddr::V4(m.address), format!("{}/{}", v.name, m.name))
                 {
                     p(
                         format!("{mloc}.address"),
@@ -948,12 +1001,46 @@ impl Config {
                     );
                 }
                 if !m.address.is_unspecified()
-                    && (vip_addrs.contains_key(&m.address) || m.address == v.address)
+                    && (vip_addrs.contains_key(&IpAddr::V4(m.address)) || m.address == v.address)
                 {
                     p(
                         format!("{mloc}.address"),
                         format!("{} is a VIP address", m.address),
                     );
+                }
+                match (v.address6, m.address6) {
+                    (Some(vip6), None) => p(
+                        mloc.clone(),
+                        format!(
+                            "the VIP has an IPv6 address ({vip6}), so each member needs one: \
+                             add `address6`, the member's IPv6 address"
+                        ),
+                    ),
+                    (None, Some(a6)) => p(
+                        format!("{mloc}.address6"),
+                        format!(
+                            "{a6}: the VIP has no IPv6 address to translate it to; give the \
+                             VIP an `address6` or remove this one"
+                        ),
+                    ),
+                    (Some(vip6), Some(a6)) => {
+                        if let Some(why) = unusable_ipv6(a6) {
+                            p(format!("{mloc}.address6"), format!("{a6}: {why}"));
+                        }
+                        if a6 == vip6 || vip_addrs.contains_key(&IpAddr::V6(a6)) {
+                            p(format!("{mloc}.address6"), format!("{a6} is a VIP address"));
+                        } else if let Some(other) =
+                            member_addrs.insert(IpAddr::V6(a6), format!("{}/{}", v.name, m.name))
+                        {
+                            p(
+                                format!("{mloc}.address6"),
+                                format!(
+                                    "{a6} is already member {other}; a member belongs to one VIP"
+                                ),
+                            );
+                        }
+                    }
+                    (None, None) => {}
                 }
                 for mon in m.monitors.iter().flatten() {
                     if !monitor_names.contains_key(mon.as_str()) {
@@ -1111,7 +1198,7 @@ mod tests {
         assert_eq!(
             cfg.exclusions(),
             vec![Prefix {
-                addr: Ipv4Addr::new(198, 18, 1, 50),
+                addr: Ipv4Addr::new(198, 18, 1, 50).into(),
                 len: 32
             }]
         );
@@ -1265,7 +1352,7 @@ mod tests {
         let p = problems(&example_with("priority = 10", "priority = 10\nweight = 3"));
         assert_eq!(
             p,
-            vec!["line 58, column 1: unknown key `weight` (expected one of: name, address, host, priority, monitors, local, ports)"]
+            vec!["line 58, column 1: unknown key `weight` (expected one of: name, address, address6, host, priority, monitors, local, ports)"]
         );
         let p = problems(&example_with(
             "port = 5061\ninterval",
@@ -1366,6 +1453,57 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_addresses_are_checked_with_precise_errors() {
+        // A dual-stack VIP whose backup has no IPv6 address, and a link-local member.
+        let p = problems(
+            &example_with(
+                "address = \"198.18.1.100\"",
+                "address = \"198.18.1.100\"\naddress6 = \"2001:db8:a::100\"",
+            )
+            .replace(
+                "address = \"198.18.2.11\"",
+                "address = \"198.18.2.11\"\naddress6 = \"fe80::11\"",
+            ),
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("member[0] (nodeHa01Primary).address6: fe80::11: a link-local address"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains(
+                "member[1] (nodeHa01Backup): the VIP has an IPv6 address (2001:db8:a::100), so each member needs one"
+            ),
+            "{p:?}"
+        );
+        // A member's IPv6 address on a VIP without one.
+        let p = problems(&example_with(
+            "address = \"198.18.2.11\"",
+            "address = \"198.18.2.11\"\naddress6 = \"2001:db8:b::11\"",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("2001:db8:b::11: the VIP has no IPv6 address to translate it to"),
+            "{p:?}"
+        );
+        // IPv6 exclusions parse; one with host bits set does not.
+        assert_eq!(
+            parse_prefix("2001:db8:100::/48").unwrap(),
+            Prefix {
+                addr: "2001:db8:100::".parse().unwrap(),
+                len: 48
+            }
+        );
+        assert_eq!(parse_prefix("2001:db8::1").unwrap().len, 128);
+        assert!(parse_prefix("2001:db8::1/64")
+            .unwrap_err()
+            .contains("did you mean 2001:db8::/64?"));
+        assert!(parse_prefix("2001:db8::/129")
+            .unwrap_err()
+            .contains("prefix length must be 0-128"));
+    }
+
+    #[test]
     fn bad_exclusions() {
         let p = problems(&example_with(
             "exclusions = [\"198.18.1.50\"]",
@@ -1375,7 +1513,7 @@ mod tests {
             p,
             vec![
                 "line 68, column 15, snat.exclusions[0]: \"198.18.1.50/24\" has host bits set; did you mean 198.18.1.0/24?",
-                "line 68, column 33, snat.exclusions[1]: \"dns\" is not an IPv4 address or CIDR (e.g. 198.18.1.50 or 198.18.100.0/24)",
+                "line 68, column 33, snat.exclusions[1]: \"dns\" is not an address or CIDR (e.g. 198.18.1.50, 198.18.100.0/24 or 2001:db8:100::/48)",
                 "line 68, column 40, snat.exclusions[2]: \"198.18.0.0/33\": prefix length must be 0-32",
             ]
         );
@@ -1440,7 +1578,7 @@ mod tests {
             vec![
                 "line 17, column 12: interval: duration \"1 sec\": unit must be ms, s or m",
                 "line 29, column 1: missing key `name`",
-                "line 56, column 1: unknown key `prority`; did you mean `priority`? (expected one of: name, address, host, priority, monitors, local, ports)",
+                "line 56, column 1: unknown key `prority`; did you mean `priority`? (expected one of: name, address, address6, host, priority, monitors, local, ports)",
                 "line 60, column 11: address: invalid IPv4 address syntax",
                 "line 61, column 12: priority: invalid type: string \"high\", expected i32",
                 "line 18, column 11, monitor[0] (monSipUdp).timeout: 500ms is shorter than the interval 1s; expected timeout >= interval (BIG-IP recommends 3 x interval + 1)",

@@ -1,7 +1,11 @@
 //! Facts about the host's network interfaces, read with getifaddrs(3) (netlink underneath,
 //! so they are those of the current network namespace).
 
-use std::{ffi::CStr, io, net::Ipv4Addr};
+use std::{
+    ffi::CStr,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 /// One getifaddrs entry, as far as sipvip cares.
 struct Entry {
@@ -10,6 +14,8 @@ struct Entry {
     mac: Option<[u8; 6]>,
     /// AF_INET: the address and its prefix length.
     v4: Option<(Ipv4Addr, u32)>,
+    /// AF_INET6: the address.
+    v6: Option<Ipv6Addr>,
 }
 
 fn entries() -> io::Result<Vec<Entry>> {
@@ -29,6 +35,7 @@ fn entries() -> io::Result<Vec<Entry>> {
                 name,
                 mac: None,
                 v4: None,
+                v6: None,
             };
             if !a.is_null() {
                 match i32::from((*a).sa_family) {
@@ -42,6 +49,10 @@ fn entries() -> io::Result<Vec<Entry>> {
                             (*m).sin_addr.s_addr.count_ones()
                         };
                         e.v4 = Some((addr, len));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = a as *const libc::sockaddr_in6;
+                        e.v6 = Some(Ipv6Addr::from((*sin6).sin6_addr.s6_addr));
                     }
                     libc::AF_PACKET => {
                         let ll = a as *const libc::sockaddr_ll;
@@ -67,6 +78,15 @@ pub fn local_addresses() -> Vec<Ipv4Addr> {
         .unwrap_or_default()
         .into_iter()
         .filter_map(|e| e.v4.map(|(a, _)| a))
+        .collect()
+}
+
+/// Every IPv6 address on this host.
+pub fn local_addresses6() -> Vec<Ipv6Addr> {
+    entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.v6)
         .collect()
 }
 
@@ -162,45 +182,65 @@ pub fn rx_vlan_offload_off(ifname: &str) -> Result<(), String> {
 /// `ip addr add` does, without needing the `ip` binary, which a container image from scratch
 /// does not have). An address already there is not an error.
 pub fn add_ipv4_address(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
-    ipv4_address(libc::RTM_NEWADDR, ifindex, addr, prefix)
+    address(libc::RTM_NEWADDR, ifindex, IpAddr::V4(addr), prefix)
 }
 
 /// Removes `addr/prefix` from the interface `ifindex` (RTM_DELADDR, what `ip addr del`
 /// does). An address that is not there is not an error.
 pub fn remove_ipv4_address(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
-    match ipv4_address(libc::RTM_DELADDR, ifindex, addr, prefix) {
+    remove_address(ifindex, IpAddr::V4(addr), prefix)
+}
+
+/// Adds the IPv6 `addr/prefix` to the interface `ifindex`, without duplicate address
+/// detection (`ip addr add ... nodad`): a VIP answers Neighbor Solicitations at once, and
+/// the datapath, not the kernel, owns its traffic.
+pub fn add_ipv6_address(ifindex: u32, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
+    address(libc::RTM_NEWADDR, ifindex, IpAddr::V6(addr), prefix)
+}
+
+/// Removes an address of either family; one that is not there is not an error.
+pub fn remove_address(ifindex: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+    match address(libc::RTM_DELADDR, ifindex, addr, prefix) {
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
         r => r,
     }
 }
 
 /// One RTM_NEWADDR or RTM_DELADDR request, and its acknowledgement.
-fn ipv4_address(op: u16, ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
-    // struct nlmsghdr (16) + struct ifaddrmsg (8) + IFA_LOCAL and IFA_ADDRESS (8 each).
+fn address(op: u16, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+    // struct nlmsghdr (16) + struct ifaddrmsg (8) + IFA_LOCAL and IFA_ADDRESS (4 + the
+    // address each).
     const NLMSG_HDR: usize = 16;
     const IFADDRMSG: usize = 8;
-    const RTA: usize = 8;
-    const LEN: usize = NLMSG_HDR + IFADDRMSG + 2 * RTA;
-    let mut msg = [0u8; LEN];
+    /// IFA_F_NODAD (linux/if_addr.h).
+    const NODAD: u8 = 0x02;
+    let (family, octets, flags6): (i32, Vec<u8>, u8) = match addr {
+        IpAddr::V4(a) => (libc::AF_INET, a.octets().to_vec(), 0),
+        IpAddr::V6(a) => (libc::AF_INET6, a.octets().to_vec(), NODAD),
+    };
+    let rta = 4 + octets.len();
+    let len = NLMSG_HDR + IFADDRMSG + 2 * rta;
+    let mut msg = vec![0u8; len];
     let flags = if op == libc::RTM_NEWADDR {
         libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL
     } else {
         libc::NLM_F_REQUEST | libc::NLM_F_ACK
     } as u16;
-    msg[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    msg[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
     msg[4..6].copy_from_slice(&op.to_ne_bytes());
     msg[6..8].copy_from_slice(&flags.to_ne_bytes());
     msg[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence
     let ifa = NLMSG_HDR;
-    msg[ifa] = libc::AF_INET as u8;
+    msg[ifa] = family as u8;
     msg[ifa + 1] = prefix;
+    msg[ifa + 2] = flags6;
     msg[ifa + 3] = libc::RT_SCOPE_UNIVERSE;
     msg[ifa + 4..ifa + 8].copy_from_slice(&ifindex.to_ne_bytes());
     for (i, ty) in [libc::IFA_LOCAL, libc::IFA_ADDRESS].into_iter().enumerate() {
-        let at = NLMSG_HDR + IFADDRMSG + i * RTA;
-        msg[at..at + 2].copy_from_slice(&(RTA as u16).to_ne_bytes());
+        let at = NLMSG_HDR + IFADDRMSG + i * rta;
+        msg[at..at + 2].copy_from_slice(&(rta as u16).to_ne_bytes());
         msg[at + 2..at + 4].copy_from_slice(&ty.to_ne_bytes());
-        msg[at + 4..at + 8].copy_from_slice(&addr.octets());
+        msg[at + 4..at + rta].copy_from_slice(&octets);
     }
     // SAFETY: a netlink socket, used for one request and its acknowledgement, then closed.
     unsafe {

@@ -79,6 +79,13 @@ pub fn node_sysctls(cfg: &Config) -> Vec<Sysctl> {
         path: "/proc/sys/net/ipv4/ip_forward_use_pmtu".into(),
         value: "1",
     });
+    // The FIB answers IPv6 lookups for forwarding only where IPv6 forwarding is on.
+    if cfg.vips.iter().any(|v| v.address6.is_some()) {
+        out.push(Sysctl {
+            path: "/proc/sys/net/ipv6/conf/all/forwarding".into(),
+            value: "1",
+        });
+    }
     out
 }
 
@@ -112,6 +119,7 @@ pub struct MemberPlan {
     /// The DNS name the address was resolved from, if the member is given by one.
     pub host: Option<String>,
     pub address: Ipv4Addr,
+    pub address6: Option<std::net::Ipv6Addr>,
     pub priority: i32,
 }
 
@@ -207,6 +215,7 @@ fn vip_plan(cfg: &Config, i: usize) -> VipPlan {
                 name: m.name.clone(),
                 host: m.host.clone(),
                 address: m.address,
+                address6: m.address6,
                 priority: m.priority,
             })
             .collect(),
@@ -226,6 +235,7 @@ fn vip_spec(cfg: &Config, i: usize) -> VipSpec {
     let v = &cfg.vips[i];
     VipSpec {
         addr: v.address,
+        addr6: v.address6,
         id: i as u32,
         services: v
             .services
@@ -242,6 +252,7 @@ fn vip_spec(cfg: &Config, i: usize) -> VipSpec {
             .iter()
             .map(|m| MemberSpec {
                 addr: m.address,
+                addr6: m.address6,
                 passthrough_ports: cfg.passthrough.ports.clone(),
                 ports: if m.ports.is_empty() {
                     Vec::new()

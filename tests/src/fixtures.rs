@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use sipvip::datapath::MapSizes;
 
 use crate::{
-    frame::{self, Ip4},
+    frame::{self, Ip4, Ip6},
     topo::*,
 };
 
@@ -54,4 +54,42 @@ pub fn routed(f: &Ip4, smac: frame::Mac, dmac: frame::Mac) -> Ip4 {
         x.dmac = dmac;
         x.ttl -= 1;
     })
+}
+
+/// A SIP request from the phone to the VIP's IPv6 address.
+pub fn phone_udp6(dport: u16) -> Ip6 {
+    Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5062), (VIP6, dport), SIP)
+}
+
+/// The IPv6 frame as the datapath forwards it to a member (hop limit decremented, the
+/// checksum computed from scratch by the builder).
+pub fn to_member6(f: &Ip6, member: std::net::Ipv6Addr, mac: frame::Mac, dport: Option<u16>) -> Ip6 {
+    let mut x = f.clone();
+    x.smac = INT_MAC;
+    x.dmac = mac;
+    x.dst = member;
+    x.hop_limit -= 1;
+    if let Some(p) = dport {
+        x.upper[2..4].copy_from_slice(&p.to_be_bytes());
+    }
+    x
+}
+
+/// The IPv6 frame as the datapath forwards it out of the external side from the VIP.
+pub fn from_vip6(f: &Ip6, dmac: frame::Mac) -> Ip6 {
+    let mut x = f.clone();
+    x.smac = EXT_MAC;
+    x.dmac = dmac;
+    x.src = VIP6;
+    x.hop_limit -= 1;
+    x
+}
+
+/// The IPv6 frame forwarded untouched (hop limit and MACs only).
+pub fn routed6(f: &Ip6, smac: frame::Mac, dmac: frame::Mac) -> Ip6 {
+    let mut x = f.clone();
+    x.smac = smac;
+    x.dmac = dmac;
+    x.hop_limit -= 1;
+    x
 }

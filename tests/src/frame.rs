@@ -336,7 +336,7 @@ pub fn l3_offset(frame: &[u8]) -> Option<usize> {
 /// the whole quoted datagram, its UDP/TCP checksum.
 pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
     let Some(l3) = l3_offset(frame) else {
-        return Ok(());
+        return verify_checksums6(frame);
     };
     let ip = &frame[l3..];
     if ip.len() < 20 {
@@ -556,6 +556,9 @@ pub struct Ip6 {
     pub upper: Vec<u8>,
     /// Overrides the fixed header's payload length (a lie, for bad-input frames).
     pub payload_len: Option<u16>,
+    /// Leaves the upper-layer bytes as they are (a fragment's part of a checksummed
+    /// datagram), instead of computing their checksum.
+    pub keep_csum: bool,
 }
 
 pub const HOP_BY_HOP: u8 = 0;
@@ -615,12 +618,52 @@ impl Ip6 {
             proto,
             upper,
             payload_len: None,
+            keep_csum: false,
         }
+    }
+
+    /// The upper-layer bytes as `build` writes them (checksum included).
+    pub fn upper_bytes(&self) -> Vec<u8> {
+        let b = self.build();
+        let l3 = if self.vlan.is_some() { 18 } else { 14 };
+        let ext: usize = self
+            .ext
+            .iter()
+            .map(|(ty, body)| {
+                if *ty == FRAGMENT {
+                    8
+                } else {
+                    (2 + body.len()).div_ceil(8) * 8
+                }
+            })
+            .sum();
+        b[l3 + 40 + ext..].to_vec()
+    }
+
+    /// The datagram cut into two fragments (RFC 8200, 4.5) after `first` bytes of its
+    /// upper-layer part (a multiple of 8), with identification `id`.
+    pub fn fragments(&self, id: u32, first: usize) -> (Ip6, Ip6) {
+        let upper = self.upper_bytes();
+        let frag = |offset: usize, more: bool, part: &[u8]| {
+            let mut f = self.clone();
+            let word = ((offset / 8) as u16) << 3 | u16::from(more);
+            let mut body = word.to_be_bytes().to_vec();
+            body.extend_from_slice(&id.to_be_bytes());
+            f.ext.push((FRAGMENT, body));
+            f.upper = part.to_vec();
+            f.keep_csum = true;
+            f
+        };
+        (
+            frag(0, true, &upper[..first]),
+            frag(first, false, &upper[first..]),
+        )
     }
 
     pub fn build(&self) -> Vec<u8> {
         let mut upper = self.upper.clone();
         let csum_at = match self.proto {
+            _ if self.keep_csum => None,
             UDP if upper.len() >= 8 => Some(6),
             TCP if upper.len() >= 20 => Some(16),
             ICMPV6 if upper.len() >= 4 => Some(2),
@@ -678,4 +721,62 @@ impl Ip6 {
         b.extend_from_slice(&upper);
         b
     }
+}
+
+/// Verifies, from scratch, the upper-layer checksum of an IPv6 frame (UDP, TCP or ICMPv6 over
+/// the IPv6 pseudo-header), after walking its extension headers; a fragment carries only
+/// part of its datagram and is not checked. A UDP checksum of 0 is an error: IPv6 forbids it.
+/// Frames that are not IPv6 pass.
+pub fn verify_checksums6(frame: &[u8]) -> Result<(), String> {
+    if frame.len() < 14 {
+        return Ok(());
+    }
+    let (et, l3) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETH_P_8021Q if frame.len() >= 18 => (u16::from_be_bytes([frame[16], frame[17]]), 18),
+        et => (et, 14),
+    };
+    if et != ETH_P_IPV6 {
+        return Ok(());
+    }
+    let ip = &frame[l3..];
+    if ip.len() < 40 {
+        return Err("short IPv6 header".into());
+    }
+    let end = 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    if end > ip.len() {
+        return Err("IPv6 payload length past the frame".into());
+    }
+    let (mut next, mut off) = (ip[6], 40);
+    while matches!(next, HOP_BY_HOP | ROUTING | DEST_OPTS | FRAGMENT) {
+        if off + 8 > end {
+            return Err("truncated extension header".into());
+        }
+        if next == FRAGMENT {
+            return Ok(()); // a fragment: the checksum covers the whole datagram
+        }
+        let size = (usize::from(ip[off + 1]) + 1) * 8;
+        next = ip[off];
+        off += size;
+    }
+    let l4 = &ip[off.min(end)..end];
+    let at = match next {
+        UDP => 6,
+        TCP => 16,
+        ICMPV6 => 2,
+        _ => return Ok(()),
+    };
+    if l4.len() < at + 2 {
+        return Err("short upper-layer header".into());
+    }
+    if next == UDP && l4[6..8] == [0, 0] {
+        return Err("UDP checksum 0 over IPv6".into());
+    }
+    let mut p = Vec::with_capacity(40);
+    p.extend_from_slice(&ip[8..40]);
+    p.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, next]);
+    if checksum(&[&p, l4]) != 0 {
+        return Err(format!("IPv6 upper-layer checksum (protocol {next})"));
+    }
+    Ok(())
 }

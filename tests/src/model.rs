@@ -136,14 +136,40 @@ pub struct Model {
     /// First fragments' decisions, with the frame number they were made at.
     datagrams: HashMap<DatagramId, (Datagram, u64)>,
     frames: u64,
+    /// The side of the frame being processed.
+    side: Side,
     pub reasons: BTreeMap<&'static str, u64>,
     pub traffic: Traffic,
 }
 
 // ---- byte helpers (host order in, network order in the buffer) ----
-/// The outcome of an IPv6 frame (no IPv6 VIPs yet): RFC 8200 parsing as the datapath does
-/// it, written plainly. The extension headers the datapath walks (at most
-/// `MAX_IPV6_EXT_HEADERS`, each read within the frame's first 1023 bytes).
+/// The outcome of an IPv6 frame in a configuration without IPv6 VIPs or members: RFC 8200
+/// parsing as the datapath does it, written plainly (the extension headers the datapath
+/// walks: at most `MAX_IPV6_EXT_HEADERS`, each read within the frame's first 1023 bytes),
+/// then the address screen, then the side's first rule, which finds no VIP (`ext`) or no
+/// member (`int`).
+pub fn ipv6_outcome(b: &[u8], l3: usize, ext: bool) -> &'static str {
+    match ipv6_screen(b, l3) {
+        "pass_ipv6" => {}
+        r => return r,
+    }
+    let (s, d) = (&b[l3 + 8..l3 + 24], &b[l3 + 24..l3 + 40]);
+    let loopback = |a: &[u8]| a[..15].iter().all(|x| *x == 0) && a[15] == 1;
+    let zero = |a: &[u8]| a.iter().all(|x| *x == 0);
+    if s[0] == 0xff || loopback(s) || zero(s) || loopback(d) || zero(d) {
+        return "drop_martian";
+    }
+    if d[0] == 0xff {
+        return "pass_broadcast";
+    }
+    if ext {
+        "pass_not_vip"
+    } else {
+        "pass_not_member"
+    }
+}
+
+/// The parse's part of [`ipv6_outcome`]: `pass_ipv6` for a packet the rules then see.
 pub fn ipv6_screen(b: &[u8], l3: usize) -> &'static str {
     const EXT: [u8; 4] = [0, 43, 60, 44];
     if b.len() < l3 + 40 || b[l3] >> 4 != 6 {
@@ -173,6 +199,9 @@ pub fn ipv6_screen(b: &[u8], l3: usize) -> &'static str {
         let size = if next == 44 {
             let frag = r16(b, off + 2);
             if frag & 1 != 0 && !(end - (off + 8)).is_multiple_of(8) {
+                return "drop_malformed_ipv6";
+            }
+            if usize::from(frag >> 3) * 8 + (end - (off + 8)) > 0xffff {
                 return "drop_malformed_ipv6";
             }
             later = frag >> 3 != 0;
@@ -286,6 +315,7 @@ impl Model {
             flows: HashMap::new(),
             datagrams: HashMap::new(),
             frames: 0,
+            side: Side::Ext,
             reasons: BTreeMap::new(),
             traffic: Traffic::default(),
         }
@@ -296,6 +326,7 @@ impl Model {
     /// than `FRAG_FRESH_FRAMES`).
     pub fn process(&mut self, side: Side, frame: &[u8], frags: FragQuery) -> (u32, Vec<u8>) {
         self.frames += 1;
+        self.side = side;
         let mut b = frame.to_vec();
         let r = match self.accept(side, &b) {
             Err(r) => Err(r),
@@ -366,7 +397,7 @@ impl Model {
             vlan = true;
         }
         if et == 0x86dd {
-            return Err(ipv6_screen(b, l3));
+            return Err(ipv6_outcome(b, l3, self.side == Side::Ext));
         }
         if et != 0x0800 {
             return Err("pass_not_ipv4");

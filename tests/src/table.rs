@@ -13,7 +13,9 @@ use anyhow::{ensure, Result};
 
 use crate::{
     check::{expect, Side, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
-    fixtures::{from_vip, phone_udp, routed, to_member, SIP},
+    fixtures::{
+        from_vip, from_vip6, phone_udp, phone_udp6, routed, routed6, to_member, to_member6, SIP,
+    },
     frame::{fix_checksums, Ip4, Ip6, Mac, DEST_OPTS, FRAGMENT, HOP_BY_HOP, L4, ROUTING},
     topo::*,
 };
@@ -49,12 +51,54 @@ pub struct Row {
 
 // The frames of the rows.
 
-/// IPv6 (no IPv6 VIPs yet: every frame is screened and left to the kernel, or dropped).
-const PHONE6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
-const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
-
+/// IPv6: the VIP's IPv6 address (the fixture VIP is dual-stack).
 fn udp6() -> Ip6 {
-    Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5062), (VIP6, 5060), SIP)
+    phone_udp6(5060)
+}
+
+/// An IPv6 frame from the primary member.
+fn member6(sport: u16, dst: (std::net::Ipv6Addr, u16)) -> Ip6 {
+    Ip6::udp(PRIMARY_MAC, INT_MAC, (PRIMARY6, sport), dst, SIP)
+}
+
+fn echo6(smac: Mac, dmac: Mac, src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, ty: u8) -> Ip6 {
+    Ip6::icmp6(
+        smac,
+        dmac,
+        src,
+        dst,
+        ty,
+        &[0, 7, 0, 1, b'p', b'i', b'n', b'g'],
+    )
+}
+
+/// The echo reply the datapath answers with: addresses and MACs swapped, hop limit 64.
+fn echo6_reply() -> Ip6 {
+    let mut r = echo6(EXT_MAC, PHONE_MAC, VIP6, PHONE6, 129);
+    r.hop_limit = 64;
+    r
+}
+
+fn fragments6() -> (Ip6, Ip6) {
+    Ip6::udp(
+        PHONE_MAC,
+        EXT_MAC,
+        (PHONE6, 5062),
+        (VIP6, 5060),
+        &[0x5a; 64],
+    )
+    .fragments(0x5eed, 32)
+}
+
+/// Hop-by-hop, routing and destination options headers, and an atomic fragment (offset 0,
+/// no more fragments: RFC 6946).
+fn ext_chain() -> Vec<(u8, Vec<u8>)> {
+    vec![
+        (HOP_BY_HOP, vec![1, 4, 0, 0, 0, 0]),
+        (ROUTING, vec![0, 0, 0, 0, 0, 0]),
+        (DEST_OPTS, vec![1, 4, 0, 0, 0, 0]),
+        (FRAGMENT, vec![0, 0, 0, 0, 0, 7]),
+    ]
 }
 
 fn with_ext(mut p: Ip6, ext: &[(u8, Vec<u8>)]) -> Ip6 {
@@ -349,36 +393,278 @@ pub const ROWS: &[Row] = &[
         cost: Some("outbound pass-through port"),
     },
     Row {
-        description: "IPv6 UDP to an address of the VIP's network goes to the kernel untouched",
+        description: "IPv6 UDP to the VIP is steered to the active member",
         side: Side::Ext,
         before: None,
         input: || udp6().build(),
-        verdict: XDP_PASS,
+        verdict: XDP_REDIRECT,
+        output: Some(|| to_member6(&udp6(), PRIMARY6, PRIMARY_MAC, None).build()),
+        reason: "steered",
+        traffic: Some(Traffic {
+            inbound: true,
+            service: Some(0),
+            member: 0,
+        }),
+        cost: Some("inbound steer (IPv6)"),
+    },
+    Row {
+        description: "IPv6 to a mapped service port is steered to the member's port",
+        side: Side::Ext,
+        before: None,
+        input: || phone_udp6(MAPPED_PORT).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| {
+            to_member6(
+                &phone_udp6(MAPPED_PORT),
+                PRIMARY6,
+                PRIMARY_MAC,
+                Some(MAPPED_MEMBER_PORT),
+            )
+            .build()
+        }),
+        reason: "steered",
+        traffic: Some(Traffic {
+            inbound: true,
+            service: Some(3),
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "IPv6 through hop-by-hop, routing, destination options and an atomic fragment is steered",
+        side: Side::Ext,
+        before: None,
+        input: || with_ext(udp6(), &ext_chain()).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| {
+            with_ext(to_member6(&udp6(), PRIMARY6, PRIMARY_MAC, None), &ext_chain()).build()
+        }),
+        reason: "steered",
+        traffic: Some(Traffic {
+            inbound: true,
+            service: Some(0),
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "an IPv6 first fragment is steered and its later fragment follows it",
+        side: Side::Ext,
+        before: Some(|| fragments6().0.build()),
+        input: || fragments6().1.build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| to_member6(&fragments6().1, PRIMARY6, PRIMARY_MAC, None).build()),
+        reason: "frag_in",
+        traffic: Some(Traffic {
+            inbound: true,
+            service: Some(0),
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "an IPv6 UDP checksum of 0 (forbidden by RFC 8200) is dropped",
+        side: Side::Ext,
+        before: None,
+        input: || {
+            let mut b = udp6().build();
+            b[14 + 40 + 6] = 0;
+            b[14 + 40 + 7] = 0;
+            b
+        },
+        verdict: XDP_DROP,
         output: None,
-        reason: "pass_ipv6",
+        reason: "drop_udp_no_csum",
         traffic: None,
         cost: None,
     },
     Row {
-        description: "IPv6 through hop-by-hop, routing, destination options and a first fragment",
+        description: "IPv6 to the VIP with hop limit 1 is dropped",
         side: Side::Ext,
         before: None,
         input: || {
-            with_ext(
-                udp6(),
-                &[
-                    (HOP_BY_HOP, vec![1, 4, 0, 0, 0, 0]),
-                    (ROUTING, vec![0, 0, 0, 0, 0, 0]),
-                    (DEST_OPTS, vec![1, 4, 0, 0, 0, 0]),
-                    (FRAGMENT, vec![0, 0, 0, 0, 0, 7]),
-                ],
+            let mut p = udp6();
+            p.hop_limit = 1;
+            p.build()
+        },
+        verdict: XDP_DROP,
+        output: None,
+        reason: "drop_ttl",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "IPv6 to a port of the VIP that is no service is dropped",
+        side: Side::Ext,
+        before: None,
+        input: || phone_udp6(6000).build(),
+        verdict: XDP_DROP,
+        output: None,
+        reason: "drop_vip_closed",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "an ICMPv6 echo request to the VIP is answered",
+        side: Side::Ext,
+        before: None,
+        input: || echo6(PHONE_MAC, EXT_MAC, PHONE6, VIP6, 128).build(),
+        verdict: XDP_TX,
+        output: Some(|| echo6_reply().build()),
+        reason: "echo_reply",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "IPv6 service traffic from a member leaves with the VIP's IPv6 address",
+        side: Side::Int,
+        before: None,
+        input: || member6(5060, (PHONE6, 5062)).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| from_vip6(&member6(5060, (PHONE6, 5062)), PHONE_MAC).build()),
+        reason: "snat",
+        traffic: Some(Traffic {
+            inbound: false,
+            service: Some(0),
+            member: 0,
+        }),
+        cost: Some("outbound SNAT (IPv6)"),
+    },
+    Row {
+        description: "an IPv6 flow a member opens is SNATed and tracked",
+        side: Side::Int,
+        before: None,
+        input: || member6(40000, (PHONE6, 5062)).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| from_vip6(&member6(40000, (PHONE6, 5062)), PHONE_MAC).build()),
+        reason: "snat",
+        traffic: Some(Traffic {
+            inbound: false,
+            service: None,
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "the reply to that IPv6 flow reaches the member",
+        side: Side::Ext,
+        before: None,
+        input: || Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5062), (VIP6, 40000), SIP).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| {
+            let reply = Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5062), (VIP6, 40000), SIP);
+            to_member6(&reply, PRIMARY6, PRIMARY_MAC, None).build()
+        }),
+        reason: "conntrack_reply",
+        traffic: Some(Traffic {
+            inbound: true,
+            service: None,
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "an ICMPv6 echo a member sends is SNATed (the checksum covers the addresses)",
+        side: Side::Int,
+        before: None,
+        input: || echo6(PRIMARY_MAC, INT_MAC, PRIMARY6, PHONE6, 128).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| {
+            from_vip6(&echo6(PRIMARY_MAC, INT_MAC, PRIMARY6, PHONE6, 128), PHONE_MAC).build()
+        }),
+        reason: "snat",
+        traffic: Some(Traffic {
+            inbound: false,
+            service: None,
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "member IPv6 traffic to an excluded prefix leaves untouched",
+        side: Side::Int,
+        before: None,
+        input: || member6(5060, (EXCL_NET_HOST6, 5060)).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| {
+            routed6(&member6(5060, (EXCL_NET_HOST6, 5060)), EXT_MAC, EXCL_NET_HOST_MAC).build()
+        }),
+        reason: "excluded",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "member IPv6 traffic from a pass-through port leaves untouched",
+        side: Side::Int,
+        before: None,
+        input: || member6(TSERVER_PORT, (TLIB6, 41000)).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| routed6(&member6(TSERVER_PORT, (TLIB6, 41000)), EXT_MAC, TLIB_MAC).build()),
+        reason: "passthrough",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "IPv6 to a member's own address (T-Lib) goes to the kernel untouched",
+        side: Side::Ext,
+        before: None,
+        input: || Ip6::udp(TLIB_MAC, EXT_MAC, (TLIB6, 41001), (PRIMARY6, 8000), SIP).build(),
+        verdict: XDP_PASS,
+        output: None,
+        reason: "pass_to_member",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "the member's IPv6 reply in that flow leaves untouched",
+        side: Side::Int,
+        before: None,
+        input: || member6(8000, (TLIB6, 41001)).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| routed6(&member6(8000, (TLIB6, 41001)), EXT_MAC, TLIB_MAC).build()),
+        reason: "passthrough",
+        traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "IPv6 from an address that is no member's goes to the kernel",
+        side: Side::Int,
+        before: None,
+        input: || {
+            Ip6::udp(
+                PRIMARY_MAC,
+                INT_MAC,
+                (std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 0x99), 5060),
+                (PHONE6, 5062),
+                SIP,
             )
             .build()
         },
         verdict: XDP_PASS,
         output: None,
-        reason: "pass_ipv6",
+        reason: "pass_not_member",
         traffic: None,
+        cost: None,
+    },
+    Row {
+        description: "member IPv6 traffic to a blackholed prefix is dropped",
+        side: Side::Int,
+        before: None,
+        input: || member6(5060, (BLACKHOLED6, 5060)).build(),
+        verdict: XDP_DROP,
+        // The drop verdict carries the rewritten frame, as for IPv4: nothing leaves.
+        output: Some(|| {
+            let mut x = member6(5060, (BLACKHOLED6, 5060));
+            x.src = VIP6;
+            x.build()
+        }),
+        reason: "drop_fib",
+        // Counted as translated traffic, as for IPv4.
+        traffic: Some(Traffic {
+            inbound: false,
+            service: Some(0),
+            member: 0,
+        }),
         cost: None,
     },
     Row {
@@ -478,13 +764,13 @@ pub const ROWS: &[Row] = &[
         cost: None,
     },
     Row {
-        description: "an ICMPv6 error quoting a truncated packet goes to the kernel untouched",
+        description: "an ICMPv6 error to the VIP quoting a truncated packet is dropped",
         side: Side::Ext,
         before: None,
         input: || Ip6::icmp6(PHONE_MAC, EXT_MAC, PHONE6, VIP6, 1, &[0, 0, 0, 0, 0x60, 0]).build(),
-        verdict: XDP_PASS,
+        verdict: XDP_DROP,
         output: None,
-        reason: "pass_ipv6",
+        reason: "drop_icmp",
         traffic: None,
         cost: None,
     },

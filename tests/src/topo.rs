@@ -9,8 +9,12 @@
 //!   198.18.3.0/24 via 198.18.1.254 (neighbour never resolved)
 //!   blackhole 198.18.9.0/24
 //! ```
+//!
+//! The VIP is dual-stack: the same interfaces carry 2001:db8:a::1/64 (ext0) and
+//! 2001:db8:b::1/64 (int0), with the IPv6 twins of the VIP, members and peers (`*6`),
+//! outside 2001:db8:1::/64, which the differential test's IPv6 frames use.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -56,6 +60,39 @@ pub const REMOTE_NO_NEIGH: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 5);
 /// Blackholed.
 pub const BLACKHOLED: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 9);
 
+// ---- IPv6 twins ----
+pub const EXT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 1);
+pub const INT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 1);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x100);
+pub const PRIMARY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 0x11);
+pub const BACKUP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 0x12);
+pub const PHONE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x10);
+pub const TLIB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x30);
+/// Excluded as a host; also inside the excluded 2001:db8:a::48/125.
+pub const CONFIG6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x50);
+/// Inside the excluded /125 but not the excluded /128 host.
+pub const EXCL_NET_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x49);
+/// Blackholed (2001:db8:9::/48).
+pub const BLACKHOLED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 9);
+
+/// Static IPv6 neighbours: (address, MAC, interface).
+pub const NEIGHBOURS6: &[(Ipv6Addr, Mac, &str)] = &[
+    (PHONE6, PHONE_MAC, "ext0"),
+    (TLIB6, TLIB_MAC, "ext0"),
+    (CONFIG6, CONFIG_MAC, "ext0"),
+    (EXCL_NET_HOST6, EXCL_NET_HOST_MAC, "ext0"),
+    (PRIMARY6, PRIMARY_MAC, "int0"),
+    (BACKUP6, BACKUP_MAC, "int0"),
+];
+
+/// IPv6 SNAT exclusions, as the IPv4 ones.
+pub const EXCLUSIONS6: &[(Ipv6Addr, u8)] = &[
+    (EXT_IP6, 128),
+    (INT_IP6, 128),
+    (CONFIG6, 128),
+    (Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x48), 125),
+];
+
 /// T-Server listening port, a pass-through port on both members.
 pub const TSERVER_PORT: u16 = 3000;
 /// A service with port translation: udp VIP:5080 -> member:15080.
@@ -90,14 +127,16 @@ pub fn vip_spec() -> VipSpec {
         member_port,
         enabled: true,
     };
-    let member = |addr| MemberSpec {
+    let member = |addr, addr6| MemberSpec {
         addr,
+        addr6: Some(addr6),
         passthrough_ports: vec![TSERVER_PORT],
         ports: Vec::new(),
         local: false,
     };
     VipSpec {
         addr: VIP,
+        addr6: Some(VIP6),
         id: VIP_ID,
         services: vec![
             svc(IPPROTO_UDP, 5060, 5060),
@@ -105,7 +144,7 @@ pub fn vip_spec() -> VipSpec {
             svc(IPPROTO_TCP, 5061, 5061),
             svc(IPPROTO_UDP, MAPPED_PORT, MAPPED_MEMBER_PORT),
         ],
-        members: vec![member(PRIMARY), member(BACKUP)],
+        members: vec![member(PRIMARY, PRIMARY6), member(BACKUP, BACKUP6)],
         active: Some(0),
         snat: true,
         reach: MemberReach::Gateway,
@@ -128,6 +167,7 @@ impl FixtureNet {
         let ns = Netns::new("fx")?;
         let mut script = vec![
             "sysctl -qw net.ipv4.ip_forward=1".to_string(),
+            "sysctl -qw net.ipv6.conf.all.forwarding=1".into(),
             "ip link add ext0 type veth peer name extp".into(),
             "ip link add int0 type veth peer name intp".into(),
             format!("ip link set ext0 address {}", mac_str(&EXT_MAC)),
@@ -138,10 +178,19 @@ impl FixtureNet {
             format!("ip addr add {INT_IP}/24 dev int0"),
             "ip route add 198.18.3.0/24 via 198.18.1.254".into(),
             "ip route add blackhole 198.18.9.0/24".into(),
+            format!("ip -6 addr add {EXT_IP6}/64 dev ext0 nodad"),
+            format!("ip -6 addr add {INT_IP6}/64 dev int0 nodad"),
+            "ip -6 route add blackhole 2001:db8:9::/48".into(),
         ];
         for (ip, mac, dev) in NEIGHBOURS {
             script.push(format!(
                 "ip neigh replace {ip} lladdr {} dev {dev} nud permanent",
+                mac_str(mac)
+            ));
+        }
+        for (ip, mac, dev) in NEIGHBOURS6 {
+            script.push(format!(
+                "ip -6 neigh replace {ip} lladdr {} dev {dev} nud permanent",
                 mac_str(mac)
             ));
         }
@@ -185,9 +234,31 @@ impl FixtureNet {
 fn program(dp: &mut Datapath, ext_ifindex: u32, int_ifindex: u32, spec: &VipSpec) -> Result<()> {
     dp.add_egress(ext_ifindex)?;
     dp.add_egress(int_ifindex)?;
-    dp.install_vip(spec)?;
+    if dp.has_ipv6() {
+        dp.install_vip(spec)?;
+    } else {
+        let v4_only = VipSpec {
+            addr6: None,
+            members: spec
+                .members
+                .iter()
+                .map(|m| MemberSpec {
+                    addr6: None,
+                    ..m.clone()
+                })
+                .collect(),
+            ..spec.clone()
+        };
+        dp.install_vip(&v4_only)?;
+    }
     for (net, len) in EXCLUSIONS {
-        dp.add_exclusion(*net, *len)?;
+        dp.add_exclusion((*net).into(), *len)?;
+    }
+    // An older build's object (the bench's baseline) has no IPv6 maps.
+    if dp.has_ipv6() {
+        for (net, len) in EXCLUSIONS6 {
+            dp.add_exclusion((*net).into(), *len)?;
+        }
     }
     Ok(())
 }

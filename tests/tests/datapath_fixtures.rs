@@ -336,7 +336,10 @@ fn rule4_outbound_snat_exclusions_and_conntrack() {
         "conntrack_reply",
     );
     // Reselect: forgetting the member's flows closes the port again.
-    assert_eq!(net.dp.forget_member_flows(PRIMARY).unwrap(), 1);
+    assert_eq!(
+        net.dp.forget_member_flows(PRIMARY, Some(PRIMARY6)).unwrap(),
+        1
+    );
     expect(
         &net,
         "reply after reselect",

@@ -119,6 +119,7 @@ fn setup() -> Lab {
         enabled: true,
     };
     let spec = VipSpec {
+        addr6: None,
         addr: VIP,
         id: 0,
         services: vec![
@@ -128,12 +129,14 @@ fn setup() -> Lab {
         ],
         members: vec![
             MemberSpec {
+                addr6: None,
                 addr: PRIMARY,
                 passthrough_ports: vec![3000],
                 ports: Vec::new(),
                 local: false,
             },
             MemberSpec {
+                addr6: None,
                 addr: BACKUP,
                 passthrough_ports: vec![3000],
                 ports: Vec::new(),
@@ -157,7 +160,7 @@ fn setup() -> Lab {
             dp.add_egress(gw.ifindex(dev).unwrap()).unwrap();
         }
         dp.install_vip(&spec).unwrap();
-        dp.add_exclusion(CONFIG, 32).unwrap();
+        dp.add_exclusion(CONFIG.into(), 32).unwrap();
         dp
     };
     // A veth only accepts redirected frames when its peer runs an XDP program.

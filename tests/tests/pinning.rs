@@ -50,7 +50,7 @@ fn a_pinned_datapath_is_adopted_with_its_state_or_refused_when_its_layout_differ
     {
         let mut dp = Datapath::load_pinned(&small(), &dir, false).unwrap();
         dp.install_vip(&vip_spec()).unwrap();
-        dp.add_exclusion(CONFIG, 32).unwrap();
+        dp.add_exclusion(CONFIG.into(), 32).unwrap();
     }
     // The loader is gone; the maps live on in their pins, with their contents.
     let mut dp = Datapath::adopt(&small(), &dir).unwrap().expect("adopted");

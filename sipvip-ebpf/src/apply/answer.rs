@@ -1,15 +1,19 @@
 //! Answers the datapath builds in place and sends back where a packet came from: the echo
-//! reply of a VIP, and the ICMP errors it sends as the gateway (fragmentation needed, time
+//! reply of a VIP (both families), and the ICMP errors it sends as the gateway (fragmentation needed, time
 //! exceeded). See docs/architecture.md, "Path MTU".
 
-use sipvip_common::{Reason, IPPROTO_ICMP};
+use sipvip_common::{Ipv6Be, Reason, IPPROTO_ICMP};
 
 use super::{csum::Delta, mem::store, mem::store_addr};
 use crate::{
+    family::Family,
     hook::{Frame, Verdict},
-    packet::ipv4::{Ipv4, IP_CSUM, IP_DST, IP_SRC, IP_TTL},
+    packet::{
+        ipv4::{Ipv4, IP_CSUM, IP_DST, IP_SRC, IP_TTL},
+        ipv6::{Ipv6, IP6_DST, IP6_HOP_WORD, IP6_SRC},
+    },
     rules::{
-        icmp::{ECHO_REPLY, ECHO_REQUEST},
+        icmp::{ECHO6_REPLY, ECHO6_REQUEST, ECHO_REPLY, ECHO_REQUEST},
         route::DEST_UNREACH,
     },
 };
@@ -56,6 +60,35 @@ pub fn echo_reply<F: Frame>(f: &F, p: &Ipv4) -> Result<Verdict, Reason> {
     );
     let c = u16::from_ne_bytes([h[2], h[3]]);
     store(f, p.l4, [ECHO_REPLY, h[1]]).map_err(e)?;
+    store(f, p.l4 + 2, d.apply(c)).map_err(e)?;
+    Ok(Verdict::Bounce)
+}
+
+/// Answers an ICMPv6 echo request in place (RFC 4443, 4.2) and sends it back out of the
+/// interface it came in on: addresses swapped (which leaves the pseudo-header's sum, and so
+/// the checksum, as it was), hop limit `REPLY_TTL`, type 129.
+#[inline(always)]
+pub fn echo_reply6<F: Frame>(f: &F, p: &Ipv6) -> Result<Verdict, Reason> {
+    let e = |_| Reason::DropMalformedIpv6;
+    let h: [u8; 4] = f.load(p.l4).map_err(e)?;
+    let dmac: [u8; 6] = f.load(0).map_err(e)?;
+    let smac: [u8; 6] = f.load(6).map_err(e)?;
+    store(f, 0, smac).map_err(e)?;
+    store(f, 6, dmac).map_err(e)?;
+
+    <Ipv6Be as Family>::store(f, p.l3 + IP6_SRC, p.dst_be).map_err(e)?;
+    <Ipv6Be as Family>::store(f, p.l3 + IP6_DST, p.src_be).map_err(e)?;
+    let hop: u16 = f.load(p.l3 + IP6_HOP_WORD).map_err(e)?;
+    let [next, _] = hop.to_ne_bytes();
+    store(f, p.l3 + IP6_HOP_WORD, [next, REPLY_TTL]).map_err(e)?;
+
+    let mut d = Delta::new();
+    d.word(
+        u16::from_ne_bytes([ECHO6_REQUEST, h[1]]),
+        u16::from_ne_bytes([ECHO6_REPLY, h[1]]),
+    );
+    let c = u16::from_ne_bytes([h[2], h[3]]);
+    store(f, p.l4, [ECHO6_REPLY, h[1]]).map_err(e)?;
     store(f, p.l4 + 2, d.apply(c)).map_err(e)?;
     Ok(Verdict::Bounce)
 }

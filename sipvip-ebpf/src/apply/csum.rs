@@ -6,8 +6,12 @@ use sipvip_common::{Reason, IPPROTO_TCP, IPPROTO_UDP};
 use super::mem::{store, store_addr};
 pub use crate::csum::Delta;
 use crate::{
+    family::Family,
     hook::Frame,
-    packet::ipv4::{l4_csum_offset, Ipv4, IP_CSUM, IP_DST, IP_SRC},
+    packet::{
+        ipv4::{l4_csum_offset, Ipv4, IP_CSUM, IP_DST, IP_SRC},
+        Ip,
+    },
     rules::{
         icmp::{QUOTE_L3, QUOTE_L4},
         QuoteRewrite, Rewrite, Side,
@@ -18,19 +22,28 @@ use crate::{
 /// `port.0` to `port.1` when they differ and the packet carries its L4 header. The TCP/UDP
 /// checksum (pseudo-header and port) is updated incrementally here; the IPv4 header
 /// checksum is not: the returned delta goes to `send`, which writes that checksum once,
-/// together with the TTL decrement or alone when the packet goes to the kernel.
+/// together with the TTL decrement or alone when the packet goes to the kernel. An ICMPv6
+/// checksum covers the pseudo-header too, and is updated here.
 #[inline(always)]
-pub fn rewrite<F: Frame>(f: &F, p: &Ipv4, r: Rewrite) -> Result<Delta, Reason> {
+pub fn rewrite<F: Frame, A: Family>(f: &F, p: &Ip<A>, r: Rewrite<A>) -> Result<Delta, Reason> {
     let (new_addr, port) = (r.addr, r.port);
     let (old_addr, addr_off, port_off) = match r.side {
-        Side::Src => (p.src_be, IP_SRC, 0),
-        Side::Dst => (p.dst_be, IP_DST, 2),
+        Side::Src => (p.src(), A::SRC, 0),
+        Side::Dst => (p.dst(), A::DST, 2),
     };
     let mut ip = Delta::new();
-    ip.addr(old_addr, new_addr);
-    store_addr(f, p.l3 + addr_off, new_addr).map_err(|_| Reason::DropMalformedIp)?;
+    A::delta(&mut ip, old_addr, new_addr);
+    A::store(f, p.l3 + addr_off, new_addr).map_err(|_| Reason::DropMalformedIp)?;
 
-    if p.frag_offset != 0 || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
+    if p.frag_offset != 0 {
+        return Ok(ip);
+    }
+    if A::V6 && p.proto == A::ICMP {
+        f.update_l4_csum(p.l4 + 2, false, ip, Delta::new())
+            .map_err(|_| Reason::DropTruncatedL4)?;
+        return Ok(ip);
+    }
+    if p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP {
         return Ok(ip);
     }
     let mut ports = Delta::new();

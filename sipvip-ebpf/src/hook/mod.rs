@@ -30,6 +30,12 @@ pub const MAX_OFFSET: usize = 0x3ff;
 
 /// A packet in a program's context.
 pub trait Frame {
+    /// The frame of a context pointer (what [`Frame::raw`] gives): how a program's frame is
+    /// passed to a function of its own (a BPF-to-BPF call takes the context in a register).
+    ///
+    /// # Safety
+    /// `raw` must be the running program's context.
+    unsafe fn from_raw(raw: *mut c_void) -> Self;
     /// The start and end of the packet bytes, read afresh on every call: a helper that
     /// moves the packet (adjusting head or tail) invalidates earlier pointers.
     fn bounds(&self) -> (usize, usize);

@@ -11,31 +11,40 @@ use aya_ebpf::{
 use super::{Frame, Verdict};
 use crate::csum::Delta;
 
-pub struct TcEgress<'a>(&'a TcContext);
+pub struct TcEgress(TcContext);
 
 /// The headers the rules read lie within this many bytes (Ethernet, 802.1Q, IPv4 with
 /// options, and the deepest L4 field read: an ICMP error's quoted ports).
 const HEADERS: u32 = 128;
 
-impl<'a> TcEgress<'a> {
-    /// The frame of a TC egress context, its headers made direct-readable: an skb's linear
-    /// part (what data..data_end covers) may end before them, its payload in page frags
-    /// (a TCP segment the stack built with scatter-gather).
+impl TcEgress {
+    /// Makes a TC egress context's headers direct-readable, once, before its frame is used:
+    /// an skb's linear part (what data..data_end covers) may end before them, its payload in
+    /// page frags (a TCP segment the stack built with scatter-gather).
     #[inline(always)]
-    pub fn new(ctx: &'a TcContext) -> Self {
-        let f = TcEgress(ctx);
-        let (start, end) = f.bounds();
+    pub fn pull_headers(ctx: &TcContext) {
+        // SAFETY: reading the __sk_buff fields the kernel provides.
+        let (start, end) = unsafe {
+            (
+                core::ptr::read_volatile(&(*ctx.skb.skb).data) as usize,
+                core::ptr::read_volatile(&(*ctx.skb.skb).data_end) as usize,
+            )
+        };
         let want = ctx.len().min(HEADERS);
         if ((end - start) as u32) < want {
             // On failure the rules find the headers short and count the packet.
             let _ = ctx.pull_data(want);
         }
-        f
     }
 }
 
-impl Frame for TcEgress<'_> {
+impl Frame for TcEgress {
     const ROUTED: bool = true;
+
+    #[inline(always)]
+    unsafe fn from_raw(raw: *mut c_void) -> Self {
+        TcEgress(TcContext::new(raw as *mut _))
+    }
 
     /// The whole packet's length (skb->len), linear part and frags: what the IPv4 total
     /// length is checked against.

@@ -11,9 +11,14 @@ use aya_ebpf::{
 use super::{Frame, Verdict};
 use crate::maps::DEVMAP;
 
-pub struct Xdp<'a>(pub &'a XdpContext);
+pub struct Xdp(pub XdpContext);
 
-impl Frame for Xdp<'_> {
+impl Frame for Xdp {
+    #[inline(always)]
+    unsafe fn from_raw(raw: *mut c_void) -> Self {
+        Xdp(XdpContext::new(raw as *mut _))
+    }
+
     #[inline(always)]
     fn bounds(&self) -> (usize, usize) {
         // Volatile context reads give every access its own packet pointer and its own

@@ -3,7 +3,7 @@
 
 use sipvip_common::{Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
-use super::{ETH_HLEN, ETH_P_8021Q_BE, ETH_P_IPV6_BE, ETH_P_IP_BE, VLAN_HLEN};
+pub use super::Ipv4;
 use crate::hook::Frame;
 
 pub const IP_DF: u16 = 0x4000;
@@ -16,57 +16,11 @@ pub const IP_CSUM: usize = 10;
 pub const IP_SRC: usize = 12;
 pub const IP_DST: usize = 16;
 
-/// Where the parsed headers are, as offsets from the start of the frame.
-pub struct Ipv4 {
-    pub l3: usize,
-    pub l4: usize,
-    pub vlan: bool,
-    pub proto: u8,
-    pub ttl: u8,
-    pub tos: u8,
-    /// Host order.
-    pub tot_len: u16,
-    pub id_be: u16,
-    /// Fragment offset in 8-byte units (host order); 0 for the first or only fragment.
-    pub frag_offset: u16,
-    pub more_frags: bool,
-    /// Don't Fragment.
-    pub df: bool,
-    pub src_be: u32,
-    pub dst_be: u32,
-    /// The frame length, for byte counters.
-    pub len: u32,
-}
-
-impl Ipv4 {
-    /// True for a later fragment (no L4 header).
-    #[inline(always)]
-    pub fn is_later_fragment(&self) -> bool {
-        self.frag_offset != 0
-    }
-}
-
-/// Parses up to the L4 header offset.
-///
-/// Non-IP frames are `PassNotIpv4`; IPv6 frames get `ipv6::screen`'s outcome; broken
-/// headers are counted drops.
+/// Parses the IPv4 header at `l3` up to the L4 header offset; broken headers are counted
+/// drops.
 #[inline(always)]
-pub fn parse<F: Frame>(f: &F) -> Result<Ipv4, Reason> {
+pub fn parse<F: Frame>(f: &F, l3: usize, vlan: bool) -> Result<Ipv4, Reason> {
     let len = f.len();
-    let mut ethertype: u16 = f.load(12).map_err(|_| Reason::DropMalformedEth)?;
-    let mut l3 = ETH_HLEN;
-    let mut vlan = false;
-    if ethertype == ETH_P_8021Q_BE {
-        ethertype = f.load(ETH_HLEN + 2).map_err(|_| Reason::DropMalformedEth)?;
-        l3 = ETH_HLEN + VLAN_HLEN;
-        vlan = true;
-    }
-    if ethertype != ETH_P_IP_BE {
-        if ethertype == ETH_P_IPV6_BE {
-            return Err(super::ipv6::screen(f, l3));
-        }
-        return Err(Reason::PassNotIpv4);
-    }
     // The fixed 20-byte header must be present. It is loaded as ten 16-bit words (headers
     // are 2-byte aligned), which is half the loads of a byte array.
     let h: [u16; 10] = f.load(l3).map_err(|_| Reason::DropMalformedIp)?;
@@ -93,7 +47,7 @@ pub fn parse<F: Frame>(f: &F) -> Result<Ipv4, Reason> {
         ttl,
         tos,
         tot_len,
-        id_be: h[2],
+        id_be: u32::from(h[2]),
         frag_offset: frag & IP_OFFSET_MASK,
         more_frags: frag & IP_MF != 0,
         df: frag & IP_DF != 0,
@@ -110,36 +64,13 @@ fn addr(hi: u16, lo: u16) -> u32 {
     u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
 }
 
-/// Source and destination ports (network order) of a TCP or UDP header at `l4`, checking that
-/// the header the datapath rewrites (8 bytes for UDP, 20 for TCP) is present in the frame.
-#[inline(always)]
-pub fn ports<F: Frame>(f: &F, p: &Ipv4) -> Result<(u16, u16), Reason> {
-    let need = match p.proto {
-        IPPROTO_TCP => 20,
-        IPPROTO_UDP => 8,
-        _ => return Err(Reason::DropTruncatedL4),
-    };
-    // The L4 header must lie inside the IP datagram as well as inside the frame.
-    if p.l4 + need > p.l3 + p.tot_len as usize {
-        return Err(Reason::DropTruncatedL4);
-    }
-    let (sport, dport): (u16, u16) = if p.proto == IPPROTO_TCP {
-        let h: [u16; 10] = f.load(p.l4).map_err(|_| Reason::DropTruncatedL4)?;
-        (h[0], h[1])
-    } else {
-        let h: [u16; 4] = f.load(p.l4).map_err(|_| Reason::DropTruncatedL4)?;
-        (h[0], h[1])
-    };
-    Ok((sport, dport))
-}
-
 /// Offset of the L4 checksum field from the L4 header, for the protocols we rewrite.
 #[inline(always)]
 pub fn l4_csum_offset(proto: u8) -> usize {
     match proto {
         IPPROTO_TCP => 16,
         IPPROTO_UDP => 6,
-        IPPROTO_ICMP => 2,
+        IPPROTO_ICMP | super::ipv6::NEXT_ICMPV6 => 2,
         _ => 0,
     }
 }

@@ -1,46 +1,41 @@
 //! IPv6 after Ethernet and one optional 802.1Q tag: the fixed header, then the extension
 //! headers (hop-by-hop, routing, destination options, fragment) walked in a bounded loop of
 //! at most `MAX_IPV6_EXT_HEADERS`. Every access is bounds-checked against the frame's end and
-//! the payload length. The datapath has no IPv6 VIPs yet: a parsed packet is only screened
-//! (`screen`), and every IPv6 packet goes to the kernel untouched or is a counted drop.
+//! the payload length. Neighbor Discovery and router traffic, and chains the walk does not
+//! finish, go to the kernel untouched; malformed packets are counted drops.
 
-use sipvip_common::{Reason, MAX_IPV6_EXT_HEADERS};
+use sipvip_common::{Ipv6Be, Reason, MAX_IPV6_EXT_HEADERS};
 
+pub use super::Ipv6;
 use crate::hook::{Frame, MAX_OFFSET};
+
+// IPv6 header field offsets.
+pub const IP6_HOP_WORD: usize = 6;
+pub const IP6_SRC: usize = 8;
+pub const IP6_DST: usize = 24;
 
 const NEXT_HOP_BY_HOP: u8 = 0;
 const NEXT_ROUTING: u8 = 43;
 const NEXT_FRAGMENT: u8 = 44;
 const NEXT_DEST_OPTS: u8 = 60;
-const NEXT_ICMPV6: u8 = 58;
+pub const NEXT_ICMPV6: u8 = 58;
 const ND_FIRST: u8 = 133;
 const ND_LAST: u8 = 137;
 const FIXED: usize = 40;
 
-/// Where an IPv6 packet's upper-layer header starts, and what it is.
-pub struct Ipv6 {
-    /// The upper-layer header's offset, protocol and whether it is there (a later fragment
-    /// carries none).
-    pub l4: usize,
-    pub proto: u8,
-    pub later_fragment: bool,
-    /// The end of the payload (the fixed header's payload length).
-    pub end: usize,
-}
-
 /// Parses the fixed header at `l3` and walks the extension headers.
 #[inline(always)]
-pub fn parse<F: Frame>(f: &F, l3: usize) -> Result<Ipv6, Reason> {
+pub fn parse<F: Frame>(f: &F, l3: usize, vlan: bool) -> Result<Ipv6, Reason> {
     let bad = |_| Reason::DropMalformedIpv6;
     let h: [u16; 4] = f.load(l3).map_err(bad)?;
-    // The addresses must be there too.
-    let _: [u16; 16] = f.load(l3 + 8).map_err(bad)?;
-    let [ver, _] = h[0].to_ne_bytes();
+    let src: [u16; 8] = f.load(l3 + IP6_SRC).map_err(bad)?;
+    let dst: [u16; 8] = f.load(l3 + IP6_DST).map_err(bad)?;
+    let [ver, tc_flow] = h[0].to_ne_bytes();
     if ver >> 4 != 6 {
         return Err(Reason::DropMalformedIpv6);
     }
     let payload = u16::from_be(h[2]) as usize;
-    let [mut next, _hop_limit] = h[3].to_ne_bytes();
+    let [mut next, hop_limit] = h[3].to_ne_bytes();
     // A jumbogram (RFC 2675) has payload length 0 and a hop-by-hop option giving its size.
     if payload == 0 && next == NEXT_HOP_BY_HOP {
         return Err(Reason::DropMalformedIpv6);
@@ -52,6 +47,7 @@ pub fn parse<F: Frame>(f: &F, l3: usize) -> Result<Ipv6, Reason> {
     let end = l3 + FIXED + payload;
     let mut off = l3 + FIXED;
     let mut later_fragment = false;
+    let (mut id_be, mut frag_offset, mut more_frags) = (0u32, 0u16, false);
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
             NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_FRAGMENT => {}
@@ -74,7 +70,16 @@ pub fn parse<F: Frame>(f: &F, l3: usize) -> Result<Ipv6, Reason> {
             if more && !(end - (off + 8)).is_multiple_of(8) {
                 return Err(Reason::DropMalformedIpv6);
             }
+            // Nor may a fragment reach past the largest datagram (65,535 octets of payload).
+            if ((frag >> 3) as usize) * 8 + (end - (off + 8)) > 0xffff {
+                return Err(Reason::DropMalformedIpv6);
+            }
             later_fragment = frag >> 3 != 0;
+            let [a, b] = w[2].to_ne_bytes();
+            let [c, d] = w[3].to_ne_bytes();
+            id_be = u32::from_ne_bytes([a, b, c, d]);
+            frag_offset = frag >> 3;
+            more_frags = more;
             8
         } else {
             (hdr_len as usize + 1) * 8
@@ -96,35 +101,52 @@ pub fn parse<F: Frame>(f: &F, l3: usize) -> Result<Ipv6, Reason> {
     {
         return Err(Reason::PassIpv6Ext);
     }
+    if next == NEXT_ICMPV6 && !later_fragment {
+        if off + 4 > end {
+            return Err(Reason::DropMalformedIpv6);
+        }
+        // Type and code as one word (the loads the verifier follows best are 2-byte ones).
+        let w: u16 = f.load(off).map_err(bad)?;
+        let [ty, _code] = w.to_ne_bytes();
+        if (ND_FIRST..=ND_LAST).contains(&ty) {
+            return Err(Reason::PassNd);
+        }
+    }
+    // A datagram longer than an IPv4 total length could say is the kernel's (only jumbo
+    // frames get near it).
+    let Ok(tot_len) = u16::try_from(FIXED + payload) else {
+        return Err(Reason::PassIpv6);
+    };
     Ok(Ipv6 {
+        l3,
         l4: off,
+        vlan,
         proto: next,
-        later_fragment,
-        end,
+        ttl: hop_limit,
+        tos: (ver << 4) | (tc_flow >> 4),
+        tot_len,
+        id_be,
+        frag_offset,
+        more_frags,
+        df: true,
+        src_be: addr(src),
+        dst_be: addr(dst),
+        len: len as u32,
     })
 }
 
-/// What becomes of an IPv6 frame (the L3 header at `l3`): Neighbor Discovery and router
-/// traffic and every well-formed packet go to the kernel, counted by kind; a malformed one
-/// is a counted drop. Always an outcome: nothing is translated yet.
+/// An address from its eight words as loaded from packet memory (network order kept),
+/// combined into four at once: the words would otherwise be held (and spilled) one by one.
 #[inline(always)]
-pub fn screen<F: Frame>(f: &F, l3: usize) -> Reason {
-    let p = match parse(f, l3) {
-        Ok(p) => p,
-        Err(r) => return r,
+pub fn addr(w: [u16; 8]) -> Ipv6Be {
+    let pair = |lo: u16, hi: u16| {
+        let (a, b) = (lo.to_ne_bytes(), hi.to_ne_bytes());
+        u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
     };
-    if p.proto == NEXT_ICMPV6 && !p.later_fragment {
-        if p.l4 + 4 > p.end {
-            return Reason::DropMalformedIpv6;
-        }
-        // Type and code as one word (the loads the verifier follows best are 2-byte ones).
-        let Ok(w) = f.load::<u16>(p.l4) else {
-            return Reason::DropMalformedIpv6;
-        };
-        let [ty, _code] = w.to_ne_bytes();
-        if (ND_FIRST..=ND_LAST).contains(&ty) {
-            return Reason::PassNd;
-        }
-    }
-    Reason::PassIpv6
+    [
+        pair(w[0], w[1]),
+        pair(w[2], w[3]),
+        pair(w[4], w[5]),
+        pair(w[6], w[7]),
+    ]
 }

@@ -4,27 +4,26 @@
 
 use sipvip_common::{
     pt_port_slot, CtValue, FragValue, Reason, VipRecord, CT_PASSTHROUGH, CT_SNAT, CT_STEER,
-    FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MEMBER_F_SERVICE_ONLY,
-    NO_SERVICE, VIP_F_SILENT,
+    FRAG_ACT_TRANSLATE, FRAG_IN, IPPROTO_TCP, IPPROTO_UDP, MEMBER_F_SERVICE_ONLY, NO_SERVICE,
+    VIP_F_SILENT,
 };
 
 use super::{
     frag, icmp,
     lookup::{arriving_flow, find_service},
     route::{self, Via},
-    Decision, Dir, Record, SAME_PORT,
+    Decision, Dir, Family, Record, SAME_PORT,
 };
 use crate::{
     hook::Frame,
-    maps::{CONNTRACK, MEMBERS, PT_PORTS, VIPS},
-    packet::ipv4::{ports, Ipv4},
+    maps::PT_PORTS,
+    packet::{ports, Ip},
 };
 
-/// The external side's rules for an IPv4 packet.
+/// The external side's rules for a packet of either family.
 #[inline(always)]
-pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
-    // SAFETY: map values are only read.
-    let Some(vip) = (unsafe { VIPS.get(p.dst_be) }) else {
+pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
+    let Some(vip) = A::vip(&p.dst()) else {
         return not_for_vip(f, p);
     };
     if vip.flags & VIP_F_SILENT != 0 {
@@ -32,8 +31,10 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     }
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
-        IPPROTO_ICMP if p.frag_offset == 0 && !p.more_frags => return icmp::to_vip(f, p, vip),
-        IPPROTO_ICMP => return Err(Reason::DropIcmp),
+        pr if pr == A::ICMP && p.frag_offset == 0 && !p.more_frags => {
+            return icmp::to_vip(f, p, vip)
+        }
+        pr if pr == A::ICMP => return Err(Reason::DropIcmp),
         _ => return Err(Reason::DropVipProto),
     }
 
@@ -55,11 +56,11 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
             if s.enabled == 0 {
                 return Err(Reason::DropVipClosed);
             }
-            if vip.active_be == 0 {
+            if vip.active_be.is_zero() {
                 return Err(Reason::DropNoActive);
             }
             port = (dport, s.member_port_be);
-            let (addr_be, slot) = if vip.draining_be != 0 && p.proto == IPPROTO_TCP {
+            let (addr_be, slot) = if !vip.draining_be.is_zero() && p.proto == IPPROTO_TCP {
                 draining(f, p, vip, sport, dport, &mut record)?
             } else {
                 (vip.active_be, vip.active_slot)
@@ -74,9 +75,8 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
             };
             (t, Reason::Steered)
         } else {
-            let key = arriving_flow(p.dst_be, p.src_be, p.proto, dport, sport, CT_SNAT);
-            // SAFETY: the value is copied out.
-            let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
+            let key = arriving_flow(p.dst(), p.src(), p.proto, dport, sport, CT_SNAT);
+            let Some(ct) = A::flow(&key) else {
                 return Err(Reason::DropVipClosed);
             };
             let t = FragValue {
@@ -90,8 +90,12 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
             (t, Reason::ConntrackReply)
         };
         if p.ttl <= 1 {
-            // Would be forwarded: answered as a router does, so traceroute sees the gateway.
-            return Ok(route::time_exceeded(f, p.dst_be, record));
+            // Would be forwarded: answered as a router does, so traceroute sees the gateway
+            // (where the datapath builds the family's errors; otherwise dropped and counted).
+            if !A::ANSWERS {
+                return Err(Reason::DropTtl);
+            }
+            return Ok(route::time_exceeded(f, p.dst(), record));
         }
         if p.more_frags {
             let (k, v) = frag::first(p, FRAG_IN, t);
@@ -121,18 +125,21 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
 /// its member; any other segment belongs to a connection opened before the move, which
 /// stays on the draining member.
 #[inline(always)]
-fn draining<F: Frame>(
+fn draining<F: Frame, A: Family>(
     f: &F,
-    p: &Ipv4,
-    vip: &VipRecord,
+    p: &Ip<A>,
+    vip: &VipRecord<A>,
     sport: u16,
     dport: u16,
     record: &mut Record,
-) -> Result<(u32, u32), Reason> {
+) -> Result<(A, u32), Reason> {
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
-    let flags: u8 = f.load(p.l4 + 13).map_err(|_| Reason::DropTruncatedL4)?;
-    let key = arriving_flow(p.dst_be, p.src_be, IPPROTO_TCP, dport, sport, CT_STEER);
+    // The data offset and flags as one word: the verifier follows 2-byte loads best (a
+    // 1-byte one compiles to a bounds check it cannot read).
+    let w: u16 = f.load(p.l4 + 12).map_err(|_| Reason::DropTruncatedL4)?;
+    let flags = w.to_ne_bytes()[1];
+    let key = arriving_flow(p.dst(), p.src(), IPPROTO_TCP, dport, sport, CT_STEER);
     if flags & (SYN | ACK) == SYN {
         let v = CtValue {
             member_be: vip.active_be,
@@ -141,8 +148,7 @@ fn draining<F: Frame>(
         record.flow(key, v);
         return Ok((vip.active_be, vip.active_slot));
     }
-    // SAFETY: the value is copied out.
-    Ok(match unsafe { CONNTRACK.get(key) } {
+    Ok(match A::flow(&key) {
         Some(ct) => (ct.member_be, ct.slot),
         None => (vip.draining_be, vip.draining_slot),
     })
@@ -151,9 +157,8 @@ fn draining<F: Frame>(
 /// Not for a VIP: transit, the gateway itself, or a member's physical address. A flow opened
 /// toward a member's physical address is remembered so the member's replies are never SNATed.
 #[inline(always)]
-fn not_for_vip<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
-    // SAFETY: map values are only read.
-    let Some(m) = (unsafe { MEMBERS.get(p.dst_be) }) else {
+fn not_for_vip<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
+    let Some(m) = A::member(&p.dst()) else {
         return Err(Reason::PassNotVip);
     };
     let mut record = Record::NONE;
@@ -166,17 +171,16 @@ fn not_for_vip<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
             {
                 return Err(Reason::PassToMember);
             }
-            let key = arriving_flow(p.dst_be, p.src_be, p.proto, dport, sport, CT_PASSTHROUGH);
+            let key = arriving_flow(p.dst(), p.src(), p.proto, dport, sport, CT_PASSTHROUGH);
             // The member port is marked before the flow is recorded, so the outbound side
             // never sees the flow without the mark.
             let (i, bucket) = pt_port_slot(m.vip_id, m.slot, dport);
             if matches!(PT_PORTS.get(i), Some(pp) if pp.seen[bucket] == 0) {
-                record.port_mark(i, bucket as u32);
+                record.port_mark::<A>(i, bucket as u32);
             }
-            // SAFETY: only tested for presence.
-            if unsafe { CONNTRACK.get(key) }.is_none() {
+            if A::flow(&key).is_none() {
                 let v = CtValue {
-                    member_be: p.dst_be,
+                    member_be: p.dst(),
                     slot: m.slot,
                 };
                 record.flow(key, v);

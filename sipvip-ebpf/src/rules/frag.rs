@@ -1,4 +1,4 @@
-//! IPv4 fragments: every fragment of one datagram gets the decision of its first fragment.
+//! Fragments (IPv4, and IPv6 by its fragment header): every fragment of one datagram gets the decision of its first fragment.
 //!
 //! - A first fragment (offset 0, MF set) decides from its L4 header, like an unfragmented
 //!   packet, and records that decision under the datagram's identity (src, dst, id, proto,
@@ -12,23 +12,10 @@
 //!   for member traffic (SNAT unless the destination is excluded) and records nothing.
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
-use sipvip_common::{time_units, FragKey, FragValue, DEFAULT_FRAG_LIFETIME_NS, TIME_UNIT_SHIFT};
+use sipvip_common::{time_units, FragValue, DEFAULT_FRAG_LIFETIME_NS, TIME_UNIT_SHIFT};
 
-use crate::{
-    maps::{FRAGS, SETTINGS},
-    packet::ipv4::Ipv4,
-};
-
-#[inline(always)]
-fn key(p: &Ipv4, dir: u8) -> FragKey {
-    FragKey {
-        src_be: p.src_be,
-        dst_be: p.dst_be,
-        id_be: p.id_be,
-        proto: p.proto,
-        dir,
-    }
-}
+use super::Family;
+use crate::{maps::SETTINGS, packet::Ip};
 
 #[inline(always)]
 fn now() -> u32 {
@@ -39,19 +26,18 @@ fn now() -> u32 {
 /// The record of a first fragment's decision, for the rest of its datagram. (An LRU map
 /// makes room for it; if the write fails anyway, the later fragments are orphans.)
 #[inline(always)]
-pub fn first(p: &Ipv4, dir: u8, decision: FragValue) -> (FragKey, FragValue) {
+pub fn first<A: Family>(p: &Ip<A>, dir: u8, decision: FragValue<A>) -> (A::FragKey, FragValue<A>) {
     let v = FragValue {
         stamp: now(),
         ..decision
     };
-    (key(p, dir), v)
+    (A::frag_key(p, dir), v)
 }
 
 /// The decision of this later fragment's first fragment, if it passed within the lifetime.
 #[inline(always)]
-pub fn follow(p: &Ipv4, dir: u8) -> Option<FragValue> {
-    // SAFETY: the value is copied out immediately.
-    let v = *unsafe { FRAGS.get(key(p, dir)) }?;
+pub fn follow<A: Family>(p: &Ip<A>, dir: u8) -> Option<FragValue<A>> {
+    let v = *A::fragment(&A::frag_key(p, dir))?;
     let lifetime = match SETTINGS.get(0) {
         Some(s) if s.frag_lifetime != 0 => s.frag_lifetime,
         _ => const { time_units(DEFAULT_FRAG_LIFETIME_NS) },

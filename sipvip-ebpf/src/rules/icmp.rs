@@ -1,5 +1,7 @@
-//! ICMP: echo to a VIP is answered; echo from a member is SNATed with its identifier tracked;
-//! errors about translated flows are translated, quoted packet included (RFC 5508).
+//! ICMP and ICMPv6: echo to a VIP is answered; echo from a member is SNATed with its
+//! identifier tracked (both families); IPv4 errors about translated flows are translated,
+//! quoted packet included (RFC 5508). ICMPv6 errors to a VIP are dropped and counted, and a
+//! member's are left to the kernel (see docs/architecture.md, "IPv6").
 
 use sipvip_common::{
     CtKey, CtValue, MemberRecord, Reason, VipRecord, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP,
@@ -7,14 +9,21 @@ use sipvip_common::{
 };
 
 use super::{
-    lookup::{excluded, find_service, passthrough_flow, passthrough_port, snat_flow},
+    lookup::{find_service, passthrough_flow, passthrough_port, snat_flow},
     route::{self, Via, DEST_UNREACH, TIME_EXCEEDED},
-    Action, Decision, Dir, QuoteRewrite, Record, Side, SAME_PORT,
+    Action, Decision, Dir, Family, QuoteRewrite, Record, Side, SAME_PORT,
 };
-use crate::{hook::Frame, maps::CONNTRACK, packet::ipv4::Ipv4};
+use crate::{
+    hook::Frame,
+    maps::CONNTRACK,
+    packet::{ipv4::Ipv4, Ip},
+};
 
 pub const ECHO_REPLY: u8 = 0;
 pub const ECHO_REQUEST: u8 = 8;
+/// ICMPv6 echo (RFC 4443, 4.1 and 4.2).
+pub const ECHO6_REQUEST: u8 = 128;
+pub const ECHO6_REPLY: u8 = 129;
 const PARAMETER_PROBLEM: u8 = 12;
 
 /// Where the quoted packet of an ICMP error starts, from the ICMP header, and its L4 header
@@ -24,7 +33,7 @@ pub const QUOTE_L4: usize = QUOTE_L3 + 20;
 
 /// The ICMP header is 8 bytes: type, code, checksum, and 4 bytes (echo id/seq).
 #[inline(always)]
-fn header<F: Frame>(f: &F, p: &Ipv4) -> Result<[u8; 8], Reason> {
+fn header<F: Frame, A>(f: &F, p: &Ip<A>) -> Result<[u8; 8], Reason> {
     if p.l4 + 8 > p.l3 + p.tot_len as usize {
         return Err(Reason::DropTruncatedL4);
     }
@@ -37,32 +46,46 @@ fn is_error(t: u8) -> bool {
 }
 
 #[inline(always)]
-fn icmp_flow(vip_be: u32, id_be: u16, remote_be: u32) -> CtKey {
+fn icmp_flow<A: Family>(vip_be: A, id_be: u16, remote_be: A) -> CtKey<A> {
     CtKey {
         addr_a_be: vip_be,
         addr_b_be: remote_be,
         port_a_be: id_be,
         port_b_be: 0,
-        proto: IPPROTO_ICMP,
+        proto: A::ICMP,
         kind: CT_SNAT,
         _pad: 0,
     }
 }
 
+/// The family's echo request and reply types.
+#[inline(always)]
+fn echo_types<A: Family>() -> (u8, u8) {
+    if A::V6 {
+        (ECHO6_REQUEST, ECHO6_REPLY)
+    } else {
+        (ECHO_REQUEST, ECHO_REPLY)
+    }
+}
+
 /// ICMP arriving for a VIP (unfragmented).
 #[inline(always)]
-pub fn to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, Reason> {
+pub fn to_vip<F: Frame, A: Family>(
+    f: &F,
+    p: &Ip<A>,
+    vip: &VipRecord<A>,
+) -> Result<Decision<A>, Reason> {
     let h = header(f, p)?;
+    let (request, reply) = echo_types::<A>();
     match h[0] {
-        ECHO_REQUEST => Ok(Decision {
+        t if t == request => Ok(Decision {
             action: Action::EchoReply,
             reason: Reason::EchoReply,
             ..Decision::BLANK
         }),
-        ECHO_REPLY => {
+        t if t == reply => {
             let id = u16::from_ne_bytes([h[4], h[5]]);
-            // SAFETY: the value is copied out.
-            let Some(ct) = (unsafe { CONNTRACK.get(icmp_flow(p.dst_be, id, p.src_be)) }) else {
+            let Some(ct) = A::flow(&icmp_flow(p.dst(), id, p.src())) else {
                 return Err(Reason::DropIcmp);
             };
             let ct = *ct;
@@ -82,9 +105,36 @@ pub fn to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, Re
                 Via::toward_members(vip.flags),
             ))
         }
-        t if is_error(t) => error_to_vip(f, p, vip),
-        _ => Err(Reason::DropIcmp),
+        t => A::icmp_error_to_vip(f, p, vip, t),
     }
+}
+
+/// An IPv4 ICMP error (or another type) arriving for a VIP.
+#[inline(always)]
+pub fn other_to_vip<F: Frame>(
+    f: &F,
+    p: &Ipv4,
+    vip: &VipRecord,
+    ty: u8,
+) -> Result<Decision, Reason> {
+    if is_error(ty) {
+        return error_to_vip(f, p, vip);
+    }
+    Err(Reason::DropIcmp)
+}
+
+/// An IPv4 ICMP error (or another type but echo request) from a member.
+#[inline(always)]
+pub fn other_from_member<F: Frame>(
+    f: &F,
+    p: &Ipv4,
+    m: &MemberRecord,
+    ty: u8,
+) -> Result<Decision, Reason> {
+    if is_error(ty) {
+        return error_from_member(f, p, m);
+    }
+    Err(Reason::PassIcmp)
 }
 
 /// The packet quoted in an ICMP error: its IPv4 header (no options) and the first 8 bytes of
@@ -135,7 +185,7 @@ fn quoted<F: Frame>(f: &F, p: &Ipv4) -> Result<Quoted, Reason> {
 #[inline(always)]
 fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, Reason> {
     let inner = quoted(f, p)?;
-    if inner.src_be != p.dst_be {
+    if inner.src_be != p.dst() {
         return Err(Reason::DropIcmp);
     }
     let mut port = SAME_PORT;
@@ -151,7 +201,7 @@ fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, 
                 (vip.active_be, vip.active_slot)
             } else {
                 let key = CtKey {
-                    addr_a_be: p.dst_be,
+                    addr_a_be: p.dst(),
                     addr_b_be: inner.dst_be,
                     port_a_be: inner.sport,
                     port_b_be: inner.dport,
@@ -167,7 +217,7 @@ fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, 
             }
         }
         IPPROTO_ICMP if inner.icmp_type == ECHO_REQUEST => {
-            let key = icmp_flow(p.dst_be, inner.sport, inner.dst_be);
+            let key = icmp_flow(p.dst(), inner.sport, inner.dst_be);
             // SAFETY: the value is copied out.
             let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
                 return Err(Reason::DropIcmp);
@@ -204,26 +254,31 @@ fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, 
 
 /// ICMP from a member (unfragmented; TTL already checked).
 #[inline(always)]
-pub fn from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Decision, Reason> {
+pub fn from_member<F: Frame, A: Family>(
+    f: &F,
+    p: &Ip<A>,
+    m: &MemberRecord<A>,
+) -> Result<Decision<A>, Reason> {
     if p.frag_offset != 0 || p.more_frags {
         return Err(Reason::PassIcmp);
     }
     let h = header(f, p)?;
+    let (request, _) = echo_types::<A>();
     match h[0] {
-        ECHO_REQUEST => {
+        t if t == request => {
             if m.flags & MEMBER_F_SERVICE_ONLY != 0 {
                 return Err(Reason::PassNotService);
             }
-            if excluded(p.dst_be) {
+            if A::excluded(&p.dst()) {
                 return Ok(route::forward(f, p, Reason::Excluded, Record::NONE));
             }
             let id = u16::from_ne_bytes([h[4], h[5]]);
             let member = CtValue {
-                member_be: p.src_be,
+                member_be: p.src(),
                 slot: m.slot,
             };
             let mut record = Record::NONE;
-            if let Some(w) = snat_flow(IPPROTO_ICMP, m.vip_be, id, p.dst_be, 0, member) {
+            if let Some(w) = snat_flow(A::ICMP, m.vip_be, id, p.dst(), 0, member) {
                 record.flow(w.0, w.1);
             }
             Ok(route::translate(
@@ -239,8 +294,7 @@ pub fn from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Decisi
                 Via::Fib,
             ))
         }
-        t if is_error(t) => error_from_member(f, p, m),
-        _ => Err(Reason::PassIcmp),
+        t => A::icmp_error_from_member(f, p, m, t),
     }
 }
 
@@ -253,17 +307,17 @@ fn error_from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Deci
         Err(Reason::DropTruncatedL4) => return Err(Reason::DropTruncatedL4),
         Err(_) => return Err(Reason::PassIcmp),
     };
-    if inner.dst_be != p.src_be || (inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP) {
+    if inner.dst_be != p.src() || (inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP) {
         return Err(Reason::PassIcmp);
     }
     // The member-side port is the quoted destination port.
     let mport = inner.dport;
     if passthrough_port(m, mport)
-        || passthrough_flow(m, inner.proto, p.src_be, mport, inner.src_be, inner.sport)
+        || passthrough_flow(m, inner.proto, p.src(), mport, inner.src_be, inner.sport)
     {
         return Ok(route::forward(f, p, Reason::Passthrough, Record::NONE));
     }
-    if excluded(p.dst_be) {
+    if u32::excluded(&p.dst()) {
         return Ok(route::forward(f, p, Reason::Excluded, Record::NONE));
     }
     let mut service = u32::MAX;
@@ -282,7 +336,7 @@ fn error_from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Deci
         };
         // SAFETY: the value is compared and dropped.
         match unsafe { CONNTRACK.get(key) } {
-            Some(ct) if ct.member_be == p.src_be => SAME_PORT,
+            Some(ct) if ct.member_be == p.src() => SAME_PORT,
             _ => return Err(Reason::PassIcmp),
         }
     };

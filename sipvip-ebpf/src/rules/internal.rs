@@ -2,32 +2,28 @@
 //! exclusions and pass-through. See docs/architecture.md, "Per-packet rules".
 
 use sipvip_common::{
-    CtValue, Reason, FRAG_ACT_TRANSLATE, FRAG_OUT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-    MEMBER_F_SERVICE_ONLY, MEMBER_F_SNAT, NO_SERVICE,
+    CtValue, Reason, FRAG_ACT_TRANSLATE, FRAG_OUT, IPPROTO_TCP, IPPROTO_UDP, MEMBER_F_SERVICE_ONLY,
+    MEMBER_F_SNAT, NO_SERVICE,
 };
 
 use super::{
     frag, icmp,
-    lookup::{
-        excluded, find_service, passthrough_flow, passthrough_port, snat_flow, snat_to, UNTOUCHED,
-    },
+    lookup::{find_service, passthrough_flow, passthrough_port, snat_flow, snat_to, untouched},
     route::{self, Via},
-    Decision, Dir, Record, SAME_PORT,
+    Decision, Dir, Family, Record, SAME_PORT,
 };
 use crate::{
     hook::Frame,
-    maps::MEMBERS,
-    packet::ipv4::{ports, Ipv4},
+    packet::{ports, Ip},
 };
 
-/// The internal side's rules for an IPv4 packet.
+/// The internal side's rules for a packet of either family.
 #[inline(always)]
-pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
-    // SAFETY: map values are only read.
-    let Some(m) = (unsafe { MEMBERS.get(p.src_be) }) else {
+pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
+    let Some(m) = A::member(&p.src()) else {
         return Err(Reason::PassNotMember);
     };
-    if p.dst_be == m.vip_be {
+    if p.dst() == m.vip_be {
         return Err(Reason::PassToVip);
     }
     // A routed packet's TTL is the kernel's business (it decremented it already).
@@ -39,7 +35,7 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
     }
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
-        IPPROTO_ICMP => return icmp::from_member(f, p, m),
+        pr if pr == A::ICMP => return icmp::from_member(f, p, m),
         _ => return Err(Reason::PassOtherProto),
     }
 
@@ -49,31 +45,31 @@ pub fn ipv4<F: Frame>(f: &F, p: &Ipv4) -> Result<Decision, Reason> {
         let d = match frag::follow(p, FRAG_OUT) {
             Some(d) => d,
             // An orphan: the default for member traffic, recorded nowhere.
-            None if excluded(p.dst_be) || m.flags & MEMBER_F_SERVICE_ONLY != 0 => UNTOUCHED,
+            None if A::excluded(&p.dst()) || m.flags & MEMBER_F_SERVICE_ONLY != 0 => untouched(),
             None => snat_to(m, NO_SERVICE),
         };
         (d, Reason::FragOut)
     } else {
         let (sport, dport) = ports(f, p)?;
         let (d, r) = if passthrough_port(m, sport)
-            || passthrough_flow(m, p.proto, p.src_be, sport, p.dst_be, dport)
+            || passthrough_flow(m, p.proto, p.src(), sport, p.dst(), dport)
         {
-            (UNTOUCHED, Reason::Passthrough)
-        } else if excluded(p.dst_be) {
-            (UNTOUCHED, Reason::Excluded)
+            (untouched(), Reason::Passthrough)
+        } else if A::excluded(&p.dst()) {
+            (untouched(), Reason::Excluded)
         } else if let Some(i) = find_service(&m.services, p.proto, sport, true) {
             // Service traffic leaves from the service port; replies to it are steered to
             // the active member, so no conntrack entry is needed.
             port = (sport, m.services[i].port_be);
             (snat_to(m, i as u8), Reason::Snat)
         } else if m.flags & MEMBER_F_SERVICE_ONLY != 0 {
-            (UNTOUCHED, Reason::PassNotService)
+            (untouched(), Reason::PassNotService)
         } else {
             let member = CtValue {
-                member_be: p.src_be,
+                member_be: p.src(),
                 slot: m.slot,
             };
-            if let Some(w) = snat_flow(p.proto, m.vip_be, sport, p.dst_be, dport, member) {
+            if let Some(w) = snat_flow(p.proto, m.vip_be, sport, p.dst(), dport, member) {
                 record.flow(w.0, w.1);
             }
             (snat_to(m, NO_SERVICE), Reason::Snat)

@@ -2,13 +2,13 @@
 //! flows, and the conntrack entries of member-opened flows. Reads only: the entries to write
 //! are returned for the decision's record.
 
-use aya_ebpf::maps::lpm_trie::Key;
 use sipvip_common::{
     pt_port_slot, CtKey, CtValue, FragValue, MemberRecord, Service, CT_PASSTHROUGH, CT_SNAT,
     FRAG_ACT_TRANSLATE, FRAG_ACT_UNTOUCHED, MAX_PASSTHROUGH_PORTS, MAX_SERVICES, NO_SERVICE,
 };
 
-use crate::maps::{CONNTRACK, EXCLUSIONS, PT_PORTS};
+use super::Family;
+use crate::maps::PT_PORTS;
 
 /// The index of the service matching `proto` and `port_be` on the VIP side (`member_side`
 /// false) or on the member side (`member_side` true).
@@ -39,17 +39,21 @@ pub fn find_service(
     None
 }
 
-pub const UNTOUCHED: FragValue = FragValue {
-    addr_be: 0,
-    action: FRAG_ACT_UNTOUCHED,
-    slot: 0,
-    service: NO_SERVICE,
-    _pad: 0,
-    stamp: 0,
-};
+/// The decision to leave a packet (and its datagram) untranslated.
+#[inline(always)]
+pub fn untouched<A: Family>() -> FragValue<A> {
+    FragValue {
+        addr_be: A::ZERO,
+        action: FRAG_ACT_UNTOUCHED,
+        slot: 0,
+        service: NO_SERVICE,
+        _pad: 0,
+        stamp: 0,
+    }
+}
 
 #[inline(always)]
-pub fn snat_to(m: &MemberRecord, service: u8) -> FragValue {
+pub fn snat_to<A: Family>(m: &MemberRecord<A>, service: u8) -> FragValue<A> {
     FragValue {
         addr_be: m.vip_be,
         action: FRAG_ACT_TRANSLATE,
@@ -61,12 +65,7 @@ pub fn snat_to(m: &MemberRecord, service: u8) -> FragValue {
 }
 
 #[inline(always)]
-pub fn excluded(dst_be: u32) -> bool {
-    EXCLUSIONS.get(Key::new(32, dst_be)).is_some()
-}
-
-#[inline(always)]
-pub fn passthrough_port(m: &MemberRecord, port_be: u16) -> bool {
+pub fn passthrough_port<A>(m: &MemberRecord<A>, port_be: u16) -> bool {
     let mut i = 0;
     while i < MAX_PASSTHROUGH_PORTS {
         let p = m.passthrough_ports_be[i];
@@ -85,12 +84,12 @@ pub fn passthrough_port(m: &MemberRecord, port_be: u16) -> bool {
 /// True when a flow opened from outside to this member's physical address is known. Only
 /// member ports marked in `SV_PTPORTS_V1` can have one.
 #[inline(always)]
-pub fn passthrough_flow(
-    m: &MemberRecord,
+pub fn passthrough_flow<A: Family>(
+    m: &MemberRecord<A>,
     proto: u8,
-    member_be: u32,
+    member_be: A,
     mport: u16,
-    remote_be: u32,
+    remote_be: A,
     rport: u16,
 ) -> bool {
     let (i, bucket) = pt_port_slot(m.vip_id, m.slot, mport);
@@ -107,21 +106,20 @@ pub fn passthrough_flow(
         kind: CT_PASSTHROUGH,
         _pad: 0,
     };
-    // SAFETY: only tested for presence.
-    unsafe { CONNTRACK.get(key) }.is_some()
+    A::flow(&key).is_some()
 }
 
 /// The conntrack entry that makes replies to `VIP:vport` from `remote:rport` go to this
 /// member, unless it is there already.
 #[inline(always)]
-pub fn snat_flow(
+pub fn snat_flow<A: Family>(
     proto: u8,
-    vip_be: u32,
+    vip_be: A,
     vport: u16,
-    remote_be: u32,
+    remote_be: A,
     rport: u16,
-    member: CtValue,
-) -> Option<(CtKey, CtValue)> {
+    member: CtValue<A>,
+) -> Option<(CtKey<A>, CtValue<A>)> {
     let key = CtKey {
         addr_a_be: vip_be,
         addr_b_be: remote_be,
@@ -131,9 +129,8 @@ pub fn snat_flow(
         kind: CT_SNAT,
         _pad: 0,
     };
-    // SAFETY: the value is compared and dropped.
-    match unsafe { CONNTRACK.get(key) } {
-        Some(v) if *v == member => None,
+    match A::flow(&key) {
+        Some(v) if v.member_be == member.member_be && v.slot == member.slot => None,
         _ => Some((key, member)),
     }
 }
@@ -141,14 +138,14 @@ pub fn snat_flow(
 /// The conntrack key of a packet's flow seen from this side: `local` (its destination, a VIP
 /// or a member) with `lport`, and `remote` (its source) with `rport`.
 #[inline(always)]
-pub fn arriving_flow(
-    local_be: u32,
-    remote_be: u32,
+pub fn arriving_flow<A>(
+    local_be: A,
+    remote_be: A,
     proto: u8,
     lport: u16,
     rport: u16,
     kind: u8,
-) -> CtKey {
+) -> CtKey<A> {
     CtKey {
         addr_a_be: local_be,
         addr_b_be: remote_be,

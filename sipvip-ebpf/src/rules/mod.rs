@@ -10,8 +10,9 @@
 //! - [`lookup`]: the lookups the sides share (services, exclusions, pass-through, conntrack);
 //! - [`route`]: the next hop, and how a translated packet leaves.
 //!
-//! Decisions are generic over the address (`u32` for IPv4), so IPv6 rules produce the same
-//! shape with 16-byte addresses while IPv4 keeps its 4-byte ones.
+//! The rules are written once, generic over the address family ([`Family`]: `u32` for
+//! IPv4, 16 bytes for IPv6), so both families take the same rules and produce the same shape
+//! of decision, while IPv4 keeps its 4-byte addresses.
 
 pub mod external;
 pub mod frag;
@@ -21,35 +22,52 @@ pub mod lookup;
 pub mod route;
 pub mod screen;
 
-use sipvip_common::{CtKey, CtValue, FragKey, FragValue, NextHop, Reason};
+use sipvip_common::{CtKey, CtValue, FragValue, Ipv6Be, NextHop, Reason};
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 
-use crate::{
-    hook::Frame,
-    packet::ipv4::{parse, Ipv4},
-};
+pub use crate::family::Family;
+use crate::{hook::Frame, packet::Ip};
 
-/// A packet arriving on a side: the L2 acceptance rule and the address screen, then the
-/// side's rules for its family (`ipv4`), whose decision lands in `d`. An error is the reason
-/// the packet stopped before any rule of the side.
-#[inline(always)]
-pub fn decide<F: Frame>(
-    f: &F,
-    d: &mut Decision,
-    ipv4: impl FnOnce(&F, &Ipv4) -> Result<Decision, Reason>,
-) -> Result<Ipv4, Reason> {
-    // A routed packet (TC egress) is the node's own: its MACs are the next hop's.
-    if !F::ROUTED {
-        screen::accept(f)?;
+/// One side's rules (external, internal), for a packet of either family.
+pub trait SideRules {
+    fn decide<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason>;
+}
+
+/// The external side.
+pub struct External;
+/// The internal side (and the node's own traffic at TC egress).
+pub struct Internal;
+
+impl SideRules for External {
+    #[inline(always)]
+    fn decide<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
+        external::rules(f, p)
     }
-    let p = parse(f)?;
-    screen::screen(&p)?;
-    *d = match ipv4(f, &p) {
+}
+
+impl SideRules for Internal {
+    #[inline(always)]
+    fn decide<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
+        internal::rules(f, p)
+    }
+}
+
+/// A parsed packet on a side: the address screen, then the side's rules, whose decision
+/// lands in `d`. An error is the reason the packet stopped before any rule of the side.
+#[inline(always)]
+pub fn decide<F: Frame, A: Family, S: SideRules>(
+    f: &F,
+    p: &Ip<A>,
+    d: &mut Decision<A>,
+) -> Result<(), Reason> {
+    A::screen(p)?;
+    *d = match S::decide(f, p) {
         Ok(d) => d,
         Err(r) => Decision::stop(r, Record::NONE),
     };
-    Ok(p)
+    route::resolve(f, p, d);
+    Ok(())
 }
 
 /// Which address (and port) of a packet a rewrite changes.
@@ -116,7 +134,7 @@ pub struct Link {
 
 impl Link {
     #[inline(always)]
-    pub fn of(nh: &NextHop) -> Self {
+    pub fn of<A>(nh: &NextHop<A>) -> Self {
         Link {
             ifindex: nh.ifindex,
             dmac: nh.dmac,
@@ -153,19 +171,6 @@ pub struct IcmpError<A = u32> {
     pub src: A,
 }
 
-/// An address the rules can carry: IPv4 (`u32`, network order) or IPv6 (16 bytes).
-pub trait Addr: Copy {
-    const ZERO: Self;
-}
-
-impl Addr for u32 {
-    const ZERO: Self = 0;
-}
-
-impl Addr for sipvip_common::Ipv6Be {
-    const ZERO: Self = [0; 16];
-}
-
 /// The parts of a decision that only some packets need (the state a packet leaves behind,
 /// the rewrite of an ICMP error's quote, the ICMP error the gateway sends). They wait in a
 /// per-CPU scratch slot (`SV_PENDING_V1`) from the rule that decides them to `apply`, which
@@ -174,13 +179,13 @@ impl Addr for sipvip_common::Ipv6Be {
 /// so the slot is this packet's until it returns.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Pending<A = u32> {
+pub struct Pending<A: Family = u32> {
     /// A conntrack entry to write.
     pub flow: (CtKey<A>, CtValue<A>),
     /// A member port to mark in `SV_PTPORTS_V1` (slot, bucket), before `flow` is written.
     pub port_mark: (u32, u32),
     /// A first fragment's decision, for the rest of its datagram.
-    pub fragment: (FragKey, FragValue),
+    pub fragment: (A::FragKey, FragValue<A>),
     pub quote: QuoteRewrite<A>,
     pub error: IcmpError<A>,
 }
@@ -189,7 +194,11 @@ pub struct Pending<A = u32> {
 /// decision's own scratch, so it is declared here rather than with the shared maps
 /// (`crate::maps`); user space never reads it.
 #[map(name = "SV_PENDING_V1")]
-static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// The same for IPv6 packets.
+#[map(name = "SV_PENDING6_V1")]
+pub static PENDING6: PerCpuArray<Pending<Ipv6Be>> = PerCpuArray::with_max_entries(1, 0);
 
 /// Which parts of [`Pending`] a decision carries: a bit each.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -211,8 +220,8 @@ impl Record {
     /// Writes a part into this CPU's pending slot and marks it. (Slot 0 of a per-CPU array
     /// always exists; were it missing, the part would be left out.)
     #[inline(always)]
-    fn put(&mut self, part: u8, write: impl FnOnce(&mut Pending)) {
-        if let Some(slot) = PENDING.get_ptr_mut(0) {
+    fn put<A: Family>(&mut self, part: u8, write: impl FnOnce(&mut Pending<A>)) {
+        if let Some(slot) = A::pending() {
             // SAFETY: this CPU's slot; nothing else runs on this CPU until the program
             // returns.
             write(unsafe { &mut *slot });
@@ -221,35 +230,38 @@ impl Record {
     }
 
     #[inline(always)]
-    pub fn flow(&mut self, key: CtKey, value: CtValue) {
-        self.put(Self::FLOW, |p| p.flow = (key, value));
+    pub fn flow<A: Family>(&mut self, key: CtKey<A>, value: CtValue<A>) {
+        self.put::<A>(Self::FLOW, |p| p.flow = (key, value));
+    }
+
+    /// A pass-through port mark (family-neutral: the marks are shared), carried in the
+    /// pending slot of the packet's family `A`.
+    #[inline(always)]
+    pub fn port_mark<A: Family>(&mut self, slot: u32, bucket: u32) {
+        self.put::<A>(Self::PORT_MARK, |p| p.port_mark = (slot, bucket));
     }
 
     #[inline(always)]
-    pub fn port_mark(&mut self, slot: u32, bucket: u32) {
-        self.put(Self::PORT_MARK, |p| p.port_mark = (slot, bucket));
+    pub fn fragment<A: Family>(&mut self, key: A::FragKey, value: FragValue<A>) {
+        self.put::<A>(Self::FRAGMENT, |p| p.fragment = (key, value));
     }
 
     #[inline(always)]
-    pub fn fragment(&mut self, key: FragKey, value: FragValue) {
-        self.put(Self::FRAGMENT, |p| p.fragment = (key, value));
+    pub fn quote<A: Family>(&mut self, q: QuoteRewrite<A>) {
+        self.put::<A>(Self::QUOTE, |p| p.quote = q);
     }
 
     #[inline(always)]
-    pub fn quote(&mut self, q: QuoteRewrite) {
-        self.put(Self::QUOTE, |p| p.quote = q);
-    }
-
-    #[inline(always)]
-    pub fn error(&mut self, e: IcmpError) {
-        self.put(Self::ERROR, |p| p.error = e);
+    pub fn error<A: Family>(&mut self, e: IcmpError<A>) {
+        self.put::<A>(Self::ERROR, |p| p.error = e);
     }
 }
 
-/// This CPU's pending slot, for `apply`.
+/// This CPU's pending slot of family `A`, for `apply`.
 #[inline(always)]
-pub fn pending() -> Option<&'static Pending> {
-    PENDING.get(0)
+pub fn pending<A: Family>() -> Option<&'static Pending<A>> {
+    // SAFETY: this CPU's slot, read after the rules wrote it.
+    A::pending().map(|p| unsafe { &*p })
 }
 
 /// A rule's decision: the action and the reason it is counted under, the rewrite, what it
@@ -269,9 +281,12 @@ pub struct Decision<A = u32> {
     pub link: Link,
     pub link_due: bool,
     pub record: Record,
+    /// A translated or forwarded packet whose next hop is still to be found, and how it is
+    /// to leave: the rules set it, [`route::resolve`] completes the decision once.
+    pub route: Option<route::Via>,
 }
 
-impl<A: Addr> Decision<A> {
+impl<A: Family> Decision<A> {
     /// Nothing decided: stopped without a reason of its own.
     pub const BLANK: Self = Decision {
         action: Action::Stop,
@@ -294,6 +309,7 @@ impl<A: Addr> Decision<A> {
         },
         link_due: false,
         record: Record::NONE,
+        route: None,
     };
 
     /// Counted under `reason`, passed or dropped, with state left behind.
@@ -307,9 +323,7 @@ impl<A: Addr> Decision<A> {
     }
 }
 
-// The generic shapes take an IPv6 address; the IPv4 ones keep their 4-byte addresses (an
-// IPv4 flow key stays 16 bytes: see sipvip-common).
-const _: Decision<sipvip_common::Ipv6Be> = Decision::BLANK;
-const _: () = assert!(
-    core::mem::size_of::<Decision<sipvip_common::Ipv6Be>>() > core::mem::size_of::<Decision<u32>>()
-);
+// The IPv4 shapes keep their 4-byte addresses (an IPv4 flow key stays 16 bytes: see
+// sipvip-common).
+const _: () =
+    assert!(core::mem::size_of::<Decision<Ipv6Be>>() > core::mem::size_of::<Decision<u32>>());

@@ -4,24 +4,17 @@
 //! answered about, is left intact. The cache is a memo of the FIB lookup, so filling it is
 //! part of the lookup, not state a packet leaves behind.
 
-use aya_ebpf::helpers::generated::bpf_fib_lookup;
-use sipvip_common::{nexthop_slot, NextHop, Reason, VIP_F_LOCAL, VIP_F_REDIRECT};
+use aya_ebpf::{helpers::generated::bpf_fib_lookup, macros::map, maps::PerCpuArray};
+use sipvip_common::{NextHop, Reason, VIP_F_LOCAL, VIP_F_REDIRECT};
 
-use super::{
-    screen::error_source, Account, Action, Decision, Dir, IcmpError, Link, Record, Rewrite, Side,
-};
-use crate::{
-    hook::Frame,
-    maps::{NEXTHOPS, NEXTHOP_GEN},
-    packet::ipv4::Ipv4,
-};
+use super::{Account, Action, Decision, Dir, Family, IcmpError, Link, Record, Rewrite, Side};
+use crate::{hook::Frame, maps::NEXTHOP_GEN, packet::Ip};
 
 /// ICMP destination unreachable, and its code "fragmentation needed and DF set" (RFC 1191).
 pub const DEST_UNREACH: u8 = 3;
 pub const FRAG_NEEDED: u8 = 4;
 pub const TIME_EXCEEDED: u8 = 11;
 
-const AF_INET: u8 = 2;
 const FIB_SUCCESS: i64 = 0;
 const FIB_BLACKHOLE: i64 = 1;
 const FIB_UNREACHABLE: i64 = 2;
@@ -31,7 +24,8 @@ const FIB_FWD_DISABLED: i64 = 6;
 const FIB_NO_NEIGH: i64 = 7;
 const FIB_FRAG_NEEDED: i64 = 8;
 
-/// `struct bpf_fib_lookup` (uapi/linux/bpf.h), IPv4 view; 64 bytes.
+/// `struct bpf_fib_lookup` (uapi/linux/bpf.h); 64 bytes. For IPv6, `tos` is the flow info
+/// and the addresses take all four words.
 #[repr(C)]
 struct FibParams {
     family: u8,
@@ -49,6 +43,11 @@ struct FibParams {
     dmac: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
+
+/// This CPU's FIB lookup parameters: scratch kept off the BPF stack (512 bytes), which an
+/// IPv6 packet's addresses fill up.
+#[map(name = "SV_FIBARGS_V1")]
+static FIB_PARAMS: PerCpuArray<FibParams> = PerCpuArray::with_max_entries(1, 0);
 
 /// How a translated packet leaves.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -81,7 +80,7 @@ impl Via {
 #[derive(Clone, Copy)]
 enum Hop {
     /// The datapath sends it to this next hop itself.
-    Send(NextHop),
+    Send(Link),
     /// The kernel forwards it, translated (the neighbour is not resolved yet, 802.1Q, a
     /// packet it must fragment, ...), or drops it for this reason.
     Kernel(Reason),
@@ -92,149 +91,155 @@ enum Hop {
     TooBig(u16),
 }
 
-/// The decision for a packet translated by `rewrite` (and its quote, for an ICMP error,
-/// when `record` carries one):
-/// - too big for the egress MTU with DF set: ICMP "fragmentation needed" from the gateway
-///   (`fallback_src_be` when the interface has no address), quoting the packet as the
-///   sender sent it;
-/// - not forwardable (local, broadcast, no route): to the kernel untranslated;
-/// - otherwise rewritten, counted toward `account`, and sent (`handled`) or handed to the
-///   kernel translated.
+/// Where a decided packet leaves, decided once for every rule, after them (`rules::decide`):
+/// the rules only say that a packet is to be translated or forwarded and how
+/// ([`Decision::route`]); here the next hop is found, once per packet, for the addresses the
+/// packet will carry, and the decision completed:
+/// - a translated packet too big for the egress MTU with DF set: ICMP "fragmentation
+///   needed" from the gateway (the interface's address, else the VIP), quoting the packet
+///   as the sender sent it (where the datapath builds the family's errors);
+/// - not forwardable (local, broadcast, no route): to the kernel untranslated (an ICMP error
+///   whose quote is translated always goes on translated);
+/// - otherwise sent (`link_due`) or handed to the kernel, translated or as it arrived.
 ///
-/// A packet the kernel has routed already (TC egress), or one `via` the kernel, skips the
-/// FIB: it is rewritten and goes on (`handled`).
-///
-/// An ICMP error is never answered with one, and as its quote is translated it always goes
-/// on translated.
+/// A packet the kernel has routed already (TC egress), or one `via` the kernel, needs no
+/// next hop: it is rewritten and goes on.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn rewrite_and_send<F: Frame>(
-    f: &F,
-    p: &Ipv4,
-    rewrite: Rewrite,
-    account: Account,
-    handled: Reason,
-    fallback_src_be: u32,
-    mut record: Record,
-    via: Via,
-) -> Decision {
+pub fn resolve<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: &mut Decision<A>) {
+    let Some(via) = d.route else {
+        return;
+    };
+    d.route = None;
+    let translate = d.action == Action::Translate;
     if F::ROUTED || via == Via::Kernel {
-        // Routed already, or for the kernel to route: rewritten in place and passed on.
-        return Decision {
-            action: Action::Translate,
-            reason: handled,
-            rewrite,
-            account,
-            record,
-            ..Decision::BLANK
-        };
+        if !translate {
+            // Routed already: it goes on as it is.
+            d.action = Action::Stop;
+        }
+        return;
     }
-    let (src_be, dst_be) = match rewrite.side {
-        Side::Src => (rewrite.addr, p.dst_be),
-        Side::Dst => (p.src_be, rewrite.addr),
+    let (src_be, dst_be) = match (translate, d.rewrite.side) {
+        (true, Side::Src) => (d.rewrite.addr, p.dst()),
+        (true, Side::Dst) => (p.src(), d.rewrite.addr),
+        (false, _) => (p.src(), p.dst()),
     };
-    let mut d = Decision {
-        action: Action::Translate,
-        rewrite,
-        account,
-        record,
-        ..Decision::BLANK
-    };
-    let answerable = !record.has(Record::QUOTE);
-    d.reason = match route(f, p, src_be, dst_be) {
+    let handled = d.reason;
+    let answerable = translate && !d.record.has(Record::QUOTE) && A::ANSWERS;
+    match route(f, p, src_be, dst_be) {
+        Hop::Send(link) => {
+            d.link = link;
+            d.link_due = true;
+        }
         // On-node mode: a member on the node's own address is reached through the kernel.
-        Hop::Untranslated(_) if via == Via::Redirect => handled,
-        Hop::Untranslated(r) if answerable => return Decision::stop(r, record),
+        Hop::Untranslated(_) if translate && via == Via::Redirect => {}
+        Hop::Untranslated(r) if answerable || !translate => {
+            *d = Decision::stop(r, d.record);
+        }
         Hop::TooBig(mtu) if p.df && p.frag_offset == 0 && answerable => {
+            // Errors about a packet toward a member come from the VIP it was sent to, about
+            // one from a member from the VIP it was translated to.
+            let vip_be = match d.account.dir {
+                Dir::In => p.dst(),
+                Dir::Out => d.rewrite.addr,
+            };
+            let mut record = d.record;
             record.error(IcmpError {
                 ty: DEST_UNREACH,
                 code: FRAG_NEEDED,
                 mtu,
-                src: error_source(f, fallback_src_be),
+                src: A::error_source(f, vip_be),
             });
-            return Decision {
+            *d = Decision {
                 action: Action::Error,
                 reason: Reason::FragNeeded,
                 record,
                 ..Decision::BLANK
             };
         }
-        Hop::Send(nh) => {
-            d.link = Link::of(&nh);
-            d.link_due = true;
-            handled
+        Hop::Kernel(r) | Hop::Untranslated(r) if !translate => {
+            *d = Decision::stop(r, d.record);
         }
-        Hop::Kernel(r) | Hop::Untranslated(r) => r,
-        Hop::TooBig(_) => Reason::PassFib,
-    };
-    d
+        Hop::TooBig(_) if !translate => {
+            *d = Decision::stop(Reason::PassFib, d.record);
+        }
+        Hop::Kernel(r) | Hop::Untranslated(r) => d.reason = r,
+        Hop::TooBig(_) => d.reason = Reason::PassFib,
+    }
+    let _ = handled;
 }
 
 /// The decision for a translated packet of VIP `vip_id`, counted toward its `service` and
 /// member `slot`: toward a member (`Dir::In`) the destination becomes `addr` (the member),
 /// from a member (`Dir::Out`) the source becomes `addr` (the VIP); the port on that side
-/// changes as `port` says. Errors the gateway sends about it come from the VIP when the
-/// interface has no address.
+/// changes as `port` says. It leaves `via` the next hop [`resolve`] finds (`handled`), or
+/// through the kernel.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn translate<F: Frame>(
-    f: &F,
-    p: &Ipv4,
+pub fn translate<F: Frame, A: Family>(
+    _f: &F,
+    _p: &Ip<A>,
     dir: Dir,
     vip_id: u32,
-    (addr, slot): (u32, u32),
+    (addr, slot): (A, u32),
     service: u32,
     port: (u16, u16),
     handled: Reason,
     record: Record,
     via: Via,
-) -> Decision {
-    let (side, vip_be) = match dir {
-        Dir::In => (Side::Dst, p.dst_be),
-        Dir::Out => (Side::Src, addr),
+) -> Decision<A> {
+    let side = match dir {
+        Dir::In => Side::Dst,
+        Dir::Out => Side::Src,
     };
-    let rewrite = Rewrite { side, addr, port };
-    let account = Account {
-        vip_id,
-        dir,
-        service,
-        slot,
-    };
-    rewrite_and_send(f, p, rewrite, account, handled, vip_be, record, via)
+    Decision {
+        action: Action::Translate,
+        reason: handled,
+        rewrite: Rewrite { side, addr, port },
+        account: Account {
+            vip_id,
+            dir,
+            service,
+            slot,
+        },
+        record,
+        route: Some(via),
+        ..Decision::BLANK
+    }
 }
 
 /// The decision for an untranslated packet (excluded, pass-through): sent with TTL and MACs
-/// only (`handled`), or to the kernel as it arrived, which also answers it (PMTU,
-/// unreachable) correctly. A routed packet (TC egress) goes on as it is.
+/// only (`handled`) to the next hop [`resolve`] finds, or to the kernel as it arrived, which
+/// also answers it (PMTU, unreachable) correctly. A routed packet (TC egress) goes on as it
+/// is.
 #[inline(always)]
-pub fn forward<F: Frame>(f: &F, p: &Ipv4, handled: Reason, record: Record) -> Decision {
-    if F::ROUTED {
-        // Routed already: it goes on as it is.
-        return Decision::stop(handled, record);
-    }
-    match route(f, p, p.src_be, p.dst_be) {
-        Hop::Send(nh) => Decision {
-            action: Action::Forward,
-            reason: handled,
-            link: Link::of(&nh),
-            link_due: true,
-            record,
-            ..Decision::BLANK
-        },
-        Hop::Kernel(r) | Hop::Untranslated(r) => Decision::stop(r, record),
-        Hop::TooBig(_) => Decision::stop(Reason::PassFib, record),
+pub fn forward<F: Frame, A: Family>(
+    _f: &F,
+    _p: &Ip<A>,
+    handled: Reason,
+    record: Record,
+) -> Decision<A> {
+    Decision {
+        action: Action::Forward,
+        reason: handled,
+        record,
+        route: Some(Via::Fib),
+        ..Decision::BLANK
     }
 }
 
 /// The decision to answer a packet that would be forwarded with TTL 1 (or 0): ICMP "time
 /// exceeded" from the gateway, as a router does, so that traceroute sees it.
 #[inline(always)]
-pub fn time_exceeded<F: Frame>(f: &F, fallback_src_be: u32, mut record: Record) -> Decision {
+pub fn time_exceeded<F: Frame, A: Family>(
+    f: &F,
+    fallback_src_be: A,
+    mut record: Record,
+) -> Decision<A> {
     record.error(IcmpError {
         ty: TIME_EXCEEDED,
         code: 0,
         mtu: 0,
-        src: error_source(f, fallback_src_be),
+        src: A::error_source(f, fallback_src_be),
     });
     Decision {
         action: Action::Error,
@@ -244,47 +249,39 @@ pub fn time_exceeded<F: Frame>(f: &F, fallback_src_be: u32, mut record: Record) 
     }
 }
 
-/// Where the datapath sends a packet to `dst_be`: the next hop, cached, else from the FIB.
+/// Where the datapath sends a packet to `dst_be`: the next hop, cached, else from the FIB
+/// (whose answer this CPU's cache slot then keeps, when the cache is on).
 #[inline(always)]
-fn route<F: Frame>(f: &F, p: &Ipv4, src_be: u32, dst_be: u32) -> Hop {
+fn route<F: Frame, A: Family>(f: &F, p: &Ip<A>, src_be: A, dst_be: A) -> Hop {
     if p.vlan {
         // The kernel's VLAN device forwards tagged frames (and decrements the TTL).
         return Hop::Kernel(Reason::PassVlan);
     }
     let ingress_ifindex = f.ingress_ifindex();
     let generation = NEXTHOP_GEN.get(0).copied().unwrap_or(0);
-    let slot = NEXTHOPS.get_ptr_mut(nexthop_slot(dst_be, ingress_ifindex));
-    let nh = match cached(slot, dst_be, ingress_ifindex, generation, p.tot_len) {
-        Some(nh) => nh,
-        None => match fib_lookup(f, p, src_be, dst_be, ingress_ifindex, generation) {
-            Hop::Send(nh) => {
-                if let (Some(slot), true) = (slot, generation != 0) {
-                    // SAFETY: this CPU's slot; preemption is off while the program runs.
-                    unsafe { *slot = nh };
-                }
-                nh
-            }
-            other => return other,
-        },
-    };
-    Hop::Send(nh)
+    let slot = A::nexthop(&dst_be, ingress_ifindex);
+    if let Some(link) = cached(slot, dst_be, ingress_ifindex, generation, p.tot_len) {
+        return Hop::Send(link);
+    }
+    let slot = if generation != 0 { slot } else { None };
+    fib_lookup(f, p, src_be, dst_be, ingress_ifindex, generation, slot)
 }
 
 /// This CPU's cached answer in `slot`, if it is for this destination and ingress device, of
 /// the current generation, and has been good for packets at least `tot_len` long.
 #[inline(always)]
-fn cached(
-    slot: Option<*mut NextHop>,
-    dst_be: u32,
+fn cached<A: Family>(
+    slot: Option<*mut NextHop<A>>,
+    dst_be: A,
     ingress_ifindex: u32,
     generation: u32,
     tot_len: u16,
-) -> Option<NextHop> {
+) -> Option<Link> {
     if generation == 0 {
         return None;
     }
-    // SAFETY: this CPU's slot, copied out; only this CPU writes it.
-    let nh = unsafe { *slot? };
+    // SAFETY: this CPU's slot, read in place; only this CPU writes it.
+    let nh = unsafe { &*slot? };
     if nh.generation != generation
         || nh.dst_be != dst_be
         || nh.ingress_ifindex != ingress_ifindex
@@ -292,29 +289,38 @@ fn cached(
     {
         return None;
     }
-    Some(nh)
+    Some(Link::of(nh))
 }
 
-/// Asks the kernel's FIB where `dst_be` goes (checking `p.tot_len` against the egress MTU).
+/// Asks the kernel's FIB where `dst_be` goes (checking `p.tot_len` against the egress MTU),
+/// and keeps a usable answer in `cache`.
 #[inline(always)]
-fn fib_lookup<F: Frame>(
+fn fib_lookup<F: Frame, A: Family>(
     f: &F,
-    p: &Ipv4,
-    src_be: u32,
-    dst_be: u32,
+    p: &Ip<A>,
+    src_be: A,
+    dst_be: A,
     ingress_ifindex: u32,
     generation: u32,
+    cache: Option<*mut NextHop<A>>,
 ) -> Hop {
-    let mut fib = FibParams {
-        family: AF_INET,
+    let Some(slot) = FIB_PARAMS.get_ptr_mut(0) else {
+        return Hop::Kernel(Reason::PassFib);
+    };
+    // SAFETY: this CPU's scratch slot; nothing else runs on this CPU until the program
+    // returns.
+    let fib = unsafe { &mut *slot };
+    *fib = FibParams {
+        family: A::AF,
         l4_protocol: p.proto,
         sport: 0,
         dport: 0,
         tot_len: p.tot_len,
         ifindex: ingress_ifindex,
-        tos: u32::from(p.tos),
-        src: [src_be, 0, 0, 0],
-        dst: [dst_be, 0, 0, 0],
+        // IPv6: the flow info (traffic class and flow label), left 0.
+        tos: if A::V6 { 0 } else { u32::from(p.tos) },
+        src: A::fib(src_be),
+        dst: A::fib(dst_be),
         vlan_proto: 0,
         vlan_tci: 0,
         smac: [0; 6],
@@ -324,22 +330,32 @@ fn fib_lookup<F: Frame>(
     let rc = unsafe {
         bpf_fib_lookup(
             f.raw(),
-            &mut fib as *mut FibParams as *mut _,
+            slot as *mut _,
             core::mem::size_of::<FibParams>() as i32,
             0,
         )
     };
     match rc {
-        FIB_SUCCESS => Hop::Send(NextHop {
-            dst_be,
-            ingress_ifindex,
-            generation,
-            ifindex: fib.ifindex,
-            max_len: p.tot_len,
-            dmac: fib.dmac,
-            smac: fib.smac,
-            _pad: 0,
-        }),
+        FIB_SUCCESS => {
+            let link = Link {
+                ifindex: fib.ifindex,
+                dmac: fib.dmac,
+                smac: fib.smac,
+            };
+            if let Some(nh) = cache {
+                // SAFETY: this CPU's slot; preemption is off while the program runs.
+                unsafe {
+                    (*nh).dst_be = dst_be;
+                    (*nh).ingress_ifindex = ingress_ifindex;
+                    (*nh).generation = generation;
+                    (*nh).ifindex = fib.ifindex;
+                    (*nh).max_len = p.tot_len;
+                    (*nh).dmac = fib.dmac;
+                    (*nh).smac = fib.smac;
+                }
+            }
+            Hop::Send(link)
+        }
         FIB_NO_NEIGH => Hop::Kernel(Reason::PassNoNeigh),
         FIB_BLACKHOLE | FIB_UNREACHABLE | FIB_PROHIBIT => Hop::Kernel(Reason::DropFib),
         // The kernel fills in the MTU where the total length was.

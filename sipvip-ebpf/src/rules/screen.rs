@@ -2,7 +2,11 @@
 
 use sipvip_common::{iface_slot, Iface, Reason};
 
-use crate::{hook::Frame, maps::IFACES, packet::ipv4::Ipv4};
+use crate::{
+    hook::Frame,
+    maps::IFACES,
+    packet::{ipv4::Ipv4, ipv6::Ipv6},
+};
 
 /// The L2 acceptance rule: only a frame addressed to the MAC of the interface it arrived on
 /// may be translated. Broadcast and multicast frames, frames for another host
@@ -61,6 +65,26 @@ pub fn screen(p: &Ipv4) -> Result<(), Reason> {
         return Err(Reason::DropMartian);
     }
     if (224..240).contains(&d[0]) || p.dst_be == u32::MAX {
+        return Err(Reason::PassBroadcast);
+    }
+    Ok(())
+}
+
+/// The IPv6 address screen: a multicast, loopback or unspecified source and a loopback or
+/// unspecified destination are martians, dropped; a multicast destination (ff00::/8) is
+/// passed untouched. (Link-local addresses are never VIPs or members: they pass on as
+/// not-for-a-VIP.)
+#[inline(always)]
+pub fn screen6(p: &Ipv6) -> Result<(), Reason> {
+    const LOOPBACK: [u32; 4] = [0, 0, 0, 1u32.to_be()];
+    let (s, d) = (&p.src_be, &p.dst_be);
+    if s[0].to_ne_bytes()[0] == 0xff || *s == LOOPBACK || *s == [0; 4] {
+        return Err(Reason::DropMartian);
+    }
+    if *d == LOOPBACK || *d == [0; 4] {
+        return Err(Reason::DropMartian);
+    }
+    if d[0].to_ne_bytes()[0] == 0xff {
         return Err(Reason::PassBroadcast);
     }
     Ok(())

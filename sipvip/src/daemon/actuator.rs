@@ -35,7 +35,9 @@ impl Actuator for DaemonActuator {
                 return;
             }
             if let Some(gone) = f.forget {
-                reselected = dp.forget_member_flows(v.members[gone].address).unwrap_or(0);
+                reselected = dp
+                    .forget_member_flows(v.members[gone].address, v.members[gone].address6)
+                    .unwrap_or(0);
             }
         }
         let name = |i: Option<usize>| {

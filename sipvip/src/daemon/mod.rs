@@ -45,7 +45,7 @@ use setup::{install, open_datapath, prepare, Installed};
 struct Shared {
     dp: Mutex<Datapath>,
     adopted: bool,
-    installed_exclusions: Mutex<BTreeSet<(Ipv4Addr, u8)>>,
+    installed_exclusions: Mutex<BTreeSet<(std::net::IpAddr, u8)>>,
     /// The configuration's path and what became of its reloads.
     config: Mutex<ConfigStatus>,
     /// Members given by `host` whose name did not resolve at the last try, with why (their
@@ -556,14 +556,27 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
                             shared.owners.lock().expect("lock").remove(&v.spec.addr);
                             continue;
                         }
+                        // A dual-stack VIP that lost (or changed) its IPv6 address.
+                        if let Some(a6) = v.spec.addr6 {
+                            if !new.vips.iter().any(|n| n.address6 == Some(a6)) {
+                                dp.remove_vip6(a6)?;
+                                let ext = &gen.plan.garp.interface;
+                                if let Err(e) = setup::ifindex(ext).and_then(|x| {
+                                    Ok(sipvip::netif::remove_address(x, a6.into(), 128)?)
+                                }) {
+                                    tracing::warn!(vip = %v.name, error = %e, "cannot remove the VIP's IPv6 address");
+                                }
+                            }
+                        }
+                        let members = || new_plan.vips.iter().flat_map(|n| &n.members);
                         for m in &v.members {
-                            let kept = new_plan
-                                .vips
-                                .iter()
-                                .flat_map(|n| &n.members)
-                                .any(|n| n.address == m.address);
-                            if !kept {
-                                dp.remove_member(m.address)?;
+                            if !members().any(|n| n.address == m.address) {
+                                dp.remove_member(m.address.into())?;
+                            }
+                            if let Some(a6) = m.address6 {
+                                if !members().any(|n| n.address6 == Some(a6)) {
+                                    dp.remove_member(a6.into())?;
+                                }
                             }
                         }
                     }

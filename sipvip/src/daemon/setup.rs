@@ -1,7 +1,7 @@
 //! Setting up: the datapath (adopted or loaded), the interfaces and host settings, the VIPs,
 //! and what the monitors probe.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, sync::Mutex};
+use std::{collections::BTreeSet, net::IpAddr, sync::Mutex};
 
 use anyhow::{bail, Context, Result};
 use sipvip::plan::Plan;
@@ -52,7 +52,7 @@ pub(super) fn open_datapath(
 pub(super) fn prepare(
     cfg: &Config,
     dp: &mut Datapath,
-    shared_excl: &Mutex<BTreeSet<(Ipv4Addr, u8)>>,
+    shared_excl: &Mutex<BTreeSet<(IpAddr, u8)>>,
 ) -> Result<()> {
     let dir = &cfg.admin.pin_dir;
     let mode = cfg.interfaces.xdp_mode;
@@ -110,6 +110,7 @@ pub(super) fn prepare(
     // The VIPs live on the external interface, so the kernel answers ARP for them. On-node
     // mode: only on the node that hosts the active member, added when it claims the VIP.
     let locals = sipvip::netif::local_addresses();
+    let locals6 = sipvip::netif::local_addresses6();
     for v in cfg
         .vips
         .iter()
@@ -119,11 +120,23 @@ pub(super) fn prepare(
             sipvip::netif::add_ipv4_address(ifindex(ext)?, v.address, 32)
                 .with_context(|| format!("adding VIP {} to {ext}", v.address))?;
         }
+        // A dual-stack VIP's IPv6 address, so the kernel answers Neighbor Solicitations.
+        if let Some(a6) = v.address6 {
+            if !locals6.contains(&a6) {
+                sipvip::netif::add_ipv6_address(ifindex(ext)?, a6, 128)
+                    .with_context(|| format!("adding VIP {a6} to {ext}"))?;
+            }
+        }
     }
     // Exclusions: the configured ones, plus the gateway's own addresses (members' replies to
-    // our monitors must never be SNATed).
-    let vips: BTreeSet<Ipv4Addr> = cfg.vips.iter().map(|v| v.address).collect();
-    let mut want: BTreeSet<(Ipv4Addr, u8)> = cfg
+    // our monitors must never be SNATed), in both families.
+    let vips: BTreeSet<IpAddr> = cfg
+        .vips
+        .iter()
+        .flat_map(|v| [Some(IpAddr::V4(v.address)), v.address6.map(IpAddr::V6)])
+        .flatten()
+        .collect();
+    let mut want: BTreeSet<(IpAddr, u8)> = cfg
         .exclusions()
         .iter()
         .map(|Prefix { addr, len }| (*addr, *len))
@@ -131,8 +144,16 @@ pub(super) fn prepare(
     want.extend(
         sipvip::netif::local_addresses()
             .into_iter()
+            .map(IpAddr::V4)
+            .chain(
+                sipvip::netif::local_addresses6()
+                    .into_iter()
+                    // Link-local addresses never reach the datapath's translation.
+                    .filter(|a| a.segments()[0] & 0xffc0 != 0xfe80)
+                    .map(IpAddr::V6),
+            )
             .filter(|a| !vips.contains(a) && !a.is_loopback())
-            .map(|a| (a, 32)),
+            .map(|a| (a, if a.is_ipv4() { 32 } else { 128 })),
     );
     let mut have = shared_excl.lock().expect("lock");
     for (a, l) in have.difference(&want) {

@@ -11,8 +11,8 @@ use aya::{
     EbpfLoader,
 };
 use sipvip_common::{
-    map_names, program_names, CtKey, CtValue, FragKey, FragValue, Iface, MemberRecord, NextHop,
-    Settings, VipCounters, VipRecord, MAX_MEMBERS,
+    map_names, program_names, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be,
+    MemberRecord, NextHop, Settings, VipCounters, VipRecord, MAX_MEMBERS,
 };
 
 use super::{
@@ -21,6 +21,7 @@ use super::{
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
@@ -39,7 +40,7 @@ struct Layout {
 }
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
-fn layouts(sizes: &MapSizes) -> [Layout; 14] {
+fn layouts(sizes: &MapSizes) -> [Layout; 25] {
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -156,6 +157,82 @@ fn layouts(sizes: &MapSizes) -> [Layout; 14] {
             1,
             false,
         ),
+        l(
+            map_names::PENDING6,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            0,
+            1,
+            false,
+        ),
+        l(
+            map_names::FIB_ARGS,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            64,
+            1,
+            false,
+        ),
+        l(
+            map_names::PACKET6,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            0,
+            1,
+            false,
+        ),
+        // The IPv6 programs, tail-called by slot.
+        l(map_names::XDP6, BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 2, false),
+        l(map_names::TC6, BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1, false),
+        // The IPv6 twins, sized as their IPv4 maps.
+        l(
+            map_names::VIPS6,
+            BPF_MAP_TYPE_HASH,
+            size_of::<Ipv6Be>(),
+            size_of::<VipRecord<Ipv6Be>>(),
+            sizes.vips,
+            true,
+        ),
+        l(
+            map_names::MEMBERS6,
+            BPF_MAP_TYPE_HASH,
+            size_of::<Ipv6Be>(),
+            size_of::<MemberRecord<Ipv6Be>>(),
+            sizes.members,
+            true,
+        ),
+        l(
+            map_names::CONNTRACK6,
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<CtKey<Ipv6Be>>(),
+            size_of::<CtValue<Ipv6Be>>(),
+            sizes.conntrack,
+            true,
+        ),
+        l(
+            map_names::FRAGS6,
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<FragKey6>(),
+            size_of::<FragValue<Ipv6Be>>(),
+            sizes.frags,
+            true,
+        ),
+        l(
+            map_names::EXCLUSIONS6,
+            BPF_MAP_TYPE_LPM_TRIE,
+            4 + size_of::<Ipv6Be>(),
+            1,
+            sizes.exclusions,
+            true,
+        ),
+        l(
+            map_names::NEXTHOPS6,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            size_of::<NextHop<Ipv6Be>>(),
+            sipvip_common::NEXTHOP_SLOTS,
+            false,
+        ),
     ]
 }
 
@@ -234,6 +311,43 @@ fn mount_sys_fs_bpf(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The maps every build's object has had (another build's object may lack the rest).
+const BASE_MAPS: [&str; 13] = [
+    map_names::VIPS,
+    map_names::MEMBERS,
+    map_names::CONNTRACK,
+    map_names::FRAGS,
+    map_names::EXCLUSIONS,
+    map_names::DEVMAP,
+    map_names::VIP_STATS,
+    map_names::REASONS,
+    map_names::NEXTHOPS,
+    map_names::NEXTHOP_GEN,
+    map_names::PT_PORTS,
+    map_names::IFACES,
+    map_names::SETTINGS,
+];
+
+/// Puts a program's fd in slot `slot` of the program array `array`.
+fn set_slot(
+    ebpf: &mut aya::Ebpf,
+    array: &'static str,
+    slot: u32,
+    fd: &aya::programs::ProgramFd,
+) -> Result<()> {
+    let map = ebpf
+        .map_mut(array)
+        .ok_or(DatapathError::MissingMap(array))?;
+    let mut pa = aya::maps::ProgramArray::try_from(map).map_err(|source| DatapathError::Map {
+        name: array,
+        source,
+    })?;
+    pa.set(slot, fd, 0).map_err(|source| DatapathError::Map {
+        name: array,
+        source,
+    })
+}
+
 impl Datapath {
     /// The typed maps, from every map of `layouts` by name.
     fn from_maps(
@@ -262,6 +376,29 @@ impl Datapath {
             nexthop_gen: typed(get(map_names::NEXTHOP_GEN)?)?,
             ifaces: typed(get(map_names::IFACES)?)?,
             settings: typed(get(map_names::SETTINGS)?)?,
+            // Held: a program array's entries go when its last user reference does.
+            prog_arrays: [map_names::XDP6, map_names::TC6]
+                .into_iter()
+                .filter_map(|n| get(n).ok().map(|(_, m)| m))
+                .collect(),
+            v6: match (
+                get(map_names::VIPS6),
+                get(map_names::MEMBERS6),
+                get(map_names::CONNTRACK6),
+                get(map_names::FRAGS6),
+                get(map_names::EXCLUSIONS6),
+            ) {
+                (Ok(vips), Ok(members), Ok(conntrack), Ok(frags), Ok(exclusions)) => {
+                    Some(super::Maps6 {
+                        vips: typed(vips)?,
+                        members: typed(members)?,
+                        conntrack: typed(conntrack)?,
+                        frags: typed(frags)?,
+                        exclusions: typed(exclusions)?,
+                    })
+                }
+                _ => None,
+            },
             ebpf,
             logger,
             silent: Default::default(),
@@ -331,23 +468,74 @@ impl Datapath {
                 prog.pin(&path).map_err(|e| pin_err(&path, e))?;
             }
         }
-        // The TC egress program (on-node mode). Another build's object (a baseline in the
-        // bench) may not have it.
-        let name = program_names::NODE_OUT;
-        match ebpf.program_mut(name) {
-            Some(p) => {
-                let prog: &mut SchedClassifier = p
-                    .try_into()
-                    .map_err(|source| DatapathError::Program { name, source })?;
-                prog.load()
-                    .map_err(|source| DatapathError::Program { name, source })?;
-                if let Some(dir) = pin_dir {
-                    let path = dir.join(format!("prog_{name}"));
-                    prog.pin(&path).map_err(|e| pin_err(&path, e))?;
+        // The IPv6 programs, each in its slot of a program array: the IPv4 programs
+        // tail-call them for IPv6 frames. Another build's object (a baseline in the bench) may
+        // not have them.
+        for (name, array, slot) in [
+            (
+                program_names::EXTERNAL6,
+                map_names::XDP6,
+                program_names::SLOT6_EXT,
+            ),
+            (
+                program_names::INTERNAL6,
+                map_names::XDP6,
+                program_names::SLOT6_INT,
+            ),
+        ] {
+            let Some(p) = ebpf.program_mut(name) else {
+                if other_build {
+                    continue;
                 }
+                return Err(DatapathError::MissingProgram(name));
+            };
+            let prog: &mut aya::programs::Xdp = p
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            if let Some(dir) = pin_dir {
+                let path = dir.join(format!("prog_{name}"));
+                prog.pin(&path).map_err(|e| pin_err(&path, e))?;
             }
-            None if other_build => {}
-            None => return Err(DatapathError::MissingProgram(name)),
+            let fd = prog
+                .fd()
+                .map_err(|source| DatapathError::Program { name, source })?
+                .try_clone()
+                .map_err(|e| pin_err(Path::new(name), e))?;
+            set_slot(&mut ebpf, array, slot, &fd)?;
+        }
+        // The TC egress programs (on-node mode), likewise.
+        for (name, slot) in [
+            (program_names::NODE_OUT, None),
+            (
+                program_names::NODE_OUT6,
+                Some(program_names::SLOT6_NODE_OUT),
+            ),
+        ] {
+            let Some(p) = ebpf.program_mut(name) else {
+                if other_build {
+                    continue;
+                }
+                return Err(DatapathError::MissingProgram(name));
+            };
+            let prog: &mut SchedClassifier = p
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            if let Some(dir) = pin_dir {
+                let path = dir.join(format!("prog_{name}"));
+                prog.pin(&path).map_err(|e| pin_err(&path, e))?;
+            }
+            if let Some(slot) = slot {
+                let fd = prog
+                    .fd()
+                    .map_err(|source| DatapathError::Program { name, source })?
+                    .try_clone()
+                    .map_err(|e| pin_err(Path::new(name), e))?;
+                set_slot(&mut ebpf, map_names::TC6, slot, &fd)?;
+            }
         }
         if let Some(dir) = pin_dir {
             for Layout { name, .. } in layouts(sizes) {
@@ -361,7 +549,8 @@ impl Datapath {
         let mut maps = std::collections::HashMap::new();
         for m in layouts(sizes) {
             let Some(map) = ebpf.take_map(m.name) else {
-                if other_build && m.name == map_names::PENDING {
+                // An earlier build's object: before its kernel-private scratch, or IPv6.
+                if other_build && !BASE_MAPS.contains(&m.name) {
                     continue;
                 }
                 return Err(DatapathError::MissingMap(m.name));

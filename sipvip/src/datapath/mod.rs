@@ -19,8 +19,8 @@ use aya::{
     Ebpf,
 };
 use sipvip_common::{
-    default_sizes, CtKey, CtValue, FragKey, FragValue, Iface, MemberRecord, Settings, VipCounters,
-    VipRecord,
+    default_sizes, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
+    Settings, VipCounters, VipRecord,
 };
 
 mod attach;
@@ -150,12 +150,25 @@ pub struct Datapath {
     nexthop_gen: Array<MapData, u32>,
     ifaces: Array<MapData, Iface>,
     settings: Array<MapData, Settings>,
+    /// The IPv6 twins (None for another build's object from before IPv6).
+    v6: Option<Maps6>,
+    /// The program arrays of the IPv6 programs, held so their entries stay.
+    #[allow(dead_code)]
+    prog_arrays: Vec<aya::maps::Map>,
     logger: Option<DebugLogger>,
     /// On-node mode: the VIPs another node answers for (`VIP_F_SILENT` in their records).
     silent: std::collections::BTreeSet<Ipv4Addr>,
 }
 
-/// A program of a loaded object, as XDP.
+/// The IPv6 twins of the address-keyed maps.
+struct Maps6 {
+    vips: HashMap<MapData, Ipv6Be, VipRecord<Ipv6Be>>,
+    members: HashMap<MapData, Ipv6Be, MemberRecord<Ipv6Be>>,
+    conntrack: HashMap<MapData, CtKey<Ipv6Be>, CtValue<Ipv6Be>>,
+    frags: HashMap<MapData, FragKey6, FragValue<Ipv6Be>>,
+    exclusions: LpmTrie<MapData, Ipv6Be, u8>,
+}
+
 /// A program of a loaded object, as XDP.
 fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
     ebpf.program_mut(name)

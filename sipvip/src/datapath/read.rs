@@ -3,8 +3,8 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use sipvip_common::{
-    map_names, CtKey, CtValue, FragKey, FragValue, Iface, Reason, VipCounters, VipRecord,
-    MAX_MEMBERS, MAX_SERVICES,
+    ipv6_be, map_names, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be, Reason,
+    VipCounters, VipRecord, MAX_MEMBERS, MAX_SERVICES,
 };
 
 use super::{be32, map_err, Datapath, DatapathError, Result};
@@ -29,6 +29,38 @@ impl Datapath {
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(map_err(map_names::FRAGS)(e)),
         }
+    }
+
+    /// Whether the loaded object has the IPv6 maps (another build's may not).
+    pub fn has_ipv6(&self) -> bool {
+        self.v6.is_some()
+    }
+
+    /// The VIP's IPv6 record as the datapath sees it.
+    pub fn vip_record6(&self, vip: std::net::Ipv6Addr) -> Option<VipRecord<Ipv6Be>> {
+        self.v6.as_ref()?.vips.get(&ipv6_be(vip.octets()), 0).ok()
+    }
+
+    /// Every IPv6 conntrack entry.
+    pub fn conntrack6(&self) -> Result<Vec<(CtKey<Ipv6Be>, CtValue<Ipv6Be>)>> {
+        let Some(v6) = &self.v6 else {
+            return Ok(Vec::new());
+        };
+        v6.conntrack
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(map_names::CONNTRACK6))
+    }
+
+    /// Every IPv6 fragment-tracking entry.
+    pub fn frags6(&self) -> Result<Vec<(FragKey6, FragValue<Ipv6Be>)>> {
+        let Some(v6) = &self.v6 else {
+            return Ok(Vec::new());
+        };
+        v6.frags
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(map_names::FRAGS6))
     }
 
     /// The VIP's record as the datapath sees it.

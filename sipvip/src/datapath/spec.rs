@@ -1,10 +1,10 @@
 //! What a VIP is, as the datapath's map records.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sipvip_common::{
-    MemberRecord, Service, VipRecord, MAX_MEMBERS, MAX_PASSTHROUGH_PORTS, MAX_SERVICES,
-    MEMBER_F_SERVICE_ONLY, MEMBER_F_SNAT, VIP_F_LOCAL, VIP_F_REDIRECT,
+    ipv6_be, Ipv6Be, MemberRecord, Service, VipRecord, MAX_MEMBERS, MAX_PASSTHROUGH_PORTS,
+    MAX_SERVICES, MEMBER_F_SERVICE_ONLY, MEMBER_F_SNAT, VIP_F_LOCAL, VIP_F_REDIRECT,
 };
 
 use super::{be16, be32, DatapathError, Result};
@@ -24,6 +24,8 @@ pub struct ServiceSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberSpec {
     pub addr: Ipv4Addr,
+    /// The member's IPv6 address (a dual-stack VIP's members have one).
+    pub addr6: Option<Ipv6Addr>,
     /// Source ports never SNATed (T-Server listening ports and the like).
     pub passthrough_ports: Vec<u16>,
     /// The member's port for each of the VIP's services (by index), where it differs from
@@ -39,6 +41,9 @@ pub struct MemberSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipSpec {
     pub addr: Ipv4Addr,
+    /// The VIP's IPv6 address, if it is dual-stack: its record in the IPv6 maps has the same
+    /// id, services and active member (by slot).
+    pub addr6: Option<Ipv6Addr>,
     /// Index of the VIP's counters; unique per VIP, below `MapSizes::vips`.
     pub id: u32,
     pub services: Vec<ServiceSpec>,
@@ -102,6 +107,14 @@ impl VipSpec {
                     "member {}: {} pass-through ports, at most {MAX_PASSTHROUGH_PORTS}",
                     m.addr,
                     m.passthrough_ports.len()
+                )));
+            }
+        }
+        if self.addr6.is_some() {
+            if let Some(m) = self.members.iter().find(|m| m.addr6.is_none()) {
+                return Err(bad(format!(
+                    "member {}: no IPv6 address on a VIP with one",
+                    m.addr
                 )));
             }
         }
@@ -178,9 +191,31 @@ impl VipSpec {
     /// The VIP's record with `active` steered to and `draining` keeping the TCP connections
     /// it had (both member slots).
     pub fn record(&self, active: Option<usize>, draining: Option<usize>) -> VipRecord {
+        self.record_of(active, draining, |m| be32(m.addr))
+    }
+
+    /// The VIP's IPv6 record (a dual-stack VIP), with the same active and draining members.
+    pub fn record6(
+        &self,
+        active: Option<usize>,
+        draining: Option<usize>,
+    ) -> Option<VipRecord<Ipv6Be>> {
+        self.addr6?;
+        Some(self.record_of(active, draining, |m| {
+            m.addr6.map(|a| ipv6_be(a.octets())).unwrap_or_default()
+        }))
+    }
+
+    /// The record in either family: `addr` gives a member's address in it.
+    fn record_of<A: Default>(
+        &self,
+        active: Option<usize>,
+        draining: Option<usize>,
+        addr: impl Fn(&MemberSpec) -> A,
+    ) -> VipRecord<A> {
         let member = |m: Option<usize>| match m {
-            Some(i) => (be32(self.members[i].addr), i as u32),
-            None => (0, 0),
+            Some(i) => (addr(&self.members[i]), i as u32),
+            None => (A::default(), 0),
         };
         let (active_be, active_slot) = member(active);
         let (draining_be, draining_slot) = member(draining.filter(|d| Some(*d) != active));
@@ -198,6 +233,25 @@ impl VipSpec {
             // Steered to the active member's own ports.
             services: self.services(active),
         }
+    }
+
+    /// Member `slot`'s IPv6 record, translated to the VIP's IPv6 address (a dual-stack VIP).
+    pub fn member_record6(&self, slot: usize) -> Result<Option<(Ipv6Be, MemberRecord<Ipv6Be>)>> {
+        let (Some(vip6), Some(addr6)) = (self.addr6, self.members[slot].addr6) else {
+            return Ok(None);
+        };
+        let r = self.member_record(slot)?;
+        Ok(Some((
+            ipv6_be(addr6.octets()),
+            MemberRecord {
+                vip_be: ipv6_be(vip6.octets()),
+                vip_id: r.vip_id,
+                slot: r.slot,
+                flags: r.flags,
+                services: r.services,
+                passthrough_ports_be: r.passthrough_ports_be,
+            },
+        )))
     }
 
     pub fn member_record(&self, slot: usize) -> Result<MemberRecord> {
@@ -233,12 +287,14 @@ mod tests {
         let node = Ipv4Addr::new(198, 18, 1, 1);
         let member = |ports: Vec<u16>| MemberSpec {
             addr: node,
+            addr6: None,
             passthrough_ports: vec![],
             ports,
             local: true,
         };
         VipSpec {
             addr: Ipv4Addr::new(198, 18, 1, 100),
+            addr6: None,
             id: 0,
             services: vec![
                 ServiceSpec {

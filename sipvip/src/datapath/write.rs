@@ -1,10 +1,12 @@
 //! Map writes: interfaces, settings, VIPs and members, the active member, exclusions, and
 //! conntrack housekeeping.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::lpm_trie::Key;
-use sipvip_common::{map_names, time_units, CtKey, Iface, Settings, VipRecord, VIP_F_SILENT};
+use sipvip_common::{
+    ipv6_be, map_names, time_units, CtKey, Iface, Ipv6Be, Settings, VipRecord, VIP_F_SILENT,
+};
 
 use super::{be32, map_err, Datapath, DatapathError, Result, VipSpec};
 
@@ -75,16 +77,49 @@ impl Datapath {
         Ok(next)
     }
 
-    /// Installs or replaces a VIP and its members.
+    /// Installs or replaces a VIP and its members, in both families for a dual-stack VIP.
     pub fn install_vip(&mut self, spec: &VipSpec) -> Result<()> {
         spec.check()?;
+        if spec.addr6.is_some() && self.v6.is_none() {
+            return Err(DatapathError::Invalid {
+                vip: spec.addr,
+                what: "an IPv6 address, and this datapath has no IPv6 maps".into(),
+            });
+        }
         for slot in 0..spec.members.len() {
             let key = be32(spec.members[slot].addr);
             self.members
                 .insert(key, spec.member_record(slot)?, 0)
                 .map_err(map_err(map_names::MEMBERS))?;
+            if let (Some((key6, rec6)), Some(v6)) = (spec.member_record6(slot)?, &mut self.v6) {
+                v6.members
+                    .insert(key6, rec6, 0)
+                    .map_err(map_err(map_names::MEMBERS6))?;
+            }
         }
-        let record = self.flagged(spec.addr, spec.record(spec.active, None));
+        self.write_vip(spec, spec.active, None)
+    }
+
+    /// Writes a VIP's record (and its IPv6 record): one map-value write per family.
+    fn write_vip(
+        &mut self,
+        spec: &VipSpec,
+        active: Option<usize>,
+        draining: Option<usize>,
+    ) -> Result<()> {
+        // The IPv6 record first: when both change, IPv6 traffic follows no later than IPv4.
+        if let (Some(addr6), Some(rec6)) = (spec.addr6, spec.record6(active, draining)) {
+            let mut rec6 = rec6;
+            if self.silent.contains(&spec.addr) {
+                rec6.flags |= VIP_F_SILENT;
+            }
+            if let Some(v6) = &mut self.v6 {
+                v6.vips
+                    .insert(ipv6_be(addr6.octets()), rec6, 0)
+                    .map_err(map_err(map_names::VIPS6))?;
+            }
+        }
+        let record = self.flagged(spec.addr, spec.record(active, draining));
         self.vips
             .insert(be32(spec.addr), record, 0)
             .map_err(map_err(map_names::VIPS))
@@ -123,22 +158,57 @@ impl Datapath {
     /// Removes one member's record (a member that left its VIP, or moved to another
     /// address). Its flows stay until they age out; nothing is steered to it any more once
     /// the VIP's record no longer names it.
-    pub fn remove_member(&mut self, member: Ipv4Addr) -> Result<()> {
-        match self.members.remove(&be32(member)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(map_names::MEMBERS)(e)),
+    pub fn remove_member(&mut self, member: IpAddr) -> Result<()> {
+        let r = match member {
+            IpAddr::V4(a) => self
+                .members
+                .remove(&be32(a))
+                .map_err(map_err(map_names::MEMBERS)),
+            IpAddr::V6(a) => match &mut self.v6 {
+                Some(v6) => v6
+                    .members
+                    .remove(&ipv6_be(a.octets()))
+                    .map_err(map_err(map_names::MEMBERS6)),
+                None => Ok(()),
+            },
+        };
+        match r {
+            Err(DatapathError::Map {
+                source: aya::maps::MapError::KeyNotFound,
+                ..
+            }) => Ok(()),
+            r => r,
         }
     }
 
-    /// Removes a VIP and its members.
+    /// Removes a VIP's IPv6 record (a VIP that is no longer dual-stack).
+    pub fn remove_vip6(&mut self, addr6: Ipv6Addr) -> Result<()> {
+        let Some(v6) = &mut self.v6 else {
+            return Ok(());
+        };
+        match v6.vips.remove(&ipv6_be(addr6.octets())) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(map_names::VIPS6)(e)),
+        }
+    }
+
+    /// Removes a VIP and its members, in both families.
     pub fn remove_vip(&mut self, spec: &VipSpec) -> Result<()> {
         self.vips
             .remove(&be32(spec.addr))
             .map_err(map_err(map_names::VIPS))?;
+        if let (Some(a6), Some(v6)) = (spec.addr6, &mut self.v6) {
+            v6.vips
+                .remove(&ipv6_be(a6.octets()))
+                .map_err(map_err(map_names::VIPS6))?;
+        }
         for m in &spec.members {
             self.members
                 .remove(&be32(m.addr))
                 .map_err(map_err(map_names::MEMBERS))?;
+            if let Some(a6) = m.addr6 {
+                self.remove_member(IpAddr::V6(a6))?;
+            }
         }
         Ok(())
     }
@@ -188,55 +258,97 @@ impl Datapath {
                 });
             }
         }
-        let record = self.flagged(spec.addr, spec.record(active, draining));
-        self.vips
-            .insert(be32(spec.addr), record, 0)
-            .map_err(map_err(map_names::VIPS))
+        self.write_vip(spec, active, draining)
     }
 
-    /// Adds a host (`prefix` 32) or CIDR to the SNAT exclusions.
-    pub fn add_exclusion(&mut self, net: Ipv4Addr, prefix: u8) -> Result<()> {
-        let key = Key::new(u32::from(prefix), be32(net));
-        self.exclusions
-            .insert(&key, 1, 0)
-            .map_err(map_err(map_names::EXCLUSIONS))
+    /// Adds a host (`prefix` 32 or 128) or CIDR to the SNAT exclusions of its family.
+    pub fn add_exclusion(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
+        match net {
+            IpAddr::V4(a) => self
+                .exclusions
+                .insert(&Key::new(u32::from(prefix), be32(a)), 1, 0)
+                .map_err(map_err(map_names::EXCLUSIONS)),
+            IpAddr::V6(a) => self
+                .maps6(map_names::EXCLUSIONS6)?
+                .exclusions
+                .insert(&Key::new(u32::from(prefix), ipv6_be(a.octets())), 1, 0)
+                .map_err(map_err(map_names::EXCLUSIONS6)),
+        }
     }
 
-    pub fn remove_exclusion(&mut self, net: Ipv4Addr, prefix: u8) -> Result<()> {
-        let key = Key::new(u32::from(prefix), be32(net));
-        self.exclusions
-            .remove(&key)
-            .map_err(map_err(map_names::EXCLUSIONS))
+    pub fn remove_exclusion(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
+        match net {
+            IpAddr::V4(a) => self
+                .exclusions
+                .remove(&Key::new(u32::from(prefix), be32(a)))
+                .map_err(map_err(map_names::EXCLUSIONS)),
+            IpAddr::V6(a) => self
+                .maps6(map_names::EXCLUSIONS6)?
+                .exclusions
+                .remove(&Key::new(u32::from(prefix), ipv6_be(a.octets())))
+                .map_err(map_err(map_names::EXCLUSIONS6)),
+        }
     }
 
-    /// Removes every conntrack entry (as a daemon restart with fresh maps would).
+    /// The IPv6 maps, or the error of a datapath without them.
+    fn maps6(&mut self, name: &'static str) -> Result<&mut super::Maps6> {
+        self.v6.as_mut().ok_or(DatapathError::MissingMap(name))
+    }
+
+    /// Removes every conntrack entry of both families (as a daemon restart with fresh maps
+    /// would).
     pub fn flush_conntrack(&mut self) -> Result<usize> {
         let keys: Vec<CtKey> = self.conntrack.keys().filter_map(|k| k.ok()).collect();
         for k in &keys {
             let _ = self.conntrack.remove(k);
         }
-        Ok(keys.len())
+        let mut n = keys.len();
+        if let Some(v6) = &mut self.v6 {
+            let keys: Vec<CtKey<Ipv6Be>> = v6.conntrack.keys().filter_map(|k| k.ok()).collect();
+            for k in &keys {
+                let _ = v6.conntrack.remove(k);
+            }
+            n += keys.len();
+        }
+        Ok(n)
     }
 
     /// Removes the conntrack entries that send traffic to `member`: replies of the flows it
     /// opened, and service connections tracked while another member drained (BIG-IP
     /// "Reselect" after a failover). Returns how many were removed.
-    pub fn forget_member_flows(&mut self, member: Ipv4Addr) -> Result<usize> {
+    pub fn forget_member_flows(
+        &mut self,
+        member: Ipv4Addr,
+        member6: Option<Ipv6Addr>,
+    ) -> Result<usize> {
+        let steers = |kind: u8| kind == sipvip_common::CT_SNAT || kind == sipvip_common::CT_STEER;
         let target = be32(member);
         let doomed: Vec<CtKey> = self
             .conntrack
             .iter()
             .filter_map(|e| e.ok())
-            .filter(|(k, v)| {
-                v.member_be == target
-                    && (k.kind == sipvip_common::CT_SNAT || k.kind == sipvip_common::CT_STEER)
-            })
+            .filter(|(k, v)| v.member_be == target && steers(k.kind))
             .map(|(k, _)| k)
             .collect();
         for k in &doomed {
             // An entry the LRU evicted meanwhile is already gone.
             let _ = self.conntrack.remove(k);
         }
-        Ok(doomed.len())
+        let mut n = doomed.len();
+        if let (Some(a6), Some(v6)) = (member6, &mut self.v6) {
+            let target = ipv6_be(a6.octets());
+            let doomed: Vec<CtKey<Ipv6Be>> = v6
+                .conntrack
+                .iter()
+                .filter_map(|e| e.ok())
+                .filter(|(k, v)| v.member_be == target && steers(k.kind))
+                .map(|(k, _)| k)
+                .collect();
+            for k in &doomed {
+                let _ = v6.conntrack.remove(k);
+            }
+            n += doomed.len();
+        }
+        Ok(n)
     }
 }

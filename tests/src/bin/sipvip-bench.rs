@@ -155,6 +155,7 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
     dp.add_egress(net.gw.ifindex("ext0")?)?;
     dp.add_egress(net.gw.ifindex("int0")?)?;
     dp.install_vip(&VipSpec {
+        addr6: None,
         addr: VIP,
         id: 0,
         services: vec![ServiceSpec {
@@ -164,6 +165,7 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
             enabled: true,
         }],
         members: vec![MemberSpec {
+            addr6: None,
             addr: MEMBER,
             passthrough_ports: vec![3000],
             ports: Vec::new(),
@@ -174,7 +176,7 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
         reach: MemberReach::Gateway,
     })?;
     for a in [GW_EXT, GW_INT] {
-        dp.add_exclusion(a, 32)?;
+        dp.add_exclusion(a.into(), 32)?;
     }
     // Exclusion prefixes that the traffic never hits: /32s and /24s from 100.64.0.0/10.
     for i in 0..exclusions.saturating_sub(2) {
@@ -183,7 +185,7 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
         } else {
             (Ipv4Addr::from(0x6440_0000u32 + ((i as u32) << 8)), 24)
         };
-        dp.add_exclusion(net_addr, len)?;
+        dp.add_exclusion(net_addr.into(), len)?;
     }
     Ok(dp)
 }
@@ -731,12 +733,14 @@ fn install_local_vip(dp: &mut sipvip::datapath::Datapath) -> Result<Vec<u8>> {
     use sipvip_tests::{frame::Ip4, topo};
     let vip = Ipv4Addr::new(198, 18, 1, 101);
     let member = |last| MemberSpec {
+        addr6: None,
         addr: Ipv4Addr::new(198, 18, 9, last),
         passthrough_ports: vec![],
         ports: Vec::new(),
         local: false,
     };
     dp.install_vip(&VipSpec {
+        addr6: None,
         addr: vip,
         id: 1,
         services: vec![ServiceSpec {
