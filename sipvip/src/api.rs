@@ -69,6 +69,9 @@ pub struct MonitorStatus {
 pub struct MemberStatus {
     pub name: String,
     pub address: String,
+    /// The member's IPv6 address, on a dual-stack VIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
     /// The DNS name the address comes from, for a member given by `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -98,6 +101,9 @@ pub struct ServiceStatus {
 pub struct VipStatus {
     pub name: String,
     pub address: String,
+    /// The VIP's IPv6 address, if it is dual-stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
     pub active: Option<String>,
     /// A healthy member the VIP was moved away from, keeping its established connections.
     #[serde(default)]
@@ -151,9 +157,13 @@ pub fn table(s: &Status) -> String {
     for v in &s.vips {
         let _ = writeln!(
             o,
-            "VIP {} {}  active: {} (for {:.1}s){}{}  failovers: {}{}",
+            "VIP {} {}{}  active: {} (for {:.1}s){}{}  failovers: {}{}",
             v.name,
             v.address,
+            v.address6
+                .as_deref()
+                .map(|a| format!(" {a}"))
+                .unwrap_or_default(),
             v.active.as_deref().unwrap_or("none"),
             v.active_for_s,
             v.draining
@@ -231,6 +241,9 @@ pub fn table(s: &Status) -> String {
                 m.packets_out,
                 mons.join("; ")
             );
+            if let Some(a6) = &m.address6 {
+                let _ = writeln!(o, "  {:<20} {a6}", "");
+            }
             if let Some(h) = &m.host {
                 let _ = writeln!(
                     o,

@@ -9,9 +9,13 @@
 //!      198.18.1.30 (T-Lib)                          int1 198.18.4.1 -- b0 198.18.4.12
 //!      198.18.1.50 (config server, excluded)                        backup ns
 //! ```
+//!
+//! Every link is dual-stack: 2001:db8:1::/64 outside (the VIP's IPv6 address
+//! 2001:db8:1::100, phone ::10, SBC ::20, T-Lib ::30, config server ::50), 2001:db8:2::/64 to
+//! the primary (::11) and 2001:db8:4::/64 to the backup (::12).
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -31,6 +35,14 @@ pub const CONFIG: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 50);
 pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
 pub const BACKUP: Ipv4Addr = Ipv4Addr::new(198, 18, 4, 12);
 pub const GW_INT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
+pub const PHONE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+pub const SBC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x20);
+pub const TLIB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x30);
+pub const CONFIG6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x50);
+pub const PRIMARY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x11);
+pub const BACKUP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 4, 0, 0, 0, 0, 0x12);
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -187,23 +199,32 @@ impl Lab {
              ip link add int1 type veth peer name b0 netns {b} && \
              ip addr add 198.18.1.1/24 dev ext0 && ip addr add {GW_INT}/24 dev int0 && \
              ip addr add 198.18.4.1/24 dev int1 && \
+             sysctl -qw net.ipv6.conf.all.forwarding=1 && \
+             ip -6 addr add 2001:db8:1::1/64 dev ext0 nodad && \
+             ip -6 addr add 2001:db8:2::1/64 dev int0 nodad && \
+             ip -6 addr add 2001:db8:4::1/64 dev int1 nodad && \
              ip link set ext0 up && ip link set int0 up && ip link set int1 up"
         ))?;
         self.client.exec(&format!(
             "ip addr add {PHONE}/24 dev cl0 && ip addr add {SBC}/24 dev cl0 && ip addr add {TLIB}/24 dev cl0 && \
              ip addr add {CONFIG}/24 dev cl0 && ip link set cl0 up && \
-             ip route add 198.18.2.0/24 via 198.18.1.1 && ip route add 198.18.4.0/24 via 198.18.1.1"
+             ip route add 198.18.2.0/24 via 198.18.1.1 && ip route add 198.18.4.0/24 via 198.18.1.1 && \
+             for a in {PHONE6} {SBC6} {TLIB6} {CONFIG6}; do ip -6 addr add $a/64 dev cl0 nodad; done && \
+             ip -6 route add 2001:db8:2::/64 via 2001:db8:1::1 && \
+             ip -6 route add 2001:db8:4::/64 via 2001:db8:1::1"
         ))?;
         // The SIP server hosts answer every probe to a dead port with ICMP port unreachable:
         // the kernel's default limit (one per second per peer) would hide all but one a second
         // from a monitor probing more often than that.
         self.primary.exec(&format!(
             "ip addr add {PRIMARY}/24 dev p0 && ip link set p0 up && ip route add default via {GW_INT} && \
-             sysctl -qw net.ipv4.icmp_ratelimit=0"
+             sysctl -qw net.ipv4.icmp_ratelimit=0 && sysctl -qw net.ipv6.icmp.ratelimit=0 && \
+             ip -6 addr add {PRIMARY6}/64 dev p0 nodad && ip -6 route add default via 2001:db8:2::1"
         ))?;
         self.backup.exec(&format!(
             "ip addr add {BACKUP}/24 dev b0 && ip link set b0 up && ip route add default via 198.18.4.1 && \
-             sysctl -qw net.ipv4.icmp_ratelimit=0"
+             sysctl -qw net.ipv4.icmp_ratelimit=0 && sysctl -qw net.ipv6.icmp.ratelimit=0 && \
+             ip -6 addr add {BACKUP6}/64 dev b0 nodad && ip -6 route add default via 2001:db8:4::1"
         ))?;
         // Full checksums on the wire: no offloads on the lab's veths.
         for (ns, dev) in [
@@ -313,20 +334,23 @@ timeout = "{timeout}"
 [[vip]]
 name = "vsVipHa01"
 address = "{VIP}"
+address6 = "{VIP6}"
 monitors = ["monSipUdp"]
 
 [[vip.member]]
 name = "primary"
 address = "{PRIMARY}"
+address6 = "{PRIMARY6}"
 priority = 10
 
 [[vip.member]]
 name = "backup"
 address = "{BACKUP}"
+address6 = "{BACKUP6}"
 priority = 5
 
 [snat]
-exclusions = ["{CONFIG}"]
+exclusions = ["{CONFIG}", "{CONFIG6}"]
 
 [passthrough]
 ports = [3000]

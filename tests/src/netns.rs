@@ -119,42 +119,23 @@ impl Drop for NsGuard {
     }
 }
 
-/// A TCP connection from `src` (bound before connecting, as std cannot) to `dst`, in the
-/// calling thread's namespace. The connect is bounded by the kernel's SYN retries and
-/// `timeout` as the send timeout.
+/// A TCP connection from `src` (bound before connecting, as std cannot) to `dst`, either
+/// family, in the calling thread's namespace; the connect is bounded by `timeout`.
 pub fn tcp_connect_from(
-    src: std::net::Ipv4Addr,
-    dst: std::net::SocketAddrV4,
+    src: impl Into<std::net::IpAddr>,
+    dst: impl Into<std::net::SocketAddr>,
     timeout: std::time::Duration,
 ) -> std::io::Result<std::net::TcpStream> {
-    use std::os::fd::FromRawFd;
-    let sin = |a: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(a.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: socket/setsockopt/bind/connect on a descriptor owned by the returned stream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = std::net::TcpStream::from_raw_fd(fd);
-        stream.set_write_timeout(Some(timeout))?;
-        let a = sin(src, 0);
-        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        if libc::bind(fd, (&a as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let b = sin(*dst.ip(), dst.port());
-        if libc::connect(fd, (&b as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
+    let dst: std::net::SocketAddr = dst.into();
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(dst),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_write_timeout(Some(timeout))?;
+    s.bind(&std::net::SocketAddr::from((src.into(), 0)).into())?;
+    s.connect_timeout(&dst.into(), timeout)?;
+    Ok(s.into())
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

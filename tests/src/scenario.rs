@@ -194,7 +194,13 @@ pub fn start_sip_server_at(lab: &mut Lab, which: &str, addr: std::net::Ipv4Addr)
 
 /// The lab's SIP server (sipp UAS answering OPTIONS, REGISTER and calls over UDP) in `ns`
 /// on `addr:port`, its files in `dir`.
-pub fn sip_server_in(ns: &Netns, addr: Ipv4Addr, port: u16, dir: &Path) -> Result<Child> {
+pub fn sip_server_in(
+    ns: &Netns,
+    addr: impl Into<std::net::IpAddr>,
+    port: u16,
+    dir: &Path,
+) -> Result<Child> {
+    let addr: std::net::IpAddr = addr.into();
     command_in(ns, Path::new("/usr/bin/sipp"))?
         .arg("-sf")
         .arg(sipp_dir().join("sip_server.xml"))
@@ -217,14 +223,26 @@ pub fn sip_server_in(ns: &Netns, addr: Ipv4Addr, port: u16, dir: &Path) -> Resul
 
 /// Registers `n` agents through the VIP; returns how many got 200 OK.
 pub fn register_agents(lab: &Lab, n: usize) -> Result<usize> {
-    let stat = lab.dir.join("register.csv");
+    register_agents_via(lab, VIP.into(), PHONE.into(), n)
+}
+
+/// Registers `n` agents from `phone` through `vip` (either family); returns how many got
+/// 200 OK.
+pub fn register_agents_via(
+    lab: &Lab,
+    vip: std::net::IpAddr,
+    phone: std::net::IpAddr,
+    n: usize,
+) -> Result<usize> {
+    let stat = lab.dir.join(format!("register-{}.csv", vip.is_ipv6()));
+    let _ = std::fs::remove_file(&stat);
     let out = command_in(&lab.client, Path::new("/usr/bin/sipp"))?
-        .arg(format!("{VIP}:5060"))
+        .arg(SocketAddr::from((vip, 5060)).to_string())
         .arg("-sf")
         .arg(sipp_dir().join("register.xml"))
         .args([
             "-i",
-            &PHONE.to_string(),
+            &phone.to_string(),
             "-p",
             "5070",
             "-m",
@@ -302,11 +320,23 @@ pub fn read_stats(path: &Path) -> Result<Vec<StatRow>> {
 impl Calls {
     /// `rate` calls per second, each `hold` long, `total` calls in all.
     pub fn start(lab: &Lab, rate: u32, hold: Duration, total: u32) -> Result<Calls> {
-        let stat = lab.dir.join("calls.csv");
+        Calls::start_via(lab, VIP.into(), PHONE.into(), rate, hold, total)
+    }
+
+    /// [`Calls::start`] from `phone` through `vip` (either family).
+    pub fn start_via(
+        lab: &Lab,
+        vip: std::net::IpAddr,
+        phone: std::net::IpAddr,
+        rate: u32,
+        hold: Duration,
+        total: u32,
+    ) -> Result<Calls> {
+        let stat = lab.dir.join(format!("calls-{}.csv", vip.is_ipv6()));
         let _ = std::fs::remove_file(&stat);
         let child = command_in(&lab.client, Path::new("/usr/bin/sipp"))?
-            .arg(format!("{VIP}:5060"))
-            .args(["-sn", "uac", "-i", &PHONE.to_string(), "-p", "5071"])
+            .arg(SocketAddr::from((vip, 5060)).to_string())
+            .args(["-sn", "uac", "-i", &phone.to_string(), "-p", "5071"])
             .args([
                 "-r",
                 &rate.to_string(),

@@ -68,7 +68,7 @@ impl Actuator for DaemonActuator {
         // Gratuitous ARP for the VIP. On-node mode: the node that claims the VIP sends
         // them (`own_vips`).
         if f.to.is_some() && self.plan.ownership.is_none() {
-            super::garp_burst(self.plan.garp.clone(), v.spec.addr);
+            super::garp_burst(self.plan.garp.clone(), v.spec.addr, v.spec.addr6);
         }
     }
 }

@@ -53,6 +53,7 @@ pub(super) fn status(
         s.vips.push(api::VipStatus {
             name: v.name.clone(),
             address: v.spec.addr.to_string(),
+            address6: v.spec.addr6.map(|a| a.to_string()),
             active: st.active.map(|a| v.members[a].name.clone()),
             draining: st.draining.map(|d| v.members[d].name.clone()),
             active_for_s: now.saturating_duration_since(st.active_since).as_secs_f64(),
@@ -85,6 +86,7 @@ pub(super) fn status(
                 .map(|(mi, m)| api::MemberStatus {
                     name: m.name.clone(),
                     address: m.address.to_string(),
+                    address6: m.address6.map(|a| a.to_string()),
                     host: m.host.clone(),
                     resolve_error: resolve_errors.get(&m.name).cloned(),
                     priority: m.priority,

@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::Path,
     sync::{Arc, Mutex},
     time::Duration,
@@ -247,6 +247,9 @@ fn start(
                             .unwrap_or(false);
                     if answers {
                         let _ = garp::send(&plan.garp.interface, v.spec.addr);
+                        if let Some(a6) = v.spec.addr6 {
+                            let _ = garp::send_na(&plan.garp.interface, a6);
+                        }
                     }
                 }
             }
@@ -382,7 +385,7 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                             tracing::error!(%vip, error = %e, "cannot claim the VIP");
                         }
                         tracing::info!(event = "vip_claimed", vip = %v.name, address = %vip, "this node hosts the active member: it answers for the VIP");
-                        garp_burst(plan.garp.clone(), vip);
+                        garp_burst(plan.garp.clone(), vip, None);
                     }
                     Some(Change::Release) => {
                         if let Err(e) = sipvip::netif::remove_ipv4_address(ifindex, vip, 32) {
@@ -402,8 +405,9 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
     }))
 }
 
-/// A burst of gratuitous ARP for `vip` (`garp.burst`, `garp.spacing` apart).
-pub(super) fn garp_burst(g: sipvip::plan::GarpPlan, vip: Ipv4Addr) {
+/// A burst of gratuitous ARP for `vip`, and of unsolicited Neighbor Advertisements for its
+/// IPv6 address `vip6` (`garp.burst`, `garp.spacing` apart).
+pub(super) fn garp_burst(g: sipvip::plan::GarpPlan, vip: Ipv4Addr, vip6: Option<Ipv6Addr>) {
     tokio::spawn(async move {
         for i in 0..g.burst {
             if i > 0 {
@@ -411,6 +415,11 @@ pub(super) fn garp_burst(g: sipvip::plan::GarpPlan, vip: Ipv4Addr) {
             }
             if let Err(e) = garp::send(&g.interface, vip) {
                 tracing::warn!(%vip, error = %e, "gratuitous ARP failed");
+            }
+            if let Some(a6) = vip6 {
+                if let Err(e) = garp::send_na(&g.interface, a6) {
+                    tracing::warn!(vip = %a6, error = %e, "unsolicited neighbor advertisement failed");
+                }
             }
         }
     });

@@ -1,0 +1,321 @@
+//! IPv6 end to end on the dual-stack lab: the daemon serves one VIP with an IPv4 and an IPv6
+//! address and the same members. Real sipp registers and calls over IPv6 through the IPv6
+//! VIP; a 4 KB INVITE crosses fragmented; the device groups' rules hold over IPv6 (SNAT to
+//! the VIP, the excluded config server, T-Lib to a member's own address); a failover moves
+//! both families at once, and a neighbour on the outside sees the unsolicited Neighbor
+//! Advertisements for the VIP. Every assertion is about what the receiving end saw.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use sipvip_tests::{
+    lab::{Lab, BACKUP, BACKUP6, CONFIG6, PHONE6, PRIMARY, PRIMARY6, SBC6, TLIB6, VIP, VIP6},
+    netns::{tcp_connect_from, Netns},
+    scenario::{self, Calls},
+};
+
+const T: Duration = Duration::from_secs(3);
+
+fn udp6_in(ns: &Netns, addr: Ipv6Addr, port: u16) -> UdpSocket {
+    let _g = ns.enter().unwrap();
+    let s = UdpSocket::bind(SocketAddr::from((addr, port))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    s
+}
+
+fn options(from: SocketAddr, tag: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:[{VIP6}]:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-v6-{tag};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:lab@[{}]>;tag={tag}\r\nTo: <sip:[{VIP6}]>\r\nCall-ID: v6-{tag}\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        from.ip()
+    )
+    .into_bytes()
+}
+
+/// A TCP connection from `src` to `dst` made inside `ns`.
+fn tcp6_from(ns: &Netns, src: Ipv6Addr, dst: SocketAddrV6) -> TcpStream {
+    let _g = ns.enter().unwrap();
+    let s = tcp_connect_from(src, dst, T).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s
+}
+
+/// One ICMPv6 echo request from `src` to `dst` in `ns` (a raw socket: the kernel fills in
+/// the checksum); whether the reply came back within 2 s.
+fn ping6(ns: &Netns, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+    let _g = ns.enter().unwrap();
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::ICMPV6),
+    )
+    .unwrap();
+    s.bind(&SocketAddr::from((src, 0)).into()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let echo = [128u8, 0, 0, 0, 0x12, 0x34, 0, 1, b'p', b'i', b'n', b'g'];
+    s.send_to(&echo, &SocketAddr::from((dst, 0)).into())
+        .unwrap();
+    let t = Instant::now();
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+    while t.elapsed() < Duration::from_secs(2) {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            // SAFETY: recv_from initialised the first n bytes.
+            let b: Vec<u8> = buf[..n]
+                .iter()
+                .map(|x| unsafe { x.assume_init() })
+                .collect();
+            if from.as_socket().map(|a| a.ip()) == Some(IpAddr::V6(dst))
+                && b.first() == Some(&129)
+                && b.get(4..6) == Some(&[0x12, 0x34])
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Unsolicited Neighbor Advertisements for `target` (Override set) seen on `dev` in `ns`
+/// within `limit`: a packet socket, as any neighbour's kernel receives them.
+struct NaWatch {
+    fd: i32,
+}
+
+impl NaWatch {
+    fn new(ns: &Netns, dev: &str) -> NaWatch {
+        let _g = ns.enter().unwrap();
+        let ifindex = ns.ifindex(dev).unwrap();
+        // SAFETY: a packet socket bound to one interface, closed on drop.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(0x86ddu16.to_be()),
+            );
+            assert!(fd >= 0, "packet socket");
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = 0x86ddu16.to_be();
+            sll.sll_ifindex = ifindex as i32;
+            let rc = libc::bind(
+                fd,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(rc, 0, "bind packet socket");
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            NaWatch { fd }
+        }
+    }
+
+    /// How many advertisements for `target` with Override arrive within `limit` (bounded
+    /// reads of 100 ms each).
+    fn count(&self, target: Ipv6Addr, limit: Duration) -> usize {
+        let t = Instant::now();
+        let mut n = 0;
+        let mut buf = [0u8; 2048];
+        while t.elapsed() < limit {
+            // SAFETY: reading into a buffer of its own length.
+            let got = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if got < 14 + 40 + 24 {
+                continue;
+            }
+            let f = &buf[..got as usize];
+            if f[14 + 6] == 58 && f[54] == 136 && f[58] & 0x20 != 0 && f[62..78] == target.octets()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Drop for NaWatch {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+#[test]
+fn dual_stack_vip_registrations_calls_groups_fragments_and_failover() {
+    let mut lab = Lab::new("v6").expect("lab");
+    // The SIP servers answer on both families; the monitors probe the IPv4 address.
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    scenario::start_sip_server(&mut lab, "backup").unwrap();
+    let cfg = lab.write_config(&lab.config("200ms", "1s", "")).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    lab.wait_active("primary", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("primary never active:\n{}", lab.daemon_log(0)));
+    let st = lab.status().unwrap();
+    assert_eq!(st["vips"][0]["address6"], VIP6.to_string(), "status");
+    assert_eq!(
+        st["vips"][0]["members"][0]["address6"],
+        PRIMARY6.to_string()
+    );
+
+    // A 4 KB INVITE over UDP/IPv6, fragmented by the phone's kernel, reaches the member whole,
+    // and the member's 4 KB answer comes back whole from the VIP.
+    {
+        let phone = udp6_in(&lab.client, PHONE6, 5092);
+        let member = udp6_in(&lab.primary, PRIMARY6, 5060);
+        let invite: Vec<u8> = (0..4096u32)
+            .map(|i| b"INVITE sip:agent@vip SIP/2.0 "[i as usize % 29])
+            .collect();
+        phone.send_to(&invite, (VIP6, 5060)).unwrap();
+        let mut big = [0u8; 8192];
+        let (n, from) = member.recv_from(&mut big).expect("the 4 KB INVITE");
+        assert_eq!(&big[..n], &invite[..], "reassembled at the member");
+        assert_eq!(
+            from,
+            SocketAddr::from((PHONE6, 5092)),
+            "the phone's address"
+        );
+        member.send_to(&invite, from).unwrap();
+        let (n, from) = phone.recv_from(&mut big).expect("the 4 KB answer");
+        assert_eq!(n, invite.len());
+        assert_eq!(
+            from,
+            SocketAddr::from((VIP6, 5060)),
+            "answered from the VIP"
+        );
+    }
+
+    // IPv6 SIP servers (sipp) beside the IPv4 ones.
+    for (which, ns, addr) in [
+        ("primary6", &lab.primary, PRIMARY6),
+        ("backup6", &lab.backup, BACKUP6),
+    ] {
+        let child = scenario::sip_server_in(ns, addr, 5060, &lab.dir).unwrap();
+        lab.children.push((format!("sipp-{which}"), child));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Group A over IPv6: registrations and calls through the IPv6 VIP (sipp, both ends).
+    assert_eq!(
+        scenario::register_agents_via(&lab, VIP6.into(), PHONE6.into(), 10).unwrap(),
+        10,
+        "registrations through the IPv6 VIP"
+    );
+    let calls = Calls::start_via(
+        &lab,
+        VIP6.into(),
+        PHONE6.into(),
+        10,
+        Duration::from_millis(500),
+        20,
+    )
+    .unwrap();
+    let rows = calls.finish(Duration::from_secs(20)).unwrap();
+    let last = rows.last().expect("call statistics");
+    assert_eq!(
+        (last.ok, last.failed),
+        (20, 0),
+        "calls through the IPv6 VIP"
+    );
+
+    // ICMPv6 echo to the VIP is answered.
+    assert!(
+        ping6(&lab.client, PHONE6, VIP6),
+        "ICMPv6 echo to the VIP unanswered; datapath: {}",
+        lab.status().unwrap()["datapath"]
+    );
+
+    // Group B: the SIP server's request to the SBC arrives from the VIP.
+    let sbc = udp6_in(&lab.client, SBC6, 5060);
+    let m = udp6_in(&lab.primary, PRIMARY6, 5061);
+    m.send_to(&options(m.local_addr().unwrap(), "b1"), (SBC6, 5060))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (_, from) = sbc.recv_from(&mut buf).expect("group B over IPv6");
+    assert_eq!(from.ip(), IpAddr::V6(VIP6), "group B sees the VIP");
+    assert_eq!(from.port(), 5061, "source port kept 1:1");
+
+    // Group C: the configuration server (excluded) sees the member's own address.
+    let cfgsrv = {
+        let _g = lab.client.enter().unwrap();
+        TcpListener::bind((CONFIG6, 2020)).unwrap()
+    };
+    let _c = tcp6_from(
+        &lab.primary,
+        PRIMARY6,
+        SocketAddrV6::new(CONFIG6, 2020, 0, 0),
+    );
+    let (_, peer) = cfgsrv.accept().unwrap();
+    assert_eq!(peer.ip(), IpAddr::V6(PRIMARY6), "group C: no SNAT");
+
+    // Group D: a T-Lib client's connection to the primary's own IPv6 address, held across
+    // the failover.
+    let tserver = {
+        let _g = lab.primary.enter().unwrap();
+        TcpListener::bind((PRIMARY6, 7000)).unwrap()
+    };
+    let mut tlib = tcp6_from(&lab.client, TLIB6, SocketAddrV6::new(PRIMARY6, 7000, 0, 0));
+    let (mut ts, peer) = tserver.accept().unwrap();
+    ts.set_read_timeout(Some(T)).unwrap();
+    assert_eq!(
+        peer.ip(),
+        IpAddr::V6(TLIB6),
+        "group D: the client's own address"
+    );
+    let exchange = |tlib: &mut TcpStream, ts: &mut TcpStream, what: &str| {
+        tlib.write_all(what.as_bytes()).unwrap();
+        let mut b = [0u8; 64];
+        let n = ts.read(&mut b).unwrap();
+        assert_eq!(&b[..n], what.as_bytes(), "T-Server received");
+        ts.write_all(b"EventACK").unwrap();
+        let n = tlib.read(&mut b).unwrap();
+        assert_eq!(&b[..n], b"EventACK", "T-Lib client received ({what})");
+        assert_eq!(
+            tlib.peer_addr().unwrap(),
+            SocketAddr::from((PRIMARY6, 7000))
+        );
+    };
+    exchange(&mut tlib, &mut ts, "RequestRegisterAddress");
+
+    // Failover: the primary's SIP processes die; both families move to the backup, and the
+    // outside hears unsolicited Neighbor Advertisements for the IPv6 VIP.
+    let watch = NaWatch::new(&lab.client, "cl0");
+    lab.stop("sipp-primary", libc::SIGKILL).unwrap();
+    lab.stop("sipp-primary6", libc::SIGKILL).unwrap();
+    lab.wait_active("backup", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("backup never active:\n{}", lab.daemon_log(0)));
+    let nas = watch.count(VIP6, Duration::from_millis(800));
+    assert!(nas >= 1, "unsolicited NAs for the VIP seen outside: {nas}");
+    let rec4 = lab.status().unwrap();
+    assert_eq!(rec4["vips"][0]["active"], "backup");
+    // IPv6 answered by the backup, IPv4 too: one decision for both families.
+    let phone = udp6_in(&lab.client, PHONE6, 5093);
+    phone
+        .send_to(&options(phone.local_addr().unwrap(), "a2"), (VIP6, 5060))
+        .unwrap();
+    let (n, from) = phone
+        .recv_from(&mut buf)
+        .expect("OPTIONS over IPv6 after the failover");
+    assert_eq!(from, SocketAddr::from((VIP6, 5060)));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"),
+        "the backup answers"
+    );
+    for g in scenario::device_groups(&lab, BACKUP).unwrap() {
+        assert_eq!(g.saw, g.expected, "IPv4 after the failover: {g}");
+    }
+    let _ = (VIP, PRIMARY);
+    exchange(&mut tlib, &mut ts, "RequestMakeCall");
+}
