@@ -369,6 +369,22 @@ pin_dir = "{pins}"
         )
     }
 
+    /// The lab's config made an on-node one: nothing on the internal interfaces, and IPv4
+    /// only (node mode serves IPv4 VIPs).
+    pub fn node_config(&self, interval: &str, timeout: &str) -> String {
+        let text = self.config(interval, timeout, "");
+        assert!(text.contains("internal = [\"int0\", \"int1\"]"));
+        text.lines()
+            .filter(|l| !l.starts_with("address6"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace(&format!(", \"{CONFIG6}\""), "")
+            .replace(
+                "internal = [\"int0\", \"int1\"]",
+                "internal = []\nmode = \"node\"",
+            )
+    }
+
     /// Writes `text` as a Kubernetes ConfigMap volume does, under `<dir>/configmap` (see
     /// [`write_configmap`]). Returns the config path.
     pub fn write_configmap(&self, text: &str) -> Result<PathBuf> {

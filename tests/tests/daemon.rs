@@ -447,7 +447,7 @@ fn restart_without_loss_sighup_manual_operations_metrics_and_down() {
     let out = lab.sipvip(&["status"]).unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.contains("VIP vsVipHa01 198.18.1.100  active: primary"),
+        table.contains("VIP vsVipHa01 198.18.1.100 2001:db8:1::100  active: primary"),
         "{table}"
     );
     assert!(

@@ -132,10 +132,7 @@ fn the_daemonset_capabilities_are_enough_for_the_daemon() {
     scenario::start_sip_server(&mut lab, "backup").unwrap();
     // The on-node mode, as the ConfigMap runs it: XDP and TC egress on the uplink, the VIP
     // claimed by the node.
-    let text = lab.config("200ms", "1000ms", "").replace(
-        "internal = [\"int0\", \"int1\"]",
-        "internal = []\nmode = \"node\"",
-    ) + "\n[ownership]\nclaim_after = \"200ms\"\n";
+    let text = lab.node_config("200ms", "1000ms") + "\n[ownership]\nclaim_after = \"200ms\"\n";
     assert!(text.contains("mode = \"node\""));
     let cfg = lab.write_config(&text).unwrap();
     // Only these capabilities, for the daemon and whatever it runs (ethtool).

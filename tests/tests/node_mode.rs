@@ -38,12 +38,7 @@ const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 
 /// The lab's gateway config, made an on-node one: nothing on the internal interfaces.
 fn node_config(lab: &Lab) -> String {
-    let cfg = lab.config("200ms", "1000ms", "");
-    assert!(cfg.contains("internal = [\"int0\", \"int1\"]"));
-    cfg.replace(
-        "internal = [\"int0\", \"int1\"]",
-        "internal = []\nmode = \"node\"",
-    )
+    lab.node_config("200ms", "1000ms")
 }
 
 /// Starts the daemon in node mode with `interfaces` lines added, and waits until the primary

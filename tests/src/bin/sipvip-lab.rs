@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Result};
 use sipvip_tests::{
-    lab::{Lab, BACKUP, PRIMARY, TLIB, VIP},
+    lab::{Lab, BACKUP, BACKUP6, PHONE6, PRIMARY, PRIMARY6, TLIB, VIP, VIP6},
     scenario::{self, epoch, window, Calls},
 };
 
@@ -94,7 +94,7 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     } else {
         ("1s", "4s")
     };
-    println!("sipvip lab: gateway, client (phones {PHONE_DESC}), primary {PRIMARY}, backup {BACKUP}, VIP {VIP}");
+    println!("sipvip lab: gateway, client (phones {PHONE_DESC}), primary {PRIMARY}, backup {BACKUP}, VIP {VIP} and [{VIP6}]");
     println!("monitor: SIP OPTIONS over UDP, interval {interval}, timeout {timeout}");
     scenario::start_sip_server(lab, "primary")?;
     // The backup ignores UDP until it is promoted, as a Genesys backup does.
@@ -120,6 +120,16 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     }
     let registered = scenario::register_agents(lab, 20)?;
     println!("\n== 20 agents register through the VIP: {registered} registered ==");
+    stopped()?;
+
+    // The same VIP over IPv6: the primary's SIP server also listens on its IPv6 address.
+    let child = scenario::sip_server_in(&lab.primary, PRIMARY6, 5060, &lab.dir)?;
+    lab.children.push(("sipp-primary6".into(), child));
+    std::thread::sleep(Duration::from_millis(300));
+    let registered6 = scenario::register_agents_via(lab, VIP6.into(), PHONE6.into(), 20)?;
+    println!(
+        "== 20 IPv6 agents ({PHONE6}) register through the IPv6 VIP [{VIP6}]: {registered6} registered =="
+    );
     stopped()?;
 
     // Group D holds a T-Lib connection to the primary's physical address through it all.
@@ -174,7 +184,10 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     let kill_epoch = epoch();
     let killed = Instant::now();
     lab.stop("sipp-primary", libc::SIGKILL)?;
+    lab.stop("sipp-primary6", libc::SIGKILL)?;
     scenario::start_sip_server(lab, "backup")?;
+    let child = scenario::sip_server_in(&lab.backup, BACKUP6, 5060, &lab.dir)?;
+    lab.children.push(("sipp-backup6".into(), child));
     let flipped = lab.wait_active("backup", Duration::from_secs(10));
     let failover = flipped.map(|_| killed.elapsed());
     let flip_epoch = epoch();
@@ -248,6 +261,10 @@ fn run(lab: &mut Lab, a: &Args) -> Result<()> {
     for g in scenario::device_groups(lab, BACKUP)? {
         println!("  {g}");
     }
+    let registered6 = scenario::register_agents_via(lab, VIP6.into(), PHONE6.into(), 20)?;
+    println!(
+        "== IPv6 after the switchover: 20 agents register through [{VIP6}], now on the backup: {registered6} registered =="
+    );
     println!("\n== sipvip status ==\n{}", status_table(lab));
     Ok(())
 }
