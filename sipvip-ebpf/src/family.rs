@@ -8,9 +8,9 @@
 //!   checksum (the L4 checksum covers the 16-byte addresses of the pseudo-header);
 //! - the maps: each address-keyed map has an IPv6 twin (`SV_VIPS6_V1`, ...); counters,
 //!   reasons, interfaces and pass-through port marks are shared;
-//! - ICMP: both families answer echo to a VIP and track members' echo; IPv4 translates
-//!   errors and sends the gateway's own (fragmentation needed, time exceeded); IPv6 does not
-//!   yet (see docs/architecture.md, "IPv6").
+//! - ICMP: both families answer echo to a VIP, track members' echo and translate errors
+//!   about translated flows (each reads its own quote); IPv4 also sends the gateway's own
+//!   errors (fragmentation needed, time exceeded) (see docs/architecture.md, "IPv6").
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sipvip_common::{
@@ -23,7 +23,7 @@ use crate::{
     hook::{Frame, Verdict},
     maps,
     packet::{ipv4, ipv6, Ip},
-    rules::{self, Decision, IcmpError, Pending, QuoteRewrite},
+    rules::{self, icmp::Quoted, IcmpError, Pending, QuoteRewrite},
 };
 
 /// An address family: IPv4 (`u32`) or IPv6 ([`Ipv6Be`]).
@@ -34,8 +34,8 @@ pub trait Family: Copy + PartialEq + 'static {
     const ICMP: u8;
     /// `AF_INET` or `AF_INET6`, for the FIB.
     const AF: u8;
-    /// Whether the datapath builds the family's ICMP errors itself (fragmentation needed,
-    /// time exceeded); otherwise the kernel handles those packets.
+    /// Whether the datapath builds the family's ICMP errors itself (fragmentation needed or
+    /// packet too big, time exceeded); otherwise the kernel handles those packets.
     const ANSWERS: bool;
     /// Offsets of the source and destination addresses from the IP header.
     const SRC: usize;
@@ -84,20 +84,8 @@ pub trait Family: Copy + PartialEq + 'static {
     /// This CPU's pending slot (see `rules::Pending`).
     fn pending() -> Option<*mut Pending<Self>>;
 
-    /// ICMP other than echo arriving for a VIP (unfragmented), type `ty`: errors.
-    fn icmp_error_to_vip<F: Frame>(
-        f: &F,
-        p: &Ip<Self>,
-        vip: &VipRecord<Self>,
-        ty: u8,
-    ) -> Result<Decision<Self>, Reason>;
-    /// ICMP other than an echo request from a member, type `ty`: errors.
-    fn icmp_error_from_member<F: Frame>(
-        f: &F,
-        p: &Ip<Self>,
-        m: &MemberRecord<Self>,
-        ty: u8,
-    ) -> Result<Decision<Self>, Reason>;
+    /// The packet quoted in an ICMP error.
+    fn quoted<F: Frame>(f: &F, p: &Ip<Self>) -> Result<Quoted<Self>, Reason>;
     /// The source of the errors the gateway sends: the interface's address, else `fallback`.
     fn error_source<F: Frame>(f: &F, fallback: Self) -> Self;
 
@@ -218,23 +206,8 @@ impl Family for u32 {
     }
 
     #[inline(always)]
-    fn icmp_error_to_vip<F: Frame>(
-        f: &F,
-        p: &Ip<Self>,
-        vip: &VipRecord<Self>,
-        ty: u8,
-    ) -> Result<Decision<Self>, Reason> {
-        rules::icmp::other_to_vip(f, p, vip, ty)
-    }
-
-    #[inline(always)]
-    fn icmp_error_from_member<F: Frame>(
-        f: &F,
-        p: &Ip<Self>,
-        m: &MemberRecord<Self>,
-        ty: u8,
-    ) -> Result<Decision<Self>, Reason> {
-        rules::icmp::other_from_member(f, p, m, ty)
+    fn quoted<F: Frame>(f: &F, p: &Ip<Self>) -> Result<Quoted<Self>, Reason> {
+        rules::icmp::quoted(f, p)
     }
 
     #[inline(always)]
@@ -263,7 +236,7 @@ impl Family for Ipv6Be {
     const V6: bool = true;
     const ICMP: u8 = ipv6::NEXT_ICMPV6;
     const AF: u8 = 10;
-    const ANSWERS: bool = false;
+    const ANSWERS: bool = true;
     const SRC: usize = ipv6::IP6_SRC;
     const DST: usize = ipv6::IP6_DST;
     const TTL_WORD: usize = ipv6::IP6_HOP_WORD;
@@ -380,26 +353,8 @@ impl Family for Ipv6Be {
     }
 
     #[inline(always)]
-    fn icmp_error_to_vip<F: Frame>(
-        _f: &F,
-        _p: &Ip<Self>,
-        _vip: &VipRecord<Self>,
-        _ty: u8,
-    ) -> Result<Decision<Self>, Reason> {
-        // Errors about translated IPv6 flows are not translated yet: dropped and counted
-        // (the kernel would drop them too, the VIP not being its own).
-        Err(Reason::DropIcmp)
-    }
-
-    #[inline(always)]
-    fn icmp_error_from_member<F: Frame>(
-        _f: &F,
-        _p: &Ip<Self>,
-        _m: &MemberRecord<Self>,
-        _ty: u8,
-    ) -> Result<Decision<Self>, Reason> {
-        // The kernel forwards a member's ICMPv6 errors untranslated.
-        Err(Reason::PassIcmp)
+    fn quoted<F: Frame>(f: &F, p: &Ip<Self>) -> Result<Quoted<Self>, Reason> {
+        rules::icmp::quoted6(f, p)
     }
 
     #[inline(always)]
@@ -413,18 +368,12 @@ impl Family for Ipv6Be {
     }
 
     #[inline(always)]
-    fn send_error<F: Frame>(_f: &F, _p: &Ip<Self>, _e: IcmpError<Self>) -> Result<Verdict, Reason> {
-        // Never decided: `ANSWERS` is false.
-        Err(Reason::DropMalformedIpv6)
+    fn send_error<F: Frame>(f: &F, p: &Ip<Self>, e: IcmpError<Self>) -> Result<Verdict, Reason> {
+        crate::apply::answer::send_error6(f, p, e.ty, e.code, e.mtu, e.src)
     }
 
     #[inline(always)]
-    fn rewrite_quote<F: Frame>(
-        _f: &F,
-        _p: &Ip<Self>,
-        _q: QuoteRewrite<Self>,
-    ) -> Result<(), Reason> {
-        // Never decided: the IPv6 rules translate no quote.
-        Err(Reason::DropMalformedIpv6)
+    fn rewrite_quote<F: Frame>(f: &F, p: &Ip<Self>, q: QuoteRewrite<Self>) -> Result<(), Reason> {
+        crate::apply::csum::rewrite_quote6(f, p, q)
     }
 }

@@ -780,3 +780,43 @@ pub fn verify_checksums6(frame: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The ICMPv6 error the datapath answers `frame` (an IPv6 frame) with: MACs swapped, from
+/// `src` to the frame's source, hop limit 64, `ty`/`code` with the 4-byte field `word` (the
+/// MTU of a packet too big), quoting the first 112 bytes of the IPv6 packet (an even count),
+/// checksum from scratch.
+pub fn icmp6_error_reply(
+    frame: &[u8],
+    ty: u8,
+    code: u8,
+    word: u32,
+    src: std::net::Ipv6Addr,
+) -> Vec<u8> {
+    let l3 = if u16::from_be_bytes([frame[12], frame[13]]) == ETH_P_8021Q {
+        18
+    } else {
+        14
+    };
+    let ip = &frame[l3..];
+    let tot = 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    let quoted = tot.min(112) & !1;
+    let mut body = word.to_be_bytes().to_vec();
+    body.extend_from_slice(&ip[..quoted]);
+    let from: [u8; 16] = ip[8..24].try_into().unwrap();
+    let mut e = Ip6::icmp6(
+        frame[0..6].try_into().unwrap(),
+        frame[6..12].try_into().unwrap(),
+        src,
+        std::net::Ipv6Addr::from(from),
+        ty,
+        &body,
+    );
+    e.upper[1] = code;
+    // Back out where it came from: to the sender's MAC, from the one it was sent to.
+    e.dmac = frame[6..12].try_into().unwrap();
+    e.smac = frame[0..6].try_into().unwrap();
+    if l3 == 18 {
+        e.vlan = Some(u16::from_be_bytes([frame[14], frame[15]]));
+    }
+    e.build()
+}

@@ -16,7 +16,10 @@ use crate::{
     fixtures::{
         from_vip, from_vip6, phone_udp, phone_udp6, routed, routed6, to_member, to_member6, SIP,
     },
-    frame::{fix_checksums, Ip4, Ip6, Mac, DEST_OPTS, FRAGMENT, HOP_BY_HOP, L4, ROUTING},
+    frame::{
+        fix_checksums, icmp6_error_reply, Ip4, Ip6, Mac, DEST_OPTS, FRAGMENT, HOP_BY_HOP, L4,
+        ROUTING,
+    },
     topo::*,
 };
 
@@ -77,6 +80,79 @@ fn echo6_reply() -> Ip6 {
     let mut r = echo6(EXT_MAC, PHONE_MAC, VIP6, PHONE6, 129);
     r.hop_limit = 64;
     r
+}
+
+/// The IPv6 packet (no Ethernet header) of `f`, as an ICMPv6 error quotes it.
+fn quote6(f: &Ip6) -> Vec<u8> {
+    f.build()[14..].to_vec()
+}
+
+/// An ICMPv6 error of `ty`/`code` with its 4-byte field `word` quoting `quoted`.
+fn error6(
+    smac: Mac,
+    dmac: Mac,
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    (ty, code, word): (u8, u8, u32),
+    quoted: &[u8],
+) -> Ip6 {
+    let mut body = word.to_be_bytes().to_vec();
+    body.extend_from_slice(quoted);
+    let mut e = Ip6::icmp6(smac, dmac, src, dst, ty, &body);
+    e.upper[1] = code;
+    e
+}
+
+/// Packet too big from the phone's router about the member-opened flow as it left (from
+/// the VIP), and the same as it reaches the member: outer destination and quoted source the
+/// member, every checksum from scratch.
+fn too_big6(to_member: bool) -> Ip6 {
+    let vip_side = Ip6::udp(EXT_MAC, PHONE_MAC, (VIP6, 40000), (PHONE6, 5062), SIP);
+    let member_side = Ip6::udp(EXT_MAC, PHONE_MAC, (PRIMARY6, 40000), (PHONE6, 5062), SIP);
+    let e = error6(
+        PHONE_MAC,
+        EXT_MAC,
+        PHONE6,
+        VIP6,
+        (2, 0, 1280),
+        &quote6(&vip_side),
+    );
+    if !to_member {
+        return e;
+    }
+    let mut out = error6(
+        PHONE_MAC,
+        EXT_MAC,
+        PHONE6,
+        PRIMARY6,
+        (2, 0, 1280),
+        &quote6(&member_side),
+    );
+    out.smac = INT_MAC;
+    out.dmac = PRIMARY_MAC;
+    out.hop_limit -= 1;
+    out
+}
+
+/// Port unreachable from the primary about the phone's request it got through the VIP, and
+/// the same as it leaves: outer source and quoted destination the VIP.
+fn unreachable6(from_vip: bool) -> Ip6 {
+    let to = if from_vip { VIP6 } else { PRIMARY6 };
+    let req = Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5062), (to, 5060), SIP);
+    let src = if from_vip { VIP6 } else { PRIMARY6 };
+    let mut e = error6(PRIMARY_MAC, INT_MAC, src, PHONE6, (1, 4, 0), &quote6(&req));
+    if from_vip {
+        e.smac = EXT_MAC;
+        e.dmac = PHONE_MAC;
+        e.hop_limit -= 1;
+    }
+    e
+}
+
+fn hop_limit_1() -> Ip6 {
+    let mut p = udp6();
+    p.hop_limit = 1;
+    p
 }
 
 fn fragments6() -> (Ip6, Ip6) {
@@ -479,17 +555,13 @@ pub const ROWS: &[Row] = &[
         cost: None,
     },
     Row {
-        description: "IPv6 to the VIP with hop limit 1 is dropped",
+        description: "IPv6 to the VIP with hop limit 1 is answered with time exceeded",
         side: Side::Ext,
         before: None,
-        input: || {
-            let mut p = udp6();
-            p.hop_limit = 1;
-            p.build()
-        },
-        verdict: XDP_DROP,
-        output: None,
-        reason: "drop_ttl",
+        input: || hop_limit_1().build(),
+        verdict: XDP_TX,
+        output: Some(|| icmp6_error_reply(&hop_limit_1().build(), 3, 0, 0, VIP6)),
+        reason: "time_exceeded",
         traffic: None,
         cost: None,
     },
@@ -559,6 +631,36 @@ pub const ROWS: &[Row] = &[
         traffic: Some(Traffic {
             inbound: true,
             service: None,
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "ICMPv6 packet too big about that flow reaches the member, quote translated",
+        side: Side::Ext,
+        before: None,
+        input: || too_big6(false).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| too_big6(true).build()),
+        reason: "icmp_error_in",
+        traffic: Some(Traffic {
+            inbound: true,
+            service: None,
+            member: 0,
+        }),
+        cost: None,
+    },
+    Row {
+        description: "a member's ICMPv6 port unreachable about a request to the VIP leaves from the VIP",
+        side: Side::Int,
+        before: None,
+        input: || unreachable6(false).build(),
+        verdict: XDP_REDIRECT,
+        output: Some(|| unreachable6(true).build()),
+        reason: "icmp_error_out",
+        traffic: Some(Traffic {
+            inbound: false,
+            service: Some(0),
             member: 0,
         }),
         cost: None,
@@ -770,7 +872,7 @@ pub const ROWS: &[Row] = &[
         input: || Ip6::icmp6(PHONE_MAC, EXT_MAC, PHONE6, VIP6, 1, &[0, 0, 0, 0, 0x60, 0]).build(),
         verdict: XDP_DROP,
         output: None,
-        reason: "drop_icmp",
+        reason: "drop_truncated_l4",
         traffic: None,
         cost: None,
     },

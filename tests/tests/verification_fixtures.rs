@@ -9,7 +9,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use sipvip_tests::{
     check::{expect, Side, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     fixtures::{from_vip, net, phone_udp, routed, to_member, SIP},
-    frame::{self, icmp_error_reply, Ip4, L4},
+    frame::{self, icmp6_error_reply, icmp_error_reply, Ip4, Ip6, L4},
     topo::*,
 };
 
@@ -457,6 +457,57 @@ fn fragment_decisions_expire() {
         XDP_REDIRECT,
         Some(&snat[1]),
         "frag_out",
+    );
+}
+
+#[test]
+fn ipv6_too_big_is_answered_with_packet_too_big() {
+    let net = net();
+    net.ns
+        .exec(&format!(
+            "ip -6 route add {PRIMARY6}/128 dev int0 mtu lock 1400 && ip -6 route add {PHONE6}/128 dev ext0 mtu lock 1400"
+        ))
+        .unwrap();
+    let big = [b'x'; 1402]; // 40 + 8 + 1402 = 1450 bytes of IPv6
+                            // Inbound: packet too big from the VIP, quoting the packet as the phone sent it.
+    let f = Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5062), (VIP6, 5060), &big).build();
+    let reply = icmp6_error_reply(&f, 2, 0, 1400, VIP6);
+    expect(
+        &net,
+        "inbound",
+        Side::Ext,
+        &f,
+        XDP_TX,
+        Some(&reply),
+        "frag_needed",
+    );
+    // Outbound: to the member, quoting its own addresses.
+    let f = Ip6::udp(PRIMARY_MAC, INT_MAC, (PRIMARY6, 5060), (PHONE6, 5062), &big).build();
+    let reply = icmp6_error_reply(&f, 2, 0, 1400, VIP6);
+    expect(
+        &net,
+        "outbound",
+        Side::Int,
+        &f,
+        XDP_TX,
+        Some(&reply),
+        "frag_needed",
+    );
+    // Small packets still go through.
+    let small = Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5062), (VIP6, 5060), b"x");
+    let mut out = small.clone();
+    out.smac = INT_MAC;
+    out.dmac = PRIMARY_MAC;
+    out.dst = PRIMARY6;
+    out.hop_limit -= 1;
+    expect(
+        &net,
+        "small",
+        Side::Ext,
+        &small.build(),
+        XDP_REDIRECT,
+        Some(&out.build()),
+        "steered",
     );
 }
 

@@ -10,11 +10,11 @@ use crate::{
     hook::{Frame, Verdict},
     packet::{
         ipv4::{Ipv4, IP_CSUM, IP_DST, IP_SRC, IP_TTL},
-        ipv6::{Ipv6, IP6_DST, IP6_HOP_WORD, IP6_SRC},
+        ipv6::{Ipv6, IP6_DST, IP6_HOP_WORD, IP6_SRC, NEXT_ICMPV6},
     },
     rules::{
         icmp::{ECHO6_REPLY, ECHO6_REQUEST, ECHO_REPLY, ECHO_REQUEST},
-        route::DEST_UNREACH,
+        route::{DEST_UNREACH, FRAG_NEEDED},
     },
 };
 
@@ -173,6 +173,91 @@ pub fn send_error<F: Frame>(
     ];
     icmp[1] = !fold(sum + icmp.iter().map(|w| u32::from(*w)).sum::<u32>());
     store(f, l3 + 20, icmp).map_err(e)?;
+    Ok(Verdict::Bounce)
+}
+
+/// The most of the packet an ICMPv6 error of the datapath quotes: its IPv6 header, extension
+/// headers and upper-layer header within this many bytes (RFC 4443 asks for as much as fits
+/// in 1280; a prefix is what the sender needs to find its flow).
+const QUOTED6: usize = 112;
+/// The new IPv6 and ICMPv6 headers in front of the quote.
+const ERROR6_HEADERS: usize = 48;
+
+/// Answers the packet with an ICMPv6 error from the gateway (`src`): packet too big
+/// (`ty`/`code` the IPv4 "fragmentation needed", with `mtu`) or time exceeded. The quote is
+/// the packet as it arrived, up to `QUOTED6` bytes (an even count); built in place as the
+/// IPv4 errors are, and sent back with XDP_TX.
+#[inline(always)]
+pub fn send_error6<F: Frame>(
+    f: &F,
+    p: &Ipv6,
+    ty: u8,
+    code: u8,
+    mtu: u16,
+    src: Ipv6Be,
+) -> Result<Verdict, Reason> {
+    let e = |_| Reason::DropMalformedIpv6;
+    let (ty, code) = if ty == DEST_UNREACH && code == FRAG_NEEDED {
+        (2, 0)
+    } else {
+        (3, 0)
+    };
+    let tot = p.tot_len as usize;
+    let quoted = (if tot < QUOTED6 { tot } else { QUOTED6 }) & !1;
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < QUOTED6 / 2 {
+        if i * 2 >= quoted {
+            break;
+        }
+        let w: u16 = f.load(p.l3 + i * 2).map_err(e)?;
+        sum += u32::from(w);
+        i += 1;
+    }
+    let l2: [u16; 9] = f.load(0).map_err(e)?;
+    let dst = p.src();
+
+    if !f.adjust_head(-(ERROR6_HEADERS as i32)) {
+        return Err(Reason::PassFib);
+    }
+    let want = p.l3 + ERROR6_HEADERS + quoted;
+    let have = p.len as usize + ERROR6_HEADERS;
+    if !f.adjust_tail(want as i32 - have as i32) {
+        return Err(Reason::DropMalformedIpv6);
+    }
+    store(f, 0, [l2[3], l2[4], l2[5], l2[0], l2[1], l2[2]]).map_err(e)?;
+    if p.vlan {
+        store(f, 12, [l2[6], l2[7], l2[8]]).map_err(e)?;
+    } else {
+        store(f, 12, l2[6]).map_err(e)?;
+    }
+
+    let l3 = p.l3;
+    let len = (8 + quoted) as u16;
+    let head: [u16; 4] = [
+        u16::from_ne_bytes([0x60, 0]),
+        0,
+        len.to_be(),
+        u16::from_ne_bytes([NEXT_ICMPV6, REPLY_TTL]),
+    ];
+    store(f, l3, head).map_err(e)?;
+    <Ipv6Be as Family>::store(f, l3 + IP6_SRC, src).map_err(e)?;
+    <Ipv6Be as Family>::store(f, l3 + IP6_DST, dst).map_err(e)?;
+
+    let mut icmp: [u16; 4] = [
+        u16::from_ne_bytes([ty, code]),
+        0,
+        0,
+        if ty == 2 { mtu.to_be() } else { 0 },
+    ];
+    // The pseudo-header: both addresses, the length and the next header.
+    let words = |a: Ipv6Be| -> u32 { a.iter().map(|w| (w & 0xffff) + (w >> 16)).sum::<u32>() };
+    let pseudo = words(src)
+        + words(dst)
+        + u32::from(len.to_be())
+        + u32::from(u16::from_ne_bytes([0, NEXT_ICMPV6]));
+    icmp[1] = !fold(fold(sum) as u32 + pseudo + icmp.iter().map(|w| u32::from(*w)).sum::<u32>());
+    store(f, l3 + 40, icmp).map_err(e)?;
     Ok(Verdict::Bounce)
 }
 

@@ -5,15 +5,18 @@ use sipvip_common::{Reason, IPPROTO_TCP, IPPROTO_UDP};
 
 use super::mem::{store, store_addr};
 pub use crate::csum::Delta;
+use sipvip_common::Ipv6Be;
+
 use crate::{
     family::Family,
     hook::Frame,
     packet::{
         ipv4::{l4_csum_offset, Ipv4, IP_CSUM, IP_DST, IP_SRC},
+        ipv6::{Ipv6, IP6_DST, IP6_SRC, NEXT_ICMPV6},
         Ip,
     },
     rules::{
-        icmp::{QUOTE_L3, QUOTE_L4},
+        icmp::{QUOTE6_L3, QUOTE6_L4, QUOTE_L3, QUOTE_L4},
         QuoteRewrite, Rewrite, Side,
     },
 };
@@ -94,6 +97,62 @@ pub fn rewrite_quote<F: Frame>(f: &F, p: &Ipv4, q: QuoteRewrite) -> Result<(), R
         // The quoted TCP checksum lies past the 8 bytes RFC 792 guarantees: update it only
         // when the error carries it.
         let off = il4 + if q.proto == IPPROTO_UDP { 6 } else { 16 };
+        if off + 2 <= p.l3 + p.tot_len as usize {
+            if let Ok(c) = f.load::<u16>(off) {
+                let n = if q.proto == IPPROTO_UDP {
+                    l4.apply_udp(c)
+                } else {
+                    l4.apply(c)
+                };
+                if n != c {
+                    store(f, off, n).map_err(e)?;
+                    icmp.word(c, n);
+                }
+            }
+        }
+    }
+
+    let c: u16 = f.load(p.l4 + 2).map_err(e)?;
+    store(f, p.l4 + 2, icmp.apply(c)).map_err(e)?;
+    Ok(())
+}
+
+/// Rewrites one address of the IPv6 packet quoted in an ICMPv6 error (and its port on that
+/// side), updating the quoted upper-layer checksum when the quote carries it (it covers the
+/// quoted pseudo-header: UDP, TCP and ICMPv6 alike) and the ICMPv6 checksum, whose message
+/// body the quote is. There is no IPv6 header checksum; the outer pseudo-header's change is
+/// `rewrite`'s.
+#[inline(always)]
+pub fn rewrite_quote6<F: Frame>(f: &F, p: &Ipv6, q: QuoteRewrite<Ipv6Be>) -> Result<(), Reason> {
+    let e = |_| Reason::DropTruncatedL4;
+    let il3 = p.l4 + QUOTE6_L3;
+    let il4 = p.l4 + QUOTE6_L4;
+    let (addr_off, port_off) = match q.side {
+        Side::Src => (IP6_SRC, 0),
+        Side::Dst => (IP6_DST, 2),
+    };
+    let mut addr = Delta::new();
+    Ipv6Be::delta(&mut addr, q.old_addr, q.addr);
+    Ipv6Be::store(f, il3 + addr_off, q.addr).map_err(e)?;
+    let mut icmp = addr;
+
+    let mut l4 = addr;
+    let (old, new) = q.port;
+    if (q.proto == IPPROTO_TCP || q.proto == IPPROTO_UDP) && old != new {
+        l4.word(old, new);
+        icmp.word(old, new);
+        store(f, il4 + port_off, new).map_err(e)?;
+    }
+    let at = match q.proto {
+        IPPROTO_UDP => Some(6),
+        IPPROTO_TCP => Some(16),
+        NEXT_ICMPV6 => Some(2),
+        _ => None,
+    };
+    if let Some(at) = at {
+        // The quoted TCP checksum lies past the 8 bytes the quote surely holds: update it
+        // only when the error carries it.
+        let off = il4 + at;
         if off + 2 <= p.l3 + p.tot_len as usize {
             if let Ok(c) = f.load::<u16>(off) {
                 let n = if q.proto == IPPROTO_UDP {

@@ -1,10 +1,9 @@
 //! ICMP and ICMPv6: echo to a VIP is answered; echo from a member is SNATed with its
-//! identifier tracked (both families); IPv4 errors about translated flows are translated,
-//! quoted packet included (RFC 5508). ICMPv6 errors to a VIP are dropped and counted, and a
-//! member's are left to the kernel (see docs/architecture.md, "IPv6").
+//! identifier tracked; errors about translated flows are translated, quoted packet included
+//! (RFC 5508; for ICMPv6 the same, the checksum covering the pseudo-header).
 
 use sipvip_common::{
-    CtKey, CtValue, MemberRecord, Reason, VipRecord, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP,
+    CtKey, CtValue, Ipv6Be, MemberRecord, Reason, VipRecord, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP,
     IPPROTO_UDP, MEMBER_F_SERVICE_ONLY,
 };
 
@@ -15,8 +14,11 @@ use super::{
 };
 use crate::{
     hook::Frame,
-    maps::CONNTRACK,
-    packet::{ipv4::Ipv4, Ip},
+    packet::{
+        ipv4::Ipv4,
+        ipv6::{self, NEXT_ICMPV6},
+        Ip,
+    },
 };
 
 pub const ECHO_REPLY: u8 = 0;
@@ -40,9 +42,16 @@ fn header<F: Frame, A>(f: &F, p: &Ip<A>) -> Result<[u8; 8], Reason> {
     f.load(p.l4).map_err(|_| Reason::DropTruncatedL4)
 }
 
+/// The error types whose quote the datapath translates: destination unreachable, time
+/// exceeded, parameter problem (IPv4); destination unreachable, packet too big, time
+/// exceeded, parameter problem (ICMPv6, RFC 4443: types 1-4).
 #[inline(always)]
-fn is_error(t: u8) -> bool {
-    t == DEST_UNREACH || t == TIME_EXCEEDED || t == PARAMETER_PROBLEM
+fn is_error<A: Family>(t: u8) -> bool {
+    if A::V6 {
+        (1..=4).contains(&t)
+    } else {
+        t == DEST_UNREACH || t == TIME_EXCEEDED || t == PARAMETER_PROBLEM
+    }
 }
 
 #[inline(always)]
@@ -105,52 +114,64 @@ pub fn to_vip<F: Frame, A: Family>(
                 Via::toward_members(vip.flags),
             ))
         }
-        t => A::icmp_error_to_vip(f, p, vip, t),
+        t if is_error::<A>(t) => error_to_vip(f, p, vip),
+        _ => Err(Reason::DropIcmp),
     }
 }
 
-/// An IPv4 ICMP error (or another type) arriving for a VIP.
-#[inline(always)]
-pub fn other_to_vip<F: Frame>(
-    f: &F,
-    p: &Ipv4,
-    vip: &VipRecord,
-    ty: u8,
-) -> Result<Decision, Reason> {
-    if is_error(ty) {
-        return error_to_vip(f, p, vip);
-    }
-    Err(Reason::DropIcmp)
-}
-
-/// An IPv4 ICMP error (or another type but echo request) from a member.
-#[inline(always)]
-pub fn other_from_member<F: Frame>(
-    f: &F,
-    p: &Ipv4,
-    m: &MemberRecord,
-    ty: u8,
-) -> Result<Decision, Reason> {
-    if is_error(ty) {
-        return error_from_member(f, p, m);
-    }
-    Err(Reason::PassIcmp)
-}
-
-/// The packet quoted in an ICMP error: its IPv4 header (no options) and the first 8 bytes of
-/// its L4 header.
-struct Quoted {
-    proto: u8,
-    src_be: u32,
-    dst_be: u32,
+/// The packet quoted in an ICMP error: its IP header (IPv4 without options, IPv6 without
+/// extension headers) and the first 8 bytes of its L4 header.
+pub struct Quoted<A> {
+    pub proto: u8,
+    pub src_be: A,
+    pub dst_be: A,
     /// Source and destination ports, or the echo identifier in `sport` for ICMP echo.
-    sport: u16,
-    dport: u16,
-    icmp_type: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub icmp_type: u8,
 }
 
+/// Where the quoted packet of an ICMPv6 error starts, from the ICMPv6 header, and its L4
+/// header (the quote's IPv6 header carries no extension headers the datapath reads past).
+pub const QUOTE6_L3: usize = 8;
+pub const QUOTE6_L4: usize = QUOTE6_L3 + 40;
+
+/// The IPv6 packet quoted in an ICMPv6 error.
 #[inline(always)]
-fn quoted<F: Frame>(f: &F, p: &Ipv4) -> Result<Quoted, Reason> {
+pub fn quoted6<F: Frame>(f: &F, p: &Ip<Ipv6Be>) -> Result<Quoted<Ipv6Be>, Reason> {
+    let e = |_| Reason::DropTruncatedL4;
+    let h: [u16; 4] = f.load(p.l4 + QUOTE6_L3).map_err(e)?;
+    let src: [u16; 8] = f.load(p.l4 + QUOTE6_L3 + 8).map_err(e)?;
+    let dst: [u16; 8] = f.load(p.l4 + QUOTE6_L3 + 24).map_err(e)?;
+    if h[0].to_ne_bytes()[0] >> 4 != 6 {
+        return Err(Reason::DropIcmp);
+    }
+    let proto = h[3].to_ne_bytes()[0];
+    let l4: [u8; 8] = f.load(p.l4 + QUOTE6_L4).map_err(e)?;
+    if p.l4 + QUOTE6_L4 + 8 > p.l3 + p.tot_len as usize {
+        return Err(Reason::DropTruncatedL4);
+    }
+    let (sport, dport) = if proto == NEXT_ICMPV6 {
+        (u16::from_ne_bytes([l4[4], l4[5]]), 0)
+    } else {
+        (
+            u16::from_ne_bytes([l4[0], l4[1]]),
+            u16::from_ne_bytes([l4[2], l4[3]]),
+        )
+    };
+    Ok(Quoted {
+        proto,
+        src_be: ipv6::addr(src),
+        dst_be: ipv6::addr(dst),
+        sport,
+        dport,
+        icmp_type: l4[0],
+    })
+}
+
+/// The IPv4 packet quoted in an ICMP error.
+#[inline(always)]
+pub fn quoted<F: Frame>(f: &F, p: &Ipv4) -> Result<Quoted<u32>, Reason> {
     let ip: [u8; 20] = f
         .load(p.l4 + QUOTE_L3)
         .map_err(|_| Reason::DropTruncatedL4)?;
@@ -183,8 +204,12 @@ fn quoted<F: Frame>(f: &F, p: &Ipv4) -> Result<Quoted, Reason> {
 
 /// An ICMP error for a VIP about a packet the VIP sent (a SNATed flow): to the member.
 #[inline(always)]
-fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, Reason> {
-    let inner = quoted(f, p)?;
+pub fn error_to_vip<F: Frame, A: Family>(
+    f: &F,
+    p: &Ip<A>,
+    vip: &VipRecord<A>,
+) -> Result<Decision<A>, Reason> {
+    let inner = A::quoted(f, p)?;
     if inner.src_be != p.dst() {
         return Err(Reason::DropIcmp);
     }
@@ -193,7 +218,7 @@ fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, 
     let (member, slot) = match inner.proto {
         IPPROTO_TCP | IPPROTO_UDP => {
             if let Some(i) = find_service(&vip.services, inner.proto, inner.sport, false) {
-                if vip.active_be == 0 {
+                if vip.active_be.is_zero() {
                     return Err(Reason::DropNoActive);
                 }
                 port = (inner.sport, vip.services[i].member_port_be);
@@ -209,17 +234,15 @@ fn error_to_vip<F: Frame>(f: &F, p: &Ipv4, vip: &VipRecord) -> Result<Decision, 
                     kind: CT_SNAT,
                     _pad: 0,
                 };
-                // SAFETY: the value is copied out.
-                let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
+                let Some(ct) = A::flow(&key) else {
                     return Err(Reason::DropIcmp);
                 };
                 (ct.member_be, ct.slot)
             }
         }
-        IPPROTO_ICMP if inner.icmp_type == ECHO_REQUEST => {
+        pr if pr == A::ICMP && inner.icmp_type == echo_types::<A>().0 => {
             let key = icmp_flow(p.dst(), inner.sport, inner.dst_be);
-            // SAFETY: the value is copied out.
-            let Some(ct) = (unsafe { CONNTRACK.get(key) }) else {
+            let Some(ct) = A::flow(&key) else {
                 return Err(Reason::DropIcmp);
             };
             (ct.member_be, ct.slot)
@@ -294,15 +317,20 @@ pub fn from_member<F: Frame, A: Family>(
                 Via::Fib,
             ))
         }
-        t => A::icmp_error_from_member(f, p, m, t),
+        t if is_error::<A>(t) => error_from_member(f, p, m),
+        _ => Err(Reason::PassIcmp),
     }
 }
 
 /// An ICMP error a member sends about a packet it received through the VIP: it leaves with
 /// the VIP as source and the quoted packet as the peer sent it.
 #[inline(always)]
-fn error_from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Decision, Reason> {
-    let inner = match quoted(f, p) {
+pub fn error_from_member<F: Frame, A: Family>(
+    f: &F,
+    p: &Ip<A>,
+    m: &MemberRecord<A>,
+) -> Result<Decision<A>, Reason> {
+    let inner = match A::quoted(f, p) {
         Ok(i) => i,
         Err(Reason::DropTruncatedL4) => return Err(Reason::DropTruncatedL4),
         Err(_) => return Err(Reason::PassIcmp),
@@ -317,7 +345,7 @@ fn error_from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Deci
     {
         return Ok(route::forward(f, p, Reason::Passthrough, Record::NONE));
     }
-    if u32::excluded(&p.dst()) {
+    if A::excluded(&p.dst()) {
         return Ok(route::forward(f, p, Reason::Excluded, Record::NONE));
     }
     let mut service = u32::MAX;
@@ -334,8 +362,7 @@ fn error_from_member<F: Frame>(f: &F, p: &Ipv4, m: &MemberRecord) -> Result<Deci
             kind: CT_SNAT,
             _pad: 0,
         };
-        // SAFETY: the value is compared and dropped.
-        match unsafe { CONNTRACK.get(key) } {
+        match A::flow(&key) {
             Some(ct) if ct.member_be == p.src() => SAME_PORT,
             _ => return Err(Reason::PassIcmp),
         }

@@ -854,6 +854,10 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             }) {
                 continue;
             }
+            // A baseline from before IPv6 has no IPv6 path to measure.
+            if which == 1 && !dp.has_ipv6() && name.contains("(IPv6)") {
+                continue;
+            }
             let (prog, ifindex) = row.program(&net);
             let fd = dp.program(prog)?.fd()?.try_clone()?;
             if let Some(before) = row.before {
