@@ -75,13 +75,13 @@ pub fn sipvip_node_out(ctx: TcContext) -> i32 {
 /// verdicts are in the counters.)
 #[xdp]
 pub fn sipvip_ext6(ctx: XdpContext) -> u32 {
-    family::<Xdp, External, Ipv6Be>(ctx.ctx as *mut c_void).0
+    ipv6::<Xdp, External>(ctx.ctx as *mut c_void).0
 }
 
 /// The IPv6 side of `sipvip_int`, reached by tail call.
 #[xdp]
 pub fn sipvip_int6(ctx: XdpContext) -> u32 {
-    let (verdict, reason) = family::<Xdp, Internal, Ipv6Be>(ctx.ctx as *mut c_void);
+    let (verdict, reason) = ipv6::<Xdp, Internal>(ctx.ctx as *mut c_void);
     debug_log(&ctx, "int6", verdict, reason)
 }
 
@@ -89,30 +89,16 @@ pub fn sipvip_int6(ctx: XdpContext) -> u32 {
 /// already).
 #[classifier]
 pub fn sipvip_node_out6(ctx: TcContext) -> i32 {
-    let (verdict, reason) = family::<TcEgress, Internal, Ipv6Be>(ctx.skb.skb as *mut c_void);
+    let (verdict, reason) = ipv6::<TcEgress, Internal>(ctx.skb.skb as *mut c_void);
     debug_log(&ctx, "node_out6", verdict, reason) as i32
 }
 
-/// A frame on side `S`: IPv6 goes on in the side's IPv6 program (`to_ipv6`, a tail call:
-/// a program of its own, with its own 512 bytes of stack and its own verification budget,
-/// so IPv4 pays one branch for IPv6's existence); anything else is IPv4's (which counts
-/// what is neither).
+/// A frame on side `S`: the L2 acceptance rule and the link layer, then IPv6 goes on in the
+/// side's IPv6 program (`to_ipv6`, a tail call: a program of its own, with its own 512 bytes
+/// of stack and its own verification budget, so IPv4 pays one branch for IPv6's existence)
+/// and IPv4 here.
 #[inline(always)]
 fn entry<F: Frame, S: SideRules>(raw: *mut c_void, to_ipv6: impl FnOnce()) -> (u32, Reason) {
-    // SAFETY: the program's own context.
-    let f = unsafe { F::from_raw(raw) };
-    if packet::is_ipv6(&f) {
-        to_ipv6();
-        // The IPv6 program is not installed: the kernel has the packet, counted.
-        return apply::stopped(&f, Reason::PassIpv6);
-    }
-    family::<F, S, u32>(raw)
-}
-
-/// A frame of family `A` (or neither) on side `S`: the L2 acceptance rule, the parse, the
-/// side's rules, carried out by `apply`.
-#[inline(always)]
-fn family<F: Frame, S: SideRules, A: Family>(raw: *mut c_void) -> (u32, Reason) {
     // SAFETY: the program's own context.
     let f = unsafe { F::from_raw(raw) };
     // A routed packet (TC egress) is the node's own: its MACs are the next hop's.
@@ -125,16 +111,39 @@ fn family<F: Frame, S: SideRules, A: Family>(raw: *mut c_void) -> (u32, Reason) 
         Ok(l3) => l3,
         Err(r) => return apply::stopped(&f, r),
     };
-    let p = match A::parse(&f, l3.off, l3.vlan) {
+    if l3.v6 {
+        to_ipv6();
+        // The IPv6 program is not installed: the kernel has the packet, counted.
+        return apply::stopped(&f, Reason::PassIpv6);
+    }
+    family::<F, S, u32>(&f, l3)
+}
+
+/// An IPv6 program's frame on side `S` (accepted by the program that tail-called this one).
+#[inline(always)]
+fn ipv6<F: Frame, S: SideRules>(raw: *mut c_void) -> (u32, Reason) {
+    // SAFETY: the program's own context.
+    let f = unsafe { F::from_raw(raw) };
+    match packet::l3(&f) {
+        Ok(l3) => family::<F, S, Ipv6Be>(&f, l3),
+        Err(r) => apply::stopped(&f, r),
+    }
+}
+
+/// A packet of family `A` at `l3` on side `S`: parsed, decided by the side's rules, carried
+/// out by `apply`.
+#[inline(always)]
+fn family<F: Frame, S: SideRules, A: Family>(f: &F, l3: packet::L3) -> (u32, Reason) {
+    let p = match A::parse(f, l3.off, l3.vlan) {
         Ok(p) => p,
-        Err(r) => return apply::stopped(&f, r),
+        Err(r) => return apply::stopped(f, r),
     };
     let Some(p) = A::settle(&p) else {
-        return apply::stopped(&f, Reason::PassIpv6);
+        return apply::stopped(f, Reason::PassIpv6);
     };
     let mut d = Decision::BLANK;
-    let decided = rules::decide::<F, A, S>(&f, p, &mut d);
-    apply::run(&f, p, decided, &d)
+    let decided = rules::decide::<F, A, S>(f, p, &mut d);
+    apply::run(f, p, decided, &d)
 }
 
 /// In a `debug-log` build, logs each verdict with the reason counted; otherwise compiles to

@@ -77,27 +77,15 @@ impl<A: Copy> Ip<A> {
 pub type Ipv4 = Ip<u32>;
 pub type Ipv6 = Ip<Ipv6Be>;
 
-/// Where a frame's IP header is: its offset, and whether an 802.1Q tag precedes it.
+/// Where a frame's IP header is: its offset, whether an 802.1Q tag precedes it, and its
+/// family.
 pub struct L3 {
     pub off: usize,
     pub vlan: bool,
+    pub v6: bool,
 }
 
-/// Whether the frame carries IPv6 (after one optional 802.1Q tag): which family's function
-/// takes it. Anything unreadable goes to IPv4's, whose parse counts it.
-#[inline(always)]
-pub fn is_ipv6<F: Frame>(f: &F) -> bool {
-    let Ok(ethertype) = f.load::<u16>(12) else {
-        return false;
-    };
-    if ethertype == ETH_P_8021Q_BE {
-        return f.load::<u16>(ETH_HLEN + 2) == Ok(ETH_P_IPV6_BE);
-    }
-    ethertype == ETH_P_IPV6_BE
-}
-
-/// Parses Ethernet and one optional 802.1Q tag. Non-IP frames are `PassNotIpv4`; an IPv6
-/// frame in IPv4's function (or the reverse) is impossible, as `is_ipv6` chose it.
+/// Parses Ethernet and one optional 802.1Q tag. Non-IP frames are `PassNotIpv4`.
 #[inline(always)]
 pub fn l3<F: Frame>(f: &F) -> Result<L3, Reason> {
     let mut ethertype: u16 = f.load(12).map_err(|_| Reason::DropMalformedEth)?;
@@ -108,10 +96,11 @@ pub fn l3<F: Frame>(f: &F) -> Result<L3, Reason> {
         l3 = ETH_HLEN + VLAN_HLEN;
         vlan = true;
     }
-    if ethertype != ETH_P_IP_BE && ethertype != ETH_P_IPV6_BE {
+    let v6 = ethertype == ETH_P_IPV6_BE;
+    if ethertype != ETH_P_IP_BE && !v6 {
         return Err(Reason::PassNotIpv4);
     }
-    Ok(L3 { off: l3, vlan })
+    Ok(L3 { off: l3, vlan, v6 })
 }
 
 /// Source and destination ports (network order) of a TCP or UDP header at `l4`, checking that

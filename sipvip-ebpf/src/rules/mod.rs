@@ -62,11 +62,13 @@ pub fn decide<F: Frame, A: Family, S: SideRules>(
     d: &mut Decision<A>,
 ) -> Result<(), Reason> {
     A::screen(p)?;
-    *d = match S::decide(f, p) {
+    // Completed on a local before it is stored: LLVM keeps it in registers.
+    let mut decided = match S::decide(f, p) {
         Ok(d) => d,
         Err(r) => Decision::stop(r, Record::NONE),
     };
-    route::resolve(f, p, d);
+    route::resolve(f, p, &mut decided);
+    *d = decided;
     Ok(())
 }
 
