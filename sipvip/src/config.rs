@@ -182,6 +182,9 @@ pub struct Monitor {
     /// Consecutive unanswered probes that take a member down before `timeout` expires.
     pub fall: Option<u32>,
     pub kind: MonitorKind,
+    /// Also probe the IPv6 address of a dual-stack VIP's members (SIP and TCP monitors): a
+    /// member is then up only while it answers on both.
+    pub ipv6: bool,
 }
 
 /// The file form of a monitor: `type = "sip" | "tcp" | "icmp"` with that type's keys.
@@ -205,6 +208,8 @@ enum MonitorDef {
         accept: Vec<u16>,
         #[serde(default)]
         reject: Vec<u16>,
+        #[serde(default)]
+        ipv6: bool,
     },
     Tcp {
         name: String,
@@ -213,6 +218,8 @@ enum MonitorDef {
         rise: Option<u32>,
         fall: Option<u32>,
         port: u16,
+        #[serde(default)]
+        ipv6: bool,
     },
     Icmp {
         name: String,
@@ -239,12 +246,14 @@ impl From<MonitorDef> for Monitor {
                 headers,
                 accept,
                 reject,
+                ipv6,
             } => Monitor {
                 name,
                 interval,
                 timeout,
                 rise,
                 fall,
+                ipv6,
                 kind: MonitorKind::Sip {
                     transport,
                     port,
@@ -262,12 +271,14 @@ impl From<MonitorDef> for Monitor {
                 rise,
                 fall,
                 port,
+                ipv6,
             } => Monitor {
                 name,
                 interval,
                 timeout,
                 rise,
                 fall,
+                ipv6,
                 kind: MonitorKind::Tcp { port },
             },
             MonitorDef::Icmp {
@@ -282,6 +293,7 @@ impl From<MonitorDef> for Monitor {
                 timeout,
                 rise,
                 fall,
+                ipv6: false,
                 kind: MonitorKind::Icmp,
             },
         }

@@ -355,6 +355,7 @@ mod tests {
     /// The first monitor of member `member` of the first VIP.
     fn mk(member: usize) -> MonitorKey {
         MonitorKey {
+            v6: false,
             vip: 0,
             member,
             monitor: 0,

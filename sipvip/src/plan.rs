@@ -313,19 +313,33 @@ fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
                     MonitorKind::Tcp { port } => ProbeKind::Tcp { port: *port },
                     MonitorKind::Icmp => ProbeKind::Icmp,
                 };
-                out.push(ProbeSpec {
+                let spec = ProbeSpec {
                     key: MonitorKey {
                         vip: vi,
                         member: mi,
                         monitor: k,
+                        v6: false,
                     },
-                    target: m.address,
+                    target: m.address.into(),
                     interval: mon.interval.0,
                     timeout: mon.timeout.0,
                     rise: mon.rise,
                     fall: mon.fall,
                     kind,
-                });
+                };
+                // With `ipv6 = true` (SIP and TCP monitors) a dual-stack VIP's member is probed
+                // on its IPv6 address too, and is up only while both answer.
+                if let (Some(a6), true) = (m.address6, mon.ipv6) {
+                    out.push(ProbeSpec {
+                        key: MonitorKey {
+                            v6: true,
+                            ..spec.key
+                        },
+                        target: a6.into(),
+                        ..spec.clone()
+                    });
+                }
+                out.push(spec);
             }
         }
     }

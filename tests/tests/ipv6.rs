@@ -156,48 +156,9 @@ impl Drop for NaWatch {
 #[test]
 fn dual_stack_vip_registrations_calls_groups_fragments_and_failover() {
     let mut lab = Lab::new("v6").expect("lab");
-    // The SIP servers answer on both families; the monitors probe the IPv4 address.
+    // The SIP servers answer on both families, and the monitor probes both (`ipv6 = true`).
     scenario::start_sip_server(&mut lab, "primary").unwrap();
     scenario::start_sip_server(&mut lab, "backup").unwrap();
-    let cfg = lab.write_config(&lab.config("200ms", "1s", "")).unwrap();
-    lab.start_daemon(&cfg).unwrap();
-    lab.wait_active("primary", Duration::from_secs(8))
-        .unwrap_or_else(|| panic!("primary never active:\n{}", lab.daemon_log(0)));
-    let st = lab.status().unwrap();
-    assert_eq!(st["vips"][0]["address6"], VIP6.to_string(), "status");
-    assert_eq!(
-        st["vips"][0]["members"][0]["address6"],
-        PRIMARY6.to_string()
-    );
-
-    // A 4 KB INVITE over UDP/IPv6, fragmented by the phone's kernel, reaches the member whole,
-    // and the member's 4 KB answer comes back whole from the VIP.
-    {
-        let phone = udp6_in(&lab.client, PHONE6, 5092);
-        let member = udp6_in(&lab.primary, PRIMARY6, 5060);
-        let invite: Vec<u8> = (0..4096u32)
-            .map(|i| b"INVITE sip:agent@vip SIP/2.0 "[i as usize % 29])
-            .collect();
-        phone.send_to(&invite, (VIP6, 5060)).unwrap();
-        let mut big = [0u8; 8192];
-        let (n, from) = member.recv_from(&mut big).expect("the 4 KB INVITE");
-        assert_eq!(&big[..n], &invite[..], "reassembled at the member");
-        assert_eq!(
-            from,
-            SocketAddr::from((PHONE6, 5092)),
-            "the phone's address"
-        );
-        member.send_to(&invite, from).unwrap();
-        let (n, from) = phone.recv_from(&mut big).expect("the 4 KB answer");
-        assert_eq!(n, invite.len());
-        assert_eq!(
-            from,
-            SocketAddr::from((VIP6, 5060)),
-            "answered from the VIP"
-        );
-    }
-
-    // IPv6 SIP servers (sipp) beside the IPv4 ones.
     for (which, ns, addr) in [
         ("primary6", &lab.primary, PRIMARY6),
         ("backup6", &lab.backup, BACKUP6),
@@ -205,7 +166,53 @@ fn dual_stack_vip_registrations_calls_groups_fragments_and_failover() {
         let child = scenario::sip_server_in(ns, addr, 5060, &lab.dir).unwrap();
         lab.children.push((format!("sipp-{which}"), child));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    let cfg = lab
+        .write_config(&lab.config("200ms", "1s", "ipv6 = true"))
+        .unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    lab.wait_active("primary", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("primary never active:\n{}", lab.daemon_log(0)));
+    let st = lab.status().unwrap();
+    assert_eq!(st["vips"][0]["address6"], VIP6.to_string(), "status");
+    let primary = &st["vips"][0]["members"][0];
+    assert_eq!(primary["address6"], PRIMARY6.to_string());
+    let monitors: Vec<&str> = primary["monitors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        monitors,
+        ["monSipUdp", "monSipUdp (IPv6)"],
+        "both families probed"
+    );
+
+    // A 4 KB OPTIONS over UDP/IPv6, fragmented by the phone's kernel, reaches the SIP server
+    // whole (sipp parses it and answers), and the answer comes back from the VIP.
+    {
+        let phone = udp6_in(&lab.client, PHONE6, 5092);
+        let mut big = options(phone.local_addr().unwrap(), "frag");
+        let pad = format!("X-Pad: {}\r\n", "p".repeat(4000));
+        let at = big.len() - "Content-Length: 0\r\n\r\n".len();
+        big.splice(at..at, pad.bytes());
+        assert!(big.len() > 4000);
+        phone.send_to(&big, (VIP6, 5060)).unwrap();
+        let mut buf = [0u8; 8192];
+        let (n, from) = phone
+            .recv_from(&mut buf)
+            .expect("the answer to a 4 KB request");
+        assert_eq!(
+            from,
+            SocketAddr::from((VIP6, 5060)),
+            "answered from the VIP"
+        );
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
 
     // Group A over IPv6: registrations and calls through the IPv6 VIP (sipp, both ends).
     assert_eq!(
@@ -289,17 +296,28 @@ fn dual_stack_vip_registrations_calls_groups_fragments_and_failover() {
     };
     exchange(&mut tlib, &mut ts, "RequestRegisterAddress");
 
-    // Failover: the primary's SIP processes die; both families move to the backup, and the
+    // Failover: only the primary's IPv6 SIP process dies. Its IPv6 monitor sees ICMPv6 port
+    // unreachable and takes it down at once; both families move to the backup, and the
     // outside hears unsolicited Neighbor Advertisements for the IPv6 VIP.
     let watch = NaWatch::new(&lab.client, "cl0");
-    lab.stop("sipp-primary", libc::SIGKILL).unwrap();
     lab.stop("sipp-primary6", libc::SIGKILL).unwrap();
     lab.wait_active("backup", Duration::from_secs(8))
         .unwrap_or_else(|| panic!("backup never active:\n{}", lab.daemon_log(0)));
+    let st = lab.status().unwrap();
+    let m6 = &st["vips"][0]["members"][0]["monitors"][1];
+    assert_eq!(m6["name"], "monSipUdp (IPv6)");
+    assert_eq!(m6["up"], false);
+    assert_eq!(
+        m6["reason"], "ICMP port unreachable",
+        "down at once on ICMPv6 port unreachable, not at the timeout"
+    );
+    assert_eq!(
+        st["vips"][0]["members"][0]["monitors"][0]["up"], true,
+        "the primary's IPv4 SIP server still answers"
+    );
     let nas = watch.count(VIP6, Duration::from_millis(800));
     assert!(nas >= 1, "unsolicited NAs for the VIP seen outside: {nas}");
-    let rec4 = lab.status().unwrap();
-    assert_eq!(rec4["vips"][0]["active"], "backup");
+    assert_eq!(st["vips"][0]["active"], "backup");
     // IPv6 answered by the backup, IPv4 too: one decision for both families.
     let phone = udp6_in(&lab.client, PHONE6, 5093);
     phone

@@ -98,7 +98,11 @@ pub(super) fn status(
                         .iter()
                         .filter(|(k, _)| k.vip == vi && k.member == mi)
                         .map(|(k, h): (&MonitorKey, &Health)| api::MonitorStatus {
-                            name: plan.monitors[k.monitor].clone(),
+                            name: if k.v6 {
+                                format!("{} (IPv6)", plan.monitors[k.monitor])
+                            } else {
+                                plan.monitors[k.monitor].clone()
+                            },
                             up: h.up,
                             reason: h.reason.to_string(),
                             last_code: h.last_code,

@@ -13,12 +13,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Identifies one monitor instance: which VIP, which of its members, which monitor (indexes
-/// in the configuration).
+/// in the configuration), and whether it probes the member's IPv6 address (a dual-stack
+/// VIP's members are probed on both; a member is up when every instance is).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MonitorKey {
     pub vip: usize,
     pub member: usize,
     pub monitor: usize,
+    pub v6: bool,
 }
 
 /// One observation of one monitor instance, as a prober reports it.

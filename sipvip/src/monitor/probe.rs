@@ -4,7 +4,7 @@
 use std::{
     collections::VecDeque,
     io,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -51,7 +51,8 @@ pub enum ProbeKind {
 #[derive(Clone, Debug)]
 pub struct ProbeSpec {
     pub key: MonitorKey,
-    pub target: Ipv4Addr,
+    /// The member's address the instance probes (its IPv6 one for a `key.v6` instance).
+    pub target: IpAddr,
     pub interval: Duration,
     /// Also the health's timeout: one value for the prober and for `Health` (see
     /// `ProbeSpec::health`).
@@ -235,7 +236,12 @@ async fn sip_udp<E: ReportSink>(
     let target = SocketAddr::from((spec.target, port));
     // A connected socket: the kernel reports ICMP port/host unreachable for it, and drops
     // datagrams from any other source.
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
+    let any: IpAddr = if target.is_ipv6() {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    };
+    let sock = UdpSocket::bind((any, 0)).await?;
     sock.connect(target).await?;
     let local = sock.local_addr()?;
     let mut tick = ticker(spec.interval);
@@ -420,6 +426,13 @@ async fn icmp<E: ReportSink>(spec: ProbeSpec, tx: mpsc::Sender<E>) -> io::Result
 }
 
 fn icmp_blocking<E: ReportSink>(spec: &ProbeSpec, tx: &mpsc::Sender<E>) -> io::Result<()> {
+    // ICMP echo monitors probe IPv4 addresses (the plan makes no IPv6 instance of them).
+    let IpAddr::V4(target) = spec.target else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the ICMP echo monitor probes IPv4 addresses",
+        ));
+    };
     // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
     let fd = unsafe {
         libc::socket(
@@ -444,7 +457,7 @@ fn icmp_blocking<E: ReportSink>(spec: &ProbeSpec, tx: &mpsc::Sender<E>) -> io::R
         sin_family: libc::AF_INET as u16,
         sin_port: 0,
         sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(spec.target.octets()),
+            s_addr: u32::from_ne_bytes(target.octets()),
         },
         sin_zero: [0; 8],
     };
@@ -523,7 +536,7 @@ fn icmp_blocking<E: ReportSink>(spec: &ProbeSpec, tx: &mpsc::Sender<E>) -> io::R
                 let our = |i: &[u8]| {
                     i.len() >= 8 && i[4..6] == id.to_be_bytes() && i[6..8] == seq.to_be_bytes()
                 };
-                if icmp[0] == 0 && src == spec.target && our(icmp) {
+                if icmp[0] == 0 && src == target && our(icmp) {
                     obs = Observation::Reply {
                         code: 0,
                         up: true,
@@ -532,7 +545,7 @@ fn icmp_blocking<E: ReportSink>(spec: &ProbeSpec, tx: &mpsc::Sender<E>) -> io::R
                 } else if icmp[0] == 3 && icmp.len() >= 8 + 20 + 8 {
                     let q = &icmp[8..];
                     let qihl = usize::from(q[0] & 15) * 4;
-                    if q.len() >= qihl + 8 && q[16..20] == spec.target.octets() && our(&q[qihl..]) {
+                    if q.len() >= qihl + 8 && q[16..20] == target.octets() && our(&q[qihl..]) {
                         obs = Observation::Hard(HardDown::HostUnreachable);
                     }
                 }

@@ -55,7 +55,11 @@ impl OptionsRequest<'_> {
         let from = self
             .from
             .map(str::to_string)
-            .unwrap_or_else(|| format!("<sip:sipvip@{}>", self.local.ip()));
+            .unwrap_or_else(|| match self.local.ip() {
+                // An IPv6 host in a SIP URI is bracketed (RFC 3261, 25.1).
+                std::net::IpAddr::V6(a) => format!("<sip:sipvip@[{a}]>"),
+                a => format!("<sip:sipvip@{a}>"),
+            });
         let transport = self.transport.to_ascii_uppercase();
         let mut m = String::with_capacity(512);
         let _ = write!(m, "OPTIONS {uri} SIP/2.0\r\n");
@@ -280,6 +284,32 @@ mod tests {
         assert!(p.branch.starts_with("z9hG4bK"));
         assert_ne!(req().branch, p.branch);
         assert_ne!(req().call_id, p.call_id);
+    }
+
+    #[test]
+    fn options_over_ipv6_bracket_the_addresses() {
+        let headers = Vec::new();
+        let p = OptionsRequest {
+            transport: "udp",
+            local: "[2001:db8:2::1]:40000".parse().unwrap(),
+            target: "[2001:db8:2::11]:5060".parse().unwrap(),
+            request_uri: None,
+            from: None,
+            headers: &headers,
+            instance: "ab12",
+            cseq: 1,
+        }
+        .build();
+        let text = String::from_utf8(p.bytes).unwrap();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines[0], "OPTIONS sip:[2001:db8:2::11]:5060 SIP/2.0");
+        assert!(lines[1].starts_with("Via: SIP/2.0/UDP [2001:db8:2::1]:40000;branch="));
+        assert!(lines[3].starts_with("From: <sip:sipvip@[2001:db8:2::1]>;tag="));
+        assert_eq!(lines[4], "To: <sip:[2001:db8:2::11]:5060>");
+        assert_eq!(
+            lines[7],
+            "Contact: <sip:sipvip@[2001:db8:2::1]:40000;transport=udp>"
+        );
     }
 
     #[test]
