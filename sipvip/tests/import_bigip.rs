@@ -88,6 +88,66 @@ fn the_seed_deployment_imports_field_by_field() {
     }
 }
 
+/// The seed with an IPv6 virtual on an IPv6 pool of the same two servers, and an IPv6
+/// exclusion: one dual-stack VIP.
+#[test]
+fn an_ipv6_virtual_becomes_the_address6_of_a_dual_stack_vip() {
+    let text = SEED.replace(
+        "        198.18.1.50/32 { }\n",
+        "        198.18.1.50/32 { }\n        2001:db8:1::50/128 { }\n",
+    ) + r#"
+ltm node /Common/nodeHa01Primary6 {
+    address 2001:db8:2::11
+}
+ltm node /Common/nodeHa01Backup6 {
+    address 2001:db8:2::12
+}
+ltm pool /Common/poolHa01v6 {
+    members {
+        /Common/nodeHa01Backup6.5060 {
+            address 2001:db8:2::12
+        }
+        /Common/nodeHa01Primary6.5060 {
+            address 2001:db8:2::11
+        }
+    }
+    monitor /Common/monSipUdp
+}
+ltm virtual /Common/vsVipTlsHa01v6 {
+    destination /Common/2001:db8:1::100.5061
+    ip-protocol tcp
+    pool /Common/poolHa01v6
+    vlans {
+        /Common/dc1ext
+    }
+    vlans-enabled
+}
+"#;
+    let imp = import(&text, None).expect("import");
+    let cfg = Config::parse(&imp.toml, "imported").unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
+    let v = &cfg.vips[0];
+    assert_eq!(
+        v.address6.map(|a| a.to_string()).as_deref(),
+        Some("2001:db8:1::100")
+    );
+    let addr6 = |name: &str| {
+        v.members
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.address6)
+            .map(|a| a.to_string())
+    };
+    // Paired in order, the primary first on both sides.
+    assert_eq!(addr6("nodeHa01Primary").as_deref(), Some("2001:db8:2::11"));
+    assert_eq!(addr6("nodeHa01Backup").as_deref(), Some("2001:db8:2::12"));
+    assert!(cfg.snat.exclusions.contains(&"2001:db8:1::50".to_string()));
+    let r = imp.report.to_string();
+    assert!(
+        r.contains("virtual vsVipTlsHa01v6 (IPv6 2001:db8:1::100) -> address6 of VIP 198.18.1.100"),
+        "{r}"
+    );
+}
+
 #[test]
 fn with_the_udp_and_tcp_virtuals_enabled_the_sip_monitor_is_imported() {
     let text = SEED.replace("    disabled\n", "");
@@ -144,7 +204,11 @@ ltm rule /Part1/weird { when HTTP_REQUEST { HTTP::redirect "https://x/" } }
     let imp = import(text, Some("Part1")).unwrap();
     let cfg = Config::parse(&imp.toml, "imported").unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
     let v = &cfg.vips[0];
-    assert_eq!(cfg.vips.len(), 1, "IPv6 ignored, other partition skipped");
+    assert_eq!(
+        cfg.vips.len(),
+        1,
+        "IPv6 on an IPv4 pool not paired, other partition skipped"
+    );
     assert_eq!(v.address.to_string(), "198.18.1.110");
     assert_eq!(
         v.services[0].member_port,
@@ -175,7 +239,7 @@ ltm rule /Part1/weird { when HTTP_REQUEST { HTTP::redirect "https://x/" } }
     assert_eq!(m.rise, Some(2), "time-until-up 4 s at interval 2 s");
     let r = imp.report.to_string();
     for want in [
-        "virtual v6: 2001:db8::10 is not IPv4",
+        "virtual v6: IPv6 2001:db8::10: sipvip serves IPv6 on a dual-stack VIP; add address6",
         "route domain %3",
         "rule weird: not the SNAT pattern; not translated",
         "pool p: monitor `min 1 of` treated as all of them",

@@ -6,7 +6,7 @@ pub mod parse;
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use parse::{Body, Node, ParseError};
@@ -419,6 +419,8 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
         virt: String,
     }
     let mut vips: BTreeMap<String, Vec<Svc>> = BTreeMap::new();
+    // IPv6 virtuals: each address with its pools, paired below with an IPv4 VIP.
+    let mut vips6: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     for ((k, vname), n) in &objects {
         if k != "virtual" {
             continue;
@@ -457,10 +459,19 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
             }
             continue;
         }
+        if addr.parse::<Ipv6Addr>().is_ok() {
+            let e = vips6
+                .entry(addr.clone())
+                .or_insert_with(|| (vname.clone(), BTreeSet::new()));
+            if let Some(pool) = n.value("pool").map(name) {
+                e.1.insert(pool);
+            }
+            continue;
+        }
         if addr.parse::<Ipv4Addr>().is_err() {
-            report.ignored.push(format!(
-                "virtual {vname}: {addr} is not IPv4 (sipvip is IPv4-only)"
-            ));
+            report
+                .ignored
+                .push(format!("virtual {vname}: {addr} is not an address"));
             continue;
         }
         let Some(pool) = n.value("pool").map(name) else {
@@ -574,6 +585,69 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
         Some(mname)
     };
 
+    // An IPv6 virtual becomes the IPv6 address of a dual-stack VIP: sipvip serves IPv6 on a
+    // VIP with an IPv4 address and the same members. One IPv4 VIP and one IPv6 address
+    // pair up, and the IPv6 pool's members pair with the IPv4 ones in the same order
+    // (primary first); anything else is left for the operator, with what to write.
+    let pool_addresses = |pools: &BTreeSet<String>, report: &mut Report| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for pname in pools {
+            for m in get("pool", pname)
+                .and_then(|p| p.child("members"))
+                .map(|m| m.children())
+                .unwrap_or_default()
+            {
+                let Some(mw) = m.words.first() else { continue };
+                let node_name = mw
+                    .rsplit_once('.')
+                    .filter(|_| mw.matches(':').count() > 1)
+                    .or_else(|| mw.rsplit_once(':'))
+                    .map(|(n, _)| name(n))
+                    .unwrap_or_else(|| name(mw));
+                let address = m
+                    .value("address")
+                    .or_else(|| get("node", &node_name).and_then(|n| n.value("address")))
+                    .map(|a| strip_rd(a, &format!("node {node_name}"), report))
+                    .or_else(|| node_name.parse::<Ipv6Addr>().ok().map(|a| a.to_string()));
+                // Only IPv6 members pair (an IPv6 virtual on an IPv4 pool gives none).
+                if let Some(a) = address.filter(|a| a.parse::<Ipv6Addr>().is_ok()) {
+                    if !out.iter().any(|(n, _)| *n == node_name) {
+                        out.push((node_name, a));
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|(n, _)| (n.to_ascii_lowercase().contains("backup"), n.clone()));
+        out
+    };
+    /// An IPv6 virtual's address, name and pool members (node name, IPv6 address).
+    type Virtual6 = (String, String, Vec<(String, String)>);
+    // The IPv6 virtual to pair with the one IPv4 VIP, if there is one of each.
+    let mut pair6: Option<Virtual6> = None;
+    let unpaired = |a6: &str, v6name: &str, members6: &[(String, String)]| {
+        format!(
+            "virtual {v6name}: IPv6 {a6}: sipvip serves IPv6 on a dual-stack VIP; add address6 = \"{a6}\" to the VIP with the same members, and to each member its IPv6 address ({})",
+            members6
+                .iter()
+                .map(|(n, a)| format!("{n} {a}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    if vips.len() == 1 && vips6.len() == 1 {
+        let (a6, (v6name, pools6)) = vips6.iter().next().expect("one");
+        pair6 = Some((
+            a6.clone(),
+            v6name.clone(),
+            pool_addresses(pools6, &mut report),
+        ));
+    } else {
+        for (a6, (v6name, pools6)) in &vips6 {
+            let members6 = pool_addresses(pools6, &mut report);
+            report.ignored.push(unpaired(a6, v6name, &members6));
+        }
+    }
+
     let mut vip_text = String::new();
     let mut passthrough_note = false;
     for (i, (addr, svcs)) in vips.iter().enumerate() {
@@ -594,6 +668,8 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
             "[[vip]]\nname = {}\naddress = \"{addr}\"",
             toml_str(&vname)
         );
+        // Where the VIP's address6 goes, once its members say whether it pairs.
+        let address6_at = vip_text.len();
         // Pool monitors (all pools of the VIP share members in the seed).
         let mut pool_monitors: Vec<String> = Vec::new();
         let mut members: BTreeMap<String, (String, i32, Vec<String>)> = BTreeMap::new();
@@ -718,6 +794,21 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
                 if s.enabled { "" } else { " (disabled)" }
             ));
         }
+        // The IPv6 virtual pairs when its pool has as many IPv6 members as this VIP has.
+        let paired6 = match pair6.take() {
+            Some((a6, v6name, members6)) if members6.len() == members.len() => {
+                vip_text.insert_str(address6_at, &format!("address6 = \"{a6}\"\n"));
+                report.translated.push(format!(
+                    "virtual {v6name} (IPv6 {a6}) -> address6 of VIP {addr}; its pool's members' IPv6 addresses paired in order"
+                ));
+                Some(members6)
+            }
+            Some((a6, v6name, members6)) => {
+                report.ignored.push(unpaired(&a6, &v6name, &members6));
+                None
+            }
+            None => None,
+        };
         // Priorities: BIG-IP priority groups when set; else the first member is preferred,
         // as the seed's primary is listed first.
         let any_prio = members.values().any(|m| m.1 != 0);
@@ -733,6 +824,12 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
                 "[[vip.member]]\nname = {}\naddress = \"{address}\"\npriority = {priority}\n",
                 toml_str(mname)
             );
+            if let Some((n6, a6)) = paired6.as_ref().and_then(|m| m.get(k)) {
+                let _ = writeln!(vip_text, "address6 = \"{a6}\"");
+                report.approximated.push(format!(
+                    "member {mname}: IPv6 address {a6} from node {n6} (paired by order)"
+                ));
+            }
             if !node_mons.is_empty() {
                 let mut all = pool_monitors.clone();
                 for m in node_mons {
@@ -779,7 +876,12 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
         snat_rule_name.is_some(),
         exclusions
             .iter()
-            .map(|e| toml_str(e.trim_end_matches("/32")))
+            .map(|e| toml_str(
+                e.strip_suffix("/32")
+                    .filter(|a| a.parse::<Ipv4Addr>().is_ok())
+                    .or_else(|| e.strip_suffix("/128"))
+                    .unwrap_or(e)
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
