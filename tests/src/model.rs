@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use sipvip::datapath::{be16, be32, VipSpec};
@@ -50,6 +50,12 @@ enum Datagram {
         service: Option<usize>,
     },
     Untouched,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlowTarget6 {
+    member: Ipv6Addr,
+    slot: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -138,6 +144,8 @@ pub struct Model {
     frames: u64,
     /// The side of the frame being processed.
     side: Side,
+    /// IPv6 flows: (kind, proto, local addr, local port, remote addr, remote port).
+    flows6: HashMap<(FlowKind, u8, Ipv6Addr, u16, Ipv6Addr, u16), FlowTarget6>,
     pub reasons: BTreeMap<&'static str, u64>,
     pub traffic: Traffic,
 }
@@ -316,6 +324,7 @@ impl Model {
             datagrams: HashMap::new(),
             frames: 0,
             side: Side::Ext,
+            flows6: HashMap::new(),
             reasons: BTreeMap::new(),
             traffic: Traffic::default(),
         }
@@ -330,6 +339,7 @@ impl Model {
         let mut b = frame.to_vec();
         let r = match self.accept(side, &b) {
             Err(r) => Err(r),
+            Ok(()) if ipv6_l3(&b).is_some() => self.ipv6(side, &mut b),
             Ok(()) => match side {
                 Side::Ext => self.external(&mut b, frags),
                 Side::Int => self.internal(&mut b, frags),
@@ -1049,6 +1059,252 @@ impl Model {
                 )
             }
             _ => Err("pass_icmp"),
+        }
+    }
+}
+
+/// The IPv6 header's offset when the frame carries IPv6.
+fn ipv6_l3(b: &[u8]) -> Option<usize> {
+    if b.len() < 14 {
+        return None;
+    }
+    match r16(b, 12) {
+        0x86dd => Some(14),
+        0x8100 if b.len() >= 18 && r16(b, 16) == 0x86dd => Some(18),
+        _ => None,
+    }
+}
+
+fn rip6(b: &[u8], o: usize) -> Ipv6Addr {
+    let a: [u8; 16] = b[o..o + 16].try_into().unwrap();
+    Ipv6Addr::from(a)
+}
+
+/// The eight (old, new) words of an IPv6 address change.
+fn addr6_words(old: Ipv6Addr, new: Ipv6Addr) -> Vec<(u16, u16)> {
+    old.segments()
+        .iter()
+        .zip(new.segments().iter())
+        .map(|(o, n)| (*o, *n))
+        .collect()
+}
+
+/// Where the fixture network's FIB sends an IPv6 destination.
+fn fib6(dst: Ipv6Addr) -> Fib {
+    let seg = dst.segments();
+    let on = |net: u16| seg[0..4] == [0x2001, 0xdb8, net, 0];
+    let neighbour = topo::NEIGHBOURS6.iter().find(|(a, _, _)| *a == dst);
+    match neighbour {
+        Some((_, mac, dev)) => Fib::Send {
+            smac: if *dev == "ext0" {
+                topo::EXT_MAC
+            } else {
+                topo::INT_MAC
+            },
+            dmac: *mac,
+        },
+        None if on(0xa) || on(0xb) => Fib::NoNeigh,
+        None if seg[0..3] == [0x2001, 0xdb8, 9] => Fib::Blackhole,
+        None => Fib::NotForwarded,
+    }
+}
+
+impl Model {
+    fn excluded6(&self, a: Ipv6Addr) -> bool {
+        topo::EXCLUSIONS6.iter().any(|(net, len)| {
+            let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(*net) & mask
+        })
+    }
+
+    /// An IPv6 frame: the parse and screen, then the same rules as IPv4 for the UDP and TCP
+    /// packets the differential test sends to the VIP and from the members (no extension
+    /// headers, no fragments, hop limit above 1); anything else that reaches the rules is
+    /// neither for the VIP nor from a member.
+    fn ipv6(&mut self, side: Side, b: &mut [u8]) -> Outcome {
+        let l3 = ipv6_l3(b).expect("IPv6");
+        match ipv6_outcome(b, l3, side == Side::Ext) {
+            "pass_not_vip" | "pass_not_member" => {}
+            r => return Err(r),
+        }
+        let (src, dst) = (rip6(b, l3 + 8), rip6(b, l3 + 24));
+        let vip6 = self.spec.addr6.expect("a dual-stack fixture VIP");
+        let member6 = |a: Ipv6Addr| self.spec.members.iter().position(|m| m.addr6 == Some(a));
+        let (proto, l4, hop) = (b[l3 + 6], l3 + 40, b[l3 + 7]);
+        let simple = |proto: u8| proto == UDP || proto == TCP;
+        match side {
+            Side::Ext if dst == vip6 => {
+                assert!(
+                    simple(proto) && hop > 1,
+                    "the model's IPv6 rules: UDP/TCP, no extension headers"
+                );
+                let (sport, dport) = (r16(b, l4), r16(b, l4 + 2));
+                if proto == UDP && r16(b, l4 + 6) == 0 {
+                    return Err("drop_udp_no_csum");
+                }
+                let (member, slot, service, port) =
+                    if let Some(i) = self.service_vip_side(proto, dport) {
+                        let (_, slot) = self.active_member().ok_or("drop_no_active")?;
+                        let m = self.spec.members[slot as usize].addr6.expect("member IPv6");
+                        (
+                            m,
+                            slot,
+                            Some(i),
+                            Some((dport, self.spec.services[i].member_port)),
+                        )
+                    } else {
+                        let key = (FlowKind::Snat, proto, vip6, dport, src, sport);
+                        let t = *self.flows6.get(&key).ok_or("drop_vip_closed")?;
+                        (t.member, t.slot, None, None)
+                    };
+                let reason = if service.is_some() {
+                    "steered"
+                } else {
+                    "conntrack_reply"
+                };
+                self.rewrite6(b, l3, proto, false, member, port);
+                self.account(true, service, Some(slot), b.len());
+                self.send6(b, l3, fib6(member), reason)
+            }
+            Side::Ext => {
+                let Some(slot) = member6(dst) else {
+                    return Err("pass_not_vip");
+                };
+                if simple(proto) {
+                    let (sport, dport) = (r16(b, l4), r16(b, l4 + 2));
+                    self.flows6
+                        .entry((FlowKind::Passthrough, proto, dst, dport, src, sport))
+                        .or_insert(FlowTarget6 {
+                            member: dst,
+                            slot: slot as u32,
+                        });
+                }
+                Err("pass_to_member")
+            }
+            Side::Int => {
+                let Some(slot) = member6(src) else {
+                    return Err("pass_not_member");
+                };
+                if dst == vip6 {
+                    return Err("pass_to_vip");
+                }
+                assert!(
+                    simple(proto) && hop > 1,
+                    "the model's IPv6 rules: UDP/TCP, no extension headers"
+                );
+                let (sport, dport) = (r16(b, l4), r16(b, l4 + 2));
+                if proto == UDP && r16(b, l4 + 6) == 0 {
+                    return Err("drop_udp_no_csum");
+                }
+                let pt_port = self.spec.members[slot].passthrough_ports.contains(&sport);
+                let pt_flow = self.flows6.contains_key(&(
+                    FlowKind::Passthrough,
+                    proto,
+                    src,
+                    sport,
+                    dst,
+                    dport,
+                ));
+                if pt_port || pt_flow {
+                    return self.forward6(b, l3, dst, "passthrough");
+                }
+                if self.excluded6(dst) {
+                    return self.forward6(b, l3, dst, "excluded");
+                }
+                let (service, port) = match self.service_member_side(proto, sport) {
+                    Some(i) => (Some(i), Some((sport, self.spec.services[i].port))),
+                    None => {
+                        self.flows6.insert(
+                            (FlowKind::Snat, proto, vip6, sport, dst, dport),
+                            FlowTarget6 {
+                                member: src,
+                                slot: slot as u32,
+                            },
+                        );
+                        (None, None)
+                    }
+                };
+                let f = fib6(dst);
+                if matches!(f, Fib::NotForwarded) {
+                    // Not forwardable: to the kernel as it arrived.
+                    return Err("pass_fib");
+                }
+                self.rewrite6(b, l3, proto, true, vip6, port);
+                self.account(false, service, Some(slot as u32), b.len());
+                self.send6(b, l3, f, "snat")
+            }
+        }
+    }
+
+    /// Rewrites the source (`src_side`) or destination address and that side's port, with
+    /// the TCP/UDP checksum (it covers the pseudo-header).
+    fn rewrite6(
+        &self,
+        b: &mut [u8],
+        l3: usize,
+        proto: u8,
+        src_side: bool,
+        new: Ipv6Addr,
+        port: Option<(u16, u16)>,
+    ) {
+        let aoff = l3 + if src_side { 8 } else { 24 };
+        let old = rip6(b, aoff);
+        let mut ch = addr6_words(old, new);
+        b[aoff..aoff + 16].copy_from_slice(&new.octets());
+        let l4 = l3 + 40;
+        if let Some((o, n)) = port {
+            if o != n {
+                ch.push((o, n));
+                w16(b, l4 + if src_side { 0 } else { 2 }, n);
+            }
+        }
+        let coff = l4 + if proto == UDP { 6 } else { 16 };
+        let c = r16(b, coff);
+        let n = if proto == UDP {
+            adjust_udp(c, &ch)
+        } else {
+            adjust(c, &ch)
+        };
+        w16(b, coff, n);
+    }
+
+    /// Sends a translated IPv6 packet along `f`: hop limit and MACs when the datapath sends
+    /// it, else to the kernel translated (or dropped, for a blackhole).
+    fn send6(&mut self, b: &mut [u8], l3: usize, f: Fib, handled: &'static str) -> Outcome {
+        match f {
+            Fib::Send { smac, dmac } => {
+                b[l3 + 7] -= 1;
+                b[0..6].copy_from_slice(&dmac);
+                b[6..12].copy_from_slice(&smac);
+                self.count(handled);
+                Ok(XDP_REDIRECT)
+            }
+            Fib::NoNeigh => Err("pass_no_neigh"),
+            Fib::Blackhole => Err("drop_fib"),
+            Fib::Vlan => Err("pass_vlan"),
+            Fib::NotForwarded | Fib::TooBig(_) => Err("pass_fib"),
+        }
+    }
+
+    /// Forwards an untranslated IPv6 packet: hop limit and MACs only, or to the kernel.
+    fn forward6(
+        &mut self,
+        b: &mut [u8],
+        l3: usize,
+        dst: Ipv6Addr,
+        handled: &'static str,
+    ) -> Outcome {
+        match fib6(dst) {
+            Fib::Send { smac, dmac } => {
+                b[l3 + 7] -= 1;
+                b[0..6].copy_from_slice(&dmac);
+                b[6..12].copy_from_slice(&smac);
+                self.count(handled);
+                Ok(XDP_REDIRECT)
+            }
+            Fib::NoNeigh => Err("pass_no_neigh"),
+            Fib::Blackhole => Err("drop_fib"),
+            _ => Err("pass_fib"),
         }
     }
 }

@@ -61,6 +61,12 @@ struct Gen {
     history: Vec<Ip4>,
     /// IPv4 packets the datapath sent on, for replies and ICMP errors about them.
     outputs: Vec<Vec<u8>>,
+    /// IPv6 flows members opened through the VIP (remote, remote port, VIP port, protocol),
+    /// for the remote's replies.
+    outputs6: Vec<(std::net::Ipv6Addr, u16, u16, u8)>,
+    /// IPv6 frames sent to the VIP's services, and replies to members' IPv6 flows.
+    services6: u64,
+    replies6: u64,
     id: u16,
 }
 
@@ -227,7 +233,118 @@ impl Gen {
     }
 
     /// Remembers what the datapath sent on.
+    /// An IPv6 UDP or TCP packet the rules decide on: a phone or the T-Lib client to the
+    /// IPv6 VIP's services, a closed port or a member's own address, a reply to a flow a
+    /// member opened; or a member to the outside (a phone, the excluded config server, an
+    /// address without a neighbour, a blackholed or unroutable one, the VIP), from a
+    /// service, pass-through or ephemeral port. Some UDP checksums are 0 (forbidden).
+    fn ipv6_rules(&mut self) -> (Side, Vec<u8>) {
+        use frame::Ip6;
+        use std::net::Ipv6Addr;
+        let mut proto = if self.rng.gen_bool(0.6) {
+            frame::UDP
+        } else {
+            frame::TCP
+        };
+        let (side, src, smac, dmac, dst, sport, dport) = if self.rng.gen_bool(0.5) {
+            let (src, smac) = *[(PHONE6, PHONE_MAC), (TLIB6, TLIB_MAC)]
+                .choose(&mut self.rng)
+                .unwrap();
+            match self.rng.gen_range(0..10) {
+                0..=4 => {
+                    let port = *[5060u16, 5061, MAPPED_PORT, 6000]
+                        .choose(&mut self.rng)
+                        .unwrap();
+                    let sport = self.rng.gen_range(1024..65535);
+                    self.services6 += 1;
+                    (Side::Ext, src, smac, EXT_MAC, VIP6, sport, port)
+                }
+                5..=7 if !self.outputs6.is_empty() => {
+                    let (remote, rport, vport, pr) =
+                        self.outputs6[self.rng.gen_range(0..self.outputs6.len())];
+                    proto = pr;
+                    self.replies6 += 1;
+                    let mac = NEIGHBOURS6
+                        .iter()
+                        .find(|(a, _, _)| *a == remote)
+                        .map(|(_, m, _)| *m)
+                        .unwrap_or(PHONE_MAC);
+                    (Side::Ext, remote, mac, EXT_MAC, VIP6, rport, vport)
+                }
+                _ => {
+                    let m = *[PRIMARY6, BACKUP6].choose(&mut self.rng).unwrap();
+                    let dport = *[TSERVER_PORT, 8000, 5060].choose(&mut self.rng).unwrap();
+                    let sport = self.rng.gen_range(1024..65535);
+                    (Side::Ext, src, smac, EXT_MAC, m, sport, dport)
+                }
+            }
+        } else {
+            let (src, smac) = *[(PRIMARY6, PRIMARY_MAC), (BACKUP6, BACKUP_MAC)]
+                .choose(&mut self.rng)
+                .unwrap();
+            let dst = *[
+                PHONE6,
+                TLIB6,
+                CONFIG6,
+                EXCL_NET_HOST6,
+                Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x77),
+                BLACKHOLED6,
+                Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 5),
+                VIP6,
+            ]
+            .choose(&mut self.rng)
+            .unwrap();
+            let sport = *[
+                5060u16,
+                5061,
+                MAPPED_MEMBER_PORT,
+                TSERVER_PORT,
+                8000,
+                40000,
+                40001,
+            ]
+            .choose(&mut self.rng)
+            .unwrap();
+            let dport = *[5062u16, 41000, 5060].choose(&mut self.rng).unwrap();
+            (Side::Int, src, smac, INT_MAC, dst, sport, dport)
+        };
+        let payload: Vec<u8> = (0..self.rng.gen_range(0..48))
+            .map(|_| self.rng.gen())
+            .collect();
+        let mut upper = Vec::new();
+        upper.extend_from_slice(&sport.to_be_bytes());
+        upper.extend_from_slice(&dport.to_be_bytes());
+        if proto == frame::TCP {
+            upper.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        } else {
+            upper.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            upper.extend_from_slice(&[0, 0]);
+        }
+        upper.extend_from_slice(&payload);
+        let mut b = Ip6::new(smac, dmac, src, dst, proto, upper).build();
+        if proto == frame::UDP && self.rng.gen_bool(0.05) {
+            b[14 + 40 + 6] = 0;
+            b[14 + 40 + 7] = 0;
+        }
+        (side, b)
+    }
+
     fn observe(&mut self, verdict: u32, input: &[u8], out: &[u8]) {
+        // A member's IPv6 flow through the VIP: its remote may answer.
+        if verdict == 4
+            && out.len() >= 14 + 44
+            && out[12..14] == [0x86, 0xdd]
+            && out[22..38] == VIP6.octets()
+        {
+            let remote: [u8; 16] = out[38..54].try_into().unwrap();
+            let (vport, rport) = (
+                u16::from_be_bytes([out[54], out[55]]),
+                u16::from_be_bytes([out[56], out[57]]),
+            );
+            if self.outputs6.len() < 64 {
+                self.outputs6.push((remote.into(), rport, vport, out[20]));
+            }
+        }
         if (verdict == 4 || verdict == 2) && input != out {
             if let Some(ip) = ip_of(out) {
                 if ip.len() >= 20 && frame::verify_checksums(out).is_ok() {
@@ -316,6 +433,9 @@ impl Gen {
         }
         if self.rng.gen_bool(0.06) {
             return self.ipv6();
+        }
+        if self.rng.gen_bool(0.06) {
+            return self.ipv6_rules();
         }
         let side = if self.rng.gen_bool(0.5) {
             Side::Ext
@@ -488,6 +608,9 @@ fn datapath_matches_reference_model() {
         queue: Vec::new(),
         history: Vec::new(),
         outputs: Vec::new(),
+        outputs6: Vec::new(),
+        services6: 0,
+        replies6: 0,
         id: 0,
     };
     let guard = net.ns.enter().unwrap();
@@ -576,11 +699,30 @@ fn datapath_matches_reference_model() {
         "pass_broadcast",
         "drop_martian",
         "drop_frag_orphan",
+        "drop_udp_no_csum",
+        "pass_to_vip",
+        "drop_fib",
     ] {
         assert!(
             reasons.get(r).copied().unwrap_or(0) > 0,
             "no frame took the {r} path: {reasons:?}"
         );
     }
+    // IPv6 took the rules' paths too: flows members opened, and the replies they got.
+    let ct6 = net.dp.conntrack6().unwrap();
+    assert!(
+        ct6.iter().any(|(k, _)| k.kind == sipvip_common::CT_SNAT)
+            && ct6
+                .iter()
+                .any(|(k, _)| k.kind == sipvip_common::CT_PASSTHROUGH),
+        "IPv6 flows recorded: {}",
+        ct6.len()
+    );
+    assert!(
+        gen.replies6 > 0 && gen.services6 > 0,
+        "IPv6 frames to the VIP's services ({}) and replies to members' flows ({})",
+        gen.services6,
+        gen.replies6
+    );
     eprintln!("{frames} frames, {flips} flips, seed {seed:#x}: {reasons:?}");
 }
