@@ -58,8 +58,10 @@ pub mod map_names {
     pub const TC6: &str = "SV_TC6_V1";
     /// Kernel-private per-CPU slot for the parsed IPv6 packet.
     pub const PACKET6: &str = "SV_PACKET6_V1";
+    /// Each interface's own IPv6 address, by `iface_slot` (beside `SV_IFACES_V1`).
+    pub const IFACES6: &str = "SV_IFACES6_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         VIPS,
         MEMBERS,
         CONNTRACK,
@@ -85,6 +87,7 @@ pub mod map_names {
         XDP6,
         TC6,
         PACKET6,
+        IFACES6,
     ];
 }
 
@@ -378,6 +381,11 @@ pub struct Iface {
     pub addr_be: u32,
     pub ifindex: u32,
 }
+
+/// Value of `SV_IFACES6_V1` (an array indexed like `SV_IFACES_V1`): the interface's own IPv6
+/// address, which the datapath's ICMPv6 errors come from (0: none, the VIP's is used); valid
+/// while the `SV_IFACES_V1` slot names the interface.
+pub type Iface6 = Ipv6Be;
 
 /// Buckets of member ports in `PassthroughPorts`.
 pub const PT_PORT_BUCKETS: usize = 64;

@@ -358,8 +358,8 @@ impl Family for Ipv6Be {
     }
 
     #[inline(always)]
-    fn error_source<F: Frame>(_f: &F, fallback: Self) -> Self {
-        fallback
+    fn error_source<F: Frame>(f: &F, fallback: Self) -> Self {
+        rules::screen::error_source6(f, fallback)
     }
 
     #[inline(always)]

@@ -107,3 +107,7 @@ pub static TC6: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// Slot 0: this CPU's parsed IPv6 packet (see `Family::settle`); kernel-private.
 #[map(name = "SV_PACKET6_V1")]
 pub static PACKET6: PerCpuArray<crate::packet::Ip<Ipv6Be>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each interface's own IPv6 address, by the slot of `IFACES`; see `Iface6`.
+#[map(name = "SV_IFACES6_V1")]
+pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);

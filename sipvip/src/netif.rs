@@ -14,8 +14,8 @@ struct Entry {
     mac: Option<[u8; 6]>,
     /// AF_INET: the address and its prefix length.
     v4: Option<(Ipv4Addr, u32)>,
-    /// AF_INET6: the address.
-    v6: Option<Ipv6Addr>,
+    /// AF_INET6: the address and its prefix length.
+    v6: Option<(Ipv6Addr, u32)>,
 }
 
 fn entries() -> io::Result<Vec<Entry>> {
@@ -52,7 +52,13 @@ fn entries() -> io::Result<Vec<Entry>> {
                     }
                     libc::AF_INET6 => {
                         let sin6 = a as *const libc::sockaddr_in6;
-                        e.v6 = Some(Ipv6Addr::from((*sin6).sin6_addr.s6_addr));
+                        let m = (*p).ifa_netmask as *const libc::sockaddr_in6;
+                        let len = if m.is_null() {
+                            128
+                        } else {
+                            (*m).sin6_addr.s6_addr.iter().map(|b| b.count_ones()).sum()
+                        };
+                        e.v6 = Some((Ipv6Addr::from((*sin6).sin6_addr.s6_addr), len));
                     }
                     libc::AF_PACKET => {
                         let ll = a as *const libc::sockaddr_ll;
@@ -86,7 +92,7 @@ pub fn local_addresses6() -> Vec<Ipv6Addr> {
     entries()
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|e| e.v6)
+        .filter_map(|e| e.v6.map(|(a, _)| a))
         .collect()
 }
 
@@ -107,6 +113,32 @@ pub fn name(ifindex: u32) -> io::Result<String> {
 /// The interface's MAC address, and its own IPv4 address: the first that is not a /32 (a
 /// VIP is added as a /32), else the first.
 pub fn mac_and_ipv4(ifindex: u32) -> io::Result<([u8; 6], Option<Ipv4Addr>)> {
+    mac_and_addresses(ifindex).map(|(mac, a, _)| (mac, a))
+}
+
+/// The interface's Ethernet address, and its own IPv4 and global IPv6 addresses (one with a
+/// shorter prefix than a host route's, as a VIP added as /32 or /128 is not the interface's
+/// own, else the first; never a link-local IPv6 address).
+pub fn mac_and_addresses(
+    ifindex: u32,
+) -> io::Result<([u8; 6], Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+    let (mac, v4) = mac_and_ipv4_only(ifindex)?;
+    let name = name(ifindex)?;
+    let v6: Vec<(Ipv6Addr, u32)> = entries()?
+        .into_iter()
+        .filter(|e| e.name == name)
+        .filter_map(|e| e.v6)
+        .filter(|(a, _)| a.segments()[0] & 0xffc0 != 0xfe80)
+        .collect();
+    let addr6 = v6
+        .iter()
+        .find(|(_, len)| *len < 128)
+        .or(v6.first())
+        .map(|(a, _)| *a);
+    Ok((mac, v4, addr6))
+}
+
+fn mac_and_ipv4_only(ifindex: u32) -> io::Result<([u8; 6], Option<Ipv4Addr>)> {
     let name = name(ifindex)?;
     let all: Vec<Entry> = entries()?.into_iter().filter(|e| e.name == name).collect();
     let mac = all.iter().find_map(|e| e.mac).ok_or_else(|| {

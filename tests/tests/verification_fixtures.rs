@@ -469,9 +469,10 @@ fn ipv6_too_big_is_answered_with_packet_too_big() {
         ))
         .unwrap();
     let big = [b'x'; 1402]; // 40 + 8 + 1402 = 1450 bytes of IPv6
-                            // Inbound: packet too big from the VIP, quoting the packet as the phone sent it.
+                            // Inbound: packet too big from the gateway's external address, quoting the packet as
+                            // the phone sent it.
     let f = Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5062), (VIP6, 5060), &big).build();
-    let reply = icmp6_error_reply(&f, 2, 0, 1400, VIP6);
+    let reply = icmp6_error_reply(&f, 2, 0, 1400, EXT_IP6);
     expect(
         &net,
         "inbound",
@@ -481,9 +482,10 @@ fn ipv6_too_big_is_answered_with_packet_too_big() {
         Some(&reply),
         "frag_needed",
     );
-    // Outbound: to the member, quoting its own addresses.
+    // Outbound: to the member from the gateway's internal address, quoting its own
+    // addresses.
     let f = Ip6::udp(PRIMARY_MAC, INT_MAC, (PRIMARY6, 5060), (PHONE6, 5062), &big).build();
-    let reply = icmp6_error_reply(&f, 2, 0, 1400, VIP6);
+    let reply = icmp6_error_reply(&f, 2, 0, 1400, INT_IP6);
     expect(
         &net,
         "outbound",

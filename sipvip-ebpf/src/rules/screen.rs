@@ -1,10 +1,10 @@
 //! Before any other rule, on both sides: the L2 acceptance rule and the address screen.
 
-use sipvip_common::{iface_slot, Iface, Reason};
+use sipvip_common::{iface_slot, Iface, Ipv6Be, Reason};
 
 use crate::{
     hook::Frame,
-    maps::IFACES,
+    maps::{IFACES, IFACES6},
     packet::{ipv4::Ipv4, ipv6::Ipv6},
 };
 
@@ -49,6 +49,19 @@ pub fn error_source<F: Frame>(f: &F, fallback_be: u32) -> u32 {
     match iface(f) {
         Some(ifc) if ifc.addr_be != 0 => ifc.addr_be,
         _ => fallback_be,
+    }
+}
+
+/// The source of the ICMPv6 errors the gateway sends: the ingress interface's IPv6 address,
+/// or `fallback` (the VIP's) when it has none.
+#[inline(always)]
+pub fn error_source6<F: Frame>(f: &F, fallback: Ipv6Be) -> Ipv6Be {
+    if iface(f).is_none() {
+        return fallback;
+    }
+    match IFACES6.get(iface_slot(f.ingress_ifindex())) {
+        Some(a) if *a != [0; 4] => *a,
+        _ => fallback,
     }
 }
 

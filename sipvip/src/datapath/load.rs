@@ -40,7 +40,7 @@ struct Layout {
 }
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
-fn layouts(sizes: &MapSizes) -> [Layout; 25] {
+fn layouts(sizes: &MapSizes) -> [Layout; 26] {
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -179,6 +179,14 @@ fn layouts(sizes: &MapSizes) -> [Layout; 25] {
             4,
             0,
             1,
+            false,
+        ),
+        l(
+            map_names::IFACES6,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<Ipv6Be>(),
+            sipvip_common::IFACE_SLOTS,
             false,
         ),
         // The IPv6 programs, tail-called by slot.
@@ -375,6 +383,10 @@ impl Datapath {
             reasons: typed(get(map_names::REASONS)?)?,
             nexthop_gen: typed(get(map_names::NEXTHOP_GEN)?)?,
             ifaces: typed(get(map_names::IFACES)?)?,
+            ifaces6: match get(map_names::IFACES6) {
+                Ok(m) => Some(typed(m)?),
+                Err(_) => None,
+            },
             settings: typed(get(map_names::SETTINGS)?)?,
             // Held: a program array's entries go when its last user reference does.
             prog_arrays: [map_names::XDP6, map_names::TC6]

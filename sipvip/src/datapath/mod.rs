@@ -149,6 +149,8 @@ pub struct Datapath {
     reasons: PerCpuArray<MapData, u64>,
     nexthop_gen: Array<MapData, u32>,
     ifaces: Array<MapData, Iface>,
+    /// The interfaces' IPv6 addresses (None for an object from before them).
+    ifaces6: Option<Array<MapData, Ipv6Be>>,
     settings: Array<MapData, Settings>,
     /// The IPv6 twins (None for another build's object from before IPv6).
     v6: Option<Maps6>,

@@ -12,15 +12,17 @@ use super::{be32, map_err, Datapath, DatapathError, Result, VipSpec};
 
 impl Datapath {
     /// Registers an interface the datapath runs on and may send by: the devmap entry for
-    /// XDP_REDIRECT, and its MAC and first IPv4 address (read from the current network
-    /// namespace) for the L2 acceptance rule and the ICMP errors it sends as the gateway.
+    /// XDP_REDIRECT, and its MAC and own IPv4 and IPv6 addresses (read from the current
+    /// network namespace) for the L2 acceptance rule and the ICMP errors it sends as the
+    /// gateway.
     /// Call it again after the interface's MAC or address changes.
     pub fn add_egress(&mut self, ifindex: u32) -> Result<()> {
         let err = |what: String| DatapathError::Egress { ifindex, what };
         self.devmap
             .insert(ifindex, ifindex, None, 0)
             .map_err(|e| err(e.to_string()))?;
-        let (mac, addr) = crate::netif::mac_and_ipv4(ifindex).map_err(|e| err(e.to_string()))?;
+        let (mac, addr, addr6) =
+            crate::netif::mac_and_addresses(ifindex).map_err(|e| err(e.to_string()))?;
         let slot = sipvip_common::iface_slot(ifindex);
         let held = self
             .ifaces
@@ -42,6 +44,15 @@ impl Datapath {
             addr_be: addr.map(be32).unwrap_or(0),
             ifindex,
         };
+        // The IPv6 address first: the slot's IPv4 record is what makes it valid.
+        if let Some(m) = &mut self.ifaces6 {
+            m.set(
+                slot,
+                addr6.map(|a| ipv6_be(a.octets())).unwrap_or_default(),
+                0,
+            )
+            .map_err(map_err(map_names::IFACES6))?;
+        }
         self.ifaces
             .set(slot, rec, 0)
             .map_err(map_err(map_names::IFACES))
