@@ -182,8 +182,8 @@ pub struct Monitor {
     /// Consecutive unanswered probes that take a member down before `timeout` expires.
     pub fall: Option<u32>,
     pub kind: MonitorKind,
-    /// Also probe the IPv6 address of a dual-stack VIP's members (SIP and TCP monitors): a
-    /// member is then up only while it answers on both.
+    /// Also probe the IPv6 address of a dual-stack VIP's members: a member is then up only
+    /// while it answers on both.
     pub ipv6: bool,
 }
 
@@ -227,6 +227,8 @@ enum MonitorDef {
         timeout: Dur,
         rise: Option<u32>,
         fall: Option<u32>,
+        #[serde(default)]
+        ipv6: bool,
     },
 }
 
@@ -287,13 +289,14 @@ impl From<MonitorDef> for Monitor {
                 timeout,
                 rise,
                 fall,
+                ipv6,
             } => Monitor {
                 name,
                 interval,
                 timeout,
                 rise,
                 fall,
-                ipv6: false,
+                ipv6,
                 kind: MonitorKind::Icmp,
             },
         }

@@ -327,8 +327,8 @@ fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
                     fall: mon.fall,
                     kind,
                 };
-                // With `ipv6 = true` (SIP and TCP monitors) a dual-stack VIP's member is probed
-                // on its IPv6 address too, and is up only while both answer.
+                // With `ipv6 = true` a dual-stack VIP's member is probed on its IPv6 address
+                // too, and is up only while both answer.
                 if let (Some(a6), true) = (m.address6, mon.ipv6) {
                     out.push(ProbeSpec {
                         key: MonitorKey {

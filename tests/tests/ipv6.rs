@@ -3,7 +3,8 @@
 //! VIP; a 4 KB INVITE crosses fragmented; the device groups' rules hold over IPv6 (SNAT to
 //! the VIP, the excluded config server, T-Lib to a member's own address); a failover moves
 //! both families at once, and a neighbour on the outside sees the unsolicited Neighbor
-//! Advertisements for the VIP. Every assertion is about what the receiving end saw.
+//! Advertisements for the VIP. The ICMP echo monitor probes IPv6 too. Every assertion is
+//! about what the receiving end saw.
 
 use std::{
     io::{Read, Write},
@@ -336,4 +337,53 @@ fn dual_stack_vip_registrations_calls_groups_fragments_and_failover() {
     }
     let _ = (VIP, PRIMARY);
     exchange(&mut tlib, &mut ts, "RequestMakeCall");
+}
+
+/// The ICMP echo monitor over IPv6: a member that stops answering echo on its IPv6 address
+/// (the address removed) goes down while IPv4 still answers, and both families move.
+#[test]
+fn icmpv6_echo_monitor_fails_over_both_families() {
+    let mut lab = Lab::new("e6").expect("lab");
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    scenario::start_sip_server(&mut lab, "backup").unwrap();
+    let text = lab
+        .config("200ms", "1s", "")
+        .replace(
+            "[[vip]]",
+            "[[monitor]]\nname = \"monIcmp\"\ntype = \"icmp\"\ninterval = \"200ms\"\ntimeout = \"1s\"\nipv6 = true\n\n[[vip]]",
+        )
+        .replace("monitors = [\"monSipUdp\"]", "monitors = [\"monIcmp\"]");
+    let cfg = lab.write_config(&text).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    lab.wait_active("primary", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("primary never active:\n{}", lab.daemon_log(0)));
+    let names = |st: &serde_json::Value| -> Vec<(String, bool)> {
+        st["vips"][0]["members"][0]["monitors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap().to_string(), m["up"] == true))
+            .collect()
+    };
+    let up = lab.wait_for(Duration::from_secs(5), || {
+        names(&lab.status().unwrap()) == [("monIcmp".into(), true), ("monIcmp (IPv6)".into(), true)]
+    });
+    assert!(
+        up.is_some(),
+        "both echo monitors up: {:?}",
+        names(&lab.status().unwrap())
+    );
+    // The primary's IPv6 address goes away: its IPv6 echo goes unanswered.
+    lab.primary
+        .exec(&format!("ip -6 addr del {PRIMARY6}/64 dev p0"))
+        .unwrap();
+    lab.wait_active("backup", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("backup never active:\n{}", lab.daemon_log(0)));
+    let st = lab.status().unwrap();
+    assert_eq!(
+        names(&st),
+        [("monIcmp".into(), true), ("monIcmp (IPv6)".into(), false)],
+        "IPv4 echo still answered, IPv6 not"
+    );
+    assert_eq!(st["vips"][0]["active"], "backup");
 }

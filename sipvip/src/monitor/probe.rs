@@ -426,41 +426,18 @@ async fn icmp<E: ReportSink>(spec: ProbeSpec, tx: mpsc::Sender<E>) -> io::Result
 }
 
 fn icmp_blocking<E: ReportSink>(spec: &ProbeSpec, tx: &mpsc::Sender<E>) -> io::Result<()> {
-    // ICMP echo monitors probe IPv4 addresses (the plan makes no IPv6 instance of them).
-    let IpAddr::V4(target) = spec.target else {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the ICMP echo monitor probes IPv4 addresses",
-        ));
+    use socket2::{Domain, Protocol as SockProto, SockAddr, Socket, Type};
+    let v6 = spec.target.is_ipv6();
+    let sock = if v6 {
+        Socket::new(Domain::IPV6, Type::RAW, Some(SockProto::ICMPV6))?
+    } else {
+        Socket::new(Domain::IPV4, Type::RAW, Some(SockProto::ICMPV4))?
     };
-    // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_ICMP,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    struct Fd(i32);
-    impl Drop for Fd {
-        fn drop(&mut self) {
-            // SAFETY: closing our own descriptor.
-            unsafe { libc::close(self.0) };
-        }
-    }
-    let fd = Fd(fd);
+    // Echo request and reply, and the error that quotes a dead host's echo (destination
+    // unreachable): ICMP or ICMPv6 (RFC 4443).
+    let (request, reply, unreachable) = if v6 { (128, 129, 1) } else { (8, 0, 3) };
+    let dst = SockAddr::from(SocketAddr::new(spec.target, 0));
     let id: u16 = rand::random();
-    let dst = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(target.octets()),
-        },
-        sin_zero: [0; 8],
-    };
     let mut seq: u16 = 0;
     let send_obs = |obs| {
         tx.blocking_send(E::from(Report { key: spec.key, obs }))
@@ -469,27 +446,20 @@ fn icmp_blocking<E: ReportSink>(spec: &ProbeSpec, tx: &mpsc::Sender<E>) -> io::R
     loop {
         seq = seq.wrapping_add(1);
         let mut pkt = [0u8; 16];
-        pkt[0] = 8;
+        pkt[0] = request;
         pkt[4..6].copy_from_slice(&id.to_be_bytes());
         pkt[6..8].copy_from_slice(&seq.to_be_bytes());
         pkt[8..16].copy_from_slice(b"sipvip\0\0");
-        let c = crate::monitor::probe::inet_checksum(&pkt);
-        pkt[2..4].copy_from_slice(&c.to_be_bytes());
+        if !v6 {
+            // The kernel fills in an ICMPv6 checksum (it covers the pseudo-header); ICMP's
+            // is ours.
+            let c = crate::monitor::probe::inet_checksum(&pkt);
+            pkt[2..4].copy_from_slice(&c.to_be_bytes());
+        }
         let sent = std::time::Instant::now();
-        // SAFETY: sendto with a valid buffer and sockaddr_in.
-        let rc = unsafe {
-            libc::sendto(
-                fd.0,
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                0,
-                (&dst as *const libc::sockaddr_in).cast(),
-                std::mem::size_of_val(&dst) as u32,
-            )
-        };
         let mut obs = Observation::Missed;
-        if rc < 0 {
-            if let Some(h) = hard(&io::Error::last_os_error()) {
+        if let Err(e) = sock.send_to(&pkt, &dst) {
+            if let Some(h) = hard(&e) {
                 obs = Observation::Hard(h);
             }
         } else {
@@ -498,54 +468,48 @@ fn icmp_blocking<E: ReportSink>(spec: &ProbeSpec, tx: &mpsc::Sender<E>) -> io::R
                 if left.is_zero() {
                     break;
                 }
-                let tv = libc::timeval {
-                    tv_sec: left.as_secs() as i64,
-                    tv_usec: i64::from(left.subsec_micros()).max(1),
-                };
-                let mut buf = [0u8; 1500];
-                let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-                let mut flen = std::mem::size_of_val(&from) as u32;
-                // SAFETY: setsockopt/recvfrom on our descriptor with valid buffers.
-                let n = unsafe {
-                    libc::setsockopt(
-                        fd.0,
-                        libc::SOL_SOCKET,
-                        libc::SO_RCVTIMEO,
-                        (&tv as *const libc::timeval).cast(),
-                        std::mem::size_of_val(&tv) as u32,
-                    );
-                    libc::recvfrom(
-                        fd.0,
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        0,
-                        (&mut from as *mut libc::sockaddr_in).cast(),
-                        &mut flen,
-                    )
-                };
-                if n < 0 {
+                sock.set_read_timeout(Some(left.max(Duration::from_micros(1))))?;
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
                     break;
-                }
-                let b = &buf[..n as usize];
-                let ihl = usize::from(b.first().copied().unwrap_or(0) & 15) * 4;
-                if b.len() < ihl + 8 {
+                };
+                // SAFETY: recv_from initialised the first n bytes.
+                let b: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|x| unsafe { x.assume_init() })
+                    .collect();
+                // An IPv4 raw socket delivers the IP header too; an IPv6 one does not.
+                let icmp = if v6 {
+                    &b[..]
+                } else {
+                    let ihl = usize::from(b.first().copied().unwrap_or(0) & 15) * 4;
+                    b.get(ihl..).unwrap_or(&[])
+                };
+                if icmp.len() < 8 {
                     continue;
                 }
-                let icmp = &b[ihl..];
-                let src = Ipv4Addr::from(from.sin_addr.s_addr.to_ne_bytes());
+                let src = from.as_socket().map(|a| a.ip());
                 let our = |i: &[u8]| {
                     i.len() >= 8 && i[4..6] == id.to_be_bytes() && i[6..8] == seq.to_be_bytes()
                 };
-                if icmp[0] == 0 && src == target && our(icmp) {
+                if icmp[0] == reply && src == Some(spec.target) && our(icmp) {
                     obs = Observation::Reply {
                         code: 0,
                         up: true,
                         rtt: sent.elapsed(),
                     };
-                } else if icmp[0] == 3 && icmp.len() >= 8 + 20 + 8 {
+                } else if icmp[0] == unreachable {
+                    // The quoted echo: its destination must be the member.
                     let q = &icmp[8..];
-                    let qihl = usize::from(q[0] & 15) * 4;
-                    if q.len() >= qihl + 8 && q[16..20] == target.octets() && our(&q[qihl..]) {
+                    let (qdst, ql4) = match spec.target {
+                        IpAddr::V6(t) if q.len() >= 48 => (q[24..40] == t.octets(), &q[40..]),
+                        IpAddr::V4(t) if q.len() >= 28 => {
+                            let qihl = usize::from(q[0] & 15) * 4;
+                            (q[16..20] == t.octets(), q.get(qihl..).unwrap_or(&[]))
+                        }
+                        _ => (false, &q[..0]),
+                    };
+                    if qdst && our(ql4) {
                         obs = Observation::Hard(HardDown::HostUnreachable);
                     }
                 }
