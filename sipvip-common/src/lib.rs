@@ -546,9 +546,10 @@ reasons! {
     /// A packet to a VIP with TTL <= 1 that would have been forwarded: ICMP time exceeded
     /// sent back as the gateway, quoting the packet as it arrived.
     TimeExceeded = 11, "time_exceeded", Handled;
-    // ---- IPv6, parsed but not yet translated (slots 12-15 were free) ----
-    /// A well-formed IPv6 packet: the datapath has no IPv6 VIPs yet, so it goes to the
-    /// kernel untouched.
+    // ---- IPv6 left to the kernel (slots 12-15 were free) ----
+    /// An IPv6 packet the IPv6 programs do not take: they are not installed (an object
+    /// loaded without them), or its datagram is longer than 65,535 octets. To the kernel
+    /// untouched.
     PassIpv6 = 12, "pass_ipv6", Pass;
     /// ICMPv6 Neighbor Discovery or router traffic (RFC 4861: types 133-137): always the
     /// kernel's.
@@ -558,7 +559,7 @@ reasons! {
     /// kernel untouched, never steered.
     PassIpv6Ext = 14, "pass_ipv6_ext", Pass;
     // ---- passed to the kernel ----
-    /// Not IPv4 (ARP, IPv6, ...).
+    /// Neither IPv4 nor IPv6 (ARP, ...).
     PassNotIpv4 = 16, "pass_not_ipv4", Pass;
     /// External side: not for a VIP (transit, the gateway itself).
     PassNotVip = 17, "pass_not_vip", Pass;
