@@ -1132,7 +1132,44 @@ impl Model {
         let member6 = |a: Ipv6Addr| self.spec.members.iter().position(|m| m.addr6 == Some(a));
         let (proto, l4, hop) = (b[l3 + 6], l3 + 40, b[l3 + 7]);
         let simple = |proto: u8| proto == UDP || proto == TCP;
+        const ICMPV6: u8 = 58;
         match side {
+            Side::Ext if dst == vip6 && proto == ICMPV6 => {
+                assert!(hop > 1 && b.len() >= l4 + 8, "the model's IPv6 rules: echo");
+                match b[l4] {
+                    128 => {
+                        // Answered in place: MACs and addresses swapped (the pseudo-header's
+                        // sum unchanged), hop limit 64, type 129.
+                        let (dmac, smac) = (b[0..6].to_vec(), b[6..12].to_vec());
+                        b[0..6].copy_from_slice(&smac);
+                        b[6..12].copy_from_slice(&dmac);
+                        b[l3 + 8..l3 + 24].copy_from_slice(&dst.octets());
+                        b[l3 + 24..l3 + 40].copy_from_slice(&src.octets());
+                        b[l3 + 7] = 64;
+                        let code = u16::from(b[l4 + 1]);
+                        b[l4] = 129;
+                        let c = r16(b, l4 + 2);
+                        w16(
+                            b,
+                            l4 + 2,
+                            adjust(c, &[((128 << 8) | code, (129 << 8) | code)]),
+                        );
+                        self.count("echo_reply");
+                        Ok(XDP_TX)
+                    }
+                    129 => {
+                        let id = r16(b, l4 + 4);
+                        let t = *self
+                            .flows6
+                            .get(&(FlowKind::Snat, ICMPV6, vip6, id, src, 0))
+                            .ok_or("drop_icmp")?;
+                        self.rewrite6(b, l3, ICMPV6, false, t.member, None);
+                        self.account(true, None, Some(t.slot), b.len());
+                        self.send6(b, l3, fib6(t.member), "conntrack_reply")
+                    }
+                    _ => Err("drop_icmp"),
+                }
+            }
             Side::Ext if dst == vip6 => {
                 assert!(
                     simple(proto) && hop > 1,
@@ -1187,6 +1224,28 @@ impl Model {
                 };
                 if dst == vip6 {
                     return Err("pass_to_vip");
+                }
+                if proto == ICMPV6 && hop > 1 && b.len() >= l4 + 8 && b[l4] == 128 {
+                    // A member's echo: SNATed, its identifier tracked for the reply.
+                    if self.excluded6(dst) {
+                        return self.forward6(b, l3, dst, "excluded");
+                    }
+                    let id = r16(b, l4 + 4);
+                    // Recorded by the rule, before the next hop is known.
+                    self.flows6.insert(
+                        (FlowKind::Snat, ICMPV6, vip6, id, dst, 0),
+                        FlowTarget6 {
+                            member: src,
+                            slot: slot as u32,
+                        },
+                    );
+                    let f = fib6(dst);
+                    if matches!(f, Fib::NotForwarded) {
+                        return Err("pass_fib");
+                    }
+                    self.rewrite6(b, l3, ICMPV6, true, vip6, None);
+                    self.account(false, None, Some(slot as u32), b.len());
+                    return self.send6(b, l3, f, "snat");
                 }
                 assert!(
                     simple(proto) && hop > 1,
@@ -1258,7 +1317,12 @@ impl Model {
                 w16(b, l4 + if src_side { 0 } else { 2 }, n);
             }
         }
-        let coff = l4 + if proto == UDP { 6 } else { 16 };
+        let coff = l4
+            + match proto {
+                UDP => 6,
+                TCP => 16,
+                _ => 2, // ICMPv6: its checksum covers the pseudo-header too
+            };
         let c = r16(b, coff);
         let n = if proto == UDP {
             adjust_udp(c, &ch)

@@ -67,6 +67,8 @@ struct Gen {
     /// IPv6 frames sent to the VIP's services, and replies to members' IPv6 flows.
     services6: u64,
     replies6: u64,
+    /// Identifiers of echo requests members sent over IPv6.
+    echo_ids6: Vec<u16>,
     id: u16,
 }
 
@@ -321,6 +323,36 @@ impl Gen {
             upper.extend_from_slice(&[0, 0]);
         }
         upper.extend_from_slice(&payload);
+        // Now and then an echo instead: a phone's to the VIP, a member's to the outside, or
+        // the reply to a member's (its identifier from an echo a member sent).
+        if self.rng.gen_bool(0.1) {
+            let id: u16 = if self.echo_ids6.is_empty() || self.rng.gen_bool(0.5) {
+                self.rng.gen()
+            } else {
+                self.echo_ids6[self.rng.gen_range(0..self.echo_ids6.len())]
+            };
+            let ty = match side {
+                Side::Ext if self.rng.gen_bool(0.5) => 129,
+                _ => 128,
+            };
+            if side == Side::Int {
+                self.echo_ids6.push(id);
+                self.echo_ids6.truncate(32);
+            }
+            let (s6, d6) = match (side, ty) {
+                (Side::Ext, 129) => (PHONE6, VIP6),
+                _ => (src, dst),
+            };
+            let mac = if (side, ty) == (Side::Ext, 129) {
+                PHONE_MAC
+            } else {
+                smac
+            };
+            let mut body = id.to_be_bytes().to_vec();
+            body.extend_from_slice(&[0, 1, b'p', b'i', b'n', b'g']);
+            let b = Ip6::icmp6(mac, dmac, s6, d6, ty, &body).build();
+            return (side, b);
+        }
         let mut b = Ip6::new(smac, dmac, src, dst, proto, upper).build();
         if proto == frame::UDP && self.rng.gen_bool(0.05) {
             b[14 + 40 + 6] = 0;
@@ -611,6 +643,7 @@ fn datapath_matches_reference_model() {
         outputs6: Vec::new(),
         services6: 0,
         replies6: 0,
+        echo_ids6: Vec::new(),
         id: 0,
     };
     let guard = net.ns.enter().unwrap();
@@ -702,6 +735,7 @@ fn datapath_matches_reference_model() {
         "drop_udp_no_csum",
         "pass_to_vip",
         "drop_fib",
+        "drop_icmp",
     ] {
         assert!(
             reasons.get(r).copied().unwrap_or(0) > 0,
@@ -714,8 +748,9 @@ fn datapath_matches_reference_model() {
         ct6.iter().any(|(k, _)| k.kind == sipvip_common::CT_SNAT)
             && ct6
                 .iter()
-                .any(|(k, _)| k.kind == sipvip_common::CT_PASSTHROUGH),
-        "IPv6 flows recorded: {}",
+                .any(|(k, _)| k.kind == sipvip_common::CT_PASSTHROUGH)
+            && ct6.iter().any(|(k, _)| k.proto == 58),
+        "IPv6 flows recorded (SNAT, pass-through, ICMPv6 echo): {}",
         ct6.len()
     );
     assert!(
