@@ -144,6 +144,8 @@ pub struct Model {
     frames: u64,
     /// The side of the frame being processed.
     side: Side,
+    /// ICMPv6 errors translated toward a member.
+    pub errors6_in: u64,
     /// IPv6 flows: (kind, proto, local addr, local port, remote addr, remote port).
     flows6: HashMap<(FlowKind, u8, Ipv6Addr, u16, Ipv6Addr, u16), FlowTarget6>,
     pub reasons: BTreeMap<&'static str, u64>,
@@ -325,6 +327,7 @@ impl Model {
             frames: 0,
             side: Side::Ext,
             flows6: HashMap::new(),
+            errors6_in: 0,
             reasons: BTreeMap::new(),
             traffic: Traffic::default(),
         }
@@ -1167,6 +1170,7 @@ impl Model {
                         self.account(true, None, Some(t.slot), b.len());
                         self.send6(b, l3, fib6(t.member), "conntrack_reply")
                     }
+                    1..=4 => self.error6_to_vip(b, l3, vip6),
                     _ => Err("drop_icmp"),
                 }
             }
@@ -1293,6 +1297,85 @@ impl Model {
                 self.send6(b, l3, f, "snat")
             }
         }
+    }
+
+    /// An ICMPv6 error to the VIP about a packet the VIP sent (RFC 4443 types 1-4): to the
+    /// member, the quoted source (and a service's port) translated, quoted and ICMPv6
+    /// checksums updated (the quote's first, then the outer address, as the datapath does).
+    fn error6_to_vip(&mut self, b: &mut [u8], l3: usize, vip6: Ipv6Addr) -> Outcome {
+        const ICMPV6: u8 = 58;
+        let l4 = l3 + 40;
+        let (il3, il4) = (l4 + 8, l4 + 48);
+        let end = l3 + 40 + usize::from(r16(b, l3 + 4));
+        if b.len() < il4 + 8 || il4 + 8 > end {
+            return Err("drop_truncated_l4");
+        }
+        if b[il3] >> 4 != 6 {
+            return Err("drop_icmp");
+        }
+        let (iproto, isrc, idst) = (b[il3 + 6], rip6(b, il3 + 8), rip6(b, il3 + 24));
+        if isrc != vip6 {
+            return Err("drop_icmp");
+        }
+        let (sport, dport) = (r16(b, il4), r16(b, il4 + 2));
+        let (member, slot, service, port) = match iproto {
+            UDP | TCP => {
+                if let Some(i) = self.service_vip_side(iproto, sport) {
+                    let (_, slot) = self.active_member().ok_or("drop_no_active")?;
+                    let m = self.spec.members[slot as usize].addr6.expect("member IPv6");
+                    (m, slot, Some(i), (sport, self.spec.services[i].member_port))
+                } else {
+                    let t = *self
+                        .flows6
+                        .get(&(FlowKind::Snat, iproto, vip6, sport, idst, dport))
+                        .ok_or("drop_icmp")?;
+                    (t.member, t.slot, None, (sport, sport))
+                }
+            }
+            ICMPV6 if b[il4] == 128 => {
+                let id = r16(b, il4 + 4);
+                let t = *self
+                    .flows6
+                    .get(&(FlowKind::Snat, ICMPV6, vip6, id, idst, 0))
+                    .ok_or("drop_icmp")?;
+                (t.member, t.slot, None, (id, id))
+            }
+            _ => return Err("drop_icmp"),
+        };
+        // The quote: its source address, its port, its checksum.
+        let addr = addr6_words(isrc, member);
+        b[il3 + 8..il3 + 24].copy_from_slice(&member.octets());
+        let mut icmp = addr.clone();
+        let mut inner = addr;
+        if (iproto == UDP || iproto == TCP) && port.0 != port.1 {
+            inner.push(port);
+            icmp.push(port);
+            w16(b, il4, port.1);
+        }
+        let at = match iproto {
+            UDP => 6,
+            TCP => 16,
+            _ => 2,
+        };
+        if il4 + at + 2 <= end && il4 + at + 2 <= b.len() {
+            let c = r16(b, il4 + at);
+            let n = if iproto == UDP {
+                adjust_udp(c, &inner)
+            } else {
+                adjust(c, &inner)
+            };
+            if n != c {
+                w16(b, il4 + at, n);
+                icmp.push((c, n));
+            }
+        }
+        let c = r16(b, l4 + 2);
+        w16(b, l4 + 2, adjust(c, &icmp));
+        // Then the outer destination.
+        self.rewrite6(b, l3, ICMPV6, false, member, None);
+        self.account(true, service, Some(slot), b.len());
+        self.errors6_in += 1;
+        self.send6(b, l3, fib6(member), "icmp_error_in")
     }
 
     /// Rewrites the source (`src_side`) or destination address and that side's port, with

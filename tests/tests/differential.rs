@@ -67,8 +67,11 @@ struct Gen {
     /// IPv6 frames sent to the VIP's services, and replies to members' IPv6 flows.
     services6: u64,
     replies6: u64,
+    errors6: u64,
     /// Identifiers of echo requests members sent over IPv6.
     echo_ids6: Vec<u16>,
+    /// IPv6 packets the datapath sent from the VIP, for ICMPv6 errors about them.
+    sent6: Vec<Vec<u8>>,
     id: u16,
 }
 
@@ -323,6 +326,26 @@ impl Gen {
             upper.extend_from_slice(&[0, 0]);
         }
         upper.extend_from_slice(&payload);
+        // Now and then an ICMPv6 error about a packet the VIP sent, from its destination:
+        // destination unreachable, packet too big or time exceeded, quoting all of it or a
+        // prefix (a quote without its ports is too short).
+        if side == Side::Ext && !self.sent6.is_empty() && self.rng.gen_bool(0.1) {
+            let pkt = self.sent6[self.rng.gen_range(0..self.sent6.len())].clone();
+            let remote: [u8; 16] = pkt[24..40].try_into().unwrap();
+            let remote = Ipv6Addr::from(remote);
+            if let Some((_, mac, _)) = NEIGHBOURS6.iter().find(|(a, _, _)| *a == remote) {
+                let n = *[44usize, 56, 64, pkt.len()].choose(&mut self.rng).unwrap();
+                let (ty, code, word) = *[(1u8, 4u8, 0u32), (2, 0, 1280), (3, 0, 0)]
+                    .choose(&mut self.rng)
+                    .unwrap();
+                let mut body = word.to_be_bytes().to_vec();
+                body.extend_from_slice(&pkt[..n.min(pkt.len())]);
+                let mut e = Ip6::icmp6(*mac, EXT_MAC, remote, VIP6, ty, &body);
+                e.upper[1] = code;
+                self.errors6 += 1;
+                return (Side::Ext, e.build());
+            }
+        }
         // Now and then an echo instead: a phone's to the VIP, a member's to the outside, or
         // the reply to a member's (its identifier from an echo a member sent).
         if self.rng.gen_bool(0.1) {
@@ -375,6 +398,13 @@ impl Gen {
             );
             if self.outputs6.len() < 64 {
                 self.outputs6.push((remote.into(), rport, vport, out[20]));
+            }
+            // And the packet itself, for ICMPv6 errors about it.
+            if self.sent6.len() < 64 {
+                self.sent6.push(out[14..].to_vec());
+            } else {
+                let i = self.rng.gen_range(0..64);
+                self.sent6[i] = out[14..].to_vec();
             }
         }
         if (verdict == 4 || verdict == 2) && input != out {
@@ -643,7 +673,9 @@ fn datapath_matches_reference_model() {
         outputs6: Vec::new(),
         services6: 0,
         replies6: 0,
+        errors6: 0,
         echo_ids6: Vec::new(),
+        sent6: Vec::new(),
         id: 0,
     };
     let guard = net.ns.enter().unwrap();
@@ -754,10 +786,12 @@ fn datapath_matches_reference_model() {
         ct6.len()
     );
     assert!(
-        gen.replies6 > 0 && gen.services6 > 0,
-        "IPv6 frames to the VIP's services ({}) and replies to members' flows ({})",
+        gen.replies6 > 0 && gen.services6 > 0 && model.errors6_in > 0,
+        "IPv6 frames to the VIP's services ({}), replies to members' flows ({}), errors about them ({} sent, {} translated)",
         gen.services6,
-        gen.replies6
+        gen.replies6,
+        gen.errors6,
+        model.errors6_in
     );
     eprintln!("{frames} frames, {flips} flips, seed {seed:#x}: {reasons:?}");
 }
