@@ -144,8 +144,9 @@ pub struct Model {
     frames: u64,
     /// The side of the frame being processed.
     side: Side,
-    /// ICMPv6 errors translated toward a member.
+    /// ICMPv6 errors translated toward a member, and from one.
     pub errors6_in: u64,
+    pub errors6_out: u64,
     /// IPv6 flows: (kind, proto, local addr, local port, remote addr, remote port).
     flows6: HashMap<(FlowKind, u8, Ipv6Addr, u16, Ipv6Addr, u16), FlowTarget6>,
     pub reasons: BTreeMap<&'static str, u64>,
@@ -328,6 +329,7 @@ impl Model {
             side: Side::Ext,
             flows6: HashMap::new(),
             errors6_in: 0,
+            errors6_out: 0,
             reasons: BTreeMap::new(),
             traffic: Traffic::default(),
         }
@@ -1229,6 +1231,9 @@ impl Model {
                 if dst == vip6 {
                     return Err("pass_to_vip");
                 }
+                if proto == ICMPV6 && hop > 1 && b.len() >= l4 + 8 && (1..=4).contains(&b[l4]) {
+                    return self.error6_from_member(b, l3, slot, vip6);
+                }
                 if proto == ICMPV6 && hop > 1 && b.len() >= l4 + 8 && b[l4] == 128 {
                     // A member's echo: SNATed, its identifier tracked for the reply.
                     if self.excluded6(dst) {
@@ -1307,11 +1312,15 @@ impl Model {
         let l4 = l3 + 40;
         let (il3, il4) = (l4 + 8, l4 + 48);
         let end = l3 + 40 + usize::from(r16(b, l3 + 4));
-        if b.len() < il4 + 8 || il4 + 8 > end {
+        // As the datapath reads the quote: its IPv6 header, its version, its ports.
+        if b.len() < il3 + 40 {
             return Err("drop_truncated_l4");
         }
         if b[il3] >> 4 != 6 {
             return Err("drop_icmp");
+        }
+        if b.len() < il4 + 8 || il4 + 8 > end {
+            return Err("drop_truncated_l4");
         }
         let (iproto, isrc, idst) = (b[il3 + 6], rip6(b, il3 + 8), rip6(b, il3 + 24));
         if isrc != vip6 {
@@ -1376,6 +1385,85 @@ impl Model {
         self.account(true, service, Some(slot), b.len());
         self.errors6_in += 1;
         self.send6(b, l3, fib6(member), "icmp_error_in")
+    }
+
+    /// A member's ICMPv6 error about a packet it got through the VIP: it leaves from the VIP,
+    /// the quoted destination (and a service's port) translated back to what the peer sent.
+    fn error6_from_member(
+        &mut self,
+        b: &mut [u8],
+        l3: usize,
+        slot: usize,
+        vip6: Ipv6Addr,
+    ) -> Outcome {
+        const ICMPV6: u8 = 58;
+        let l4 = l3 + 40;
+        let (il3, il4) = (l4 + 8, l4 + 48);
+        let end = l3 + 40 + usize::from(r16(b, l3 + 4));
+        let (src, dst) = (rip6(b, l3 + 8), rip6(b, l3 + 24));
+        if b.len() < il3 + 40 {
+            return Err("drop_truncated_l4");
+        }
+        if b[il3] >> 4 != 6 {
+            return Err("pass_icmp");
+        }
+        if b.len() < il4 + 8 || il4 + 8 > end {
+            return Err("drop_truncated_l4");
+        }
+        let (iproto, isrc, idst) = (b[il3 + 6], rip6(b, il3 + 8), rip6(b, il3 + 24));
+        if idst != src || (iproto != UDP && iproto != TCP) {
+            return Err("pass_icmp");
+        }
+        let (isport, mport) = (r16(b, il4), r16(b, il4 + 2));
+        if self.spec.members[slot].passthrough_ports.contains(&mport)
+            || self
+                .flows6
+                .contains_key(&(FlowKind::Passthrough, iproto, src, mport, isrc, isport))
+        {
+            return self.forward6(b, l3, dst, "passthrough");
+        }
+        if self.excluded6(dst) {
+            return self.forward6(b, l3, dst, "excluded");
+        }
+        let (service, port) = match self.service_member_side(iproto, mport) {
+            Some(i) => (Some(i), (mport, self.spec.services[i].port)),
+            None => match self
+                .flows6
+                .get(&(FlowKind::Snat, iproto, vip6, mport, isrc, isport))
+            {
+                Some(t) if t.member == src => (None, (mport, mport)),
+                _ => return Err("pass_icmp"),
+            },
+        };
+        let addr = addr6_words(idst, vip6);
+        b[il3 + 24..il3 + 40].copy_from_slice(&vip6.octets());
+        let mut icmp = addr.clone();
+        let mut inner = addr;
+        if port.0 != port.1 {
+            inner.push(port);
+            icmp.push(port);
+            w16(b, il4 + 2, port.1);
+        }
+        let at = if iproto == UDP { 6 } else { 16 };
+        if il4 + at + 2 <= end && il4 + at + 2 <= b.len() {
+            let c = r16(b, il4 + at);
+            let n = if iproto == UDP {
+                adjust_udp(c, &inner)
+            } else {
+                adjust(c, &inner)
+            };
+            if n != c {
+                w16(b, il4 + at, n);
+                icmp.push((c, n));
+            }
+        }
+        let c = r16(b, l4 + 2);
+        w16(b, l4 + 2, adjust(c, &icmp));
+        let f = fib6(dst);
+        self.rewrite6(b, l3, ICMPV6, true, vip6, None);
+        self.account(false, service, Some(slot as u32), b.len());
+        self.errors6_out += 1;
+        self.send6(b, l3, f, "icmp_error_out")
     }
 
     /// Rewrites the source (`src_side`) or destination address and that side's port, with

@@ -70,8 +70,10 @@ struct Gen {
     errors6: u64,
     /// Identifiers of echo requests members sent over IPv6.
     echo_ids6: Vec<u16>,
-    /// IPv6 packets the datapath sent from the VIP, for ICMPv6 errors about them.
+    /// IPv6 packets the datapath sent from the VIP, for ICMPv6 errors about them; and those
+    /// it steered to a member, for the member's errors.
     sent6: Vec<Vec<u8>>,
+    steered6: Vec<Vec<u8>>,
     id: u16,
 }
 
@@ -346,6 +348,24 @@ impl Gen {
                 return (Side::Ext, e.build());
             }
         }
+        // Or a member's ICMPv6 error about a packet steered to it, to the packet's source.
+        if side == Side::Int && !self.steered6.is_empty() && self.rng.gen_bool(0.1) {
+            let pkt = self.steered6[self.rng.gen_range(0..self.steered6.len())].clone();
+            let member: [u8; 16] = pkt[24..40].try_into().unwrap();
+            let member = Ipv6Addr::from(member);
+            let peer: [u8; 16] = pkt[8..24].try_into().unwrap();
+            let mac = if member == PRIMARY6 {
+                PRIMARY_MAC
+            } else {
+                BACKUP_MAC
+            };
+            let n = *[44usize, 56, pkt.len()].choose(&mut self.rng).unwrap();
+            let mut body = vec![0u8; 4];
+            body.extend_from_slice(&pkt[..n.min(pkt.len())]);
+            let mut e = Ip6::icmp6(mac, INT_MAC, member, Ipv6Addr::from(peer), 1, &body);
+            e.upper[1] = 4;
+            return (Side::Int, e.build());
+        }
         // Now and then an echo instead: a phone's to the VIP, a member's to the outside, or
         // the reply to a member's (its identifier from an echo a member sent).
         if self.rng.gen_bool(0.1) {
@@ -385,6 +405,20 @@ impl Gen {
     }
 
     fn observe(&mut self, verdict: u32, input: &[u8], out: &[u8]) {
+        // An IPv6 packet steered to a member: the member may answer it with an error.
+        if verdict == 4
+            && out.len() >= 14 + 48
+            && out[12..14] == [0x86, 0xdd]
+            && (out[38..54] == PRIMARY6.octets() || out[38..54] == BACKUP6.octets())
+            && input[38..54] == VIP6.octets()
+        {
+            if self.steered6.len() < 64 {
+                self.steered6.push(out[14..].to_vec());
+            } else {
+                let i = self.rng.gen_range(0..64);
+                self.steered6[i] = out[14..].to_vec();
+            }
+        }
         // A member's IPv6 flow through the VIP: its remote may answer.
         if verdict == 4
             && out.len() >= 14 + 44
@@ -396,7 +430,8 @@ impl Gen {
                 u16::from_be_bytes([out[54], out[55]]),
                 u16::from_be_bytes([out[56], out[57]]),
             );
-            if self.outputs6.len() < 64 {
+            // (Replies to UDP and TCP flows; echo has its own replies.)
+            if self.outputs6.len() < 64 && (out[20] == frame::UDP || out[20] == frame::TCP) {
                 self.outputs6.push((remote.into(), rport, vport, out[20]));
             }
             // And the packet itself, for ICMPv6 errors about it.
@@ -676,6 +711,7 @@ fn datapath_matches_reference_model() {
         errors6: 0,
         echo_ids6: Vec::new(),
         sent6: Vec::new(),
+        steered6: Vec::new(),
         id: 0,
     };
     let guard = net.ns.enter().unwrap();
@@ -786,12 +822,13 @@ fn datapath_matches_reference_model() {
         ct6.len()
     );
     assert!(
-        gen.replies6 > 0 && gen.services6 > 0 && model.errors6_in > 0,
-        "IPv6 frames to the VIP's services ({}), replies to members' flows ({}), errors about them ({} sent, {} translated)",
+        gen.replies6 > 0 && gen.services6 > 0 && model.errors6_in > 0 && model.errors6_out > 0,
+        "IPv6 frames to the VIP's services ({}), replies to members' flows ({}), errors about them ({} sent, {} translated in, {} out)",
         gen.services6,
         gen.replies6,
         gen.errors6,
-        model.errors6_in
+        model.errors6_in,
+        model.errors6_out
     );
     eprintln!("{frames} frames, {flips} flips, seed {seed:#x}: {reasons:?}");
 }
