@@ -116,29 +116,13 @@ pub fn mac_and_ipv4(ifindex: u32) -> io::Result<([u8; 6], Option<Ipv4Addr>)> {
     mac_and_addresses(ifindex).map(|(mac, a, _)| (mac, a))
 }
 
-/// The interface's Ethernet address, and its own IPv4 and global IPv6 addresses (one with a
-/// shorter prefix than a host route's, as a VIP added as /32 or /128 is not the interface's
-/// own, else the first; never a link-local IPv6 address).
+/// The interface's Ethernet address, and its own IPv4 and global IPv6 addresses, from one
+/// read of the interface list: of each family, one with a shorter prefix than a host route's
+/// (a VIP added as /32 or /128 is not the interface's own), else the first; never a
+/// link-local IPv6 address.
 pub fn mac_and_addresses(
     ifindex: u32,
 ) -> io::Result<([u8; 6], Option<Ipv4Addr>, Option<Ipv6Addr>)> {
-    let (mac, v4) = mac_and_ipv4_only(ifindex)?;
-    let name = name(ifindex)?;
-    let v6: Vec<(Ipv6Addr, u32)> = entries()?
-        .into_iter()
-        .filter(|e| e.name == name)
-        .filter_map(|e| e.v6)
-        .filter(|(a, _)| a.segments()[0] & 0xffc0 != 0xfe80)
-        .collect();
-    let addr6 = v6
-        .iter()
-        .find(|(_, len)| *len < 128)
-        .or(v6.first())
-        .map(|(a, _)| *a);
-    Ok((mac, v4, addr6))
-}
-
-fn mac_and_ipv4_only(ifindex: u32) -> io::Result<([u8; 6], Option<Ipv4Addr>)> {
     let name = name(ifindex)?;
     let all: Vec<Entry> = entries()?.into_iter().filter(|e| e.name == name).collect();
     let mac = all.iter().find_map(|e| e.mac).ok_or_else(|| {
@@ -153,7 +137,17 @@ fn mac_and_ipv4_only(ifindex: u32) -> io::Result<([u8; 6], Option<Ipv4Addr>)> {
         .find(|(_, len)| *len < 32)
         .or(v4.first())
         .map(|(a, _)| *a);
-    Ok((mac, addr))
+    let v6: Vec<(Ipv6Addr, u32)> = all
+        .iter()
+        .filter_map(|e| e.v6)
+        .filter(|(a, _)| a.segments()[0] & 0xffc0 != 0xfe80)
+        .collect();
+    let addr6 = v6
+        .iter()
+        .find(|(_, len)| *len < 128)
+        .or(v6.first())
+        .map(|(a, _)| *a);
+    Ok((mac, addr, addr6))
 }
 
 /// The interface's own IPv4 address (as [`mac_and_ipv4`] chooses it), by name.

@@ -1352,14 +1352,39 @@ impl Model {
             _ => return Err("drop_icmp"),
         };
         // The quote: its source address, its port, its checksum.
-        let addr = addr6_words(isrc, member);
-        b[il3 + 8..il3 + 24].copy_from_slice(&member.octets());
+        Self::rewrite_quote6(b, l3, iproto, true, isrc, member, port);
+        // Then the outer destination.
+        self.rewrite6(b, l3, ICMPV6, false, member, None);
+        self.account(true, service, Some(slot), b.len());
+        self.errors6_in += 1;
+        self.send6(b, l3, fib6(member), "icmp_error_in")
+    }
+
+    /// Rewrites one address of the packet quoted in the ICMPv6 error at `l3` (its source
+    /// when `src_side`), and that side's port, with the quoted upper-layer checksum when the
+    /// quote carries it and the ICMPv6 checksum (the quote first: the outer address is the
+    /// caller's).
+    fn rewrite_quote6(
+        b: &mut [u8],
+        l3: usize,
+        iproto: u8,
+        src_side: bool,
+        old: Ipv6Addr,
+        new: Ipv6Addr,
+        port: (u16, u16),
+    ) {
+        let l4 = l3 + 40;
+        let (il3, il4) = (l4 + 8, l4 + 48);
+        let end = l3 + 40 + usize::from(r16(b, l3 + 4));
+        let aoff = il3 + if src_side { 8 } else { 24 };
+        let addr = addr6_words(old, new);
+        b[aoff..aoff + 16].copy_from_slice(&new.octets());
         let mut icmp = addr.clone();
         let mut inner = addr;
         if (iproto == UDP || iproto == TCP) && port.0 != port.1 {
             inner.push(port);
             icmp.push(port);
-            w16(b, il4, port.1);
+            w16(b, il4 + if src_side { 0 } else { 2 }, port.1);
         }
         let at = match iproto {
             UDP => 6,
@@ -1380,11 +1405,6 @@ impl Model {
         }
         let c = r16(b, l4 + 2);
         w16(b, l4 + 2, adjust(c, &icmp));
-        // Then the outer destination.
-        self.rewrite6(b, l3, ICMPV6, false, member, None);
-        self.account(true, service, Some(slot), b.len());
-        self.errors6_in += 1;
-        self.send6(b, l3, fib6(member), "icmp_error_in")
     }
 
     /// A member's ICMPv6 error about a packet it got through the VIP: it leaves from the VIP,
@@ -1435,30 +1455,7 @@ impl Model {
                 _ => return Err("pass_icmp"),
             },
         };
-        let addr = addr6_words(idst, vip6);
-        b[il3 + 24..il3 + 40].copy_from_slice(&vip6.octets());
-        let mut icmp = addr.clone();
-        let mut inner = addr;
-        if port.0 != port.1 {
-            inner.push(port);
-            icmp.push(port);
-            w16(b, il4 + 2, port.1);
-        }
-        let at = if iproto == UDP { 6 } else { 16 };
-        if il4 + at + 2 <= end && il4 + at + 2 <= b.len() {
-            let c = r16(b, il4 + at);
-            let n = if iproto == UDP {
-                adjust_udp(c, &inner)
-            } else {
-                adjust(c, &inner)
-            };
-            if n != c {
-                w16(b, il4 + at, n);
-                icmp.push((c, n));
-            }
-        }
-        let c = r16(b, l4 + 2);
-        w16(b, l4 + 2, adjust(c, &icmp));
+        Self::rewrite_quote6(b, l3, iproto, false, idst, vip6, port);
         let f = fib6(dst);
         self.rewrite6(b, l3, ICMPV6, true, vip6, None);
         self.account(false, service, Some(slot as u32), b.len());
@@ -1529,17 +1526,6 @@ impl Model {
         dst: Ipv6Addr,
         handled: &'static str,
     ) -> Outcome {
-        match fib6(dst) {
-            Fib::Send { smac, dmac } => {
-                b[l3 + 7] -= 1;
-                b[0..6].copy_from_slice(&dmac);
-                b[6..12].copy_from_slice(&smac);
-                self.count(handled);
-                Ok(XDP_REDIRECT)
-            }
-            Fib::NoNeigh => Err("pass_no_neigh"),
-            Fib::Blackhole => Err("drop_fib"),
-            _ => Err("pass_fib"),
-        }
+        self.send6(b, l3, fib6(dst), handled)
     }
 }

@@ -114,16 +114,7 @@ pub fn send_error<F: Frame>(
         return Err(Reason::DropTruncatedL4);
     }
     // The one's-complement sum of the quote (at most 60 + 8 bytes), before anything moves.
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < (60 + QUOTED_L4) / 2 {
-        if i * 2 >= quoted {
-            break;
-        }
-        let w: u16 = f.load(p.l3 + i * 2).map_err(e)?;
-        sum += u32::from(w);
-        i += 1;
-    }
+    let sum = quote_sum::<F, { 60 + QUOTED_L4 }>(f, p.l3, quoted).map_err(e)?;
     // The frame's L2 header (18 bytes are always there: the IPv4 header follows).
     let l2: [u16; 9] = f.load(0).map_err(e)?;
 
@@ -139,12 +130,7 @@ pub fn send_error<F: Frame>(
     }
 
     // Ethernet (and the 802.1Q tag): back where it came from.
-    store(f, 0, [l2[3], l2[4], l2[5], l2[0], l2[1], l2[2]]).map_err(e)?;
-    if p.vlan {
-        store(f, 12, [l2[6], l2[7], l2[8]]).map_err(e)?;
-    } else {
-        store(f, 12, l2[6]).map_err(e)?;
-    }
+    turn_around(f, l2, p.vlan).map_err(e)?;
 
     let l3 = p.l3;
     let tot = ((ERROR_HEADERS + quoted) as u16).to_be();
@@ -204,16 +190,7 @@ pub fn send_error6<F: Frame>(
     };
     let tot = p.tot_len as usize;
     let quoted = (if tot < QUOTED6 { tot } else { QUOTED6 }) & !1;
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < QUOTED6 / 2 {
-        if i * 2 >= quoted {
-            break;
-        }
-        let w: u16 = f.load(p.l3 + i * 2).map_err(e)?;
-        sum += u32::from(w);
-        i += 1;
-    }
+    let sum = quote_sum::<F, QUOTED6>(f, p.l3, quoted).map_err(e)?;
     let l2: [u16; 9] = f.load(0).map_err(e)?;
     let dst = p.src();
 
@@ -225,12 +202,7 @@ pub fn send_error6<F: Frame>(
     if !f.adjust_tail(want as i32 - have as i32) {
         return Err(Reason::DropMalformedIpv6);
     }
-    store(f, 0, [l2[3], l2[4], l2[5], l2[0], l2[1], l2[2]]).map_err(e)?;
-    if p.vlan {
-        store(f, 12, [l2[6], l2[7], l2[8]]).map_err(e)?;
-    } else {
-        store(f, 12, l2[6]).map_err(e)?;
-    }
+    turn_around(f, l2, p.vlan).map_err(e)?;
 
     let l3 = p.l3;
     let len = (8 + quoted) as u16;
@@ -259,6 +231,35 @@ pub fn send_error6<F: Frame>(
     icmp[1] = !fold(fold(sum) as u32 + pseudo + icmp.iter().map(|w| u32::from(*w)).sum::<u32>());
     store(f, l3 + 40, icmp).map_err(e)?;
     Ok(Verdict::Bounce)
+}
+
+/// The one's-complement sum of the first `quoted` bytes at `l3` (an even count, at most
+/// `MAX`), read before the frame moves.
+#[inline(always)]
+fn quote_sum<F: Frame, const MAX: usize>(f: &F, l3: usize, quoted: usize) -> Result<u32, ()> {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < MAX / 2 {
+        if i * 2 >= quoted {
+            break;
+        }
+        let w: u16 = f.load(l3 + i * 2)?;
+        sum += u32::from(w);
+        i += 1;
+    }
+    Ok(sum)
+}
+
+/// Writes the saved link-layer header `l2` back, turned around: to the MAC the frame came
+/// from, from the one it was sent to, the 802.1Q tag (if any) and ethertype kept.
+#[inline(always)]
+fn turn_around<F: Frame>(f: &F, l2: [u16; 9], vlan: bool) -> Result<(), ()> {
+    store(f, 0, [l2[3], l2[4], l2[5], l2[0], l2[1], l2[2]])?;
+    if vlan {
+        store(f, 12, [l2[6], l2[7], l2[8]])
+    } else {
+        store(f, 12, l2[6])
+    }
 }
 
 #[inline(always)]

@@ -87,29 +87,17 @@ pub fn rewrite_quote<F: Frame>(f: &F, p: &Ipv4, q: QuoteRewrite) -> Result<(), R
     }
 
     if q.proto == IPPROTO_TCP || q.proto == IPPROTO_UDP {
-        let mut l4 = ipd;
-        let (old, new) = q.port;
-        if old != new {
-            l4.word(old, new);
-            icmp.word(old, new);
-            store(f, il4 + port_off, new).map_err(e)?;
-        }
-        // The quoted TCP checksum lies past the 8 bytes RFC 792 guarantees: update it only
-        // when the error carries it.
-        let off = il4 + if q.proto == IPPROTO_UDP { 6 } else { 16 };
-        if off + 2 <= p.l3 + p.tot_len as usize {
-            if let Ok(c) = f.load::<u16>(off) {
-                let n = if q.proto == IPPROTO_UDP {
-                    l4.apply_udp(c)
-                } else {
-                    l4.apply(c)
-                };
-                if n != c {
-                    store(f, off, n).map_err(e)?;
-                    icmp.word(c, n);
-                }
-            }
-        }
+        let at = if q.proto == IPPROTO_UDP { 6 } else { 16 };
+        let end = p.l3 + p.tot_len as usize;
+        quoted_l4(
+            f,
+            (il4, end),
+            q.proto,
+            Some(at),
+            (port_off, q.port),
+            ipd,
+            &mut icmp,
+        )?;
     }
 
     let c: u16 = f.load(p.l4 + 2).map_err(e)?;
@@ -136,39 +124,65 @@ pub fn rewrite_quote6<F: Frame>(f: &F, p: &Ipv6, q: QuoteRewrite<Ipv6Be>) -> Res
     Ipv6Be::store(f, il3 + addr_off, q.addr).map_err(e)?;
     let mut icmp = addr;
 
-    let mut l4 = addr;
-    let (old, new) = q.port;
-    if (q.proto == IPPROTO_TCP || q.proto == IPPROTO_UDP) && old != new {
-        l4.word(old, new);
-        icmp.word(old, new);
-        store(f, il4 + port_off, new).map_err(e)?;
-    }
     let at = match q.proto {
         IPPROTO_UDP => Some(6),
         IPPROTO_TCP => Some(16),
         NEXT_ICMPV6 => Some(2),
         _ => None,
     };
-    if let Some(at) = at {
-        // The quoted TCP checksum lies past the 8 bytes the quote surely holds: update it
-        // only when the error carries it.
-        let off = il4 + at;
-        if off + 2 <= p.l3 + p.tot_len as usize {
-            if let Ok(c) = f.load::<u16>(off) {
-                let n = if q.proto == IPPROTO_UDP {
-                    l4.apply_udp(c)
-                } else {
-                    l4.apply(c)
-                };
-                if n != c {
-                    store(f, off, n).map_err(e)?;
-                    icmp.word(c, n);
-                }
-            }
-        }
-    }
+    let end = p.l3 + p.tot_len as usize;
+    quoted_l4(
+        f,
+        (il4, end),
+        q.proto,
+        at,
+        (port_off, q.port),
+        addr,
+        &mut icmp,
+    )?;
 
     let c: u16 = f.load(p.l4 + 2).map_err(e)?;
     store(f, p.l4 + 2, icmp.apply(c)).map_err(e)?;
+    Ok(())
+}
+
+/// The quoted upper-layer header's part of a quote rewrite, both families: the port on the
+/// rewritten side (TCP, UDP) at `il4 + port_off`, then the quoted checksum at `il4 + at`
+/// (the change `l4` it covers so far, plus the port's), updated only when the error carries
+/// it within the datagram's `end` (a quoted TCP checksum lies past the 8 bytes a quote
+/// surely holds); each change is added to the ICMP checksum's `icmp`.
+#[inline(always)]
+fn quoted_l4<F: Frame>(
+    f: &F,
+    (il4, end): (usize, usize),
+    proto: u8,
+    at: Option<usize>,
+    (port_off, (old, new)): (usize, (u16, u16)),
+    mut l4: Delta,
+    icmp: &mut Delta,
+) -> Result<(), Reason> {
+    let e = |_| Reason::DropTruncatedL4;
+    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && old != new {
+        l4.word(old, new);
+        icmp.word(old, new);
+        store(f, il4 + port_off, new).map_err(e)?;
+    }
+    let Some(at) = at else {
+        return Ok(());
+    };
+    let off = il4 + at;
+    if off + 2 <= end {
+        if let Ok(c) = f.load::<u16>(off) {
+            let n = if proto == IPPROTO_UDP {
+                l4.apply_udp(c)
+            } else {
+                l4.apply(c)
+            };
+            if n != c {
+                store(f, off, n).map_err(e)?;
+                icmp.word(c, n);
+            }
+        }
+    }
     Ok(())
 }

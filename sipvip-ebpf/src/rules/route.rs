@@ -123,7 +123,6 @@ pub fn resolve<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: &mut Decision<A>) {
         (true, Side::Dst) => (p.src(), d.rewrite.addr),
         (false, _) => (p.src(), p.dst()),
     };
-    let handled = d.reason;
     let answerable = translate && !d.record.has(Record::QUOTE) && A::ANSWERS;
     match route(f, p, src_be, dst_be) {
         Hop::Send(link) => {
@@ -165,7 +164,6 @@ pub fn resolve<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: &mut Decision<A>) {
         Hop::Kernel(r) | Hop::Untranslated(r) => d.reason = r,
         Hop::TooBig(_) => d.reason = Reason::PassFib,
     }
-    let _ = handled;
 }
 
 /// The decision for a translated packet of VIP `vip_id`, counted toward its `service` and

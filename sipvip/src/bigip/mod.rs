@@ -91,6 +91,17 @@ fn destination(d: &str) -> Option<(String, Option<String>, u16)> {
     Some((addr, rd, port_of(port)?))
 }
 
+/// The node a pool member names: `node:port`, or `node.port` where the node is an IPv6
+/// address (more than one colon) or carries no colon at all.
+fn member_node(mw: &str) -> String {
+    let split = if mw.matches(':').count() > 1 {
+        mw.rsplit_once('.')
+    } else {
+        mw.rsplit_once(':').or_else(|| mw.rsplit_once('.'))
+    };
+    split.map(|(n, _)| name(n)).unwrap_or_else(|| name(mw))
+}
+
 fn strip_rd(a: &str, what: &str, report: &mut Report) -> String {
     match a.split_once('%') {
         Some((addr, rd)) => {
@@ -598,12 +609,7 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
                 .unwrap_or_default()
             {
                 let Some(mw) = m.words.first() else { continue };
-                let node_name = mw
-                    .rsplit_once('.')
-                    .filter(|_| mw.matches(':').count() > 1)
-                    .or_else(|| mw.rsplit_once(':'))
-                    .map(|(n, _)| name(n))
-                    .unwrap_or_else(|| name(mw));
+                let node_name = member_node(mw);
                 let address = m
                     .value("address")
                     .or_else(|| get("node", &node_name).and_then(|n| n.value("address")))
@@ -719,11 +725,7 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
             }
             for m in p.child("members").map(|m| m.children()).unwrap_or_default() {
                 let Some(mw) = m.words.first() else { continue };
-                let node_name = mw
-                    .rsplit_once(':')
-                    .or_else(|| mw.rsplit_once('.'))
-                    .map(|(n, _)| name(n))
-                    .unwrap_or_else(|| name(mw));
+                let node_name = member_node(mw);
                 let node = get("node", &node_name);
                 let address = m
                     .value("address")

@@ -4,9 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::lpm_trie::Key;
-use sipvip_common::{
-    ipv6_be, map_names, time_units, CtKey, Iface, Ipv6Be, Settings, VipRecord, VIP_F_SILENT,
-};
+use sipvip_common::{ipv6_be, map_names, time_units, Iface, Settings, VipRecord, VIP_F_SILENT};
 
 use super::{be32, map_err, Datapath, DatapathError, Result, VipSpec};
 
@@ -309,17 +307,9 @@ impl Datapath {
     /// Removes every conntrack entry of both families (as a daemon restart with fresh maps
     /// would).
     pub fn flush_conntrack(&mut self) -> Result<usize> {
-        let keys: Vec<CtKey> = self.conntrack.keys().filter_map(|k| k.ok()).collect();
-        for k in &keys {
-            let _ = self.conntrack.remove(k);
-        }
-        let mut n = keys.len();
+        let mut n = remove_flows(&mut self.conntrack, |_, _| true);
         if let Some(v6) = &mut self.v6 {
-            let keys: Vec<CtKey<Ipv6Be>> = v6.conntrack.keys().filter_map(|k| k.ok()).collect();
-            for k in &keys {
-                let _ = v6.conntrack.remove(k);
-            }
-            n += keys.len();
+            n += remove_flows(&mut v6.conntrack, |_, _| true);
         }
         Ok(n)
     }
@@ -334,32 +324,33 @@ impl Datapath {
     ) -> Result<usize> {
         let steers = |kind: u8| kind == sipvip_common::CT_SNAT || kind == sipvip_common::CT_STEER;
         let target = be32(member);
-        let doomed: Vec<CtKey> = self
-            .conntrack
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter(|(k, v)| v.member_be == target && steers(k.kind))
-            .map(|(k, _)| k)
-            .collect();
-        for k in &doomed {
-            // An entry the LRU evicted meanwhile is already gone.
-            let _ = self.conntrack.remove(k);
-        }
-        let mut n = doomed.len();
+        let mut n = remove_flows(&mut self.conntrack, |k, v| {
+            v.member_be == target && steers(k.kind)
+        });
         if let (Some(a6), Some(v6)) = (member6, &mut self.v6) {
             let target = ipv6_be(a6.octets());
-            let doomed: Vec<CtKey<Ipv6Be>> = v6
-                .conntrack
-                .iter()
-                .filter_map(|e| e.ok())
-                .filter(|(k, v)| v.member_be == target && steers(k.kind))
-                .map(|(k, _)| k)
-                .collect();
-            for k in &doomed {
-                let _ = v6.conntrack.remove(k);
-            }
-            n += doomed.len();
+            n += remove_flows(&mut v6.conntrack, |k, v| {
+                v.member_be == target && steers(k.kind)
+            });
         }
         Ok(n)
     }
+}
+
+/// Removes the conntrack entries (either family's map) that `doomed` picks; returns how many.
+/// An entry the LRU evicted meanwhile is already gone.
+fn remove_flows<K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
+    doomed: impl Fn(&K, &V) -> bool,
+) -> usize {
+    let keys: Vec<K> = map
+        .iter()
+        .filter_map(|e| e.ok())
+        .filter(|(k, v)| doomed(k, v))
+        .map(|(k, _)| k)
+        .collect();
+    for k in &keys {
+        let _ = map.remove(k);
+    }
+    keys.len()
 }
