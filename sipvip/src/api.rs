@@ -68,8 +68,10 @@ pub struct MonitorStatus {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct MemberStatus {
     pub name: String,
-    pub address: String,
-    /// The member's IPv6 address, on a dual-stack VIP.
+    /// The member's IPv4 address, on a VIP with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The member's IPv6 address, on a VIP with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address6: Option<String>,
     /// The DNS name the address comes from, for a member given by `host`.
@@ -100,8 +102,10 @@ pub struct ServiceStatus {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct VipStatus {
     pub name: String,
-    pub address: String,
-    /// The VIP's IPv6 address, if it is dual-stack.
+    /// The VIP's IPv4 address, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The VIP's IPv6 address, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address6: Option<String>,
     pub active: Option<String>,
@@ -157,13 +161,14 @@ pub fn table(s: &Status) -> String {
     for v in &s.vips {
         let _ = writeln!(
             o,
-            "VIP {} {}{}  active: {} (for {:.1}s){}{}  failovers: {}{}",
+            "VIP {} {}  active: {} (for {:.1}s){}{}  failovers: {}{}",
             v.name,
-            v.address,
-            v.address6
-                .as_deref()
-                .map(|a| format!(" {a}"))
-                .unwrap_or_default(),
+            [&v.address, &v.address6]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
             v.active.as_deref().unwrap_or("none"),
             v.active_for_s,
             v.draining
@@ -233,7 +238,10 @@ pub fn table(s: &Status) -> String {
                 o,
                 "  {:<20} {:<16} {:>4} {:<6} {:<8} {:>9} {:>9}  {}",
                 m.name,
-                m.address,
+                m.address
+                    .as_deref()
+                    .or(m.address6.as_deref())
+                    .unwrap_or("-"),
                 m.priority,
                 state,
                 role,
@@ -241,7 +249,7 @@ pub fn table(s: &Status) -> String {
                 m.packets_out,
                 mons.join("; ")
             );
-            if let Some(a6) = &m.address6 {
+            if let (Some(_), Some(a6)) = (&m.address, &m.address6) {
                 let _ = writeln!(o, "  {:<20} {a6}", "");
             }
             if let Some(h) = &m.host {

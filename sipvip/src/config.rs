@@ -329,10 +329,6 @@ fn yes() -> bool {
     true
 }
 
-fn unresolved() -> Ipv4Addr {
-    Ipv4Addr::UNSPECIFIED
-}
-
 /// How members named by `host` are resolved.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -378,9 +374,9 @@ pub fn valid_host(name: &str) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct Member {
     pub name: String,
-    /// The member's address; or give `host` instead. 0.0.0.0 until a `host` is resolved.
-    #[serde(default = "unresolved")]
-    pub address: Ipv4Addr,
+    /// The member's IPv4 address, on a VIP with an `address` (required there); or give
+    /// `host` instead. None until a `host` or a local member's node address is resolved.
+    pub address: Option<Ipv4Addr>,
     /// The member's IPv6 address, on a VIP with an `address6` (required there).
     pub address6: Option<Ipv6Addr>,
     /// A DNS name resolving to the member's one IPv4 address (a StatefulSet pod's name,
@@ -427,9 +423,11 @@ pub enum AllDownPolicy {
 #[serde(deny_unknown_fields)]
 pub struct Vip {
     pub name: String,
-    pub address: Ipv4Addr,
-    /// The VIP's IPv6 address (a dual-stack VIP): the same services and the same active
-    /// member, reached over IPv6. Every member then needs an `address6`.
+    /// The VIP's IPv4 address. A VIP has `address`, `address6` or both; each member then
+    /// has an address in each of the VIP's families.
+    pub address: Option<Ipv4Addr>,
+    /// The VIP's IPv6 address (an IPv6-only or dual-stack VIP): the same services and the
+    /// same active member, reached over IPv6. Every member then needs an `address6`.
     pub address6: Option<Ipv6Addr>,
     /// Default: udp/5060, tcp/5060, tcp/5061.
     #[serde(default = "default_services", rename = "service")]
@@ -885,11 +883,25 @@ impl Config {
             if !vip_names.insert(v.name.as_str()) {
                 p(loc.clone(), format!("duplicate VIP name {:?}", v.name));
             }
-            if vip_addrs.insert(IpAddr::V4(v.address), i).is_some() {
-                p(
+            match v.address {
+                None if v.address6.is_none() => p(
+                    loc.clone(),
+                    "a VIP needs `address` (IPv4), `address6` (IPv6) or both".into(),
+                ),
+                None if self.interfaces.mode == Mode::Node => p(
+                    loc.clone(),
+                    "`address` is required: node mode serves IPv4 VIPs only for now".into(),
+                ),
+                None => {}
+                Some(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => p(
                     format!("{loc}.address"),
-                    format!("{} is already another VIP's address", v.address),
-                );
+                    format!("{a} cannot be a unicast VIP"),
+                ),
+                Some(a) if vip_addrs.insert(IpAddr::V4(a), i).is_some() => p(
+                    format!("{loc}.address"),
+                    format!("{a} is already another VIP's address"),
+                ),
+                Some(_) => {}
             }
             if let Some(a6) = v.address6 {
                 if let Some(why) = unusable_ipv6(a6) {
@@ -987,41 +999,57 @@ impl Config {
                         );
                     }
                 }
-                match (&m.host, m.address.is_unspecified()) {
-                    (None, true) if m.local => {}
-                    (Some(_), false) => {
-                        p(mloc.clone(), "give `address` or `host`, not both".into())
-                    }
-                    (None, true) => p(
-                        mloc.clone(),
-                        "`address` or `host` is required (0.0.0.0 is not an address)".into(),
+                match (v.address, &m.host, m.address) {
+                    (None, Some(_), _) => p(
+                        format!("{mloc}.host"),
+                        "the VIP has no IPv4 address, and `host` names a member's IPv4 \
+                         address: give the member's `address6`"
+                            .into(),
                     ),
-                    (Some(h), true) if !valid_host(h) => {
-                        p(format!("{mloc}.host"), format!("{h:?} is not a DNS name"))
-                    }
-                    _ => {}
-                }
-                if m.address.is_unspecified() || m.local {
-                    // Named by `host`: its address is checked once resolved. Local members
-                    // share the node's address: their ports must differ (below).
-                } else if let Some(other) =
-                    member_addrs.insert(IpAddr::V4(m.address), format!("{}/{}", v.name, m.name))
-                {
-                    p(
+                    (None, None, Some(a)) => p(
                         format!("{mloc}.address"),
                         format!(
-                            "{} is already member {other}; a member belongs to one VIP",
-                            m.address
+                            "{a}: the VIP has no IPv4 address to translate it to; give the \
+                             VIP an `address` or remove this one"
                         ),
-                    );
-                }
-                if !m.address.is_unspecified()
-                    && (vip_addrs.contains_key(&IpAddr::V4(m.address)) || m.address == v.address)
-                {
-                    p(
-                        format!("{mloc}.address"),
-                        format!("{} is a VIP address", m.address),
-                    );
+                    ),
+                    (None, None, None) => {}
+                    (Some(_), None, None) if m.local => {}
+                    (Some(_), Some(_), Some(_)) => {
+                        p(mloc.clone(), "give `address` or `host`, not both".into())
+                    }
+                    (Some(_), None, None) => p(
+                        mloc.clone(),
+                        "the VIP has an IPv4 address, so each member needs one: `address` or \
+                         `host` is required"
+                            .into(),
+                    ),
+                    (Some(_), Some(h), None) if !valid_host(h) => {
+                        p(format!("{mloc}.host"), format!("{h:?} is not a DNS name"))
+                    }
+                    (Some(_), Some(_), None) => {}
+                    (Some(vip), None, Some(a)) => {
+                        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+                            p(
+                                format!("{mloc}.address"),
+                                format!("{a} cannot be a unicast member"),
+                            );
+                        } else if vip_addrs.contains_key(&IpAddr::V4(a)) || a == vip {
+                            p(format!("{mloc}.address"), format!("{a} is a VIP address"));
+                        } else if m.local {
+                            // Local members share the node's address: their ports must
+                            // differ (below).
+                        } else if let Some(other) =
+                            member_addrs.insert(IpAddr::V4(a), format!("{}/{}", v.name, m.name))
+                        {
+                            p(
+                                format!("{mloc}.address"),
+                                format!(
+                                    "{a} is already member {other}; a member belongs to one VIP"
+                                ),
+                            );
+                        }
+                    }
                 }
                 match (v.address6, m.address6) {
                     (Some(vip6), None) => p(
@@ -1249,7 +1277,7 @@ mod tests {
             .map(|s| v.members[1].port_for(s))
             .collect();
         assert_eq!(ports, vec![5070, 5070, 5071]);
-        assert!(v.members[0].local && v.members[0].address.is_unspecified());
+        assert!(v.members[0].local && v.members[0].address.is_none());
 
         // A port clash names both members and the port.
         let clash = one_host_pair(r#""udp/5060" = 5070, "tcp/5060" = 5070"#);
@@ -1311,7 +1339,7 @@ mod tests {
             m.host.as_deref(),
             Some("sip-1.sip.contact.svc.cluster.local")
         );
-        assert!(m.address.is_unspecified(), "resolved later");
+        assert!(m.address.is_none(), "resolved later");
         assert_eq!(cfg.dns, Dns::default());
 
         let both = example_with(
@@ -1516,6 +1544,77 @@ mod tests {
         assert!(parse_prefix("2001:db8::/129")
             .unwrap_err()
             .contains("prefix length must be 0-128"));
+    }
+
+    /// The example with its VIP and members on IPv6 only.
+    fn ipv6_only() -> String {
+        example_with(
+            "address = \"198.18.1.100\"",
+            "address6 = \"2001:db8:a::100\"",
+        )
+        .replace("address = \"198.18.2.11\"", "address6 = \"2001:db8:b::11\"")
+        .replace("address = \"198.18.2.12\"", "address6 = \"2001:db8:b::12\"")
+    }
+
+    #[test]
+    fn a_vip_may_be_ipv6_only() {
+        let cfg = Config::parse(&ipv6_only(), "v6.toml").expect("an IPv6-only VIP is valid");
+        let v = &cfg.vips[0];
+        assert_eq!(
+            (v.address, v.address6),
+            (None, "2001:db8:a::100".parse().ok())
+        );
+        assert!(v
+            .members
+            .iter()
+            .all(|m| m.address.is_none() && m.address6.is_some()));
+        // Neither family.
+        let p = problems(&example_with("address = \"198.18.1.100\"\n", ""));
+        assert!(
+            p.iter().any(|p| p.contains(
+                "vip[0] (vsVipHa01): a VIP needs `address` (IPv4), `address6` (IPv6) or both"
+            )),
+            "{p:?}"
+        );
+        // An IPv4 member on an IPv6-only VIP, and a member given by `host` there.
+        let p = problems(
+            &ipv6_only()
+                .replace(
+                    "address6 = \"2001:db8:b::11\"",
+                    "address6 = \"2001:db8:b::11\"\naddress = \"198.18.2.11\"",
+                )
+                .replace(
+                    "address6 = \"2001:db8:b::12\"",
+                    "address6 = \"2001:db8:b::12\"\nhost = \"sip-1\"",
+                ),
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("member[0] (nodeHa01Primary).address: 198.18.2.11: the VIP has no IPv4 address to translate it to"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("member[1] (nodeHa01Backup).host: the VIP has no IPv4 address"),
+            "{p:?}"
+        );
+        // An IPv6-only VIP missing a member's IPv6 address.
+        let p = problems(&ipv6_only().replace("address6 = \"2001:db8:b::12\"\n", ""));
+        assert!(
+            p.iter().any(|p| p.contains(
+                "member[1] (nodeHa01Backup): the VIP has an IPv6 address (2001:db8:a::100), so each member needs one"
+            )),
+            "{p:?}"
+        );
+        // A VIP address that is not unicast.
+        let p = problems(&example_with(
+            "address = \"198.18.1.100\"",
+            "address = \"255.255.255.255\"",
+        ));
+        assert!(
+            p.iter().any(|p| p
+                .contains("vip[0] (vsVipHa01).address: 255.255.255.255 cannot be a unicast VIP")),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -118,7 +118,8 @@ pub struct MemberPlan {
     pub name: String,
     /// The DNS name the address was resolved from, if the member is given by one.
     pub host: Option<String>,
-    pub address: Ipv4Addr,
+    /// The member's address in each of its VIP's families.
+    pub address: Option<Ipv4Addr>,
     pub address6: Option<std::net::Ipv6Addr>,
     pub priority: i32,
 }
@@ -313,33 +314,29 @@ fn probe_specs(cfg: &Config) -> Vec<ProbeSpec> {
                     MonitorKind::Tcp { port } => ProbeKind::Tcp { port: *port },
                     MonitorKind::Icmp => ProbeKind::Icmp,
                 };
-                let spec = ProbeSpec {
+                let spec = |v6: bool, target: std::net::IpAddr| ProbeSpec {
                     key: MonitorKey {
                         vip: vi,
                         member: mi,
                         monitor: k,
-                        v6: false,
+                        v6,
                     },
-                    target: m.address.into(),
+                    target,
                     interval: mon.interval.0,
                     timeout: mon.timeout.0,
                     rise: mon.rise,
                     fall: mon.fall,
-                    kind,
+                    kind: kind.clone(),
                 };
-                // With `ipv6 = true` a dual-stack VIP's member is probed on its IPv6 address
-                // too, and is up only while both answer.
-                if let (Some(a6), true) = (m.address6, mon.ipv6) {
-                    out.push(ProbeSpec {
-                        key: MonitorKey {
-                            v6: true,
-                            ..spec.key
-                        },
-                        target: a6.into(),
-                        ..spec.clone()
-                    });
+                // A member of an IPv6-only VIP is probed on its IPv6 address; with
+                // `ipv6 = true` a dual-stack VIP's member is probed on its IPv6 address too,
+                // and is up only while both answer.
+                if let (Some(a6), true) = (m.address6, mon.ipv6 || m.address.is_none()) {
+                    out.push(spec(true, a6.into()));
                 }
-                out.push(spec);
+                if let Some(a) = m.address {
+                    out.push(spec(false, a.into()));
+                }
             }
         }
     }
@@ -384,5 +381,57 @@ mod tests {
         assert_eq!(plan.garp.burst, 4);
         assert_eq!(plan.vip(0, Some(1)).active, Some(1));
         assert_eq!(plan.vip(0, None).services, v.spec.services);
+    }
+
+    #[test]
+    fn an_ipv6_only_vip_is_probed_and_recorded_in_ipv6_only() {
+        let text = EXAMPLE
+            .replace(
+                "address = \"198.18.1.100\"",
+                "address6 = \"2001:db8:a::100\"",
+            )
+            .replace("address = \"198.18.2.11\"", "address6 = \"2001:db8:b::11\"")
+            .replace("address = \"198.18.2.12\"", "address6 = \"2001:db8:b::12\"");
+        let cfg = Config::parse(&text, "v6.toml").expect("valid");
+        let plan = Plan::new(&cfg);
+        // Every monitor probes the members' IPv6 addresses, without `ipv6 = true`.
+        assert!(!plan.probes.is_empty());
+        for p in &plan.probes {
+            assert!(p.key.v6 && p.target.is_ipv6(), "{p:?}");
+        }
+        let spec = plan.vip(0, Some(1));
+        assert!(spec.record(Some(1), None).is_none(), "no IPv4 record");
+        assert!(spec.member_record(0).unwrap().is_none());
+        let r6 = spec.record6(Some(1), None).expect("an IPv6 record");
+        assert_eq!(
+            r6.active_be,
+            sipvip_common::ipv6_be(
+                "2001:db8:b::12"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets()
+            )
+        );
+        let (key, m6) = spec
+            .member_record6(0)
+            .unwrap()
+            .expect("an IPv6 member record");
+        assert_eq!(
+            (key, m6.vip_be),
+            (
+                sipvip_common::ipv6_be(
+                    "2001:db8:b::11"
+                        .parse::<std::net::Ipv6Addr>()
+                        .unwrap()
+                        .octets()
+                ),
+                sipvip_common::ipv6_be(
+                    "2001:db8:a::100"
+                        .parse::<std::net::Ipv6Addr>()
+                        .unwrap()
+                        .octets()
+                )
+            )
+        );
     }
 }

@@ -65,7 +65,7 @@ fn local_members(cfg: &mut Config) -> Result<(), Vec<String>> {
     let mut node = None;
     for (i, v) in cfg.vips.iter_mut().enumerate() {
         for (j, m) in v.members.iter_mut().enumerate() {
-            if !m.local || !m.address.is_unspecified() {
+            if !m.local || m.address.is_some() {
                 continue;
             }
             if node.is_none() {
@@ -76,7 +76,7 @@ fn local_members(cfg: &mut Config) -> Result<(), Vec<String>> {
                     )]
                 })?);
             }
-            m.address = node.expect("set above");
+            m.address = node;
         }
     }
     Ok(())
@@ -102,7 +102,7 @@ pub async fn resolve_members(cfg: &mut Config) -> Result<(), Vec<String>> {
         for (j, m) in v.members.iter_mut().enumerate() {
             let Some(host) = &m.host else { continue };
             match resolver.one_ipv4(host).await {
-                Ok(a) => m.address = a,
+                Ok(a) => m.address = Some(a),
                 Err(e) => problems.push(format!(
                     "vip[{i}] ({}).member[{j}] ({}).host: {e}",
                     v.name, m.name

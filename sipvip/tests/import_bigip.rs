@@ -21,7 +21,10 @@ fn the_seed_deployment_imports_field_by_field() {
     assert_eq!(cfg.vips.len(), 1);
     let v = &cfg.vips[0];
     assert_eq!(v.name, "vsVipHa01");
-    assert_eq!(v.address.to_string(), "198.18.1.100");
+    assert_eq!(
+        v.address.map(|a| a.to_string()).as_deref(),
+        Some("198.18.1.100")
+    );
     // TLS-only: the UDP and TCP virtuals are disabled, the TLS one enabled.
     let svc = |p: Protocol, port: u16| {
         v.services
@@ -42,8 +45,14 @@ fn the_seed_deployment_imports_field_by_field() {
 
     let names: Vec<&str> = v.members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["nodeHa01Primary", "nodeHa01Backup"]);
-    assert_eq!(v.members[0].address.to_string(), "198.18.2.11");
-    assert_eq!(v.members[1].address.to_string(), "198.18.2.12");
+    assert_eq!(
+        v.members[0].address.map(|a| a.to_string()).as_deref(),
+        Some("198.18.2.11")
+    );
+    assert_eq!(
+        v.members[1].address.map(|a| a.to_string()).as_deref(),
+        Some("198.18.2.12")
+    );
     assert!(
         v.members[0].priority > v.members[1].priority,
         "the primary is preferred"
@@ -148,6 +157,67 @@ ltm virtual /Common/vsVipTlsHa01v6 {
     );
 }
 
+/// A deployment served over IPv6 only: an IPv6-only VIP with IPv6 members.
+#[test]
+fn an_ipv6_virtual_alone_becomes_an_ipv6_only_vip() {
+    let text = r#"
+ltm node /Common/sip1 { address 2001:db8:2::11 }
+ltm node /Common/sip2 { address 2001:db8:2::12 }
+ltm pool /Common/p6 {
+    members {
+        /Common/sip1.5060 { address 2001:db8:2::11 }
+        /Common/sip2.5060 { address 2001:db8:2::12 }
+    }
+    monitor /Common/icmp
+}
+ltm virtual /Common/vsVipUdp6 {
+    destination /Common/2001:db8:1::100.5060
+    ip-protocol udp
+    pool /Common/p6
+    vlans { /Common/ext }
+}
+ltm virtual /Common/vsVipTcp6 {
+    destination /Common/2001:db8:1::100.5060
+    ip-protocol tcp
+    pool /Common/p6
+    vlans { /Common/ext }
+}
+"#;
+    let imp = import(text, None).expect("import");
+    let cfg = Config::parse(&imp.toml, "imported").unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
+    assert_eq!(cfg.vips.len(), 1, "{}", imp.toml);
+    let v = &cfg.vips[0];
+    assert_eq!(v.address, None);
+    assert_eq!(
+        v.address6.map(|a| a.to_string()).as_deref(),
+        Some("2001:db8:1::100")
+    );
+    assert_eq!(v.services.len(), 2);
+    let members: Vec<_> = v
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.address,
+                m.address6.map(|a| a.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("sip1", None, Some("2001:db8:2::11".to_string())),
+            ("sip2", None, Some("2001:db8:2::12".to_string()))
+        ]
+    );
+    let r = imp.report.to_string();
+    assert!(
+        r.contains("virtual vsVipUdp6 (IPv6 2001:db8:1::100) -> IPv6-only VIP vsVip6"),
+        "{r}"
+    );
+}
+
 #[test]
 fn with_the_udp_and_tcp_virtuals_enabled_the_sip_monitor_is_imported() {
     let text = SEED.replace("    disabled\n", "");
@@ -209,13 +279,19 @@ ltm rule /Part1/weird { when HTTP_REQUEST { HTTP::redirect "https://x/" } }
         1,
         "IPv6 on an IPv4 pool not paired, other partition skipped"
     );
-    assert_eq!(v.address.to_string(), "198.18.1.110");
+    assert_eq!(
+        v.address.map(|a| a.to_string()).as_deref(),
+        Some("198.18.1.110")
+    );
     assert_eq!(
         v.services[0].member_port,
         Some(15060),
         "port translation from the pool member port"
     );
-    assert_eq!(v.members[0].address.to_string(), "198.18.2.21");
+    assert_eq!(
+        v.members[0].address.map(|a| a.to_string()).as_deref(),
+        Some("198.18.2.21")
+    );
     let prio: Vec<i32> = v.members.iter().map(|m| m.priority).collect();
     assert_eq!(prio, [10, 20], "priority groups");
     let m = cfg.monitor("m").unwrap();
@@ -239,7 +315,8 @@ ltm rule /Part1/weird { when HTTP_REQUEST { HTTP::redirect "https://x/" } }
     assert_eq!(m.rise, Some(2), "time-until-up 4 s at interval 2 s");
     let r = imp.report.to_string();
     for want in [
-        "virtual v6: IPv6 2001:db8::10: sipvip serves IPv6 on a dual-stack VIP; add address6",
+        "virtual v6: IPv6 2001:db8::10: its pool has 0 IPv6 members and VIP 198.18.1.110 2: imported as a VIP of its own",
+        "virtual v6: IPv6 2001:db8::10: its pools have no IPv6 members",
         "route domain %3",
         "rule weird: not the SNAT pattern; not translated",
         "pool p: monitor `min 1 of` treated as all of them",

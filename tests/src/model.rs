@@ -465,11 +465,22 @@ impl Model {
     }
 
     fn member_slot(&self, addr: Ipv4Addr) -> Option<usize> {
-        self.spec.members.iter().position(|m| m.addr == addr)
+        self.spec.members.iter().position(|m| m.addr == Some(addr))
+    }
+
+    /// The VIP's IPv4 address (the model's VIP is dual-stack).
+    fn vip4(&self) -> Ipv4Addr {
+        self.spec.addr.expect("the model's VIP has an IPv4 address")
     }
 
     fn active_member(&self) -> Option<(Ipv4Addr, u32)> {
-        self.active.map(|i| (self.spec.members[i].addr, i as u32))
+        self.active.map(|i| {
+            let a = self.spec.members[i].addr;
+            (
+                a.expect("the model's members have IPv4 addresses"),
+                i as u32,
+            )
+        })
     }
 
     fn excluded(&self, a: Ipv4Addr) -> bool {
@@ -651,7 +662,7 @@ impl Model {
     fn external(&mut self, b: &mut Vec<u8>, frags: FragQuery) -> Outcome {
         let p = self.parse(b)?;
         Self::screen(&p)?;
-        if p.dst != self.spec.addr {
+        if p.dst != self.vip4() {
             if let Some(slot) = self.member_slot(p.dst) {
                 if (p.proto == TCP || p.proto == UDP) && !p.later() {
                     if let Ok((sp, dp)) = self.ports(b, &p) {
@@ -922,7 +933,7 @@ impl Model {
             return Err("pass_not_member");
         };
         let slot = slot as u32;
-        if p.dst == self.spec.addr {
+        if p.dst == self.vip4() {
             return Err("pass_to_vip");
         }
         if p.ttl <= 1 {
@@ -936,7 +947,7 @@ impl Model {
             ICMP => return self.icmp_from_member(b, &p, slot),
             _ => return Err("pass_other_proto"),
         }
-        let vip = self.spec.addr;
+        let vip = self.vip4();
         let snat = |service| Datagram::To {
             addr: vip,
             slot,
@@ -1009,7 +1020,7 @@ impl Model {
             return Err("pass_icmp");
         }
         let h = self.icmp_header(b, p)?;
-        let vip = self.spec.addr;
+        let vip = self.vip4();
         match h[0] {
             8 => {
                 if self.excluded(p.dst) {

@@ -128,14 +128,14 @@ pub fn vip_spec() -> VipSpec {
         enabled: true,
     };
     let member = |addr, addr6| MemberSpec {
-        addr,
+        addr: Some(addr),
         addr6: Some(addr6),
         passthrough_ports: vec![TSERVER_PORT],
         ports: Vec::new(),
         local: false,
     };
     VipSpec {
-        addr: VIP,
+        addr: Some(VIP),
         addr6: Some(VIP6),
         id: VIP_ID,
         services: vec![

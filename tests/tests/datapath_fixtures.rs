@@ -93,11 +93,9 @@ fn rule1_forwarding_edge_cases() {
     let mut net = net();
     // The member's neighbour is unknown: rewritten, TTL left to the kernel, passed.
     let mut spec = net.spec.clone();
-    spec.members[1].addr = Ipv4Addr::new(198, 18, 2, 99);
+    spec.members[1].addr = Some(Ipv4Addr::new(198, 18, 2, 99));
     net.dp.install_vip(&spec).unwrap();
-    net.dp
-        .set_active(&spec, Some(spec.members[1].addr))
-        .unwrap();
+    net.dp.set_active(&spec, spec.members[1].addr).unwrap();
     let udp = phone_udp(5060);
     let out = udp.clone().with(|x| x.dst = Ipv4Addr::new(198, 18, 2, 99));
     expect(
@@ -337,7 +335,9 @@ fn rule4_outbound_snat_exclusions_and_conntrack() {
     );
     // Reselect: forgetting the member's flows closes the port again.
     assert_eq!(
-        net.dp.forget_member_flows(PRIMARY, Some(PRIMARY6)).unwrap(),
+        net.dp
+            .forget_member_flows(Some(PRIMARY), Some(PRIMARY6))
+            .unwrap(),
         1
     );
     expect(

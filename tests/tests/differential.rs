@@ -722,7 +722,7 @@ fn datapath_matches_reference_model() {
             let next = if model.active == Some(0) { 1 } else { 0 };
             model.active = Some(next);
             let addr = model.spec.members[next].addr;
-            net.dp.set_active(&net.spec, Some(addr)).unwrap();
+            net.dp.set_active(&net.spec, addr).unwrap();
             flips += 1;
         }
         let (side, frame) = gen.next();

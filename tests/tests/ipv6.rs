@@ -387,3 +387,101 @@ fn icmpv6_echo_monitor_fails_over_both_families() {
     );
     assert_eq!(st["vips"][0]["active"], "backup");
 }
+
+/// An IPv6-only VIP (no IPv4 address) with IPv6-only members: the daemon adds only the IPv6
+/// address, the monitor probes IPv6 without `ipv6 = true`, sipp registers and calls through
+/// it, the SIP server's request to the SBC leaves from the VIP, and a failover moves it with
+/// unsolicited Neighbor Advertisements. The datapath has no IPv4 record for it.
+#[test]
+fn ipv6_only_vip_registrations_calls_snat_and_failover() {
+    let mut lab = Lab::new("o6").expect("lab");
+    for (which, ns, addr) in [
+        ("primary6", &lab.primary, PRIMARY6),
+        ("backup6", &lab.backup, BACKUP6),
+    ] {
+        let child = scenario::sip_server_in(ns, addr, 5060, &lab.dir).unwrap();
+        lab.children.push((format!("sipp-{which}"), child));
+    }
+    let text: String = lab
+        .config("200ms", "1s", "")
+        .lines()
+        .filter(|l| !l.starts_with("address = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains(&format!("address6 = \"{VIP6}\"")));
+    let cfg = lab.write_config(&text).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    lab.wait_active("primary", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("primary never active:\n{}", lab.daemon_log(0)));
+    let st = lab.status().unwrap();
+    let vip = &st["vips"][0];
+    assert!(vip.get("address").is_none(), "no IPv4 address: {vip}");
+    assert_eq!(vip["address6"], VIP6.to_string());
+    let monitors: Vec<&str> = vip["members"][0]["monitors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(monitors, ["monSipUdp (IPv6)"], "IPv6 probed, IPv4 not");
+    // Only the IPv6 address is on the external interface.
+    let addrs = lab.gw.exec("ip -o addr show dev ext0").unwrap();
+    assert!(addrs.contains(&format!("{VIP6}/128")), "{addrs}");
+    assert!(!addrs.contains(&format!("{VIP}/32")), "{addrs}");
+
+    assert_eq!(
+        scenario::register_agents_via(&lab, VIP6.into(), PHONE6.into(), 5).unwrap(),
+        5,
+        "registrations through the IPv6-only VIP"
+    );
+    let calls = Calls::start_via(
+        &lab,
+        VIP6.into(),
+        PHONE6.into(),
+        10,
+        Duration::from_millis(500),
+        10,
+    )
+    .unwrap();
+    let rows = calls.finish(Duration::from_secs(20)).unwrap();
+    let last = rows.last().expect("call statistics");
+    assert_eq!(
+        (last.ok, last.failed),
+        (10, 0),
+        "calls through the IPv6-only VIP"
+    );
+    assert!(ping6(&lab.client, PHONE6, VIP6), "ICMPv6 echo to the VIP");
+
+    // Group B: the member's request to the SBC arrives from the VIP, port kept.
+    let sbc = udp6_in(&lab.client, SBC6, 5060);
+    let m = udp6_in(&lab.primary, PRIMARY6, 5061);
+    m.send_to(&options(m.local_addr().unwrap(), "o1"), (SBC6, 5060))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (_, from) = sbc.recv_from(&mut buf).expect("group B over IPv6");
+    assert_eq!(
+        from,
+        SocketAddr::from((VIP6, 5061)),
+        "SNAT to the VIP, port 1:1"
+    );
+
+    // The primary's SIP server dies: the backup takes the VIP, announced by unsolicited NAs.
+    let watch = NaWatch::new(&lab.client, "cl0");
+    lab.stop("sipp-primary6", libc::SIGKILL).unwrap();
+    lab.wait_active("backup", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("backup never active:\n{}", lab.daemon_log(0)));
+    let nas = watch.count(VIP6, Duration::from_millis(800));
+    assert!(nas >= 1, "unsolicited NAs for the VIP seen outside: {nas}");
+    let phone = udp6_in(&lab.client, PHONE6, 5094);
+    phone
+        .send_to(&options(phone.local_addr().unwrap(), "o2"), (VIP6, 5060))
+        .unwrap();
+    let (n, from) = phone
+        .recv_from(&mut buf)
+        .expect("OPTIONS over IPv6 after the failover");
+    assert_eq!(from, SocketAddr::from((VIP6, 5060)));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"),
+        "the backup answers"
+    );
+}

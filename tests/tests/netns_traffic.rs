@@ -120,7 +120,7 @@ fn setup() -> Lab {
     };
     let spec = VipSpec {
         addr6: None,
-        addr: VIP,
+        addr: Some(VIP),
         id: 0,
         services: vec![
             svc(IPPROTO_UDP, 5060),
@@ -130,14 +130,14 @@ fn setup() -> Lab {
         members: vec![
             MemberSpec {
                 addr6: None,
-                addr: PRIMARY,
+                addr: Some(PRIMARY),
                 passthrough_ports: vec![3000],
                 ports: Vec::new(),
                 local: false,
             },
             MemberSpec {
                 addr6: None,
-                addr: BACKUP,
+                addr: Some(BACKUP),
                 passthrough_ports: vec![3000],
                 ports: Vec::new(),
                 local: false,

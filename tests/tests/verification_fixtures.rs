@@ -651,7 +651,9 @@ fn a_drained_member_keeps_its_established_connections() {
     // The drain ends (the primary failed): everything goes to the active member.
     net.dp.set_active(&net.spec, Some(BACKUP)).unwrap();
     assert_eq!(
-        net.dp.forget_member_flows(PRIMARY, Some(PRIMARY6)).unwrap(),
+        net.dp
+            .forget_member_flows(Some(PRIMARY), Some(PRIMARY6))
+            .unwrap(),
         1
     );
     let old = seg(41000, 0x10);

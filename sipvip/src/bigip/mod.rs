@@ -430,8 +430,10 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
         virt: String,
     }
     let mut vips: BTreeMap<String, Vec<Svc>> = BTreeMap::new();
-    // IPv6 virtuals: each address with its pools, paired below with an IPv4 VIP.
+    // IPv6 virtuals: each address with its pools (paired below with an IPv4 VIP where one
+    // VIP of each family has the same members), and with its services (an IPv6-only VIP).
     let mut vips6: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    let mut svcs6: BTreeMap<String, Vec<Svc>> = BTreeMap::new();
     for ((k, vname), n) in &objects {
         if k != "virtual" {
             continue;
@@ -470,16 +472,15 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
             }
             continue;
         }
-        if addr.parse::<Ipv6Addr>().is_ok() {
+        let is6 = addr.parse::<Ipv6Addr>().is_ok();
+        if is6 {
             let e = vips6
                 .entry(addr.clone())
                 .or_insert_with(|| (vname.clone(), BTreeSet::new()));
             if let Some(pool) = n.value("pool").map(name) {
                 e.1.insert(pool);
             }
-            continue;
-        }
-        if addr.parse::<Ipv4Addr>().is_err() {
+        } else if addr.parse::<Ipv4Addr>().is_err() {
             report
                 .ignored
                 .push(format!("virtual {vname}: {addr} is not an address"));
@@ -517,16 +518,19 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
             .and_then(|w| w.rsplit_once(':').or_else(|| w.rsplit_once('.')))
             .and_then(|(_, p)| port_of(p))
             .filter(|p| *p != port && *p != 0 && n.value("translate-port") != Some("disabled"));
-        vips.entry(addr).or_default().push(Svc {
-            proto,
-            port,
-            member_port,
-            enabled: !n.flag("disabled"),
-            pool,
-            virt: vname.clone(),
-        });
+        if is6 { &mut svcs6 } else { &mut vips }
+            .entry(addr)
+            .or_default()
+            .push(Svc {
+                proto,
+                port,
+                member_port,
+                enabled: !n.flag("disabled"),
+                pool,
+                virt: vname.clone(),
+            });
     }
-    if vips.is_empty() {
+    if vips.is_empty() && svcs6.is_empty() {
         return Err(ImportError::Empty(
             "no host virtual server with a pool".into(),
         ));
@@ -596,10 +600,9 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
         Some(mname)
     };
 
-    // An IPv6 virtual becomes the IPv6 address of a dual-stack VIP: sipvip serves IPv6 on a
-    // VIP with an IPv4 address and the same members. One IPv4 VIP and one IPv6 address
-    // pair up, and the IPv6 pool's members pair with the IPv4 ones in the same order
-    // (primary first); anything else is left for the operator, with what to write.
+    // One IPv4 VIP and one IPv6 virtual with as many members pair up into a dual-stack VIP,
+    // the IPv6 pool's members paired with the IPv4 ones in the same order (primary first).
+    // Any other IPv6 virtual becomes an IPv6-only VIP of its own.
     let pool_addresses = |pools: &BTreeSet<String>, report: &mut Report| -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for pname in pools {
@@ -630,16 +633,8 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
     type Virtual6 = (String, String, Vec<(String, String)>);
     // The IPv6 virtual to pair with the one IPv4 VIP, if there is one of each.
     let mut pair6: Option<Virtual6> = None;
-    let unpaired = |a6: &str, v6name: &str, members6: &[(String, String)]| {
-        format!(
-            "virtual {v6name}: IPv6 {a6}: sipvip serves IPv6 on a dual-stack VIP; add address6 = \"{a6}\" to the VIP with the same members, and to each member its IPv6 address ({})",
-            members6
-                .iter()
-                .map(|(n, a)| format!("{n} {a}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
+    // The IPv6 virtuals that become VIPs of their own.
+    let mut only6: Vec<String> = Vec::new();
     if vips.len() == 1 && vips6.len() == 1 {
         let (a6, (v6name, pools6)) = vips6.iter().next().expect("one");
         pair6 = Some((
@@ -648,15 +643,23 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
             pool_addresses(pools6, &mut report),
         ));
     } else {
-        for (a6, (v6name, pools6)) in &vips6 {
-            let members6 = pool_addresses(pools6, &mut report);
-            report.ignored.push(unpaired(a6, v6name, &members6));
-        }
+        only6.extend(svcs6.keys().cloned());
     }
 
     let mut vip_text = String::new();
     let mut passthrough_note = false;
-    for (i, (addr, svcs)) in vips.iter().enumerate() {
+    // The IPv4 VIPs, then the IPv6-only ones (an IPv6 virtual that did not pair is queued
+    // behind them).
+    let mut queue: std::collections::VecDeque<(&String, &Vec<Svc>)> = vips
+        .iter()
+        .chain(only6.iter().filter_map(|a| svcs6.get_key_value(a)))
+        .collect();
+    let mut next = 0;
+    while let Some((addr, svcs)) = queue.pop_front() {
+        let i = next;
+        next += 1;
+        let is6 = addr.parse::<Ipv6Addr>().is_ok();
+        let vip_start = vip_text.len();
         let pools: BTreeSet<&str> = svcs.iter().map(|s| s.pool.as_str()).collect();
         // vsVipUdpHa01 + vsVipTcpHa01 + vsVipTlsHa01 -> vsVipHa01.
         let vname = svcs
@@ -671,8 +674,9 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
             .unwrap_or_else(|| format!("vip{i}"));
         let _ = writeln!(
             vip_text,
-            "[[vip]]\nname = {}\naddress = \"{addr}\"",
-            toml_str(&vname)
+            "[[vip]]\nname = {}\naddress{} = \"{addr}\"",
+            toml_str(&vname),
+            if is6 { "6" } else { "" }
         );
         // Where the VIP's address6 goes, once its members say whether it pairs.
         let address6_at = vip_text.len();
@@ -731,13 +735,25 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
                     .value("address")
                     .or_else(|| node.and_then(|n| n.value("address")))
                     .map(|a| strip_rd(a, &format!("node {node_name}"), &mut report))
-                    .or_else(|| node_name.parse::<Ipv4Addr>().ok().map(|a| a.to_string()));
+                    .or_else(|| {
+                        node_name
+                            .parse::<std::net::IpAddr>()
+                            .ok()
+                            .map(|a| a.to_string())
+                    });
                 let Some(address) = address else {
                     report
                         .ignored
                         .push(format!("pool {pname}: member {mw} has no address"));
                     continue;
                 };
+                // A VIP's members are of its family (an IPv6 member pairs, above).
+                if address.parse::<Ipv6Addr>().is_ok() != is6 {
+                    report.ignored.push(format!(
+                        "pool {pname}: member {mw} ({address}) is not of VIP {addr}'s address family"
+                    ));
+                    continue;
+                }
                 let prio = m
                     .value("priority-group")
                     .and_then(|x| x.parse().ok())
@@ -796,8 +812,25 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
                 if s.enabled { "" } else { " (disabled)" }
             ));
         }
-        // The IPv6 virtual pairs when its pool has as many IPv6 members as this VIP has.
-        let paired6 = match pair6.take() {
+        if is6 && members.is_empty() {
+            vip_text.truncate(vip_start);
+            report.ignored.push(format!(
+                "virtual {}: IPv6 {addr}: its pools have no IPv6 members",
+                svcs.first().map(|s| s.virt.as_str()).unwrap_or("?")
+            ));
+            continue;
+        }
+        if is6 {
+            for s in svcs {
+                report.translated.push(format!(
+                    "virtual {} (IPv6 {addr}) -> IPv6-only VIP {vname}",
+                    s.virt
+                ));
+            }
+        }
+        // The IPv6 virtual pairs when its pool has as many IPv6 members as this VIP has;
+        // else it is a VIP of its own.
+        let paired6 = match pair6.take().filter(|_| !is6) {
             Some((a6, v6name, members6)) if members6.len() == members.len() => {
                 vip_text.insert_str(address6_at, &format!("address6 = \"{a6}\"\n"));
                 report.translated.push(format!(
@@ -806,7 +839,14 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
                 Some(members6)
             }
             Some((a6, v6name, members6)) => {
-                report.ignored.push(unpaired(&a6, &v6name, &members6));
+                report.approximated.push(format!(
+                    "virtual {v6name}: IPv6 {a6}: its pool has {} IPv6 members and VIP {addr} {}: imported as a VIP of its own",
+                    members6.len(),
+                    members.len()
+                ));
+                if let Some(item) = svcs6.get_key_value(&a6) {
+                    queue.push_back(item);
+                }
                 None
             }
             None => None,
@@ -823,8 +863,9 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
             let priority = if any_prio { *prio } else { 10 - k as i32 * 5 };
             let _ = write!(
                 vip_text,
-                "[[vip.member]]\nname = {}\naddress = \"{address}\"\npriority = {priority}\n",
-                toml_str(mname)
+                "[[vip.member]]\nname = {}\naddress{} = \"{address}\"\npriority = {priority}\n",
+                toml_str(mname),
+                if is6 { "6" } else { "" }
             );
             if let Some((n6, a6)) = paired6.as_ref().and_then(|m| m.get(k)) {
                 let _ = writeln!(vip_text, "address6 = \"{a6}\"");

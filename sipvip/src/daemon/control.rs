@@ -52,17 +52,15 @@ pub(super) fn status(
         };
         s.vips.push(api::VipStatus {
             name: v.name.clone(),
-            address: v.spec.addr.to_string(),
+            address: v.spec.addr.map(|a| a.to_string()),
             address6: v.spec.addr6.map(|a| a.to_string()),
             active: st.active.map(|a| v.members[a].name.clone()),
             draining: st.draining.map(|d| v.members[d].name.clone()),
             active_for_s: now.saturating_duration_since(st.active_since).as_secs_f64(),
-            owner: shared
-                .owners
-                .lock()
-                .expect("lock")
-                .get(&v.spec.addr)
-                .copied(),
+            owner: v
+                .spec
+                .addr
+                .and_then(|a| shared.owners.lock().expect("lock").get(&a).copied()),
             failovers: st.failovers,
             last_failover_ms: st.last_failover_time.map(|d| d.as_secs_f64() * 1000.0),
             services: v
@@ -85,7 +83,7 @@ pub(super) fn status(
                 .enumerate()
                 .map(|(mi, m)| api::MemberStatus {
                     name: m.name.clone(),
-                    address: m.address.to_string(),
+                    address: m.address.map(|a| a.to_string()),
                     address6: m.address6.map(|a| a.to_string()),
                     host: m.host.clone(),
                     resolve_error: resolve_errors.get(&m.name).cloned(),
@@ -202,18 +200,18 @@ pub(super) async fn handle(
             })
         }
         Request::Failover { vip, to } => {
-            let Some(vi) = plan
-                .vips
-                .iter()
-                .position(|v| v.name == vip || v.spec.addr.to_string() == vip)
-            else {
+            let Some(vi) = plan.vips.iter().position(|v| {
+                v.name == vip
+                    || v.spec.addr.is_some_and(|a| a.to_string() == vip)
+                    || v.spec.addr6.is_some_and(|a| a.to_string() == vip)
+            }) else {
                 return Response::err(format!("no VIP named {vip:?}"));
             };
-            let Some(mi) = plan.vips[vi]
-                .members
-                .iter()
-                .position(|m| m.name == to || m.address.to_string() == to)
-            else {
+            let Some(mi) = plan.vips[vi].members.iter().position(|m| {
+                m.name == to
+                    || m.address.is_some_and(|a| a.to_string() == to)
+                    || m.address6.is_some_and(|a| a.to_string() == to)
+            }) else {
                 return Response::err(format!("VIP {vip} has no member {to:?}"));
             };
             let r = ask(&cur.tx, move |sup, flip| {

@@ -72,7 +72,7 @@ fn refresh_hosts(
         .vips
         .iter()
         .flat_map(|v| &v.members)
-        .filter_map(|m| m.host.clone().map(|h| (m.name.clone(), h, m.address)))
+        .filter_map(|m| Some((m.name.clone(), m.host.clone()?, m.address?)))
         .collect();
     if hosts.is_empty() {
         return None;
@@ -238,15 +238,19 @@ fn start(
                 for v in &plan.vips {
                     // On-node mode: only the node that answers for the VIP.
                     let answers = plan.ownership.is_none()
-                        || shared
-                            .owners
-                            .lock()
-                            .expect("lock")
-                            .get(&v.spec.addr)
-                            .copied()
-                            .unwrap_or(false);
+                        || v.spec.addr.is_some_and(|a| {
+                            shared
+                                .owners
+                                .lock()
+                                .expect("lock")
+                                .get(&a)
+                                .copied()
+                                .unwrap_or(false)
+                        });
                     if answers {
-                        let _ = garp::send(&plan.garp.interface, v.spec.addr);
+                        if let Some(a) = v.spec.addr {
+                            let _ = garp::send(&plan.garp.interface, a);
+                        }
                         if let Some(a6) = v.spec.addr6 {
                             let _ = garp::send_na(&plan.garp.interface, a6);
                         }
@@ -308,12 +312,18 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
         let mut states: Vec<Ownership> = plan
             .vips
             .iter()
-            .map(|v| Ownership::new(o.claim_after, at_start.contains(&v.spec.addr)))
+            .map(|v| {
+                Ownership::new(
+                    o.claim_after,
+                    v.spec.addr.is_some_and(|a| at_start.contains(&a)),
+                )
+            })
             .collect();
         {
             let mut dp = shared.dp.lock().expect("lock");
             for (v, s) in plan.vips.iter().zip(&states) {
-                if let Err(e) = dp.set_vip_answering(v.spec.addr, s.owner()) {
+                let Some(vip) = v.spec.addr else { continue };
+                if let Err(e) = dp.set_vip_answering(vip, s.owner()) {
                     tracing::error!(vip = %v.name, error = %e, "cannot write the VIP's ownership");
                 }
             }
@@ -336,7 +346,7 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                     egress_since = std::time::Instant::now();
                 }
                 for m in plan.vips.iter().flat_map(|v| &v.members) {
-                    let Ok(Some(dev)) = sipvip::netif::route_interface(m.address) else {
+                    let Some(Ok(Some(dev))) = m.address.map(sipvip::netif::route_interface) else {
                         continue;
                     };
                     if dev == o.interface {
@@ -354,11 +364,13 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
             }
             let locals = sipvip::netif::local_addresses();
             for (v, state) in plan.vips.iter().zip(&mut states) {
+                // Node mode serves IPv4 VIPs (the configuration requires `address`).
+                let Some(vip) = v.spec.addr else { continue };
                 let active = shared
                     .dp
                     .lock()
                     .expect("lock")
-                    .vip_record(v.spec.addr)
+                    .vip_record(vip)
                     .ok()
                     .map(|r| r.active_be)
                     .filter(|a| *a != 0)
@@ -367,7 +379,6 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                     locals.contains(&m)
                         || matches!(sipvip::netif::route_interface(m), Ok(Some(i)) if i != o.interface)
                 });
-                let vip = v.spec.addr;
                 let change = state.observe(std::time::Instant::now(), hosts);
                 if change.is_some() {
                     let r = shared
@@ -385,7 +396,7 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                             tracing::error!(%vip, error = %e, "cannot claim the VIP");
                         }
                         tracing::info!(event = "vip_claimed", vip = %v.name, address = %vip, "this node hosts the active member: it answers for the VIP");
-                        garp_burst(plan.garp.clone(), vip, None);
+                        garp_burst(plan.garp.clone(), Some(vip), None);
                     }
                     Some(Change::Release) => {
                         if let Err(e) = sipvip::netif::remove_ipv4_address(ifindex, vip, 32) {
@@ -407,14 +418,16 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
 
 /// A burst of gratuitous ARP for `vip`, and of unsolicited Neighbor Advertisements for its
 /// IPv6 address `vip6` (`garp.burst`, `garp.spacing` apart).
-pub(super) fn garp_burst(g: sipvip::plan::GarpPlan, vip: Ipv4Addr, vip6: Option<Ipv6Addr>) {
+pub(super) fn garp_burst(g: sipvip::plan::GarpPlan, vip: Option<Ipv4Addr>, vip6: Option<Ipv6Addr>) {
     tokio::spawn(async move {
         for i in 0..g.burst {
             if i > 0 {
                 tokio::time::sleep(g.spacing).await;
             }
-            if let Err(e) = garp::send(&g.interface, vip) {
-                tracing::warn!(%vip, error = %e, "gratuitous ARP failed");
+            if let Some(vip) = vip {
+                if let Err(e) = garp::send(&g.interface, vip) {
+                    tracing::warn!(%vip, error = %e, "gratuitous ARP failed");
+                }
             }
             if let Some(a6) = vip6 {
                 if let Err(e) = garp::send_na(&g.interface, a6) {
@@ -551,25 +564,24 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
                     let mut dp = shared.dp.lock().expect("lock");
                     // VIPs and members that left the configuration, or whose address
                     // changed (a member given by a name that now resolves elsewhere).
-                    for (i, v) in gen.plan.vips.iter().enumerate() {
-                        if !new.vips.iter().any(|n| n.address == v.spec.addr) {
-                            dp.remove_vip(&gen.plan.vip(i, None))?;
-                            // Its address leaves the external interface: nothing answers
-                            // ARP for a VIP that is gone.
-                            let ext = &gen.plan.garp.interface;
-                            if let Err(e) = setup::ifindex(ext).and_then(|x| {
-                                Ok(sipvip::netif::remove_ipv4_address(x, v.spec.addr, 32)?)
-                            }) {
-                                tracing::warn!(vip = %v.name, error = %e, "cannot remove the VIP's address");
+                    let ext = &gen.plan.garp.interface;
+                    for v in &gen.plan.vips {
+                        // Each address the VIP lost (or changed) leaves the datapath and the
+                        // external interface: nothing answers ARP or ND for it.
+                        if let Some(a) = v.spec.addr {
+                            if !new.vips.iter().any(|n| n.address == Some(a)) {
+                                dp.remove_vip4(a)?;
+                                if let Err(e) = setup::ifindex(ext)
+                                    .and_then(|x| Ok(sipvip::netif::remove_ipv4_address(x, a, 32)?))
+                                {
+                                    tracing::warn!(vip = %v.name, error = %e, "cannot remove the VIP's address");
+                                }
+                                shared.owners.lock().expect("lock").remove(&a);
                             }
-                            shared.owners.lock().expect("lock").remove(&v.spec.addr);
-                            continue;
                         }
-                        // A dual-stack VIP that lost (or changed) its IPv6 address.
                         if let Some(a6) = v.spec.addr6 {
                             if !new.vips.iter().any(|n| n.address6 == Some(a6)) {
                                 dp.remove_vip6(a6)?;
-                                let ext = &gen.plan.garp.interface;
                                 if let Err(e) = setup::ifindex(ext).and_then(|x| {
                                     Ok(sipvip::netif::remove_address(x, a6.into(), 128)?)
                                 }) {
@@ -579,8 +591,10 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
                         }
                         let members = || new_plan.vips.iter().flat_map(|n| &n.members);
                         for m in &v.members {
-                            if !members().any(|n| n.address == m.address) {
-                                dp.remove_member(m.address.into())?;
+                            if let Some(a) = m.address {
+                                if !members().any(|n| n.address == Some(a)) {
+                                    dp.remove_member(a.into())?;
+                                }
                             }
                             if let Some(a6) = m.address6 {
                                 if !members().any(|n| n.address6 == Some(a6)) {

@@ -9,7 +9,7 @@ use sipvip::{
     config::{Config, Mode, Prefix},
     datapath::{be32, Datapath},
 };
-use sipvip_common::program_names;
+use sipvip_common::{ipv6_be, program_names};
 
 pub(super) fn ifindex(name: &str) -> Result<u32> {
     let c = std::ffi::CString::new(name)?;
@@ -116,11 +116,11 @@ pub(super) fn prepare(
         .iter()
         .filter(|_| cfg.interfaces.mode == Mode::Gateway)
     {
-        if !locals.contains(&v.address) {
-            sipvip::netif::add_ipv4_address(ifindex(ext)?, v.address, 32)
-                .with_context(|| format!("adding VIP {} to {ext}", v.address))?;
+        if let Some(a) = v.address.filter(|a| !locals.contains(a)) {
+            sipvip::netif::add_ipv4_address(ifindex(ext)?, a, 32)
+                .with_context(|| format!("adding VIP {a} to {ext}"))?;
         }
-        // A dual-stack VIP's IPv6 address, so the kernel answers Neighbor Solicitations.
+        // The VIP's IPv6 address, so the kernel answers Neighbor Solicitations.
         if let Some(a6) = v.address6 {
             if !locals6.contains(&a6) {
                 sipvip::netif::add_ipv6_address(ifindex(ext)?, a6, 128)
@@ -133,7 +133,7 @@ pub(super) fn prepare(
     let vips: BTreeSet<IpAddr> = cfg
         .vips
         .iter()
-        .flat_map(|v| [Some(IpAddr::V4(v.address)), v.address6.map(IpAddr::V6)])
+        .flat_map(|v| [v.address.map(IpAddr::V4), v.address6.map(IpAddr::V6)])
         .flatten()
         .collect();
     let mut want: BTreeSet<(IpAddr, u8)> = cfg
@@ -171,21 +171,31 @@ pub(super) fn prepare(
 pub(super) fn install(plan: &Plan, dp: &mut Datapath) -> Result<Vec<Installed>> {
     let mut out = Vec::new();
     for (i, v) in plan.vips.iter().enumerate() {
-        let record = dp.vip_record(v.spec.addr).ok();
-        // The slot the record names, if that member still has the address it names (the
-        // members on the node's own address share it: the slot tells them apart); else
-        // the member with that address.
-        let slot = |addr_be: u32, slot: u32| {
-            if addr_be == 0 {
-                return None;
-            }
-            match v.members.get(slot as usize) {
-                Some(m) if be32(m.address) == addr_be => Some(slot as usize),
-                _ => v.members.iter().position(|m| be32(m.address) == addr_be),
-            }
+        // The VIP's record in its first family: the slot it names, if that member still
+        // has the address it names (the members on the node's own address share it: the
+        // slot tells them apart); else the member with that address.
+        let found = match (v.spec.addr, v.spec.addr6) {
+            (Some(a), _) => dp.vip_record(a).ok().map(|r| {
+                let pick = |be, slot| member_slot(&v.members, be, slot, |m| m.address.map(be32));
+                (
+                    pick(r.active_be, r.active_slot),
+                    pick(r.draining_be, r.draining_slot),
+                )
+            }),
+            (None, Some(a6)) => dp.vip_record6(a6).map(|r| {
+                let pick = |be, slot| {
+                    member_slot(&v.members, be, slot, |m| {
+                        m.address6.map(|a| ipv6_be(a.octets()))
+                    })
+                };
+                (
+                    pick(r.active_be, r.active_slot),
+                    pick(r.draining_be, r.draining_slot),
+                )
+            }),
+            (None, None) => None,
         };
-        let active = record.and_then(|r| slot(r.active_be, r.active_slot));
-        let draining = record.and_then(|r| slot(r.draining_be, r.draining_slot));
+        let (active, draining) = found.unwrap_or_default();
         let spec = plan.vip(i, active);
         dp.install_vip(&spec)?;
         if draining.is_some() {
@@ -194,6 +204,25 @@ pub(super) fn install(plan: &Plan, dp: &mut Datapath) -> Result<Vec<Installed>> 
         out.push(Installed { active, draining });
     }
     Ok(out)
+}
+
+/// The member a VIP record names by address and slot (either family): the slot, if that
+/// member has the address; else the member with the address; None for no member.
+fn member_slot<A: PartialEq + Default>(
+    members: &[sipvip::plan::MemberPlan],
+    addr_be: A,
+    slot: u32,
+    addr: impl Fn(&sipvip::plan::MemberPlan) -> Option<A>,
+) -> Option<usize> {
+    if addr_be == A::default() {
+        return None;
+    }
+    match members.get(slot as usize) {
+        Some(m) if addr(m).as_ref() == Some(&addr_be) => Some(slot as usize),
+        _ => members
+            .iter()
+            .position(|m| addr(m).as_ref() == Some(&addr_be)),
+    }
 }
 
 /// A VIP's members as found in the datapath when (re)starting: the active one, and one

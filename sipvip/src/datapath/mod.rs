@@ -69,9 +69,9 @@ pub enum DatapathError {
     #[error("VIP {0} is not installed")]
     UnknownVip(Ipv4Addr),
     #[error("{member} is not a member of VIP {vip}")]
-    UnknownMember { vip: Ipv4Addr, member: Ipv4Addr },
+    UnknownMember { vip: String, member: Ipv4Addr },
     #[error("VIP {vip}: {what}")]
-    Invalid { vip: Ipv4Addr, what: String },
+    Invalid { vip: String, what: String },
     #[error("egress interface {ifindex}: {what}")]
     Egress { ifindex: u32, what: String },
     #[error("the datapath pinned in {dir} does not match this build: {what}; run `sipvip down` first, or start with --replace")]

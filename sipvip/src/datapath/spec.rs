@@ -23,8 +23,9 @@ pub struct ServiceSpec {
 /// One pool member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberSpec {
-    pub addr: Ipv4Addr,
-    /// The member's IPv6 address (a dual-stack VIP's members have one).
+    /// The member's IPv4 address (a VIP with an IPv4 address: its members have one).
+    pub addr: Option<Ipv4Addr>,
+    /// The member's IPv6 address (a VIP with an IPv6 address: its members have one).
     pub addr6: Option<Ipv6Addr>,
     /// Source ports never SNATed (T-Server listening ports and the like).
     pub passthrough_ports: Vec<u16>,
@@ -40,9 +41,10 @@ pub struct MemberSpec {
 /// Everything the datapath needs to know about one VIP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipSpec {
-    pub addr: Ipv4Addr,
-    /// The VIP's IPv6 address, if it is dual-stack: its record in the IPv6 maps has the same
-    /// id, services and active member (by slot).
+    /// The VIP's IPv4 address, if it has one (at least one of `addr` and `addr6`).
+    pub addr: Option<Ipv4Addr>,
+    /// The VIP's IPv6 address, if it has one: its record in the IPv6 maps has the same
+    /// id, services and active member (by slot) as its IPv4 record.
     pub addr6: Option<Ipv6Addr>,
     /// Index of the VIP's counters; unique per VIP, below `MapSizes::vips`.
     pub id: u32,
@@ -68,12 +70,35 @@ pub enum MemberReach {
     XdpRedirect,
 }
 
+impl MemberSpec {
+    /// How errors name the member: its IPv4 address, else its IPv6 one.
+    pub fn label(&self) -> String {
+        match (self.addr, self.addr6) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(a6)) => a6.to_string(),
+            (None, None) => "(no address)".into(),
+        }
+    }
+}
+
 impl VipSpec {
+    /// How errors and logs name the VIP: its IPv4 address, else its IPv6 one.
+    pub fn label(&self) -> String {
+        match (self.addr, self.addr6) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(a6)) => a6.to_string(),
+            (None, None) => "(no address)".into(),
+        }
+    }
+
     pub(super) fn check(&self) -> Result<()> {
         let bad = |what: String| DatapathError::Invalid {
-            vip: self.addr,
+            vip: self.label(),
             what,
         };
+        if self.addr.is_none() && self.addr6.is_none() {
+            return Err(bad("no address in either family".into()));
+        }
         if self.services.len() > MAX_SERVICES {
             return Err(bad(format!(
                 "{} services, at most {MAX_SERVICES}",
@@ -100,21 +125,22 @@ impl VipSpec {
         }
         for m in &self.members {
             if m.passthrough_ports.contains(&0) {
-                return Err(bad(format!("member {}: pass-through port 0", m.addr)));
+                return Err(bad(format!("member {}: pass-through port 0", m.label())));
             }
             if m.passthrough_ports.len() > MAX_PASSTHROUGH_PORTS {
                 return Err(bad(format!(
                     "member {}: {} pass-through ports, at most {MAX_PASSTHROUGH_PORTS}",
-                    m.addr,
+                    m.label(),
                     m.passthrough_ports.len()
                 )));
             }
         }
-        if self.addr6.is_some() {
-            if let Some(m) = self.members.iter().find(|m| m.addr6.is_none()) {
+        for m in &self.members {
+            if self.addr6.is_some() != m.addr6.is_some() || self.addr.is_some() != m.addr.is_some()
+            {
                 return Err(bad(format!(
-                    "member {}: no IPv6 address on a VIP with one",
-                    m.addr
+                    "member {}: its address families differ from the VIP's",
+                    m.label()
                 )));
             }
         }
@@ -122,7 +148,7 @@ impl VipSpec {
             if !m.ports.is_empty() && m.ports.len() != self.services.len() {
                 return Err(bad(format!(
                     "member {}: {} ports for {} services",
-                    m.addr,
+                    m.label(),
                     m.ports.len(),
                     self.services.len()
                 )));
@@ -166,7 +192,7 @@ impl VipSpec {
             .members
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.local && m.addr == addr)
+            .filter(|(_, m)| m.local && m.addr == Some(addr))
         {
             for s in self.services(Some(mi)).iter().take(self.services.len()) {
                 if out[..n].contains(s) {
@@ -174,7 +200,7 @@ impl VipSpec {
                 }
                 let Some(o) = out.get_mut(n) else {
                     return Err(DatapathError::Invalid {
-                        vip: self.addr,
+                        vip: self.label(),
                         what: format!(
                             "the local members on {addr} have more than {MAX_SERVICES} service ports together"
                         ),
@@ -187,14 +213,15 @@ impl VipSpec {
         Ok(out)
     }
 
-    /// The VIP record with `active` as the active member.
-    /// The VIP's record with `active` steered to and `draining` keeping the TCP connections
-    /// it had (both member slots).
-    pub fn record(&self, active: Option<usize>, draining: Option<usize>) -> VipRecord {
-        self.record_of(active, draining, |m| be32(m.addr))
+    /// The VIP's IPv4 record (a VIP with an IPv4 address), with `active` steered to and
+    /// `draining` keeping the TCP connections it had (both member slots).
+    pub fn record(&self, active: Option<usize>, draining: Option<usize>) -> Option<VipRecord> {
+        self.addr?;
+        Some(self.record_of(active, draining, |m| m.addr.map(be32).unwrap_or_default()))
     }
 
-    /// The VIP's IPv6 record (a dual-stack VIP), with the same active and draining members.
+    /// The VIP's IPv6 record (a VIP with an IPv6 address), with the same active and draining
+    /// members.
     pub fn record6(
         &self,
         active: Option<usize>,
@@ -235,40 +262,45 @@ impl VipSpec {
         }
     }
 
-    /// Member `slot`'s IPv6 record, translated to the VIP's IPv6 address (a dual-stack VIP).
+    /// Member `slot`'s IPv6 record, keyed by its IPv6 address and translated to the VIP's
+    /// (a VIP with an IPv6 address).
     pub fn member_record6(&self, slot: usize) -> Result<Option<(Ipv6Be, MemberRecord<Ipv6Be>)>> {
         let (Some(vip6), Some(addr6)) = (self.addr6, self.members[slot].addr6) else {
             return Ok(None);
         };
-        let r = self.member_record(slot)?;
         Ok(Some((
             ipv6_be(addr6.octets()),
-            MemberRecord {
-                vip_be: ipv6_be(vip6.octets()),
-                vip_id: r.vip_id,
-                slot: r.slot,
-                flags: r.flags,
-                services: r.services,
-                passthrough_ports_be: r.passthrough_ports_be,
-            },
+            self.member_record_of(slot, ipv6_be(vip6.octets()))?,
         )))
     }
 
-    pub fn member_record(&self, slot: usize) -> Result<MemberRecord> {
+    /// Member `slot`'s IPv4 record, keyed by its IPv4 address and translated to the VIP's
+    /// (a VIP with an IPv4 address).
+    pub fn member_record(&self, slot: usize) -> Result<Option<(u32, MemberRecord)>> {
+        let (Some(vip), Some(addr)) = (self.addr, self.members[slot].addr) else {
+            return Ok(None);
+        };
+        Ok(Some((be32(addr), self.member_record_of(slot, be32(vip))?)))
+    }
+
+    /// The member record in either family, translated to `vip_be`.
+    fn member_record_of<A>(&self, slot: usize, vip_be: A) -> Result<MemberRecord<A>> {
         let m = &self.members[slot];
         let mut flags = if self.snat { MEMBER_F_SNAT } else { 0 };
-        let services = if m.local {
-            flags |= MEMBER_F_SERVICE_ONLY;
-            self.shared_services(m.addr)?
-        } else {
-            self.services(Some(slot))
+        let services = match (m.local, m.addr) {
+            // Local members (on-node mode, IPv4) share the node's address and its record.
+            (true, Some(addr)) => {
+                flags |= MEMBER_F_SERVICE_ONLY;
+                self.shared_services(addr)?
+            }
+            _ => self.services(Some(slot)),
         };
         let mut pt = [0u16; MAX_PASSTHROUGH_PORTS];
         for (o, p) in pt.iter_mut().zip(&m.passthrough_ports) {
             *o = be16(*p);
         }
         Ok(MemberRecord {
-            vip_be: be32(self.addr),
+            vip_be,
             vip_id: self.id,
             slot: slot as u32,
             flags,
@@ -286,14 +318,14 @@ mod tests {
     fn pair() -> VipSpec {
         let node = Ipv4Addr::new(198, 18, 1, 1);
         let member = |ports: Vec<u16>| MemberSpec {
-            addr: node,
+            addr: Some(node),
             addr6: None,
             passthrough_ports: vec![],
             ports,
             local: true,
         };
         VipSpec {
-            addr: Ipv4Addr::new(198, 18, 1, 100),
+            addr: Some(Ipv4Addr::new(198, 18, 1, 100)),
             addr6: None,
             id: 0,
             services: vec![
@@ -320,23 +352,25 @@ mod tests {
     #[test]
     fn the_vip_steers_to_the_active_members_own_ports() {
         let s = pair();
-        let ports = |r: VipRecord| {
+        let ports = |r: Option<VipRecord>| {
+            let r = r.expect("an IPv4 VIP");
             r.services[..2]
                 .iter()
                 .map(|s| u16::from_be(s.member_port_be))
                 .collect::<Vec<_>>()
         };
         assert_eq!(ports(s.record(Some(0), None)), vec![5060, 5060]);
-        let r = s.record(Some(1), None);
-        assert_eq!(ports(r), vec![5070, 5070]);
+        let r = s.record(Some(1), None).expect("an IPv4 VIP");
+        assert_eq!(ports(Some(r)), vec![5070, 5070]);
         assert_eq!((r.active_slot, r.flags), (1, VIP_F_LOCAL));
     }
 
     #[test]
     fn local_members_share_one_record_naming_all_their_ports() {
         let s = pair();
-        let a = s.member_record(0).unwrap();
-        assert_eq!(a.services, s.member_record(1).unwrap().services);
+        let record = |slot| s.member_record(slot).unwrap().expect("an IPv4 member").1;
+        let a = record(0);
+        assert_eq!(a.services, record(1).services);
         assert_eq!(a.flags, MEMBER_F_SNAT | MEMBER_F_SERVICE_ONLY);
         let mut got: Vec<(u8, u16, u16)> = a
             .services

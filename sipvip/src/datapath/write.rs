@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::lpm_trie::Key;
-use sipvip_common::{ipv6_be, map_names, time_units, Iface, Settings, VipRecord, VIP_F_SILENT};
+use sipvip_common::{ipv6_be, map_names, time_units, Iface, Settings, VIP_F_SILENT};
 
 use super::{be32, map_err, Datapath, DatapathError, Result, VipSpec};
 
@@ -91,15 +91,16 @@ impl Datapath {
         spec.check()?;
         if spec.addr6.is_some() && self.v6.is_none() {
             return Err(DatapathError::Invalid {
-                vip: spec.addr,
+                vip: spec.label(),
                 what: "an IPv6 address, and this datapath has no IPv6 maps".into(),
             });
         }
         for slot in 0..spec.members.len() {
-            let key = be32(spec.members[slot].addr);
-            self.members
-                .insert(key, spec.member_record(slot)?, 0)
-                .map_err(map_err(map_names::MEMBERS))?;
+            if let Some((key, rec)) = spec.member_record(slot)? {
+                self.members
+                    .insert(key, rec, 0)
+                    .map_err(map_err(map_names::MEMBERS))?;
+            }
             if let (Some((key6, rec6)), Some(v6)) = (spec.member_record6(slot)?, &mut self.v6) {
                 v6.members
                     .insert(key6, rec6, 0)
@@ -109,7 +110,7 @@ impl Datapath {
         self.write_vip(spec, spec.active, None)
     }
 
-    /// Writes a VIP's record (and its IPv6 record): one map-value write per family.
+    /// Writes a VIP's records: one map-value write per family it has.
     fn write_vip(
         &mut self,
         spec: &VipSpec,
@@ -117,9 +118,9 @@ impl Datapath {
         draining: Option<usize>,
     ) -> Result<()> {
         // The IPv6 record first: when both change, IPv6 traffic follows no later than IPv4.
-        if let (Some(addr6), Some(rec6)) = (spec.addr6, spec.record6(active, draining)) {
-            let mut rec6 = rec6;
-            if self.silent.contains(&spec.addr) {
+        let silent = spec.addr.is_some_and(|a| self.silent.contains(&a));
+        if let (Some(addr6), Some(mut rec6)) = (spec.addr6, spec.record6(active, draining)) {
+            if silent {
                 rec6.flags |= VIP_F_SILENT;
             }
             if let Some(v6) = &mut self.v6 {
@@ -128,18 +129,15 @@ impl Datapath {
                     .map_err(map_err(map_names::VIPS6))?;
             }
         }
-        let record = self.flagged(spec.addr, spec.record(active, draining));
-        self.vips
-            .insert(be32(spec.addr), record, 0)
-            .map_err(map_err(map_names::VIPS))
-    }
-
-    /// A VIP's record with this node's own flags (`VIP_F_SILENT`).
-    fn flagged(&self, vip: Ipv4Addr, mut r: VipRecord) -> VipRecord {
-        if self.silent.contains(&vip) {
-            r.flags |= VIP_F_SILENT;
+        if let (Some(addr), Some(mut record)) = (spec.addr, spec.record(active, draining)) {
+            if silent {
+                record.flags |= VIP_F_SILENT;
+            }
+            self.vips
+                .insert(be32(addr), record, 0)
+                .map_err(map_err(map_names::VIPS))?;
         }
-        r
+        Ok(())
     }
 
     /// On-node mode: whether this node answers for `vip` (it hosts the active member). A
@@ -190,7 +188,15 @@ impl Datapath {
         }
     }
 
-    /// Removes a VIP's IPv6 record (a VIP that is no longer dual-stack).
+    /// Removes a VIP's IPv4 record (a VIP that lost or changed its IPv4 address).
+    pub fn remove_vip4(&mut self, addr: Ipv4Addr) -> Result<()> {
+        match self.vips.remove(&be32(addr)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(map_names::VIPS)(e)),
+        }
+    }
+
+    /// Removes a VIP's IPv6 record (a VIP that lost or changed its IPv6 address).
     pub fn remove_vip6(&mut self, addr6: Ipv6Addr) -> Result<()> {
         let Some(v6) = &mut self.v6 else {
             return Ok(());
@@ -203,18 +209,22 @@ impl Datapath {
 
     /// Removes a VIP and its members, in both families.
     pub fn remove_vip(&mut self, spec: &VipSpec) -> Result<()> {
-        self.vips
-            .remove(&be32(spec.addr))
-            .map_err(map_err(map_names::VIPS))?;
+        if let Some(a) = spec.addr {
+            self.vips
+                .remove(&be32(a))
+                .map_err(map_err(map_names::VIPS))?;
+        }
         if let (Some(a6), Some(v6)) = (spec.addr6, &mut self.v6) {
             v6.vips
                 .remove(&ipv6_be(a6.octets()))
                 .map_err(map_err(map_names::VIPS6))?;
         }
         for m in &spec.members {
-            self.members
-                .remove(&be32(m.addr))
-                .map_err(map_err(map_names::MEMBERS))?;
+            if let Some(a) = m.addr {
+                self.members
+                    .remove(&be32(a))
+                    .map_err(map_err(map_names::MEMBERS))?;
+            }
             if let Some(a6) = m.addr6 {
                 self.remove_member(IpAddr::V6(a6))?;
             }
@@ -240,10 +250,10 @@ impl Datapath {
             Some(addr) => spec
                 .members
                 .iter()
-                .position(|m| m.addr == addr)
+                .position(|m| m.addr == Some(addr))
                 .map(Some)
                 .ok_or(DatapathError::UnknownMember {
-                    vip: spec.addr,
+                    vip: spec.label(),
                     member: addr,
                 }),
             None => Ok(None),
@@ -262,7 +272,7 @@ impl Datapath {
         for m in [active, draining].into_iter().flatten() {
             if m >= spec.members.len() {
                 return Err(DatapathError::Invalid {
-                    vip: spec.addr,
+                    vip: spec.label(),
                     what: format!("member slot {m} out of range"),
                 });
             }
@@ -319,14 +329,17 @@ impl Datapath {
     /// "Reselect" after a failover). Returns how many were removed.
     pub fn forget_member_flows(
         &mut self,
-        member: Ipv4Addr,
+        member: Option<Ipv4Addr>,
         member6: Option<Ipv6Addr>,
     ) -> Result<usize> {
         let steers = |kind: u8| kind == sipvip_common::CT_SNAT || kind == sipvip_common::CT_STEER;
-        let target = be32(member);
-        let mut n = remove_flows(&mut self.conntrack, |k, v| {
-            v.member_be == target && steers(k.kind)
-        });
+        let mut n = 0;
+        if let Some(a) = member {
+            let target = be32(a);
+            n += remove_flows(&mut self.conntrack, |k, v| {
+                v.member_be == target && steers(k.kind)
+            });
+        }
         if let (Some(a6), Some(v6)) = (member6, &mut self.v6) {
             let target = ipv6_be(a6.octets());
             n += remove_flows(&mut v6.conntrack, |k, v| {

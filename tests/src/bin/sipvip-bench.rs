@@ -156,7 +156,7 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
     dp.add_egress(net.gw.ifindex("int0")?)?;
     dp.install_vip(&VipSpec {
         addr6: None,
-        addr: VIP,
+        addr: Some(VIP),
         id: 0,
         services: vec![ServiceSpec {
             proto: IPPROTO_UDP,
@@ -166,7 +166,7 @@ fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
         }],
         members: vec![MemberSpec {
             addr6: None,
-            addr: MEMBER,
+            addr: Some(MEMBER),
             passthrough_ports: vec![3000],
             ports: Vec::new(),
             local: false,
@@ -734,14 +734,14 @@ fn install_local_vip(dp: &mut sipvip::datapath::Datapath) -> Result<Vec<u8>> {
     let vip = Ipv4Addr::new(198, 18, 1, 101);
     let member = |last| MemberSpec {
         addr6: None,
-        addr: Ipv4Addr::new(198, 18, 9, last),
+        addr: Some(Ipv4Addr::new(198, 18, 9, last)),
         passthrough_ports: vec![],
         ports: Vec::new(),
         local: false,
     };
     dp.install_vip(&VipSpec {
         addr6: None,
-        addr: vip,
+        addr: Some(vip),
         id: 1,
         services: vec![ServiceSpec {
             proto: sipvip_common::IPPROTO_UDP,
