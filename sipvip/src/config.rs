@@ -888,10 +888,6 @@ impl Config {
                     loc.clone(),
                     "a VIP needs `address` (IPv4), `address6` (IPv6) or both".into(),
                 ),
-                None if self.interfaces.mode == Mode::Node => p(
-                    loc.clone(),
-                    "`address` is required: node mode serves IPv4 VIPs only for now".into(),
-                ),
                 None => {}
                 Some(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => p(
                     format!("{loc}.address"),
@@ -911,13 +907,6 @@ impl Config {
                     p(
                         format!("{loc}.address6"),
                         format!("{a6} is already another VIP's address"),
-                    );
-                }
-                if self.interfaces.mode == Mode::Node {
-                    p(
-                        format!("{loc}.address6"),
-                        "IPv6 VIPs are served in gateway mode only for now (node mode: IPv4)"
-                            .into(),
                     );
                 }
             }
@@ -1052,6 +1041,8 @@ impl Config {
                     }
                 }
                 match (v.address6, m.address6) {
+                    // A local member without one takes the node's (resolve).
+                    (Some(_), None) if m.local => {}
                     (Some(vip6), None) => p(
                         mloc.clone(),
                         format!(
@@ -1278,6 +1269,23 @@ mod tests {
             .collect();
         assert_eq!(ports, vec![5070, 5070, 5071]);
         assert!(v.members[0].local && v.members[0].address.is_none());
+        // Over IPv6 too: a dual-stack or IPv6-only VIP's local members take the node's IPv6
+        // address later, as its IPv4 one.
+        let dual = good.replace(
+            "address = \"198.18.1.100\"",
+            "address = \"198.18.1.100\"\naddress6 = \"2001:db8:a::100\"",
+        );
+        assert_ne!(dual, good);
+        assert_eq!(problems(&dual), Vec::<String>::new());
+        let only6 = good.replace(
+            "address = \"198.18.1.100\"",
+            "address6 = \"2001:db8:a::100\"",
+        );
+        let cfg6 = Config::parse(&only6, "t.toml").expect("an IPv6-only VIP in node mode");
+        assert!(cfg6.vips[0]
+            .members
+            .iter()
+            .all(|m| m.local && m.address6.is_none()));
 
         // A port clash names both members and the port.
         let clash = one_host_pair(r#""udp/5060" = 5070, "tcp/5060" = 5070"#);

@@ -170,6 +170,26 @@ pub fn ipv4_of(ifname: &str) -> io::Result<Ipv4Addr> {
     })
 }
 
+/// The interface's own global IPv6 address (as [`mac_and_addresses`] chooses it), by name.
+pub fn ipv6_of(ifname: &str) -> io::Result<Ipv6Addr> {
+    let c = std::ffi::CString::new(ifname)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: if_nametoindex with a valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("interface {ifname:?} does not exist"),
+        ));
+    }
+    mac_and_addresses(ifindex)?.2.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{ifname} has no global IPv6 address"),
+        )
+    })
+}
+
 /// Turns receive VLAN offload off on `ifname` (`ethtool -K IF rxvlan off
 /// rx-vlan-stag-hw-parse off`), so that the NIC leaves 802.1Q/802.1ad tags in the frame
 /// where XDP sees them: a tag the NIC strips into packet metadata is invisible to an XDP
@@ -330,6 +350,62 @@ pub fn route_interface(addr: Ipv4Addr) -> io::Result<Option<String>> {
     Ok(route_in(&std::fs::read_to_string("/proc/net/route")?, addr))
 }
 
+/// The interface the kernel routes the IPv6 `addr` out of (the longest prefix of
+/// /proc/net/ipv6_route that covers it, local routes included: a local address routes
+/// out of `lo`), or None when no route does.
+pub fn route_interface6(addr: Ipv6Addr) -> io::Result<Option<String>> {
+    Ok(route6_in(
+        &std::fs::read_to_string("/proc/net/ipv6_route")?,
+        addr,
+    ))
+}
+
+/// The interface the kernel routes `addr` out of, in either family.
+pub fn route_interface_ip(addr: IpAddr) -> io::Result<Option<String>> {
+    match addr {
+        IpAddr::V4(a) => route_interface(a),
+        IpAddr::V6(a) => route_interface6(a),
+    }
+}
+
+/// [`route_interface6`] over the text of /proc/net/ipv6_route: `destination prefix_len
+/// source source_len next_hop metric refcnt use flags device`, addresses as 32 hex digits,
+/// the prefix length and metric in hex.
+fn route6_in(table: &str, addr: Ipv6Addr) -> Option<String> {
+    let a = u128::from(addr);
+    let mut best: Option<(u32, u32, String)> = None;
+    for line in table.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dst), Some(len), Some(metric), Some(ifc)) =
+            (f.first(), f.get(1), f.get(5), f.get(9))
+        else {
+            continue;
+        };
+        let (Ok(dst), Ok(len), Ok(metric)) = (
+            u128::from_str_radix(dst, 16),
+            u32::from_str_radix(len, 16),
+            u32::from_str_radix(metric, 16),
+        ) else {
+            continue;
+        };
+        if len > 128 {
+            continue;
+        }
+        let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+        if a & mask != dst & mask {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some((l, m, _)) => len > *l || (len == *l && metric < *m),
+        };
+        if better {
+            best = Some((len, metric, (*ifc).to_string()));
+        }
+    }
+    best.map(|(_, _, i)| i)
+}
+
 /// [`route_interface`] over the text of /proc/net/route: a header line, then `Iface
 /// Destination Gateway Flags RefCnt Use Metric Mask ...`, addresses in host-order hex of
 /// their network-order bytes.
@@ -381,5 +457,25 @@ mod tests {
         assert_eq!(r([198, 18, 1, 7]).as_deref(), Some("eth0"));
         assert_eq!(r([203, 0, 113, 1]).as_deref(), Some("eth0"));
         assert_eq!(route_in("Iface\n", Ipv4Addr::new(198, 18, 1, 1)), None);
+    }
+
+    #[test]
+    fn the_longest_ipv6_prefix_routes() {
+        let table = "\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db8000100000000000000000001 00000400 00000001 00000000 00000003     eth0
+20010db8000100000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0
+20010db8000200000000000000000011 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000400 00000001 00000000 00000001    veth1
+20010db8000100000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo
+";
+        let r = |a: &str| route6_in(table, a.parse().unwrap());
+        assert_eq!(r("2001:db8:2::11").as_deref(), Some("veth1"));
+        assert_eq!(r("2001:db8:1::7").as_deref(), Some("eth0"));
+        assert_eq!(r("2001:db8:1::1").as_deref(), Some("lo"));
+        assert_eq!(
+            r("2001:db8:99::1").as_deref(),
+            Some("eth0"),
+            "the default route"
+        );
+        assert_eq!(route6_in("", "2001:db8::1".parse().unwrap()), None);
     }
 }

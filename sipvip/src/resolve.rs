@@ -58,25 +58,36 @@ impl Resolver {
     }
 }
 
-/// Gives every local member without an address the external interface's (on-node mode:
-/// the node's own address, which a DaemonSet's shared configuration cannot name).
+/// Gives every local member without an address the external interface's, in each of its
+/// VIP's families (on-node mode: the node's own address, which a DaemonSet's shared
+/// configuration cannot name).
 fn local_members(cfg: &mut Config) -> Result<(), Vec<String>> {
     let ext = cfg.interfaces.external.clone();
-    let mut node = None;
+    let (mut node, mut node6) = (None, None);
     for (i, v) in cfg.vips.iter_mut().enumerate() {
+        let (has4, has6) = (v.address.is_some(), v.address6.is_some());
         for (j, m) in v.members.iter_mut().enumerate() {
-            if !m.local || m.address.is_some() {
+            if !m.local {
                 continue;
             }
-            if node.is_none() {
-                node = Some(crate::netif::ipv4_of(&ext).map_err(|e| {
-                    vec![format!(
-                        "vip[{i}] ({}).member[{j}] ({}): a local member without `address` takes interfaces.external's ({ext}), which has none: {e}",
-                        v.name, m.name
-                    )]
-                })?);
+            let missing = |family: &str, e: std::io::Error| {
+                vec![format!(
+                    "vip[{i}] ({}).member[{j}] ({}): a local member without `{family}` takes interfaces.external's ({ext}), which has none: {e}",
+                    v.name, m.name
+                )]
+            };
+            if has4 && m.address.is_none() {
+                if node.is_none() {
+                    node = Some(crate::netif::ipv4_of(&ext).map_err(|e| missing("address", e))?);
+                }
+                m.address = node;
             }
-            m.address = node;
+            if has6 && m.address6.is_none() {
+                if node6.is_none() {
+                    node6 = Some(crate::netif::ipv6_of(&ext).map_err(|e| missing("address6", e))?);
+                }
+                m.address6 = node6;
+            }
         }
     }
     Ok(())

@@ -369,20 +369,24 @@ pin_dir = "{pins}"
         )
     }
 
-    /// The lab's config made an on-node one: nothing on the internal interfaces, and IPv4
-    /// only (node mode serves IPv4 VIPs).
+    /// The lab's config made an on-node one: nothing on the internal interfaces, IPv4 only.
     pub fn node_config(&self, interval: &str, timeout: &str) -> String {
-        let text = self.config(interval, timeout, "");
-        assert!(text.contains("internal = [\"int0\", \"int1\"]"));
-        text.lines()
+        self.node_config_dual_stack(interval, timeout)
+            .lines()
             .filter(|l| !l.starts_with("address6"))
             .collect::<Vec<_>>()
             .join("\n")
             .replace(&format!(", \"{CONFIG6}\""), "")
-            .replace(
-                "internal = [\"int0\", \"int1\"]",
-                "internal = []\nmode = \"node\"",
-            )
+    }
+
+    /// The lab's dual-stack config made an on-node one: nothing on the internal interfaces.
+    pub fn node_config_dual_stack(&self, interval: &str, timeout: &str) -> String {
+        let text = self.config(interval, timeout, "");
+        assert!(text.contains("internal = [\"int0\", \"int1\"]"));
+        text.replace(
+            "internal = [\"int0\", \"int1\"]",
+            "internal = []\nmode = \"node\"",
+        )
     }
 
     /// Writes `text` as a Kubernetes ConfigMap volume does, under `<dir>/configmap` (see

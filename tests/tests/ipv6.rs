@@ -485,3 +485,273 @@ fn ipv6_only_vip_registrations_calls_snat_and_failover() {
         "the backup answers"
     );
 }
+
+/// The node's own IPv6 address (ext0's).
+const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+
+/// One OPTIONS from `phone` to the IPv6 VIP; the address its 200 came from, if one came
+/// within 300 ms.
+fn ping_vip6(phone: &UdpSocket, tag: &str) -> Option<SocketAddr> {
+    phone
+        .send_to(&options(phone.local_addr().ok()?, tag), (VIP6, 5060))
+        .ok()?;
+    let mut buf = [0u8; 4096];
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(300) {
+        let (n, from) = phone.recv_from(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.starts_with("SIP/2.0 200") && text.contains(&format!("Call-ID: v6-{tag}")) {
+            return Some(from);
+        }
+    }
+    None
+}
+
+/// Checksum and segmentation offloads on the node's and the peers' veths, on or off.
+fn offloads(lab: &Lab, on: bool) {
+    let v = if on { "on" } else { "off" };
+    for (ns, dev) in [
+        (&lab.gw, "ext0"),
+        (&lab.gw, "int0"),
+        (&lab.gw, "int1"),
+        (&lab.client, "cl0"),
+        (&lab.primary, "p0"),
+        (&lab.backup, "b0"),
+    ] {
+        ns.exec(&format!(
+            "ethtool -K {dev} tx {v} tso {v} gso {v} gro {v} >/dev/null 2>&1 || true"
+        ))
+        .unwrap();
+    }
+}
+
+/// A TCP connection the primary opens to the phone over IPv6, `len` bytes sent: the peer
+/// address the phone saw, and whether every byte arrived intact.
+fn stream6_from_primary(lab: &Lab, port: u16, len: usize) -> (SocketAddr, bool) {
+    let listener = {
+        let _g = lab.client.enter().unwrap();
+        TcpListener::bind((PHONE6, port)).unwrap()
+    };
+    let sender = tcp6_from(
+        &lab.primary,
+        PRIMARY6,
+        SocketAddrV6::new(PHONE6, port, 0, 0),
+    );
+    let writer = std::thread::spawn(move || {
+        let mut s = sender;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        s.write_all(&data).unwrap();
+    });
+    let (mut c, peer) = listener.accept().unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let mut got = Vec::with_capacity(len);
+    let mut buf = vec![0u8; 65536];
+    let t = Instant::now();
+    while got.len() < len && t.elapsed() < Duration::from_secs(20) {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    writer.join().unwrap();
+    let intact = got.len() == len && got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8);
+    (peer, intact)
+}
+
+/// On-node mode over IPv6: a dual-stack VIP whose members are pods behind routed veths.
+/// The node claims both addresses (a neighbour hears the unsolicited NAs); XDP on the uplink
+/// steers IPv6 service traffic to the active pod through the kernel, and TC egress SNATs
+/// what the pod sends to the IPv6 VIP, a GSO TCP stream with partial checksums included;
+/// the VIP fails over to the backup's pod in both families.
+#[test]
+fn node_mode_ipv6_members_in_pods_through_xdp_and_tc_egress() {
+    let mut lab = Lab::new("n6").expect("lab");
+    lab.detach_peers().unwrap();
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    let child = scenario::sip_server_in(&lab.primary, PRIMARY6, 5060, &lab.dir).unwrap();
+    lab.children.push(("sipp-primary6".into(), child));
+    let backup_silent = (
+        sipvip_tests::lab::udp_in(&lab.backup, (BACKUP, 5060)),
+        udp6_in(&lab.backup, BACKUP6, 5060),
+    );
+    let text = lab
+        .node_config_dual_stack("200ms", "1000ms")
+        .replace("timeout = \"1000ms\"", "timeout = \"1000ms\"\nipv6 = true");
+    assert!(text.contains("ipv6 = true") && text.contains("mode = \"node\""));
+    let cfg = lab.write_config(&text).unwrap();
+    let watch = NaWatch::new(&lab.client, "cl0");
+    lab.start_daemon(&cfg).unwrap();
+    let up = lab.wait_for(Duration::from_secs(10), || {
+        lab.status()
+            .is_ok_and(|s| s["vips"][0]["active"] == "primary" && s["vips"][0]["owner"] == true)
+    });
+    assert!(up.is_some(), "{}", lab.daemon_log(0));
+    let addrs = lab.gw.exec("ip addr show dev ext0").unwrap();
+    assert!(
+        addrs.contains(&format!("{VIP6}/128")) && addrs.contains(&format!("{VIP}/32")),
+        "the node claims both addresses: {addrs}"
+    );
+    assert!(
+        watch.count(VIP6, Duration::from_millis(800)) >= 1,
+        "unsolicited NAs for the claimed VIP"
+    );
+
+    let phone = udp6_in(&lab.client, PHONE6, 5095);
+    for (round, on) in [(0u16, false), (1, true)] {
+        offloads(&lab, on);
+        let what = if on { "offloads on" } else { "offloads off" };
+        let from = (0..5).find_map(|i| ping_vip6(&phone, &format!("n{round}-{i}")));
+        assert_eq!(
+            from,
+            Some(SocketAddr::from((VIP6, 5060))),
+            "{what}: OPTIONS through the IPv6 VIP\n{}",
+            lab.daemon_log(0)
+        );
+        let (peer, intact) = stream6_from_primary(&lab, 7100 + round, 2 << 20);
+        assert_eq!(peer.ip(), IpAddr::V6(VIP6), "{what}: the stream's source");
+        assert!(intact, "{what}: the stream arrived intact");
+    }
+    let st = lab.status().unwrap();
+    assert!(st["datapath"]["snat"].as_u64().unwrap_or(0) > 0, "{st}");
+
+    // The primary's pod dies; the backup's takes over, over both families.
+    lab.stop("sipp-primary", libc::SIGKILL).unwrap();
+    lab.stop("sipp-primary6", libc::SIGKILL).unwrap();
+    drop(backup_silent);
+    scenario::start_sip_server(&mut lab, "backup").unwrap();
+    let child = scenario::sip_server_in(&lab.backup, BACKUP6, 5060, &lab.dir).unwrap();
+    lab.children.push(("sipp-backup6".into(), child));
+    lab.wait_active("backup", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("backup never active:\n{}", lab.daemon_log(0)));
+    let from = (0..10).find_map(|i| ping_vip6(&phone, &format!("nb-{i}")));
+    assert_eq!(
+        from,
+        Some(SocketAddr::from((VIP6, 5060))),
+        "{}",
+        lab.daemon_log(0)
+    );
+}
+
+/// On-node mode, an IPv6-only VIP served by the seed's SIP Server pair as two processes on
+/// the node's own IPv6 address (5060 and 5070), which the local members take from the
+/// uplink: the VIP's 5060 reaches whichever is active, replies leave from [VIP]:5060 through
+/// TC egress, the node's own IPv6 traffic is never translated, and the pair fails over.
+#[test]
+fn node_mode_ipv6_only_vip_with_a_sip_server_pair_on_the_node() {
+    let mut lab = Lab::new("h6").expect("lab");
+    lab.detach_peers().unwrap();
+    let text: String = lab
+        .node_config_dual_stack("200ms", "1000ms")
+        .lines()
+        .filter(|l| !l.starts_with("address = ") && !l.starts_with("address6 = \"2001:db8:2") && !l.starts_with("address6 = \"2001:db8:4"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("name = \"primary\"", "name = \"primary\"\nlocal = true")
+        .replace(
+            "name = \"backup\"",
+            "name = \"backup\"\nlocal = true\nports = { \"udp/5060\" = 5070, \"tcp/5060\" = 5070, \"tcp/5061\" = 5071 }",
+        );
+    let path = lab.write_config(&text).unwrap();
+    let check = lab.sipvip(&["check", path.to_str().unwrap()]).unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let child = scenario::sip_server_in(&lab.gw, NODE6, 5060, &lab.dir).unwrap();
+    lab.children.push(("sipp-primary6".into(), child));
+    let backup_silent = udp6_in(&lab.gw, NODE6, 5070);
+    lab.start_daemon(&path).unwrap();
+    lab.wait_active("primary", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("primary never active:\n{}", lab.daemon_log(0)));
+    let st = lab.status().unwrap();
+    let members = &st["vips"][0]["members"];
+    assert_eq!(
+        members[0]["address6"],
+        NODE6.to_string(),
+        "the uplink's address"
+    );
+    assert!(members[0].get("address").is_none(), "no IPv4 address: {st}");
+    let mut buf = [0u8; 2048];
+    let (n, _) = backup_silent
+        .recv_from(&mut buf)
+        .expect("a probe reaches [node]:5070");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("OPTIONS sip:"));
+
+    let phone = udp6_in(&lab.client, PHONE6, 5096);
+    let from = (0..5).find_map(|i| ping_vip6(&phone, &format!("h-{i}")));
+    assert_eq!(
+        from,
+        Some(SocketAddr::from((VIP6, 5060))),
+        "the primary answers from the VIP\n{}",
+        lab.daemon_log(0)
+    );
+    // The node's own IPv6 traffic from another port is not translated.
+    let node_sock = udp6_in(&lab.gw, NODE6, 40000);
+    node_sock.send_to(b"node", (PHONE6, 5096)).unwrap();
+    let (n, from) = phone.recv_from(&mut buf).expect("the node's datagram");
+    assert_eq!(
+        (&buf[..n], from),
+        (&b"node"[..], SocketAddr::from((NODE6, 40000)))
+    );
+
+    lab.stop("sipp-primary6", libc::SIGKILL).unwrap();
+    drop(backup_silent);
+    let child = scenario::sip_server_in(&lab.gw, NODE6, 5070, &lab.dir).unwrap();
+    lab.children.push(("sipp-backup6".into(), child));
+    lab.wait_active("backup", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("backup never active:\n{}", lab.daemon_log(0)));
+    let from = (0..10).find_map(|i| ping_vip6(&phone, &format!("hb-{i}")));
+    assert_eq!(
+        from,
+        Some(SocketAddr::from((VIP6, 5060))),
+        "the backup on 5070 answers from [VIP]:5060\n{}",
+        lab.daemon_log(0)
+    );
+}
+
+/// IPv6 datagrams the node's kernel has forwarded (/proc/net/snmp6, Ip6OutForwDatagrams).
+fn forwarded6(ns: &Netns) -> u64 {
+    let snmp = ns.exec("cat /proc/net/snmp6").unwrap();
+    snmp.lines()
+        .find_map(|l| l.strip_prefix("Ip6OutForwDatagrams"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Ip6OutForwDatagrams")
+}
+
+/// On-node mode over IPv6 with `node_steering = "xdp-redirect"`: IPv6 requests to the VIP
+/// are redirected by XDP into the pod's veth (the FIB's AF_INET6 answer), so the node's
+/// kernel forwards only the replies.
+#[test]
+fn node_mode_ipv6_pods_steered_by_xdp_redirect() {
+    // The pods' sides of the veths keep the lab's XDP programs: they accept redirected
+    // frames.
+    let mut lab = Lab::new("r6").expect("lab");
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    let child = scenario::sip_server_in(&lab.primary, PRIMARY6, 5060, &lab.dir).unwrap();
+    lab.children.push(("sipp-primary6".into(), child));
+    let _backup_silent = sipvip_tests::lab::udp_in(&lab.backup, (BACKUP, 5060));
+    let text = lab.node_config_dual_stack("200ms", "1000ms").replace(
+        "mode = \"node\"",
+        "mode = \"node\"\nnode_steering = \"xdp-redirect\"",
+    );
+    let cfg = lab.write_config(&text).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    lab.wait_active("primary", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("primary never active:\n{}", lab.daemon_log(0)));
+    let phone = udp6_in(&lab.client, PHONE6, 5097);
+    let vip = Some(SocketAddr::from((VIP6, 5060)));
+    // The devmap learns the members' veths within a tick or two.
+    let warm = (0..20).find(|i| ping_vip6(&phone, &format!("w-{i}")) == vip);
+    assert!(warm.is_some(), "{}", lab.daemon_log(0));
+    let before = forwarded6(&lab.gw);
+    let answered = (0..20)
+        .filter(|i| ping_vip6(&phone, &format!("r-{i}")) == vip)
+        .count();
+    let forwards = forwarded6(&lab.gw) - before;
+    assert_eq!(answered, 20, "{}", lab.daemon_log(0));
+    assert!(
+        forwards <= 24,
+        "{forwards} IPv6 datagrams forwarded by the kernel for 20 requests and their replies"
+    );
+}

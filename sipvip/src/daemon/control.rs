@@ -57,10 +57,7 @@ pub(super) fn status(
             active: st.active.map(|a| v.members[a].name.clone()),
             draining: st.draining.map(|d| v.members[d].name.clone()),
             active_for_s: now.saturating_duration_since(st.active_since).as_secs_f64(),
-            owner: v
-                .spec
-                .addr
-                .and_then(|a| shared.owners.lock().expect("lock").get(&a).copied()),
+            owner: shared.owners.lock().expect("lock").get(&v.name).copied(),
             failovers: st.failovers,
             last_failover_ms: st.last_failover_time.map(|d| d.as_secs_f64() * 1000.0),
             services: v

@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     sync::{Arc, Mutex},
     time::Duration,
@@ -52,7 +52,8 @@ struct Shared {
     /// last address stays in use).
     resolve_errors: Mutex<std::collections::BTreeMap<String, String>>,
     /// On-node mode: whether this node answers for each VIP (see `sipvip::ownership`).
-    owners: Mutex<std::collections::BTreeMap<Ipv4Addr, bool>>,
+    /// By VIP name.
+    owners: Mutex<std::collections::BTreeMap<String, bool>>,
 }
 
 /// How soon after one resolution a failed probe may ask for the next.
@@ -238,15 +239,13 @@ fn start(
                 for v in &plan.vips {
                     // On-node mode: only the node that answers for the VIP.
                     let answers = plan.ownership.is_none()
-                        || v.spec.addr.is_some_and(|a| {
-                            shared
-                                .owners
-                                .lock()
-                                .expect("lock")
-                                .get(&a)
-                                .copied()
-                                .unwrap_or(false)
-                        });
+                        || shared
+                            .owners
+                            .lock()
+                            .expect("lock")
+                            .get(&v.name)
+                            .copied()
+                            .unwrap_or(false);
                     if answers {
                         if let Some(a) = v.spec.addr {
                             let _ = garp::send(&plan.garp.interface, a);
@@ -295,9 +294,10 @@ fn start(
 const OWNERSHIP_TICK: Duration = Duration::from_millis(50);
 
 /// On-node mode: every `OWNERSHIP_TICK`, whether this node hosts each VIP's active member
-/// (the member's address is one of the node's, or routed out of another interface than the
-/// uplink: a pod's veth), and the claims and releases `sipvip::ownership` decides: the VIP
-/// added to the uplink with a burst of gratuitous ARP, or removed.
+/// (one of the member's addresses is the node's, or routed out of another interface than
+/// the uplink: a pod's veth), and the claims and releases `sipvip::ownership` decides: the
+/// VIP's addresses (each family it has) added to the uplink with a burst of gratuitous ARP
+/// and unsolicited Neighbor Advertisements, or removed.
 fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
     let o = plan.ownership.clone()?;
     Some(tokio::spawn(async move {
@@ -308,22 +308,25 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                 return;
             }
         };
-        let at_start = sipvip::netif::local_addresses();
+        let (at_start, at_start6) = (
+            sipvip::netif::local_addresses(),
+            sipvip::netif::local_addresses6(),
+        );
         let mut states: Vec<Ownership> = plan
             .vips
             .iter()
             .map(|v| {
                 Ownership::new(
                     o.claim_after,
-                    v.spec.addr.is_some_and(|a| at_start.contains(&a)),
+                    v.spec.addr.is_some_and(|a| at_start.contains(&a))
+                        || v.spec.addr6.is_some_and(|a| at_start6.contains(&a)),
                 )
             })
             .collect();
         {
             let mut dp = shared.dp.lock().expect("lock");
             for (v, s) in plan.vips.iter().zip(&states) {
-                let Some(vip) = v.spec.addr else { continue };
-                if let Err(e) = dp.set_vip_answering(vip, s.owner()) {
+                if let Err(e) = dp.set_vip_answering(&v.spec, s.owner()) {
                     tracing::error!(vip = %v.name, error = %e, "cannot write the VIP's ownership");
                 }
             }
@@ -346,63 +349,93 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                     egress_since = std::time::Instant::now();
                 }
                 for m in plan.vips.iter().flat_map(|v| &v.members) {
-                    let Some(Ok(Some(dev))) = m.address.map(sipvip::netif::route_interface) else {
-                        continue;
-                    };
-                    if dev == o.interface {
-                        continue;
-                    }
-                    let Ok(ix) = setup::ifindex(&dev) else {
-                        continue;
-                    };
-                    if egress.insert(ix) {
-                        if let Err(e) = shared.dp.lock().expect("lock").add_egress(ix) {
-                            tracing::warn!(member = %m.name, interface = %dev, error = %e, "cannot redirect to the member's veth; its traffic goes through the kernel");
+                    let devs = member_addresses(m)
+                        .filter_map(|a| sipvip::netif::route_interface_ip(a).ok().flatten());
+                    for dev in devs.filter(|d| *d != o.interface && d != "lo") {
+                        let Ok(ix) = setup::ifindex(&dev) else {
+                            continue;
+                        };
+                        if egress.insert(ix) {
+                            if let Err(e) = shared.dp.lock().expect("lock").add_egress(ix) {
+                                tracing::warn!(member = %m.name, interface = %dev, error = %e, "cannot redirect to the member's veth; its traffic goes through the kernel");
+                            }
                         }
                     }
                 }
             }
-            let locals = sipvip::netif::local_addresses();
+            let (locals, locals6) = (
+                sipvip::netif::local_addresses(),
+                sipvip::netif::local_addresses6(),
+            );
             for (v, state) in plan.vips.iter().zip(&mut states) {
-                // Node mode serves IPv4 VIPs (the configuration requires `address`).
-                let Some(vip) = v.spec.addr else { continue };
-                let active = shared
-                    .dp
-                    .lock()
-                    .expect("lock")
-                    .vip_record(vip)
-                    .ok()
-                    .map(|r| r.active_be)
-                    .filter(|a| *a != 0)
-                    .map(|a| Ipv4Addr::from(u32::from_be(a)));
-                let hosts = active.is_some_and(|m| {
-                    locals.contains(&m)
-                        || matches!(sipvip::netif::route_interface(m), Ok(Some(i)) if i != o.interface)
-                });
+                // The active member, as the VIP's record (of its first family) names it.
+                let active = {
+                    let dp = shared.dp.lock().expect("lock");
+                    match (v.spec.addr, v.spec.addr6) {
+                        (Some(a), _) => dp
+                            .vip_record(a)
+                            .ok()
+                            .filter(|r| r.active_be != 0)
+                            .map(|r| r.active_slot),
+                        (None, Some(a6)) => dp
+                            .vip_record6(a6)
+                            .filter(|r| r.active_be != [0u32; 4])
+                            .map(|r| r.active_slot),
+                        (None, None) => None,
+                    }
+                };
+                let hosts = active
+                    .and_then(|slot| v.members.get(slot as usize))
+                    .is_some_and(|m| {
+                        member_addresses(m).any(|a| {
+                            let local = match a {
+                                IpAddr::V4(a) => locals.contains(&a),
+                                IpAddr::V6(a) => locals6.contains(&a),
+                            };
+                            local
+                                || matches!(sipvip::netif::route_interface_ip(a), Ok(Some(i)) if i != o.interface && i != "lo")
+                        })
+                    });
                 let change = state.observe(std::time::Instant::now(), hosts);
                 if change.is_some() {
                     let r = shared
                         .dp
                         .lock()
                         .expect("lock")
-                        .set_vip_answering(vip, state.owner());
+                        .set_vip_answering(&v.spec, state.owner());
                     if let Err(e) = r {
                         tracing::error!(vip = %v.name, error = %e, "cannot write the VIP's ownership");
                     }
                 }
+                let addrs = || {
+                    [
+                        v.spec.addr.map(|a| (IpAddr::V4(a), 32)),
+                        v.spec.addr6.map(|a| (IpAddr::V6(a), 128)),
+                    ]
+                    .into_iter()
+                    .flatten()
+                };
                 match change {
                     Some(Change::Claim) => {
-                        if let Err(e) = sipvip::netif::add_ipv4_address(ifindex, vip, 32) {
-                            tracing::error!(%vip, error = %e, "cannot claim the VIP");
+                        for (a, len) in addrs() {
+                            let r = match a {
+                                IpAddr::V4(a4) => sipvip::netif::add_ipv4_address(ifindex, a4, len),
+                                IpAddr::V6(a6) => sipvip::netif::add_ipv6_address(ifindex, a6, len),
+                            };
+                            if let Err(e) = r {
+                                tracing::error!(vip = %a, error = %e, "cannot claim the VIP");
+                            }
                         }
-                        tracing::info!(event = "vip_claimed", vip = %v.name, address = %vip, "this node hosts the active member: it answers for the VIP");
-                        garp_burst(plan.garp.clone(), Some(vip), None);
+                        tracing::info!(event = "vip_claimed", vip = %v.name, address = %v.spec.label(), "this node hosts the active member: it answers for the VIP");
+                        garp_burst(plan.garp.clone(), v.spec.addr, v.spec.addr6);
                     }
                     Some(Change::Release) => {
-                        if let Err(e) = sipvip::netif::remove_ipv4_address(ifindex, vip, 32) {
-                            tracing::error!(%vip, error = %e, "cannot release the VIP");
+                        for (a, len) in addrs() {
+                            if let Err(e) = sipvip::netif::remove_address(ifindex, a, len) {
+                                tracing::error!(vip = %a, error = %e, "cannot release the VIP");
+                            }
                         }
-                        tracing::info!(event = "vip_released", vip = %v.name, address = %vip, "this node no longer hosts the active member: it is silent for the VIP");
+                        tracing::info!(event = "vip_released", vip = %v.name, address = %v.spec.label(), "this node no longer hosts the active member: it is silent for the VIP");
                     }
                     None => {}
                 }
@@ -410,10 +443,17 @@ fn own_vips(plan: Arc<Plan>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                     .owners
                     .lock()
                     .expect("lock")
-                    .insert(vip, state.owner());
+                    .insert(v.name.clone(), state.owner());
             }
         }
     }))
+}
+
+/// A member's addresses, each family it has.
+fn member_addresses(m: &sipvip::plan::MemberPlan) -> impl Iterator<Item = IpAddr> {
+    [m.address.map(IpAddr::V4), m.address6.map(IpAddr::V6)]
+        .into_iter()
+        .flatten()
 }
 
 /// A burst of gratuitous ARP for `vip`, and of unsolicited Neighbor Advertisements for its
@@ -576,7 +616,6 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
                                 {
                                     tracing::warn!(vip = %v.name, error = %e, "cannot remove the VIP's address");
                                 }
-                                shared.owners.lock().expect("lock").remove(&a);
                             }
                         }
                         if let Some(a6) = v.spec.addr6 {

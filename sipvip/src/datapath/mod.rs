@@ -158,8 +158,9 @@ pub struct Datapath {
     #[allow(dead_code)]
     prog_arrays: Vec<aya::maps::Map>,
     logger: Option<DebugLogger>,
-    /// On-node mode: the VIPs another node answers for (`VIP_F_SILENT` in their records).
-    silent: std::collections::BTreeSet<Ipv4Addr>,
+    /// On-node mode: the addresses of the VIPs another node answers for (`VIP_F_SILENT` in
+    /// their records).
+    silent: std::collections::BTreeSet<std::net::IpAddr>,
 }
 
 /// The IPv6 twins of the address-keyed maps.

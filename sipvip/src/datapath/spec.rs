@@ -1,6 +1,6 @@
 //! What a VIP is, as the datapath's map records.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sipvip_common::{
     ipv6_be, Ipv6Be, MemberRecord, Service, VipRecord, MAX_MEMBERS, MAX_PASSTHROUGH_PORTS,
@@ -185,15 +185,16 @@ impl VipSpec {
 
     /// The services of every local member on `addr`, each with its own port: they share
     /// one member record, so the record names all their service ports.
-    fn shared_services(&self, addr: Ipv4Addr) -> Result<[Service; MAX_SERVICES]> {
+    fn shared_services(&self, addr: IpAddr) -> Result<[Service; MAX_SERVICES]> {
         let mut out = [Service::default(); MAX_SERVICES];
         let mut n = 0;
-        for (mi, _) in self
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.local && m.addr == Some(addr))
-        {
+        for (mi, _) in self.members.iter().enumerate().filter(|(_, m)| {
+            m.local
+                && match addr {
+                    IpAddr::V4(a) => m.addr == Some(a),
+                    IpAddr::V6(a) => m.addr6 == Some(a),
+                }
+        }) {
             for s in self.services(Some(mi)).iter().take(self.services.len()) {
                 if out[..n].contains(s) {
                     continue;
@@ -270,7 +271,7 @@ impl VipSpec {
         };
         Ok(Some((
             ipv6_be(addr6.octets()),
-            self.member_record_of(slot, ipv6_be(vip6.octets()))?,
+            self.member_record_of(slot, ipv6_be(vip6.octets()), addr6.into())?,
         )))
     }
 
@@ -280,20 +281,23 @@ impl VipSpec {
         let (Some(vip), Some(addr)) = (self.addr, self.members[slot].addr) else {
             return Ok(None);
         };
-        Ok(Some((be32(addr), self.member_record_of(slot, be32(vip))?)))
+        Ok(Some((
+            be32(addr),
+            self.member_record_of(slot, be32(vip), addr.into())?,
+        )))
     }
 
-    /// The member record in either family, translated to `vip_be`.
-    fn member_record_of<A>(&self, slot: usize, vip_be: A) -> Result<MemberRecord<A>> {
+    /// The member record in either family (the member's address in it: `addr`),
+    /// translated to `vip_be`.
+    fn member_record_of<A>(&self, slot: usize, vip_be: A, addr: IpAddr) -> Result<MemberRecord<A>> {
         let m = &self.members[slot];
         let mut flags = if self.snat { MEMBER_F_SNAT } else { 0 };
-        let services = match (m.local, m.addr) {
-            // Local members (on-node mode, IPv4) share the node's address and its record.
-            (true, Some(addr)) => {
-                flags |= MEMBER_F_SERVICE_ONLY;
-                self.shared_services(addr)?
-            }
-            _ => self.services(Some(slot)),
+        // Local members (on-node mode) share the node's address and its record.
+        let services = if m.local {
+            flags |= MEMBER_F_SERVICE_ONLY;
+            self.shared_services(addr)?
+        } else {
+            self.services(Some(slot))
         };
         let mut pt = [0u16; MAX_PASSTHROUGH_PORTS];
         for (o, p) in pt.iter_mut().zip(&m.passthrough_ports) {

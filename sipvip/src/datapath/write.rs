@@ -118,7 +118,10 @@ impl Datapath {
         draining: Option<usize>,
     ) -> Result<()> {
         // The IPv6 record first: when both change, IPv6 traffic follows no later than IPv4.
-        let silent = spec.addr.is_some_and(|a| self.silent.contains(&a));
+        let silent = [spec.addr.map(IpAddr::V4), spec.addr6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+            .any(|a| self.silent.contains(&a));
         if let (Some(addr6), Some(mut rec6)) = (spec.addr6, spec.record6(active, draining)) {
             if silent {
                 rec6.flags |= VIP_F_SILENT;
@@ -144,22 +147,38 @@ impl Datapath {
     /// silent node hands what still arrives for the VIP to the kernel untranslated, which
     /// forwards it to the node that answers; it is never translated twice on its way. Kept
     /// across the active member's writes.
-    pub fn set_vip_answering(&mut self, vip: Ipv4Addr, answering: bool) -> Result<()> {
-        let changed = if answering {
-            self.silent.remove(&vip)
-        } else {
-            self.silent.insert(vip)
-        };
+    pub fn set_vip_answering(&mut self, spec: &VipSpec, answering: bool) -> Result<()> {
+        let addrs = [spec.addr.map(IpAddr::V4), spec.addr6.map(IpAddr::V6)];
+        let mut changed = false;
+        for a in addrs.into_iter().flatten() {
+            changed |= if answering {
+                self.silent.remove(&a)
+            } else {
+                self.silent.insert(a)
+            };
+        }
         if !changed {
             return Ok(());
         }
-        let Ok(mut r) = self.vips.get(&be32(vip), 0) else {
-            return Ok(());
-        };
-        r.flags = (r.flags & !VIP_F_SILENT) | if answering { 0 } else { VIP_F_SILENT };
-        self.vips
-            .insert(be32(vip), r, 0)
-            .map_err(map_err(map_names::VIPS))
+        let flags = |f: u32| (f & !VIP_F_SILENT) | if answering { 0 } else { VIP_F_SILENT };
+        if let (Some(a6), Some(v6)) = (spec.addr6, &mut self.v6) {
+            let key = ipv6_be(a6.octets());
+            if let Ok(mut r) = v6.vips.get(&key, 0) {
+                r.flags = flags(r.flags);
+                v6.vips
+                    .insert(key, r, 0)
+                    .map_err(map_err(map_names::VIPS6))?;
+            }
+        }
+        if let Some(a) = spec.addr {
+            if let Ok(mut r) = self.vips.get(&be32(a), 0) {
+                r.flags = flags(r.flags);
+                self.vips
+                    .insert(be32(a), r, 0)
+                    .map_err(map_err(map_names::VIPS))?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes one member's record (a member that left its VIP, or moved to another
