@@ -9,7 +9,7 @@ use std::{
 };
 
 use sipvip::datapath::{be16, be32, VipSpec};
-use sipvip_common::{FragKey, FRAG_IN, FRAG_OUT};
+use sipvip_common::{ipv6_be, FragKey, FragKey6, FRAG_IN, FRAG_OUT};
 
 use crate::{
     check::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
@@ -31,6 +31,8 @@ enum FlowKind {
 
 /// (src, dst, IP id, proto, the side it arrived on)
 type DatagramId = (Ipv4Addr, Ipv4Addr, u16, u8, Side);
+/// An IPv6 datagram: (src, dst, identification, proto, side).
+type DatagramId6 = (Ipv6Addr, Ipv6Addr, u32, u8, Side);
 
 /// (kind, proto, local addr, local port, remote addr, remote port)
 type Flow = (FlowKind, u8, Ipv4Addr, u16, Ipv4Addr, u16);
@@ -46,6 +48,17 @@ enum Datagram {
     /// Translate to this address (member inbound, VIP outbound).
     To {
         addr: Ipv4Addr,
+        slot: u32,
+        service: Option<usize>,
+    },
+    Untouched,
+}
+
+/// What every fragment of an IPv6 datagram gets: its first fragment's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Datagram6 {
+    To {
+        addr: Ipv6Addr,
         slot: u32,
         service: Option<usize>,
     },
@@ -115,8 +128,16 @@ fn fib(dst: Ipv4Addr, tot_len: usize) -> Fib {
     }
 }
 
-/// A datagram's identity in the datapath's fragment table, as the datapath stores it.
-pub type FragQuery<'a> = &'a dyn Fn(FragKey) -> bool;
+/// A datagram's identity in the datapath's fragment table of its family, as the datapath
+/// stores it.
+#[derive(Clone, Copy, Debug)]
+pub enum AnyFragKey {
+    V4(FragKey),
+    V6(FragKey6),
+}
+
+/// Whether the datapath's fragment table still holds a datagram.
+pub type FragQuery<'a> = &'a dyn Fn(AnyFragKey) -> bool;
 
 /// How many frames after its first fragment the model trusts its own record of a datagram;
 /// after that it asks the datapath whether the record is still there (the kernel's LRU
@@ -149,6 +170,11 @@ pub struct Model {
     pub errors6_out: u64,
     /// IPv6 flows: (kind, proto, local addr, local port, remote addr, remote port).
     flows6: HashMap<(FlowKind, u8, Ipv6Addr, u16, Ipv6Addr, u16), FlowTarget6>,
+    /// IPv6 first fragments' decisions, with the frame number they were made at.
+    datagrams6: HashMap<DatagramId6, (Datagram6, u64)>,
+    /// IPv6 fragments and packets with extension headers the rules decided on.
+    pub fragments6: u64,
+    pub ext_headers6: u64,
     pub reasons: BTreeMap<&'static str, u64>,
     pub traffic: Traffic,
 }
@@ -328,6 +354,9 @@ impl Model {
             frames: 0,
             side: Side::Ext,
             flows6: HashMap::new(),
+            datagrams6: HashMap::new(),
+            fragments6: 0,
+            ext_headers6: 0,
             errors6_in: 0,
             errors6_out: 0,
             reasons: BTreeMap::new(),
@@ -344,7 +373,7 @@ impl Model {
         let mut b = frame.to_vec();
         let r = match self.accept(side, &b) {
             Err(r) => Err(r),
-            Ok(()) if ipv6_l3(&b).is_some() => self.ipv6(side, &mut b),
+            Ok(()) if ipv6_l3(&b).is_some() => self.ipv6(side, &mut b, frags),
             Ok(()) => match side {
                 Side::Ext => self.external(&mut b, frags),
                 Side::Int => self.internal(&mut b, frags),
@@ -513,7 +542,7 @@ impl Model {
             proto: p.proto,
             dir: if side == Side::Ext { FRAG_IN } else { FRAG_OUT },
         };
-        frags(key).then_some(d)
+        frags(AnyFragKey::V4(key)).then_some(d)
     }
 
     fn add(t: &mut (u64, u64), len: usize) {
@@ -1091,6 +1120,34 @@ fn ipv6_l3(b: &[u8]) -> Option<usize> {
     }
 }
 
+/// The upper layer of an IPv6 packet the screen passed (RFC 8200 order, as the datapath
+/// walks it): its protocol, where its header starts, and the fragment header's (offset in
+/// 8-octet units, M flag, identification) if there is one. A later fragment's walk ends at
+/// its fragment header.
+fn upper6(b: &[u8], l3: usize) -> (u8, usize, Option<(u16, bool, u32)>) {
+    const EXT: [u8; 4] = [0, 43, 60, 44];
+    let (mut next, mut off, mut frag) = (b[l3 + 6], l3 + 40, None);
+    for _ in 0..sipvip_common::MAX_IPV6_EXT_HEADERS {
+        if !EXT.contains(&next) {
+            break;
+        }
+        let here = next;
+        next = b[off];
+        if here == 44 {
+            let word = r16(b, off + 2);
+            let id = u32::from_be_bytes(b[off + 4..off + 8].try_into().unwrap());
+            frag = Some((word >> 3, word & 1 != 0, id));
+            off += 8;
+            if word >> 3 != 0 {
+                break;
+            }
+        } else {
+            off += (usize::from(b[off + 1]) + 1) * 8;
+        }
+    }
+    (next, off, frag)
+}
+
 fn rip6(b: &[u8], o: usize) -> Ipv6Addr {
     let a: [u8; 16] = b[o..o + 16].try_into().unwrap();
     Ipv6Addr::from(a)
@@ -1133,11 +1190,12 @@ impl Model {
         })
     }
 
-    /// An IPv6 frame: the parse and screen, then the same rules as IPv4 for the UDP and TCP
-    /// packets the differential test sends to the VIP and from the members (no extension
-    /// headers, no fragments, hop limit above 1); anything else that reaches the rules is
+    /// An IPv6 frame: the parse and screen, then the same rules as IPv4 for the packets the
+    /// differential test sends to the VIP and from the members: UDP and TCP (behind
+    /// extension headers, fragmented, in and out of order), ICMPv6 echo and errors (no
+    /// extension headers), hop limit above 1; anything else that reaches the rules is
     /// neither for the VIP nor from a member.
-    fn ipv6(&mut self, side: Side, b: &mut [u8]) -> Outcome {
+    fn ipv6(&mut self, side: Side, b: &mut [u8], frags: FragQuery) -> Outcome {
         let l3 = ipv6_l3(b).expect("IPv6");
         match ipv6_outcome(b, l3, side == Side::Ext) {
             "pass_not_vip" | "pass_not_member" => {}
@@ -1146,9 +1204,32 @@ impl Model {
         let (src, dst) = (rip6(b, l3 + 8), rip6(b, l3 + 24));
         let vip6 = self.spec.addr6.expect("a dual-stack fixture VIP");
         let member6 = |a: Ipv6Addr| self.spec.members.iter().position(|m| m.addr6 == Some(a));
-        let (proto, l4, hop) = (b[l3 + 6], l3 + 40, b[l3 + 7]);
+        let (proto, l4, frag) = upper6(b, l3);
+        let hop = b[l3 + 7];
+        // An atomic fragment (offset 0, no more) is an unfragmented packet.
+        let (later, mf, id) = match frag {
+            Some((off, mf, id)) => (off != 0, mf, id),
+            None => (false, false, 0),
+        };
         let simple = |proto: u8| proto == UDP || proto == TCP;
         const ICMPV6: u8 = 58;
+        let ours = match side {
+            Side::Ext => dst == vip6,
+            Side::Int => member6(src).is_some() && dst != vip6,
+        };
+        if ours && simple(proto) {
+            self.ext_headers6 += u64::from(l4 != l3 + 40);
+            self.fragments6 += u64::from(later || mf);
+        }
+        if proto == ICMPV6 && ours && (later || mf) && side == Side::Ext {
+            return Err("drop_icmp");
+        }
+        if proto == ICMPV6 && ours {
+            assert!(
+                l4 == l3 + 40 && !later && !mf,
+                "the model's IPv6 rules: ICMPv6 without extension headers"
+            );
+        }
         match side {
             Side::Ext if dst == vip6 && proto == ICMPV6 => {
                 assert!(hop > 1 && b.len() >= l4 + 8, "the model's IPv6 rules: echo");
@@ -1179,7 +1260,7 @@ impl Model {
                             .flows6
                             .get(&(FlowKind::Snat, ICMPV6, vip6, id, src, 0))
                             .ok_or("drop_icmp")?;
-                        self.rewrite6(b, l3, ICMPV6, false, t.member, None);
+                        self.rewrite6(b, l3, Some(l3 + 40), ICMPV6, false, t.member, None);
                         self.account(true, None, Some(t.slot), b.len());
                         self.send6(b, l3, fib6(t.member), "conntrack_reply")
                     }
@@ -1190,33 +1271,59 @@ impl Model {
             Side::Ext if dst == vip6 => {
                 assert!(
                     simple(proto) && hop > 1,
-                    "the model's IPv6 rules: UDP/TCP, no extension headers"
+                    "the model's IPv6 rules: UDP/TCP to the VIP, hop limit above 1"
                 );
-                let (sport, dport) = (r16(b, l4), r16(b, l4 + 2));
-                if proto == UDP && r16(b, l4 + 6) == 0 {
-                    return Err("drop_udp_no_csum");
-                }
-                let (member, slot, service, port) =
-                    if let Some(i) = self.service_vip_side(proto, dport) {
+                let (target, port, reason) = if later {
+                    let d = self
+                        .follow6((src, dst, id, proto, Side::Ext), frags)
+                        .ok_or("drop_frag_orphan")?;
+                    (d, None, "frag_in")
+                } else {
+                    let (sport, dport) = self.ports6(b, l3, l4, proto)?;
+                    let (t, port, r) = if let Some(i) = self.service_vip_side(proto, dport) {
+                        if !self.spec.services[i].enabled {
+                            return Err("drop_vip_closed");
+                        }
                         let (_, slot) = self.active_member().ok_or("drop_no_active")?;
                         let m = self.spec.members[slot as usize].addr6.expect("member IPv6");
                         (
-                            m,
-                            slot,
-                            Some(i),
+                            Datagram6::To {
+                                addr: m,
+                                slot,
+                                service: Some(i),
+                            },
                             Some((dport, self.spec.services[i].member_port)),
+                            "steered",
                         )
                     } else {
                         let key = (FlowKind::Snat, proto, vip6, dport, src, sport);
                         let t = *self.flows6.get(&key).ok_or("drop_vip_closed")?;
-                        (t.member, t.slot, None, None)
+                        (
+                            Datagram6::To {
+                                addr: t.member,
+                                slot: t.slot,
+                                service: None,
+                            },
+                            None,
+                            "conntrack_reply",
+                        )
                     };
-                let reason = if service.is_some() {
-                    "steered"
-                } else {
-                    "conntrack_reply"
+                    if mf {
+                        self.datagrams6
+                            .insert((src, dst, id, proto, Side::Ext), (t, self.frames));
+                    }
+                    (t, port, r)
                 };
-                self.rewrite6(b, l3, proto, false, member, port);
+                let Datagram6::To {
+                    addr: member,
+                    slot,
+                    service,
+                } = target
+                else {
+                    unreachable!("inbound datagrams are always translated")
+                };
+                let l4 = (!later).then_some(l4);
+                self.rewrite6(b, l3, l4, proto, false, member, port);
                 self.account(true, service, Some(slot), b.len());
                 self.send6(b, l3, fib6(member), reason)
             }
@@ -1224,7 +1331,7 @@ impl Model {
                 let Some(slot) = member6(dst) else {
                     return Err("pass_not_vip");
                 };
-                if simple(proto) {
+                if simple(proto) && !later && l4 + 4 <= b.len() {
                     let (sport, dport) = (r16(b, l4), r16(b, l4 + 2));
                     self.flows6
                         .entry((FlowKind::Passthrough, proto, dst, dport, src, sport))
@@ -1263,56 +1370,113 @@ impl Model {
                     if matches!(f, Fib::NotForwarded) {
                         return Err("pass_fib");
                     }
-                    self.rewrite6(b, l3, ICMPV6, true, vip6, None);
+                    self.rewrite6(b, l3, Some(l3 + 40), ICMPV6, true, vip6, None);
                     self.account(false, None, Some(slot as u32), b.len());
                     return self.send6(b, l3, f, "snat");
                 }
                 assert!(
                     simple(proto) && hop > 1,
-                    "the model's IPv6 rules: UDP/TCP, no extension headers"
+                    "the model's IPv6 rules: UDP/TCP from a member, hop limit above 1"
                 );
-                let (sport, dport) = (r16(b, l4), r16(b, l4 + 2));
-                if proto == UDP && r16(b, l4 + 6) == 0 {
-                    return Err("drop_udp_no_csum");
-                }
-                let pt_port = self.spec.members[slot].passthrough_ports.contains(&sport);
-                let pt_flow = self.flows6.contains_key(&(
-                    FlowKind::Passthrough,
-                    proto,
-                    src,
-                    sport,
-                    dst,
-                    dport,
-                ));
-                if pt_port || pt_flow {
-                    return self.forward6(b, l3, dst, "passthrough");
-                }
-                if self.excluded6(dst) {
-                    return self.forward6(b, l3, dst, "excluded");
-                }
-                let (service, port) = match self.service_member_side(proto, sport) {
-                    Some(i) => (Some(i), Some((sport, self.spec.services[i].port))),
-                    None => {
+                let slot = slot as u32;
+                let snat = |service| Datagram6::To {
+                    addr: vip6,
+                    slot,
+                    service,
+                };
+                let mut port = None;
+                let (d, reason) = if later {
+                    let d = match self.follow6((src, dst, id, proto, Side::Int), frags) {
+                        Some(d) => d,
+                        None if self.excluded6(dst) => Datagram6::Untouched,
+                        None => snat(None),
+                    };
+                    (d, "frag_out")
+                } else {
+                    let (sport, dport) = self.ports6(b, l3, l4, proto)?;
+                    let pt_port = self.spec.members[slot as usize]
+                        .passthrough_ports
+                        .contains(&sport);
+                    let pt_flow = self.flows6.contains_key(&(
+                        FlowKind::Passthrough,
+                        proto,
+                        src,
+                        sport,
+                        dst,
+                        dport,
+                    ));
+                    let (d, r) = if pt_port || pt_flow {
+                        (Datagram6::Untouched, "passthrough")
+                    } else if self.excluded6(dst) {
+                        (Datagram6::Untouched, "excluded")
+                    } else if let Some(i) = self.service_member_side(proto, sport) {
+                        port = Some((sport, self.spec.services[i].port));
+                        (snat(Some(i)), "snat")
+                    } else {
                         self.flows6.insert(
                             (FlowKind::Snat, proto, vip6, sport, dst, dport),
-                            FlowTarget6 {
-                                member: src,
-                                slot: slot as u32,
-                            },
+                            FlowTarget6 { member: src, slot },
                         );
-                        (None, None)
+                        (snat(None), "snat")
+                    };
+                    if mf {
+                        self.datagrams6
+                            .insert((src, dst, id, proto, Side::Int), (d, self.frames));
                     }
+                    (d, r)
+                };
+                let Datagram6::To { service, .. } = d else {
+                    return self.forward6(b, l3, dst, reason);
                 };
                 let f = fib6(dst);
                 if matches!(f, Fib::NotForwarded) {
                     // Not forwardable: to the kernel as it arrived.
                     return Err("pass_fib");
                 }
-                self.rewrite6(b, l3, proto, true, vip6, port);
-                self.account(false, service, Some(slot as u32), b.len());
-                self.send6(b, l3, f, "snat")
+                let l4 = (!later).then_some(l4);
+                self.rewrite6(b, l3, l4, proto, true, vip6, port);
+                self.account(false, service, Some(slot), b.len());
+                self.send6(b, l3, f, reason)
             }
         }
+    }
+
+    /// A UDP or TCP header's ports, checked as the datapath checks them: the header inside
+    /// the datagram, and no UDP checksum 0 (IPv6 forbids it).
+    fn ports6(
+        &self,
+        b: &[u8],
+        l3: usize,
+        l4: usize,
+        proto: u8,
+    ) -> Result<(u16, u16), &'static str> {
+        let need = if proto == TCP { 20 } else { 8 };
+        if l4 + need > l3 + 40 + usize::from(r16(b, l3 + 4)) {
+            return Err("drop_truncated_l4");
+        }
+        if proto == UDP && r16(b, l4 + 6) == 0 {
+            return Err("drop_udp_no_csum");
+        }
+        Ok((r16(b, l4), r16(b, l4 + 2)))
+    }
+
+    /// The decision of a later fragment's first fragment, if it is still recorded (asked of
+    /// the datapath's table once the model's own record is older than `FRAG_FRESH_FRAMES`).
+    fn follow6(&self, id: DatagramId6, frags: FragQuery) -> Option<Datagram6> {
+        let (d, at) = *self.datagrams6.get(&id)?;
+        if self.frames - at <= FRAG_FRESH_FRAMES {
+            return Some(d);
+        }
+        let (src, dst, ident, proto, side) = id;
+        let key = FragKey6 {
+            src_be: ipv6_be(src.octets()),
+            dst_be: ipv6_be(dst.octets()),
+            id_be: ident.to_be(),
+            proto,
+            dir: if side == Side::Ext { FRAG_IN } else { FRAG_OUT },
+            _pad: 0,
+        };
+        frags(AnyFragKey::V6(key)).then_some(d)
     }
 
     /// An ICMPv6 error to the VIP about a packet the VIP sent (RFC 4443 types 1-4): to the
@@ -1365,7 +1529,7 @@ impl Model {
         // The quote: its source address, its port, its checksum.
         Self::rewrite_quote6(b, l3, iproto, true, isrc, member, port);
         // Then the outer destination.
-        self.rewrite6(b, l3, ICMPV6, false, member, None);
+        self.rewrite6(b, l3, Some(l3 + 40), ICMPV6, false, member, None);
         self.account(true, service, Some(slot), b.len());
         self.errors6_in += 1;
         self.send6(b, l3, fib6(member), "icmp_error_in")
@@ -1468,7 +1632,7 @@ impl Model {
         };
         Self::rewrite_quote6(b, l3, iproto, false, idst, vip6, port);
         let f = fib6(dst);
-        self.rewrite6(b, l3, ICMPV6, true, vip6, None);
+        self.rewrite6(b, l3, Some(l3 + 40), ICMPV6, true, vip6, None);
         self.account(false, service, Some(slot as u32), b.len());
         self.errors6_out += 1;
         self.send6(b, l3, f, "icmp_error_out")
@@ -1476,10 +1640,12 @@ impl Model {
 
     /// Rewrites the source (`src_side`) or destination address and that side's port, with
     /// the TCP/UDP checksum (it covers the pseudo-header).
+    #[allow(clippy::too_many_arguments)]
     fn rewrite6(
         &self,
         b: &mut [u8],
         l3: usize,
+        l4: Option<usize>,
         proto: u8,
         src_side: bool,
         new: Ipv6Addr,
@@ -1489,7 +1655,8 @@ impl Model {
         let old = rip6(b, aoff);
         let mut ch = addr6_words(old, new);
         b[aoff..aoff + 16].copy_from_slice(&new.octets());
-        let l4 = l3 + 40;
+        // A later fragment has no upper-layer header: the addresses are all there is.
+        let Some(l4) = l4 else { return };
         if let Some((o, n)) = port {
             if o != n {
                 ch.push((o, n));

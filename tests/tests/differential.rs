@@ -13,7 +13,7 @@ use sipvip_common::program_names;
 use sipvip_tests::{
     check::{hex, verdict_name},
     frame::{self, Ip4, Mac, L4},
-    model::{Model, Side},
+    model::{AnyFragKey, Model, Side},
     topo::{self, *},
 };
 
@@ -396,10 +396,42 @@ impl Gen {
             let b = Ip6::icmp6(mac, dmac, s6, d6, ty, &body).build();
             return (side, b);
         }
-        let mut b = Ip6::new(smac, dmac, src, dst, proto, upper).build();
+        let mut ip = Ip6::new(smac, dmac, src, dst, proto, upper);
+        // Now and then extension headers before the upper layer: hop-by-hop (first, as RFC
+        // 8200 orders it), destination options (PadN), a routing header with no segments
+        // left.
+        if self.rng.gen_bool(0.12) {
+            if self.rng.gen_bool(0.4) {
+                ip.ext.push((frame::HOP_BY_HOP, vec![1, 4, 0, 0, 0, 0]));
+            }
+            if self.rng.gen_bool(0.5) {
+                ip.ext.push((frame::ROUTING, vec![4, 0, 0, 0, 0, 0]));
+            }
+            let opts = 1 + 8 * self.rng.gen_range(0..2);
+            ip.ext.push((
+                frame::DEST_OPTS,
+                [vec![1, opts as u8], vec![0; opts]].concat(),
+            ));
+        }
+        // Now and then two fragments, the later one sometimes first (an orphan until its
+        // first fragment passes); the other waits in the queue for the next frame.
+        let len = ip.upper.len();
+        if len > 24 && self.rng.gen_bool(0.15) {
+            let first = 8 * self.rng.gen_range(3..=(len - 1) / 8);
+            let (a, b) = ip.fragments(self.rng.gen(), first);
+            let (now, later) = if self.rng.gen_bool(0.8) {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            self.queue.push((side, later.build()));
+            return (side, now.build());
+        }
+        let mut b = ip.build();
         if proto == frame::UDP && self.rng.gen_bool(0.05) {
-            b[14 + 40 + 6] = 0;
-            b[14 + 40 + 7] = 0;
+            let at = b.len() - ip.upper.len() + 6;
+            b[at] = 0;
+            b[at + 1] = 0;
         }
         (side, b)
     }
@@ -732,8 +764,9 @@ fn datapath_matches_reference_model() {
         };
         let (v, out) = topo::run_xdp(net.dp.program(prog).unwrap(), ifindex, &frame).unwrap();
         let dp = &net.dp;
-        let (mv, mout) = model.process(side, &frame, &|k| {
-            dp.frag_entry(&k).expect("fragment table").is_some()
+        let (mv, mout) = model.process(side, &frame, &|k| match k {
+            AnyFragKey::V4(k) => dp.frag_entry(&k).expect("fragment table").is_some(),
+            AnyFragKey::V6(k) => dp.frag_entry6(&k).expect("IPv6 fragment table").is_some(),
         });
         gen.observe(v, &frame, &out);
         assert!(
@@ -830,5 +863,14 @@ fn datapath_matches_reference_model() {
         model.errors6_in,
         model.errors6_out
     );
-    eprintln!("{frames} frames, {flips} flips, seed {seed:#x}: {reasons:?}");
+    assert!(
+        model.fragments6 > 0 && model.ext_headers6 > 0,
+        "IPv6 fragments ({}) and extension headers ({}) to the VIP and from members",
+        model.fragments6,
+        model.ext_headers6
+    );
+    eprintln!(
+        "{frames} frames, {flips} flips, seed {seed:#x}: IPv6 fragments {}, with extension headers {}: {reasons:?}",
+        model.fragments6, model.ext_headers6
+    );
 }

@@ -31,6 +31,18 @@ impl Datapath {
         }
     }
 
+    /// The IPv6 fragment table's entry for one datagram, if any.
+    pub fn frag_entry6(&self, key: &FragKey6) -> Result<Option<FragValue<Ipv6Be>>> {
+        let Some(v6) = &self.v6 else {
+            return Ok(None);
+        };
+        match v6.frags.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::FRAGS6)(e)),
+        }
+    }
+
     /// Whether the loaded object has the IPv6 maps (another build's may not).
     pub fn has_ipv6(&self) -> bool {
         self.v6.is_some()
