@@ -304,6 +304,45 @@ pub fn metrics(s: &Status) -> String {
     let head = |o: &mut String, name: &str, ty: &str, help: &str| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {ty}");
     };
+    // The addresses of each VIP and member, by family (an info metric: join on the names).
+    let addrs = |a: &Option<String>, a6: &Option<String>| {
+        format!(
+            "address=\"{}\",address6=\"{}\"",
+            esc(a.as_deref().unwrap_or("")),
+            esc(a6.as_deref().unwrap_or(""))
+        )
+    };
+    head(
+        &mut o,
+        "sipvip_vip_info",
+        "gauge",
+        "the VIP's addresses (IPv4, IPv6; empty where it has none)",
+    );
+    for v in &s.vips {
+        let _ = writeln!(
+            o,
+            "sipvip_vip_info{{vip=\"{}\",{}}} 1",
+            esc(&v.name),
+            addrs(&v.address, &v.address6)
+        );
+    }
+    head(
+        &mut o,
+        "sipvip_member_info",
+        "gauge",
+        "the member's addresses (IPv4, IPv6; empty where it has none)",
+    );
+    for v in &s.vips {
+        for m in &v.members {
+            let _ = writeln!(
+                o,
+                "sipvip_member_info{{vip=\"{}\",member=\"{}\",{}}} 1",
+                esc(&v.name),
+                esc(&m.name),
+                addrs(&m.address, &m.address6)
+            );
+        }
+    }
     head(
         &mut o,
         "sipvip_member_up",
@@ -559,10 +598,12 @@ mod tests {
                 last_failover_ms: Some(250.0),
                 members: vec![MemberStatus {
                     name: "p".into(),
+                    address6: Some("2001:db8:b::11".into()),
                     up: true,
                     active: true,
                     ..Default::default()
                 }],
+                address6: Some("2001:db8:a::100".into()),
                 packets_in: 5,
                 ..Default::default()
             }],
@@ -571,6 +612,12 @@ mod tests {
         };
         let m = metrics(&s);
         assert!(m.contains("sipvip_member_up{vip=\"v\",member=\"p\"} 1\n"));
+        assert!(
+            m.contains("sipvip_vip_info{vip=\"v\",address=\"\",address6=\"2001:db8:a::100\"} 1\n")
+        );
+        assert!(m.contains(
+            "sipvip_member_info{vip=\"v\",member=\"p\",address=\"\",address6=\"2001:db8:b::11\"} 1\n"
+        ));
         assert!(m.contains("sipvip_failovers_total{vip=\"v\"} 2\n"));
         assert!(m.contains("sipvip_failover_seconds{vip=\"v\"} 0.25\n"));
         assert!(m.contains("sipvip_packets_total{vip=\"v\",direction=\"in\"} 5\n"));

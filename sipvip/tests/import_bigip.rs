@@ -101,10 +101,24 @@ fn the_seed_deployment_imports_field_by_field() {
 /// exclusion: one dual-stack VIP.
 #[test]
 fn an_ipv6_virtual_becomes_the_address6_of_a_dual_stack_vip() {
-    let text = SEED.replace(
-        "        198.18.1.50/32 { }\n",
-        "        198.18.1.50/32 { }\n        2001:db8:1::50/128 { }\n",
-    ) + r#"
+    // The SNAT iRule's sources and pool in both families.
+    let text = SEED
+        .replace(
+            "        198.18.1.50/32 { }\n",
+            "        198.18.1.50/32 { }\n        2001:db8:1::50/128 { }\n",
+        )
+        .replace(
+            "        198.18.2.12/32 { }\n",
+            "        198.18.2.12/32 { }\n        2001:db8:2::11/128 { }\n        2001:db8:2::12/128 { }\n",
+        )
+        .replace(
+            "        /Common/198.18.1.100\n",
+            "        /Common/198.18.1.100\n        /Common/2001:db8:1::100\n",
+        )
+        + r#"
+ltm snat-translation /Common/2001:db8:1::100 {
+    address 2001:db8:1::100
+}
 ltm node /Common/nodeHa01Primary6 {
     address 2001:db8:2::11
 }
@@ -153,6 +167,19 @@ ltm virtual /Common/vsVipTlsHa01v6 {
     let r = imp.report.to_string();
     assert!(
         r.contains("virtual vsVipTlsHa01v6 (IPv6 2001:db8:1::100) -> address6 of VIP 198.18.1.100"),
+        "{r}"
+    );
+    // The pool's IPv6 address is the VIP's, and the IPv6 sources are its members.
+    assert!(!r.contains("differ from VIP"), "{r}");
+    assert!(!r.contains("is not a member of VIP"), "{r}");
+    // A pool whose IPv6 address is not the VIP's is reported.
+    let other = text.replace(
+        "ltm snat-translation /Common/2001:db8:1::100 {\n    address 2001:db8:1::100",
+        "ltm snat-translation /Common/2001:db8:1::100 {\n    address 2001:db8:1::999",
+    );
+    let r = import(&other, None).expect("import").report.to_string();
+    assert!(
+        r.contains("SNAT pool addresses [\"2001:db8:1::999\"] differ from VIP 2001:db8:1::100"),
         "{r}"
     );
 }

@@ -830,8 +830,10 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
         }
         // The IPv6 virtual pairs when its pool has as many IPv6 members as this VIP has;
         // else it is a VIP of its own.
+        let mut pair6_addr: Option<String> = None;
         let paired6 = match pair6.take().filter(|_| !is6) {
             Some((a6, v6name, members6)) if members6.len() == members.len() => {
+                pair6_addr = Some(a6.clone());
                 vip_text.insert_str(address6_at, &format!("address6 = \"{a6}\"\n"));
                 report.translated.push(format!(
                     "virtual {v6name} (IPv6 {a6}) -> address6 of VIP {addr}; its pool's members' IPv6 addresses paired in order"
@@ -894,13 +896,28 @@ pub fn import(text: &str, partition: Option<&str>) -> Result<Import, ImportError
         if !any_prio && members.len() > 1 {
             report.approximated.push(format!("VIP {addr}: no priority groups; the primary (listed first, not named backup) is preferred"));
         }
-        // SNAT pool and sources must be this VIP and its members.
-        if !snat_pool_addrs.is_empty() && !snat_pool_addrs.iter().any(|a| a == addr) {
-            report.approximated.push(format!("SNAT pool addresses {snat_pool_addrs:?} differ from VIP {addr}; sipvip SNATs members to their VIP"));
+        // SNAT pool and sources must be this VIP and its members, in each family: the pool's
+        // addresses of a family the VIP has include the VIP's address of that family.
+        let vip6 = paired6.as_ref().and(pair6_addr.as_deref());
+        for (family, vip_addr) in [
+            (is6, Some(addr.as_str())),
+            (true, if is6 { None } else { vip6 }),
+        ] {
+            let Some(vip_addr) = vip_addr else { continue };
+            let pool: Vec<&String> = snat_pool_addrs
+                .iter()
+                .filter(|a| a.parse::<Ipv6Addr>().is_ok() == family)
+                .collect();
+            if !pool.is_empty() && !pool.iter().any(|a| *a == vip_addr) {
+                report.approximated.push(format!("SNAT pool addresses {pool:?} differ from VIP {vip_addr}; sipvip SNATs members to their VIP"));
+            }
         }
         for s in &snat_sources {
-            let a = s.trim_end_matches("/32");
-            if !members.values().any(|m| m.0 == a) {
+            let a = s.trim_end_matches("/32").trim_end_matches("/128");
+            let is_member6 = paired6
+                .as_ref()
+                .is_some_and(|m6| m6.iter().any(|(_, a6)| a6 == a));
+            if !members.values().any(|m| m.0 == a) && !is_member6 {
                 report.approximated.push(format!(
                     "SNAT source {s} is not a member of VIP {addr}; sipvip SNATs members only"
                 ));
