@@ -755,3 +755,81 @@ fn node_mode_ipv6_pods_steered_by_xdp_redirect() {
         "{forwards} IPv6 datagrams forwarded by the kernel for 20 requests and their replies"
     );
 }
+
+/// Path MTU discovery over IPv6 through the VIP, with a real router beyond the gateway: a
+/// member's UDP datagram, SNATed to the IPv6 VIP, meets a 1400-byte link past the client's
+/// router; the router's ICMPv6 packet too big, sent to the VIP, is translated to the member
+/// (quoted source and port back to the member's), whose kernel learns the path MTU.
+#[test]
+fn ipv6_packet_too_big_from_beyond_reaches_the_member_translated() {
+    let mut lab = Lab::new("pt").expect("lab");
+    scenario::start_sip_server(&mut lab, "primary").unwrap();
+    let cfg = lab.write_config(&lab.config("200ms", "1s", "")).unwrap();
+    lab.start_daemon(&cfg).unwrap();
+    lab.wait_active("primary", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("primary never active:\n{}", lab.daemon_log(0)));
+    // A far host behind the client's namespace, which routes to it over a 1400-byte link.
+    let far = Netns::new("far").unwrap();
+    let far6: Ipv6Addr = "2001:db8:7::2".parse().unwrap();
+    lab.client
+        .exec(&format!(
+            "sysctl -qw net.ipv6.conf.all.forwarding=1 && \
+             ip link add cf0 mtu 1400 type veth peer name f0 netns {} && \
+             ip link set cf0 up && ip -6 addr add 2001:db8:7::1/64 dev cf0 nodad",
+            far.name
+        ))
+        .unwrap();
+    far.exec(
+        "ip link set f0 mtu 1400 up && ip -6 addr add 2001:db8:7::2/64 dev f0 nodad && \
+         ip -6 route add default via 2001:db8:7::1",
+    )
+    .unwrap();
+    // The router knows the far host's link-layer address (no Neighbor Discovery to wait
+    // for on the new link).
+    let far_mac = far.exec("cat /sys/class/net/f0/address").unwrap();
+    lab.client
+        .exec(&format!(
+            "ip -6 neigh replace {far6} lladdr {} dev cf0 nud permanent",
+            far_mac.trim()
+        ))
+        .unwrap();
+    lab.gw
+        .exec(&format!(
+            "ip -6 route add 2001:db8:7::/64 via {PHONE6} dev ext0"
+        ))
+        .unwrap();
+    let before = lab.status().unwrap()["datapath"]["icmp_error_in"]
+        .as_u64()
+        .unwrap_or(0);
+    // The member sends 1450 bytes of IPv6 (its own link's MTU is 1500): SNATed and
+    // forwarded, then too big for the far link.
+    let member = udp6_in(&lab.primary, PRIMARY6, 40000);
+    let receiver = udp6_in(&far, far6, 9999);
+    member.send_to(&[b'x'; 1402], (far6, 9999)).unwrap();
+    let learned = lab.wait_for(Duration::from_secs(5), || {
+        let r = lab
+            .primary
+            .exec(&format!("ip -6 route get {far6} from {PRIMARY6}"))
+            .unwrap();
+        r.contains("mtu 1400")
+    });
+    let after = lab.status().unwrap()["datapath"]["icmp_error_in"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        learned.is_some(),
+        "the member's kernel learned no path MTU; ICMP errors translated in: {}",
+        after - before
+    );
+    assert!(
+        after > before,
+        "the packet too big went through the datapath"
+    );
+    // The member's next datagram fits, and arrives from the VIP with its port.
+    member.send_to(&[b'y'; 1300], (far6, 9999)).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = receiver
+        .recv_from(&mut buf)
+        .expect("the datagram that fits");
+    assert_eq!((n, from), (1300, SocketAddr::from((VIP6, 40000))));
+}
