@@ -22,6 +22,15 @@ pub enum Request {
         to: String,
     },
     Reload,
+    /// keepalived's notify hooks: this gateway's VRRP state (`master`, `backup`, `fault`,
+    /// `stop`). As master it announces every VIP at once and on every failover and refresh.
+    HaState {
+        state: String,
+    },
+    /// Gratuitous ARP and unsolicited Neighbor Advertisements for every VIP, now.
+    Announce,
+    /// Whether the datapath is attached and its maps readable (keepalived's track_script).
+    Health,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -141,6 +150,10 @@ pub struct Status {
     pub ready: bool,
     #[serde(default)]
     pub config: ConfigStatus,
+    /// `ha.mode = "keepalived"`: this gateway's VRRP state as keepalived last reported it
+    /// (`master`, `backup`, `fault`, `stop`; `backup` until it reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_state: Option<String>,
 }
 
 /// The configuration the daemon runs, and what became of the reloads it was asked for.
@@ -158,6 +171,9 @@ pub struct ConfigStatus {
 /// The status as a table.
 pub fn table(s: &Status) -> String {
     let mut o = String::new();
+    if let Some(h) = &s.ha_state {
+        let _ = writeln!(o, "HA (keepalived): {h}");
+    }
     for v in &s.vips {
         let _ = writeln!(
             o,
@@ -342,6 +358,15 @@ pub fn metrics(s: &Status) -> String {
                 addrs(&m.address, &m.address6)
             );
         }
+    }
+    if let Some(h) = &s.ha_state {
+        head(
+            &mut o,
+            "sipvip_ha_master",
+            "gauge",
+            "1 while keepalived says this gateway is the VRRP master",
+        );
+        let _ = writeln!(o, "sipvip_ha_master {}", u8::from(h == "master"));
     }
     head(
         &mut o,

@@ -621,6 +621,30 @@ pub struct Config {
     pub dns: Dns,
     #[serde(default)]
     pub ownership: Ownership,
+    #[serde(default)]
+    pub ha: Ha,
+}
+
+/// Gateway high availability: who owns the VIPs' addresses.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Ha {
+    #[serde(default)]
+    pub mode: HaMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HaMode {
+    /// One gateway: the daemon adds the VIPs to the external interface and announces them.
+    #[default]
+    Single,
+    /// A pair (or more) of gateways with this configuration, keepalived (VRRP) moving the
+    /// VIPs' addresses between them: the daemon never adds them, and announces them
+    /// (gratuitous ARP, unsolicited Neighbor Advertisements) only while keepalived says this
+    /// gateway is the master (`sipvip ha-state`, from keepalived's notify hooks). Every
+    /// gateway keeps its datapath attached, its maps current and its monitors running.
+    Keepalived,
 }
 
 /// On-node mode: which node answers for a VIP (see `sipvip::ownership`).
@@ -790,6 +814,14 @@ impl Config {
                     "{} ms: use 0s to 60s",
                     self.ownership.claim_after.0.as_millis()
                 ),
+            );
+        }
+        if self.ha.mode == HaMode::Keepalived && self.interfaces.mode == Mode::Node {
+            p(
+                "ha.mode".into(),
+                "\"keepalived\" is for gateways; in node mode the node hosting the active \
+                 member answers for the VIP (see [ownership])"
+                    .into(),
             );
         }
         let dns = self.dns.refresh.0;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod datapath;
 pub mod failover;
 pub mod garp;
+pub mod keepalived;
 pub mod monitor;
 pub mod netif;
 pub mod ownership;

@@ -106,6 +106,47 @@ enum Cmd {
     },
     /// Print the map layout the embedded datapath uses.
     Layout,
+    /// keepalived's notify hooks: this gateway's VRRP state (ha.mode = "keepalived"). As
+    /// master the daemon announces every VIP at once, and on every failover and refresh.
+    HaState {
+        #[arg(value_parser = ["master", "backup", "fault", "stop"])]
+        state: String,
+        #[arg(long, default_value_os_t = default_socket())]
+        socket: PathBuf,
+    },
+    /// Send gratuitous ARP and unsolicited Neighbor Advertisements for every VIP now.
+    Announce {
+        #[arg(long, default_value_os_t = default_socket())]
+        socket: PathBuf,
+    },
+    /// Exit 0 when the daemon answers and its datapath is attached with readable maps, else
+    /// 1 with the reason (keepalived's track_script).
+    Health {
+        #[arg(long, default_value_os_t = default_socket())]
+        socket: PathBuf,
+    },
+    /// Print the keepalived.conf that makes this gateway one of an active/standby pair with
+    /// this config (ha.mode = "keepalived").
+    KeepalivedConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// This gateway's VRRP priority (1-254): the higher starts as master.
+        #[arg(long, default_value_t = 100)]
+        priority: u8,
+        /// The external interface's virtual router id; internal interfaces take the next.
+        #[arg(long, default_value_t = 51)]
+        router_id: u8,
+        /// VRRP advertisement interval, e.g. 200ms or 1s (failover after about 3 of them).
+        #[arg(long, default_value = "1s")]
+        advert: String,
+        /// A floating address, IFACE=ADDR/LEN (the members' default gateway on an internal
+        /// interface, the routers' next hop on the external one); repeatable.
+        #[arg(long)]
+        floating: Vec<String>,
+        /// The sipvip binary keepalived runs (default: this one).
+        #[arg(long)]
+        sipvip: Option<PathBuf>,
+    },
 }
 
 fn ask(socket: &PathBuf, req: &Request) -> Result<Response> {
@@ -120,7 +161,10 @@ fn ask(socket: &PathBuf, req: &Request) -> Result<Response> {
 }
 
 fn simple(socket: &PathBuf, req: Request) -> Result<ExitCode> {
-    let r = ask(socket, &req)?;
+    simple_reply(ask(socket, &req)?)
+}
+
+fn simple_reply(r: Response) -> Result<ExitCode> {
     match (r.ok, r.message, r.error) {
         (true, m, _) => {
             println!("{}", m.unwrap_or_else(|| "ok".into()));
@@ -273,6 +317,52 @@ fn main() -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::HaState { state, socket } => simple(&socket, Request::HaState { state }),
+        Cmd::Announce { socket } => simple(&socket, Request::Announce),
+        Cmd::Health { socket } => match ask(&socket, &Request::Health) {
+            Ok(r) => simple_reply(r),
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Cmd::KeepalivedConfig {
+            config,
+            priority,
+            router_id,
+            advert,
+            floating,
+            sipvip,
+        } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let floating = floating
+                .iter()
+                .map(|f| sipvip::keepalived::parse_floating(f))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("--floating {e}"))?;
+            let sipvip = match sipvip {
+                Some(p) => p,
+                None => std::env::current_exe().context("this binary's path")?,
+            };
+            let o = sipvip::keepalived::Options {
+                sipvip: sipvip.display().to_string(),
+                priority,
+                router_id,
+                advert: sipvip::config::parse_duration(&advert)
+                    .map_err(|e| anyhow::anyhow!("--advert {e}"))?,
+                floating,
+            };
+            match sipvip::keepalived::render(&cfg, &config, &o) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Cmd::Layout => {
             for name in sipvip_common::map_names::ALL {

@@ -28,6 +28,8 @@ pub struct Plan {
     /// Monitor names, by `MonitorKey::monitor`.
     pub monitors: Vec<String>,
     pub garp: GarpPlan,
+    /// Who owns the VIPs' addresses (`ha.mode`).
+    pub ha: crate::config::HaMode,
     /// How often the datapath's next-hop cache starts a new generation (zero: off).
     pub nexthop_refresh: Duration,
     /// Where the datapath is pinned, and the links it must have there: (program,
@@ -154,6 +156,7 @@ impl Plan {
                 spacing: cfg.garp.spacing.0,
                 refresh: cfg.garp.refresh.map(|d| d.0),
             },
+            ha: cfg.ha.mode,
             nexthop_refresh: cfg.forwarding.nexthop_refresh.0,
             pin_dir: cfg.admin.pin_dir.clone(),
             attachments: std::iter::once((program_names::EXTERNAL, &cfg.interfaces.external))

@@ -10,6 +10,7 @@ pub mod image;
 pub mod lab;
 pub mod model;
 pub mod netns;
+pub mod pair;
 pub mod pktgen;
 pub mod scenario;
 pub mod table;

@@ -234,9 +234,20 @@ pub fn register_agents_via(
     phone: std::net::IpAddr,
     n: usize,
 ) -> Result<usize> {
-    let stat = lab.dir.join(format!("register-{}.csv", vip.is_ipv6()));
+    register_agents_in(&lab.client, &lab.dir, vip, phone, n)
+}
+
+/// [`register_agents_via`] from the phones in `client`, sipp's files in `dir`.
+pub fn register_agents_in(
+    client: &Netns,
+    dir: &Path,
+    vip: std::net::IpAddr,
+    phone: std::net::IpAddr,
+    n: usize,
+) -> Result<usize> {
+    let stat = dir.join(format!("register-{}.csv", vip.is_ipv6()));
     let _ = std::fs::remove_file(&stat);
-    let out = command_in(&lab.client, Path::new("/usr/bin/sipp"))?
+    let out = command_in(client, Path::new("/usr/bin/sipp"))?
         .arg(SocketAddr::from((vip, 5060)).to_string())
         .arg("-sf")
         .arg(sipp_dir().join("register.xml"))
@@ -256,7 +267,7 @@ pub fn register_agents_via(
         .arg("-trace_stat")
         .arg("-stf")
         .arg(&stat)
-        .current_dir(&lab.dir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -332,9 +343,22 @@ impl Calls {
         hold: Duration,
         total: u32,
     ) -> Result<Calls> {
-        let stat = lab.dir.join(format!("calls-{}.csv", vip.is_ipv6()));
+        Calls::start_in(&lab.client, &lab.dir, vip, phone, rate, hold, total)
+    }
+
+    /// [`Calls::start_via`] from the phones in `client`, sipp's files in `dir`.
+    pub fn start_in(
+        client: &Netns,
+        dir: &Path,
+        vip: std::net::IpAddr,
+        phone: std::net::IpAddr,
+        rate: u32,
+        hold: Duration,
+        total: u32,
+    ) -> Result<Calls> {
+        let stat = dir.join(format!("calls-{}.csv", vip.is_ipv6()));
         let _ = std::fs::remove_file(&stat);
-        let child = command_in(&lab.client, Path::new("/usr/bin/sipp"))?
+        let child = command_in(client, Path::new("/usr/bin/sipp"))?
             .arg(SocketAddr::from((vip, 5060)).to_string())
             .args(["-sn", "uac", "-i", &phone.to_string(), "-p", "5071"])
             .args([
@@ -349,7 +373,7 @@ impl Calls {
             .arg(&stat)
             // A call lost in the switchover fails after 4 s instead of SIP's 32 s timer.
             .args(["-recv_timeout", "4000"])
-            .current_dir(&lab.dir)
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

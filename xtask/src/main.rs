@@ -62,6 +62,8 @@ const APT_PACKAGES: &[&str] = &[
     "runc",
     // The DNS server that names members in the DNS test.
     "dnsmasq-base",
+    // VRRP for the gateway pair (its test, and what operators run beside sipvip).
+    "keepalived",
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 

@@ -66,8 +66,8 @@ impl Actuator for DaemonActuator {
             "active member changed"
         );
         // Gratuitous ARP for the VIP. On-node mode: the node that claims the VIP sends
-        // them (`own_vips`).
-        if f.to.is_some() && self.plan.ownership.is_none() {
+        // them (`own_vips`); in a keepalived pair, the master.
+        if f.to.is_some() && self.plan.ownership.is_none() && self.shared.announces(&self.plan) {
             super::garp_burst(self.plan.garp.clone(), v.spec.addr, v.spec.addr6);
         }
     }

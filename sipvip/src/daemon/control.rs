@@ -6,6 +6,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use sipvip::{
     api::{self, Request, Response, Status},
+    config::HaMode,
     failover::{Event, Flip, Supervisor},
     monitor::{probe::ProbeStats, Health, MonitorKey},
     plan::Plan,
@@ -42,6 +43,8 @@ pub(super) fn status(
         adopted: shared.adopted,
         ready: ready(sup),
         config: shared.config.lock().expect("lock").clone(),
+        ha_state: (plan.ha == HaMode::Keepalived)
+            .then(|| shared.ha_state.lock().expect("lock").clone()),
         ..Default::default()
     };
     for (vi, (v, st)) in plan.vips.iter().zip(&sup.vips).enumerate() {
@@ -237,6 +240,37 @@ pub(super) async fn handle(
             orx.await
                 .unwrap_or_else(|_| Response::err("reload aborted"))
         }
+        Request::HaState { state } => {
+            if !matches!(state.as_str(), "master" | "backup" | "fault" | "stop") {
+                return Response::err(format!(
+                    "{state:?} is not a VRRP state: master, backup, fault or stop"
+                ));
+            }
+            if plan.ha != HaMode::Keepalived {
+                return Response::err(
+                    "ha.mode is not \"keepalived\": this gateway owns its VIPs' addresses itself",
+                );
+            }
+            let was = std::mem::replace(&mut *shared.ha_state.lock().expect("lock"), state.clone());
+            tracing::info!(event = "ha_state", from = %was, to = %state, "keepalived reported this gateway's VRRP state");
+            if state == "master" {
+                // The new master announces every VIP at once.
+                super::announce_all(&plan);
+                return Response::ok(format!(
+                    "master (was {was}): announcing {} VIP(s)",
+                    plan.vips.len()
+                ));
+            }
+            Response::ok(format!("{state} (was {was})"))
+        }
+        Request::Announce => {
+            super::announce_all(&plan);
+            Response::ok(format!("announcing {} VIP(s)", plan.vips.len()))
+        }
+        Request::Health => match healthy(&plan, shared) {
+            Ok(()) => Response::ok("healthy: the datapath is attached and its maps readable"),
+            Err(e) => Response::err(format!("unhealthy: {e}")),
+        },
     }
 }
 

@@ -18,7 +18,7 @@ use std::{
 use anyhow::Result;
 use sipvip::{
     api::{ConfigStatus, Response},
-    config::Config,
+    config::{Config, HaMode},
     datapath::Datapath,
     failover::{self, Event, MemberState, Supervisor, VipState},
     garp,
@@ -54,6 +54,17 @@ struct Shared {
     /// On-node mode: whether this node answers for each VIP (see `sipvip::ownership`).
     /// By VIP name.
     owners: Mutex<std::collections::BTreeMap<String, bool>>,
+    /// `ha.mode = "keepalived"`: the VRRP state keepalived last reported (`backup` until it
+    /// does).
+    ha_state: Mutex<String>,
+}
+
+impl Shared {
+    /// Whether this gateway announces the VIPs (gratuitous ARP, unsolicited NA): always
+    /// alone; in a keepalived pair, only while it is the VRRP master.
+    fn announces(&self, plan: &Plan) -> bool {
+        plan.ha == HaMode::Single || *self.ha_state.lock().expect("lock") == "master"
+    }
 }
 
 /// How soon after one resolution a failed probe may ask for the next.
@@ -237,15 +248,18 @@ fn start(
             loop {
                 t.tick().await;
                 for v in &plan.vips {
-                    // On-node mode: only the node that answers for the VIP.
-                    let answers = plan.ownership.is_none()
-                        || shared
+                    // On-node mode: only the node that answers for the VIP; in a keepalived
+                    // pair, only the master.
+                    let answers = match plan.ownership {
+                        None => shared.announces(&plan),
+                        Some(_) => shared
                             .owners
                             .lock()
                             .expect("lock")
                             .get(&v.name)
                             .copied()
-                            .unwrap_or(false);
+                            .unwrap_or(false),
+                    };
                     if answers {
                         if let Some(a) = v.spec.addr {
                             let _ = garp::send(&plan.garp.interface, a);
@@ -456,6 +470,14 @@ fn member_addresses(m: &sipvip::plan::MemberPlan) -> impl Iterator<Item = IpAddr
         .flatten()
 }
 
+/// A burst of gratuitous ARP and unsolicited Neighbor Advertisements for every VIP, in
+/// parallel.
+pub(super) fn announce_all(plan: &Plan) {
+    for v in &plan.vips {
+        garp_burst(plan.garp.clone(), v.spec.addr, v.spec.addr6);
+    }
+}
+
 /// A burst of gratuitous ARP for `vip`, and of unsolicited Neighbor Advertisements for its
 /// IPv6 address `vip6` (`garp.burst`, `garp.spacing` apart).
 pub(super) fn garp_burst(g: sipvip::plan::GarpPlan, vip: Option<Ipv4Addr>, vip6: Option<Ipv6Addr>) {
@@ -539,6 +561,7 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
         }),
         resolve_errors: Mutex::default(),
         owners: Mutex::default(),
+        ha_state: Mutex::new("backup".into()),
     });
     let instance = sipvip::monitor::sip::token(6);
     let cfg = Arc::new(cfg);
@@ -605,27 +628,31 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
                     // VIPs and members that left the configuration, or whose address
                     // changed (a member given by a name that now resolves elsewhere).
                     let ext = &gen.plan.garp.interface;
+                    // Off the external interface, unless keepalived owns the addresses.
+                    let unassign = |name: &str, a: std::net::IpAddr| {
+                        if gen.plan.ha != HaMode::Single {
+                            return;
+                        }
+                        let len = if a.is_ipv4() { 32 } else { 128 };
+                        if let Err(e) = setup::ifindex(ext)
+                            .and_then(|x| Ok(sipvip::netif::remove_address(x, a, len)?))
+                        {
+                            tracing::warn!(vip = %name, address = %a, error = %e, "cannot remove the VIP's address");
+                        }
+                    };
                     for v in &gen.plan.vips {
                         // Each address the VIP lost (or changed) leaves the datapath and the
                         // external interface: nothing answers ARP or ND for it.
                         if let Some(a) = v.spec.addr {
                             if !new.vips.iter().any(|n| n.address == Some(a)) {
                                 dp.remove_vip4(a)?;
-                                if let Err(e) = setup::ifindex(ext)
-                                    .and_then(|x| Ok(sipvip::netif::remove_ipv4_address(x, a, 32)?))
-                                {
-                                    tracing::warn!(vip = %v.name, error = %e, "cannot remove the VIP's address");
-                                }
+                                unassign(&v.name, a.into());
                             }
                         }
                         if let Some(a6) = v.spec.addr6 {
                             if !new.vips.iter().any(|n| n.address6 == Some(a6)) {
                                 dp.remove_vip6(a6)?;
-                                if let Err(e) = setup::ifindex(ext).and_then(|x| {
-                                    Ok(sipvip::netif::remove_address(x, a6.into(), 128)?)
-                                }) {
-                                    tracing::warn!(vip = %v.name, error = %e, "cannot remove the VIP's IPv6 address");
-                                }
+                                unassign(&v.name, a6.into());
                             }
                         }
                         let members = || new_plan.vips.iter().flat_map(|n| &n.members);

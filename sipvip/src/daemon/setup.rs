@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::IpAddr, sync::Mutex};
 use anyhow::{bail, Context, Result};
 use sipvip::plan::Plan;
 use sipvip::{
-    config::{Config, Mode, Prefix},
+    config::{Config, HaMode, Mode, Prefix},
     datapath::{be32, Datapath},
 };
 use sipvip_common::{ipv6_be, program_names};
@@ -108,13 +108,14 @@ pub(super) fn prepare(
         );
     }
     // The VIPs live on the external interface, so the kernel answers ARP for them. On-node
-    // mode: only on the node that hosts the active member, added when it claims the VIP.
+    // mode: only on the node that hosts the active member, added when it claims the VIP; in a
+    // keepalived pair, keepalived adds them on the master.
     let locals = sipvip::netif::local_addresses();
     let locals6 = sipvip::netif::local_addresses6();
     for v in cfg
         .vips
         .iter()
-        .filter(|_| cfg.interfaces.mode == Mode::Gateway)
+        .filter(|_| cfg.interfaces.mode == Mode::Gateway && cfg.ha.mode == HaMode::Single)
     {
         if let Some(a) = v.address.filter(|a| !locals.contains(a)) {
             sipvip::netif::add_ipv4_address(ifindex(ext)?, a, 32)

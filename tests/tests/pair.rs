@@ -1,0 +1,261 @@
+//! Gateway pair with keepalived (VRRP), end to end in namespaces (`sipvip_tests::pair`): two
+//! gateways with one sipvip configuration, keepalived moving the VIP and the floating
+//! addresses. Registrations and calls flow through the master; the master's sipvip and
+//! keepalived are killed (SIGKILL) in the middle of a steady probe stream, and the backup
+//! takes over, announcing the VIP; a T-Lib connection to a server's own address survives;
+//! the old master comes back and stays backup (nothing flaps back); a link cut on the new
+//! master moves everything back. Each outage is measured as the longest gap in the probe
+//! stream.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use sipvip_tests::{
+    netns::{tcp_connect_from, Netns},
+    pair::{Pair, BACKUP, PHONE, PRIMARY, TLIB, VIP},
+    scenario::{self, Calls},
+};
+
+fn udp_in(ns: &Netns, addr: SocketAddr) -> UdpSocket {
+    let _g = ns.enter().unwrap();
+    let s = UdpSocket::bind(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s
+}
+
+/// OPTIONS to the VIP every 20 ms from the phone (bounded: at most `limit`), recording when
+/// each answer came, until `stop`.
+struct Probes {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Instant>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Probes {
+    fn start(p: &Pair, limit: Duration) -> Probes {
+        let sock = udp_in(&p.client, SocketAddr::from((PHONE, 5099)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (s2, a2) = (stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut n = 0u64;
+            let mut buf = [0u8; 2048];
+            while !s2.load(Ordering::Relaxed) && t0.elapsed() < limit {
+                n += 1;
+                let msg = format!(
+                    "OPTIONS sip:{VIP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:5099;branch=z9hG4bK-pair-{n}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:phone@{PHONE}>;tag=p{n}\r\nTo: <sip:{VIP}>\r\n\
+                     Call-ID: pair-{n}@phone\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = sock.send_to(msg.as_bytes(), (VIP, 5060));
+                let sent = Instant::now();
+                while sent.elapsed() < Duration::from_millis(20) {
+                    if let Ok((len, from)) = sock.recv_from(&mut buf) {
+                        if from == SocketAddr::from((VIP, 5060))
+                            && buf[..len].starts_with(b"SIP/2.0 200")
+                        {
+                            a2.lock().unwrap().push(Instant::now());
+                        }
+                    }
+                }
+            }
+        });
+        Probes {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    /// The longest time without an answer since `from` (to the last answer), and how many
+    /// answers came after `from`.
+    fn gap_since(&self, from: Instant) -> (Duration, usize) {
+        let a = self.answers.lock().unwrap();
+        let mut last = from;
+        let mut gap = Duration::ZERO;
+        let mut n = 0;
+        for t in a.iter().filter(|t| **t >= from) {
+            gap = gap.max(t.duration_since(last));
+            last = *t;
+            n += 1;
+        }
+        (gap, n)
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_keepalived_pair_survives_the_loss_of_its_master() {
+    let mut p = Pair::new("hp").expect("pair");
+    for (name, ns, addr) in [
+        ("primary", &p.primary, PRIMARY),
+        ("backup", &p.backup, BACKUP),
+    ] {
+        let child = scenario::sip_server_in(ns, addr, 5060, &p.dir).unwrap();
+        p.children.push((format!("sipp-{name}"), child));
+    }
+    p.start_gateway(0).unwrap();
+    p.start_gateway(1).unwrap();
+    // A (the higher priority) becomes master: its daemon hears it from keepalived and A
+    // holds the VIP; B is backup, its datapath attached and its monitors running.
+    let master = p.wait_for(Duration::from_secs(15), || {
+        p.ha_state(0).as_deref() == Some("master") && p.holds_vip(0)
+    });
+    assert!(master.is_some(), "A never became master:\n{}", p.log(0));
+    assert_eq!(p.ha_state(1).as_deref(), Some("backup"), "{}", p.log(1));
+    assert!(!p.holds_vip(1), "B holds the VIP too");
+    for g in 0..2 {
+        let active = p.wait_for(Duration::from_secs(10), || {
+            p.status(g)
+                .is_ok_and(|s| s["vips"][0]["active"] == "primary")
+        });
+        assert!(
+            active.is_some(),
+            "gateway {g}: primary not active:\n{}",
+            p.log(g)
+        );
+    }
+    let st = p.status(1).unwrap();
+    assert_eq!(
+        st["vips"][0]["members"][0]["up"], true,
+        "B's monitors see the primary"
+    );
+
+    // Registrations and calls through the VIP.
+    assert_eq!(
+        scenario::register_agents_in(&p.client, &p.dir, VIP.into(), PHONE.into(), 10).unwrap(),
+        10,
+        "registrations through the master"
+    );
+    let calls = Calls::start_in(
+        &p.client,
+        &p.dir,
+        VIP.into(),
+        PHONE.into(),
+        10,
+        Duration::from_millis(500),
+        10,
+    )
+    .unwrap();
+    let rows = calls.finish(Duration::from_secs(20)).unwrap();
+    let last = rows.last().expect("call statistics");
+    assert_eq!((last.ok, last.failed), (10, 0), "calls through the master");
+
+    // A T-Lib client's connection to the primary's own address, through the master.
+    let tserver = {
+        let _g = p.primary.enter().unwrap();
+        TcpListener::bind((PRIMARY, 7000)).unwrap()
+    };
+    let mut tlib = {
+        let _g = p.client.enter().unwrap();
+        tcp_connect_from(
+            TLIB,
+            SocketAddrV4::new(PRIMARY, 7000),
+            Duration::from_secs(3),
+        )
+        .expect("T-Lib connects to the primary")
+    };
+    tlib.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut ts, _) = tserver.accept().unwrap();
+    ts.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let exchange = |tlib: &mut std::net::TcpStream, ts: &mut std::net::TcpStream, what: &str| {
+        tlib.write_all(what.as_bytes()).unwrap();
+        let mut b = [0u8; 64];
+        let n = ts.read(&mut b).unwrap();
+        assert_eq!(&b[..n], what.as_bytes(), "T-Server received");
+        ts.write_all(b"EventACK").unwrap();
+        let n = tlib.read(&mut b).unwrap();
+        assert_eq!(&b[..n], b"EventACK", "T-Lib received ({what})");
+    };
+    exchange(&mut tlib, &mut ts, "RequestRegisterAddress");
+
+    // The master dies: its sipvip and keepalived killed together, mid-stream.
+    let probes = Probes::start(&p, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Instant::now();
+    p.kill(0, "keepalived");
+    p.kill(0, "sipvip");
+    let took = p.wait_for(Duration::from_secs(10), || {
+        p.ha_state(1).as_deref() == Some("master") && p.holds_vip(1)
+    });
+    assert!(took.is_some(), "B never took over:\n{}", p.log(1));
+    std::thread::sleep(Duration::from_secs(2));
+    let (gap, after) = probes.gap_since(killed);
+    eprintln!(
+        "master killed: B master after {:?}; longest gap in the probe stream {} ms, {after} answers since",
+        took.unwrap(),
+        gap.as_millis()
+    );
+    assert!(after > 20, "probes answered again through B ({after})");
+    assert!(
+        gap < Duration::from_secs(5),
+        "outage {} ms",
+        gap.as_millis()
+    );
+    // The T-Lib connection survives (its packets are never translated: either gateway
+    // forwards them alike).
+    exchange(&mut tlib, &mut ts, "RequestMakeCall");
+    assert_eq!(
+        scenario::register_agents_in(&p.client, &p.dir, VIP.into(), PHONE.into(), 5).unwrap(),
+        5,
+        "registrations through the new master"
+    );
+
+    // A comes back: it stays backup (nopreempt), the VIP stays on B.
+    p.start_gateway(0).unwrap();
+    let back = p.wait_for(Duration::from_secs(10), || {
+        p.ha_state(0).as_deref() == Some("backup")
+    });
+    assert!(
+        back.is_some(),
+        "A's daemon never heard backup:\n{}",
+        p.log(0)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(p.ha_state(1).as_deref(), Some("master"), "B stays master");
+    assert!(p.holds_vip(1), "the VIP stays on B");
+    assert!(!p.holds_vip(0), "A released the VIP it held when it died");
+
+    // B's external link is cut: everything moves back to A.
+    let cut = Instant::now();
+    p.gw[1].exec("ip link set ext0 down").unwrap();
+    let took = p.wait_for(Duration::from_secs(10), || {
+        p.ha_state(0).as_deref() == Some("master") && p.holds_vip(0)
+    });
+    assert!(
+        took.is_some(),
+        "A never took over after the link cut:\n{}",
+        p.log(0)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (gap, after) = probes.gap_since(cut);
+    eprintln!(
+        "link cut: A master after {:?}; longest gap {} ms, {after} answers since",
+        took.unwrap(),
+        gap.as_millis()
+    );
+    assert!(after > 20, "probes answered again through A ({after})");
+    assert!(
+        gap < Duration::from_secs(5),
+        "outage {} ms",
+        gap.as_millis()
+    );
+    assert_ne!(p.ha_state(1).as_deref(), Some("master"), "B gave up");
+    exchange(&mut tlib, &mut ts, "RequestReleaseCall");
+}
