@@ -81,7 +81,7 @@ pub fn render(cfg: &Config, config_path: &Path, o: &Options) -> Result<String, S
         }
     }
     let cs = o.advert.as_millis() / 10;
-    if !(1..=4095).contains(&cs) || o.advert.as_millis() % 10 != 0 {
+    if !(1..=4095).contains(&cs) || !o.advert.as_millis().is_multiple_of(10) {
         return Err(format!(
             "advertisement interval {} ms: use 10 ms to 40950 ms, in steps of 10 ms",
             o.advert.as_millis()
@@ -167,7 +167,7 @@ pub fn render(cfg: &Config, config_path: &Path, o: &Options) -> Result<String, S
 
 /// Centiseconds as keepalived reads them (seconds, two decimals).
 fn format_advert(cs: u128) -> String {
-    if cs % 100 == 0 {
+    if cs.is_multiple_of(100) {
         format!("{}", cs / 100)
     } else {
         format!("{}.{:02}", cs / 100, cs % 100)
