@@ -232,7 +232,7 @@ pub struct CtKey<A = u32> {
 
 /// Value of `SV_CT_V1`; generic over the address like [`CtKey`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtValue<A = u32> {
     pub member_be: A,
     /// Slot of the member within its VIP, for counters.

@@ -154,6 +154,27 @@ pub struct Status {
     /// (`master`, `backup`, `fault`, `stop`; `backup` until it reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha_state: Option<String>,
+    /// Flow-state sync with the other gateways (`ha.sync`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncStatus>,
+}
+
+/// What the flow-state sync sent and received since the daemon started.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncStatus {
+    /// This gateway's sync address, once it found it among its own.
+    pub listen: Option<String>,
+    pub sent_datagrams: u64,
+    pub sent_records: u64,
+    pub received_datagrams: u64,
+    /// Entries added to this datapath, and entries it had already.
+    pub inserted: u64,
+    pub present: u64,
+    /// Datagrams dropped whole (not from a peer, malformed, cut short), and records naming
+    /// no member of this configuration.
+    pub rejected_datagrams: u64,
+    pub rejected_records: u64,
+    pub last_error: Option<String>,
 }
 
 /// The configuration the daemon runs, and what became of the reloads it was asked for.
@@ -357,6 +378,35 @@ pub fn metrics(s: &Status) -> String {
                 esc(&m.name),
                 addrs(&m.address, &m.address6)
             );
+        }
+    }
+    if let Some(y) = &s.sync {
+        head(
+            &mut o,
+            "sipvip_sync_records_total",
+            "counter",
+            "flow-state sync records: sent, inserted here, present here already, rejected",
+        );
+        for (what, v) in [
+            ("sent", y.sent_records),
+            ("inserted", y.inserted),
+            ("present", y.present),
+            ("rejected", y.rejected_records),
+        ] {
+            let _ = writeln!(o, "sipvip_sync_records_total{{what=\"{what}\"}} {v}");
+        }
+        head(
+            &mut o,
+            "sipvip_sync_datagrams_total",
+            "counter",
+            "flow-state sync datagrams: sent, received, rejected whole",
+        );
+        for (what, v) in [
+            ("sent", y.sent_datagrams),
+            ("received", y.received_datagrams),
+            ("rejected", y.rejected_datagrams),
+        ] {
+            let _ = writeln!(o, "sipvip_sync_datagrams_total{{what=\"{what}\"}} {v}");
         }
     }
     if let Some(h) = &s.ha_state {

@@ -626,11 +626,35 @@ pub struct Config {
 }
 
 /// Gateway high availability: who owns the VIPs' addresses.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Ha {
     #[serde(default)]
     pub mode: HaMode,
+    /// Flow-state sync (`sipvip::sync`): every gateway's `address:port` on the gateways'
+    /// own link, the same list on each; a gateway listens on its own (the one that is a
+    /// local address) and sends its conntrack entries to the others. Empty: no sync (a
+    /// member-opened or pass-through flow's first packet on the new gateway after a
+    /// takeover must then come from the member).
+    #[serde(default)]
+    pub sync: Vec<String>,
+    /// How often the new conntrack entries are sent (every entry again every 20 of them).
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: Dur,
+}
+
+fn default_sync_interval() -> Dur {
+    Dur(Duration::from_millis(200))
+}
+
+impl Default for Ha {
+    fn default() -> Self {
+        Ha {
+            mode: HaMode::default(),
+            sync: Vec::new(),
+            sync_interval: default_sync_interval(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -814,6 +838,33 @@ impl Config {
                     "{} ms: use 0s to 60s",
                     self.ownership.claim_after.0.as_millis()
                 ),
+            );
+        }
+        for (i, s) in self.ha.sync.iter().enumerate() {
+            if s.parse::<SocketAddr>().is_err() {
+                p(
+                    format!("ha.sync[{i}]"),
+                    format!("{s:?} is not an address:port (e.g. 198.18.2.2:9361)"),
+                );
+            }
+        }
+        if !self.ha.sync.is_empty() && self.ha.sync.len() < 2 {
+            p(
+                "ha.sync".into(),
+                "list every gateway of the pair (at least two address:port)".into(),
+            );
+        }
+        if !self.ha.sync.is_empty() && self.ha.mode != HaMode::Keepalived {
+            p(
+                "ha.sync".into(),
+                "flow-state sync is for a pair: set ha.mode = \"keepalived\"".into(),
+            );
+        }
+        let si = self.ha.sync_interval.0;
+        if si < Duration::from_millis(10) || si > Duration::from_secs(60) {
+            p(
+                "ha.sync_interval".into(),
+                format!("{} ms: use 10ms to 60s", si.as_millis()),
             );
         }
         if self.ha.mode == HaMode::Keepalived && self.interfaces.mode == Mode::Node {

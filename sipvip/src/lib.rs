@@ -14,3 +14,4 @@ pub mod ownership;
 pub mod plan;
 pub mod proto;
 pub mod resolve;
+pub mod sync;

@@ -30,6 +30,9 @@ pub struct Plan {
     pub garp: GarpPlan,
     /// Who owns the VIPs' addresses (`ha.mode`).
     pub ha: crate::config::HaMode,
+    /// Flow-state sync: every gateway's address (`ha.sync`), and how often.
+    pub sync: Vec<std::net::SocketAddr>,
+    pub sync_interval: Duration,
     /// How often the datapath's next-hop cache starts a new generation (zero: off).
     pub nexthop_refresh: Duration,
     /// Where the datapath is pinned, and the links it must have there: (program,
@@ -157,6 +160,8 @@ impl Plan {
                 refresh: cfg.garp.refresh.map(|d| d.0),
             },
             ha: cfg.ha.mode,
+            sync: cfg.ha.sync.iter().filter_map(|s| s.parse().ok()).collect(),
+            sync_interval: cfg.ha.sync_interval.0,
             nexthop_refresh: cfg.forwarding.nexthop_refresh.0,
             pin_dir: cfg.admin.pin_dir.clone(),
             attachments: std::iter::once((program_names::EXTERNAL, &cfg.interfaces.external))

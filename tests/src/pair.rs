@@ -223,6 +223,8 @@ spacing = "100ms"
 
 [ha]
 mode = "keepalived"
+sync = ["{a}:9361", "{b}:9361"]
+sync_interval = "100ms"
 
 [admin]
 socket = "{socket}"
@@ -231,6 +233,8 @@ pin_dir = "{pins}"
 "#,
             socket = self.socket(g).display(),
             pins = self.pin_dir(g).display(),
+            a = GW_INT[0],
+            b = GW_INT[1],
         )
     }
 

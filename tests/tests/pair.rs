@@ -19,7 +19,7 @@ use std::{
 
 use sipvip_tests::{
     netns::{tcp_connect_from, Netns},
-    pair::{Pair, BACKUP, PHONE, PRIMARY, TLIB, VIP},
+    pair::{Pair, BACKUP, PHONE, PRIMARY, SBC, TLIB, VIP},
     scenario::{self, Calls},
 };
 
@@ -184,6 +184,37 @@ fn a_keepalived_pair_survives_the_loss_of_its_master() {
         assert_eq!(&b[..n], b"EventACK", "T-Lib received ({what})");
     };
     exchange(&mut tlib, &mut ts, "RequestRegisterAddress");
+    // A connection the primary opens to the SBC through the VIP (SNATed, tracked by A).
+    let sbc_listener = {
+        let _g = p.client.enter().unwrap();
+        TcpListener::bind((SBC, 5080)).unwrap()
+    };
+    let mut opened = {
+        let _g = p.primary.enter().unwrap();
+        tcp_connect_from(
+            PRIMARY,
+            SocketAddrV4::new(SBC, 5080),
+            Duration::from_secs(3),
+        )
+        .expect("the primary connects to the SBC")
+    };
+    opened
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (mut sbc, peer) = sbc_listener.accept().unwrap();
+    sbc.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(VIP), "the SBC sees the VIP");
+    // Both flows reach B's datapath through the sync.
+    let synced = p.wait_for(Duration::from_secs(5), || {
+        p.status(1)
+            .is_ok_and(|s| s["sync"]["inserted"].as_u64().unwrap_or(0) >= 2)
+    });
+    assert!(
+        synced.is_some(),
+        "B's sync: {}\n{}",
+        p.status(1).unwrap()["sync"],
+        p.log(1)
+    );
 
     // The master dies: its sipvip and keepalived killed together, mid-stream.
     let probes = Probes::start(&p, Duration::from_secs(60));
@@ -208,9 +239,23 @@ fn a_keepalived_pair_survives_the_loss_of_its_master() {
         "outage {} ms",
         gap.as_millis()
     );
-    // The T-Lib connection survives (its packets are never translated: either gateway
-    // forwards them alike).
+    // The flows that began on A go on through B, the far end speaking first: B knows them
+    // from the sync. The SBC's data reaches the primary; the T-Server's event reaches the
+    // T-Lib client from the server's own address.
+    sbc.write_all(b"NOTIFY").unwrap();
+    let mut b = [0u8; 64];
+    let n = opened
+        .read(&mut b)
+        .expect("the SBC's data reaches the primary through B");
+    assert_eq!(&b[..n], b"NOTIFY");
+    ts.write_all(b"EventRinging").unwrap();
+    let n = tlib
+        .read(&mut b)
+        .expect("the T-Server's event reaches the T-Lib client through B");
+    assert_eq!(&b[..n], b"EventRinging");
     exchange(&mut tlib, &mut ts, "RequestMakeCall");
+    let st = p.status(1).unwrap();
+    eprintln!("B's sync: {}", st["sync"]);
     assert_eq!(
         scenario::register_agents_in(&p.client, &p.dir, VIP.into(), PHONE.into(), 5).unwrap(),
         5,

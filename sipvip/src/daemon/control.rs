@@ -45,6 +45,7 @@ pub(super) fn status(
         config: shared.config.lock().expect("lock").clone(),
         ha_state: (plan.ha == HaMode::Keepalived)
             .then(|| shared.ha_state.lock().expect("lock").clone()),
+        sync: (!plan.sync.is_empty()).then(|| shared.sync.lock().expect("lock").clone()),
         ..Default::default()
     };
     for (vi, (v, st)) in plan.vips.iter().zip(&sup.vips).enumerate() {

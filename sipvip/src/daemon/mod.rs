@@ -36,6 +36,7 @@ use tokio::{
 mod actuator;
 mod control;
 mod setup;
+mod sync;
 
 use actuator::DaemonActuator;
 use control::{control, metrics};
@@ -57,6 +58,8 @@ struct Shared {
     /// `ha.mode = "keepalived"`: the VRRP state keepalived last reported (`backup` until it
     /// does).
     ha_state: Mutex<String>,
+    /// What the flow-state sync sent and received (`ha.sync`).
+    sync: Mutex<sipvip::api::SyncStatus>,
 }
 
 impl Shared {
@@ -173,6 +176,8 @@ struct Generation {
     nexthops: JoinHandle<()>,
     /// On-node mode: claims and releases the VIPs (`ownership`).
     owning: Option<JoinHandle<()>>,
+    /// The flow-state sync with the other gateways (`ha.sync`).
+    syncing: Option<JoinHandle<()>>,
     stats: Arc<Vec<Arc<ProbeStats>>>,
 }
 
@@ -241,6 +246,7 @@ fn start(
     };
     let supervisor = tokio::spawn(async move { failover::run(&mut sup, &mut rx, &mut act).await });
     let owning = own_vips(plan.clone(), shared.clone());
+    let syncing = sync::start(plan.clone(), shared.clone());
     let refresh = plan.garp.refresh.map(|every| {
         let (plan, shared) = (plan.clone(), shared.clone());
         tokio::spawn(async move {
@@ -300,6 +306,7 @@ fn start(
         hosts,
         nexthops,
         owning,
+        syncing,
         stats,
     }
 }
@@ -511,6 +518,9 @@ impl Generation {
         if let Some(o) = &self.owning {
             o.abort();
         }
+        if let Some(s) = &self.syncing {
+            s.abort();
+        }
         if let Some(h) = &self.hosts {
             h.abort();
         }
@@ -562,6 +572,7 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
         resolve_errors: Mutex::default(),
         owners: Mutex::default(),
         ha_state: Mutex::new("backup".into()),
+        sync: Mutex::default(),
     });
     let instance = sipvip::monitor::sip::token(6);
     let cfg = Arc::new(cfg);

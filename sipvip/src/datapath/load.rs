@@ -382,6 +382,7 @@ impl Datapath {
             vip_stats: typed(get(map_names::VIP_STATS)?)?,
             reasons: typed(get(map_names::REASONS)?)?,
             nexthop_gen: typed(get(map_names::NEXTHOP_GEN)?)?,
+            pt_ports: typed(get(map_names::PT_PORTS)?)?,
             ifaces: typed(get(map_names::IFACES)?)?,
             ifaces6: match get(map_names::IFACES6) {
                 Ok(m) => Some(typed(m)?),

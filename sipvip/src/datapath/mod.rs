@@ -148,6 +148,8 @@ pub struct Datapath {
     vip_stats: PerCpuArray<MapData, VipCounters>,
     reasons: PerCpuArray<MapData, u64>,
     nexthop_gen: Array<MapData, u32>,
+    /// Member ports with pass-through flows (`SV_PTPORTS_V1`).
+    pt_ports: Array<MapData, sipvip_common::PassthroughPorts>,
     ifaces: Array<MapData, Iface>,
     /// The interfaces' IPv6 addresses (None for an object from before them).
     ifaces6: Option<Array<MapData, Ipv6Be>>,

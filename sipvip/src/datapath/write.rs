@@ -299,6 +299,67 @@ impl Datapath {
         self.write_vip(spec, active, draining)
     }
 
+    /// Adds a conntrack entry another gateway sent (`sipvip::sync`) unless this datapath has
+    /// one for the flow already (its own is as fresh or fresher); returns whether it added.
+    pub fn sync_flow(&mut self, e: &crate::sync::Entry) -> Result<bool> {
+        const BPF_NOEXIST: u64 = 1;
+        // A pass-through flow: its member port is marked first, as the datapath marks it
+        // before recording the flow (the outbound side looks such flows up only for marked
+        // ports). User space can only write the whole value, which could undo a mark the
+        // datapath stores meanwhile; so it marks every port of the member at once, which no
+        // concurrent mark can be lost under (that member's outbound packets then always look
+        // pass-through flows up on this gateway).
+        let pt = match e {
+            crate::sync::Entry::V4(k, v) if k.kind == sipvip_common::CT_PASSTHROUGH => self
+                .members
+                .get(&k.addr_a_be, 0)
+                .ok()
+                .map(|m| (m.vip_id, v.slot, k.port_a_be)),
+            crate::sync::Entry::V6(k, v) if k.kind == sipvip_common::CT_PASSTHROUGH => self
+                .v6
+                .as_ref()
+                .and_then(|v6| v6.members.get(&k.addr_a_be, 0).ok())
+                .map(|m| (m.vip_id, v.slot, k.port_a_be)),
+            _ => None,
+        };
+        if let Some((vip_id, slot, port_be)) = pt {
+            let (i, _) = sipvip_common::pt_port_slot(vip_id, slot, port_be);
+            let pp = self
+                .pt_ports
+                .get(&i, 0)
+                .map_err(map_err(map_names::PT_PORTS))?;
+            if pp.seen.contains(&0) {
+                let all = sipvip_common::PassthroughPorts {
+                    seen: [1; sipvip_common::PT_PORT_BUCKETS],
+                };
+                self.pt_ports
+                    .set(i, all, 0)
+                    .map_err(map_err(map_names::PT_PORTS))?;
+            }
+        }
+        let r = match e {
+            crate::sync::Entry::V4(k, v) => self
+                .conntrack
+                .insert(k, v, BPF_NOEXIST)
+                .map_err(map_err(map_names::CONNTRACK)),
+            crate::sync::Entry::V6(k, v) => match &mut self.v6 {
+                Some(v6) => v6
+                    .conntrack
+                    .insert(k, v, BPF_NOEXIST)
+                    .map_err(map_err(map_names::CONNTRACK6)),
+                None => return Ok(false),
+            },
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(DatapathError::Map {
+                source: aya::maps::MapError::SyscallError(e),
+                ..
+            }) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Adds a host (`prefix` 32 or 128) or CIDR to the SNAT exclusions of its family.
     pub fn add_exclusion(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
         match net {
