@@ -254,7 +254,49 @@ fn a_keepalived_pair_survives_the_loss_of_its_master() {
         .expect("the T-Server's event reaches the T-Lib client through B");
     assert_eq!(&b[..n], b"EventRinging");
     exchange(&mut tlib, &mut ts, "RequestMakeCall");
+    // Bad sync input leaves B's datapath alone: a datagram cut short from the dead
+    // master's address (its sender killed mid-write), garbage from it, and a well-formed
+    // datagram from an address not in ha.sync are dropped whole and counted.
+    let before = p.status(1).unwrap()["sync"].clone();
+    let valid = sipvip::sync::encode(&[sipvip::sync::Entry::V4(
+        sipvip_common::CtKey {
+            addr_a_be: u32::from_ne_bytes(VIP.octets()),
+            addr_b_be: u32::from_ne_bytes(SBC.octets()),
+            port_a_be: 40123u16.to_be(),
+            port_b_be: 5060u16.to_be(),
+            proto: 17,
+            kind: sipvip_common::CT_SNAT,
+            _pad: 0,
+        },
+        sipvip_common::CtValue {
+            member_be: u32::from_ne_bytes(PRIMARY.octets()),
+            slot: 0,
+        },
+    )])
+    .remove(0);
+    let to_b = SocketAddr::from((sipvip_tests::pair::GW_INT[1], 9361));
+    {
+        let a = udp_in(
+            &p.gw[0],
+            SocketAddr::from((sipvip_tests::pair::GW_INT[0], 9361)),
+        );
+        a.send_to(&valid[..valid.len() - 5], to_b).unwrap();
+        a.send_to(b"SVSY\x01\x04\xff\xffgarbage", to_b).unwrap();
+        let stranger = udp_in(&p.primary, SocketAddr::from((PRIMARY, 9361)));
+        stranger.send_to(&valid, to_b).unwrap();
+    }
+    let counted = p.wait_for(Duration::from_secs(3), || {
+        p.status(1).is_ok_and(|s| {
+            s["sync"]["rejected_datagrams"].as_u64().unwrap_or(0)
+                >= before["rejected_datagrams"].as_u64().unwrap_or(0) + 3
+        })
+    });
     let st = p.status(1).unwrap();
+    assert!(counted.is_some(), "B's sync: {}", st["sync"]);
+    assert_eq!(
+        st["sync"]["inserted"], before["inserted"],
+        "nothing bad was added"
+    );
     eprintln!("B's sync: {}", st["sync"]);
     assert_eq!(
         scenario::register_agents_in(&p.client, &p.dir, VIP.into(), PHONE.into(), 5).unwrap(),
