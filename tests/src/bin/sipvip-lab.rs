@@ -1,7 +1,8 @@
 //! `cargo xtask lab`: a contact-centre network in namespaces, with real SIP software, and the
 //! HA switchover the seed is about. Tears everything down on exit, Ctrl-C included, unless
 //! `--keep` is given. `--k8s`: the DaemonSet on two nodes instead (the image under podman,
-//! SIP Server pods named by DNS), with the VIP moving from node to node.
+//! SIP Server pods named by DNS), with the VIP moving from node to node. `--pair`: two
+//! gateways with keepalived as an active/standby pair, the master killed in mid-call.
 
 use std::{
     net::UdpSocket,
@@ -23,6 +24,7 @@ struct Args {
     fast: bool,
     rate: u32,
     k8s: bool,
+    pair: bool,
 }
 
 fn args() -> Args {
@@ -31,6 +33,7 @@ fn args() -> Args {
         fast: false,
         rate: 10,
         k8s: false,
+        pair: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -38,12 +41,14 @@ fn args() -> Args {
             "--keep" => a.keep = true,
             "--fast" => a.fast = true,
             "--k8s" => a.k8s = true,
+            "--pair" => a.pair = true,
             "--rate" => a.rate = it.next().and_then(|r| r.parse().ok()).unwrap_or(10),
             "-h" | "--help" => {
                 println!(
-                    "sipvip-lab [--keep] [--fast] [--rate CALLS_PER_S] [--k8s]\n  --keep  leave the lab up and print how to enter and remove it\n  \
+                    "sipvip-lab [--keep] [--fast] [--rate CALLS_PER_S] [--k8s | --pair]\n  --keep  leave the lab up and print how to enter and remove it\n  \
                      --fast  monitor at 200 ms / 1 s instead of the seed's 1 s / 4 s\n  \
-                     --k8s   the DaemonSet on two nodes (the image under podman) instead of the gateway"
+                     --k8s   the DaemonSet on two nodes (the image under podman) instead of the gateway\n  \
+                     --pair  two gateways with keepalived (VRRP) and flow-state sync; the master dies in mid-call"
                 );
                 std::process::exit(0);
             }
@@ -61,6 +66,9 @@ fn main() -> Result<()> {
     sipvip_tests::netns::catch_interrupts();
     if a.k8s {
         return k8s::main(a.keep, a.fast);
+    }
+    if a.pair {
+        return pair::main(a.keep, a.rate);
     }
     let mut lab = Lab::new("lab")?;
     let r = run(&mut lab, &a);
@@ -474,6 +482,139 @@ mod k8s {
             println!("  {name:<16} {sent:>5} {ok:>5}");
         }
         show(c, "at the end");
+        Ok(())
+    }
+}
+
+/// `--pair`: two sipvip gateways with keepalived, the seed's SIP Server pair behind them.
+mod pair {
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Result};
+    use sipvip_tests::{
+        pair::{Pair, BACKUP, FLOAT_EXT, FLOAT_INT, GW_EXT, PHONE, PRIMARY, VIP},
+        scenario::{self, epoch, window, Calls},
+    };
+
+    use super::stopped;
+
+    pub fn main(keep: bool, rate: u32) -> Result<()> {
+        let mut p = Pair::new("pair")?;
+        let r = run(&mut p, rate);
+        if keep && r.is_ok() {
+            println!("\nThe pair stays up. Enter a namespace:");
+            for (role, ns) in [
+                ("gateway A", &p.gw[0]),
+                ("gateway B", &p.gw[1]),
+                ("client", &p.client),
+                ("primary", &p.primary),
+                ("backup", &p.backup),
+                ("bridges", &p.sw),
+            ] {
+                println!("  {role:<10} ip netns exec {} bash", ns.name);
+            }
+            println!("(Everything is removed when this program exits.)");
+            println!("Press Ctrl-C to tear it down.");
+            while stopped().is_ok() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        drop(p);
+        println!("pair torn down: namespaces, bridges, pins and processes removed");
+        r
+    }
+
+    fn show(p: &Pair, what: &str) {
+        println!("\n== {what} ==");
+        for g in 0..2 {
+            let st = p.status(g).ok();
+            let s = st.as_ref().map(|s| &s["vips"][0]);
+            println!(
+                "  gateway {} ({}): {:<7} active member {:<8} holds the VIP: {}",
+                ["A", "B"][g],
+                GW_EXT[g],
+                p.ha_state(g).unwrap_or_else(|| "down".into()),
+                s.and_then(|s| s["active"].as_str()).unwrap_or("-"),
+                p.holds_vip(g)
+            );
+        }
+    }
+
+    fn run(p: &mut Pair, rate: u32) -> Result<()> {
+        println!(
+            "Two sipvip gateways, one configuration, keepalived (VRRP, advertisements every {}) moving VIP {VIP} and the floating addresses {FLOAT_EXT} and {FLOAT_INT}; conntrack synchronised between them",
+            sipvip_tests::pair::ADVERT
+        );
+        println!("  SIP servers: primary {PRIMARY}, backup {BACKUP} (sipp), behind both gateways");
+        for (name, ns, addr) in [
+            ("primary", &p.primary, PRIMARY),
+            ("backup", &p.backup, BACKUP),
+        ] {
+            let child = scenario::sip_server_in(ns, addr, 5060, &p.dir)?;
+            p.children.push((format!("sipp-{name}"), child));
+        }
+        p.start_gateway(0)?;
+        p.start_gateway(1)?;
+        if p.wait_for(Duration::from_secs(15), || {
+            p.ha_state(0).as_deref() == Some("master") && p.holds_vip(0)
+        })
+        .is_none()
+        {
+            bail!("gateway A never became master:\n{}", p.log(0));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        stopped()?;
+        show(p, "A is master, B a ready standby");
+        let n = scenario::register_agents_in(&p.client, &p.dir, VIP.into(), PHONE.into(), 20)?;
+        println!("  {n} of 20 agents registered through the VIP");
+
+        let calls = Calls::start_in(
+            &p.client,
+            &p.dir,
+            VIP.into(),
+            PHONE.into(),
+            rate,
+            Duration::from_secs(2),
+            rate * 20,
+        )?;
+        std::thread::sleep(Duration::from_secs(5));
+        stopped()?;
+        println!("\n== gateway A dies: sipvip and keepalived killed (SIGKILL) in mid-call ==");
+        let killed = Instant::now();
+        let at = epoch();
+        p.kill(0, "keepalived");
+        p.kill(0, "sipvip");
+        let took = p.wait_for(Duration::from_secs(10), || {
+            p.ha_state(1).as_deref() == Some("master") && p.holds_vip(1)
+        });
+        match took {
+            Some(_) => println!(
+                "  B is master {} ms after the kill",
+                killed.elapsed().as_millis()
+            ),
+            None => bail!("B never took over:\n{}", p.log(1)),
+        }
+        show(p, "B is master");
+        println!(
+            "  (the dead A still has the VIP on its interface, as a crashed box would: the ARP\n   caches follow B's gratuitous ARP; A's pinned XDP programs even keep forwarding)"
+        );
+        let rows = calls.finish(Duration::from_secs(40))?;
+        let (a1, o1, f1) = window(&rows, 0.0, at);
+        let (a2, o2, f2) = window(&rows, at, f64::MAX);
+        println!("\ncalls (attempted: by start; ok/failed: by end)   attempted     ok  failed");
+        println!("  before the kill                             {a1:>9} {o1:>6} {f1:>7}");
+        println!("  from the kill on                            {a2:>9} {o2:>6} {f2:>7}");
+        let st = p.status(1)?;
+        println!(
+            "  B's flow-state sync: {} entries added from A, {} rejected datagrams",
+            st["sync"]["inserted"], st["sync"]["rejected_datagrams"]
+        );
+        stopped()?;
+
+        println!("\n== gateway A comes back: it stays backup (nopreempt) ==");
+        p.start_gateway(0)?;
+        std::thread::sleep(Duration::from_secs(4));
+        show(p, "A back");
         Ok(())
     }
 }
