@@ -157,6 +157,20 @@ pub struct Status {
     /// Flow-state sync with the other gateways (`ha.sync`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncStatus>,
+    /// Scale-out: the VIPs this gateway announces (`[bgp]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpStatus>,
+}
+
+/// What this gateway announces to the routing daemon.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BgpStatus {
+    /// The names of the VIPs announced.
+    pub announced: Vec<String>,
+    /// Times the routing daemon was asked to reload.
+    pub reloads: u64,
+    /// Why the last write or reload failed (retried on the next change or tick).
+    pub last_error: Option<String>,
 }
 
 /// What the flow-state sync sent and received since the daemon started.
@@ -407,6 +421,22 @@ pub fn metrics(s: &Status) -> String {
             ("rejected", y.rejected_datagrams),
         ] {
             let _ = writeln!(o, "sipvip_sync_datagrams_total{{what=\"{what}\"}} {v}");
+        }
+    }
+    if let Some(b) = &s.bgp {
+        head(
+            &mut o,
+            "sipvip_bgp_announced",
+            "gauge",
+            "1 while this gateway announces the VIP to the routing daemon",
+        );
+        for v in &s.vips {
+            let _ = writeln!(
+                o,
+                "sipvip_bgp_announced{{vip=\"{}\"}} {}",
+                esc(&v.name),
+                u8::from(b.announced.contains(&v.name))
+            );
         }
     }
     if let Some(h) = &s.ha_state {

@@ -623,6 +623,32 @@ pub struct Config {
     pub ownership: Ownership,
     #[serde(default)]
     pub ha: Ha,
+    #[serde(default)]
+    pub bgp: Bgp,
+}
+
+/// Scale-out behind ECMP (`sipvip::bgp`): the routes file a BIRD 2 routing daemon includes.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Bgp {
+    /// Where the announced VIP routes are written; none: no announcements.
+    pub routes_file: Option<PathBuf>,
+    /// The command run after the file changed (program and arguments).
+    #[serde(default = "default_bgp_reload")]
+    pub reload: Vec<String>,
+}
+
+fn default_bgp_reload() -> Vec<String> {
+    vec!["birdc".into(), "configure".into()]
+}
+
+impl Default for Bgp {
+    fn default() -> Self {
+        Bgp {
+            routes_file: None,
+            reload: default_bgp_reload(),
+        }
+    }
 }
 
 /// Gateway high availability: who owns the VIPs' addresses.
@@ -669,6 +695,10 @@ pub enum HaMode {
     /// gateway is the master (`sipvip ha-state`, from keepalived's notify hooks). Every
     /// gateway keeps its datapath attached, its maps current and its monitors running.
     Keepalived,
+    /// Several gateways with this configuration, all active behind a router's ECMP: each
+    /// announces the VIPs with BGP (`[bgp]`), so the daemon neither adds the VIPs' addresses
+    /// to an interface nor announces them with ARP or NA.
+    Ecmp,
 }
 
 /// On-node mode: which node answers for a VIP (see `sipvip::ownership`).
@@ -854,10 +884,17 @@ impl Config {
                 "list every gateway of the pair (at least two address:port)".into(),
             );
         }
-        if !self.ha.sync.is_empty() && self.ha.mode != HaMode::Keepalived {
+        if !self.ha.sync.is_empty() && self.ha.mode == HaMode::Single {
             p(
                 "ha.sync".into(),
-                "flow-state sync is for a pair: set ha.mode = \"keepalived\"".into(),
+                "flow-state sync is for several gateways: set ha.mode = \"keepalived\" or \"ecmp\""
+                    .into(),
+            );
+        }
+        if self.ha.mode == HaMode::Ecmp && self.bgp.routes_file.is_none() {
+            p(
+                "bgp.routes_file".into(),
+                "ha.mode = \"ecmp\" announces the VIPs with BGP: name the routes file the routing daemon includes".into(),
             );
         }
         let si = self.ha.sync_interval.0;
@@ -867,11 +904,23 @@ impl Config {
                 format!("{} ms: use 10ms to 60s", si.as_millis()),
             );
         }
-        if self.ha.mode == HaMode::Keepalived && self.interfaces.mode == Mode::Node {
+        if self.bgp.routes_file.is_some() && self.bgp.reload.is_empty() {
+            p(
+                "bgp.reload".into(),
+                "the command that makes the routing daemon read the routes file again (e.g. [\"birdc\", \"configure\"])".into(),
+            );
+        }
+        if self.bgp.routes_file.is_some() && self.interfaces.mode == Mode::Node {
+            p(
+                "bgp.routes_file".into(),
+                "announcing VIPs with BGP is for gateways; in node mode the node hosting the active member answers for the VIP".into(),
+            );
+        }
+        if self.ha.mode != HaMode::Single && self.interfaces.mode == Mode::Node {
             p(
                 "ha.mode".into(),
-                "\"keepalived\" is for gateways; in node mode the node hosting the active \
-                 member answers for the VIP (see [ownership])"
+                "\"keepalived\" and \"ecmp\" are for gateways; in node mode the node hosting \
+                 the active member answers for the VIP (see [ownership])"
                     .into(),
             );
         }

@@ -5,6 +5,11 @@
 //! every VIP; its track script (`sipvip health`) gives the addresses up when the datapath is
 //! broken. One VRRP instance per interface, in one sync group, so that the interfaces move
 //! together: a link cut on either side moves the whole gateway.
+//!
+//! With `ha.mode = "ecmp"` the VIPs are routed (BGP), and keepalived moves only the internal
+//! floating addresses (the members' default gateway), one instance per internal interface
+//! tracking the external one: a gateway that loses its external link gives the members'
+//! return path up.
 
 use std::{fmt::Write, net::IpAddr, path::Path, time::Duration};
 
@@ -51,19 +56,30 @@ pub fn parse_floating(s: &str) -> Result<(String, Prefix), String> {
 
 /// The keepalived.conf for this gateway of the pair.
 pub fn render(cfg: &Config, config_path: &Path, o: &Options) -> Result<String, String> {
-    if cfg.ha.mode != HaMode::Keepalived {
+    let ecmp = cfg.ha.mode == HaMode::Ecmp;
+    if cfg.ha.mode == HaMode::Single {
         return Err(
-            "the configuration's ha.mode is not \"keepalived\": set it, so that the daemon leaves \
-             the VIPs' addresses to keepalived and announces them only as master"
+            "the configuration's ha.mode is \"single\": set \"keepalived\" (a pair: the daemon \
+             leaves the VIPs' addresses to keepalived and announces them only as master) or \
+             \"ecmp\" (keepalived moves the members' floating gateway only)"
                 .into(),
         );
     }
     if o.priority == 0 || o.priority == 255 {
         return Err(format!("priority {}: use 1-254", o.priority));
     }
-    let ifaces: Vec<&String> = std::iter::once(&cfg.interfaces.external)
+    let ext = &cfg.interfaces.external;
+    let ifaces: Vec<&String> = std::iter::once(ext)
+        .filter(|_| !ecmp)
         .chain(&cfg.interfaces.internal)
         .collect();
+    if ecmp {
+        if let Some((ifc, _)) = o.floating.iter().find(|(f, _)| f == ext) {
+            return Err(format!(
+                "floating address on {ifc:?}: with ha.mode = \"ecmp\" the external side is routed (BGP); keepalived moves the internal floating addresses only"
+            ));
+        }
+    }
     if usize::from(o.router_id) + ifaces.len() > 256 || o.router_id == 0 {
         return Err(format!(
             "router id {}: the {} interfaces need ids {}..={} within 1-255",
@@ -107,7 +123,11 @@ pub fn render(cfg: &Config, config_path: &Path, o: &Options) -> Result<String, S
         let _ = writeln!(out, "        {}", name(ifc));
     }
     let _ = writeln!(out, "    }}");
-    for state in ["master", "backup", "fault", "stop"] {
+    // With ecmp the daemon has no state to be told: every gateway serves the VIPs.
+    for state in ["master", "backup", "fault", "stop"]
+        .iter()
+        .filter(|_| !ecmp)
+    {
         let _ = writeln!(
             out,
             "    notify_{state} {}",
@@ -118,7 +138,7 @@ pub fn render(cfg: &Config, config_path: &Path, o: &Options) -> Result<String, S
     for (i, ifc) in ifaces.iter().enumerate() {
         // The VIPs on the external interface, the floating addresses where they are given.
         let mut addrs: Vec<(IpAddr, u8)> = Vec::new();
-        if i == 0 {
+        if *ifc == ext {
             for v in &cfg.vips {
                 addrs.extend(v.address.map(|a| (IpAddr::V4(a), 32)));
                 addrs.extend(v.address6.map(|a| (IpAddr::V6(a), 128)));
@@ -156,6 +176,9 @@ pub fn render(cfg: &Config, config_path: &Path, o: &Options) -> Result<String, S
                 let _ = writeln!(out, "        {a}/{len} dev {ifc}");
             }
             let _ = writeln!(out, "    }}");
+        }
+        if ecmp {
+            let _ = writeln!(out, "    track_interface {{\n        {ext}\n    }}");
         }
         let _ = writeln!(
             out,
@@ -266,7 +289,7 @@ mod tests {
         let single = Config::parse(EXAMPLE, "x.toml").unwrap();
         assert!(render(&single, path, &options())
             .unwrap_err()
-            .contains("ha.mode is not \"keepalived\""));
+            .contains("ha.mode is \"single\""));
         assert!(parse_floating("int0")
             .unwrap_err()
             .contains("IFACE=ADDR/LEN"));
@@ -276,5 +299,28 @@ mod tests {
         assert!(parse_floating("int0=198.18.2.1/33")
             .unwrap_err()
             .contains("not a prefix length"));
+    }
+
+    #[test]
+    fn with_ecmp_only_the_internal_floating_gateway_moves() {
+        let text = EXAMPLE.to_string()
+            + "\n[ha]\nmode = \"ecmp\"\n\n[bgp]\nroutes_file = \"/etc/bird/sipvip.conf\"\n";
+        let cfg = Config::parse(&text, "ecmp.toml").expect("valid");
+        let out = render(&cfg, Path::new("e.toml"), &options()).unwrap();
+        assert!(!out.contains("vrrp_instance sipvip_ext0"), "{out}");
+        assert!(!out.contains("198.18.1.100"), "the VIP is routed: {out}");
+        assert!(out.contains("vrrp_instance sipvip_int0 {"), "{out}");
+        assert!(out.contains("virtual_router_id 51"), "{out}");
+        assert!(
+            out.contains("track_interface {\n        ext0\n    }"),
+            "{out}"
+        );
+        assert!(!out.contains("notify_master"), "{out}");
+        let mut o = options();
+        o.floating
+            .push(parse_floating("ext0=198.18.1.1/24").unwrap());
+        assert!(render(&cfg, Path::new("e.toml"), &o)
+            .unwrap_err()
+            .contains("the external side is routed"));
     }
 }

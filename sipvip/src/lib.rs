@@ -2,6 +2,7 @@
 //!
 //! - [`datapath`]: load, attach and program the kernel datapath.
 pub mod api;
+pub mod bgp;
 pub mod bigip;
 pub mod config;
 pub mod datapath;

@@ -33,6 +33,8 @@ pub struct Plan {
     /// Flow-state sync: every gateway's address (`ha.sync`), and how often.
     pub sync: Vec<std::net::SocketAddr>,
     pub sync_interval: Duration,
+    /// Scale-out: the routes file and the routing daemon's reload command (`[bgp]`).
+    pub bgp: Option<(PathBuf, Vec<String>)>,
     /// How often the datapath's next-hop cache starts a new generation (zero: off).
     pub nexthop_refresh: Duration,
     /// Where the datapath is pinned, and the links it must have there: (program,
@@ -162,6 +164,11 @@ impl Plan {
             ha: cfg.ha.mode,
             sync: cfg.ha.sync.iter().filter_map(|s| s.parse().ok()).collect(),
             sync_interval: cfg.ha.sync_interval.0,
+            bgp: cfg
+                .bgp
+                .routes_file
+                .clone()
+                .map(|f| (f, cfg.bgp.reload.clone())),
             nexthop_refresh: cfg.forwarding.nexthop_refresh.0,
             pin_dir: cfg.admin.pin_dir.clone(),
             attachments: std::iter::once((program_names::EXTERNAL, &cfg.interfaces.external))

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod check;
 pub mod cluster;
+pub mod ecmp;
 pub mod failover_bench;
 pub mod fixtures;
 pub mod frame;

@@ -62,8 +62,10 @@ const APT_PACKAGES: &[&str] = &[
     "runc",
     // The DNS server that names members in the DNS test.
     "dnsmasq-base",
-    // VRRP for the gateway pair (its test, and what operators run beside sipvip).
+    // VRRP for the gateway pair, BGP and BFD for the scale-out (their tests, and what
+    // operators run beside sipvip).
     "keepalived",
+    "bird2",
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 

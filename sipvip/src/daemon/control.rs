@@ -46,6 +46,10 @@ pub(super) fn status(
         ha_state: (plan.ha == HaMode::Keepalived)
             .then(|| shared.ha_state.lock().expect("lock").clone()),
         sync: (!plan.sync.is_empty()).then(|| shared.sync.lock().expect("lock").clone()),
+        bgp: plan
+            .bgp
+            .is_some()
+            .then(|| shared.bgp.lock().expect("lock").clone()),
         ..Default::default()
     };
     for (vi, (v, st)) in plan.vips.iter().zip(&sup.vips).enumerate() {
@@ -132,7 +136,7 @@ fn ready(sup: &Supervisor) -> bool {
 
 /// Alive: every link the plan names is pinned, and the datapath's maps can be read. The
 /// answer's body says what is missing.
-fn healthy(plan: &Plan, shared: &Shared) -> std::result::Result<(), String> {
+pub(super) fn healthy(plan: &Plan, shared: &Shared) -> std::result::Result<(), String> {
     for pin in plan.link_pins() {
         if !pin.exists() {
             return Err(format!("not attached: {} is missing", pin.display()));

@@ -34,6 +34,7 @@ use tokio::{
 };
 
 mod actuator;
+mod bgp;
 mod control;
 mod setup;
 mod sync;
@@ -60,13 +61,20 @@ struct Shared {
     ha_state: Mutex<String>,
     /// What the flow-state sync sent and received (`ha.sync`).
     sync: Mutex<sipvip::api::SyncStatus>,
+    /// What this gateway announces (`[bgp]`).
+    bgp: Mutex<sipvip::api::BgpStatus>,
 }
 
 impl Shared {
     /// Whether this gateway announces the VIPs (gratuitous ARP, unsolicited NA): always
     /// alone; in a keepalived pair, only while it is the VRRP master.
     fn announces(&self, plan: &Plan) -> bool {
-        plan.ha == HaMode::Single || *self.ha_state.lock().expect("lock") == "master"
+        match plan.ha {
+            HaMode::Single => true,
+            HaMode::Keepalived => *self.ha_state.lock().expect("lock") == "master",
+            // The router reaches the VIPs through BGP routes: nothing to announce on the link.
+            HaMode::Ecmp => false,
+        }
     }
 }
 
@@ -178,6 +186,8 @@ struct Generation {
     owning: Option<JoinHandle<()>>,
     /// The flow-state sync with the other gateways (`ha.sync`).
     syncing: Option<JoinHandle<()>>,
+    /// Scale-out: the VIP routes for the routing daemon (`[bgp]`).
+    announcing: Option<JoinHandle<()>>,
     stats: Arc<Vec<Arc<ProbeStats>>>,
 }
 
@@ -247,6 +257,7 @@ fn start(
     let supervisor = tokio::spawn(async move { failover::run(&mut sup, &mut rx, &mut act).await });
     let owning = own_vips(plan.clone(), shared.clone());
     let syncing = sync::start(plan.clone(), shared.clone());
+    let announcing = bgp::start(plan.clone(), shared.clone(), tx.clone());
     let refresh = plan.garp.refresh.map(|every| {
         let (plan, shared) = (plan.clone(), shared.clone());
         tokio::spawn(async move {
@@ -307,6 +318,7 @@ fn start(
         nexthops,
         owning,
         syncing,
+        announcing,
         stats,
     }
 }
@@ -521,6 +533,9 @@ impl Generation {
         if let Some(s) = &self.syncing {
             s.abort();
         }
+        if let Some(a) = &self.announcing {
+            a.abort();
+        }
         if let Some(h) = &self.hosts {
             h.abort();
         }
@@ -573,6 +588,7 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
         owners: Mutex::default(),
         ha_state: Mutex::new("backup".into()),
         sync: Mutex::default(),
+        bgp: Mutex::default(),
     });
     let instance = sipvip::monitor::sip::token(6);
     let cfg = Arc::new(cfg);

@@ -1,0 +1,465 @@
+//! Three sipvip gateways, all active behind a router's ECMP, in namespaces: each gateway runs
+//! BIRD 2 next to sipvip and announces the VIP with BGP (sipvip writes the routes file and
+//! reloads BIRD); the router (BIRD 2, BFD) installs one route with a next hop per announcing
+//! gateway and hashes flows over them (L4).
+//!
+//! ```text
+//!  client ns 198.18.5.10 ── router ns r-cl .1 / ext side 198.18.1.254 ── brE ── ext0 gateways
+//!                                                         .2 .3 .4 [XDP] int0 .2 .3 .4 ── brI
+//!                                                   ── p0 primary 198.18.2.11, b0 backup .12
+//! ```
+//!
+//! The SIP servers' default route is a floating internal address that keepalived moves
+//! between the gateways (tracking each one's external link and `sipvip health`): the
+//! replies to a flow may cross another gateway than its requests, so the gateways share
+//! their conntrack entries (`ha.sync`).
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    lab::{command_in, sipvip_bin, sipvip_bin_for_cleanup},
+    netns::{require_root, sh, which, Netns},
+};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+pub const PHONE: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 10);
+pub const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 20);
+pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
+pub const BACKUP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 12);
+pub const ROUTER_EXT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+pub const N: usize = 3;
+/// The members' default gateway (keepalived).
+pub const FLOAT_INT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+
+pub fn gw_ext(g: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 1, 2 + g as u8)
+}
+
+pub fn gw_int(g: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 2, 2 + g as u8)
+}
+
+pub struct Ecmp {
+    pub dir: PathBuf,
+    pub bpffs: PathBuf,
+    /// The sipvip binary keepalived's track script runs, in a directory only root can write.
+    pub bin: PathBuf,
+    pub children: Vec<(String, Child)>,
+    peer_xdp: Option<sipvip::datapath::Datapath>,
+    // Namespaces last: dropped after the processes are killed.
+    pub sw: Netns,
+    pub client: Netns,
+    pub router: Netns,
+    pub gw: Vec<Netns>,
+    pub primary: Netns,
+    pub backup: Netns,
+}
+
+impl Ecmp {
+    pub fn new(tag: &str) -> Result<Ecmp> {
+        require_root();
+        for tool in ["sipp", "bird", "birdc", "keepalived"] {
+            if which(tool).is_none() {
+                panic!(
+                    "the scale-out test needs {tool} (Debian packages sip-tester, bird2, keepalived); `cargo xtask setup` installs them"
+                );
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("svt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let bpffs = dir.join("bpf");
+        std::fs::create_dir_all(&bpffs)?;
+        sh(&format!("mount -t bpf bpf {}", bpffs.display()))?;
+        let safe = PathBuf::from(format!("/run/svt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&safe);
+        std::fs::create_dir_all(&safe)?;
+        let bin = safe.join("sipvip");
+        std::fs::copy(sipvip_bin(), &bin).context("copy the sipvip binary")?;
+        let mut e = Ecmp {
+            dir,
+            bpffs,
+            bin,
+            children: Vec::new(),
+            peer_xdp: None,
+            sw: Netns::new(&format!("{tag}sw"))?,
+            client: Netns::new(&format!("{tag}cl"))?,
+            router: Netns::new(&format!("{tag}rt"))?,
+            gw: (0..N)
+                .map(|g| Netns::new(&format!("{tag}g{g}")))
+                .collect::<Result<_>>()?,
+            primary: Netns::new(&format!("{tag}pr"))?,
+            backup: Netns::new(&format!("{tag}bk"))?,
+        };
+        e.wire()?;
+        Ok(e)
+    }
+
+    fn wire(&mut self) -> Result<()> {
+        let sw = self.sw.name.clone();
+        self.sw.exec(
+            "ip link add brE type bridge && ip link add brI type bridge && \
+             ip link set brE up && ip link set brI up",
+        )?;
+        let port = |ns: &Netns, dev: &str, swdev: &str, bridge: &str| -> Result<()> {
+            ns.exec(&format!(
+                "ip link add {dev} type veth peer name {swdev} netns {sw} && ip link set {dev} up && \
+                 ethtool -K {dev} tx off tso off gso off gro off >/dev/null 2>&1 || true"
+            ))?;
+            self.sw.exec(&format!(
+                "ip link set {swdev} master {bridge} && ip link set {swdev} up && \
+                 ethtool -K {swdev} tx off tso off gso off gro off >/dev/null 2>&1 || true"
+            ))?;
+            Ok(())
+        };
+        port(&self.router, "r-e0", "e-rt", "brE")?;
+        port(&self.primary, "p0", "i-pr", "brI")?;
+        port(&self.backup, "b0", "i-bk", "brI")?;
+        for (g, ns) in self.gw.iter().enumerate() {
+            port(ns, "ext0", &format!("e-g{g}"), "brE")?;
+            port(ns, "int0", &format!("i-g{g}"), "brI")?;
+            ns.exec(&format!(
+                "sysctl -qw net.ipv4.ip_forward=1 && ip addr add {}/24 dev ext0 && \
+                 ip addr add {}/24 dev int0 && ip route add default via {ROUTER_EXT}",
+                gw_ext(g),
+                gw_int(g)
+            ))?;
+        }
+        // The client on a link of its own behind the router.
+        self.client.exec(&format!(
+            "ip link add cl0 type veth peer name r-cl netns {} && ip link set cl0 up && \
+             ip addr add {PHONE}/24 dev cl0 && ip addr add {SBC}/24 dev cl0 && \
+             ip route add default via 198.18.5.1",
+            self.router.name
+        ))?;
+        self.router.exec(&format!(
+            "ip link set r-cl up && ip addr add 198.18.5.1/24 dev r-cl && \
+             ip addr add {ROUTER_EXT}/24 dev r-e0 && sysctl -qw net.ipv4.ip_forward=1 && \
+             sysctl -qw net.ipv4.fib_multipath_hash_policy=1"
+        ))?;
+        // The SIP servers' default route: a next hop per gateway, hashed by flow (L4).
+        for (ns, dev, a) in [(&self.primary, "p0", PRIMARY), (&self.backup, "b0", BACKUP)] {
+            ns.exec(&format!(
+                "ip addr add {a}/24 dev {dev} && ip route add default via {FLOAT_INT} && \
+                 sysctl -qw net.ipv4.icmp_ratelimit=0"
+            ))?;
+        }
+        // The gateways' XDP redirects out of ext0 and int0: their bridge ports need an XDP
+        // program to receive redirected frames.
+        let sizes = sipvip::datapath::MapSizes {
+            conntrack: 1024,
+            frags: 1024,
+            exclusions: 16,
+            ..Default::default()
+        };
+        let mut dp = sipvip::datapath::Datapath::load(&sizes)?;
+        let pins = self.bpffs.join("ports");
+        std::fs::create_dir_all(&pins)?;
+        {
+            let _in = self.sw.enter()?;
+            for g in 0..N {
+                for dev in [format!("e-g{g}"), format!("i-g{g}")] {
+                    dp.attach_pinned(
+                        sipvip_common::program_names::PASS,
+                        &dev,
+                        sipvip::datapath::AttachMode::Native,
+                        &pins,
+                    )?;
+                }
+            }
+        }
+        self.peer_xdp = Some(dp);
+        Ok(())
+    }
+
+    pub fn socket(&self, g: usize) -> PathBuf {
+        self.dir.join(format!("sipvip-{g}.sock"))
+    }
+
+    pub fn pin_dir(&self, g: usize) -> PathBuf {
+        self.bpffs.join(format!("sipvip-{g}"))
+    }
+
+    fn bird_ctl(&self, who: &str) -> PathBuf {
+        self.dir.join(format!("bird-{who}.ctl"))
+    }
+
+    /// Starts the router's BIRD: a BGP session (with BFD) to every gateway, their routes
+    /// merged into one multipath route.
+    pub fn start_router(&mut self) -> Result<()> {
+        let mut conf = format!(
+            "router id {ROUTER_EXT};\nprotocol device {{}}\n\
+             protocol bfd {{ interface \"*\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
+             protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
+             template bgp gateways {{ local as 64500; neighbor as 64501; bfd on; hold time 3; ipv4 {{ import all; export none; }}; }}\n"
+        );
+        for g in 0..N {
+            conf.push_str(&format!(
+                "protocol bgp gw{g} from gateways {{ neighbor {}; }}\n",
+                gw_ext(g)
+            ));
+        }
+        let child = self.bird("router", &conf, &self.router)?;
+        self.children.push(("bird-router".into(), child));
+        Ok(())
+    }
+
+    /// BIRD in `ns` with `conf`, in the foreground (a child of this process).
+    fn bird(&self, who: &str, conf: &str, ns: &Netns) -> Result<Child> {
+        let path = self.dir.join(format!("bird-{who}.conf"));
+        std::fs::write(&path, conf)?;
+        let log = std::fs::File::create(self.dir.join(format!("bird-{who}.log")))?;
+        command_in(ns, Path::new("/usr/sbin/bird"))?
+            .arg("-f")
+            .arg("-c")
+            .arg(&path)
+            .arg("-s")
+            .arg(self.bird_ctl(who))
+            .arg("-P")
+            .arg(self.dir.join(format!("bird-{who}.pid")))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start bird")
+    }
+
+    /// Gateway `g`'s sipvip configuration: `ha.mode = "ecmp"`, the routes file its BIRD
+    /// includes, conntrack synced with the others.
+    pub fn config(&self, g: usize) -> String {
+        let sync: Vec<String> = (0..N).map(|i| format!("\"{}:9361\"", gw_int(i))).collect();
+        format!(
+            r#"
+[interfaces]
+external = "ext0"
+internal = ["int0"]
+xdp_mode = "native"
+
+[[monitor]]
+name = "monSipUdp"
+type = "sip"
+transport = "udp"
+interval = "200ms"
+timeout = "1s"
+
+[[vip]]
+name = "vsVipHa01"
+address = "{VIP}"
+monitors = ["monSipUdp"]
+
+[[vip.member]]
+name = "primary"
+address = "{PRIMARY}"
+priority = 10
+
+[[vip.member]]
+name = "backup"
+address = "{BACKUP}"
+priority = 5
+
+[ha]
+mode = "ecmp"
+sync = [{sync}]
+sync_interval = "100ms"
+
+[bgp]
+routes_file = "{routes}"
+reload = ["birdc", "-s", "{ctl}", "configure"]
+
+[admin]
+socket = "{socket}"
+metrics = "127.0.0.1:9360"
+pin_dir = "{pins}"
+"#,
+            sync = sync.join(", "),
+            routes = self.dir.join(format!("routes-{g}.conf")).display(),
+            ctl = self.bird_ctl(&format!("g{g}")).display(),
+            socket = self.socket(g).display(),
+            pins = self.pin_dir(g).display(),
+        )
+    }
+
+    /// Starts gateway `g`: its BIRD (including the routes file sipvip writes, empty until
+    /// then) and its daemon.
+    pub fn start_gateway(&mut self, g: usize) -> Result<()> {
+        let routes = self.dir.join(format!("routes-{g}.conf"));
+        if !routes.exists() {
+            std::fs::write(&routes, sipvip::bgp::render_bird(&[]))?;
+        }
+        let conf = format!(
+            "router id {ext};\nprotocol device {{}}\n\
+             protocol bfd {{ interface \"*\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
+             include \"{routes}\";\n\
+             protocol bgp up {{ local as 64501; neighbor {ROUTER_EXT} as 64500; bfd on; hold time 3; ipv4 {{ import none; export where source = RTS_STATIC; next hop self; }}; }}\n",
+            ext = gw_ext(g),
+            routes = routes.display(),
+        );
+        let child = self.bird(&format!("g{g}"), &conf, &self.gw[g])?;
+        self.children.push((format!("bird-g{g}"), child));
+        let cfg = self.dir.join(format!("sipvip-{g}.toml"));
+        std::fs::write(&cfg, self.config(g))?;
+        let log = std::fs::File::create(self.dir.join(format!("daemon-{g}.log")))?;
+        let child = command_in(&self.gw[g], &self.bin)?
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start sipvip")?;
+        self.children.push((format!("sipvip-g{g}"), child));
+        let t = Instant::now();
+        while self.status(g).is_err() {
+            if t.elapsed() > Duration::from_secs(20) {
+                bail!("sipvip {g} did not come up:\n{}", self.log(g));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // keepalived moves the members' default gateway (`sipvip keepalived-config` with
+        // ha.mode = "ecmp": the internal instance only, tracking the external link).
+        let out = Command::new(&self.bin)
+            .args(["keepalived-config", "--config"])
+            .arg(&cfg)
+            .args([
+                "--priority",
+                &(150 - 10 * g).to_string(),
+                "--advert",
+                "200ms",
+                "--floating",
+                &format!("int0={FLOAT_INT}/24"),
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "keepalived-config: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let conf = self.dir.join(format!("keepalived-{g}.conf"));
+        std::fs::write(&conf, &out.stdout)?;
+        let klog = std::fs::File::create(self.dir.join(format!("keepalived-{g}.log")))?;
+        let pid = |what: &str| self.dir.join(format!("keepalived-{g}-{what}.pid"));
+        let child = command_in(&self.gw[g], Path::new("/usr/sbin/keepalived"))?
+            .args([
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--vrrp",
+                "--use-file",
+            ])
+            .arg(&conf)
+            .arg("--pid")
+            .arg(pid("main"))
+            .arg("--vrrp_pid")
+            .arg(pid("vrrp"))
+            .arg("--checkers_pid")
+            .arg(pid("checkers"))
+            .stdin(Stdio::null())
+            .stdout(klog.try_clone()?)
+            .stderr(klog)
+            .spawn()
+            .context("start keepalived")?;
+        self.children.push((format!("keepalived-g{g}"), child));
+        Ok(())
+    }
+
+    /// Which gateway holds the members' default gateway, if one does.
+    pub fn int_master(&self) -> Option<usize> {
+        (0..N).find(|&g| {
+            self.gw[g]
+                .exec("ip -4 addr show dev int0")
+                .is_ok_and(|a| a.contains(&format!("{FLOAT_INT}/24")))
+        })
+    }
+
+    pub fn status(&self, g: usize) -> Result<serde_json::Value> {
+        let out = Command::new(&self.bin)
+            .args(["status", "--json", "--socket"])
+            .arg(self.socket(g))
+            .output()?;
+        if !out.status.success() {
+            bail!("status: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// The gateways the router's route to the VIP names as next hops.
+    pub fn next_hops(&self) -> Vec<Ipv4Addr> {
+        let r = self
+            .router
+            .exec(&format!("ip route show {VIP}/32"))
+            .unwrap_or_default();
+        (0..N)
+            .map(gw_ext)
+            .filter(|a| r.contains(&format!("via {a} ")))
+            .collect()
+    }
+
+    pub fn wait_for(&self, limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if f() {
+                return Some(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Kills the processes named `name` (`bird-g1`, `sipvip-g0`, ...) with SIGKILL.
+    pub fn kill(&mut self, name: &str) {
+        for (n, c) in &mut self.children {
+            if n == name {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.children.retain(|(n, _)| n != name);
+    }
+
+    pub fn log(&self, g: usize) -> String {
+        let read = |f: String| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+        format!(
+            "--- sipvip {g}:\n{}\n--- bird {g}:\n{}\n--- keepalived {g}:\n{}\n--- router:\n{}",
+            read(format!("daemon-{g}.log")),
+            read(format!("bird-g{g}.log")),
+            read(format!("keepalived-{g}.log")),
+            read("bird-router.log".into())
+        )
+    }
+}
+
+impl Drop for Ecmp {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.peer_xdp = None;
+        if let Some(bin) = sipvip_bin_for_cleanup() {
+            for g in 0..N {
+                let _ = Command::new(&bin)
+                    .args(["down", "--pin-dir"])
+                    .arg(self.pin_dir(g))
+                    .output();
+            }
+            let _ = Command::new(&bin)
+                .args(["down", "--pin-dir"])
+                .arg(self.bpffs.join("ports"))
+                .output();
+        }
+        let _ = sh(&format!("umount {}", self.bpffs.display()));
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(safe) = self.bin.parent() {
+            let _ = std::fs::remove_dir_all(safe);
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Scale-out behind ECMP, end to end in namespaces (`sipvip_tests::ecmp`): three gateways,
+//! each with BIRD 2 announcing the VIP to a router (BIRD 2, BFD) that hashes flows over
+//! them. Registrations and calls through the VIP; a steady stream of requests from 16
+//! source ports spreads over the gateways; a connection a SIP server opens to the SBC works
+//! both ways whichever gateway each packet crosses (conntrack synced); a gateway whose
+//! datapath is detached withdraws, one whose members are all forced offline withdraws, and
+//! a gateway that drops off the link is taken out by BFD. Each outage is the longest gap of
+//! any source port's answers.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use sipvip_tests::{
+    ecmp::{gw_ext, Ecmp, BACKUP, PHONE, PRIMARY, SBC, VIP},
+    netns::tcp_connect_from,
+    scenario::{self, Calls},
+};
+
+const PORTS: u16 = 16;
+
+/// OPTIONS to the VIP from `PORTS` source ports in turn, one every 10 ms (bounded by
+/// `limit`), recording each port's answers.
+struct Probes {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<BTreeMap<u16, Vec<Instant>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Probes {
+    fn start(e: &Ecmp, limit: Duration) -> Probes {
+        let socks: Vec<UdpSocket> = {
+            let _g = e.client.enter().unwrap();
+            (0..PORTS)
+                .map(|i| {
+                    let s = UdpSocket::bind((PHONE, 6000 + i)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+                    s
+                })
+                .collect()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(BTreeMap::new()));
+        let (s2, a2) = (stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut n = 0u64;
+            let mut buf = [0u8; 2048];
+            while !s2.load(Ordering::Relaxed) && t0.elapsed() < limit {
+                n += 1;
+                let i = (n % u64::from(PORTS)) as usize;
+                let port = 6000 + i as u16;
+                let msg = format!(
+                    "OPTIONS sip:{VIP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:{port};branch=z9hG4bK-ecmp-{n}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:phone@{PHONE}>;tag=e{n}\r\nTo: <sip:{VIP}>\r\n\
+                     Call-ID: ecmp-{n}@phone\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = socks[i].send_to(msg.as_bytes(), (VIP, 5060));
+                if let Ok((len, from)) = socks[i].recv_from(&mut buf) {
+                    if from == SocketAddr::from((VIP, 5060))
+                        && buf[..len].starts_with(b"SIP/2.0 200")
+                    {
+                        a2.lock()
+                            .unwrap()
+                            .entry(port)
+                            .or_insert_with(Vec::new)
+                            .push(Instant::now());
+                    }
+                }
+            }
+        });
+        Probes {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    /// The longest time any source port went without an answer since `from` (to its last
+    /// answer), and the ports answered since.
+    fn gap_since(&self, from: Instant) -> (Duration, usize) {
+        let a = self.answers.lock().unwrap();
+        let mut gap = Duration::ZERO;
+        let mut ports = 0;
+        for times in a.values() {
+            let mut last = from;
+            let mut any = false;
+            for t in times.iter().filter(|t| **t >= from) {
+                gap = gap.max(t.duration_since(last));
+                last = *t;
+                any = true;
+            }
+            ports += usize::from(any);
+        }
+        (gap, ports)
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
+    let mut e = Ecmp::new("ec").expect("topology");
+    for (name, ns, addr) in [
+        ("primary", &e.primary, PRIMARY),
+        ("backup", &e.backup, BACKUP),
+    ] {
+        let child = scenario::sip_server_in(ns, addr, 5060, &e.dir).unwrap();
+        e.children.push((format!("sipp-{name}"), child));
+    }
+    e.start_router().unwrap();
+    for g in 0..3 {
+        e.start_gateway(g).unwrap();
+    }
+    // Every gateway serves the VIP, so every one announces it: three next hops.
+    let all = e.wait_for(Duration::from_secs(30), || e.next_hops().len() == 3);
+    assert!(all.is_some(), "next hops {:?}\n{}", e.next_hops(), e.log(0));
+    for g in 0..3 {
+        assert_eq!(
+            e.status(g).unwrap()["bgp"]["announced"][0],
+            "vsVipHa01",
+            "gateway {g}"
+        );
+    }
+    // Gateway 0 (the highest priority) carries the members' return path.
+    let int = e.wait_for(Duration::from_secs(10), || e.int_master() == Some(0));
+    assert!(
+        int.is_some(),
+        "int master {:?}\n{}",
+        e.int_master(),
+        e.log(0)
+    );
+
+    // Registrations and calls through the VIP.
+    assert_eq!(
+        scenario::register_agents_in(&e.client, &e.dir, VIP.into(), PHONE.into(), 10).unwrap(),
+        10
+    );
+    let calls = Calls::start_in(
+        &e.client,
+        &e.dir,
+        VIP.into(),
+        PHONE.into(),
+        10,
+        Duration::from_millis(500),
+        10,
+    )
+    .unwrap();
+    let rows = calls.finish(Duration::from_secs(20)).unwrap();
+    assert_eq!(rows.last().map(|r| (r.ok, r.failed)), Some((10, 0)));
+
+    // Sixteen source ports spread over the gateways: each steers some of them.
+    let probes = Probes::start(&e, Duration::from_secs(90));
+    std::thread::sleep(Duration::from_secs(2));
+    let steered: Vec<u64> = (0..3)
+        .map(|g| {
+            e.status(g).unwrap()["datapath"]["steered"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    eprintln!("steered per gateway: {steered:?}");
+    assert!(
+        steered.iter().filter(|s| **s > 0).count() >= 2,
+        "ECMP spreads flows: {steered:?}"
+    );
+
+    // Any flow, any gateway: a connection the primary opens to the SBC (its packets through
+    // the members' default gateway, the SBC's hashed over every gateway by the router)
+    // carries data both ways.
+    let listener = {
+        let _g = e.client.enter().unwrap();
+        TcpListener::bind((SBC, 5080)).unwrap()
+    };
+    let mut opened = {
+        let _g = e.primary.enter().unwrap();
+        tcp_connect_from(
+            PRIMARY,
+            SocketAddrV4::new(SBC, 5080),
+            Duration::from_secs(5),
+        )
+        .expect("the primary connects to the SBC")
+    };
+    opened
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (mut sbc, peer) = listener.accept().unwrap();
+    sbc.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(VIP));
+    let mut b = [0u8; 64];
+    for i in 0..20 {
+        let m = format!("NOTIFY {i}");
+        sbc.write_all(m.as_bytes()).unwrap();
+        let n = opened
+            .read(&mut b)
+            .expect("the SBC's data reaches the primary");
+        assert_eq!(&b[..n], m.as_bytes());
+        opened.write_all(b"200 OK").unwrap();
+        let n = sbc
+            .read(&mut b)
+            .expect("the primary's answer reaches the SBC");
+        assert_eq!(&b[..n], b"200 OK");
+    }
+
+    // A gateway whose datapath is detached withdraws, and gives the members' return path up
+    // (keepalived's track script, `sipvip health`).
+    let down = std::process::Command::new(&e.bin)
+        .args(["down", "--pin-dir"])
+        .arg(e.pin_dir(0))
+        .output()
+        .unwrap();
+    assert!(down.status.success());
+    let out = e.wait_for(Duration::from_secs(5), || {
+        !e.next_hops().contains(&gw_ext(0))
+    });
+    assert!(out.is_some(), "gateway 0 still announced:\n{}", e.log(0));
+    let st = e.status(0).unwrap();
+    assert_eq!(st["bgp"]["announced"].as_array().map(Vec::len), Some(0));
+    let moved = e.wait_for(Duration::from_secs(10), || e.int_master() == Some(1));
+    assert!(
+        moved.is_some(),
+        "int master {:?}\n{}",
+        e.int_master(),
+        e.log(1)
+    );
+
+    // A gateway whose members are all forced offline has no member to serve: it withdraws.
+    for m in ["primary", "backup"] {
+        let o = std::process::Command::new(&e.bin)
+            .args(["member", "disable", m, "--socket"])
+            .arg(e.socket(2))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    }
+    let out = e.wait_for(Duration::from_secs(5), || {
+        !e.next_hops().contains(&gw_ext(2))
+    });
+    assert!(out.is_some(), "gateway 2 still announced:\n{}", e.log(2));
+    for m in ["primary", "backup"] {
+        std::process::Command::new(&e.bin)
+            .args(["member", "enable", m, "--socket"])
+            .arg(e.socket(2))
+            .output()
+            .unwrap();
+    }
+    let back = e.wait_for(Duration::from_secs(10), || {
+        e.next_hops().contains(&gw_ext(2))
+    });
+    assert!(back.is_some(), "gateway 2 back");
+
+    // Gateway 1 (now carrying the return path) loses its external link: BFD takes it out of
+    // the router's set, keepalived moves the return path to gateway 2; the flows move.
+    std::thread::sleep(Duration::from_secs(1));
+    let cut = Instant::now();
+    e.gw[1].exec("ip link set ext0 down").unwrap();
+    let gone = e.wait_for(Duration::from_secs(5), || {
+        !e.next_hops().contains(&gw_ext(1)) && e.int_master() == Some(2)
+    });
+    assert!(
+        gone.is_some(),
+        "next hops {:?}, int master {:?}",
+        e.next_hops(),
+        e.int_master()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (gap, ports) = probes.gap_since(cut);
+    eprintln!(
+        "gateway 1 cut off: withdrawn and return path moved after {:?}; the longest gap of any source port {} ms, {ports} ports answered since",
+        gone.unwrap(),
+        gap.as_millis()
+    );
+    assert_eq!(
+        ports,
+        usize::from(PORTS),
+        "every source port answered again"
+    );
+    assert!(
+        gap < Duration::from_secs(3),
+        "outage {} ms",
+        gap.as_millis()
+    );
+    assert_eq!(e.next_hops(), vec![gw_ext(2)], "only gateway 2 serves now");
+}
