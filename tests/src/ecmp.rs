@@ -198,7 +198,7 @@ impl Ecmp {
             "router id {ROUTER_EXT};\nprotocol device {{}}\n\
              protocol bfd {{ interface \"*\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
              protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
-             template bgp gateways {{ local as 64500; neighbor as 64501; bfd on; hold time 3; ipv4 {{ import all; export none; }}; }}\n"
+             template bgp gateways {{ local as 64500; neighbor as 64501; bfd on; hold time 3; connect retry time 2; error wait time 1, 5; ipv4 {{ import all; export none; }}; }}\n"
         );
         for g in 0..N {
             conf.push_str(&format!(
@@ -297,7 +297,7 @@ pin_dir = "{pins}"
             "router id {ext};\nprotocol device {{}}\n\
              protocol bfd {{ interface \"*\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
              include \"{routes}\";\n\
-             protocol bgp up {{ local as 64501; neighbor {ROUTER_EXT} as 64500; bfd on; hold time 3; ipv4 {{ import none; export where source = RTS_STATIC; next hop self; }}; }}\n",
+             protocol bgp up {{ local as 64501; neighbor {ROUTER_EXT} as 64500; bfd on; hold time 3; connect retry time 2; error wait time 1, 5; ipv4 {{ import none; export where source = RTS_STATIC; next hop self; }}; }}\n",
             ext = gw_ext(g),
             routes = routes.display(),
         );

@@ -295,4 +295,39 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
         gap.as_millis()
     );
     assert_eq!(e.next_hops(), vec![gw_ext(2)], "only gateway 2 serves now");
+
+    // Gateway 1's link comes back: it announces again and takes flows, and the return path
+    // stays where it is (keepalived's nopreempt): nothing flaps back.
+    let back = Instant::now();
+    e.gw[1].exec("ip link set ext0 up").unwrap();
+    let again = e.wait_for(Duration::from_secs(15), || {
+        e.next_hops().contains(&gw_ext(1))
+    });
+    assert!(
+        again.is_some(),
+        "gateway 1 never announced again:\n{}",
+        e.log(1)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        e.int_master(),
+        Some(2),
+        "the return path stays on gateway 2"
+    );
+    let (gap, ports) = probes.gap_since(back);
+    eprintln!(
+        "gateway 1 back: announced after {:?}; the longest gap of any source port {} ms",
+        again.unwrap(),
+        gap.as_millis()
+    );
+    assert_eq!(
+        ports,
+        usize::from(PORTS),
+        "every source port still answered"
+    );
+    assert!(
+        gap < Duration::from_secs(3),
+        "outage {} ms",
+        gap.as_millis()
+    );
 }

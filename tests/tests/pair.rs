@@ -218,7 +218,18 @@ fn a_keepalived_pair_survives_the_loss_of_its_master() {
 
     // The master dies: its sipvip and keepalived killed together, mid-stream.
     let probes = Probes::start(&p, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(1));
+    // Calls in progress across the kill: 5 a second, each held 2 s.
+    let calls = Calls::start_in(
+        &p.client,
+        &p.dir,
+        VIP.into(),
+        PHONE.into(),
+        5,
+        Duration::from_secs(2),
+        30,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
     let killed = Instant::now();
     p.kill(0, "keepalived");
     p.kill(0, "sipvip");
@@ -254,6 +265,13 @@ fn a_keepalived_pair_survives_the_loss_of_its_master() {
         .expect("the T-Server's event reaches the T-Lib client through B");
     assert_eq!(&b[..n], b"EventRinging");
     exchange(&mut tlib, &mut ts, "RequestMakeCall");
+    let rows = calls.finish(Duration::from_secs(30)).unwrap();
+    let last = rows.last().expect("call statistics");
+    eprintln!(
+        "calls across the kill: {} ok, {} failed",
+        last.ok, last.failed
+    );
+    assert_eq!((last.ok, last.failed), (30, 0), "calls across the kill");
     // Bad sync input leaves B's datapath alone: a datagram cut short from the dead
     // master's address (its sender killed mid-write), garbage from it, and a well-formed
     // datagram from an address not in ha.sync are dropped whole and counted.
