@@ -24,7 +24,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    lab::{command_in, sipvip_bin, sipvip_bin_for_cleanup},
+    gateways,
+    lab::{command_in, sipvip_bin_for_cleanup},
     netns::{require_root, sh, which, Netns},
 };
 
@@ -78,11 +79,7 @@ impl Ecmp {
         let bpffs = dir.join("bpf");
         std::fs::create_dir_all(&bpffs)?;
         sh(&format!("mount -t bpf bpf {}", bpffs.display()))?;
-        let safe = PathBuf::from(format!("/run/svt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&safe);
-        std::fs::create_dir_all(&safe)?;
-        let bin = safe.join("sipvip");
-        std::fs::copy(sipvip_bin(), &bin).context("copy the sipvip binary")?;
+        let bin = gateways::safe_bin(tag)?;
         let mut e = Ecmp {
             dir,
             bpffs,
@@ -103,21 +100,12 @@ impl Ecmp {
     }
 
     fn wire(&mut self) -> Result<()> {
-        let sw = self.sw.name.clone();
         self.sw.exec(
             "ip link add brE type bridge && ip link add brI type bridge && \
              ip link set brE up && ip link set brI up",
         )?;
-        let port = |ns: &Netns, dev: &str, swdev: &str, bridge: &str| -> Result<()> {
-            ns.exec(&format!(
-                "ip link add {dev} type veth peer name {swdev} netns {sw} && ip link set {dev} up && \
-                 ethtool -K {dev} tx off tso off gso off gro off >/dev/null 2>&1 || true"
-            ))?;
-            self.sw.exec(&format!(
-                "ip link set {swdev} master {bridge} && ip link set {swdev} up && \
-                 ethtool -K {swdev} tx off tso off gso off gro off >/dev/null 2>&1 || true"
-            ))?;
-            Ok(())
+        let port = |ns: &Netns, dev: &str, swdev: &str, bridge: &str| {
+            gateways::bridge_port(&self.sw, ns, dev, swdev, bridge)
         };
         port(&self.router, "r-e0", "e-rt", "brE")?;
         port(&self.primary, "p0", "i-pr", "brI")?;
@@ -151,30 +139,10 @@ impl Ecmp {
                  sysctl -qw net.ipv4.icmp_ratelimit=0"
             ))?;
         }
-        // The gateways' XDP redirects out of ext0 and int0: their bridge ports need an XDP
-        // program to receive redirected frames.
-        let sizes = sipvip::datapath::MapSizes {
-            conntrack: 1024,
-            frags: 1024,
-            exclusions: 16,
-            ..Default::default()
-        };
-        let mut dp = sipvip::datapath::Datapath::load(&sizes)?;
-        let pins = self.bpffs.join("ports");
-        std::fs::create_dir_all(&pins)?;
-        {
-            let _in = self.sw.enter()?;
-            for g in 0..N {
-                for dev in [format!("e-g{g}"), format!("i-g{g}")] {
-                    dp.attach_pinned(
-                        sipvip_common::program_names::PASS,
-                        &dev,
-                        sipvip::datapath::AttachMode::Native,
-                        &pins,
-                    )?;
-                }
-            }
-        }
+        let ports: Vec<String> = (0..N)
+            .flat_map(|g| [format!("e-g{g}"), format!("i-g{g}")])
+            .collect();
+        let dp = gateways::pass_on_ports(&self.sw, &ports, &self.bpffs.join("ports"))?;
         self.peer_xdp = Some(dp);
         Ok(())
     }
@@ -325,48 +293,23 @@ pin_dir = "{pins}"
         }
         // keepalived moves the members' default gateway (`sipvip keepalived-config` with
         // ha.mode = "ecmp": the internal instance only, tracking the external link).
-        let out = Command::new(&self.bin)
-            .args(["keepalived-config", "--config"])
-            .arg(&cfg)
-            .args([
-                "--priority",
-                &(150 - 10 * g).to_string(),
-                "--advert",
-                "200ms",
-                "--floating",
-                &format!("int0={FLOAT_INT}/24"),
-            ])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "keepalived-config: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let conf = self.dir.join(format!("keepalived-{g}.conf"));
-        std::fs::write(&conf, &out.stdout)?;
-        let klog = std::fs::File::create(self.dir.join(format!("keepalived-{g}.log")))?;
-        let pid = |what: &str| self.dir.join(format!("keepalived-{g}-{what}.pid"));
-        let child = command_in(&self.gw[g], Path::new("/usr/sbin/keepalived"))?
-            .args([
-                "--dont-fork",
-                "--log-console",
-                "--log-detail",
-                "--vrrp",
-                "--use-file",
-            ])
-            .arg(&conf)
-            .arg("--pid")
-            .arg(pid("main"))
-            .arg("--vrrp_pid")
-            .arg(pid("vrrp"))
-            .arg("--checkers_pid")
-            .arg(pid("checkers"))
-            .stdin(Stdio::null())
-            .stdout(klog.try_clone()?)
-            .stderr(klog)
-            .spawn()
-            .context("start keepalived")?;
+        let args: Vec<String> = [
+            "--priority".to_string(),
+            (150 - 10 * g).to_string(),
+            "--advert".into(),
+            "200ms".into(),
+            "--floating".into(),
+            format!("int0={FLOAT_INT}/24"),
+        ]
+        .into();
+        let child = gateways::keepalived(
+            &self.gw[g],
+            &self.bin,
+            &cfg,
+            &self.dir,
+            &g.to_string(),
+            &args,
+        )?;
         self.children.push((format!("keepalived-g{g}"), child));
         Ok(())
     }
@@ -381,14 +324,7 @@ pin_dir = "{pins}"
     }
 
     pub fn status(&self, g: usize) -> Result<serde_json::Value> {
-        let out = Command::new(&self.bin)
-            .args(["status", "--json", "--socket"])
-            .arg(self.socket(g))
-            .output()?;
-        if !out.status.success() {
-            bail!("status: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        gateways::status(&self.bin, &self.socket(g))
     }
 
     /// The gateways the router's route to the VIP names as next hops.
@@ -403,15 +339,8 @@ pin_dir = "{pins}"
             .collect()
     }
 
-    pub fn wait_for(&self, limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-        let t = Instant::now();
-        while t.elapsed() < limit {
-            if f() {
-                return Some(t.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+    pub fn wait_for(&self, limit: Duration, f: impl FnMut() -> bool) -> Option<Duration> {
+        gateways::wait_for(limit, f)
     }
 
     /// Kills the processes named `name` (`bird-g1`, `sipvip-g0`, ...) with SIGKILL.
@@ -458,8 +387,6 @@ impl Drop for Ecmp {
         }
         let _ = sh(&format!("umount {}", self.bpffs.display()));
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(safe) = self.bin.parent() {
-            let _ = std::fs::remove_dir_all(safe);
-        }
+        gateways::remove_safe_bin(&self.bin);
     }
 }

@@ -7,6 +7,7 @@ pub mod ecmp;
 pub mod failover_bench;
 pub mod fixtures;
 pub mod frame;
+pub mod gateways;
 pub mod image;
 pub mod lab;
 pub mod model;

@@ -15,7 +15,7 @@
 
 use std::{
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -23,7 +23,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    lab::{command_in, sipvip_bin, sipvip_bin_for_cleanup},
+    gateways,
+    lab::{command_in, sipvip_bin_for_cleanup},
     netns::{require_root, sh, which, Netns},
 };
 
@@ -79,11 +80,7 @@ impl Pair {
         let bpffs = dir.join("bpf");
         std::fs::create_dir_all(&bpffs)?;
         sh(&format!("mount -t bpf bpf {}", bpffs.display()))?;
-        let safe = PathBuf::from(format!("/run/svt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&safe);
-        std::fs::create_dir_all(&safe)?;
-        let bin = safe.join("sipvip");
-        std::fs::copy(sipvip_bin(), &bin).context("copy the sipvip binary")?;
+        let bin = gateways::safe_bin(tag)?;
         let mut p = Pair {
             dir,
             bpffs,
@@ -104,22 +101,12 @@ impl Pair {
     }
 
     fn wire(&mut self) -> Result<()> {
-        let sw = self.sw.name.clone();
         self.sw.exec(
             "ip link add brE type bridge && ip link add brI type bridge && \
              ip link set brE up && ip link set brI up",
         )?;
-        // Each namespace's side, and its port on a bridge.
-        let port = |ns: &Netns, dev: &str, swdev: &str, bridge: &str| -> Result<()> {
-            ns.exec(&format!(
-                "ip link add {dev} type veth peer name {swdev} netns {sw} && ip link set {dev} up && \
-                 ethtool -K {dev} tx off tso off gso off gro off >/dev/null 2>&1 || true"
-            ))?;
-            self.sw.exec(&format!(
-                "ip link set {swdev} master {bridge} && ip link set {swdev} up && \
-                 ethtool -K {swdev} tx off tso off gso off gro off >/dev/null 2>&1 || true"
-            ))?;
-            Ok(())
+        let port = |ns: &Netns, dev: &str, swdev: &str, bridge: &str| {
+            gateways::bridge_port(&self.sw, ns, dev, swdev, bridge)
         };
         port(&self.client, "cl0", "e-cl", "brE")?;
         port(&self.primary, "p0", "i-pr", "brI")?;
@@ -144,30 +131,11 @@ impl Pair {
                  sysctl -qw net.ipv4.icmp_ratelimit=0"
             ))?;
         }
-        // The gateways' XDP redirects out of ext0 and int0: the veths' peers (bridge ports)
-        // need an XDP program to receive redirected frames; it passes them to the bridge.
-        let sizes = sipvip::datapath::MapSizes {
-            conntrack: 1024,
-            frags: 1024,
-            exclusions: 16,
-            ..Default::default()
-        };
-        let mut dp = sipvip::datapath::Datapath::load(&sizes)?;
-        let pins = self.bpffs.join("ports");
-        std::fs::create_dir_all(&pins)?;
-        {
-            let _in = self.sw.enter()?;
-            for n in NAMES {
-                for dev in [format!("e-g{n}"), format!("i-g{n}")] {
-                    dp.attach_pinned(
-                        sipvip_common::program_names::PASS,
-                        &dev,
-                        sipvip::datapath::AttachMode::Native,
-                        &pins,
-                    )?;
-                }
-            }
-        }
+        let ports: Vec<String> = NAMES
+            .iter()
+            .flat_map(|n| [format!("e-g{n}"), format!("i-g{n}")])
+            .collect();
+        let dp = gateways::pass_on_ports(&self.sw, &ports, &self.bpffs.join("ports"))?;
         self.peer_xdp = Some(dp);
         Ok(())
     }
@@ -262,64 +230,27 @@ pin_dir = "{pins}"
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let out = Command::new(&self.bin)
-            .args(["keepalived-config", "--config"])
-            .arg(&cfg)
-            .args([
-                "--priority",
-                &PRIORITY[g].to_string(),
-                "--advert",
-                ADVERT,
-                "--floating",
-                &format!("ext0={FLOAT_EXT}/24"),
-                "--floating",
-                &format!("int0={FLOAT_INT}/24"),
-            ])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "keepalived-config: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let conf = self.dir.join(format!("keepalived-{n}.conf"));
-        std::fs::write(&conf, &out.stdout)?;
-        let klog = std::fs::File::create(self.dir.join(format!("keepalived-{n}.log")))?;
-        let pid = |what: &str| self.dir.join(format!("keepalived-{n}-{what}.pid"));
-        let child = command_in(&self.gw[g], Path::new("/usr/sbin/keepalived"))?
-            .args([
-                "--dont-fork",
-                "--log-console",
-                "--log-detail",
-                "--vrrp",
-                "--use-file",
-            ])
-            .arg(&conf)
-            .arg("--pid")
-            .arg(pid("main"))
-            .arg("--vrrp_pid")
-            .arg(pid("vrrp"))
-            .arg("--checkers_pid")
-            .arg(pid("checkers"))
-            .stdin(Stdio::null())
-            .stdout(klog.try_clone()?)
-            .stderr(klog)
-            .spawn()
-            .context("start keepalived")?;
+        let args: Vec<String> = [
+            "--priority",
+            &PRIORITY[g].to_string(),
+            "--advert",
+            ADVERT,
+            "--floating",
+            &format!("ext0={FLOAT_EXT}/24"),
+            "--floating",
+            &format!("int0={FLOAT_INT}/24"),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let child = gateways::keepalived(&self.gw[g], &self.bin, &cfg, &self.dir, n, &args)?;
         self.children.push((format!("keepalived-{n}"), child));
         Ok(())
     }
 
     /// Gateway `g`'s status (`sipvip status --json`).
     pub fn status(&self, g: usize) -> Result<serde_json::Value> {
-        let out = Command::new(&self.bin)
-            .args(["status", "--json", "--socket"])
-            .arg(self.socket(g))
-            .output()?;
-        if !out.status.success() {
-            bail!("status: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        gateways::status(&self.bin, &self.socket(g))
     }
 
     /// Gateway `g`'s HA state as its daemon reports it.
@@ -337,15 +268,8 @@ pin_dir = "{pins}"
     }
 
     /// Polls `f` every 50 ms until it holds or `limit` passes.
-    pub fn wait_for(&self, limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-        let t = Instant::now();
-        while t.elapsed() < limit {
-            if f() {
-                return Some(t.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+    pub fn wait_for(&self, limit: Duration, f: impl FnMut() -> bool) -> Option<Duration> {
+        gateways::wait_for(limit, f)
     }
 
     /// Kills gateway `g`'s processes named `what` (`sipvip`, `keepalived`) with SIGKILL:
@@ -355,14 +279,7 @@ pin_dir = "{pins}"
     pub fn kill(&mut self, g: usize, what: &str) {
         let name = format!("{what}-{}", NAMES[g]);
         if what == "keepalived" {
-            let pid = self.dir.join(format!("keepalived-{}-vrrp.pid", NAMES[g]));
-            if let Some(pid) = std::fs::read_to_string(pid)
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-            {
-                // SAFETY: signalling the VRRP process our keepalived child started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            gateways::kill_vrrp(&self.dir, NAMES[g]);
         }
         for (n, c) in &mut self.children {
             if *n == name {
@@ -407,8 +324,6 @@ impl Drop for Pair {
         }
         let _ = sh(&format!("umount {}", self.bpffs.display()));
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(safe) = self.bin.parent() {
-            let _ = std::fs::remove_dir_all(safe);
-        }
+        gateways::remove_safe_bin(&self.bin);
     }
 }
