@@ -32,6 +32,7 @@ use crate::{
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
 pub const PHONE: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 10);
 pub const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 20);
+pub const TLIB: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 30);
 pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
 pub const BACKUP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 12);
 pub const ROUTER_EXT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
@@ -124,6 +125,7 @@ impl Ecmp {
         self.client.exec(&format!(
             "ip link add cl0 type veth peer name r-cl netns {} && ip link set cl0 up && \
              ip addr add {PHONE}/24 dev cl0 && ip addr add {SBC}/24 dev cl0 && \
+             ip addr add {TLIB}/24 dev cl0 && \
              ip route add default via 198.18.5.1",
             self.router.name
         ))?;
@@ -265,7 +267,8 @@ pin_dir = "{pins}"
             "router id {ext};\nprotocol device {{}}\n\
              protocol bfd {{ interface \"*\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
              include \"{routes}\";\n\
-             protocol bgp up {{ local as 64501; neighbor {ROUTER_EXT} as 64500; bfd on; hold time 3; connect retry time 2; error wait time 1, 5; ipv4 {{ import none; export where source = RTS_STATIC; next hop self; }}; }}\n",
+             protocol direct servers {{ ipv4; interface \"int0\"; }}\n\
+             protocol bgp up {{ local as 64501; neighbor {ROUTER_EXT} as 64500; bfd on; hold time 3; connect retry time 2; error wait time 1, 5; ipv4 {{ import none; export where source = RTS_STATIC || proto = \"servers\"; next hop self; }}; }}\n",
             ext = gw_ext(g),
             routes = routes.display(),
         );

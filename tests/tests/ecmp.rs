@@ -2,10 +2,11 @@
 //! each with BIRD 2 announcing the VIP to a router (BIRD 2, BFD) that hashes flows over
 //! them. Registrations and calls through the VIP; a steady stream of requests from 16
 //! source ports spreads over the gateways; a connection a SIP server opens to the SBC works
-//! both ways whichever gateway each packet crosses (conntrack synced); a gateway whose
-//! datapath is detached withdraws, one whose members are all forced offline withdraws, and
-//! a gateway that drops off the link is taken out by BFD. Each outage is the longest gap of
-//! any source port's answers.
+//! both ways whichever gateway each packet crosses (conntrack synced), and so does a T-Lib
+//! connection to the primary's own address; a gateway whose datapath is detached withdraws,
+//! one whose members are all forced offline withdraws, and a gateway that drops off the
+//! link in the middle of calls is taken out by BFD; it comes back without the return path
+//! flapping. Each outage is the longest gap of any source port's answers.
 
 use std::{
     collections::BTreeMap,
@@ -19,7 +20,7 @@ use std::{
 };
 
 use sipvip_tests::{
-    ecmp::{gw_ext, Ecmp, BACKUP, PHONE, PRIMARY, SBC, VIP},
+    ecmp::{gw_ext, Ecmp, BACKUP, PHONE, PRIMARY, SBC, TLIB, VIP},
     netns::tcp_connect_from,
     scenario::{self, Calls},
 };
@@ -263,6 +264,59 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
     });
     assert!(back.is_some(), "gateway 2 back");
 
+    // A T-Lib client's connection to the primary's own address (the gateways announce the
+    // servers' subnet too): through any gateway in, the return path out, untranslated.
+    let tserver = {
+        let _g = e.primary.enter().unwrap();
+        TcpListener::bind((PRIMARY, 7000)).unwrap()
+    };
+    let mut tlib = {
+        let _g = e.client.enter().unwrap();
+        tcp_connect_from(
+            TLIB,
+            SocketAddrV4::new(PRIMARY, 7000),
+            Duration::from_secs(5),
+        )
+        .expect("T-Lib connects to the primary")
+    };
+    tlib.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut ts, peer) = tserver.accept().unwrap();
+    ts.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(TLIB));
+    let exchange = |tlib: &mut std::net::TcpStream, ts: &mut std::net::TcpStream, what: &str| {
+        // The T-Server speaks first: its packets need the flow's state where they leave.
+        ts.write_all(what.as_bytes()).unwrap();
+        let mut b = [0u8; 64];
+        let n = tlib
+            .read(&mut b)
+            .expect("the T-Server's event reaches T-Lib");
+        assert_eq!(&b[..n], what.as_bytes());
+        tlib.write_all(b"ACK").unwrap();
+        let n = ts
+            .read(&mut b)
+            .expect("T-Lib's answer reaches the T-Server");
+        assert_eq!(&b[..n], b"ACK");
+        assert_eq!(
+            tlib.peer_addr().unwrap(),
+            SocketAddr::from((PRIMARY, 7000)),
+            "T-Lib sees the server's own address"
+        );
+    };
+    // Long enough for the flow's state to reach every gateway.
+    std::thread::sleep(Duration::from_millis(500));
+    exchange(&mut tlib, &mut ts, "EventRegistered");
+    // Calls in progress across the cut below.
+    let calls = Calls::start_in(
+        &e.client,
+        &e.dir,
+        VIP.into(),
+        PHONE.into(),
+        5,
+        Duration::from_secs(2),
+        30,
+    )
+    .unwrap();
+
     // Gateway 1 (now carrying the return path) loses its external link: BFD takes it out of
     // the router's set, keepalived moves the return path to gateway 2; the flows move.
     std::thread::sleep(Duration::from_secs(1));
@@ -295,6 +349,14 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
         gap.as_millis()
     );
     assert_eq!(e.next_hops(), vec![gw_ext(2)], "only gateway 2 serves now");
+    exchange(&mut tlib, &mut ts, "EventRinging");
+    let rows = calls.finish(Duration::from_secs(30)).unwrap();
+    let last = rows.last().expect("call statistics");
+    eprintln!(
+        "calls across the cut: {} ok, {} failed",
+        last.ok, last.failed
+    );
+    assert_eq!((last.ok, last.failed), (30, 0), "calls across the cut");
 
     // Gateway 1's link comes back: it announces again and takes flows, and the return path
     // stays where it is (keepalived's nopreempt): nothing flaps back.
