@@ -129,31 +129,42 @@ fn receive(
     members: &HashSet<IpAddr>,
     shared: &Shared,
 ) {
+    // The datapath's lock is never taken while the statistics' is held: the status takes
+    // them the other way round.
+    let verdict = if !peers.iter().any(|p| p.ip() == from.ip()) {
+        Err(format!("a datagram from {from}, which is not in ha.sync"))
+    } else {
+        sync::decode(d).map_err(|e| format!("from {from}: {e}"))
+    };
+    let (mut inserted, mut present, mut rejected, mut error) = (0, 0, 0, None);
+    if let Ok(es) = &verdict {
+        let mut dp = shared.dp.lock().expect("lock");
+        for e in es {
+            if !members.contains(&e.member()) {
+                rejected += 1;
+                continue;
+            }
+            match dp.sync_flow(e) {
+                Ok(true) => inserted += 1,
+                Ok(false) => present += 1,
+                Err(err) => error = Some(err.to_string()),
+            }
+        }
+    }
     let mut st = shared.sync.lock().expect("lock");
     st.received_datagrams += 1;
-    if !peers.iter().any(|p| p.ip() == from.ip()) {
-        st.rejected_datagrams += 1;
-        st.last_error = Some(format!("a datagram from {from}, which is not in ha.sync"));
-        return;
-    }
-    let es = match sync::decode(d) {
-        Ok(es) => es,
+    match verdict {
         Err(e) => {
             st.rejected_datagrams += 1;
-            st.last_error = Some(format!("from {from}: {e}"));
-            return;
+            st.last_error = Some(e);
         }
-    };
-    let mut dp = shared.dp.lock().expect("lock");
-    for e in es {
-        if !members.contains(&e.member()) {
-            st.rejected_records += 1;
-            continue;
-        }
-        match dp.sync_flow(&e) {
-            Ok(true) => st.inserted += 1,
-            Ok(false) => st.present += 1,
-            Err(err) => st.last_error = Some(err.to_string()),
+        Ok(_) => {
+            st.inserted += inserted;
+            st.present += present;
+            st.rejected_records += rejected;
+            if error.is_some() {
+                st.last_error = error;
+            }
         }
     }
 }
