@@ -335,7 +335,13 @@ fn main() -> Result<ExitCode> {
             floating,
             sipvip,
         } => {
-            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
             let floating = floating
                 .iter()
                 .map(|f| sipvip::keepalived::parse_floating(f))
