@@ -322,6 +322,17 @@ fn a_keepalived_pair_survives_the_loss_of_its_master() {
         "registrations through the new master"
     );
 
+    // B's daemon restarts (an upgrade) while B is master: keepalived says nothing until its
+    // next transition, and the new daemon knows it is master from the VIP on its interface.
+    p.kill(1, "sipvip");
+    p.start_daemon(1).unwrap();
+    assert_eq!(
+        p.ha_state(1).as_deref(),
+        Some("master"),
+        "B's restarted daemon:\n{}",
+        p.log(1)
+    );
+
     // A comes back: it stays backup (nopreempt), the VIP stays on B.
     p.start_gateway(0).unwrap();
     let back = p.wait_for(Duration::from_secs(10), || {

@@ -576,6 +576,22 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
     let excl = Mutex::new(BTreeSet::new());
     prepare(&cfg, &mut dp, &excl)?;
     let actives = install(&plan, &mut dp)?;
+    // A keepalived pair's daemon restarting (an upgrade) on the master: keepalived reports
+    // nothing until its next transition, but only the master holds the VIPs' addresses.
+    let ha_state = if plan.ha == HaMode::Keepalived
+        && plan.vips.iter().any(|v| {
+            v.spec
+                .addr
+                .is_some_and(|a| sipvip::netif::local_addresses().contains(&a))
+                || v.spec
+                    .addr6
+                    .is_some_and(|a| sipvip::netif::local_addresses6().contains(&a))
+        }) {
+        tracing::info!("the VIPs' addresses are here: this gateway is keepalived's master");
+        "master"
+    } else {
+        "backup"
+    };
     let shared = Arc::new(Shared {
         dp: Mutex::new(dp),
         adopted,
@@ -586,7 +602,7 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
         }),
         resolve_errors: Mutex::default(),
         owners: Mutex::default(),
-        ha_state: Mutex::new("backup".into()),
+        ha_state: Mutex::new(ha_state.into()),
         sync: Mutex::default(),
         bgp: Mutex::default(),
     });
