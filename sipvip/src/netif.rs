@@ -150,19 +150,23 @@ pub fn mac_and_addresses(
     Ok((mac, addr, addr6))
 }
 
-/// The interface's own IPv4 address (as [`mac_and_ipv4`] chooses it), by name.
-pub fn ipv4_of(ifname: &str) -> io::Result<Ipv4Addr> {
+/// The index of the interface named `ifname`.
+pub fn index_of(ifname: &str) -> io::Result<u32> {
     let c = std::ffi::CString::new(ifname)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: if_nametoindex with a valid C string.
-    let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if ifindex == 0 {
-        return Err(io::Error::new(
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!("interface {ifname:?} does not exist"),
-        ));
+        )),
+        i => Ok(i),
     }
-    mac_and_ipv4(ifindex)?.1.ok_or_else(|| {
+}
+
+/// The interface's own IPv4 address (as [`mac_and_ipv4`] chooses it), by name.
+pub fn ipv4_of(ifname: &str) -> io::Result<Ipv4Addr> {
+    mac_and_ipv4(index_of(ifname)?)?.1.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("{ifname} has no IPv4 address"),
@@ -172,17 +176,7 @@ pub fn ipv4_of(ifname: &str) -> io::Result<Ipv4Addr> {
 
 /// The interface's own global IPv6 address (as [`mac_and_addresses`] chooses it), by name.
 pub fn ipv6_of(ifname: &str) -> io::Result<Ipv6Addr> {
-    let c = std::ffi::CString::new(ifname)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: if_nametoindex with a valid C string.
-    let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if ifindex == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("interface {ifname:?} does not exist"),
-        ));
-    }
-    mac_and_addresses(ifindex)?.2.ok_or_else(|| {
+    mac_and_addresses(index_of(ifname)?)?.2.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("{ifname} has no global IPv6 address"),

@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     image::{daemonset_capabilities, Container},
     lab::{command_in, sipvip_bin, write_configmap, BACKUP, PHONE, PRIMARY, VIP},
-    netns::{require_root, sh, Netns},
+    netns::{require_root, Netns},
 };
 
 pub const NODE_ADDRS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 18, 1, 2), Ipv4Addr::new(198, 18, 1, 3)];
@@ -64,10 +64,7 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(tag: &str, runner: Runner) -> Result<Cluster> {
         require_root();
-        let dir = std::env::temp_dir().join(format!("svt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("bpf"))?;
-        sh(&format!("mount -t bpf bpf {}", dir.join("bpf").display()))?;
+        let dir = crate::netns::scratch(tag)?;
         for i in 0..2 {
             std::fs::create_dir_all(dir.join(format!("node{i}/run")))?;
         }
@@ -495,7 +492,6 @@ impl Drop for Cluster {
                     .output();
             }
         }
-        let _ = sh(&format!("umount {}", self.bpffs().display()));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::netns::remove_scratch(&self.dir);
     }
 }

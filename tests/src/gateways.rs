@@ -160,3 +160,106 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration
     }
     None
 }
+
+/// A steady stream of SIP OPTIONS to `vip:5060` from `phone`, one source port after another
+/// (`ports`), each waiting up to `wait` for its 200 and the next sent no sooner than `pace`
+/// after it (bounded by `limit` in all), recording
+/// when each port's answers came; stopped on drop. An outage is the longest gap of any
+/// port's answers.
+pub struct Probes {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answers: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u16, Vec<Instant>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Probes {
+    pub fn start(
+        client: &Netns,
+        phone: std::net::Ipv4Addr,
+        vip: std::net::Ipv4Addr,
+        ports: std::ops::Range<u16>,
+        (wait, pace): (Duration, Duration),
+        limit: Duration,
+    ) -> Probes {
+        use std::sync::{atomic::Ordering, Arc, Mutex};
+        let socks: Vec<(u16, std::net::UdpSocket)> = {
+            let _g = client.enter().expect("enter");
+            ports
+                .map(|p| {
+                    let s = std::net::UdpSocket::bind((phone, p)).expect("bind");
+                    s.set_read_timeout(Some(wait)).expect("timeout");
+                    (p, s)
+                })
+                .collect()
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+        let (s2, a2) = (stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut n = 0u64;
+            let mut buf = [0u8; 2048];
+            while !s2.load(Ordering::Relaxed) && t0.elapsed() < limit {
+                let (port, sock) = &socks[n as usize % socks.len()];
+                n += 1;
+                let msg = format!(
+                    "OPTIONS sip:{vip}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {phone}:{port};branch=z9hG4bK-probe-{n}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:phone@{phone}>;tag=p{n}\r\nTo: <sip:{vip}>\r\n\
+                     Call-ID: probe-{n}@phone\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = sock.send_to(msg.as_bytes(), (vip, 5060));
+                let sent = Instant::now();
+                while sent.elapsed() < wait {
+                    if let Ok((len, from)) = sock.recv_from(&mut buf) {
+                        if from == std::net::SocketAddr::from((vip, 5060))
+                            && buf[..len].starts_with(b"SIP/2.0 200")
+                        {
+                            a2.lock()
+                                .expect("lock")
+                                .entry(*port)
+                                .or_insert_with(Vec::new)
+                                .push(Instant::now());
+                            break;
+                        }
+                    }
+                }
+                if let Some(rest) = pace.checked_sub(sent.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+        });
+        Probes {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    /// Since `from`: the longest time any port went without an answer (up to its last
+    /// one), how many answers came, and from how many ports.
+    pub fn gap_since(&self, from: Instant) -> (Duration, usize, usize) {
+        let a = self.answers.lock().expect("lock");
+        let (mut gap, mut answers, mut ports) = (Duration::ZERO, 0, 0);
+        for times in a.values() {
+            let mut last = from;
+            let mut any = false;
+            for t in times.iter().filter(|t| **t >= from) {
+                gap = gap.max(t.duration_since(last));
+                last = *t;
+                answers += 1;
+                any = true;
+            }
+            ports += usize::from(any);
+        }
+        (gap, answers, ports)
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::netns::{require_root, sh, which, Netns};
+use crate::netns::{require_root, which, Netns};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
 pub const PHONE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
@@ -164,12 +164,8 @@ impl Lab {
                 "the lab needs sipp (Debian package sip-tester); `cargo xtask setup` installs it"
             );
         }
-        let dir = std::env::temp_dir().join(format!("svt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let dir = crate::netns::scratch(tag)?;
         let bpffs = dir.join("bpf");
-        std::fs::create_dir_all(&bpffs)?;
-        sh(&format!("mount -t bpf bpf {}", bpffs.display()))?;
         let gw = Netns::new(&format!("{tag}gw"))?;
         let client = Netns::new(&format!("{tag}cl"))?;
         let primary = Netns::new(&format!("{tag}pr"))?;
@@ -284,6 +280,68 @@ impl Lab {
         }
         self.peer_xdp = None;
         Ok(())
+    }
+
+    /// Checksum and segmentation offloads on the gateway's and the peers' veths, on or off
+    /// (a veth whose peer runs XDP cannot take GSO frames: ethtool may refuse some of these,
+    /// which is the setting a real deployment would have too).
+    pub fn offloads(&self, on: bool) {
+        let v = if on { "on" } else { "off" };
+        for (ns, dev) in [
+            (&self.gw, "ext0"),
+            (&self.gw, "int0"),
+            (&self.gw, "int1"),
+            (&self.client, "cl0"),
+            (&self.primary, "p0"),
+            (&self.backup, "b0"),
+        ] {
+            ns.exec(&format!(
+                "ethtool -K {dev} tx {v} tso {v} gso {v} gro {v} >/dev/null 2>&1 || true"
+            ))
+            .expect("ethtool");
+        }
+    }
+
+    /// The primary opens a TCP connection from `from` to `to:port` on the client (a
+    /// member-opened flow) and sends `len` bytes; returns the peer address the client saw
+    /// and whether every byte arrived intact.
+    pub fn stream_from_primary(
+        &self,
+        from: std::net::IpAddr,
+        to: std::net::IpAddr,
+        port: u16,
+        len: usize,
+    ) -> (std::net::SocketAddr, bool) {
+        use std::io::{Read, Write};
+        let listener = {
+            let _g = self.client.enter().expect("enter");
+            std::net::TcpListener::bind((to, port)).expect("listen")
+        };
+        let sender = {
+            let _g = self.primary.enter().expect("enter");
+            crate::netns::tcp_connect_from(from, (to, port), Duration::from_secs(5))
+                .expect("the primary connects")
+        };
+        let writer = std::thread::spawn(move || {
+            let mut s = sender;
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            s.write_all(&data).expect("send");
+        });
+        let (mut c, peer) = listener.accept().expect("accept");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut got = Vec::with_capacity(len);
+        let mut buf = vec![0u8; 65536];
+        let t = Instant::now();
+        while got.len() < len && t.elapsed() < Duration::from_secs(20) {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        writer.join().expect("writer");
+        let intact = got.len() == len && got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8);
+        (peer, intact)
     }
 
     /// Leaves everything running (for `--keep`): nothing is torn down when this returns.
@@ -580,7 +638,6 @@ impl Drop for Lab {
                 .arg(self.pin_dir())
                 .output();
         }
-        let _ = sh(&format!("umount {}", self.bpffs.display()));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::netns::remove_scratch(&self.dir);
     }
 }

@@ -4,6 +4,7 @@
 use std::{
     fs::File,
     os::fd::AsRawFd,
+    path::PathBuf,
     process::Command,
     sync::atomic::{AtomicBool, AtomicU32, Ordering},
 };
@@ -24,6 +25,23 @@ pub fn require_root() {
             panic!("this test needs `{tool}` on PATH; `cargo xtask setup` installs it");
         }
     }
+}
+
+/// A test's scratch directory, `svt-<tag>-<pid>` under the temporary directory, emptied,
+/// with a bpffs of its own mounted at `bpf` inside (so pins never meet the host's). Remove
+/// both with [`remove_scratch`].
+pub fn scratch(tag: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("svt-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("bpf"))?;
+    sh(&format!("mount -t bpf bpf {}", dir.join("bpf").display()))?;
+    Ok(dir)
+}
+
+/// Unmounts a [`scratch`] directory's bpffs and removes the directory.
+pub fn remove_scratch(dir: &std::path::Path) {
+    let _ = sh(&format!("umount {}", dir.join("bpf").display()));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 pub fn which(tool: &str) -> Option<std::path::PathBuf> {

@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     gateways,
     lab::{command_in, sipvip_bin_for_cleanup},
-    netns::{require_root, sh, which, Netns},
+    netns::{require_root, which, Netns},
 };
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
@@ -74,12 +74,8 @@ impl Pair {
                 );
             }
         }
-        let dir = std::env::temp_dir().join(format!("svt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let dir = crate::netns::scratch(tag)?;
         let bpffs = dir.join("bpf");
-        std::fs::create_dir_all(&bpffs)?;
-        sh(&format!("mount -t bpf bpf {}", bpffs.display()))?;
         let bin = gateways::safe_bin(tag)?;
         let mut p = Pair {
             dir,
@@ -333,8 +329,7 @@ impl Drop for Pair {
                 .arg(self.bpffs.join("ports"))
                 .output();
         }
-        let _ = sh(&format!("umount {}", self.bpffs.display()));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::netns::remove_scratch(&self.dir);
         gateways::remove_safe_bin(&self.bin);
     }
 }

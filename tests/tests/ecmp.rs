@@ -9,109 +9,19 @@
 //! flapping. Each outage is the longest gap of any source port's answers.
 
 use std::{
-    collections::BTreeMap,
     io::{Read, Write},
-    net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    net::{SocketAddr, SocketAddrV4, TcpListener},
     time::{Duration, Instant},
 };
 
 use sipvip_tests::{
     ecmp::{gw_ext, Ecmp, BACKUP, PHONE, PRIMARY, SBC, TLIB, VIP},
+    gateways::Probes,
     netns::tcp_connect_from,
     scenario::{self, Calls},
 };
 
 const PORTS: u16 = 16;
-
-/// OPTIONS to the VIP from `PORTS` source ports in turn, one every 10 ms (bounded by
-/// `limit`), recording each port's answers.
-struct Probes {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<BTreeMap<u16, Vec<Instant>>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Probes {
-    fn start(e: &Ecmp, limit: Duration) -> Probes {
-        let socks: Vec<UdpSocket> = {
-            let _g = e.client.enter().unwrap();
-            (0..PORTS)
-                .map(|i| {
-                    let s = UdpSocket::bind((PHONE, 6000 + i)).unwrap();
-                    s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-                    s
-                })
-                .collect()
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(BTreeMap::new()));
-        let (s2, a2) = (stop.clone(), answers.clone());
-        let thread = std::thread::spawn(move || {
-            let t0 = Instant::now();
-            let mut n = 0u64;
-            let mut buf = [0u8; 2048];
-            while !s2.load(Ordering::Relaxed) && t0.elapsed() < limit {
-                n += 1;
-                let i = (n % u64::from(PORTS)) as usize;
-                let port = 6000 + i as u16;
-                let msg = format!(
-                    "OPTIONS sip:{VIP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:{port};branch=z9hG4bK-ecmp-{n}\r\n\
-                     Max-Forwards: 70\r\nFrom: <sip:phone@{PHONE}>;tag=e{n}\r\nTo: <sip:{VIP}>\r\n\
-                     Call-ID: ecmp-{n}@phone\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-                );
-                let _ = socks[i].send_to(msg.as_bytes(), (VIP, 5060));
-                if let Ok((len, from)) = socks[i].recv_from(&mut buf) {
-                    if from == SocketAddr::from((VIP, 5060))
-                        && buf[..len].starts_with(b"SIP/2.0 200")
-                    {
-                        a2.lock()
-                            .unwrap()
-                            .entry(port)
-                            .or_insert_with(Vec::new)
-                            .push(Instant::now());
-                    }
-                }
-            }
-        });
-        Probes {
-            stop,
-            answers,
-            thread: Some(thread),
-        }
-    }
-
-    /// The longest time any source port went without an answer since `from` (to its last
-    /// answer), and the ports answered since.
-    fn gap_since(&self, from: Instant) -> (Duration, usize) {
-        let a = self.answers.lock().unwrap();
-        let mut gap = Duration::ZERO;
-        let mut ports = 0;
-        for times in a.values() {
-            let mut last = from;
-            let mut any = false;
-            for t in times.iter().filter(|t| **t >= from) {
-                gap = gap.max(t.duration_since(last));
-                last = *t;
-                any = true;
-            }
-            ports += usize::from(any);
-        }
-        (gap, ports)
-    }
-}
-
-impl Drop for Probes {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 #[test]
 fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
@@ -165,7 +75,14 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
     assert_eq!(rows.last().map(|r| (r.ok, r.failed)), Some((10, 0)));
 
     // Sixteen source ports spread over the gateways: each steers some of them.
-    let probes = Probes::start(&e, Duration::from_secs(90));
+    let probes = Probes::start(
+        &e.client,
+        PHONE,
+        VIP,
+        6000..6000 + PORTS,
+        (Duration::from_millis(10), Duration::ZERO),
+        Duration::from_secs(90),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let steered: Vec<u64> = (0..3)
         .map(|g| {
@@ -332,7 +249,7 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
         e.int_master()
     );
     std::thread::sleep(Duration::from_secs(2));
-    let (gap, ports) = probes.gap_since(cut);
+    let (gap, _, ports) = probes.gap_since(cut);
     eprintln!(
         "gateway 1 cut off: withdrawn and return path moved after {:?}; the longest gap of any source port {} ms, {ports} ports answered since",
         gone.unwrap(),
@@ -376,7 +293,7 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
         Some(2),
         "the return path stays on gateway 2"
     );
-    let (gap, ports) = probes.gap_since(back);
+    let (gap, _, ports) = probes.gap_since(back);
     eprintln!(
         "gateway 1 back: announced after {:?}; the longest gap of any source port {} ms",
         again.unwrap(),

@@ -507,57 +507,6 @@ fn ping_vip6(phone: &UdpSocket, tag: &str) -> Option<SocketAddr> {
     None
 }
 
-/// Checksum and segmentation offloads on the node's and the peers' veths, on or off.
-fn offloads(lab: &Lab, on: bool) {
-    let v = if on { "on" } else { "off" };
-    for (ns, dev) in [
-        (&lab.gw, "ext0"),
-        (&lab.gw, "int0"),
-        (&lab.gw, "int1"),
-        (&lab.client, "cl0"),
-        (&lab.primary, "p0"),
-        (&lab.backup, "b0"),
-    ] {
-        ns.exec(&format!(
-            "ethtool -K {dev} tx {v} tso {v} gso {v} gro {v} >/dev/null 2>&1 || true"
-        ))
-        .unwrap();
-    }
-}
-
-/// A TCP connection the primary opens to the phone over IPv6, `len` bytes sent: the peer
-/// address the phone saw, and whether every byte arrived intact.
-fn stream6_from_primary(lab: &Lab, port: u16, len: usize) -> (SocketAddr, bool) {
-    let listener = {
-        let _g = lab.client.enter().unwrap();
-        TcpListener::bind((PHONE6, port)).unwrap()
-    };
-    let sender = tcp6_from(
-        &lab.primary,
-        PRIMARY6,
-        SocketAddrV6::new(PHONE6, port, 0, 0),
-    );
-    let writer = std::thread::spawn(move || {
-        let mut s = sender;
-        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        s.write_all(&data).unwrap();
-    });
-    let (mut c, peer) = listener.accept().unwrap();
-    c.set_read_timeout(Some(T)).unwrap();
-    let mut got = Vec::with_capacity(len);
-    let mut buf = vec![0u8; 65536];
-    let t = Instant::now();
-    while got.len() < len && t.elapsed() < Duration::from_secs(20) {
-        match c.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    writer.join().unwrap();
-    let intact = got.len() == len && got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8);
-    (peer, intact)
-}
-
 /// On-node mode over IPv6: a dual-stack VIP whose members are pods behind routed veths.
 /// The node claims both addresses (a neighbour hears the unsolicited NAs); XDP on the uplink
 /// steers IPv6 service traffic to the active pod through the kernel, and TC egress SNATs
@@ -598,7 +547,7 @@ fn node_mode_ipv6_members_in_pods_through_xdp_and_tc_egress() {
 
     let phone = udp6_in(&lab.client, PHONE6, 5095);
     for (round, on) in [(0u16, false), (1, true)] {
-        offloads(&lab, on);
+        lab.offloads(on);
         let what = if on { "offloads on" } else { "offloads off" };
         let from = (0..5).find_map(|i| ping_vip6(&phone, &format!("n{round}-{i}")));
         assert_eq!(
@@ -607,7 +556,8 @@ fn node_mode_ipv6_members_in_pods_through_xdp_and_tc_egress() {
             "{what}: OPTIONS through the IPv6 VIP\n{}",
             lab.daemon_log(0)
         );
-        let (peer, intact) = stream6_from_primary(&lab, 7100 + round, 2 << 20);
+        let (peer, intact) =
+            lab.stream_from_primary(PRIMARY6.into(), PHONE6.into(), 7100 + round, 2 << 20);
         assert_eq!(peer.ip(), IpAddr::V6(VIP6), "{what}: the stream's source");
         assert!(intact, "{what}: the stream arrived intact");
     }

@@ -56,63 +56,6 @@ fn start_node(lab: &mut Lab, interfaces: &str) -> std::path::PathBuf {
     cfg
 }
 
-fn offloads(lab: &Lab, on: bool) {
-    let v = if on { "on" } else { "off" };
-    for (ns, dev) in [
-        (&lab.gw, "ext0"),
-        (&lab.gw, "int0"),
-        (&lab.gw, "int1"),
-        (&lab.client, "cl0"),
-        (&lab.primary, "p0"),
-        (&lab.backup, "b0"),
-    ] {
-        // A veth whose peer runs XDP cannot take GSO frames: ethtool may refuse some of
-        // these, which is the setting a real deployment would have too.
-        ns.exec(&format!(
-            "ethtool -K {dev} tx {v} tso {v} gso {v} gro {v} >/dev/null 2>&1 || true"
-        ))
-        .unwrap();
-    }
-}
-
-/// The primary opens a TCP connection to the phone (a member-opened flow, SNATed at TC
-/// egress and tracked) and sends `len` bytes; returns the peer address the phone saw and
-/// whether every byte arrived intact.
-fn stream_from_primary(lab: &Lab, port: u16, len: usize) -> (SocketAddr, bool) {
-    let listener = {
-        let _g = lab.client.enter().unwrap();
-        TcpListener::bind((PHONE, port)).unwrap()
-    };
-    let sender = {
-        let _g = lab.primary.enter().unwrap();
-        tcp_connect_from(
-            PRIMARY,
-            SocketAddrV4::new(PHONE, port),
-            Duration::from_secs(5),
-        )
-        .expect("the primary connects to the phone")
-    };
-    let writer = std::thread::spawn(move || {
-        let mut s = sender;
-        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        s.write_all(&data).unwrap();
-    });
-    let (mut c, peer) = listener.accept().unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut got = Vec::with_capacity(len);
-    let mut buf = vec![0u8; 65536];
-    let t = Instant::now();
-    while got.len() < len && t.elapsed() < Duration::from_secs(20) {
-        match c.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    writer.join().unwrap();
-    let intact = got.len() == len && got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8);
-    (peer, intact)
-}
-
 /// The reason counters from `sipvip status --json`.
 fn reason(lab: &Lab, label: &str) -> u64 {
     let s = lab.status().unwrap();
@@ -140,7 +83,7 @@ fn members_in_pods_behind_veths_through_xdp_and_tc_egress() {
 
     let phone = udp_in(&lab.client, (PHONE, 5062));
     for (round, on) in [(0, false), (1, true)] {
-        offloads(&lab, on);
+        lab.offloads(on);
         let what = if on { "offloads on" } else { "offloads off" };
         // Service traffic: steered to the primary's pod, answered from the VIP.
         let from = (0..5).find_map(|i| cluster::ping_vip(&phone, round * 100 + i));
@@ -152,7 +95,8 @@ fn members_in_pods_behind_veths_through_xdp_and_tc_egress() {
         );
         // A member-opened TCP stream (GSO with partial checksums when offloads are on):
         // every byte arrives, from the VIP.
-        let (peer, intact) = stream_from_primary(&lab, 7000 + round as u16, 2 << 20);
+        let (peer, intact) =
+            lab.stream_from_primary(PRIMARY.into(), PHONE.into(), 7000 + round as u16, 2 << 20);
         assert_eq!(
             peer.ip(),
             std::net::IpAddr::V4(VIP),
@@ -356,7 +300,7 @@ fn a_sip_server_pair_on_the_node_itself_fails_over_through_tc_egress() {
 
     let phone = udp_in(&lab.client, (PHONE, 5062));
     for (round, on) in [(0, false), (1, true)] {
-        offloads(&lab, on);
+        lab.offloads(on);
         let from = (0..5).find_map(|i| cluster::ping_vip(&phone, round * 100 + i));
         assert_eq!(
             from,

@@ -10,14 +10,11 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
     time::{Duration, Instant},
 };
 
 use sipvip_tests::{
+    gateways::Probes,
     netns::{tcp_connect_from, Netns},
     pair::{Pair, BACKUP, PHONE, PRIMARY, SBC, TLIB, VIP},
     scenario::{self, Calls},
@@ -28,76 +25,6 @@ fn udp_in(ns: &Netns, addr: SocketAddr) -> UdpSocket {
     let s = UdpSocket::bind(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     s
-}
-
-/// OPTIONS to the VIP every 20 ms from the phone (bounded: at most `limit`), recording when
-/// each answer came, until `stop`.
-struct Probes {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<Instant>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Probes {
-    fn start(p: &Pair, limit: Duration) -> Probes {
-        let sock = udp_in(&p.client, SocketAddr::from((PHONE, 5099)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let (s2, a2) = (stop.clone(), answers.clone());
-        let thread = std::thread::spawn(move || {
-            let t0 = Instant::now();
-            let mut n = 0u64;
-            let mut buf = [0u8; 2048];
-            while !s2.load(Ordering::Relaxed) && t0.elapsed() < limit {
-                n += 1;
-                let msg = format!(
-                    "OPTIONS sip:{VIP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:5099;branch=z9hG4bK-pair-{n}\r\n\
-                     Max-Forwards: 70\r\nFrom: <sip:phone@{PHONE}>;tag=p{n}\r\nTo: <sip:{VIP}>\r\n\
-                     Call-ID: pair-{n}@phone\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-                );
-                let _ = sock.send_to(msg.as_bytes(), (VIP, 5060));
-                let sent = Instant::now();
-                while sent.elapsed() < Duration::from_millis(20) {
-                    if let Ok((len, from)) = sock.recv_from(&mut buf) {
-                        if from == SocketAddr::from((VIP, 5060))
-                            && buf[..len].starts_with(b"SIP/2.0 200")
-                        {
-                            a2.lock().unwrap().push(Instant::now());
-                        }
-                    }
-                }
-            }
-        });
-        Probes {
-            stop,
-            answers,
-            thread: Some(thread),
-        }
-    }
-
-    /// The longest time without an answer since `from` (to the last answer), and how many
-    /// answers came after `from`.
-    fn gap_since(&self, from: Instant) -> (Duration, usize) {
-        let a = self.answers.lock().unwrap();
-        let mut last = from;
-        let mut gap = Duration::ZERO;
-        let mut n = 0;
-        for t in a.iter().filter(|t| **t >= from) {
-            gap = gap.max(t.duration_since(last));
-            last = *t;
-            n += 1;
-        }
-        (gap, n)
-    }
-}
-
-impl Drop for Probes {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 #[test]
@@ -217,7 +144,14 @@ fn a_keepalived_pair_survives_the_loss_of_its_master() {
     );
 
     // The master dies: its sipvip and keepalived killed together, mid-stream.
-    let probes = Probes::start(&p, Duration::from_secs(60));
+    let probes = Probes::start(
+        &p.client,
+        PHONE,
+        VIP,
+        5099..5100,
+        (Duration::from_millis(20), Duration::from_millis(20)),
+        Duration::from_secs(60),
+    );
     // Calls in progress across the kill: 5 a second, each held 2 s.
     let calls = Calls::start_in(
         &p.client,
@@ -238,7 +172,7 @@ fn a_keepalived_pair_survives_the_loss_of_its_master() {
     });
     assert!(took.is_some(), "B never took over:\n{}", p.log(1));
     std::thread::sleep(Duration::from_secs(2));
-    let (gap, after) = probes.gap_since(killed);
+    let (gap, after, _) = probes.gap_since(killed);
     eprintln!(
         "master killed: B master after {:?}; longest gap in the probe stream {} ms, {after} answers since",
         took.unwrap(),
@@ -360,7 +294,7 @@ fn a_keepalived_pair_survives_the_loss_of_its_master() {
         p.log(0)
     );
     std::thread::sleep(Duration::from_secs(2));
-    let (gap, after) = probes.gap_since(cut);
+    let (gap, after, _) = probes.gap_since(cut);
     eprintln!(
         "link cut: A master after {:?}; longest gap {} ms, {after} answers since",
         took.unwrap(),

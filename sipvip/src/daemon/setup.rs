@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, net::IpAddr, sync::Mutex};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sipvip::plan::Plan;
 use sipvip::{
     config::{Config, HaMode, Mode, Prefix},
@@ -12,13 +12,7 @@ use sipvip::{
 use sipvip_common::{ipv6_be, program_names};
 
 pub(super) fn ifindex(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name)?;
-    // SAFETY: if_nametoindex with a valid C string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        bail!("interface {name:?} does not exist");
-    }
-    Ok(i)
+    Ok(sipvip::netif::index_of(name)?)
 }
 
 pub(super) fn open_datapath(
