@@ -230,6 +230,11 @@ name = "backup"
 address = "{BACKUP}"
 priority = 5
 
+# The T-Server's port: its replies stay physical without state (behind ECMP a SYN-ACK can
+# leave through a gateway the flow's state has not reached yet).
+[passthrough]
+ports = [7000]
+
 [ha]
 mode = "ecmp"
 sync = [{sync}]
