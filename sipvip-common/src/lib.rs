@@ -60,8 +60,11 @@ pub mod map_names {
     pub const PACKET6: &str = "SV_PACKET6_V1";
     /// Each interface's own IPv6 address, by `iface_slot` (beside `SV_IFACES_V1`).
     pub const IFACES6: &str = "SV_IFACES6_V1";
+    /// Behind ECMP: the gateway carrying the members' return path, which a packet without
+    /// flow state here is handed to (`ReturnPath`).
+    pub const RETURN_PATH: &str = "SV_RETPATH_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         VIPS,
         MEMBERS,
         CONNTRACK,
@@ -88,6 +91,7 @@ pub mod map_names {
         TC6,
         PACKET6,
         IFACES6,
+        RETURN_PATH,
     ];
 }
 
@@ -358,6 +362,30 @@ pub struct Settings {
     pub _pad: u32,
 }
 
+/// The most other gateways a `ReturnPath` names (`ha.sync` lists at most one more).
+pub const MAX_PEERS: usize = 15;
+
+/// Value of `SV_RETPATH_V1` (a hash map with the one key 0, replaced whole by user space, so
+/// the datapath never reads half of an update): behind ECMP the replies of a member-opened
+/// flow, and a flow from outside to a member's own address, may reach a gateway before the
+/// flow's conntrack entry does (`ha.sync`). Such a packet arriving on `ifindex` is handed,
+/// untranslated, to the gateway that carries the members' return path (whose datapath saw
+/// the flow's first packet from the member, or sees this one first): out of the same
+/// interface (XDP_TX), from `smac` (this gateway's MAC there) to `dmac` (the other's). A
+/// frame from one of `peers` (the other gateways' MACs on that link; unused slots zero,
+/// packed) was handed over already and is never handed on. No key, or `ifindex` 0: this
+/// gateway carries the return path itself, or none is known; the packet is dropped as
+/// without the hand-over.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReturnPath {
+    pub ifindex: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub peers: [[u8; 6]; MAX_PEERS],
+    pub _pad: [u8; 2],
+}
+
 /// Slots of `SV_IFACES_V1` (a power of two).
 pub const IFACE_SLOTS: u32 = 1024;
 
@@ -546,7 +574,12 @@ reasons! {
     /// A packet to a VIP with TTL <= 1 that would have been forwarded: ICMP time exceeded
     /// sent back as the gateway, quoting the packet as it arrived.
     TimeExceeded = 11, "time_exceeded", Handled;
-    // ---- IPv6 left to the kernel (slots 12-15 were free) ----
+    /// Behind ECMP: a packet of a flow this gateway has no state for (a reply to a
+    /// member-opened flow, the first packets of a flow to a member's own address, an ICMP
+    /// error about a member-opened flow), handed untranslated to the gateway carrying the
+    /// members' return path (`SV_RETPATH_V1`), which has the state or records it.
+    HandedOver = 15, "handed_over", Handled;
+    // ---- IPv6 left to the kernel (slots 12-14 were free) ----
     /// An IPv6 packet the IPv6 programs do not take: they are not installed (an object
     /// loaded without them), or its datagram is longer than 65,535 octets. To the kernel
     /// untouched.
@@ -707,12 +740,14 @@ mod pod {
     unsafe impl aya::Pod for PassthroughPorts {}
     unsafe impl aya::Pod for Iface {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for ReturnPath {}
     unsafe impl aya::Pod for bench::GenCfg {}
     unsafe impl aya::Pod for bench::FloorCfg {}
     unsafe impl aya::Pod for bench::Template {}
 }
 
 // Layout guards: the kernel and user space compile these same assertions.
+const _: () = assert!(core::mem::size_of::<ReturnPath>() == 16 + 6 * MAX_PEERS + 2);
 const _: () = assert!(core::mem::size_of::<Service>() == 8);
 const _: () = assert!(core::mem::size_of::<VipRecord>() == 24 + 8 * MAX_SERVICES);
 const _: () = assert!(

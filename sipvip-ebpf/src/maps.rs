@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use sipvip_common::{
     default_sizes, CtKey, CtValue, ExclusionAddr, ExclusionAddr6, FragKey, FragKey6, FragValue,
-    Iface, Ipv6Be, MemberRecord, NextHop, PassthroughPorts, Settings, VipCounters, VipRecord,
+    Iface, Ipv6Be, MemberRecord, NextHop, PassthroughPorts, ReturnPath, Settings, VipCounters, VipRecord,
     IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
 };
 
@@ -64,6 +64,11 @@ pub static PT_PORTS: Array<PassthroughPorts> =
 /// The interfaces the programs run on, direct-mapped by ifindex; see `Iface`.
 #[map(name = "SV_IFACES_V1")]
 pub static IFACES: Array<Iface> = Array::with_max_entries(IFACE_SLOTS, 0);
+
+/// Key 0: the gateway a packet without flow state here is handed to (ECMP); see
+/// `ReturnPath`. A hash map without preallocation, so an update replaces the value whole.
+#[map(name = "SV_RETPATH_V1")]
+pub static RETURN_PATH: HashMap<u32, ReturnPath> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
 /// Slot 0: datapath-wide settings; see `Settings`.
 #[map(name = "SV_SETTINGS_V1")]

@@ -189,6 +189,10 @@ pub struct SyncStatus {
     pub rejected_datagrams: u64,
     pub rejected_records: u64,
     pub last_error: Option<String>,
+    /// Behind ECMP, who carries the members' return path, which packets without flow state
+    /// are handed to: `here`, another gateway's sync address, or none known.
+    #[serde(default)]
+    pub return_path: Option<String>,
 }
 
 /// The configuration the daemon runs, and what became of the reloads it was asked for.
@@ -208,6 +212,17 @@ pub fn table(s: &Status) -> String {
     let mut o = String::new();
     if let Some(h) = &s.ha_state {
         let _ = writeln!(o, "HA (keepalived): {h}");
+    }
+    if let Some(y) = &s.sync {
+        let _ = writeln!(
+            o,
+            "Sync {}: sent {} records, inserted {}, rejected {} datagrams; members' return path: {}",
+            y.listen.as_deref().unwrap_or("(not listening)"),
+            y.sent_records,
+            y.inserted,
+            y.rejected_datagrams,
+            y.return_path.as_deref().unwrap_or("unknown"),
+        );
     }
     for v in &s.vips {
         let _ = writeln!(

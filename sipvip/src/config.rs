@@ -667,6 +667,13 @@ pub struct Ha {
     /// How often the new conntrack entries are sent (every entry again every 20 of them).
     #[serde(default = "default_sync_interval")]
     pub sync_interval: Dur,
+    /// The floating addresses keepalived moves, `IFACE=ADDR/LEN`: `sipvip keepalived-config`
+    /// writes them (with any `--floating`). Behind ECMP, the gateway holding an internal one
+    /// (the members' default gateway) carries the members' return path: the others hand it
+    /// the packets of flows they have no state for yet (`ha.sync` tells them which gateway
+    /// that is).
+    #[serde(default)]
+    pub floating: Vec<String>,
 }
 
 fn default_sync_interval() -> Dur {
@@ -679,6 +686,7 @@ impl Default for Ha {
             mode: HaMode::default(),
             sync: Vec::new(),
             sync_interval: default_sync_interval(),
+            floating: Vec::new(),
         }
     }
 }
@@ -890,6 +898,34 @@ impl Config {
                 "flow-state sync is for several gateways: set ha.mode = \"keepalived\" or \"ecmp\""
                     .into(),
             );
+        }
+        if self.ha.sync.len() > sipvip_common::MAX_PEERS + 1 {
+            p(
+                "ha.sync".into(),
+                format!(
+                    "{} gateways: the datapath knows at most {} others",
+                    self.ha.sync.len(),
+                    sipvip_common::MAX_PEERS
+                ),
+            );
+        }
+        for (i, f) in self.ha.floating.iter().enumerate() {
+            let at = format!("ha.floating[{i}]");
+            match crate::keepalived::parse_floating(f) {
+                Err(e) => p(at, e),
+                Ok(_) if self.ha.mode == HaMode::Single => {
+                    p(at, "floating addresses are keepalived's: set ha.mode = \"keepalived\" or \"ecmp\"".into())
+                }
+                Ok((ifc, _)) if self.ha.mode == HaMode::Ecmp && ifc == self.interfaces.external => {
+                    p(at, format!("{ifc:?} is the external interface: with ha.mode = \"ecmp\" it is routed (BGP), and keepalived moves the internal floating addresses only"))
+                }
+                Ok((ifc, _))
+                    if ifc != self.interfaces.external && !self.interfaces.internal.contains(&ifc) =>
+                {
+                    p(at, format!("{ifc:?} is not one of the configured interfaces"))
+                }
+                Ok(_) => {}
+            }
         }
         if self.ha.mode == HaMode::Ecmp && self.bgp.routes_file.is_none() {
             p(

@@ -342,11 +342,21 @@ fn main() -> Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let floating = floating
+            let mut floating = floating
                 .iter()
                 .map(|f| sipvip::keepalived::parse_floating(f))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!("--floating {e}"))?;
+            // The configuration's floating addresses (`ha.floating`, checked with it) first.
+            let mut all: Vec<_> = cfg
+                .ha
+                .floating
+                .iter()
+                .filter_map(|f| sipvip::keepalived::parse_floating(f).ok())
+                .collect();
+            floating.retain(|f| !all.contains(f));
+            all.append(&mut floating);
+            let floating = all;
             let sipvip = match sipvip {
                 Some(p) => p,
                 None => std::env::current_exe().context("this binary's path")?,

@@ -33,6 +33,11 @@ pub struct Plan {
     /// Flow-state sync: every gateway's address (`ha.sync`), and how often.
     pub sync: Vec<std::net::SocketAddr>,
     pub sync_interval: Duration,
+    /// The internal floating addresses (`ha.floating`): the gateway holding one carries the
+    /// members' return path.
+    pub return_path: Vec<std::net::IpAddr>,
+    /// The external interface (the hellos name its MAC; packets are handed over out of it).
+    pub external: String,
     /// Scale-out: the routes file and the routing daemon's reload command (`[bgp]`).
     pub bgp: Option<(PathBuf, Vec<String>)>,
     /// How often the datapath's next-hop cache starts a new generation (zero: off).
@@ -164,6 +169,15 @@ impl Plan {
             ha: cfg.ha.mode,
             sync: cfg.ha.sync.iter().filter_map(|s| s.parse().ok()).collect(),
             sync_interval: cfg.ha.sync_interval.0,
+            external: cfg.interfaces.external.clone(),
+            return_path: cfg
+                .ha
+                .floating
+                .iter()
+                .filter_map(|f| crate::keepalived::parse_floating(f).ok())
+                .filter(|(ifc, _)| cfg.interfaces.internal.contains(ifc))
+                .map(|(_, p)| p.addr)
+                .collect(),
             bgp: cfg
                 .bgp
                 .routes_file

@@ -18,6 +18,22 @@
 //! A datagram whose header, length or any record is not valid is dropped whole and counted:
 //! a sender killed mid-stream leaves nothing half-applied, because a datagram is applied
 //! only after all of it decoded.
+//!
+//! Every round each gateway also sends a hello (the same version; a receiver from before
+//! hellos rejects it as an unknown family and still takes the entries):
+//!
+//! ```text
+//!  0  "SVSY"            magic
+//!  4  version (1)       u8
+//!  5  0                 u8: a hello
+//!  6  flags             u16: bit 0, this gateway carries the members' return path
+//!  8  mac               6 octets: the sender's MAC on the external link
+//! 14                    end
+//! ```
+//!
+//! The hellos tell every gateway which one carries the members' return path (holds an
+//! internal floating address, `ha.floating`) and the others' MACs: behind ECMP, a packet of
+//! a flow whose entry has not arrived yet is handed to that gateway ([`return_path`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -26,6 +42,9 @@ use sipvip_common::{
 };
 
 pub const MAGIC: &[u8; 4] = b"SVSY";
+const HELLO: u8 = 0;
+const HELLO_LEN: usize = 14;
+const F_RETURN_PATH: u16 = 1;
 pub const VERSION: u8 = 1;
 const HEADER: usize = 8;
 /// Datagrams stay below this (the internal link's MTU, with room for IP and UDP headers).
@@ -106,6 +125,79 @@ pub fn encode(entries: &[Entry]) -> Vec<Vec<u8>> {
     out
 }
 
+/// A gateway's hello: its MAC on the external link, and whether it carries the members'
+/// return path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub mac: [u8; 6],
+    pub return_path: bool,
+}
+
+/// Encodes a hello.
+pub fn encode_hello(h: &Hello) -> Vec<u8> {
+    let mut d = Vec::with_capacity(HELLO_LEN);
+    d.extend_from_slice(MAGIC);
+    d.push(VERSION);
+    d.push(HELLO);
+    let flags = if h.return_path { F_RETURN_PATH } else { 0 };
+    d.extend_from_slice(&flags.to_be_bytes());
+    d.extend_from_slice(&h.mac);
+    d
+}
+
+/// What a datagram carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Datagram {
+    Flows(Vec<Entry>),
+    Hello(Hello),
+}
+
+/// Decodes a datagram of either kind, all of it or nothing.
+pub fn decode_any(d: &[u8]) -> Result<Datagram, DecodeError> {
+    if d.len() < 6 || d[5] != HELLO {
+        return decode(d).map(Datagram::Flows);
+    }
+    if &d[..4] != MAGIC {
+        return Err(DecodeError::Magic);
+    }
+    if d[4] != VERSION {
+        return Err(DecodeError::Version(d[4]));
+    }
+    if d.len() != HELLO_LEN {
+        return Err(DecodeError::Hello(d.len()));
+    }
+    let flags = u16::from_be_bytes([d[6], d[7]]);
+    let mac: [u8; 6] = d[8..14].try_into().expect("6 octets");
+    if mac == [0; 6] || mac[0] & 1 != 0 {
+        return Err(DecodeError::HelloMac(mac));
+    }
+    Ok(Datagram::Hello(Hello {
+        mac,
+        return_path: flags & F_RETURN_PATH != 0,
+    }))
+}
+
+/// Another gateway as its hellos describe it: `age` since the last one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub hello: Hello,
+    pub age: std::time::Duration,
+}
+
+/// The MAC of the gateway that packets without flow state here go to: none when this
+/// gateway carries the return path itself (`here`), else the peer that says it does, heard
+/// within `fresh` (of several, during a VRRP transition, the one heard last).
+pub fn return_path(here: bool, peers: &[Peer], fresh: std::time::Duration) -> Option<[u8; 6]> {
+    if here {
+        return None;
+    }
+    peers
+        .iter()
+        .filter(|p| p.hello.return_path && p.age <= fresh)
+        .min_by_key(|p| p.age)
+        .map(|p| p.hello.mac)
+}
+
 /// Why a datagram was dropped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -125,6 +217,10 @@ pub enum DecodeError {
     Kind(usize, u8),
     #[error("record {0}: protocol {1}")]
     Proto(usize, u8),
+    #[error("a hello of {0} octets (14 expected)")]
+    Hello(usize),
+    #[error("a hello with MAC {0:02x?}, which is no unicast MAC")]
+    HelloMac([u8; 6]),
 }
 
 /// Decodes one datagram, all of it or nothing.
@@ -258,6 +354,57 @@ mod tests {
         let back: Vec<Entry> = ds.iter().flat_map(|d| decode(d).unwrap()).collect();
         assert_eq!(back, entries);
         assert_eq!(v4(0).member(), IpAddr::V4(Ipv4Addr::new(198, 18, 2, 11)));
+    }
+
+    #[test]
+    fn hellos_round_trip_and_name_the_return_path() {
+        let h = Hello {
+            mac: [0x02, 0, 0, 0, 0, 7],
+            return_path: true,
+        };
+        let d = encode_hello(&h);
+        assert_eq!(d.len(), 14);
+        assert_eq!(decode_any(&d), Ok(Datagram::Hello(h)));
+        // Entries still decode through decode_any; a hello is no flow datagram.
+        let e = encode(&[v4(1)]).remove(0);
+        assert_eq!(decode_any(&e), Ok(Datagram::Flows(vec![v4(1)])));
+        assert_eq!(decode(&d), Err(DecodeError::Family(0)));
+        for cut in 0..d.len() {
+            assert!(decode_any(&d[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = d.clone();
+        long.push(0);
+        assert_eq!(decode_any(&long), Err(DecodeError::Hello(15)));
+        let mut multicast = d.clone();
+        multicast[8] = 1;
+        assert!(matches!(
+            decode_any(&multicast),
+            Err(DecodeError::HelloMac(_))
+        ));
+
+        let ms = std::time::Duration::from_millis;
+        let peer = |last: u8, rp: bool, age: u64| Peer {
+            hello: Hello {
+                mac: [0x02, 0, 0, 0, 0, last],
+                return_path: rp,
+            },
+            age: ms(age),
+        };
+        let fresh = ms(600);
+        // This gateway carries it: nothing is handed over.
+        assert_eq!(return_path(true, &[peer(2, true, 10)], fresh), None);
+        assert_eq!(
+            return_path(false, &[peer(2, false, 10), peer(3, true, 100)], fresh),
+            Some([0x02, 0, 0, 0, 0, 3])
+        );
+        // A claim not renewed within `fresh` (the gateway died) is no longer followed.
+        assert_eq!(return_path(false, &[peer(3, true, 700)], fresh), None);
+        // Two claims during a transition: the one heard last.
+        assert_eq!(
+            return_path(false, &[peer(2, true, 150), peer(3, true, 20)], fresh),
+            Some([0x02, 0, 0, 0, 0, 3])
+        );
+        assert_eq!(return_path(false, &[], fresh), None);
     }
 
     #[test]

@@ -1290,3 +1290,156 @@ fn forwarding_next_hops_are_cached_until_the_next_generation() {
     neigh(&net, "02:00:00:02:00:a2");
     assert_eq!(dmac_after(&net, XDP_REDIRECT), [2, 0, 0, 2, 0, 0xa2]);
 }
+
+/// Behind ECMP (`SV_RETPATH_V1` set): a packet of a flow this gateway has no state for goes,
+/// untranslated, to the gateway carrying the members' return path (out of the interface it
+/// came in on, TTL decremented, the MACs rewritten), once at most; with state, or with the
+/// hand-over off, the rules are unchanged.
+#[test]
+fn ecmp_packets_without_flow_state_are_handed_to_the_return_path() {
+    const HOLDER_MAC: frame::Mac = [2, 0, 0, 1, 0, 3];
+    const PEER_MAC: frame::Mac = [2, 0, 0, 1, 0, 4];
+    let mut net = net();
+    let mut peers = [[0u8; 6]; sipvip_common::MAX_PEERS];
+    peers[0] = HOLDER_MAC;
+    peers[1] = PEER_MAC;
+    let rp = sipvip_common::ReturnPath {
+        ifindex: net.ext_ifindex,
+        dmac: HOLDER_MAC,
+        smac: EXT_MAC,
+        peers,
+        _pad: [0; 2],
+    };
+    net.dp.set_return_path(Some(rp)).unwrap();
+    assert_eq!(net.dp.return_path(), Some(rp));
+
+    // The SBC's reply to a flow a member opened through another gateway.
+    let reply = Ip4::udp(SBC_MAC, EXT_MAC, (SBC, 5060), (VIP, 40001), SIP);
+    expect(
+        &net,
+        "reply without state",
+        Side::Ext,
+        &reply.build(),
+        XDP_TX,
+        Some(&routed(&reply, EXT_MAC, HOLDER_MAC).build()),
+        "handed_over",
+    );
+    // From a gateway (it was handed over already): never handed on.
+    expect(
+        &net,
+        "handed over already",
+        Side::Ext,
+        &reply.clone().with(|x| x.smac = PEER_MAC).build(),
+        XDP_DROP,
+        None,
+        "drop_vip_closed",
+    );
+    // TTL 1 would not survive the hop.
+    expect(
+        &net,
+        "TTL 1",
+        Side::Ext,
+        &reply.clone().with(|x| x.ttl = 1).build(),
+        XDP_DROP,
+        None,
+        "drop_vip_closed",
+    );
+    // An echo reply to a ping a member sent through another gateway.
+    let pong = Ip4::new(
+        SBC_MAC,
+        EXT_MAC,
+        SBC,
+        VIP,
+        L4::Echo {
+            ty: 0,
+            id: 77,
+            seq: 1,
+            payload: b"ping".to_vec(),
+        },
+    );
+    expect(
+        &net,
+        "echo reply without state",
+        Side::Ext,
+        &pong.build(),
+        XDP_TX,
+        Some(&routed(&pong, EXT_MAC, HOLDER_MAC).build()),
+        "handed_over",
+    );
+
+    // A flow opened here: its replies are this gateway's, translated as always.
+    let out = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40002), (SBC, 5060), SIP);
+    expect(
+        &net,
+        "member-opened",
+        Side::Int,
+        &out.build(),
+        XDP_REDIRECT,
+        Some(&from_vip(&out, SBC_MAC, None).build()),
+        "snat",
+    );
+    let back = Ip4::udp(SBC_MAC, EXT_MAC, (SBC, 5060), (VIP, 40002), SIP);
+    expect(
+        &net,
+        "reply with state",
+        Side::Ext,
+        &back.build(),
+        XDP_REDIRECT,
+        Some(&to_member(&back, PRIMARY, PRIMARY_MAC, None).build()),
+        "conntrack_reply",
+    );
+
+    // A T-Lib client's first packet to the primary's own address: the return-path gateway
+    // records the flow (the member answers through it); nothing is recorded here.
+    let syn = Ip4::tcp(TLIB_MAC, EXT_MAC, (TLIB, 50001), (PRIMARY, 8000), 0x02, b"");
+    expect(
+        &net,
+        "pass-through without state",
+        Side::Ext,
+        &syn.build(),
+        XDP_TX,
+        Some(&routed(&syn, EXT_MAC, HOLDER_MAC).build()),
+        "handed_over",
+    );
+    assert!(
+        ct(&net).iter().all(|(k, _)| k.kind != CT_PASSTHROUGH),
+        "no pass-through flow recorded here"
+    );
+    // Service traffic needs no state: steered here.
+    let phone = phone_udp(5060);
+    expect(
+        &net,
+        "service",
+        Side::Ext,
+        &phone.build(),
+        XDP_REDIRECT,
+        Some(&to_member(&phone, PRIMARY, PRIMARY_MAC, None).build()),
+        "steered",
+    );
+
+    // The hand-over off (this gateway carries the return path): dropped and recorded as
+    // before.
+    net.dp.set_return_path(None).unwrap();
+    assert_eq!(net.dp.return_path(), None);
+    expect(
+        &net,
+        "reply, hand-over off",
+        Side::Ext,
+        &reply.build(),
+        XDP_DROP,
+        None,
+        "drop_vip_closed",
+    );
+    expect(
+        &net,
+        "pass-through, hand-over off",
+        Side::Ext,
+        &syn.build(),
+        XDP_PASS,
+        None,
+        "pass_to_member",
+    );
+    assert!(ct(&net).iter().any(|(k, _)| k.kind == CT_PASSTHROUGH));
+    let reasons = net.dp.reasons().unwrap();
+    assert_eq!(reasons.get("handed_over"), Some(&3));
+}

@@ -92,6 +92,10 @@ fn apply<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: Decision<A>) -> Result<Verdic
             }
             send(f, p, d.link, Delta::new(), d.reason)
         }
+        Action::HandOver => {
+            send(f, p, d.link, Delta::new(), d.reason)?;
+            Ok(Verdict::Bounce)
+        }
         Action::EchoReply => {
             let v = A::echo_reply(f, p)?;
             count::bump(d.reason);

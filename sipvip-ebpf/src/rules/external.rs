@@ -77,7 +77,8 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         } else {
             let key = arriving_flow(p.dst(), p.src(), p.proto, dport, sport, CT_SNAT);
             let Some(ct) = A::flow(&key) else {
-                return Err(Reason::DropVipClosed);
+                // No state here: behind ECMP, the return-path gateway's (see `hand_over`).
+                return route::hand_over(f, p, Reason::DropVipClosed);
             };
             let t = FragValue {
                 addr_be: ct.member_be,
@@ -172,13 +173,22 @@ fn not_for_vip<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Rea
                 return Err(Reason::PassToMember);
             }
             let key = arriving_flow(p.dst(), p.src(), p.proto, dport, sport, CT_PASSTHROUGH);
+            let known = A::flow(&key).is_some();
+            if !known {
+                // Behind ECMP the member's replies leave through the return-path gateway:
+                // the flow's first packets go through it too, so that it records the flow
+                // before the member answers (see `hand_over`).
+                if let Ok(d) = route::hand_over(f, p, Reason::PassToMember) {
+                    return Ok(d);
+                }
+            }
             // The member port is marked before the flow is recorded, so the outbound side
             // never sees the flow without the mark.
             let (i, bucket) = pt_port_slot(m.vip_id, m.slot, dport);
             if matches!(PT_PORTS.get(i), Some(pp) if pp.seen[bucket] == 0) {
                 record.port_mark::<A>(i, bucket as u32);
             }
-            if A::flow(&key).is_none() {
+            if !known {
                 let v = CtValue {
                     member_be: p.dst(),
                     slot: m.slot,

@@ -95,7 +95,7 @@ pub fn to_vip<F: Frame, A: Family>(
         t if t == reply => {
             let id = u16::from_ne_bytes([h[4], h[5]]);
             let Some(ct) = A::flow(&icmp_flow(p.dst(), id, p.src())) else {
-                return Err(Reason::DropIcmp);
+                return route::hand_over(f, p, Reason::DropIcmp);
             };
             let ct = *ct;
             if p.ttl <= 1 {
@@ -235,7 +235,7 @@ pub fn error_to_vip<F: Frame, A: Family>(
                     _pad: 0,
                 };
                 let Some(ct) = A::flow(&key) else {
-                    return Err(Reason::DropIcmp);
+                    return route::hand_over(f, p, Reason::DropIcmp);
                 };
                 (ct.member_be, ct.slot)
             }
@@ -243,7 +243,7 @@ pub fn error_to_vip<F: Frame, A: Family>(
         pr if pr == A::ICMP && inner.icmp_type == echo_types::<A>().0 => {
             let key = icmp_flow(p.dst(), inner.sport, inner.dst_be);
             let Some(ct) = A::flow(&key) else {
-                return Err(Reason::DropIcmp);
+                return route::hand_over(f, p, Reason::DropIcmp);
             };
             (ct.member_be, ct.slot)
         }

@@ -156,6 +156,9 @@ pub enum Action {
     Translate,
     /// Sent untranslated to `link`: TTL and MACs only.
     Forward,
+    /// Sent back out of the interface it arrived on, untranslated (TTL and MACs only), to
+    /// the gateway `link` names (behind ECMP: see `route::hand_over`).
+    HandOver,
     /// An echo request to a VIP, answered in place.
     EchoReply,
     /// Answered with the ICMP error `error` from the gateway, quoting the packet as it

@@ -8,7 +8,11 @@ use aya_ebpf::{helpers::generated::bpf_fib_lookup, macros::map, maps::PerCpuArra
 use sipvip_common::{NextHop, Reason, VIP_F_LOCAL, VIP_F_REDIRECT};
 
 use super::{Account, Action, Decision, Dir, Family, IcmpError, Link, Record, Rewrite, Side};
-use crate::{hook::Frame, maps::NEXTHOP_GEN, packet::Ip};
+use crate::{
+    hook::Frame,
+    maps::{NEXTHOP_GEN, RETURN_PATH},
+    packet::Ip,
+};
 
 /// ICMP destination unreachable, and its code "fragmentation needed and DF set" (RFC 1191).
 pub const DEST_UNREACH: u8 = 3;
@@ -223,6 +227,49 @@ pub fn forward<F: Frame, A: Family>(
         route: Some(Via::Fib),
         ..Decision::BLANK
     }
+}
+
+/// A packet of a flow this gateway has no state for (`miss`, the reason it is dropped
+/// under otherwise): behind ECMP, handed untranslated to the gateway carrying the members'
+/// return path (`SV_RETPATH_V1`), out of the interface it arrived on, unless it came from
+/// another gateway already (handed over once at most) or would not survive another hop.
+#[inline(always)]
+pub fn hand_over<F: Frame, A: Family>(f: &F, p: &Ip<A>, miss: Reason) -> Result<Decision<A>, Reason> {
+    // SAFETY: a read of the one value, which user space replaces whole (no preallocation).
+    let Some(rp) = (unsafe { RETURN_PATH.get(&0) }) else {
+        return Err(miss);
+    };
+    if rp.ifindex == 0 || rp.ifindex != f.ingress_ifindex() || p.ttl <= 1 || p.vlan {
+        return Err(miss);
+    }
+    let smac: [u16; 3] = f.load(6).map_err(|_| miss)?;
+    let mut i = 0;
+    while i < sipvip_common::MAX_PEERS {
+        let m = rp.peers[i];
+        if m == [0; 6] {
+            break;
+        }
+        let peer = [
+            u16::from_ne_bytes([m[0], m[1]]),
+            u16::from_ne_bytes([m[2], m[3]]),
+            u16::from_ne_bytes([m[4], m[5]]),
+        ];
+        if smac == peer {
+            return Err(miss);
+        }
+        i += 1;
+    }
+    Ok(Decision {
+        action: Action::HandOver,
+        reason: Reason::HandedOver,
+        link: Link {
+            ifindex: rp.ifindex,
+            dmac: rp.dmac,
+            smac: rp.smac,
+        },
+        link_due: true,
+        ..Decision::BLANK
+    })
 }
 
 /// The decision to answer a packet that would be forwarded with TTL 1 (or 0): ICMP "time

@@ -4,11 +4,17 @@
 //! restarted catches up); what the others send is added where this datapath has no entry
 //! for the flow. Datagrams come only from the other gateways' sync addresses, and records
 //! only for members of this configuration.
+//!
+//! Every round also carries a hello (this gateway's external MAC, and whether it holds an
+//! internal floating address, `ha.floating`: the members' return path). From the others'
+//! hellos the datapath learns where to hand a packet without flow state (`SV_RETPATH_V1`,
+//! `sipvip::sync::return_path`).
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use sipvip::{api::SyncStatus, plan::Plan, sync};
@@ -61,6 +67,7 @@ async fn run(plan: &Plan, shared: &Shared) -> Result<(), String> {
         .flat_map(|m| [m.address.map(IpAddr::V4), m.address6.map(IpAddr::V6)])
         .flatten()
         .collect();
+    let mut hand = HandOver::new(plan)?;
     let mut sent: HashSet<sync::Entry> = HashSet::new();
     let mut round = 0u32;
     let mut t = tokio::time::interval(plan.sync_interval);
@@ -78,10 +85,21 @@ async fn run(plan: &Plan, shared: &Shared) -> Result<(), String> {
                 };
                 sent = now;
                 send(&sock, &peers, &fresh, &shared.sync).await;
+                let hello = hand.hello(plan);
+                for p in &peers {
+                    let _ = sock.send_to(&sync::encode_hello(&hello), p).await;
+                }
+                hand.update(plan, shared);
             }
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                receive(&buf[..n], from, &peers, &members, shared);
+                if let Some(h) = receive(&buf[..n], from, &peers, &members, shared) {
+                    let changed = hand.heard.insert(from.ip(), (h, Instant::now()))
+                        .is_none_or(|(was, _)| was != h);
+                    if changed {
+                        hand.update(plan, shared);
+                    }
+                }
             }
         }
     }
@@ -122,19 +140,119 @@ async fn send(
     stats.lock().expect("lock").sent_records += fresh.len() as u64;
 }
 
+/// Behind ECMP: which gateway carries the members' return path, from this gateway's own
+/// addresses and the others' hellos, and what the datapath was last told.
+struct HandOver {
+    ifindex: u32,
+    mac: [u8; 6],
+    heard: BTreeMap<IpAddr, (sync::Hello, Instant)>,
+    fresh: std::time::Duration,
+    written: Option<Option<sipvip_common::ReturnPath>>,
+}
+
+impl HandOver {
+    fn new(plan: &Plan) -> Result<Self, String> {
+        let ifindex = sipvip::netif::index_of(&plan.external)
+            .map_err(|e| format!("the external interface {}: {e}", plan.external))?;
+        let (mac, _) = sipvip::netif::mac_and_ipv4(ifindex)
+            .map_err(|e| format!("the external interface {}: {e}", plan.external))?;
+        Ok(HandOver {
+            ifindex,
+            mac,
+            heard: BTreeMap::new(),
+            // A claim lapses after three missed hellos (a gateway that died).
+            fresh: plan.sync_interval * 3,
+            written: None,
+        })
+    }
+
+    /// Whether this gateway holds an internal floating address.
+    fn here(plan: &Plan) -> bool {
+        !plan.return_path.is_empty() && {
+            let v4 = sipvip::netif::local_addresses();
+            let v6 = sipvip::netif::local_addresses6();
+            plan.return_path.iter().any(|a| match a {
+                IpAddr::V4(a) => v4.contains(a),
+                IpAddr::V6(a) => v6.contains(a),
+            })
+        }
+    }
+
+    fn hello(&self, plan: &Plan) -> sync::Hello {
+        sync::Hello {
+            mac: self.mac,
+            return_path: Self::here(plan),
+        }
+    }
+
+    /// Tells the datapath where packets without flow state go, when that changed.
+    fn update(&mut self, plan: &Plan, shared: &Shared) {
+        let now = Instant::now();
+        let here = Self::here(plan);
+        let peers: Vec<sync::Peer> = self
+            .heard
+            .values()
+            .map(|(h, at)| sync::Peer {
+                hello: *h,
+                age: now.duration_since(*at),
+            })
+            .collect();
+        let want = sync::return_path(here, &peers, self.fresh).map(|dmac| {
+            let mut rp = sipvip_common::ReturnPath {
+                ifindex: self.ifindex,
+                dmac,
+                smac: self.mac,
+                ..Default::default()
+            };
+            for (slot, h) in rp.peers.iter_mut().zip(self.heard.values()) {
+                *slot = h.0.mac;
+            }
+            rp
+        });
+        if self.written == Some(want) {
+            return;
+        }
+        let holder = if here {
+            Some("here".to_string())
+        } else {
+            want.and_then(|rp| {
+                self.heard
+                    .iter()
+                    .find(|(_, (h, _))| h.mac == rp.dmac)
+                    .map(|(a, _)| a.to_string())
+            })
+        };
+        let r = shared.dp.lock().expect("lock").set_return_path(want);
+        let mut st = shared.sync.lock().expect("lock");
+        match r {
+            Ok(()) => {
+                tracing::info!(return_path = ?holder, "packets without flow state go to the members' return path");
+                self.written = Some(want);
+                st.return_path = holder;
+            }
+            Err(e) => st.last_error = Some(format!("hand-over: {e}")),
+        }
+    }
+}
+
+/// Applies a flow datagram, or returns a hello.
 fn receive(
     d: &[u8],
     from: SocketAddr,
     peers: &[SocketAddr],
     members: &HashSet<IpAddr>,
     shared: &Shared,
-) {
+) -> Option<sync::Hello> {
     // The datapath's lock is never taken while the statistics' is held: the status takes
     // them the other way round.
     let verdict = if !peers.iter().any(|p| p.ip() == from.ip()) {
         Err(format!("a datagram from {from}, which is not in ha.sync"))
     } else {
-        sync::decode(d).map_err(|e| format!("from {from}: {e}"))
+        match sync::decode_any(d) {
+            Ok(sync::Datagram::Hello(h)) => return Some(h),
+            Ok(sync::Datagram::Flows(es)) => Ok(es),
+            Err(e) => Err(format!("from {from}: {e}")),
+        }
     };
     let (mut inserted, mut present, mut rejected, mut error) = (0, 0, 0, None);
     if let Ok(es) = &verdict {
@@ -167,4 +285,5 @@ fn receive(
             }
         }
     }
+    None
 }

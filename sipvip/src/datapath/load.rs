@@ -40,7 +40,7 @@ struct Layout {
 }
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
-fn layouts(sizes: &MapSizes) -> [Layout; 26] {
+fn layouts(sizes: &MapSizes) -> [Layout; 27] {
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -144,6 +144,14 @@ fn layouts(sizes: &MapSizes) -> [Layout; 26] {
             BPF_MAP_TYPE_ARRAY,
             4,
             size_of::<Settings>(),
+            1,
+            false,
+        ),
+        l(
+            map_names::RETURN_PATH,
+            BPF_MAP_TYPE_HASH,
+            4,
+            size_of::<sipvip_common::ReturnPath>(),
             1,
             false,
         ),
@@ -389,6 +397,10 @@ impl Datapath {
                 Err(_) => None,
             },
             settings: typed(get(map_names::SETTINGS)?)?,
+            return_path: match get(map_names::RETURN_PATH) {
+                Ok(m) => Some(typed(m)?),
+                Err(_) => None,
+            },
             // Held: a program array's entries go when its last user reference does.
             prog_arrays: [map_names::XDP6, map_names::TC6]
                 .into_iter()

@@ -154,6 +154,9 @@ pub struct Datapath {
     /// The interfaces' IPv6 addresses (None for an object from before them).
     ifaces6: Option<Array<MapData, Ipv6Be>>,
     settings: Array<MapData, Settings>,
+    /// Behind ECMP, the gateway a packet without flow state is handed to (None for an
+    /// object from before it).
+    return_path: Option<HashMap<MapData, u32, sipvip_common::ReturnPath>>,
     /// The IPv6 twins (None for another build's object from before IPv6).
     v6: Option<Maps6>,
     /// The program arrays of the IPv6 programs, held so their entries stay.

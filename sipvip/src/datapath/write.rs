@@ -56,6 +56,27 @@ impl Datapath {
             .map_err(map_err(map_names::IFACES))
     }
 
+    /// Behind ECMP: the gateway that carries the members' return path, which a packet of a
+    /// flow without state here is handed to (`SV_RETPATH_V1`), or none (`None`: this
+    /// gateway carries it, or none is known). The value is replaced whole.
+    pub fn set_return_path(&mut self, rp: Option<sipvip_common::ReturnPath>) -> Result<()> {
+        let Some(m) = &mut self.return_path else {
+            return Err(DatapathError::MissingMap(map_names::RETURN_PATH));
+        };
+        match rp {
+            Some(v) => m.insert(0, v, 0).map_err(map_err(map_names::RETURN_PATH)),
+            None => match m.remove(&0) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(map_err(map_names::RETURN_PATH)(e)),
+            },
+        }
+    }
+
+    /// What `set_return_path` wrote last (None: no hand-over).
+    pub fn return_path(&self) -> Option<sipvip_common::ReturnPath> {
+        self.return_path.as_ref()?.get(&0, 0).ok()
+    }
+
     /// How long a first fragment's decision holds for its later fragments.
     pub fn set_frag_lifetime(&mut self, lifetime: std::time::Duration) -> Result<()> {
         let s = Settings {
