@@ -167,6 +167,9 @@ pub struct Status {
 pub struct BgpStatus {
     /// The names of the VIPs announced.
     pub announced: Vec<String>,
+    /// The members' subnets announced (`bgp.member_subnets`).
+    #[serde(default)]
+    pub member_subnets: Vec<String>,
     /// Times the routing daemon was asked to reload.
     pub reloads: u64,
     /// Why the last write or reload failed (retried on the next change or tick).

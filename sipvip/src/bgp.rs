@@ -12,10 +12,16 @@ pub fn announces(healthy: bool, active_up: Option<bool>) -> bool {
     healthy && active_up == Some(true)
 }
 
+/// The members' subnets are announced while the datapath is healthy.
+pub fn announces_members(healthy: bool) -> bool {
+    healthy
+}
+
 /// The routes file, BIRD 2 syntax: one static protocol per family (`sipvip4`, `sipvip6`)
-/// with an `unreachable` route for each announced address. bird.conf includes the file
-/// and exports these routes with BGP (`next hop self`), never to the kernel.
-pub fn render_bird(addrs: &[IpAddr]) -> String {
+/// with an `unreachable` route for each announced prefix (a VIP's address, a members'
+/// subnet). bird.conf includes the file and exports these routes with BGP (`next hop
+/// self`), never to the kernel.
+pub fn render_bird(routes: &[(IpAddr, u8)]) -> String {
     let mut out = String::from(
         "# Written by sipvip: the VIP addresses this gateway announces (docs/operations.md,\n\
          # \"Scale-out with BGP and ECMP\"). Export with BGP only, never to the kernel.\n",
@@ -25,8 +31,7 @@ pub fn render_bird(addrs: &[IpAddr]) -> String {
             "protocol static {name} {{\n    {};\n",
             if v4 { "ipv4" } else { "ipv6" }
         ));
-        for a in addrs.iter().filter(|a| a.is_ipv4() == v4) {
-            let len = if v4 { 32 } else { 128 };
+        for (a, len) in routes.iter().filter(|(a, _)| a.is_ipv4() == v4) {
             out.push_str(&format!("    route {a}/{len} unreachable;\n"));
         }
         out.push_str("}\n");
@@ -44,17 +49,20 @@ mod tests {
         assert!(!announces(false, Some(true)), "datapath broken");
         assert!(!announces(true, Some(false)), "the active member is down");
         assert!(!announces(true, None), "no active member");
+        assert!(announces_members(true));
+        assert!(!announces_members(false), "datapath broken");
     }
 
     #[test]
     fn the_routes_file_has_one_static_protocol_per_family() {
         let f = render_bird(&[
-            "198.18.1.100".parse().unwrap(),
-            "2001:db8:1::100".parse().unwrap(),
+            ("198.18.1.100".parse().unwrap(), 32),
+            ("2001:db8:1::100".parse().unwrap(), 128),
+            ("198.18.2.0".parse().unwrap(), 24),
         ]);
         assert!(
             f.contains(
-                "protocol static sipvip4 {\n    ipv4;\n    route 198.18.1.100/32 unreachable;\n}"
+                "protocol static sipvip4 {\n    ipv4;\n    route 198.18.1.100/32 unreachable;\n    route 198.18.2.0/24 unreachable;\n}"
             ),
             "{f}"
         );

@@ -636,6 +636,11 @@ pub struct Bgp {
     /// The command run after the file changed (program and arguments).
     #[serde(default = "default_bgp_reload")]
     pub reload: Vec<String>,
+    /// The members' own subnets (CIDR), announced while the datapath is healthy, so that
+    /// traffic to the servers' own addresses (T-Lib, management) reaches them only through
+    /// gateways that can track its flows.
+    #[serde(default)]
+    pub member_subnets: Vec<String>,
 }
 
 fn default_bgp_reload() -> Vec<String> {
@@ -647,6 +652,7 @@ impl Default for Bgp {
         Bgp {
             routes_file: None,
             reload: default_bgp_reload(),
+            member_subnets: Vec::new(),
         }
     }
 }
@@ -939,6 +945,16 @@ impl Config {
                 "ha.sync_interval".into(),
                 format!("{} ms: use 10ms to 60s", si.as_millis()),
             );
+        }
+        for (i, m) in self.bgp.member_subnets.iter().enumerate() {
+            let at = format!("bgp.member_subnets[{i}]");
+            match parse_prefix(m) {
+                Err(e) => p(at, e),
+                Ok(_) if self.bgp.routes_file.is_none() => {
+                    p(at, "announced with the VIPs: set bgp.routes_file".into())
+                }
+                Ok(_) => {}
+            }
         }
         if self.bgp.routes_file.is_some() && self.bgp.reload.is_empty() {
             p(

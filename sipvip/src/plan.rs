@@ -38,8 +38,8 @@ pub struct Plan {
     pub return_path: Vec<std::net::IpAddr>,
     /// The external interface (the hellos name its MAC; packets are handed over out of it).
     pub external: String,
-    /// Scale-out: the routes file and the routing daemon's reload command (`[bgp]`).
-    pub bgp: Option<(PathBuf, Vec<String>)>,
+    /// Scale-out: what is announced with BGP, and how (`[bgp]`).
+    pub bgp: Option<BgpPlan>,
     /// How often the datapath's next-hop cache starts a new generation (zero: off).
     pub nexthop_refresh: Duration,
     /// Where the datapath is pinned, and the links it must have there: (program,
@@ -50,6 +50,15 @@ pub struct Plan {
     pub dns: crate::config::Dns,
     /// On-node mode: VIP ownership (which node answers for each VIP).
     pub ownership: Option<OwnershipPlan>,
+}
+
+/// Scale-out: the routes file, the routing daemon's reload command, and the members'
+/// subnets announced with the VIPs.
+#[derive(Clone, Debug)]
+pub struct BgpPlan {
+    pub routes_file: PathBuf,
+    pub reload: Vec<String>,
+    pub member_subnets: Vec<(std::net::IpAddr, u8)>,
 }
 
 /// On-node mode: a node answers for a VIP on `interface` while it hosts the VIP's active
@@ -178,11 +187,17 @@ impl Plan {
                 .filter(|(ifc, _)| cfg.interfaces.internal.contains(ifc))
                 .map(|(_, p)| p.addr)
                 .collect(),
-            bgp: cfg
-                .bgp
-                .routes_file
-                .clone()
-                .map(|f| (f, cfg.bgp.reload.clone())),
+            bgp: cfg.bgp.routes_file.clone().map(|routes_file| BgpPlan {
+                routes_file,
+                reload: cfg.bgp.reload.clone(),
+                member_subnets: cfg
+                    .bgp
+                    .member_subnets
+                    .iter()
+                    .filter_map(|m| crate::config::parse_prefix(m).ok())
+                    .map(|p| (p.addr, p.len))
+                    .collect(),
+            }),
             nexthop_refresh: cfg.forwarding.nexthop_refresh.0,
             pin_dir: cfg.admin.pin_dir.clone(),
             attachments: std::iter::once((program_names::EXTERNAL, &cfg.interfaces.external))

@@ -12,7 +12,8 @@
 //! The SIP servers' default route is a floating internal address that keepalived moves
 //! between the gateways (tracking each one's external link and `sipvip health`): the
 //! replies to a flow may cross another gateway than its requests, so the gateways share
-//! their conntrack entries (`ha.sync`).
+//! their conntrack entries (`ha.sync`), and a gateway the entry has not reached yet hands
+//! the packet to the one holding that address (`ha.floating`).
 
 use std::{
     net::Ipv4Addr,
@@ -230,19 +231,19 @@ name = "backup"
 address = "{BACKUP}"
 priority = 5
 
-# The T-Server's port: its replies stay physical without state (behind ECMP a SYN-ACK can
-# leave through a gateway the flow's state has not reached yet).
-[passthrough]
-ports = [7000]
-
 [ha]
 mode = "ecmp"
 sync = [{sync}]
 sync_interval = "100ms"
+# The members' default gateway: the gateway holding it carries their return path, and the
+# others hand it the packets of flows whose state has not reached them yet.
+floating = ["int0={FLOAT_INT}/24"]
 
 [bgp]
 routes_file = "{routes}"
 reload = ["birdc", "-s", "{ctl}", "configure"]
+# The servers' own addresses (T-Lib, management), announced while the datapath is healthy.
+member_subnets = ["198.18.2.0/24"]
 
 [admin]
 socket = "{socket}"
@@ -268,8 +269,7 @@ pin_dir = "{pins}"
             "router id {ext};\nprotocol device {{}}\n\
              protocol bfd {{ interface \"*\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
              include \"{routes}\";\n\
-             protocol direct servers {{ ipv4; interface \"int0\"; }}\n\
-             protocol bgp up {{ local as 64501; neighbor {ROUTER_EXT} as 64500; bfd on; hold time 3; connect retry time 2; error wait time 1, 5; ipv4 {{ import none; export where source = RTS_STATIC || proto = \"servers\"; next hop self; }}; }}\n",
+             protocol bgp up {{ local as 64501; neighbor {ROUTER_EXT} as 64500; bfd on; hold time 3; connect retry time 2; error wait time 1, 5; ipv4 {{ import none; export where source = RTS_STATIC; next hop self; }}; }}\n",
             ext = gw_ext(g),
             routes = routes.display(),
         );
@@ -296,14 +296,13 @@ pin_dir = "{pins}"
             std::thread::sleep(Duration::from_millis(50));
         }
         // keepalived moves the members' default gateway (`sipvip keepalived-config` with
-        // ha.mode = "ecmp": the internal instance only, tracking the external link).
+        // ha.mode = "ecmp": the internal instance only, tracking the external link; the
+        // address from ha.floating).
         let args: Vec<String> = [
             "--priority".to_string(),
             (150 - 10 * g).to_string(),
             "--advert".into(),
             "200ms".into(),
-            "--floating".into(),
-            format!("int0={FLOAT_INT}/24"),
         ]
         .into();
         let child = gateways::keepalived(
@@ -333,9 +332,14 @@ pin_dir = "{pins}"
 
     /// The gateways the router's route to the VIP names as next hops.
     pub fn next_hops(&self) -> Vec<Ipv4Addr> {
+        self.next_hops_to(&format!("{VIP}/32"))
+    }
+
+    /// The gateways the router's route to `prefix` names as next hops.
+    pub fn next_hops_to(&self, prefix: &str) -> Vec<Ipv4Addr> {
         let r = self
             .router
-            .exec(&format!("ip route show {VIP}/32"))
+            .exec(&format!("ip route show {prefix}"))
             .unwrap_or_default();
         (0..N)
             .map(gw_ext)

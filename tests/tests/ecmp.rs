@@ -2,15 +2,21 @@
 //! each with BIRD 2 announcing the VIP to a router (BIRD 2, BFD) that hashes flows over
 //! them. Registrations and calls through the VIP; a steady stream of requests from 16
 //! source ports spreads over the gateways; a connection a SIP server opens to the SBC works
-//! both ways whichever gateway each packet crosses (conntrack synced), and so does a T-Lib
-//! connection to the primary's own address; a gateway whose datapath is detached withdraws,
+//! both ways whichever gateway each packet crosses (conntrack synced), the first answer of
+//! every flow a server opens reaches it on the first try (handed to the return path's
+//! gateway where the entry has not arrived yet), and so do T-Lib connections to the
+//! primary's own address, with no pass-through port; a gateway whose datapath is detached withdraws,
 //! one whose members are all forced offline withdraws, and a gateway that drops off the
 //! link in the middle of calls is taken out by BFD; it comes back without the return path
 //! flapping. Each outage is the longest gap of any source port's answers.
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, SocketAddrV4, TcpListener},
+    net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -22,6 +28,44 @@ use sipvip_tests::{
 };
 
 const PORTS: u16 = 16;
+/// The servers' subnet (`bgp.member_subnets`).
+const SERVERS: &str = "198.18.2.0/24";
+/// Flows a member opens with fresh source ports.
+const FRESH: usize = 40;
+
+/// Packets the gateways handed over to the return path's gateway, all together.
+fn handed_over(e: &Ecmp) -> u64 {
+    (0..3)
+        .map(|g| {
+            e.status(g).unwrap()["datapath"]["handed_over"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// A UDP echo server at `at` in the client namespace, until the returned flag is set or
+/// `limit` passes.
+fn udp_echo(e: &Ecmp, at: SocketAddrV4, limit: Duration) -> Arc<AtomicBool> {
+    let sock = {
+        let _g = e.client.enter().unwrap();
+        UdpSocket::bind(at).unwrap()
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = stop.clone();
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let mut b = [0u8; 1500];
+        while !done.load(Ordering::Relaxed) && t.elapsed() < limit {
+            if let Ok((n, from)) = sock.recv_from(&mut b) {
+                let _ = sock.send_to(&b[..n], from);
+            }
+        }
+    });
+    stop
+}
 
 #[test]
 fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
@@ -38,7 +82,9 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
         e.start_gateway(g).unwrap();
     }
     // Every gateway serves the VIP, so every one announces it: three next hops.
-    let all = e.wait_for(Duration::from_secs(30), || e.next_hops().len() == 3);
+    let all = e.wait_for(Duration::from_secs(30), || {
+        e.next_hops().len() == 3 && e.next_hops_to(SERVERS).len() == 3
+    });
     assert!(all.is_some(), "next hops {:?}\n{}", e.next_hops(), e.log(0));
     for g in 0..3 {
         assert_eq!(
@@ -134,6 +180,60 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
         assert_eq!(&b[..n], b"200 OK");
     }
 
+    // The first answer of every flow a member opens reaches it on the first try, whichever
+    // gateway it crosses: one the flow's entry has not reached yet (sync runs every 100 ms,
+    // the answer comes within a millisecond) hands it to gateway 0, which carries the
+    // members' return path and saw the request.
+    let handed_before = handed_over(&e);
+    let echo = udp_echo(&e, SocketAddrV4::new(SBC, 5090), Duration::from_secs(60));
+    let (mut answered, mut slowest) = (0, Duration::ZERO);
+    {
+        let _g = e.primary.enter().unwrap();
+        for i in 0..FRESH {
+            let s = UdpSocket::bind((PRIMARY, 0)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let m = format!("OPTIONS {i}");
+            let t = Instant::now();
+            s.send_to(m.as_bytes(), (SBC, 5090)).unwrap();
+            let mut b = [0u8; 64];
+            if let Ok((n, from)) = s.recv_from(&mut b) {
+                if &b[..n] == m.as_bytes() && from == SocketAddr::from((SBC, 5090)) {
+                    answered += 1;
+                    slowest = slowest.max(t.elapsed());
+                }
+            }
+        }
+    }
+    echo.store(true, Ordering::Relaxed);
+    // And every connection a member opens completes without its SYN retransmitted (1 s).
+    let mut slow_connects = 0;
+    for _ in 0..FRESH / 2 {
+        let _g = e.primary.enter().unwrap();
+        let t = Instant::now();
+        let c = tcp_connect_from(
+            PRIMARY,
+            SocketAddrV4::new(SBC, 5080),
+            Duration::from_secs(5),
+        )
+        .expect("the primary connects to the SBC");
+        if t.elapsed() >= Duration::from_millis(900) {
+            slow_connects += 1;
+        }
+        drop(c);
+        let _ = listener.set_nonblocking(true);
+        while listener.accept().is_ok() {}
+    }
+    let handed = handed_over(&e) - handed_before;
+    eprintln!(
+        "member-opened flows: {answered}/{FRESH} first answers (slowest {} ms), {slow_connects} of {} connections slow; {handed} packets handed over to the return path",
+        slowest.as_millis(),
+        FRESH / 2
+    );
+    assert_eq!(answered, FRESH, "every first answer reached the primary");
+    assert_eq!(slow_connects, 0, "no SYN-ACK was lost");
+    assert!(handed > 0, "the other gateways handed answers over");
+
     // A gateway whose datapath is detached withdraws, and gives the members' return path up
     // (keepalived's track script, `sipvip health`).
     let down = std::process::Command::new(&e.bin)
@@ -143,7 +243,7 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
         .unwrap();
     assert!(down.status.success());
     let out = e.wait_for(Duration::from_secs(5), || {
-        !e.next_hops().contains(&gw_ext(0))
+        !e.next_hops().contains(&gw_ext(0)) && !e.next_hops_to(SERVERS).contains(&gw_ext(0))
     });
     assert!(out.is_some(), "gateway 0 still announced:\n{}", e.log(0));
     let st = e.status(0).unwrap();
@@ -181,13 +281,38 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
     });
     assert!(back.is_some(), "gateway 2 back");
 
-    // A T-Lib client's connection to the primary's own address (the gateways announce the
-    // servers' subnet too): through any gateway in, the return path out, untranslated (the
-    // T-Server's port is a pass-through port, as docs/operations.md advises behind ECMP).
+    // T-Lib clients' connections to the primary's own address (the gateways announce the
+    // servers' subnet too): through any gateway in, the return path out, untranslated,
+    // with no pass-through port configured: a gateway without the flow's state hands its
+    // first packets to the return path's gateway, which records the flow before the
+    // T-Server answers.
     let tserver = {
         let _g = e.primary.enter().unwrap();
         TcpListener::bind((PRIMARY, 7000)).unwrap()
     };
+    let mut slow_connects = 0;
+    for _ in 0..FRESH / 2 {
+        let _g = e.client.enter().unwrap();
+        let t = Instant::now();
+        let c = tcp_connect_from(
+            TLIB,
+            SocketAddrV4::new(PRIMARY, 7000),
+            Duration::from_secs(5),
+        )
+        .expect("T-Lib connects to the primary's own address");
+        assert_eq!(c.peer_addr().unwrap(), SocketAddr::from((PRIMARY, 7000)));
+        if t.elapsed() >= Duration::from_millis(900) {
+            slow_connects += 1;
+        }
+        let (mut ts, _) = tserver.accept().unwrap();
+        ts.write_all(b"EventLinkConnected").unwrap();
+        let mut c = c;
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 64];
+        let n = c.read(&mut b).expect("the T-Server speaks first");
+        assert_eq!(&b[..n], b"EventLinkConnected");
+    }
+    assert_eq!(slow_connects, 0, "no T-Lib SYN-ACK was lost");
     let mut tlib = {
         let _g = e.client.enter().unwrap();
         tcp_connect_from(

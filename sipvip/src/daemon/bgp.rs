@@ -20,7 +20,8 @@ pub(super) fn start(
     shared: Arc<Shared>,
     tx: mpsc::Sender<Event>,
 ) -> Option<JoinHandle<()>> {
-    let (file, reload) = plan.bgp.clone()?;
+    let bgp = plan.bgp.clone()?;
+    let (file, reload) = (bgp.routes_file, bgp.reload);
     Some(tokio::spawn(async move {
         let mut written: Option<String> = None;
         let mut t = tokio::time::interval(TICK);
@@ -41,15 +42,22 @@ pub(super) fn start(
             let served: Vec<usize> = (0..plan.vips.len())
                 .filter(|&i| sipvip::bgp::announces(healthy, up.get(i).copied().flatten()))
                 .collect();
-            let addrs: Vec<IpAddr> = served
+            let mut routes: Vec<(IpAddr, u8)> = served
                 .iter()
                 .flat_map(|&i| {
                     let s = &plan.vips[i].spec;
-                    [s.addr.map(IpAddr::V4), s.addr6.map(IpAddr::V6)]
+                    [
+                        s.addr.map(|a| (IpAddr::V4(a), 32)),
+                        s.addr6.map(|a| (IpAddr::V6(a), 128)),
+                    ]
                 })
                 .flatten()
                 .collect();
-            let text = sipvip::bgp::render_bird(&addrs);
+            let members = sipvip::bgp::announces_members(healthy);
+            if members {
+                routes.extend(&bgp.member_subnets);
+            }
+            let text = sipvip::bgp::render_bird(&routes);
             if written.as_deref() == Some(text.as_str()) {
                 continue;
             }
@@ -59,6 +67,14 @@ pub(super) fn start(
                     tracing::info!(event = "bgp_routes", announced = ?names, "the routing daemon reloaded the VIP routes");
                     let mut st = shared.bgp.lock().expect("lock");
                     st.announced = names;
+                    st.member_subnets = if members {
+                        bgp.member_subnets
+                            .iter()
+                            .map(|(a, l)| format!("{a}/{l}"))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     st.reloads += 1;
                     st.last_error = None;
                     written = Some(text);
