@@ -140,7 +140,8 @@ enum Cmd {
         #[arg(long, default_value = "1s")]
         advert: String,
         /// A floating address, IFACE=ADDR/LEN (the members' default gateway on an internal
-        /// interface, the routers' next hop on the external one); repeatable.
+        /// interface, the routers' next hop on the external one), besides `ha.floating`'s;
+        /// repeatable.
         #[arg(long)]
         floating: Vec<String>,
         /// The sipvip binary keepalived runs (default: this one).
