@@ -8,10 +8,10 @@ use sipvip::datapath::{be16, be32};
 use sipvip_common::{
     CtKey, CtValue, CT_PASSTHROUGH, CT_SNAT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
-use sipvip_tests::fixtures::{from_vip, net, phone_udp, routed, to_member, SIP};
+use sipvip_tests::fixtures::{from_vip, net, phone_udp, routed, routed6, to_member, SIP};
 use sipvip_tests::{
     check::{expect, Side, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
-    frame::{self, ether, reassemble, verify_datagram, Ip4, L4},
+    frame::{self, ether, reassemble, verify_datagram, Ip4, Ip6, L4},
     topo::*,
 };
 
@@ -1417,6 +1417,49 @@ fn ecmp_packets_without_flow_state_are_handed_to_the_return_path() {
         "steered",
     );
 
+    // IPv6 alike: a reply to the IPv6 VIP without state, and a T-Lib client's first packet
+    // to the primary's IPv6 address.
+    let reply6 = Ip6::udp(PHONE_MAC, EXT_MAC, (PHONE6, 5060), (VIP6, 40001), SIP);
+    expect(
+        &net,
+        "IPv6 reply without state",
+        Side::Ext,
+        &reply6.build(),
+        XDP_TX,
+        Some(&routed6(&reply6, EXT_MAC, HOLDER_MAC).build()),
+        "handed_over",
+    );
+    let syn6 = Ip6::udp(
+        TLIB_MAC,
+        EXT_MAC,
+        (TLIB6, 50001),
+        (PRIMARY6, 8000),
+        b"hello",
+    );
+    expect(
+        &net,
+        "IPv6 pass-through without state",
+        Side::Ext,
+        &syn6.build(),
+        XDP_TX,
+        Some(&routed6(&syn6, EXT_MAC, HOLDER_MAC).build()),
+        "handed_over",
+    );
+    expect(
+        &net,
+        "IPv6, handed over already",
+        Side::Ext,
+        &{
+            let mut x = reply6.clone();
+            x.smac = PEER_MAC;
+            x
+        }
+        .build(),
+        XDP_DROP,
+        None,
+        "drop_vip_closed",
+    );
+
     // The hand-over off (this gateway carries the return path): dropped and recorded as
     // before.
     net.dp.set_return_path(None).unwrap();
@@ -1441,5 +1484,5 @@ fn ecmp_packets_without_flow_state_are_handed_to_the_return_path() {
     );
     assert!(ct(&net).iter().any(|(k, _)| k.kind == CT_PASSTHROUGH));
     let reasons = net.dp.reasons().unwrap();
-    assert_eq!(reasons.get("handed_over"), Some(&3));
+    assert_eq!(reasons.get("handed_over"), Some(&5));
 }
