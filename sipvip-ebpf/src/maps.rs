@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use sipvip_common::{
     default_sizes, CtKey, CtValue, ExclusionAddr, ExclusionAddr6, FragKey, FragKey6, FragValue,
-    Iface, Ipv6Be, MemberRecord, NextHop, PassthroughPorts, ReturnPath, Settings, VipCounters, VipRecord,
-    IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
+    Iface, Ipv6Be, MemberRecord, NextHop, PassthroughPorts, ReturnPath, Settings, VipCounters,
+    VipRecord, IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
 };
 
 /// VIP address -> record. No preallocation, so a user-space update swaps the whole value in

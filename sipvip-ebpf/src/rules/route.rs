@@ -234,7 +234,11 @@ pub fn forward<F: Frame, A: Family>(
 /// return path (`SV_RETPATH_V1`), out of the interface it arrived on, unless it came from
 /// another gateway already (handed over once at most) or would not survive another hop.
 #[inline(always)]
-pub fn hand_over<F: Frame, A: Family>(f: &F, p: &Ip<A>, miss: Reason) -> Result<Decision<A>, Reason> {
+pub fn hand_over<F: Frame, A: Family>(
+    f: &F,
+    p: &Ip<A>,
+    miss: Reason,
+) -> Result<Decision<A>, Reason> {
     // SAFETY: a read of the one value, which user space replaces whole (no preallocation).
     let Some(rp) = (unsafe { RETURN_PATH.get(&0) }) else {
         return Err(miss);
