@@ -240,7 +240,7 @@ pub fn hand_over<F: Frame, A: Family>(
     miss: Reason,
 ) -> Result<Decision<A>, Reason> {
     // SAFETY: a read of the one value, which user space replaces whole (no preallocation).
-    let Some(rp) = (unsafe { RETURN_PATH.get(&0) }) else {
+    let Some(rp) = (unsafe { RETURN_PATH.get(0) }) else {
         return Err(miss);
     };
     if rp.ifindex == 0 || rp.ifindex != f.ingress_ifindex() || p.ttl <= 1 || p.vlan {
