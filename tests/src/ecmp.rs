@@ -300,7 +300,7 @@ pin_dir = "{pins}"
         // address from ha.floating).
         let args: Vec<String> = [
             "--priority".to_string(),
-            (150 - 10 * g).to_string(),
+            (150 - 50 * g).to_string(),
             "--advert".into(),
             "200ms".into(),
         ]

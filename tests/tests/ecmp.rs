@@ -312,6 +312,16 @@ fn three_gateways_behind_ecmp_serve_any_flow_on_any_gateway() {
         let n = c.read(&mut b).expect("the T-Server speaks first");
         assert_eq!(&b[..n], b"EventLinkConnected");
     }
+    if slow_connects > 0 {
+        for g in 0..3 {
+            let st = e.status(g).unwrap();
+            eprintln!(
+                "gateway {g}: sync {} datapath {}",
+                st["sync"], st["datapath"]
+            );
+            eprintln!("{}", e.log(g));
+        }
+    }
     assert_eq!(slow_connects, 0, "no T-Lib SYN-ACK was lost");
     let mut tlib = {
         let _g = e.client.enter().unwrap();
