@@ -63,8 +63,18 @@ pub mod map_names {
     /// Behind ECMP: the gateway carrying the members' return path, which a packet without
     /// flow state here is handed to (`ReturnPath`).
     pub const RETURN_PATH: &str = "SV_RETPATH_V1";
+    /// The flow trace (`sipvip trace`): its filter (`TraceFilter`), its events (a ring
+    /// buffer of `TraceEvent`), each CPU's counters and rate window (`TraceCpu`), and each
+    /// CPU's event under construction (kernel-private).
+    pub const TRACE: &str = "SV_TRACE_V1";
+    pub const TRACE_EVENTS: &str = "SV_TRACE_RB_V1";
+    pub const TRACE_CPU: &str = "SV_TRACE_CPU_V1";
+    pub const TRACE_SCRATCH: &str = "SV_TRACE_EVT_V1";
+    /// The trace programs, slot 0 (`program_names::TRACE_XDP`, `TRACE_TC`).
+    pub const TRACE_XDP: &str = "SV_TRACEX_V1";
+    pub const TRACE_TC: &str = "SV_TRACET_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 33] = [
         VIPS,
         MEMBERS,
         CONNTRACK,
@@ -92,6 +102,12 @@ pub mod map_names {
         PACKET6,
         IFACES6,
         RETURN_PATH,
+        TRACE,
+        TRACE_EVENTS,
+        TRACE_CPU,
+        TRACE_SCRATCH,
+        TRACE_XDP,
+        TRACE_TC,
     ];
 }
 
@@ -113,6 +129,10 @@ pub mod program_names {
     pub const SLOT6_EXT: u32 = 0;
     pub const SLOT6_INT: u32 = 1;
     pub const SLOT6_NODE_OUT: u32 = 0;
+    /// The trace's last step, tail-called by the XDP programs (`SV_TRACEX_V1`) and the TC
+    /// programs (`SV_TRACET_V1`) for a packet a running trace took.
+    pub const TRACE_XDP: &str = "sipvip_trace_xdp";
+    pub const TRACE_TC: &str = "sipvip_trace_tc";
 }
 
 /// Default map sizes (production sizes; each can be overridden at load time).
@@ -384,6 +404,103 @@ pub struct ReturnPath {
     pub smac: [u8; 6],
     pub peers: [[u8; 6]; MAX_PEERS],
     pub _pad: [u8; 2],
+}
+
+/// The most bytes of a frame a trace event carries, before and after the rewrite each.
+pub const TRACE_SNAP_MAX: usize = 512;
+/// Size of the trace's ring buffer (a power of two, a multiple of the page size).
+pub const TRACE_RING_BYTES: u32 = 4 << 20;
+/// The rate limit's window: a CPU emits at most `TraceFilter::per_window` events in each.
+pub const TRACE_WINDOW_NS: u64 = 100_000_000;
+
+/// `TraceFilter::flags`: which matches apply (all that are set must hold).
+pub const TRACE_F_VIP: u32 = 1;
+pub const TRACE_F_MEMBER: u32 = 2;
+pub const TRACE_F_HOST: u32 = 4;
+pub const TRACE_F_PORT: u32 = 8;
+pub const TRACE_F_PROTO: u32 = 16;
+
+/// `TraceEvent::side` and the bits of `TraceFilter::sides`.
+pub const TRACE_SIDE_EXT: u8 = 0;
+pub const TRACE_SIDE_INT: u8 = 1;
+pub const TRACE_SIDE_NODE_OUT: u8 = 2;
+
+/// Value of `SV_TRACE_V1` (an array with one slot): what a running trace wants to see; `on`
+/// 0 when none runs (the only per-packet cost then: this slot's read). Addresses are in the
+/// datapath's 16-byte form for both families (IPv4 in word 0, the rest 0), indexed by family
+/// (0 IPv4, 1 IPv6); a packet matches an address match when its source, destination or
+/// translated address, masked, equals one of the family's. An unused family has mask
+/// all-ones and address 0, which no packet carries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceFilter {
+    pub on: u32,
+    pub flags: u32,
+    /// Bytes of each frame copied, 1 to `TRACE_SNAP_MAX`.
+    pub snap: u32,
+    /// Events each CPU may emit per `TRACE_WINDOW_NS`.
+    pub per_window: u32,
+    /// Reasons traced: bit `Reason as u8`.
+    pub reasons: u64,
+    /// `TRACE_F_PORT`: a source or destination port, before or after (network order).
+    pub port_be: u16,
+    /// `TRACE_F_PROTO`: the L4 protocol (1 stands for ICMP and ICMPv6).
+    pub proto: u8,
+    /// Sides traced: bit `TRACE_SIDE_*`.
+    pub sides: u8,
+    pub _pad: u32,
+    pub vip: [[u32; 4]; 2],
+    pub member: [[u32; 4]; 2],
+    pub host: [[u32; 4]; 2],
+    pub host_mask: [[u32; 4]; 2],
+}
+
+/// Value of `SV_TRACE_CPU_V1` (a per-CPU array with one slot): the rate window and what the
+/// trace saw on this CPU since user space zeroed it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceCpu {
+    /// The current window (`ktime / TRACE_WINDOW_NS`) and the events emitted in it.
+    pub window: u64,
+    pub used: u64,
+    /// Packets that passed every filter.
+    pub matched: u64,
+    pub emitted: u64,
+    /// Matched, but past the window's budget.
+    pub rate_limited: u64,
+    /// Matched and within budget, but the ring buffer was full.
+    pub lost: u64,
+}
+
+/// One traced packet, as the ring buffer carries it: when (`bpf_ktime_get_ns`), where (the
+/// interface it arrived on, the side), what became of it (the program's return code and the
+/// reason counted), the VIP and member slot of a translated packet (`u32::MAX`: none), and
+/// the frame's first bytes as it arrived (`before`) and as it left (`after`: rewritten, or
+/// the answer the datapath built; as it arrived when it went to the kernel untouched or was
+/// dropped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TraceEvent {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub side: u8,
+    /// 4 or 6.
+    pub family: u8,
+    pub reason: u8,
+    pub _pad: u8,
+    pub verdict: u32,
+    pub vip_id: u32,
+    pub slot: u32,
+    /// Frame lengths, and the bytes captured of each.
+    pub len: u32,
+    pub len_after: u32,
+    pub cap: u32,
+    pub cap_after: u32,
+    /// The L4 ports as the packet arrived (network order; 0 without them).
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub before: [u8; TRACE_SNAP_MAX],
+    pub after: [u8; TRACE_SNAP_MAX],
 }
 
 /// Slots of `SV_IFACES_V1` (a power of two).
@@ -741,6 +858,9 @@ mod pod {
     unsafe impl aya::Pod for Iface {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for ReturnPath {}
+    unsafe impl aya::Pod for TraceFilter {}
+    unsafe impl aya::Pod for TraceCpu {}
+    unsafe impl aya::Pod for TraceEvent {}
     unsafe impl aya::Pod for bench::GenCfg {}
     unsafe impl aya::Pod for bench::FloorCfg {}
     unsafe impl aya::Pod for bench::Template {}
@@ -748,6 +868,8 @@ mod pod {
 
 // Layout guards: the kernel and user space compile these same assertions.
 const _: () = assert!(core::mem::size_of::<ReturnPath>() == 16 + 6 * MAX_PEERS + 2);
+const _: () = assert!(core::mem::size_of::<TraceFilter>() == 32 + 4 * 32);
+const _: () = assert!(core::mem::size_of::<TraceEvent>() == 48 + 2 * TRACE_SNAP_MAX);
 const _: () = assert!(core::mem::size_of::<Service>() == 8);
 const _: () = assert!(core::mem::size_of::<VipRecord>() == 24 + 8 * MAX_SERVICES);
 const _: () = assert!(

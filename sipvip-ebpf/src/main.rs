@@ -23,6 +23,7 @@ mod maps;
 mod object;
 mod packet;
 mod rules;
+mod trace;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -111,6 +112,13 @@ fn entry<F: Frame, S: SideRules>(raw: *mut c_void, to_ipv6: impl FnOnce()) -> (u
         Ok(l3) => l3,
         Err(r) => return apply::stopped(&f, r),
     };
+    // A routed packet is the node's own (TC egress).
+    let side = if F::ROUTED {
+        sipvip_common::TRACE_SIDE_NODE_OUT
+    } else {
+        S::SIDE
+    };
+    trace::begin(&f, side);
     if l3.v6 {
         to_ipv6();
         // The IPv6 program is not installed: the kernel has the packet, counted.
@@ -143,7 +151,13 @@ fn family<F: Frame, S: SideRules, A: Family>(f: &F, l3: packet::L3) -> (u32, Rea
     };
     let mut d = Decision::BLANK;
     let decided = rules::decide::<F, A, S>(f, p, &mut d);
-    apply::run(f, p, decided, &d)
+    let (verdict, reason) = apply::run(f, p, decided, &d);
+    if trace::due() {
+        trace::stash(p, &d, verdict, reason);
+        // Returns only if the trace program is not installed.
+        f.trace();
+    }
+    (verdict, reason)
 }
 
 /// In a `debug-log` build, logs each verdict with the reason counted; otherwise compiles to
@@ -159,6 +173,23 @@ fn debug_log<C: EbpfContext>(_ctx: &C, _side: &str, verdict: u32, _reason: Reaso
         _reason as u32
     );
     verdict
+}
+
+/// The trace's last step (`trace::finish`), tail-called by the XDP programs for a packet a
+/// running trace took; returns the packet's verdict.
+#[xdp]
+pub fn sipvip_trace_xdp(ctx: XdpContext) -> u32 {
+    // SAFETY: the program's own context.
+    let f = unsafe { Xdp::from_raw(ctx.ctx as *mut c_void) };
+    trace::finish(&f).unwrap_or(xdp_action::XDP_PASS)
+}
+
+/// The same for the TC egress programs.
+#[classifier]
+pub fn sipvip_trace_tc(ctx: TcContext) -> i32 {
+    // SAFETY: the program's own context.
+    let f = unsafe { TcEgress::from_raw(ctx.skb.skb as *mut c_void) };
+    trace::finish(&f).unwrap_or(aya_ebpf::bindings::TC_ACT_OK as u32) as i32
 }
 
 #[xdp]

@@ -31,6 +31,9 @@ pub enum Request {
     Announce,
     /// Whether the datapath is attached and its maps readable (keepalived's track_script).
     Health,
+    /// A flow trace: answered by a response line, then one `sipvip::trace::Line` per line
+    /// until the connection closes.
+    Trace(crate::trace::TraceRequest),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -160,6 +163,9 @@ pub struct Status {
     /// Scale-out: the VIPs this gateway announces (`[bgp]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpStatus>,
+    /// Whether a trace's filter is installed in the datapath (`sipvip trace`).
+    #[serde(default)]
+    pub tracing: bool,
 }
 
 /// What this gateway announces to the routing daemon.

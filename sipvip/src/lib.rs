@@ -16,3 +16,4 @@ pub mod plan;
 pub mod proto;
 pub mod resolve;
 pub mod sync;
+pub mod trace;

@@ -119,6 +119,59 @@ enum Cmd {
         #[arg(long, default_value_os_t = default_socket())]
         socket: PathBuf,
     },
+    /// Show what the datapath does to each packet, live: one line per packet (or JSON, or a
+    /// pcapng capture), filtered in the kernel; ends after --count events or --duration, or
+    /// when interrupted. One trace at a time.
+    Trace {
+        /// Packets to or from this VIP (before or after translation).
+        #[arg(long)]
+        vip: Option<String>,
+        /// Packets to or from this member.
+        #[arg(long)]
+        member: Option<String>,
+        /// Packets with an address in ADDR[/LEN].
+        #[arg(long)]
+        host: Option<String>,
+        /// Packets with this source or destination port (before or after translation).
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long, value_parser = ["udp", "tcp", "icmp"])]
+        proto: Option<String>,
+        /// Only these reasons (labels as in `sipvip stats`) or classes (handled, pass,
+        /// drop); repeatable.
+        #[arg(long = "reason")]
+        reasons: Vec<String>,
+        /// in: the external side (toward the members); out: from the members.
+        #[arg(long, value_parser = ["in", "out"])]
+        direction: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long, e.g. 10s.
+        #[arg(long)]
+        duration: Option<String>,
+        /// Bytes of each frame captured (before and after the rewrite each).
+        #[arg(long, default_value_t = sipvip::trace::DEFAULT_SNAP)]
+        snap: u32,
+        /// Events per second on each CPU, limited in the kernel (the rest counted).
+        #[arg(long, default_value_t = sipvip::trace::DEFAULT_RATE)]
+        rate: u32,
+        /// JSON lines instead of human lines.
+        #[arg(long)]
+        json: bool,
+        /// Also write the frames (before and after) to this pcapng file.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// Decode each packet's SIP start line and Call-ID.
+        #[arg(long)]
+        sip: bool,
+        /// Only the SIP messages of this Call-ID (implies --sip; filtered here, after the
+        /// kernel's filters: name --port to keep the rest out of the kernel's events).
+        #[arg(long)]
+        call_id: Option<String>,
+        #[arg(long, default_value_os_t = default_socket())]
+        socket: PathBuf,
+    },
     /// Exit 0 when the daemon answers and its datapath is attached with readable maps, else
     /// 1 with the reason (keepalived's track_script).
     Health {
@@ -159,6 +212,137 @@ fn ask(socket: &PathBuf, req: &Request) -> Result<Response> {
     let mut resp = String::new();
     BufReader::new(s).read_line(&mut resp)?;
     serde_json::from_str(&resp).context("daemon reply")
+}
+
+/// How `sipvip trace` shows what it gets, and when it stops.
+struct TraceOutput {
+    count: Option<u64>,
+    duration: Option<std::time::Duration>,
+    json: bool,
+    pcap: Option<PathBuf>,
+    sip: bool,
+    call_id: Option<String>,
+}
+
+/// Runs a trace on the daemon's control socket until `o.count` events or `o.duration`; the
+/// daemon removes the filter when the connection closes, however this process ends.
+fn trace(socket: &PathBuf, req: &sipvip::trace::TraceRequest, o: TraceOutput) -> Result<ExitCode> {
+    use sipvip::trace::Line;
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("connect to the daemon at {}", socket.display()))?;
+    let mut line = serde_json::to_string(&Request::Trace(req.clone()))?;
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    s.set_read_timeout(Some(std::time::Duration::from_millis(200)))?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let started = std::time::Instant::now();
+    let mut buf = String::new();
+    let mut answered = false;
+    let mut pcap = match &o.pcap {
+        Some(p) => Some(
+            sipvip::trace::Pcap::new(
+                std::io::BufWriter::new(
+                    std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+                ),
+                req.snap.unwrap_or(sipvip::trace::DEFAULT_SNAP),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        None => None,
+    };
+    let (mut shown, mut counts) = (0u64, None);
+    let mut closing: Option<std::time::Instant> = None;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    loop {
+        let done = o.count.is_some_and(|c| shown >= c)
+            || o.duration.is_some_and(|d| started.elapsed() >= d);
+        if done && closing.is_none() {
+            // The daemon ends the trace, removes its filter and sends its last counts.
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            closing = Some(std::time::Instant::now());
+        }
+        if closing.is_some_and(|c| c.elapsed() > std::time::Duration::from_secs(3)) {
+            break;
+        }
+        match r.read_line(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e).context("read from the daemon"),
+        }
+        let text = std::mem::take(&mut buf);
+        if !answered {
+            answered = true;
+            let resp: Response = serde_json::from_str(&text).context("daemon reply")?;
+            if !resp.ok {
+                eprintln!("{}", resp.error.unwrap_or_else(|| "refused".into()));
+                return Ok(ExitCode::FAILURE);
+            }
+            continue;
+        }
+        match serde_json::from_str::<Line>(&text) {
+            Ok(Line::Event(rec)) => {
+                if closing.is_some() {
+                    continue;
+                }
+                let sip = o
+                    .sip
+                    .then(|| sipvip::trace::sip(&rec.frame_bytes()))
+                    .flatten();
+                if let Some(want) = &o.call_id {
+                    if sip.as_ref().and_then(|(_, c)| c.as_deref()) != Some(want.as_str()) {
+                        continue;
+                    }
+                }
+                if o.json {
+                    writeln!(out, "{}", text.trim_end())?;
+                } else {
+                    let extra = match &sip {
+                        Some((start, call)) => format!(
+                            "  \"{start}\"{}",
+                            call.as_deref()
+                                .map(|c| format!(" call-id={c}"))
+                                .unwrap_or_default()
+                        ),
+                        None => String::new(),
+                    };
+                    writeln!(out, "{}{extra}", rec.line)?;
+                }
+                if let Some(p) = &mut pcap {
+                    p.write(&rec).map_err(|e| anyhow::anyhow!("pcap: {e}"))?;
+                }
+                shown += 1;
+            }
+            Ok(c @ Line::Counts { .. }) => counts = Some(c),
+            Err(e) => eprintln!("unreadable trace line: {e}"),
+        }
+    }
+    out.flush()?;
+    if let Some(p) = &mut pcap {
+        p.flush().map_err(|e| anyhow::anyhow!("pcap: {e}"))?;
+    }
+    if let Some(Line::Counts {
+        matched,
+        emitted,
+        rate_limited,
+        lost,
+    }) = counts
+    {
+        eprintln!(
+            "{shown} events shown; the datapath matched {matched}, sent {emitted}, dropped {rate_limited} over the rate limit and lost {lost} (ring buffer full)"
+        );
+    } else {
+        eprintln!("{shown} events shown");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn simple(socket: &PathBuf, req: Request) -> Result<ExitCode> {
@@ -321,6 +505,52 @@ fn main() -> Result<ExitCode> {
         }
         Cmd::HaState { state, socket } => simple(&socket, Request::HaState { state }),
         Cmd::Announce { socket } => simple(&socket, Request::Announce),
+        Cmd::Trace {
+            vip,
+            member,
+            host,
+            port,
+            proto,
+            reasons,
+            direction,
+            count,
+            duration,
+            snap,
+            rate,
+            json,
+            pcap,
+            sip,
+            call_id,
+            socket,
+        } => {
+            let req = sipvip::trace::TraceRequest {
+                vip,
+                member,
+                host,
+                port,
+                proto,
+                reasons,
+                direction,
+                snap: Some(snap),
+                rate: Some(rate),
+            };
+            let duration = duration
+                .map(|d| sipvip::config::parse_duration(&d))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--duration {e}"))?;
+            trace(
+                &socket,
+                &req,
+                TraceOutput {
+                    count,
+                    duration,
+                    json,
+                    pcap,
+                    sip: sip || call_id.is_some(),
+                    call_id,
+                },
+            )
+        }
         Cmd::Health { socket } => match ask(&socket, &Request::Health) {
             Ok(r) => simple_reply(r),
             Err(e) => {

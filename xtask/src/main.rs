@@ -66,6 +66,11 @@ const APT_PACKAGES: &[&str] = &[
     // operators run beside sipvip).
     "keepalived",
     "bird2",
+    // Reading `sipvip trace --pcap` captures back in the trace test, as operators do.
+    "tcpdump",
+    "tshark",
+    // ping, in the trace test.
+    "iputils-ping",
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 

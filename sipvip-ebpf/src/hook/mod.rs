@@ -47,6 +47,12 @@ pub trait Frame {
     fn adjust_head(&self, delta: i32) -> bool;
     /// Moves the end of the packet by `delta` bytes (negative: cuts the tail).
     fn adjust_tail(&self, delta: i32) -> bool;
+    /// Copies `len` bytes from `off` into `buf` (the trace's copies), whatever the frame's
+    /// layout.
+    fn load_bytes(&self, off: u32, buf: *mut u8, len: u32) -> bool;
+    /// Tail-calls the hook's trace program (`trace::finish`), which returns the verdict;
+    /// returns only if it is not installed.
+    fn trace(&self);
     /// Asks for the packet to go out of `ifindex`; takes effect with `Verdict::Redirect`.
     fn redirect(&self, ifindex: u32) -> bool;
     /// The program's return code for a verdict.

@@ -5,6 +5,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::generated::bpf_skb_load_bytes,
     programs::TcContext,
 };
 
@@ -89,6 +90,26 @@ impl Frame for TcEgress {
     #[inline(always)]
     fn adjust_tail(&self, _delta: i32) -> bool {
         false
+    }
+
+    #[inline(always)]
+    fn load_bytes(&self, off: u32, buf: *mut u8, len: u32) -> bool {
+        // SAFETY: the helper checks the skb's bounds (paged data included); `buf` holds at
+        // least `len` bytes.
+        unsafe {
+            bpf_skb_load_bytes(
+                self.0.skb.skb as *const c_void,
+                off,
+                buf as *mut c_void,
+                len,
+            ) == 0
+        }
+    }
+
+    #[inline(always)]
+    fn trace(&self) {
+        // SAFETY: the program's own context; returns only if the slot is empty.
+        let _ = unsafe { crate::trace::TRACE_TC.tail_call(&self.0, 0) };
     }
 
     #[inline(always)]

@@ -4,7 +4,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, generated::bpf_xdp_load_bytes},
     programs::XdpContext,
 };
 
@@ -54,6 +54,18 @@ impl Frame for Xdp {
     fn adjust_tail(&self, delta: i32) -> bool {
         // SAFETY: as above.
         unsafe { bpf_xdp_adjust_tail(self.0.ctx, delta) == 0 }
+    }
+
+    #[inline(always)]
+    fn load_bytes(&self, off: u32, buf: *mut u8, len: u32) -> bool {
+        // SAFETY: the helper checks the frame's bounds; `buf` holds at least `len` bytes.
+        unsafe { bpf_xdp_load_bytes(self.0.ctx, off, buf as *mut c_void, len) == 0 }
+    }
+
+    #[inline(always)]
+    fn trace(&self) {
+        // SAFETY: the program's own context; returns only if the slot is empty.
+        let _ = unsafe { crate::trace::TRACE_XDP.tail_call(&self.0, 0) };
     }
 
     #[inline(always)]

@@ -31,6 +31,8 @@ use crate::{hook::Frame, packet::Ip};
 
 /// One side's rules (external, internal), for a packet of either family.
 pub trait SideRules {
+    /// The side, as a trace names it (`TRACE_SIDE_*`).
+    const SIDE: u8;
     fn decide<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason>;
 }
 
@@ -40,6 +42,7 @@ pub struct External;
 pub struct Internal;
 
 impl SideRules for External {
+    const SIDE: u8 = sipvip_common::TRACE_SIDE_EXT;
     #[inline(always)]
     fn decide<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
         external::rules(f, p)
@@ -47,6 +50,7 @@ impl SideRules for External {
 }
 
 impl SideRules for Internal {
+    const SIDE: u8 = sipvip_common::TRACE_SIDE_INT;
     #[inline(always)]
     fn decide<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
         internal::rules(f, p)

@@ -50,6 +50,7 @@ pub(super) fn status(
             .bgp
             .is_some()
             .then(|| shared.bgp.lock().expect("lock").clone()),
+        tracing: dp.trace_filter().is_some_and(|t| t.on != 0),
         ..Default::default()
     };
     for (vi, (v, st)) in plan.vips.iter().zip(&sup.vips).enumerate() {
@@ -272,6 +273,7 @@ pub(super) async fn handle(
             super::announce_all(&plan);
             Response::ok(format!("announcing {} VIP(s)", plan.vips.len()))
         }
+        Request::Trace(_) => Response::err("a trace is served on its own connection"),
         Request::Health => match healthy(&plan, shared) {
             Ok(()) => Response::ok("healthy: the datapath is attached and its maps readable"),
             Err(e) => Response::err(format!("unhealthy: {e}")),
@@ -298,6 +300,12 @@ pub(super) async fn control(
             let (r, mut w) = s.into_split();
             let mut lines = BufReader::new(r).lines();
             if let Ok(Some(line)) = lines.next_line().await {
+                // A trace keeps its connection: events until the command goes.
+                if let Ok(Request::Trace(req)) = serde_json::from_str::<Request>(&line) {
+                    let plan = cur.borrow().plan.clone();
+                    super::trace::serve(req, plan, shared, lines, w).await;
+                    return;
+                }
                 let resp = match serde_json::from_str::<Request>(&line) {
                     // A status asked while a reload swaps the supervisor is asked again of
                     // the next one (for up to 2 s), rather than answered "try again".

@@ -38,6 +38,7 @@ mod bgp;
 mod control;
 mod setup;
 mod sync;
+mod trace;
 
 use actuator::DaemonActuator;
 use control::{control, metrics};
@@ -63,6 +64,8 @@ struct Shared {
     sync: Mutex<sipvip::api::SyncStatus>,
     /// What this gateway announces (`[bgp]`).
     bgp: Mutex<sipvip::api::BgpStatus>,
+    /// The trace's ring buffer while no trace runs (a running trace holds it).
+    trace_ring: Mutex<Option<aya::maps::RingBuf<aya::maps::MapData>>>,
 }
 
 impl Shared {
@@ -592,6 +595,9 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
     } else {
         "backup"
     };
+    // A trace left running by a daemon that died: nobody reads it now.
+    let _ = dp.stop_trace();
+    let trace_ring = Mutex::new(dp.take_trace_events());
     let shared = Arc::new(Shared {
         dp: Mutex::new(dp),
         adopted,
@@ -605,6 +611,7 @@ pub async fn run(path: &Path, replace: bool, datapath_debug: bool, watch: bool) 
         ha_state: Mutex::new(ha_state.into()),
         sync: Mutex::default(),
         bgp: Mutex::default(),
+        trace_ring,
     });
     let instance = sipvip::monitor::sip::token(6);
     let cfg = Arc::new(cfg);

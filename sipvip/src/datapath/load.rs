@@ -26,6 +26,7 @@ const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
+const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 
 /// One map as this build lays it out.
 struct Layout {
@@ -40,7 +41,7 @@ struct Layout {
 }
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
-fn layouts(sizes: &MapSizes) -> [Layout; 27] {
+fn layouts(sizes: &MapSizes) -> [Layout; 33] {
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -147,6 +148,48 @@ fn layouts(sizes: &MapSizes) -> [Layout; 27] {
             1,
             false,
         ),
+        l(
+            map_names::TRACE,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<sipvip_common::TraceFilter>(),
+            1,
+            false,
+        ),
+        l(
+            map_names::TRACE_EVENTS,
+            BPF_MAP_TYPE_RINGBUF,
+            0,
+            0,
+            sipvip_common::TRACE_RING_BYTES,
+            false,
+        ),
+        l(
+            map_names::TRACE_CPU,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            size_of::<sipvip_common::TraceCpu>(),
+            1,
+            false,
+        ),
+        // Kernel-private: the event under construction and what the filters read.
+        l(
+            map_names::TRACE_SCRATCH,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            0,
+            1,
+            false,
+        ),
+        l(
+            map_names::TRACE_XDP,
+            BPF_MAP_TYPE_PROG_ARRAY,
+            4,
+            4,
+            1,
+            false,
+        ),
+        l(map_names::TRACE_TC, BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1, false),
         l(
             map_names::RETURN_PATH,
             BPF_MAP_TYPE_HASH,
@@ -397,15 +440,32 @@ impl Datapath {
                 Err(_) => None,
             },
             settings: typed(get(map_names::SETTINGS)?)?,
+            trace: match (
+                get(map_names::TRACE),
+                get(map_names::TRACE_CPU),
+                get(map_names::TRACE_EVENTS),
+            ) {
+                (Ok(filter), Ok(cpu), Ok(events)) => Some(super::TraceMaps {
+                    filter: typed(filter)?,
+                    cpu: typed(cpu)?,
+                    events: Some(typed(events)?),
+                }),
+                _ => None,
+            },
             return_path: match get(map_names::RETURN_PATH) {
                 Ok(m) => Some(typed(m)?),
                 Err(_) => None,
             },
             // Held: a program array's entries go when its last user reference does.
-            prog_arrays: [map_names::XDP6, map_names::TC6]
-                .into_iter()
-                .filter_map(|n| get(n).ok().map(|(_, m)| m))
-                .collect(),
+            prog_arrays: [
+                map_names::XDP6,
+                map_names::TC6,
+                map_names::TRACE_XDP,
+                map_names::TRACE_TC,
+            ]
+            .into_iter()
+            .filter_map(|n| get(n).ok().map(|(_, m)| m))
+            .collect(),
             v6: match (
                 get(map_names::VIPS6),
                 get(map_names::MEMBERS6),
@@ -529,6 +589,48 @@ impl Datapath {
                 .try_clone()
                 .map_err(|e| pin_err(Path::new(name), e))?;
             set_slot(&mut ebpf, array, slot, &fd)?;
+        }
+        // The trace programs, in their slots: the other programs tail-call them for a packet
+        // a running trace took.
+        if let Some(p) = ebpf.program_mut(program_names::TRACE_XDP) {
+            let name = program_names::TRACE_XDP;
+            let prog: &mut aya::programs::Xdp = p
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            if let Some(dir) = pin_dir {
+                let path = dir.join(format!("prog_{name}"));
+                prog.pin(&path).map_err(|e| pin_err(&path, e))?;
+            }
+            let fd = prog
+                .fd()
+                .map_err(|source| DatapathError::Program { name, source })?
+                .try_clone()
+                .map_err(|e| pin_err(Path::new(name), e))?;
+            set_slot(&mut ebpf, map_names::TRACE_XDP, 0, &fd)?;
+        } else if !other_build {
+            return Err(DatapathError::MissingProgram(program_names::TRACE_XDP));
+        }
+        if let Some(p) = ebpf.program_mut(program_names::TRACE_TC) {
+            let name = program_names::TRACE_TC;
+            let prog: &mut SchedClassifier = p
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            if let Some(dir) = pin_dir {
+                let path = dir.join(format!("prog_{name}"));
+                prog.pin(&path).map_err(|e| pin_err(&path, e))?;
+            }
+            let fd = prog
+                .fd()
+                .map_err(|source| DatapathError::Program { name, source })?
+                .try_clone()
+                .map_err(|e| pin_err(Path::new(name), e))?;
+            set_slot(&mut ebpf, map_names::TRACE_TC, 0, &fd)?;
+        } else if !other_build {
+            return Err(DatapathError::MissingProgram(program_names::TRACE_TC));
         }
         // The TC egress programs (on-node mode), likewise.
         for (name, slot) in [

@@ -157,6 +157,8 @@ pub struct Datapath {
     /// Behind ECMP, the gateway a packet without flow state is handed to (None for an
     /// object from before it).
     return_path: Option<HashMap<MapData, u32, sipvip_common::ReturnPath>>,
+    /// The flow trace's maps (None for an object from before it).
+    trace: Option<TraceMaps>,
     /// The IPv6 twins (None for another build's object from before IPv6).
     v6: Option<Maps6>,
     /// The program arrays of the IPv6 programs, held so their entries stay.
@@ -166,6 +168,13 @@ pub struct Datapath {
     /// On-node mode: the addresses of the VIPs another node answers for (`VIP_F_SILENT` in
     /// their records).
     silent: std::collections::BTreeSet<std::net::IpAddr>,
+}
+
+/// The flow trace's filter, counters and ring buffer (the daemon takes the ring buffer).
+struct TraceMaps {
+    filter: Array<MapData, sipvip_common::TraceFilter>,
+    cpu: PerCpuArray<MapData, sipvip_common::TraceCpu>,
+    events: Option<aya::maps::RingBuf<MapData>>,
 }
 
 /// The IPv6 twins of the address-keyed maps.

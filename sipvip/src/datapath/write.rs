@@ -77,6 +77,69 @@ impl Datapath {
         self.return_path.as_ref()?.get(&0, 0).ok()
     }
 
+    /// Starts a trace with `filter` (its `on` set here), the per-CPU counters zeroed
+    /// first.
+    pub fn start_trace(&mut self, mut filter: sipvip_common::TraceFilter) -> Result<()> {
+        let t = self
+            .trace
+            .as_mut()
+            .ok_or(DatapathError::MissingMap(map_names::TRACE))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Egress {
+            ifindex: 0,
+            what: format!("count CPUs: {e}"),
+        })?;
+        let zero =
+            aya::maps::PerCpuValues::try_from(vec![sipvip_common::TraceCpu::default(); cpus])
+                .map_err(|e| DatapathError::Egress {
+                    ifindex: 0,
+                    what: format!("per-CPU trace counters: {e}"),
+                })?;
+        t.cpu
+            .set(0, zero, 0)
+            .map_err(map_err(map_names::TRACE_CPU))?;
+        filter.on = 1;
+        t.filter
+            .set(0, filter, 0)
+            .map_err(map_err(map_names::TRACE))
+    }
+
+    /// Stops any trace: the datapath takes no more events.
+    pub fn stop_trace(&mut self) -> Result<()> {
+        let Some(t) = self.trace.as_mut() else {
+            return Ok(());
+        };
+        t.filter
+            .set(0, sipvip_common::TraceFilter::default(), 0)
+            .map_err(map_err(map_names::TRACE))
+    }
+
+    /// The running trace's filter (`on` 0: none).
+    pub fn trace_filter(&self) -> Option<sipvip_common::TraceFilter> {
+        self.trace.as_ref()?.filter.get(&0, 0).ok()
+    }
+
+    /// The trace's counters, summed over the CPUs.
+    pub fn trace_counters(&self) -> Result<sipvip_common::TraceCpu> {
+        let t = self
+            .trace
+            .as_ref()
+            .ok_or(DatapathError::MissingMap(map_names::TRACE_CPU))?;
+        let v = t.cpu.get(&0, 0).map_err(map_err(map_names::TRACE_CPU))?;
+        let mut sum = sipvip_common::TraceCpu::default();
+        for c in v.iter() {
+            sum.matched += c.matched;
+            sum.emitted += c.emitted;
+            sum.rate_limited += c.rate_limited;
+            sum.lost += c.lost;
+        }
+        Ok(sum)
+    }
+
+    /// The trace's ring buffer, for its one reader (the daemon).
+    pub fn take_trace_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.trace.as_mut()?.events.take()
+    }
+
     /// How long a first fragment's decision holds for its later fragments.
     pub fn set_frag_lifetime(&mut self, lifetime: std::time::Duration) -> Result<()> {
         let s = Settings {
