@@ -474,31 +474,25 @@ pub struct TraceCpu {
 
 /// One traced packet, as the ring buffer carries it: when (`bpf_ktime_get_ns`), where (the
 /// interface it arrived on, the side), what became of it (the program's return code and the
-/// reason counted), the VIP and member slot of a translated packet (`u32::MAX`: none), and
-/// the frame's first bytes as it arrived (`before`) and as it left (`after`: rewritten, or
-/// the answer the datapath built; as it arrived when it went to the kernel untouched or was
-/// dropped).
+/// reason counted), and the frame's first bytes as it arrived (`before`) and as it left
+/// (`after`: rewritten, or the answer the datapath built in its place; as it arrived when it
+/// went to the kernel untouched or was dropped). User space reads the addresses and ports
+/// out of the frames.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TraceEvent {
     pub ts_ns: u64,
     pub ifindex: u32,
     pub side: u8,
-    /// 4 or 6.
-    pub family: u8,
     pub reason: u8,
-    pub _pad: u8,
+    pub _pad: u16,
     pub verdict: u32,
-    pub vip_id: u32,
-    pub slot: u32,
     /// Frame lengths, and the bytes captured of each.
     pub len: u32,
     pub len_after: u32,
     pub cap: u32,
     pub cap_after: u32,
-    /// The L4 ports as the packet arrived (network order; 0 without them).
-    pub sport_be: u16,
-    pub dport_be: u16,
+    pub _pad2: u32,
     pub before: [u8; TRACE_SNAP_MAX],
     pub after: [u8; TRACE_SNAP_MAX],
 }
@@ -869,7 +863,7 @@ mod pod {
 // Layout guards: the kernel and user space compile these same assertions.
 const _: () = assert!(core::mem::size_of::<ReturnPath>() == 16 + 6 * MAX_PEERS + 2);
 const _: () = assert!(core::mem::size_of::<TraceFilter>() == 32 + 4 * 32);
-const _: () = assert!(core::mem::size_of::<TraceEvent>() == 48 + 2 * TRACE_SNAP_MAX);
+const _: () = assert!(core::mem::size_of::<TraceEvent>() == 40 + 2 * TRACE_SNAP_MAX);
 const _: () = assert!(core::mem::size_of::<Service>() == 8);
 const _: () = assert!(core::mem::size_of::<VipRecord>() == 24 + 8 * MAX_SERVICES);
 const _: () = assert!(

@@ -152,8 +152,7 @@ fn family<F: Frame, S: SideRules, A: Family>(f: &F, l3: packet::L3) -> (u32, Rea
     let mut d = Decision::BLANK;
     let decided = rules::decide::<F, A, S>(f, p, &mut d);
     let (verdict, reason) = apply::run(f, p, decided, &d);
-    if trace::due() {
-        trace::stash(p, &d, verdict, reason);
+    if trace::outcome(verdict, reason) {
         // Returns only if the trace program is not installed.
         f.trace();
     }

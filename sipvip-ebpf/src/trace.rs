@@ -6,18 +6,18 @@
 //! (the rest counted as rate-limited), and an event the ring buffer has no room for is
 //! counted as lost. When no trace runs, a packet pays two reads of the filter's slot.
 //!
-//! Three steps, so that none adds to the stack of the rules (the IPv6 programs use most of
-//! their 512 bytes there):
+//! Three steps, so that a gateway without a trace pays nearly nothing, and none adds to the
+//! stack of the rules (the IPv6 programs use most of their 512 bytes there):
 //! - [`begin`], in the side's entry program before anything is parsed: the side filter, the
 //!   rate window, and the frame as it arrived, copied into this CPU's slot
-//!   (`SV_TRACE_EVT_V1`);
-//! - [`stash`], after `apply`: what the filters need (addresses before and after the rewrite,
-//!   protocol, where the ports are, the rewritten port), the verdict and the reason, into the
-//!   same slot; then the program tail-calls the trace program of its hook
-//!   (`SV_TRACEX_V1`/`SV_TRACET_V1`, slot 0);
-//! - [`finish`], the trace program: the filters, the frame as it left, the event to the ring
-//!   buffer; it returns the verdict `stash` kept. Were the tail call refused, the program
-//!   returns that verdict itself, untraced.
+//!   (`SV_TRACE_EVT_V1`), in a function of its own (a BPF-to-BPF call);
+//! - [`outcome`], after `apply`: the verdict and the reason counted, into the same slot; the
+//!   program then tail-calls the trace program of its hook (`SV_TRACEX_V1`/`SV_TRACET_V1`,
+//!   slot 0);
+//! - [`finish`], the trace program: the frame as it left, the filters on both frames
+//!   (addresses, ports, protocol, reason), the event to the ring buffer; it returns the
+//!   verdict `outcome` kept. Were the tail call refused, the program returns that verdict
+//!   itself, untraced.
 //!
 //! A packet that fails a filter in `finish` was copied for nothing: the price of a running
 //! trace's narrow filter, never of a gateway without a trace.
@@ -33,12 +33,7 @@ use sipvip_common::{
     TRACE_SNAP_MAX, TRACE_WINDOW_NS,
 };
 
-use crate::{
-    family::Family,
-    hook::Frame,
-    packet::Ip,
-    rules::{Action, Decision},
-};
+use crate::hook::Frame;
 
 #[map(name = "SV_TRACE_V1")]
 pub static TRACE: Array<TraceFilter> = Array::with_max_entries(1, 0);
@@ -60,21 +55,11 @@ const NO: u8 = 0;
 const OVER: u8 = 1;
 const YES: u8 = 2;
 
-/// This CPU's traced packet, from `begin` to `finish` (kernel-private): the event, and what
-/// the filters read.
+/// This CPU's traced packet, from `begin` to `finish` (kernel-private).
 #[repr(C)]
 pub struct Scratch {
     pub event: TraceEvent,
-    src: [u32; 4],
-    dst: [u32; 4],
-    /// The translated address (the member's, or the VIP's), when `translated`.
-    xlat: [u32; 4],
-    /// Where the ports lie in the frame as it arrived (0: no ports).
-    l4: u32,
-    port_new_be: u16,
     state: u8,
-    proto: u8,
-    translated: u8,
     _pad: [u8; 7],
 }
 
@@ -98,11 +83,19 @@ pub fn begin<F: Frame>(f: &F, side: u8) {
     if t.on == 0 {
         return;
     }
-    begin_tracing(f, side, t);
+    begin_tracing::<F>(f.raw(), side);
 }
 
-#[inline(always)]
-fn begin_tracing<F: Frame>(f: &F, side: u8, t: &TraceFilter) {
+/// A function of its own (a BPF-to-BPF call): its helper calls then cost the program's hot
+/// path no registers while no trace runs.
+#[inline(never)]
+fn begin_tracing<F: Frame>(raw: *mut core::ffi::c_void, side: u8) {
+    // SAFETY: the running program's context, from `Frame::raw`.
+    let f = unsafe { F::from_raw(raw) };
+    let f = &f;
+    let Some(t) = TRACE.get(0) else {
+        return;
+    };
     let Some(s) = scratch() else {
         return;
     };
@@ -122,19 +115,27 @@ fn begin_tracing<F: Frame>(f: &F, side: u8, t: &TraceFilter) {
         cpu.window = window;
         cpu.used = 0;
     }
-    if cpu.used >= u64::from(t.per_window) {
-        s.state = OVER;
-        return;
-    }
+    // Past the window's budget, only the headers the filters read are copied: the packet is
+    // counted, not sent.
+    let over = cpu.used >= u64::from(t.per_window);
     let e = &mut s.event;
     e.ts_ns = now;
     e.ifindex = f.ingress_ifindex();
     e.side = side;
-    let (len, cap) = copy(f, &mut e.before, t.snap);
+    let snap = if over && t.snap > HEADERS {
+        HEADERS
+    } else {
+        t.snap
+    };
+    let (len, cap) = copy(f, &mut e.before, snap);
     e.len = len;
     e.cap = cap;
-    s.state = YES;
+    s.state = if over { OVER } else { YES };
 }
+
+/// Bytes that hold every header the filters read: Ethernet, 802.1Q, IPv4 with options or
+/// IPv6's fixed header, and the ports.
+const HEADERS: u32 = 96;
 
 /// Whether `begin` took this packet (a trace runs, and wants its side).
 #[inline(always)]
@@ -145,35 +146,19 @@ pub fn due() -> bool {
     }
 }
 
-/// Second step, after `apply`: what the filters read, and the outcome.
+/// After `apply`: the verdict and the reason counted, for a packet `begin` took. Whether the
+/// program is to tail-call its trace program.
 #[inline(always)]
-pub fn stash<A: Family>(p: &Ip<A>, d: &Decision<A>, verdict: u32, reason: Reason) {
-    let Some(s) = scratch() else {
-        return;
-    };
-    s.src = A::fib(p.src());
-    s.dst = A::fib(p.dst());
-    s.proto = p.proto;
-    s.l4 = if p.frag_offset == 0 && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) {
-        p.l4 as u32
-    } else {
-        0
-    };
-    let translated = d.action == Action::Translate;
-    s.translated = translated as u8;
-    s.xlat = A::fib(d.rewrite.addr);
-    s.port_new_be = d.rewrite.port.1;
-    let e = &mut s.event;
-    e.family = if A::V6 { 6 } else { 4 };
-    e.verdict = verdict;
-    e.reason = reason as u8;
-    if translated {
-        e.vip_id = d.account.vip_id;
-        e.slot = d.account.slot;
-    } else {
-        e.vip_id = u32::MAX;
-        e.slot = u32::MAX;
+pub fn outcome(verdict: u32, reason: Reason) -> bool {
+    if !due() {
+        return false;
     }
+    let Some(s) = scratch() else {
+        return false;
+    };
+    s.event.verdict = verdict;
+    s.event.reason = reason as u8;
+    true
 }
 
 /// Third step, the trace program: the filters, the frame as it left, the event to the ring
@@ -188,6 +173,10 @@ pub fn finish<F: Frame>(f: &F) -> Option<u32> {
     if state == NO || t.on == 0 {
         return Some(verdict);
     }
+    // The frame as it left, then the filters on both frames' addresses and ports.
+    let (len, cap) = copy(f, &mut s.event.after, t.snap);
+    s.event.len_after = len;
+    s.event.cap_after = cap;
     if matches(s, t) {
         let cpu = TRACE_CPU.get_ptr_mut(0)?;
         // SAFETY: this CPU's slot, as above.
@@ -196,9 +185,6 @@ pub fn finish<F: Frame>(f: &F) -> Option<u32> {
         if state == OVER {
             cpu.rate_limited += 1;
         } else {
-            let (len, cap) = copy(f, &mut s.event.after, t.snap);
-            s.event.len_after = len;
-            s.event.cap_after = cap;
             cpu.used += 1;
             if TRACE_EVENTS.output::<TraceEvent>(&s.event, 0).is_ok() {
                 cpu.emitted += 1;
@@ -210,64 +196,135 @@ pub fn finish<F: Frame>(f: &F) -> Option<u32> {
     Some(verdict)
 }
 
-/// Whether the stashed packet passes the filters.
+/// A frame's addresses (the datapath's 16-byte form), protocol and ports, read from its
+/// copy: Ethernet, one 802.1Q tag, IPv4 with options or IPv6's fixed header (a packet behind
+/// IPv6 extension headers shows no ports, and a later fragment none).
+struct Parsed {
+    v6: bool,
+    src: [u32; 4],
+    dst: [u32; 4],
+    proto: u8,
+    sport: u16,
+    dport: u16,
+}
+
 #[inline(always)]
-fn matches(s: &mut Scratch, t: &TraceFilter) -> bool {
+fn parse(b: &[u8; TRACE_SNAP_MAX], cap: u32) -> Option<Parsed> {
+    let cap = (cap as usize).min(TRACE_SNAP_MAX);
+    let at = |i: usize| -> Option<u8> {
+        if i < cap {
+            b.get(i).copied()
+        } else {
+            None
+        }
+    };
+    let word = |i: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes([
+            at(i)?,
+            at(i + 1)?,
+            at(i + 2)?,
+            at(i + 3)?,
+        ]))
+    };
+    let half = |i: usize| -> Option<u16> { Some(u16::from_ne_bytes([at(i)?, at(i + 1)?])) };
+    let mut l3 = 14;
+    let mut ty = [at(12)?, at(13)?];
+    if ty == [0x81, 0x00] {
+        ty = [at(16)?, at(17)?];
+        l3 = 18;
+    }
+    let (v6, src, dst, proto, l4, later) = match ty {
+        [0x08, 0x00] => {
+            let ihl = usize::from(at(l3)? & 0x0f) * 4;
+            let frag = u16::from_be_bytes([at(l3 + 6)?, at(l3 + 7)?]) & 0x1fff;
+            (
+                false,
+                [word(l3 + 12)?, 0, 0, 0],
+                [word(l3 + 16)?, 0, 0, 0],
+                at(l3 + 9)?,
+                l3 + ihl,
+                frag != 0,
+            )
+        }
+        [0x86, 0xdd] => (
+            true,
+            [
+                word(l3 + 8)?,
+                word(l3 + 12)?,
+                word(l3 + 16)?,
+                word(l3 + 20)?,
+            ],
+            [
+                word(l3 + 24)?,
+                word(l3 + 28)?,
+                word(l3 + 32)?,
+                word(l3 + 36)?,
+            ],
+            at(l3 + 6)?,
+            l3 + 40,
+            false,
+        ),
+        _ => return None,
+    };
+    let (mut sport, mut dport) = (0, 0);
+    if !later && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+        sport = half(l4).unwrap_or(0);
+        dport = half(l4 + 2).unwrap_or(0);
+    }
+    Some(Parsed {
+        v6,
+        src,
+        dst,
+        proto,
+        sport,
+        dport,
+    })
+}
+
+/// Whether the packet passes the filters: its reason, and the addresses, ports and protocol
+/// of the frame as it arrived and as it left (the translated address is in the latter).
+#[inline(always)]
+fn matches(s: &Scratch, t: &TraceFilter) -> bool {
     let reason = u32::from(s.event.reason);
     if t.reasons & (1u64 << (reason & 63)) == 0 {
         return false;
     }
+    let Some(b) = parse(&s.event.before, s.event.cap) else {
+        // Not IP: only a trace without address, port or protocol filters shows it.
+        return t.flags == 0;
+    };
+    let a = parse(&s.event.after, s.event.cap_after);
     if t.flags & TRACE_F_PROTO != 0
-        && s.proto != t.proto
-        && !(t.proto == IPPROTO_ICMP && (s.proto == 58))
+        && b.proto != t.proto
+        && !(t.proto == IPPROTO_ICMP && b.v6 && b.proto == 58)
     {
         return false;
     }
-    let fam = usize::from(s.event.family == 6);
-    if t.flags & TRACE_F_VIP != 0 && !any_in(s, &t.vip[fam], None) {
+    let fam = usize::from(b.v6);
+    let any_in = |net: &[u32; 4], mask: Option<&[u32; 4]>| {
+        in_net(&b.src, net, mask)
+            || in_net(&b.dst, net, mask)
+            || a.as_ref().is_some_and(|a| {
+                a.v6 == b.v6 && (in_net(&a.src, net, mask) || in_net(&a.dst, net, mask))
+            })
+    };
+    if t.flags & TRACE_F_VIP != 0 && !any_in(&t.vip[fam], None) {
         return false;
     }
-    if t.flags & TRACE_F_MEMBER != 0 && !any_in(s, &t.member[fam], None) {
+    if t.flags & TRACE_F_MEMBER != 0 && !any_in(&t.member[fam], None) {
         return false;
     }
-    if t.flags & TRACE_F_HOST != 0 && !any_in(s, &t.host[fam], Some(&t.host_mask[fam])) {
+    if t.flags & TRACE_F_HOST != 0 && !any_in(&t.host[fam], Some(&t.host_mask[fam])) {
         return false;
     }
     if t.flags & TRACE_F_PORT != 0 {
-        let moved = s.translated != 0 && s.port_new_be != 0 && s.port_new_be == t.port_be;
-        let (sport, dport) = ports_before(s);
-        s.event.sport_be = sport;
-        s.event.dport_be = dport;
-        if sport != t.port_be && dport != t.port_be && !moved {
+        let p = t.port_be;
+        let after = a.as_ref().is_some_and(|a| a.sport == p || a.dport == p);
+        if b.sport != p && b.dport != p && !after {
             return false;
         }
     }
     true
-}
-
-/// The ports as the packet arrived, read from the copy `begin` made (0 when they are not
-/// in it).
-#[inline(always)]
-fn ports_before(s: &Scratch) -> (u16, u16) {
-    let l4 = s.l4 as usize;
-    if l4 == 0 || l4 + 4 > s.event.cap as usize || l4 + 4 > TRACE_SNAP_MAX {
-        return (0, 0);
-    }
-    let b = &s.event.before;
-    let at = |i: usize| b.get(i).copied().unwrap_or(0);
-    (
-        u16::from_ne_bytes([at(l4), at(l4 + 1)]),
-        u16::from_ne_bytes([at(l4 + 2), at(l4 + 3)]),
-    )
-}
-
-/// Whether the packet's source, destination or translated address is `net` (masked with
-/// `mask`, else exactly).
-#[inline(always)]
-fn any_in(s: &Scratch, net: &[u32; 4], mask: Option<&[u32; 4]>) -> bool {
-    in_net(&s.src, net, mask)
-        || in_net(&s.dst, net, mask)
-        || (s.translated != 0 && in_net(&s.xlat, net, mask))
 }
 
 #[inline(always)]

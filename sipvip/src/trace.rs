@@ -400,21 +400,17 @@ pub fn record(e: &TraceEvent, n: &Namer) -> Record {
     };
     let t_before = tuple(before);
     let t_after = tuple(after).filter(|a| Some(*a) != t_before || before != after);
+    // Named by the addresses the packet carried, as it arrived and as it left.
     let (mut vip, mut member) = (None, None);
-    if e.vip_id != u32::MAX {
-        if let Some(v) = n.plan.vips.get(e.vip_id as usize) {
-            vip = Some(v.name.clone());
-            member = v.members.get(e.slot as usize).map(|m| m.name.clone());
-        }
-    }
-    if vip.is_none() {
-        // Not translated: named by the addresses it carries.
-        for a in t_before.iter().flat_map(|t| [t.dst, t.src]) {
-            if let Some((v, m)) = n.owner(a) {
-                vip.get_or_insert(v);
-                if member.is_none() {
-                    member = m;
-                }
+    for a in [t_before, t_after]
+        .iter()
+        .flatten()
+        .flat_map(|t| [t.dst, t.src])
+    {
+        if let Some((v, m)) = n.owner(a) {
+            vip.get_or_insert(v);
+            if member.is_none() {
+                member = m;
             }
         }
     }

@@ -345,6 +345,42 @@ fn trace_filters_limits_and_one_trace_at_a_time() {
         wait_tracing(&lab, false);
     }
 
+    // --call-id: one call's SIP messages, picked out after the kernel's port filter.
+    let t = trace(
+        &lab,
+        &[
+            "--port",
+            "5060",
+            "--call-id",
+            "want@trace",
+            "--duration",
+            "2s",
+        ],
+    );
+    wait_tracing(&lab, true);
+    for (i, id) in ["other@trace", "want@trace", "other@trace", "want@trace"]
+        .iter()
+        .enumerate()
+    {
+        let m = format!(
+            "OPTIONS sip:vip SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:{p}\r\nCall-ID: {id}\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            p = 5080 + i
+        );
+        udp_from(
+            &lab.client,
+            (PHONE, 5080 + i as u16),
+            (VIP, 5060),
+            m.as_bytes(),
+        );
+    }
+    let (recs, _) = records(t);
+    assert!(recs.len() >= 2, "{} events", recs.len());
+    for r in &recs {
+        let call = sipvip::trace::sip(&r.frame_bytes()).and_then(|(_, c)| c);
+        assert_eq!(call.as_deref(), Some("want@trace"), "{}", r.line);
+    }
+    wait_tracing(&lab, false);
+
     // The rate limit: a flood of 20,000 requests in about a second, traced at 50 events a
     // second on each CPU: what the trace shows stays within the rate, and the rest is
     // counted, not silently lost.

@@ -719,6 +719,10 @@ fn main() -> Result<()> {
 /// also measured on it, interleaved in the same rounds, and compared round by round.
 const NO_CACHE_STEER: &str = "inbound steer, nexthop_refresh 0s";
 const NO_CACHE_SNAT: &str = "outbound SNAT miss, nexthop_refresh 0s";
+/// The steered frame while a trace runs: with a filter it never matches, and with one every
+/// packet matches (at the default rate: beyond it each packet is counted, not sent).
+const TRACE_NONE: &str = "inbound steer, trace on, filter matches nothing";
+const TRACE_ALL: &str = "inbound steer, trace on, every packet (1,000/s per CPU)";
 const BASELINE: &str = "baseline: ";
 const ON_NODE_TC_CASE: &str = "on-node: kernel forwarding + TC egress SNAT";
 const ON_NODE_KERNEL_CASE: &str = "on-node: kernel forwarding, no TC program";
@@ -806,6 +810,8 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
         datapath: usize,
         /// A TC program (skb), run by the TC harness.
         tc: bool,
+        /// The trace filter installed while this path runs (this build).
+        trace: Option<sipvip_common::TraceFilter>,
     }
     let mut paths = vec![
         Path_ {
@@ -817,6 +823,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             cache_off: false,
             datapath: 0,
             tc: false,
+            trace: None,
         },
         Path_ {
             name: "floor: minimal rewrite+redirect".into(),
@@ -827,6 +834,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             cache_off: false,
             datapath: 0,
             tc: false,
+            trace: None,
         },
     ];
     // Each cost row, then the two with the next-hop cache off; on this build, then on the
@@ -872,6 +880,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
                 cache_off: *cache_off,
                 datapath: which,
                 tc: false,
+                trace: None,
             });
         }
     }
@@ -919,6 +928,37 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             cache_off: false,
             datapath: 0,
             tc,
+            trace: None,
+        });
+    }
+    // A trace running, on the steered frame.
+    let steer = table::cost_row("inbound steer").context("steer row")?;
+    let all = sipvip_common::TraceFilter {
+        snap: sipvip::trace::DEFAULT_SNAP,
+        per_window: sipvip::trace::DEFAULT_RATE / 10,
+        reasons: u64::MAX,
+        sides: 0b111,
+        host_mask: [[u32::MAX; 4]; 2],
+        ..Default::default()
+    };
+    let mut none = all;
+    none.flags = sipvip_common::TRACE_F_HOST;
+    none.host[0] = [be32(Ipv4Addr::new(198, 18, 99, 99)), 0, 0, 0];
+    for (name, filter) in [(TRACE_NONE, none), (TRACE_ALL, all)] {
+        if only.is_some_and(|o| !name.starts_with(o)) {
+            continue;
+        }
+        let (prog, ifindex) = steer.program(&net);
+        paths.push(Path_ {
+            name: name.into(),
+            fd: net.dp.program(prog)?.fd()?.try_clone()?,
+            ifindex,
+            frame: pad((steer.input)()),
+            expect: steer.verdict,
+            cache_off: false,
+            datapath: 0,
+            tc: false,
+            trace: Some(filter),
         });
     }
     println!(
@@ -958,6 +998,9 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             if p.cache_off {
                 dp.refresh_nexthops(false)?;
             }
+            if let Some(f) = p.trace {
+                dp.start_trace(f)?;
+            }
             let r = if p.tc {
                 h.cost_tc(&p.fd, &p.frame, p.expect, COST_REPEAT)
             } else {
@@ -965,6 +1008,9 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             };
             if p.cache_off {
                 dp.refresh_nexthops(true)?;
+            }
+            if p.trace.is_some() {
+                dp.stop_trace()?;
             }
             ns[i].push(r.with_context(|| p.name.clone())?);
         }
