@@ -115,13 +115,13 @@ fn begin_tracing<F: Frame>(raw: *mut core::ffi::c_void, side: u8) {
         cpu.window = window;
         cpu.used = 0;
     }
-    // Past the window's budget, only the headers the filters read are copied: the packet is
-    // counted, not sent.
     let over = cpu.used >= u64::from(t.per_window);
     let e = &mut s.event;
     e.ts_ns = now;
     e.ifindex = f.ingress_ifindex();
     e.side = side;
+    // Past the window's budget, only the headers the filters read: the packet is counted,
+    // not sent.
     let snap = if over && t.snap > HEADERS {
         HEADERS
     } else {
@@ -173,25 +173,32 @@ pub fn finish<F: Frame>(f: &F) -> Option<u32> {
     if state == NO || t.on == 0 {
         return Some(verdict);
     }
-    // The frame as it left, then the filters on both frames' addresses and ports.
-    let (len, cap) = copy(f, &mut s.event.after, t.snap);
+    // The headers of the frame as it left, then the filters on both frames' addresses and
+    // ports: a packet no filter wants costs two header copies.
+    let headers = if t.snap > HEADERS { HEADERS } else { t.snap };
+    let (len, cap) = copy(f, &mut s.event.after, headers);
     s.event.len_after = len;
     s.event.cap_after = cap;
-    if matches(s, t) {
-        let cpu = TRACE_CPU.get_ptr_mut(0)?;
-        // SAFETY: this CPU's slot, as above.
-        let cpu = unsafe { &mut *cpu };
-        cpu.matched += 1;
-        if state == OVER {
-            cpu.rate_limited += 1;
-        } else {
-            cpu.used += 1;
-            if TRACE_EVENTS.output::<TraceEvent>(&s.event, 0).is_ok() {
-                cpu.emitted += 1;
-            } else {
-                cpu.lost += 1;
-            }
-        }
+    if !matches(s, t) {
+        return Some(verdict);
+    }
+    let cpu = TRACE_CPU.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, as above.
+    let cpu = unsafe { &mut *cpu };
+    cpu.matched += 1;
+    if state == OVER {
+        cpu.rate_limited += 1;
+        return Some(verdict);
+    }
+    if t.snap > HEADERS {
+        let (_, cap) = copy(f, &mut s.event.after, t.snap);
+        s.event.cap_after = cap;
+    }
+    cpu.used += 1;
+    if TRACE_EVENTS.output::<TraceEvent>(&s.event, 0).is_ok() {
+        cpu.emitted += 1;
+    } else {
+        cpu.lost += 1;
     }
     Some(verdict)
 }

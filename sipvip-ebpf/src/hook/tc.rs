@@ -109,7 +109,7 @@ impl Frame for TcEgress {
     #[inline(always)]
     fn trace(&self) {
         // SAFETY: the program's own context; returns only if the slot is empty.
-        let _ = unsafe { crate::trace::TRACE_TC.tail_call(&self.0, 0) };
+        unsafe { crate::trace::TRACE_TC.tail_call(&self.0, 0) };
     }
 
     #[inline(always)]

@@ -65,7 +65,7 @@ impl Frame for Xdp {
     #[inline(always)]
     fn trace(&self) {
         // SAFETY: the program's own context; returns only if the slot is empty.
-        let _ = unsafe { crate::trace::TRACE_XDP.tail_call(&self.0, 0) };
+        unsafe { crate::trace::TRACE_XDP.tail_call(&self.0, 0) };
     }
 
     #[inline(always)]
