@@ -107,6 +107,42 @@ fn members_in_pods_behind_veths_through_xdp_and_tc_egress() {
     assert!(reason(&lab, "snat") > 0, "{}", lab.status().unwrap());
     assert!(reason(&lab, "steered") > 0);
 
+    // `sipvip trace` sees the TC egress side too: the pod's answer, SNATed to the VIP.
+    let trace = std::process::Command::new(sipvip_tests::lab::sipvip_bin())
+        .args([
+            "trace",
+            "--direction",
+            "out",
+            "--proto",
+            "udp",
+            "--duration",
+            "2s",
+        ])
+        .args(["--json", "--socket"])
+        .arg(lab.socket())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(lab
+        .wait_for(Duration::from_secs(5), || lab
+            .status()
+            .is_ok_and(|s| s["tracing"] == true))
+        .is_some());
+    let _ = (0..5).find_map(|i| cluster::ping_vip(&phone, 300 + i));
+    let out = trace.wait_with_output().unwrap();
+    let recs: Vec<sipvip::trace::Record> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        recs.iter().any(|r| r.side == "node"
+            && r.reason == "snat"
+            && r.after.is_some_and(|a| a.src == std::net::IpAddr::V4(VIP))),
+        "{:?}",
+        recs.iter().map(|r| &r.line).collect::<Vec<_>>()
+    );
+
     // The primary's pod dies; the backup is promoted and answers through the VIP.
     lab.stop("sipp-primary", libc::SIGKILL).unwrap();
     drop(backup_silent);
