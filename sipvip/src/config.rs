@@ -1427,6 +1427,37 @@ mod tests {
         assert_eq!(plan.probes.len(), 2, "monSipUdp on each member");
     }
 
+    #[test]
+    fn floating_addresses_and_member_subnets_are_checked() {
+        let ecmp = format!(
+            "{EXAMPLE}\n[ha]\nmode = \"ecmp\"\nfloating = [\"int0=198.18.2.1/24\"]\n\n[bgp]\nroutes_file = \"/etc/bird/sipvip.conf\"\nmember_subnets = [\"198.18.2.0/24\"]\n"
+        );
+        assert_eq!(problems(&ecmp), Vec::<String>::new());
+        let plan = crate::plan::Plan::new(&Config::parse(&ecmp, "t").unwrap());
+        assert_eq!(plan.return_path, vec![IpAddr::from([198, 18, 2, 1])]);
+        let bgp = plan.bgp.expect("bgp");
+        assert_eq!(
+            bgp.member_subnets,
+            vec![(IpAddr::from([198, 18, 2, 0]), 24)]
+        );
+        // The external interface is routed behind ECMP; an unknown interface; no prefix
+        // length; a subnet with host bits; floating addresses without keepalived.
+        for (from, to, what) in [
+            ("int0=198.18.2.1/24", "eth0=198.18.1.1/24", "ha.floating[0]"),
+            ("int0=198.18.2.1/24", "int9=198.18.2.1/24", "ha.floating[0]"),
+            ("int0=198.18.2.1/24", "int0=198.18.2.1", "ha.floating[0]"),
+            (
+                "\"198.18.2.0/24\"",
+                "\"198.18.2.1/24\"",
+                "bgp.member_subnets[0]",
+            ),
+            ("mode = \"ecmp\"\n", "mode = \"single\"\n", "ha.floating[0]"),
+        ] {
+            let p = problems(&ecmp.replacen(from, to, 1));
+            assert!(p.iter().any(|p| p.contains(what)), "{to}: {p:?}");
+        }
+    }
+
     /// The example as the seed's one-host pair in node mode: both instances on the node's
     /// address, the backup on 5070/5071.
     fn one_host_pair(backup_ports: &str) -> String {
