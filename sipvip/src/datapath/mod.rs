@@ -78,6 +78,8 @@ pub enum DatapathError {
     Layout { dir: PathBuf, what: String },
     #[error("bpffs at {path}: {what}")]
     Pin { path: PathBuf, what: String },
+    #[error("the trace: {0}")]
+    Trace(String),
 }
 
 /// How to attach XDP (`interfaces.xdp_mode`: `"auto"`, `"native"`, `"generic"`).

@@ -84,10 +84,8 @@ impl Datapath {
             .trace
             .as_mut()
             .ok_or(DatapathError::MissingMap(map_names::TRACE))?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Egress {
-            ifindex: 0,
-            what: format!("count CPUs: {e}"),
-        })?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| DatapathError::Trace(format!("count the CPUs: {e}")))?;
         let zero =
             aya::maps::PerCpuValues::try_from(vec![sipvip_common::TraceCpu::default(); cpus])
                 .map_err(|e| DatapathError::Egress {
