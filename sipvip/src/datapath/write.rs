@@ -88,10 +88,7 @@ impl Datapath {
             .map_err(|(_, e)| DatapathError::Trace(format!("count the CPUs: {e}")))?;
         let zero =
             aya::maps::PerCpuValues::try_from(vec![sipvip_common::TraceCpu::default(); cpus])
-                .map_err(|e| DatapathError::Egress {
-                    ifindex: 0,
-                    what: format!("per-CPU trace counters: {e}"),
-                })?;
+                .map_err(|e| DatapathError::Trace(format!("per-CPU counters: {e}")))?;
         t.cpu
             .set(0, zero, 0)
             .map_err(map_err(map_names::TRACE_CPU))?;
