@@ -9,7 +9,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpListener},
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sipvip::trace::Record;
