@@ -801,6 +801,24 @@ pub mod bench {
         pub frag_be: u16,
     }
 
+    /// What the sink (`bench_sink`) counts as a frame with the expected rewrite
+    /// (`BENCH_EXPECT`); the rest it counts apart (`BENCH_BAD`), so a fast wrong path cannot
+    /// look like a fast right one. `mode`: `EXPECT_ANY` (count everything), `EXPECT_DST` (the
+    /// destination is `addr_be`: steering), `EXPECT_SRC` (the source is `addr_be` and the
+    /// source port in `port_lo..port_hi`, host order: SNAT with the port kept).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Expect {
+        pub mode: u32,
+        pub addr_be: u32,
+        pub port_lo: u16,
+        pub port_hi: u16,
+        pub _pad: u32,
+    }
+    pub const EXPECT_ANY: u32 = 0;
+    pub const EXPECT_DST: u32 = 1;
+    pub const EXPECT_SRC: u32 = 2;
+
     /// The floor's rewrite.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default)]
@@ -857,6 +875,7 @@ mod pod {
     unsafe impl aya::Pod for TraceEvent {}
     unsafe impl aya::Pod for bench::GenCfg {}
     unsafe impl aya::Pod for bench::FloorCfg {}
+    unsafe impl aya::Pod for bench::Expect {}
     unsafe impl aya::Pod for bench::Template {}
 }
 

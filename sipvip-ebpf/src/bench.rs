@@ -4,7 +4,8 @@
 //!   rewritten from the template in `BENCH_GEN` (recycled pages come back modified by the
 //!   receiver), with the source address and port cycling over many flows, then redirected
 //!   out of the devmap's slot 0.
-//! - `bench_sink`: counts and drops what arrives.
+//! - `bench_sink`: counts and drops what arrives: apart, what lacks the rewrite the case
+//!   expects (`BENCH_EXPECT`, `BENCH_BAD`).
 //! - `bench_floor`: the floor: rewrites the destination address and MACs and redirects,
 //!   nothing else.
 //! - `bench_empty`: returns XDP_PASS, the per-packet cost baseline.
@@ -19,7 +20,9 @@
 
 mod object;
 
-use sipvip_common::bench::{FloorCfg, GenCfg, Template, TEMPLATE_BYTES};
+use sipvip_common::bench::{
+    Expect, FloorCfg, GenCfg, Template, EXPECT_DST, EXPECT_SRC, TEMPLATE_BYTES,
+};
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
@@ -44,6 +47,10 @@ static PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 static PROGS_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map(name = "BENCH_COUNT")]
 static COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "BENCH_EXPECT")]
+static EXPECT: Array<Expect> = Array::with_max_entries(1, 0);
+#[map(name = "BENCH_BAD")]
+static BAD: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 const HDR: usize = 14 + 20 + 8;
 
@@ -121,12 +128,54 @@ pub fn bench_gen(ctx: XdpContext) -> u32 {
 }
 
 #[xdp]
-pub fn bench_sink(_ctx: XdpContext) -> u32 {
-    if let Some(c) = COUNT.get_ptr_mut(0) {
+pub fn bench_sink(ctx: XdpContext) -> u32 {
+    let counter = match rewritten(&ctx) {
+        Some(true) => &COUNT,
+        Some(false) => &BAD,
+        // Not the generator's (ARP, neighbour discovery): not counted.
+        None => return xdp_action::XDP_DROP,
+    };
+    if let Some(c) = counter.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot.
         unsafe { *c += 1 };
     }
     xdp_action::XDP_DROP
+}
+
+/// Whether a frame carries the rewrite `BENCH_EXPECT` names (the generator's frames: Ethernet,
+/// a 20-byte IPv4 header, UDP); None for a frame of another kind while a rewrite is
+/// expected.
+#[inline(always)]
+fn rewritten(ctx: &XdpContext) -> Option<bool> {
+    let Some(e) = EXPECT.get(0) else {
+        return Some(true);
+    };
+    if e.mode != EXPECT_DST && e.mode != EXPECT_SRC {
+        return Some(true);
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + HDR > end {
+        return None;
+    }
+    let p = start as *const u8;
+    // SAFETY: HDR bytes (Ethernet, IPv4, UDP) are inside the frame; unaligned reads.
+    let (ethertype, proto, src, dst, sport) = unsafe {
+        (
+            core::ptr::read_unaligned(p.add(12) as *const u16),
+            *p.add(23),
+            core::ptr::read_unaligned(p.add(26) as *const u32),
+            core::ptr::read_unaligned(p.add(30) as *const u32),
+            u16::from_be(core::ptr::read_unaligned(p.add(34) as *const u16)),
+        )
+    };
+    if ethertype != 0x0800u16.to_be() || proto != 17 {
+        return None;
+    }
+    Some(if e.mode == EXPECT_DST {
+        dst == e.addr_be
+    } else {
+        src == e.addr_be && sport >= e.port_lo && sport < e.port_hi
+    })
 }
 
 #[xdp]

@@ -130,6 +130,21 @@ impl Host {
         Ok(m.get(&0, 0)?.iter().sum())
     }
 
+    /// Frames the sink received without the rewrite `set_expect` named.
+    pub fn bad(&self) -> Result<u64> {
+        let m: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("BENCH_BAD").context("bad")?)?;
+        Ok(m.get(&0, 0)?.iter().sum())
+    }
+
+    /// What the sink counts as a frame with the expected rewrite.
+    pub fn set_expect(&mut self, e: sipvip_common::bench::Expect) -> Result<()> {
+        let mut m: Array<&mut MapData, sipvip_common::bench::Expect> =
+            Array::try_from(self.ebpf.map_mut("BENCH_EXPECT").context("expect")?)?;
+        m.set(0, e, 0)?;
+        Ok(())
+    }
+
     pub fn set_gen(&mut self, cfg: GenCfg) -> Result<()> {
         let mut m: Array<&mut MapData, GenCfg> =
             Array::try_from(self.ebpf.map_mut("BENCH_GEN").context("gen")?)?;

@@ -99,6 +99,9 @@ struct Run {
     cpu: f64,
     /// Packets/s of every round (`pps` is their median).
     rounds: Vec<f64>,
+    /// Frames that reached the sink without the case's expected rewrite, over all rounds
+    /// (not counted in `pps`).
+    without_rewrite: u64,
     /// Medians of the per-round ratios to the floor and to nftables.
     vs_floor: f64,
     vs_nft: f64,
@@ -109,7 +112,8 @@ struct Run {
 }
 
 /// One round's (packets/s, busy cores) of a case.
-type Sample = (f64, f64);
+/// Packets/s with the expected rewrite, busy cores, and frames without it.
+type Sample = (f64, f64, u64);
 
 /// The bench object on the gateway (floor and empty programs), loaded, not attached.
 fn gw_bench(net: &BenchNet) -> Result<Ebpf> {
@@ -247,17 +251,20 @@ fn pktgen_cfg(
 /// Runs one measurement: the generator sends the flows of `cfg` out of `dev` in `gen_ns`
 /// for `secs`; `sink` counts what the gateway delivers.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 fn measure(
     g: &Generator,
     gen_ns: &sipvip_tests::netns::Netns,
     dev: &str,
     gen: &mut Host,
-    sink: &Host,
+    sink: &mut Host,
     cfg: GenCfg,
+    expect: sipvip_common::bench::Expect,
     size: usize,
     secs: f64,
-) -> Result<(f64, f64)> {
+) -> Result<Sample> {
     gen.set_gen(cfg)?;
+    sink.set_expect(expect)?;
     enum Sending {
         Live(std::thread::JoinHandle<()>, Arc<AtomicBool>),
         Pktgen(pktgen::Running),
@@ -274,14 +281,46 @@ fn measure(
     };
     // Counted over a window of steady sending, after a warm-up and before the stop.
     std::thread::sleep(Duration::from_millis(50));
-    let (before, cpu0, t) = (sink.received(), cpu_busy(), Instant::now());
+    let (before, bad0, cpu0, t) = (sink.received(), sink.bad(), cpu_busy(), Instant::now());
     std::thread::sleep(Duration::from_secs_f64(secs));
-    let (after, cpu1, el) = (sink.received(), cpu_busy(), t.elapsed().as_secs_f64());
+    let (after, bad1, cpu1, el) = (
+        sink.received(),
+        sink.bad(),
+        cpu_busy(),
+        t.elapsed().as_secs_f64(),
+    );
     match sending {
         Sending::Live(h, flag) => stop(h, &flag),
         Sending::Pktgen(run) => run.stop(gen_ns)?,
     }
-    Ok(((after? - before?) as f64 / el, (cpu1 - cpu0) / el))
+    // Counted only with the expected rewrite: a fast wrong path cannot look fast.
+    Ok((
+        (after? - before?) as f64 / el,
+        (cpu1 - cpu0) / el,
+        bad1? - bad0?,
+    ))
+}
+
+/// What the sink of a case counts: steering to the member, SNAT to the VIP with the source
+/// port kept; the frames a case leaves unrewritten (plain forwarding, the kernel without a
+/// TC program) reach the sink as they were sent.
+fn expectation(case: &str, outbound: bool, sport: u16) -> sipvip_common::bench::Expect {
+    use sipvip_common::bench::{Expect, EXPECT_DST, EXPECT_SRC};
+    let keep_source = case == ON_NODE_KERNEL_CASE;
+    match (outbound, keep_source) {
+        (false, _) => Expect {
+            mode: EXPECT_DST,
+            addr_be: be32(MEMBER),
+            ..Default::default()
+        },
+        (true, keep) => Expect {
+            mode: EXPECT_SRC,
+            addr_be: be32(if keep { MEMBER } else { VIP }),
+            port_lo: sport,
+            port_hi: sport + 1,
+            _pad: 0,
+        },
+    }
 }
 
 fn inbound(net: &BenchNet, size: usize, dst: Ipv4Addr) -> GenCfg {
@@ -439,14 +478,16 @@ fn main() -> Result<()> {
                 let outbound_case =
                     case.starts_with("sipvip outbound") || case.starts_with("on-node");
                 for size in [60usize, 1000] {
-                    let (pps, cpu) = if outbound_case {
+                    let expect = expectation(case, outbound_case, 5060);
+                    let (pps, cpu, bad) = if outbound_case {
                         measure(
                             &generator,
                             &net.int,
                             "i0",
                             &mut int,
-                            &ext,
+                            &mut ext,
                             outbound(&net, size, 5060),
+                            expect,
                             size,
                             o.secs,
                         )?
@@ -461,20 +502,26 @@ fn main() -> Result<()> {
                             &net.ext,
                             "e0",
                             &mut ext,
-                            &int,
+                            &mut int,
                             inbound(&net, size, dst),
+                            expect,
                             size,
                             o.secs,
                         )?
                     };
                     println!(
-                        "  {size:>4} B  {case:<44} {:>7.3} Mpps  cpu {:.2} cores",
+                        "  {size:>4} B  {case:<44} {:>7.3} Mpps  cpu {:.2} cores{}",
                         pps / 1e6,
-                        cpu
+                        cpu,
+                        if bad > 0 {
+                            format!("  {bad} frames without the expected rewrite")
+                        } else {
+                            String::new()
+                        }
                     );
                     match samples.iter_mut().find(|x| x.0 == case && x.1 == size) {
-                        Some(x) => x.2.push((pps, cpu)),
-                        None => samples.push((case.to_string(), size, vec![(pps, cpu)])),
+                        Some(x) => x.2.push((pps, cpu, bad)),
+                        None => samples.push((case.to_string(), size, vec![(pps, cpu, bad)])),
                     }
                 }
                 // Detach them again.
@@ -509,6 +556,7 @@ fn main() -> Result<()> {
                 size,
                 pps: median(|s| s.0),
                 cpu: median(|s| s.1),
+                without_rewrite: v.iter().map(|s| s.2).sum(),
                 rounds: v.iter().map(|s| s.0).collect(),
                 vs_floor: f64::NAN,
                 gw_ns_over_floor: f64::NAN,
@@ -569,19 +617,20 @@ fn main() -> Result<()> {
     for size in [60usize, 1000] {
         let _ = writeln!(
             table,
-            "\n{size}-byte frames{:>36} {:>9} {:>8} {:>8} {:>12}",
-            "Mpps", "cpu", "vs floor", "vs nft", "ns over floor"
+            "\n{size}-byte frames{:>36} {:>9} {:>8} {:>8} {:>12} {:>16}",
+            "Mpps", "cpu", "vs floor", "vs nft", "ns over floor", "not rewritten"
         );
         for r in runs.iter().filter(|r| r.size == size) {
             let _ = writeln!(
                 table,
-                "  {:<44} {:>7.3} {:>8.2} {:>8.2} {:>8.2} {:>12.0}",
+                "  {:<44} {:>7.3} {:>8.2} {:>8.2} {:>8.2} {:>12.0} {:>16}",
                 r.case,
                 r.pps / 1e6,
                 r.cpu,
                 r.vs_floor,
                 r.vs_nft,
-                r.gw_ns_over_floor
+                r.gw_ns_over_floor,
+                r.without_rewrite
             );
         }
     }
@@ -697,7 +746,7 @@ fn main() -> Result<()> {
         "machine": machine,
         "seconds_per_case": o.secs,
         "rounds": o.rounds,
-        "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "gateway_ns_per_packet_over_floor": r.gw_ns_over_floor, "pps_per_round": r.rounds})).collect::<Vec<Value>>(),
+        "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "gateway_ns_per_packet_over_floor": r.gw_ns_over_floor, "pps_per_round": r.rounds, "frames_without_the_expected_rewrite": r.without_rewrite})).collect::<Vec<Value>>(),
         "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "vs_baseline": c.vs_baseline, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
         "failover": failover,
         "targets": verdicts,
