@@ -251,7 +251,6 @@ fn pktgen_cfg(
 /// Runs one measurement: the generator sends the flows of `cfg` out of `dev` in `gen_ns`
 /// for `secs`; `sink` counts what the gateway delivers.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn measure(
     g: &Generator,
     gen_ns: &sipvip_tests::netns::Netns,
