@@ -388,6 +388,7 @@ fn main() -> Result<()> {
     let cases: Vec<(&str, usize)> = vec![
         ("floor: minimal rewrite+redirect", 0),
         ("sipvip inbound steering", 0),
+        (MANY_FLOWS, 0),
         ("sipvip outbound SNAT, 1 exclusion", 1),
         ("sipvip outbound SNAT, 10,000 exclusions", 10_000),
         ("sipvip outbound SNAT, 1,000,000 exclusions", 1_000_000),
@@ -496,15 +497,12 @@ fn main() -> Result<()> {
                         } else {
                             VIP
                         };
+                        let mut cfg = inbound(&net, size, dst);
+                        if case == MANY_FLOWS {
+                            cfg.n_src = 65_536;
+                        }
                         measure(
-                            &generator,
-                            &net.ext,
-                            "e0",
-                            &mut ext,
-                            &mut int,
-                            inbound(&net, size, dst),
-                            expect,
-                            size,
+                            &generator, &net.ext, "e0", &mut ext, &mut int, cfg, expect, size,
                             o.secs,
                         )?
                     };
@@ -641,9 +639,11 @@ fn main() -> Result<()> {
             .iter()
             .filter(|r| r.size == size && r.case.starts_with("sipvip"))
         {
-            let ok = r.vs_floor >= 0.95 && r.vs_nft >= 5.0;
+            // The fast-path issue's targets: steering 0.90x the floor, SNAT 0.85x.
+            let target = if r.case.contains("SNAT") { 0.85 } else { 0.90 };
+            let ok = r.vs_floor >= target && r.vs_nft >= 5.0;
             verdicts.push(format!(
-                "{} {size} B {}: {:.2}x floor (target >= 0.95), {:.2}x nftables (target >= 5)",
+                "{} {size} B {}: {:.2}x floor (target >= {target:.2}), {:.2}x nftables (target >= 5)",
                 if ok { "MET   " } else { "MISSED" },
                 r.case,
                 r.vs_floor,
@@ -769,6 +769,9 @@ const NO_CACHE_STEER: &str = "inbound steer, nexthop_refresh 0s";
 const NO_CACHE_SNAT: &str = "outbound SNAT miss, nexthop_refresh 0s";
 /// The steered frame while a trace runs: with a filter it never matches, and with one every
 /// packet matches (at the default rate: beyond it each packet is counted, not sent).
+/// Steering with 65,536 sources x 16 ports: a flow cache that only works for a few flows
+/// cannot look good here.
+const MANY_FLOWS: &str = "sipvip inbound steering, 1,048,576 flows";
 const TRACE_NONE: &str = "inbound steer, trace on, filter matches nothing";
 const TRACE_ALL: &str = "inbound steer, trace on, every packet (1,000/s per CPU)";
 const BASELINE: &str = "baseline: ";
