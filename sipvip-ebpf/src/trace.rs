@@ -139,7 +139,7 @@ const HEADERS: u32 = 96;
 
 /// Whether `begin` took this packet (a trace runs, and wants its side).
 #[inline(always)]
-pub fn due() -> bool {
+fn due() -> bool {
     match TRACE.get(0) {
         Some(t) if t.on != 0 => matches!(scratch(), Some(s) if s.state != NO),
         _ => false,

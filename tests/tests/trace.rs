@@ -78,8 +78,8 @@ fn flood(lab: &Lab, how_long: Duration) -> u64 {
     host.set_gen(GenCfg {
         dmac: sipvip_tests::bench::mac_of(&lab.gw, "ext0").unwrap(),
         smac: sipvip_tests::bench::mac_of(&lab.client, "cl0").unwrap(),
-        src_be: u32::from_ne_bytes(Ipv4Addr::new(198, 18, 100, 0).octets()),
-        dst_be: u32::from_ne_bytes(VIP.octets()),
+        src_be: sipvip_tests::bench::be32(Ipv4Addr::new(198, 18, 100, 0)),
+        dst_be: sipvip_tests::bench::be32(VIP),
         n_src: 4096,
         n_dst: 1,
         n_ports: 1,
@@ -125,9 +125,9 @@ fn mix(lab: &Lab) {
         .unwrap();
 }
 
-#[test]
-fn trace_shows_each_packet_before_and_after() {
-    let mut lab = Lab::new("tr").expect("lab");
+/// The lab with both SIP servers and the daemon, the primary active.
+fn serving_lab(tag: &str) -> Lab {
+    let mut lab = Lab::new(tag).expect("lab");
     scenario::start_sip_server(&mut lab, "primary").unwrap();
     scenario::start_sip_server(&mut lab, "backup").unwrap();
     let cfg = lab.write_config(&lab.config("500ms", "2s", "")).unwrap();
@@ -135,6 +135,12 @@ fn trace_shows_each_packet_before_and_after() {
     assert!(lab
         .wait_active("primary", Duration::from_secs(10))
         .is_some());
+    lab
+}
+
+#[test]
+fn trace_shows_each_packet_before_and_after() {
+    let lab = serving_lab("tr");
 
     // The gateway knows its neighbours (else the datapath leaves those packets to the
     // kernel, counted pass_no_neigh, which the trace would show instead).
@@ -309,14 +315,7 @@ fn tshark(pcap: &Path, args: &[&str]) -> String {
 
 #[test]
 fn trace_filters_limits_and_one_trace_at_a_time() {
-    let mut lab = Lab::new("tf").expect("lab");
-    scenario::start_sip_server(&mut lab, "primary").unwrap();
-    scenario::start_sip_server(&mut lab, "backup").unwrap();
-    let cfg = lab.write_config(&lab.config("500ms", "2s", "")).unwrap();
-    lab.start_daemon(&cfg).unwrap();
-    assert!(lab
-        .wait_active("primary", Duration::from_secs(10))
-        .is_some());
+    let lab = serving_lab("tf");
     let _tserver = {
         let _g = lab.primary.enter().unwrap();
         TcpListener::bind((PRIMARY, 3000)).unwrap()
@@ -325,14 +324,6 @@ fn trace_filters_limits_and_one_trace_at_a_time() {
     // Each filter: the mix of traffic, and every event the trace shows matches it (and some
     // do).
     type Check = fn(&Record) -> bool;
-    let addrs = |r: &Record| -> Vec<IpAddr> {
-        [r.before, r.after]
-            .into_iter()
-            .flatten()
-            .flat_map(|t| [t.src, t.dst])
-            .collect()
-    };
-    let _ = addrs;
     let cases: &[(&[&str], Check)] = &[
         (&["--vip", "vsVipHa01"], |r| {
             [r.before, r.after]

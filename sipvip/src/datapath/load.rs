@@ -554,8 +554,9 @@ impl Datapath {
             }
         }
         // The IPv6 programs, each in its slot of a program array: the IPv4 programs
-        // tail-call them for IPv6 frames. Another build's object (a baseline in the bench) may
-        // not have them.
+        // tail-call them for IPv6 frames; and the trace's last step, which every program
+        // tail-calls for a packet a running trace took. Another build's object (a baseline in
+        // the bench) may not have them.
         for (name, array, slot) in [
             (
                 program_names::EXTERNAL6,
@@ -567,6 +568,7 @@ impl Datapath {
                 map_names::XDP6,
                 program_names::SLOT6_INT,
             ),
+            (program_names::TRACE_XDP, map_names::TRACE_XDP, 0),
         ] {
             let Some(p) = ebpf.program_mut(name) else {
                 if other_build {
@@ -590,55 +592,14 @@ impl Datapath {
                 .map_err(|e| pin_err(Path::new(name), e))?;
             set_slot(&mut ebpf, array, slot, &fd)?;
         }
-        // The trace programs, in their slots: the other programs tail-call them for a packet
-        // a running trace took.
-        if let Some(p) = ebpf.program_mut(program_names::TRACE_XDP) {
-            let name = program_names::TRACE_XDP;
-            let prog: &mut aya::programs::Xdp = p
-                .try_into()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            prog.load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            if let Some(dir) = pin_dir {
-                let path = dir.join(format!("prog_{name}"));
-                prog.pin(&path).map_err(|e| pin_err(&path, e))?;
-            }
-            let fd = prog
-                .fd()
-                .map_err(|source| DatapathError::Program { name, source })?
-                .try_clone()
-                .map_err(|e| pin_err(Path::new(name), e))?;
-            set_slot(&mut ebpf, map_names::TRACE_XDP, 0, &fd)?;
-        } else if !other_build {
-            return Err(DatapathError::MissingProgram(program_names::TRACE_XDP));
-        }
-        if let Some(p) = ebpf.program_mut(program_names::TRACE_TC) {
-            let name = program_names::TRACE_TC;
-            let prog: &mut SchedClassifier = p
-                .try_into()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            prog.load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            if let Some(dir) = pin_dir {
-                let path = dir.join(format!("prog_{name}"));
-                prog.pin(&path).map_err(|e| pin_err(&path, e))?;
-            }
-            let fd = prog
-                .fd()
-                .map_err(|source| DatapathError::Program { name, source })?
-                .try_clone()
-                .map_err(|e| pin_err(Path::new(name), e))?;
-            set_slot(&mut ebpf, map_names::TRACE_TC, 0, &fd)?;
-        } else if !other_build {
-            return Err(DatapathError::MissingProgram(program_names::TRACE_TC));
-        }
         // The TC egress programs (on-node mode), likewise.
         for (name, slot) in [
             (program_names::NODE_OUT, None),
             (
                 program_names::NODE_OUT6,
-                Some(program_names::SLOT6_NODE_OUT),
+                Some((map_names::TC6, program_names::SLOT6_NODE_OUT)),
             ),
+            (program_names::TRACE_TC, Some((map_names::TRACE_TC, 0))),
         ] {
             let Some(p) = ebpf.program_mut(name) else {
                 if other_build {
@@ -655,13 +616,13 @@ impl Datapath {
                 let path = dir.join(format!("prog_{name}"));
                 prog.pin(&path).map_err(|e| pin_err(&path, e))?;
             }
-            if let Some(slot) = slot {
+            if let Some((array, slot)) = slot {
                 let fd = prog
                     .fd()
                     .map_err(|source| DatapathError::Program { name, source })?
                     .try_clone()
                     .map_err(|e| pin_err(Path::new(name), e))?;
-                set_slot(&mut ebpf, map_names::TC6, slot, &fd)?;
+                set_slot(&mut ebpf, array, slot, &fd)?;
             }
         }
         if let Some(dir) = pin_dir {
