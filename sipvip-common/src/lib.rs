@@ -73,8 +73,12 @@ pub mod map_names {
     /// The trace programs, slot 0 (`program_names::TRACE_XDP`, `TRACE_TC`).
     pub const TRACE_XDP: &str = "SV_TRACEX_V1";
     pub const TRACE_TC: &str = "SV_TRACET_V1";
+    /// The flow cache (`FlowKey` -> `FlowEntry`, an LRU hash), and its generations
+    /// (`FLOW_GEN_USER`, `FLOW_GEN_KERNEL`).
+    pub const FLOWS: &str = "SV_FLOWS_V1";
+    pub const FLOW_GEN: &str = "SV_FLOWGEN_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 33] = [
+    pub const ALL: [&str; 35] = [
         VIPS,
         MEMBERS,
         CONNTRACK,
@@ -108,6 +112,8 @@ pub mod map_names {
         TRACE_SCRATCH,
         TRACE_XDP,
         TRACE_TC,
+        FLOWS,
+        FLOW_GEN,
     ];
 }
 
@@ -143,6 +149,7 @@ pub mod default_sizes {
     pub const FRAGS: u32 = 65_536;
     pub const EXCLUSIONS: u32 = 65_536;
     pub const DEVMAP: u32 = 64;
+    pub const FLOWS: u32 = 1 << 20;
 }
 
 /// One service of a VIP: traffic to `VIP:port_be` over `proto` goes to the active member at
@@ -593,6 +600,90 @@ pub struct NextHop<A = u32> {
     pub _pad: u16,
 }
 
+/// Key of `SV_FLOWS_V1`, the flow cache: an IPv4 TCP/UDP packet as it arrives at a hook
+/// (`FLOW_HOOK_*`) on an interface. Addresses and ports in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_be: u32,
+    pub dst_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub hook: u8,
+    pub _pad: u16,
+    pub ifindex: u32,
+}
+
+/// The external XDP program's packets (`FlowKey::hook`).
+pub const FLOW_HOOK_EXT: u8 = 0;
+/// The internal XDP program's packets.
+pub const FLOW_HOOK_INT: u8 = 1;
+
+/// `FlowEntry::action`: rewritten (`side`'s address to `addr_be`, its port to `port_be`),
+/// then sent to the link.
+pub const FLOW_TRANSLATE: u8 = 1;
+/// Sent to the link untranslated (TTL and MACs only).
+pub const FLOW_FORWARD: u8 = 2;
+/// `FlowEntry::side`: the source address (and port) is rewritten.
+pub const FLOW_SIDE_SRC: u8 = 0;
+/// The destination address (and port) is rewritten.
+pub const FLOW_SIDE_DST: u8 = 1;
+/// `FlowEntry::state`: the decision read no flow state.
+pub const FLOW_STATE_NONE: u8 = 0;
+/// A member-opened flow's SNAT: each packet makes sure the flow's conntrack entry (the
+/// replies' way back) exists, as the rules do.
+pub const FLOW_STATE_REFRESH: u8 = 1;
+/// A pass-through flow (opened from outside to the member's own address): valid while its
+/// conntrack entry exists.
+pub const FLOW_STATE_REQUIRE: u8 = 2;
+
+/// Value of `SV_FLOWS_V1`: a decision the rules made for a flow's first packet, complete
+/// (rewrite, checksum deltas, link, counters), valid while both generations in
+/// `SV_FLOWGEN_V1` are the ones it was decided under.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub gen_user: u32,
+    pub gen_kernel: u32,
+    /// The new address (`FLOW_TRANSLATE`).
+    pub addr_be: u32,
+    /// The egress device.
+    pub ifindex: u32,
+    /// The counters' VIP (`FLOW_TRANSLATE`).
+    pub vip_id: u32,
+    /// The IPv4 header checksum's change (the address and the TTL decrement), as a folded
+    /// one's-complement sum of `~old + new` words.
+    pub ip_delta: u32,
+    /// The TCP/UDP checksum's change (the address and the port).
+    pub l4_delta: u32,
+    /// The largest IP total length the next hop was found for (host order).
+    pub max_len: u16,
+    /// The new port on `side` (equal to the packet's when it does not change).
+    pub port_be: u16,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub action: u8,
+    pub side: u8,
+    /// The `Reason` counted.
+    pub reason: u8,
+    pub state: u8,
+    /// The counters' service and member slots (`FLOW_TRANSLATE`; anything from
+    /// `MAX_SERVICES` / `MAX_MEMBERS` up: none).
+    pub service: u8,
+    pub slot: u8,
+    /// 0: toward a member, 1: from a member.
+    pub dir: u8,
+    pub _pad: u8,
+}
+
+/// `SV_FLOWGEN_V1` slot user space bumps after every change the rules read (0: the cache
+/// is off).
+pub const FLOW_GEN_USER: u32 = 0;
+/// The slot the datapath bumps when it records a pass-through flow (the member's replies
+/// on it are no longer SNATed).
+pub const FLOW_GEN_KERNEL: u32 = 1;
+
 /// `FragValue::service` when the datagram is not service traffic.
 pub const NO_SERVICE: u8 = 0xff;
 
@@ -853,6 +944,8 @@ mod pod {
     unsafe impl aya::Pod for VipRecord {}
     unsafe impl aya::Pod for MemberRecord {}
     unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowEntry {}
     unsafe impl aya::Pod for CtValue {}
     unsafe impl aya::Pod for CtKey<super::Ipv6Be> {}
     unsafe impl aya::Pod for CtValue<super::Ipv6Be> {}
@@ -889,6 +982,8 @@ const _: () = assert!(
     core::mem::size_of::<MemberRecord>() == 16 + 8 * MAX_SERVICES + 2 * MAX_PASSTHROUGH_PORTS
 );
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 52);
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 const _: () = assert!(NEXTHOP_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<CtValue>() == 8);

@@ -28,6 +28,18 @@ impl Delta {
         self.0 += u32::from(!old) + u32::from(new);
     }
 
+    /// A difference computed once, ahead of the packet (the flow cache's).
+    #[inline(always)]
+    pub const fn from_raw(v: u32) -> Self {
+        Delta(v)
+    }
+
+    /// The accumulated sum, to keep for later packets.
+    #[inline(always)]
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+
     /// A 32-bit field (an IPv4 address) as two words.
     #[inline(always)]
     pub fn addr(&mut self, old: u32, new: u32) {

@@ -18,6 +18,7 @@
 mod apply;
 mod csum;
 mod family;
+mod flow;
 mod hook;
 mod maps;
 mod object;
@@ -39,7 +40,8 @@ use sipvip_common::{program_names, Ipv6Be};
 
 use crate::{
     family::Family,
-    hook::{tc::TcEgress, xdp::Xdp, Frame},
+    flow::Look,
+    hook::{tc::TcEgress, xdp::Xdp, Frame, Verdict},
     rules::{Decision, External, Internal, SideRules},
 };
 
@@ -149,12 +151,41 @@ fn family<F: Frame, S: SideRules, A: Family>(f: &F, l3: packet::L3) -> (u32, Rea
     let Some(p) = A::settle(&p) else {
         return apply::stopped(f, Reason::PassIpv6);
     };
-    let mut d = Decision::BLANK;
-    let decided = rules::decide::<F, A, S>(f, p, &mut d);
-    let (verdict, reason) = apply::run(f, p, decided, &d);
+    let hook = if S::SIDE == sipvip_common::TRACE_SIDE_EXT {
+        sipvip_common::FLOW_HOOK_EXT
+    } else {
+        sipvip_common::FLOW_HOOK_INT
+    };
+    let (cacheable, hit) = match flow::look(f, p, hook) {
+        Look::Hit(e, probe) => (true, apply::cached(f, p, e, &probe.key)),
+        Look::Miss => (true, None),
+        Look::Off => (false, None),
+    };
+    let (verdict, reason) = match hit {
+        Some(done) => done,
+        None => decide_and_apply::<F, S, A>(f, p, cacheable),
+    };
     if trace::outcome(verdict, reason) {
         // Returns only if the trace program is not installed.
         f.trace();
+    }
+    (verdict, reason)
+}
+
+/// The rules' decision for a packet the flow cache did not answer, carried out; kept in
+/// the cache when the packet is one it holds (`cacheable`) and went out as decided.
+#[inline(always)]
+fn decide_and_apply<F: Frame, S: SideRules, A: Family>(
+    f: &F,
+    p: &packet::Ip<A>,
+    cacheable: bool,
+) -> (u32, Reason) {
+    let mut d = Decision::BLANK;
+    let decided = rules::decide::<F, A, S>(f, p, &mut d);
+    let (verdict, reason) = apply::run(f, p, decided, &d);
+    if cacheable && decided.is_ok() && reason == d.reason && verdict == f.verdict(Verdict::Redirect)
+    {
+        flow::remember(p, &d);
     }
     (verdict, reason)
 }

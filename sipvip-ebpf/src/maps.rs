@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use sipvip_common::{
-    default_sizes, CtKey, CtValue, ExclusionAddr, ExclusionAddr6, FragKey, FragKey6, FragValue,
-    Iface, Ipv6Be, MemberRecord, NextHop, PassthroughPorts, ReturnPath, Settings, VipCounters,
-    VipRecord, IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
+    default_sizes, CtKey, CtValue, ExclusionAddr, ExclusionAddr6, FlowEntry, FlowKey, FragKey,
+    FragKey6, FragValue, Iface, Ipv6Be, MemberRecord, NextHop, PassthroughPorts, ReturnPath,
+    Settings, VipCounters, VipRecord, IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
 };
 
 /// VIP address -> record. No preallocation, so a user-space update swaps the whole value in
@@ -116,3 +116,15 @@ pub static PACKET6: PerCpuArray<crate::packet::Ip<Ipv6Be>> = PerCpuArray::with_m
 /// Each interface's own IPv6 address, by the slot of `IFACES`; see `Iface6`.
 #[map(name = "SV_IFACES6_V1")]
 pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);
+
+/// The flow cache: each TCP/UDP flow's decision, taken by its later packets in one lookup;
+/// see `FlowEntry` and `crate::flow`. An LRU hash: user space never writes it; a stale
+/// entry is told by its generations, and replaced by the flow's next packet.
+#[map(name = "SV_FLOWS_V1")]
+pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(default_sizes::FLOWS, 0);
+
+/// The flow cache's generations: `FLOW_GEN_USER` (user space; 0 turns the cache off) and
+/// `FLOW_GEN_KERNEL` (the datapath's own).
+#[map(name = "SV_FLOWGEN_V1")]
+pub static FLOW_GEN: Array<u32> = Array::with_max_entries(2, 0);

@@ -535,6 +535,15 @@ pub struct Forwarding {
     /// dropped inbound, SNATed by default outbound (docs/architecture.md, "Fragments").
     #[serde(default = "default_fragment_lifetime")]
     pub fragment_lifetime: Dur,
+    /// The flow cache: a flow's later packets take its first packet's decision in one
+    /// lookup (docs/architecture.md, "Flow cache"). It runs while the next-hop cache does
+    /// (`nexthop_refresh` above 0s); `false` turns it off, for comparison.
+    #[serde(default = "default_flow_cache")]
+    pub flow_cache: bool,
+}
+
+fn default_flow_cache() -> bool {
+    true
 }
 
 fn default_nexthop_refresh() -> Dur {
@@ -552,6 +561,7 @@ impl Default for Forwarding {
         Forwarding {
             nexthop_refresh: default_nexthop_refresh(),
             fragment_lifetime: default_fragment_lifetime(),
+            flow_cache: default_flow_cache(),
         }
     }
 }
@@ -595,6 +605,8 @@ pub struct Sizes {
     pub conntrack: Option<u32>,
     pub fragments: Option<u32>,
     pub exclusions: Option<u32>,
+    /// The flow cache's entries (default 1,048,576).
+    pub flows: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

@@ -164,6 +164,7 @@ impl Plan {
                 conntrack: cfg.sizes.conntrack.unwrap_or(d.conntrack),
                 frags: cfg.sizes.fragments.unwrap_or(d.frags),
                 exclusions: cfg.sizes.exclusions.unwrap_or(d.exclusions),
+                flows: cfg.sizes.flows.unwrap_or(d.flows),
                 ..d
             },
             vips: (0..cfg.vips.len()).map(|i| vip_plan(cfg, i)).collect(),

@@ -42,6 +42,7 @@ pub fn pass_on_ports(
         conntrack: 1024,
         frags: 1024,
         exclusions: 16,
+        flows: 1024,
         ..Default::default()
     };
     let mut dp = sipvip::datapath::Datapath::load(&sizes)?;

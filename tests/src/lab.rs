@@ -245,6 +245,7 @@ impl Lab {
             conntrack: 1024,
             frags: 1024,
             exclusions: 16,
+            flows: 1024,
             ..Default::default()
         };
         let mut dp = sipvip::datapath::Datapath::load(&sizes)?;

@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::{
     check::{expect, Side, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
@@ -892,12 +892,20 @@ impl Row {
     }
 
     /// Runs the row on `net` and checks everything it expects.
+    /// Runs the row's frame twice, each time checked in full: the first packet goes through
+    /// the rules, the second through the flow cache where the first left an entry (the
+    /// cache runs in front of the rules, so every row holds either way).
     pub fn run(&self, net: &FixtureNet) -> Result<()> {
-        let name = self.description;
         if let Some(before) = self.before {
             let (prog, ifindex) = self.program(net);
             net.run(prog, ifindex, &before())?;
         }
+        self.run_once(net).context("first packet")?;
+        self.run_once(net).context("second packet")
+    }
+
+    fn run_once(&self, net: &FixtureNet) -> Result<()> {
+        let name = self.description;
         let input = (self.input)();
         let output = self.output.map(|o| o());
         let before = net.dp.vip_counters(VIP_ID)?;

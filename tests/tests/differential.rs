@@ -720,12 +720,43 @@ fn seeds_and_counts_accept_hex_and_decimal() {
     }
 }
 
+/// How the datapath runs beside the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// As deployed: the flow cache in front of the rules; the active member flips now and
+    /// then.
+    Cache,
+    /// The flow cache off: every packet through the rules.
+    NoCache,
+    /// The flow cache on, with failovers, an exclusion removed and added back, and new
+    /// next-hop generations interleaved with the traffic, often: no packet may take a
+    /// decision cached before a change.
+    Churn,
+}
+
 #[test]
 fn datapath_matches_reference_model() {
-    let seed = env_number("SIPVIP_DIFF_SEED", 0x5197_0001);
+    differential(Mode::Cache, 0x5197_0001);
+}
+
+#[test]
+fn datapath_without_the_flow_cache_matches_reference_model() {
+    differential(Mode::NoCache, 0x5197_0002);
+}
+
+#[test]
+fn datapath_under_changes_matches_reference_model() {
+    differential(Mode::Churn, 0x5197_0003);
+}
+
+fn differential(mode: Mode, default_seed: u64) {
+    let seed = env_number("SIPVIP_DIFF_SEED", default_seed);
     // CI runs a million frames; `SIPVIP_DIFF_FRAMES=10000000` is the long run.
     let frames = env_number("SIPVIP_DIFF_FRAMES", 1_000_000) as usize;
     let mut net = FixtureNet::new(&MapSizes::default()).expect("fixture namespace");
+    if mode == Mode::NoCache {
+        net.dp.set_flow_cache(false).unwrap();
+    }
     // The lifetime is covered by its own fixture; here time must not decide anything.
     net.dp
         .set_frag_lifetime(std::time::Duration::from_secs(24 * 3600))
@@ -748,16 +779,51 @@ fn datapath_matches_reference_model() {
     };
     let guard = net.ns.enter().unwrap();
     let mut flips = 0;
+    let mut changes = 0;
+    let flip_every = if mode == Mode::Churn { 997 } else { 9973 };
+    // The host exclusion of the configuration server, taken out and put back (Churn).
+    let toggled = (CONFIG, 32u8);
+    let mut cached_max = 0;
+    // Every other frame sent again right after a forwarded one (the same flow's next
+    // packet: what the flow cache answers), unless a change came between them, which the
+    // cached decision must then not outlive.
+    let mut replay: Option<(Side, Vec<u8>)> = None;
+    let mut replays = 0;
     for n in 0..frames {
         // Flip the active member now and then, in both.
-        if n % 9973 == 9972 {
+        if n % flip_every == flip_every - 1 {
             let next = if model.active == Some(0) { 1 } else { 0 };
             model.active = Some(next);
             let addr = model.spec.members[next].addr;
             net.dp.set_active(&net.spec, addr).unwrap();
             flips += 1;
         }
-        let (side, frame) = gen.next();
+        if mode == Mode::Churn && n % 1499 == 1498 {
+            if let Some(i) = model.exclusions.iter().position(|e| *e == toggled) {
+                model.exclusions.remove(i);
+                net.dp
+                    .remove_exclusion(toggled.0.into(), toggled.1)
+                    .unwrap();
+            } else {
+                model.exclusions.push(toggled);
+                net.dp.add_exclusion(toggled.0.into(), toggled.1).unwrap();
+            }
+            changes += 1;
+        }
+        if mode == Mode::Churn && n % 503 == 502 {
+            net.dp.refresh_nexthops(true).unwrap();
+            changes += 1;
+        }
+        if n % 100_000 == 99_999 {
+            cached_max = cached_max.max(net.dp.cached_flows().unwrap().0.len());
+        }
+        let (side, frame) = match replay.take() {
+            Some(r) if n % 2 == 0 => {
+                replays += 1;
+                r
+            }
+            _ => gen.next(),
+        };
         let (prog, ifindex) = match side {
             Side::Ext => (program_names::EXTERNAL, net.ext_ifindex),
             Side::Int => (program_names::INTERNAL, net.int_ifindex),
@@ -769,6 +835,9 @@ fn datapath_matches_reference_model() {
             AnyFragKey::V6(k) => dp.frag_entry6(&k).expect("IPv6 fragment table").is_some(),
         });
         gen.observe(v, &frame, &out);
+        if v == sipvip_tests::check::XDP_REDIRECT {
+            replay = Some((side, frame.clone()));
+        }
         assert!(
             v == mv && out == mout,
             "frame {n} (seed {seed:#x}) on {side:?} differs\n input:     {}\n datapath:  {} {}\n model:     {} {}",
@@ -869,8 +938,13 @@ fn datapath_matches_reference_model() {
         model.fragments6,
         model.ext_headers6
     );
+    // The flow cache took part (or, turned off, held nothing).
+    match mode {
+        Mode::NoCache => assert_eq!(cached_max, 0, "the flow cache is off"),
+        Mode::Cache | Mode::Churn => assert!(cached_max > 0, "no flow was cached"),
+    }
     eprintln!(
-        "{frames} frames, {flips} flips, seed {seed:#x}: IPv6 fragments {}, with extension headers {}: {reasons:?}",
+        "{mode:?}: {frames} frames ({replays} sent again), {flips} flips, {changes} other changes, up to {cached_max} flows cached, seed {seed:#x}: IPv6 fragments {}, with extension headers {}: {reasons:?}",
         model.fragments6, model.ext_headers6
     );
 }

@@ -34,6 +34,7 @@ fn small() -> MapSizes {
         conntrack: 4096,
         frags: 1024,
         exclusions: 1024,
+        flows: 1024,
         ..MapSizes::default()
     }
 }

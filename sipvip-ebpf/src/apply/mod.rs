@@ -8,7 +8,10 @@ mod count;
 pub(crate) mod csum;
 mod mem;
 
-use sipvip_common::{Disposition, Reason};
+use sipvip_common::{
+    CtKey, CtValue, Disposition, FlowEntry, FlowKey, Reason, CT_PASSTHROUGH, FLOW_SIDE_SRC,
+    FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, IPPROTO_UDP,
+};
 
 pub(crate) use self::mem::{store, store_addr};
 use self::{csum::Delta, mem::store_mac};
@@ -16,8 +19,11 @@ use crate::{
     family::Family,
     hook::{Frame, Verdict},
     maps::PT_PORTS,
-    packet::{ipv4::IP_CSUM, Ip},
-    rules::{self, Action, Decision, Link, Pending, Record},
+    packet::{
+        ipv4::{l4_csum_offset, IP_CSUM},
+        Ip,
+    },
+    rules::{self, Account, Action, Decision, Dir, Link, Pending, Record},
 };
 
 /// Carries out a side's decision (or counts the reason it stopped for) and returns the
@@ -110,6 +116,102 @@ fn apply<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: Decision<A>) -> Result<Verdic
     }
 }
 
+/// Carries out a flow's cached decision (`crate::flow`) on a packet of the flow: the same
+/// rewrite, link and counters as the rules' decision for its first packet, with the
+/// checksum deltas computed then. None when the packet is not one the entry fits (TTL, a
+/// longer packet than the next hop was found for, a truncated header, a pass-through flow
+/// whose conntrack entry is gone, a refused redirect): the rules then decide, before
+/// anything was written.
+#[inline(always)]
+pub fn cached<F: Frame, A: Family>(
+    f: &F,
+    p: &Ip<A>,
+    e: &FlowEntry,
+    k: &FlowKey,
+) -> Option<(u32, Reason)> {
+    let reason = crate::flow::reason(e.reason)?;
+    if p.ttl <= 1 || p.tot_len > e.max_len {
+        return None;
+    }
+    let ct = |kind| CtKey {
+        addr_a_be: k.src_be,
+        addr_b_be: k.dst_be,
+        port_a_be: k.sport_be,
+        port_b_be: k.dport_be,
+        proto: k.proto,
+        kind,
+        _pad: 0,
+    };
+    if e.state == FLOW_STATE_REQUIRE && u32::flow(&ct(CT_PASSTHROUGH)).is_none() {
+        return None;
+    }
+    let udp = k.proto == IPPROTO_UDP;
+    let csum_off = p.l4 + l4_csum_offset(k.proto);
+    let translate = e.action == FLOW_TRANSLATE;
+    let l4_csum: u16 = if translate { f.load(csum_off).ok()? } else { 0 };
+    let ttl_word: u16 = f.load(p.l3 + A::TTL_WORD).ok()?;
+    let ip_csum: u16 = f.load(p.l3 + IP_CSUM).ok()?;
+    if !f.redirect(e.ifindex) {
+        return None;
+    }
+    if e.state == FLOW_STATE_REFRESH {
+        // The rules' `snat_flow`: the replies' entry, unless it is there already.
+        let key = CtKey {
+            addr_a_be: e.addr_be,
+            ..ct(sipvip_common::CT_SNAT)
+        };
+        let member = CtValue {
+            member_be: k.src_be,
+            slot: u32::from(e.slot),
+        };
+        match u32::flow(&key) {
+            Some(v) if v.member_be == member.member_be && v.slot == member.slot => {}
+            _ => u32::insert_flow(&key, &member),
+        }
+    }
+    // Nothing fails from here: every offset written was loaded above.
+    if translate {
+        let (addr_off, port_off, old_port) = if e.side == FLOW_SIDE_SRC {
+            (A::SRC, 0, k.sport_be)
+        } else {
+            (A::DST, 2, k.dport_be)
+        };
+        store_addr(f, p.l3 + addr_off, e.addr_be).ok()?;
+        if e.port_be != old_port {
+            store(f, p.l4 + port_off, e.port_be).ok()?;
+        }
+        let d = Delta::from_raw(e.l4_delta);
+        let c = if udp {
+            d.apply_udp(l4_csum)
+        } else {
+            d.apply(l4_csum)
+        };
+        store(f, csum_off, c).ok()?;
+    }
+    let mut b = ttl_word.to_ne_bytes();
+    b[A::TTL_BYTE] = b[A::TTL_BYTE].wrapping_sub(1);
+    store(f, p.l3 + A::TTL_WORD, u16::from_ne_bytes(b)).ok()?;
+    store(
+        f,
+        p.l3 + IP_CSUM,
+        Delta::from_raw(e.ip_delta).apply(ip_csum),
+    )
+    .ok()?;
+    store_mac(f, 0, e.dmac).ok()?;
+    store_mac(f, 6, e.smac).ok()?;
+    if translate {
+        let account = Account {
+            vip_id: e.vip_id,
+            dir: if e.dir == 0 { Dir::In } else { Dir::Out },
+            service: u32::from(e.service),
+            slot: u32::from(e.slot),
+        };
+        count::traffic(account, p.len);
+    }
+    count::bump(reason);
+    Some((f.verdict(Verdict::Redirect), reason))
+}
+
 /// Writes the state the packet leaves behind: the pass-through port mark before the flow,
 /// so the outbound side never sees the flow without the mark.
 #[inline(always)]
@@ -126,6 +228,11 @@ fn record<A: Family>(r: Record, pd: &Pending<A>) {
     if r.has(Record::FLOW) {
         let (k, v) = &pd.flow;
         A::insert_flow(k, v);
+        if k.kind == CT_PASSTHROUGH {
+            // A member's replies on this flow are no longer SNATed: no cached decision may
+            // say otherwise.
+            crate::flow::bump_kernel();
+        }
     }
     if r.has(Record::FRAGMENT) {
         let (k, v) = &pd.fragment;

@@ -10,7 +10,7 @@ use super::{
     frag, icmp,
     lookup::{find_service, passthrough_flow, passthrough_port, snat_flow, snat_to, untouched},
     route::{self, Via},
-    Decision, Dir, Family, Record, SAME_PORT,
+    Cache, Decision, Dir, Family, Record, SAME_PORT,
 };
 use crate::{
     hook::Frame,
@@ -31,7 +31,9 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         return Err(Reason::PassTtl);
     }
     if m.flags & MEMBER_F_SNAT == 0 {
-        return Ok(route::forward(f, p, Reason::Passthrough, Record::NONE));
+        let mut d = route::forward(f, p, Reason::Passthrough, Record::NONE);
+        d.cache = Cache::Plain;
+        return Ok(d);
     }
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
@@ -41,6 +43,7 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
 
     let mut port = SAME_PORT;
     let mut record = Record::NONE;
+    let mut cache = Cache::No;
     let (decision, reason) = if p.is_later_fragment() {
         let d = match frag::follow(p, FRAG_OUT) {
             Some(d) => d,
@@ -51,9 +54,14 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         (d, Reason::FragOut)
     } else {
         let (sport, dport) = ports(f, p)?;
-        let (d, r) = if passthrough_port(m, sport)
-            || passthrough_flow(m, p.proto, p.src(), sport, p.dst(), dport)
-        {
+        // Unless stated otherwise below, the decision read what user space writes and the
+        // absence of a pass-through flow (whose recording bumps the flow cache's
+        // generation).
+        cache = Cache::Plain;
+        let (d, r) = if passthrough_port(m, sport) {
+            (untouched(), Reason::Passthrough)
+        } else if passthrough_flow(m, p.proto, p.src(), sport, p.dst(), dport) {
+            cache = Cache::Require;
             (untouched(), Reason::Passthrough)
         } else if A::excluded(&p.dst()) {
             (untouched(), Reason::Excluded)
@@ -72,6 +80,7 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
             if let Some(w) = snat_flow(p.proto, m.vip_be, sport, p.dst(), dport, member) {
                 record.flow(w.0, w.1);
             }
+            cache = Cache::Refresh;
             (snat_to(m, NO_SERVICE), Reason::Snat)
         };
         if p.more_frags {
@@ -82,11 +91,13 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
     };
 
     if decision.action != FRAG_ACT_TRANSLATE {
-        return Ok(route::forward(f, p, reason, record));
+        let mut d = route::forward(f, p, reason, record);
+        d.cache = cache;
+        return Ok(d);
     }
     let service = u32::from(decision.service);
     let vip = (decision.addr_be, m.slot);
-    Ok(route::translate(
+    let mut d = route::translate(
         f,
         p,
         Dir::Out,
@@ -97,5 +108,7 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         reason,
         record,
         Via::Fib,
-    ))
+    );
+    d.cache = cache;
+    Ok(d)
 }

@@ -197,6 +197,10 @@ pub struct Pending<A: Family = u32> {
     pub fragment: (A::FragKey, FragValue<A>),
     pub quote: QuoteRewrite<A>,
     pub error: IcmpError<A>,
+    /// The flow cache's view of this packet (IPv4 only: see `crate::flow`), and the entry
+    /// it keeps, built here rather than on the stack.
+    pub flow_probe: crate::flow::Probe,
+    pub flow_entry: sipvip_common::FlowEntry,
 }
 
 /// Slot 0: the parts of this CPU's current decision that only some packets need. The
@@ -273,6 +277,22 @@ pub fn pending<A: Family>() -> Option<&'static Pending<A>> {
     A::pending().map(|p| unsafe { &*p })
 }
 
+/// Whether the flow cache (`crate::flow`) may keep a decision for the flow's later packets,
+/// and what of the rules' per-flow state a cached packet must check.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// Not kept: the decision read state that may change under it (a draining member's
+    /// connections, a conntrack reply, a fragment's datagram), or is not the flow's.
+    No,
+    /// Kept: the decision read only what user space writes and the packet's own fields.
+    Plain,
+    /// Kept: a member-opened flow's SNAT, whose replies' conntrack entry each packet makes
+    /// sure of.
+    Refresh,
+    /// Kept while the pass-through flow's conntrack entry exists.
+    Require,
+}
+
 /// A rule's decision: the action and the reason it is counted under, the rewrite, what it
 /// counts toward, the link it leaves by, and which [`Pending`] parts it carries.
 ///
@@ -293,6 +313,8 @@ pub struct Decision<A = u32> {
     /// A translated or forwarded packet whose next hop is still to be found, and how it is
     /// to leave: the rules set it, [`route::resolve`] completes the decision once.
     pub route: Option<route::Via>,
+    /// Whether the flow cache may keep it.
+    pub cache: Cache,
 }
 
 impl<A: Family> Decision<A> {
@@ -319,6 +341,7 @@ impl<A: Family> Decision<A> {
         link_due: false,
         record: Record::NONE,
         route: None,
+        cache: Cache::No,
     };
 
     /// Counted under `reason`, passed or dropped, with state left behind.

@@ -72,6 +72,7 @@ pub(super) fn prepare(
         dp.add_egress(ifindex(int)?)?;
     }
     dp.set_frag_lifetime(cfg.forwarding.fragment_lifetime.0)?;
+    dp.set_flow_cache(cfg.forwarding.flow_cache)?;
     // 802.1Q tags must stay in the frame for the datapath to see them.
     for ifc in std::iter::once(ext).chain(&cfg.interfaces.internal) {
         if let Err(e) = sipvip::netif::rx_vlan_offload_off(ifc) {

@@ -41,7 +41,7 @@ struct Layout {
 }
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
-fn layouts(sizes: &MapSizes) -> [Layout; 33] {
+fn layouts(sizes: &MapSizes) -> [Layout; 35] {
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -198,6 +198,15 @@ fn layouts(sizes: &MapSizes) -> [Layout; 33] {
             1,
             false,
         ),
+        l(
+            map_names::FLOWS,
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<sipvip_common::FlowKey>(),
+            size_of::<sipvip_common::FlowEntry>(),
+            sizes.flows,
+            true,
+        ),
+        l(map_names::FLOW_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 2, false),
         // Kernel-private scratch: its value layout belongs to the kernel crate (0: not
         // checked).
         l(
@@ -456,6 +465,16 @@ impl Datapath {
                 Ok(m) => Some(typed(m)?),
                 Err(_) => None,
             },
+            flows: match get(map_names::FLOWS) {
+                Ok(m) => Some(typed(m)?),
+                Err(_) => None,
+            },
+            flow_gen: match get(map_names::FLOW_GEN) {
+                Ok(m) => Some(typed(m)?),
+                Err(_) => None,
+            },
+            flow_cache: true,
+            nexthops_on: false,
             // Held: a program array's entries go when its last user reference does.
             prog_arrays: [
                 map_names::XDP6,

@@ -111,6 +111,8 @@ pub struct MapSizes {
     pub frags: u32,
     pub exclusions: u32,
     pub devmap: u32,
+    /// The flow cache's entries (`SV_FLOWS_V1`).
+    pub flows: u32,
 }
 
 impl Default for MapSizes {
@@ -122,6 +124,7 @@ impl Default for MapSizes {
             frags: default_sizes::FRAGS,
             exclusions: default_sizes::EXCLUSIONS,
             devmap: default_sizes::DEVMAP,
+            flows: default_sizes::FLOWS,
         }
     }
 }
@@ -161,6 +164,13 @@ pub struct Datapath {
     return_path: Option<HashMap<MapData, u32, sipvip_common::ReturnPath>>,
     /// The flow trace's maps (None for an object from before it).
     trace: Option<TraceMaps>,
+    /// The flow cache and its generations (None for an object from before it).
+    flows: Option<HashMap<MapData, sipvip_common::FlowKey, sipvip_common::FlowEntry>>,
+    flow_gen: Option<Array<MapData, u32>>,
+    /// Whether the flow cache is to run (`forwarding.flow_cache`); it runs only while the
+    /// next-hop cache does (`nexthops_on`), whose answers its entries hold.
+    flow_cache: bool,
+    nexthops_on: bool,
     /// The IPv6 twins (None for another build's object from before IPv6).
     v6: Option<Maps6>,
     /// The program arrays of the IPv6 programs, held so their entries stay.

@@ -90,6 +90,34 @@ impl Datapath {
             .map_err(map_err(map_names::CONNTRACK))
     }
 
+    /// The flow cache's entries of the current generations (what later packets take),
+    /// and how many entries it holds in all (stale ones included).
+    pub fn cached_flows(
+        &self,
+    ) -> Result<(
+        Vec<(sipvip_common::FlowKey, sipvip_common::FlowEntry)>,
+        usize,
+    )> {
+        let (Some(flows), Some(gen)) = (&self.flows, &self.flow_gen) else {
+            return Ok((Vec::new(), 0));
+        };
+        let g = |slot| gen.get(&slot, 0).map_err(map_err(map_names::FLOW_GEN));
+        let (user, kernel) = (
+            g(sipvip_common::FLOW_GEN_USER)?,
+            g(sipvip_common::FLOW_GEN_KERNEL)?,
+        );
+        let all: Vec<_> = flows
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(map_names::FLOWS))?;
+        let n = all.len();
+        let live = all
+            .into_iter()
+            .filter(|(_, e)| user != 0 && e.gen_user == user && e.gen_kernel == kernel)
+            .collect();
+        Ok((live, n))
+    }
+
     /// Every fragment-tracking entry.
     pub fn frags(&self) -> Result<Vec<(FragKey, FragValue)>> {
         self.frags

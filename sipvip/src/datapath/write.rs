@@ -53,7 +53,8 @@ impl Datapath {
         }
         self.ifaces
             .set(slot, rec, 0)
-            .map_err(map_err(map_names::IFACES))
+            .map_err(map_err(map_names::IFACES))?;
+        self.flows_changed()
     }
 
     /// Behind ECMP: the gateway that carries the members' return path, which a packet of a
@@ -146,9 +147,43 @@ impl Datapath {
             .map_err(map_err(map_names::SETTINGS))
     }
 
+    /// Turns the flow cache on or off (it runs only while the next-hop cache does); either
+    /// way no entry decided before counts any more.
+    pub fn set_flow_cache(&mut self, enabled: bool) -> Result<()> {
+        self.flow_cache = enabled;
+        self.flows_changed()
+    }
+
+    /// Whether the flow cache is running.
+    pub fn flow_cache_running(&self) -> bool {
+        self.flow_gen.is_some() && self.flow_cache && self.nexthops_on
+    }
+
+    /// Starts a new flow-cache generation, after any change the rules read: no decision
+    /// cached before it is taken again (each flow's next packet goes through the rules).
+    /// Generation 0 turns the cache off.
+    fn flows_changed(&mut self) -> Result<()> {
+        let running = self.flow_cache_running();
+        let Some(m) = &mut self.flow_gen else {
+            return Ok(());
+        };
+        let current = m
+            .get(&sipvip_common::FLOW_GEN_USER, 0)
+            .map_err(map_err(map_names::FLOW_GEN))?;
+        let next = if running {
+            current.wrapping_add(1).max(1)
+        } else {
+            0
+        };
+        m.set(sipvip_common::FLOW_GEN_USER, next, 0)
+            .map_err(map_err(map_names::FLOW_GEN))
+    }
+
     /// Starts a new next-hop generation: the datapath asks the kernel's FIB again for each
-    /// destination on its next packet (a route or neighbour change takes effect). With
-    /// `enabled` false, the datapath asks the FIB for every packet. Returns the generation.
+    /// destination on its next packet (a route or neighbour change takes effect), and the
+    /// flow cache, which holds next hops, starts a new generation too. With `enabled`
+    /// false, the datapath asks the FIB for every packet (and the flow cache is off).
+    /// Returns the generation.
     pub fn refresh_nexthops(&mut self, enabled: bool) -> Result<u32> {
         let current = self
             .nexthop_gen
@@ -162,6 +197,8 @@ impl Datapath {
         self.nexthop_gen
             .set(0, next, 0)
             .map_err(map_err(map_names::NEXTHOP_GEN))?;
+        self.nexthops_on = enabled;
+        self.flows_changed()?;
         Ok(next)
     }
 
@@ -219,7 +256,7 @@ impl Datapath {
                 .insert(be32(addr), record, 0)
                 .map_err(map_err(map_names::VIPS))?;
         }
-        Ok(())
+        self.flows_changed()
     }
 
     /// On-node mode: whether this node answers for `vip` (it hosts the active member). A
@@ -257,7 +294,7 @@ impl Datapath {
                     .map_err(map_err(map_names::VIPS))?;
             }
         }
-        Ok(())
+        self.flows_changed()
     }
 
     /// Removes one member's record (a member that left its VIP, or moved to another
@@ -281,15 +318,16 @@ impl Datapath {
             Err(DatapathError::Map {
                 source: aya::maps::MapError::KeyNotFound,
                 ..
-            }) => Ok(()),
-            r => r,
+            }) => {}
+            r => r?,
         }
+        self.flows_changed()
     }
 
     /// Removes a VIP's IPv4 record (a VIP that lost or changed its IPv4 address).
     pub fn remove_vip4(&mut self, addr: Ipv4Addr) -> Result<()> {
         match self.vips.remove(&be32(addr)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => self.flows_changed(),
             Err(e) => Err(map_err(map_names::VIPS)(e)),
         }
     }
@@ -300,7 +338,7 @@ impl Datapath {
             return Ok(());
         };
         match v6.vips.remove(&ipv6_be(addr6.octets())) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => self.flows_changed(),
             Err(e) => Err(map_err(map_names::VIPS6)(e)),
         }
     }
@@ -327,7 +365,7 @@ impl Datapath {
                 self.remove_member(IpAddr::V6(a6))?;
             }
         }
-        Ok(())
+        self.flows_changed()
     }
 
     /// Makes `member` (an address with a slot in `spec`) the active member of the VIP, or
@@ -430,6 +468,8 @@ impl Datapath {
             },
         };
         match r {
+            // A pass-through flow turns its member's replies from SNAT to untouched.
+            Ok(()) if pt.is_some() => self.flows_changed().map(|()| true),
             Ok(()) => Ok(true),
             Err(DatapathError::Map {
                 source: aya::maps::MapError::SyscallError(e),
@@ -441,7 +481,7 @@ impl Datapath {
 
     /// Adds a host (`prefix` 32 or 128) or CIDR to the SNAT exclusions of its family.
     pub fn add_exclusion(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
-        match net {
+        let r = match net {
             IpAddr::V4(a) => self
                 .exclusions
                 .insert(&Key::new(u32::from(prefix), be32(a)), 1, 0)
@@ -451,11 +491,13 @@ impl Datapath {
                 .exclusions
                 .insert(&Key::new(u32::from(prefix), ipv6_be(a.octets())), 1, 0)
                 .map_err(map_err(map_names::EXCLUSIONS6)),
-        }
+        };
+        r?;
+        self.flows_changed()
     }
 
     pub fn remove_exclusion(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
-        match net {
+        let r = match net {
             IpAddr::V4(a) => self
                 .exclusions
                 .remove(&Key::new(u32::from(prefix), be32(a)))
@@ -465,7 +507,9 @@ impl Datapath {
                 .exclusions
                 .remove(&Key::new(u32::from(prefix), ipv6_be(a.octets())))
                 .map_err(map_err(map_names::EXCLUSIONS6)),
-        }
+        };
+        r?;
+        self.flows_changed()
     }
 
     /// The IPv6 maps, or the error of a datapath without them.
@@ -480,6 +524,7 @@ impl Datapath {
         if let Some(v6) = &mut self.v6 {
             n += remove_flows(&mut v6.conntrack, |_, _| true);
         }
+        self.flows_changed()?;
         Ok(n)
     }
 
@@ -505,6 +550,7 @@ impl Datapath {
                 v.member_be == target && steers(k.kind)
             });
         }
+        self.flows_changed()?;
         Ok(n)
     }
 }

@@ -767,6 +767,9 @@ fn main() -> Result<()> {
 /// also measured on it, interleaved in the same rounds, and compared round by round.
 const NO_CACHE_STEER: &str = "inbound steer, nexthop_refresh 0s";
 const NO_CACHE_SNAT: &str = "outbound SNAT miss, nexthop_refresh 0s";
+/// The rules' path, as every flow's first packet takes it: the flow cache off.
+const NO_FLOW_CACHE_STEER: &str = "inbound steer, flow cache off (a flow's first packet)";
+const NO_FLOW_CACHE_SNAT: &str = "outbound SNAT miss, flow cache off (a flow's first packet)";
 /// The steered frame while a trace runs: with a filter it never matches, and with one every
 /// packet matches (at the default rate: beyond it each packet is counted, not sent).
 /// Steering with 65,536 sources x 16 ports: a flow cache that only works for a few flows
@@ -858,6 +861,8 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
         expect: u32,
         /// Measured with the next-hop cache off (of `datapath`: 0 this build, 1 baseline).
         cache_off: bool,
+        /// Measured with the flow cache off (this build).
+        flow_off: bool,
         datapath: usize,
         /// A TC program (skb), run by the TC harness.
         tc: bool,
@@ -872,6 +877,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             frame: pad((table::ROWS[0].input)()),
             expect: pass,
             cache_off: false,
+            flow_off: false,
             datapath: 0,
             tc: false,
             trace: None,
@@ -883,6 +889,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             frame: pad((table::ROWS[0].input)()),
             expect: redirect,
             cache_off: false,
+            flow_off: false,
             datapath: 0,
             tc: false,
             trace: None,
@@ -890,19 +897,26 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
     ];
     // Each cost row, then the two with the next-hop cache off; on this build, then on the
     // baseline.
-    let mut rows: Vec<(String, &table::Row, bool)> = table::ROWS
+    let mut rows: Vec<(String, &table::Row, bool, bool)> = table::ROWS
         .iter()
-        .filter_map(|r| r.cost.map(|c| (c.to_string(), r, false)))
+        .filter_map(|r| r.cost.map(|c| (c.to_string(), r, false, false)))
         .collect();
-    for (name, of) in [
-        (NO_CACHE_STEER, "inbound steer"),
-        (NO_CACHE_SNAT, "outbound SNAT, exclusion miss"),
+    for (name, of, nexthops_off) in [
+        (NO_FLOW_CACHE_STEER, "inbound steer", false),
+        (NO_FLOW_CACHE_SNAT, "outbound SNAT, exclusion miss", false),
+        (NO_CACHE_STEER, "inbound steer", true),
+        (NO_CACHE_SNAT, "outbound SNAT, exclusion miss", true),
     ] {
-        rows.push((name.to_string(), table::cost_row(of).context(of)?, true));
+        rows.push((
+            name.to_string(),
+            table::cost_row(of).context(of)?,
+            nexthops_off,
+            !nexthops_off,
+        ));
     }
     let mut befores: Vec<(usize, u32, Vec<u8>)> = Vec::new();
     for (which, dp) in std::iter::once(&net.dp).chain(base.as_ref()).enumerate() {
-        for (name, row, cache_off) in &rows {
+        for (name, row, cache_off, flow_off) in &rows {
             let name = if which == 0 {
                 name.clone()
             } else {
@@ -929,6 +943,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
                 frame: pad((row.input)()),
                 expect: row.verdict,
                 cache_off: *cache_off,
+                flow_off: *flow_off,
                 datapath: which,
                 tc: false,
                 trace: None,
@@ -977,6 +992,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             frame,
             expect,
             cache_off: false,
+            flow_off: false,
             datapath: 0,
             tc,
             trace: None,
@@ -1007,6 +1023,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             frame: pad((steer.input)()),
             expect: steer.verdict,
             cache_off: false,
+            flow_off: false,
             datapath: 0,
             tc: false,
             trace: Some(filter),
@@ -1049,6 +1066,9 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             if p.cache_off {
                 dp.refresh_nexthops(false)?;
             }
+            if p.flow_off {
+                dp.set_flow_cache(false)?;
+            }
             if let Some(f) = p.trace {
                 dp.start_trace(f)?;
             }
@@ -1059,6 +1079,9 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             };
             if p.cache_off {
                 dp.refresh_nexthops(true)?;
+            }
+            if p.flow_off {
+                dp.set_flow_cache(true)?;
             }
             if p.trace.is_some() {
                 dp.stop_trace()?;

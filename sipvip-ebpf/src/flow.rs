@@ -1,0 +1,203 @@
+//! The flow cache (`SV_FLOWS_V1`): the rules' decision for a flow's first packet, kept
+//! complete (rewrite, checksum deltas, link, counters) so that the flow's later packets take
+//! one lookup and the rewrite ([`crate::apply::cached`]) instead of every rule. A memo of the
+//! rules, like the next-hop cache is of the FIB: it decides nothing the rules would not.
+//!
+//! What it holds: IPv4 TCP/UDP packets the XDP programs translate or forward to a next hop
+//! themselves (steering, SNAT, exclusions, pass-through). Never fragments, ICMP, IPv6, a TC
+//! hook's packets, or a decision that read or wrote state the rules keep per flow other
+//! than the two kinds below (draining, conntrack replies, hand-over).
+//!
+//! When an entry is valid: while both generations it was decided under are current
+//! (`SV_FLOWGEN_V1`). User space bumps `FLOW_GEN_USER` after every change the rules read
+//! (VIPs, members, exclusions, interfaces, a synced pass-through flow, the next-hop
+//! generation); the datapath bumps `FLOW_GEN_KERNEL` when it records a pass-through flow,
+//! which turns a member's SNATed replies on it into pass-through. The generations are read
+//! before the rules run, so an entry never carries a generation newer than what its
+//! decision saw. Two kinds of decision depend on a conntrack entry, and a cached packet
+//! checks it: a member-opened flow's SNAT makes sure the entry for its replies exists
+//! (`FLOW_STATE_REFRESH`, as the rules do), and a pass-through flow's packet needs its
+//! entry still there (`FLOW_STATE_REQUIRE`), else the rules decide again.
+
+use sipvip_common::{
+    FlowEntry, FlowKey, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL, FLOW_GEN_USER, FLOW_SIDE_DST,
+    FLOW_SIDE_SRC, FLOW_STATE_NONE, FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE,
+    IPPROTO_TCP, IPPROTO_UDP, MAX_MEMBERS, MAX_SERVICES,
+};
+
+use crate::{
+    csum::{fold, Delta},
+    family::Family,
+    hook::Frame,
+    maps::{FLOWS, FLOW_GEN},
+    packet::{ports, Ip},
+    rules::{Action, Cache, Decision, Dir, Side, PENDING},
+};
+
+/// The TTL decrement's change to the IPv4 header checksum: the word holding the TTL loses
+/// one (`~w + (w - 1)`), whatever the TTL and the byte order.
+const TTL_DELTA: u32 = 0xfffe;
+
+/// A packet the cache may hold: its key and the generations read before the rules ran.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Probe {
+    pub key: FlowKey,
+    pub gen_user: u32,
+    pub gen_kernel: u32,
+}
+
+/// What the cache says of a packet.
+pub enum Look {
+    /// Not a packet the cache holds, or the cache is off.
+    Off,
+    /// Not cached (or stale): the rules decide, and may leave their decision for the rest.
+    /// The probe waits in this CPU's pending slot.
+    Miss,
+    /// The flow's cached decision; the probe (its key) waits in the pending slot.
+    Hit(&'static FlowEntry, &'static Probe),
+}
+
+/// Looks up the packet's flow (XDP, IPv4, TCP/UDP, not a fragment).
+#[inline(always)]
+pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
+    if A::V6 || F::ROUTED || p.vlan || p.frag_offset != 0 || p.more_frags {
+        return Look::Off;
+    }
+    if p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP {
+        return Look::Off;
+    }
+    let Some(&gen_user) = FLOW_GEN.get(FLOW_GEN_USER) else {
+        return Look::Off;
+    };
+    if gen_user == 0 {
+        return Look::Off;
+    }
+    let gen_kernel = FLOW_GEN.get(FLOW_GEN_KERNEL).copied().unwrap_or(0);
+    let Ok((sport, dport)) = ports(f, p) else {
+        return Look::Off;
+    };
+    let Some(slot) = PENDING.get_ptr_mut(0) else {
+        return Look::Off;
+    };
+    // SAFETY: this CPU's pending slot; nothing else runs on this CPU until the program
+    // returns, and the rules write other fields of it.
+    let probe = unsafe { &mut (*slot).flow_probe };
+    *probe = Probe {
+        key: FlowKey {
+            src_be: A::fib(p.src())[0],
+            dst_be: A::fib(p.dst())[0],
+            sport_be: sport,
+            dport_be: dport,
+            proto: p.proto,
+            hook,
+            _pad: 0,
+            ifindex: f.ingress_ifindex(),
+        },
+        gen_user,
+        gen_kernel,
+    };
+    // The key is passed where it lies (the pending slot), not copied onto the stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    // SAFETY: a map value, only read; the datapath replaces entries whole.
+    let entry = unsafe { FLOWS.get(&probe.key) };
+    match entry {
+        Some(e) if e.gen_user == gen_user && e.gen_kernel == gen_kernel => Look::Hit(e, probe),
+        _ => Look::Miss,
+    }
+}
+
+/// The reasons a cached decision is counted under, from the entry's byte (any other byte:
+/// not a cached decision).
+#[inline(always)]
+pub fn reason(r: u8) -> Option<Reason> {
+    [
+        Reason::Steered,
+        Reason::Snat,
+        Reason::Passthrough,
+        Reason::Excluded,
+        Reason::PassNotService,
+    ]
+    .into_iter()
+    .find(|x| *x as u8 == r)
+}
+
+/// Keeps the decision the rules made for a missed packet, when it is one the cache can
+/// hold: translated or forwarded to a next hop the datapath sends to itself.
+#[inline(always)]
+pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
+    let state = match d.cache {
+        Cache::No => return,
+        Cache::Plain => FLOW_STATE_NONE,
+        Cache::Refresh => FLOW_STATE_REFRESH,
+        Cache::Require => FLOW_STATE_REQUIRE,
+    };
+    if !d.link_due || reason(d.reason as u8).is_none() {
+        return;
+    }
+    let Some(slot) = PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's pending slot, as in `look`.
+    let (probe, e) = unsafe { (&(*slot).flow_probe, &mut (*slot).flow_entry) };
+    let k = &probe.key;
+    let mut ip = Delta::new();
+    let mut l4 = Delta::new();
+    let (action, side, addr_be, port_be) = match d.action {
+        Action::Translate => {
+            let new = A::fib(d.rewrite.addr)[0];
+            let (side, old, old_port) = match d.rewrite.side {
+                Side::Src => (FLOW_SIDE_SRC, k.src_be, k.sport_be),
+                Side::Dst => (FLOW_SIDE_DST, k.dst_be, k.dport_be),
+            };
+            ip.addr(old, new);
+            l4.addr(old, new);
+            let (from, to) = d.rewrite.port;
+            let port = if from != to { to } else { old_port };
+            l4.word(old_port, port);
+            (FLOW_TRANSLATE, side, new, port)
+        }
+        Action::Forward => (FLOW_FORWARD, FLOW_SIDE_SRC, 0, 0),
+        _ => return,
+    };
+    let small = |v: u32, max: usize| if (v as usize) < max { v as u8 } else { u8::MAX };
+    *e = FlowEntry {
+        gen_user: probe.gen_user,
+        gen_kernel: probe.gen_kernel,
+        addr_be,
+        ifindex: d.link.ifindex,
+        vip_id: d.account.vip_id,
+        ip_delta: u32::from(fold(ip.raw() + TTL_DELTA)),
+        l4_delta: u32::from(fold(l4.raw())),
+        max_len: p.tot_len,
+        port_be,
+        dmac: d.link.dmac,
+        smac: d.link.smac,
+        action,
+        side,
+        reason: d.reason as u8,
+        state,
+        service: small(d.account.service, MAX_SERVICES),
+        slot: small(d.account.slot, MAX_MEMBERS),
+        dir: match d.account.dir {
+            Dir::In => 0,
+            Dir::Out => 1,
+        },
+        _pad: 0,
+    };
+    // An LRU map makes room; a failed write only means the next packet decides again.
+    let _ = FLOWS.insert(k, e, 0);
+}
+
+/// Invalidates every cached decision: the datapath recorded a pass-through flow (before
+/// this call), whose member's replies a cached SNAT decision would otherwise still
+/// translate. A plain increment: two CPUs bumping at once may both write the same value,
+/// but both wrote their flows before either read the generation, so a packet that reads
+/// the new one sees both flows; the generation only has to change after each.
+#[inline(always)]
+pub fn bump_kernel() {
+    if let Some(g) = FLOW_GEN.get_ptr_mut(FLOW_GEN_KERNEL) {
+        // SAFETY: a u32 of a map value that only the datapath writes.
+        unsafe { core::ptr::write_volatile(g, core::ptr::read_volatile(g).wrapping_add(1)) };
+    }
+}
