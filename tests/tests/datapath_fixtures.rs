@@ -1486,3 +1486,110 @@ fn ecmp_packets_without_flow_state_are_handed_to_the_return_path() {
     let reasons = net.dp.reasons().unwrap();
     assert_eq!(reasons.get("handed_over"), Some(&5));
 }
+
+/// The flow cache never outlives a change: a flow whose decision is cached (its second
+/// packet took it) gets the new decision on its next packet after a failover, a member
+/// disabled (no active member), an exclusion added or removed, and a pass-through flow the
+/// datapath records itself (the member's replies on it are no longer SNATed). A neighbour's
+/// MAC change is `forwarding_next_hops_are_cached_until_the_next_generation`, which runs
+/// with the cache in front too. Every output's checksums are re-verified from scratch.
+#[test]
+fn the_flow_cache_never_outlives_a_change() {
+    let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
+    let mut net = net();
+    let run = |net: &FixtureNet, prog: &'static str, frame: &[u8]| {
+        let ifindex = if prog == "sipvip_ext" {
+            net.ext_ifindex
+        } else {
+            net.int_ifindex
+        };
+        let (v, out) = net.run(prog, ifindex, frame).expect("test run");
+        if v == XDP_REDIRECT {
+            sipvip_tests::frame::verify_checksums(&out)
+                .unwrap_or_else(|e| panic!("checksums: {e}"));
+        }
+        (v, out)
+    };
+    let dst = |out: &[u8]| Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+    let src = |out: &[u8]| Ipv4Addr::new(out[26], out[27], out[28], out[29]);
+    let cached = |net: &FixtureNet, reason: &str| {
+        let (live, _) = net.dp.cached_flows().expect("flow cache");
+        live.iter().any(|(_, e)| {
+            sipvip_common::Reason::ALL
+                .iter()
+                .any(|r| *r as u8 == e.reason && r.label() == reason)
+        })
+    };
+
+    // Steering: the flow is cached on its first packet, the second takes it.
+    let steer = phone_udp(5060).build();
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_ext", &steer);
+        assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
+    }
+    assert!(cached(&net, "steered"), "the steered flow is cached");
+    // Failover.
+    net.dp
+        .set_active(&net.spec, Some(BACKUP))
+        .expect("failover");
+    let (v, out) = run(&net, "sipvip_ext", &steer);
+    assert_eq!((v, dst(&out)), (XDP_REDIRECT, BACKUP), "after the failover");
+    // No member left (both disabled): nothing is steered.
+    net.dp.set_active(&net.spec, None).expect("no member");
+    let (v, _) = run(&net, "sipvip_ext", &steer);
+    assert_eq!(v, XDP_DROP, "with no active member");
+    net.dp.set_active(&net.spec, Some(PRIMARY)).expect("back");
+    let (v, out) = run(&net, "sipvip_ext", &steer);
+    assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
+
+    // A member-opened flow, SNATed and cached.
+    let opened = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (PHONE, 5070), SIP).build();
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_int", &opened);
+        assert_eq!((v, src(&out)), (XDP_REDIRECT, VIP));
+    }
+    assert!(cached(&net, "snat"), "the SNATed flow is cached");
+    // The phone becomes an exclusion, then stops being one.
+    net.dp.add_exclusion(PHONE.into(), 32).expect("exclusion");
+    let (v, out) = run(&net, "sipvip_int", &opened);
+    assert_eq!((v, src(&out)), (XDP_REDIRECT, PRIMARY), "excluded");
+    net.dp
+        .remove_exclusion(PHONE.into(), 32)
+        .expect("exclusion");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_int", &opened);
+        assert_eq!((v, src(&out)), (XDP_REDIRECT, VIP), "no longer excluded");
+    }
+    // Its replies' conntrack entry is kept by the cached packets too: removed, the next
+    // packet puts it back, as the rules would.
+    net.dp.flush_conntrack().expect("flush");
+    let (v, _) = run(&net, "sipvip_int", &opened);
+    assert_eq!(v, XDP_REDIRECT);
+    let (v, _) = run(&net, "sipvip_int", &opened);
+    assert_eq!(v, XDP_REDIRECT);
+    assert!(
+        ct(&net)
+            .iter()
+            .any(|(k, _)| k.kind == sipvip_common::CT_SNAT),
+        "the replies' entry"
+    );
+
+    // The phone opens a flow to the member's own address from the port the member's
+    // flow goes to: the datapath records a pass-through flow, and the member's packets on
+    // it leave untranslated from then on.
+    let inbound = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5070), (PRIMARY, 40000), SIP).build();
+    let (v, _) = run(&net, "sipvip_ext", &inbound);
+    assert_eq!(v, XDP_PASS, "to the member's own address: the kernel forwards it");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_int", &opened);
+        assert_eq!(
+            (v, src(&out)),
+            (XDP_REDIRECT, PRIMARY),
+            "pass-through after the flow is recorded"
+        );
+    }
+    assert!(
+        cached(&net, "passthrough"),
+        "the pass-through flow is cached"
+    );
+}
