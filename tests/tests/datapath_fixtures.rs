@@ -1579,7 +1579,10 @@ fn the_flow_cache_never_outlives_a_change() {
     // it leave untranslated from then on.
     let inbound = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5070), (PRIMARY, 40000), SIP).build();
     let (v, _) = run(&net, "sipvip_ext", &inbound);
-    assert_eq!(v, XDP_PASS, "to the member's own address: the kernel forwards it");
+    assert_eq!(
+        v, XDP_PASS,
+        "to the member's own address: the kernel forwards it"
+    );
     for _ in 0..2 {
         let (v, out) = run(&net, "sipvip_int", &opened);
         assert_eq!(

@@ -388,8 +388,10 @@ fn main() -> Result<()> {
     let cases: Vec<(&str, usize)> = vec![
         ("floor: minimal rewrite+redirect", 0),
         ("sipvip inbound steering", 0),
+        (STEER_NO_FLOW_CACHE, 0),
         (MANY_FLOWS, 0),
         ("sipvip outbound SNAT, 1 exclusion", 1),
+        (SNAT_NO_FLOW_CACHE, 1),
         ("sipvip outbound SNAT, 10,000 exclusions", 10_000),
         ("sipvip outbound SNAT, 1,000,000 exclusions", 1_000_000),
         ("nftables DNAT+SNAT with conntrack", 0),
@@ -453,6 +455,7 @@ fn main() -> Result<()> {
                 } else if case.starts_with("sipvip") {
                     let n = if excl == 0 { 1 } else { excl };
                     let dp = &mut dps.iter_mut().find(|d| d.0 == n).context("datapath")?.1;
+                    dp.set_flow_cache(!case.ends_with(FLOW_CACHE_OFF))?;
                     let e = dp.attach(program_names::EXTERNAL, "ext0", XdpMode::Driver)?;
                     let i = dp.attach(program_names::INTERNAL, "int0", XdpMode::Driver)?;
                     (Some((n, e, i)), None)
@@ -527,6 +530,7 @@ fn main() -> Result<()> {
                     let dp = &mut dps.iter_mut().find(|d| d.0 == n).context("datapath")?.1;
                     dp.detach(program_names::EXTERNAL, e)?;
                     dp.detach(program_names::INTERNAL, i)?;
+                    dp.set_flow_cache(true)?;
                 }
                 if let Some((prog, link)) = bench_link {
                     let x: &mut Xdp = bench_gw.program_mut(prog).context("prog")?.try_into()?;
@@ -654,7 +658,11 @@ fn main() -> Result<()> {
         // from different rounds and carry the machine's drift.
         let snat: Vec<f64> = runs
             .iter()
-            .filter(|r| r.size == size && r.case.starts_with("sipvip outbound SNAT"))
+            .filter(|r| {
+                r.size == size
+                    && r.case.starts_with("sipvip outbound SNAT")
+                    && !r.case.ends_with(FLOW_CACHE_OFF)
+            })
             .map(|r| r.vs_floor)
             .collect();
         if let (Some(lo), Some(hi)) = (
@@ -670,6 +678,8 @@ fn main() -> Result<()> {
         }
     }
     let cost = |p: &str| costs.iter().find(|c| c.0 == p).map(|c| c.1.clone());
+    // The fast-path issue's per-packet target: the cached paths within 1.5x the floor
+    // program; a flow's first packet (the rules, the cache off) beside them.
     for p in [
         "inbound steer",
         "outbound SNAT, exclusion miss",
@@ -677,8 +687,8 @@ fn main() -> Result<()> {
     ] {
         if let Some(c) = cost(p) {
             verdicts.push(format!(
-                "{} per-packet cost of {p}: {:.2}x the minimal program (target <= 1.25); {:.2}x net of the harness",
-                if c.vs_floor <= 1.25 { "MET   " } else { "MISSED" },
+                "{} per-packet cost of {p} (flow cache): {:.2}x the minimal program (target <= 1.5); {:.2}x net of the harness",
+                if c.vs_floor <= 1.5 { "MET   " } else { "MISSED" },
                 c.vs_floor,
                 c.vs_floor_net,
             ));
@@ -775,6 +785,10 @@ const NO_FLOW_CACHE_SNAT: &str = "outbound SNAT miss, flow cache off (a flow's f
 /// Steering with 65,536 sources x 16 ports: a flow cache that only works for a few flows
 /// cannot look good here.
 const MANY_FLOWS: &str = "sipvip inbound steering, 1,048,576 flows";
+/// The same cases with the flow cache off (every packet through the rules), side by side.
+const FLOW_CACHE_OFF: &str = ", flow cache off";
+const STEER_NO_FLOW_CACHE: &str = "sipvip inbound steering, flow cache off";
+const SNAT_NO_FLOW_CACHE: &str = "sipvip outbound SNAT, 1 exclusion, flow cache off";
 const TRACE_NONE: &str = "inbound steer, trace on, filter matches nothing";
 const TRACE_ALL: &str = "inbound steer, trace on, every packet (1,000/s per CPU)";
 const BASELINE: &str = "baseline: ";
