@@ -692,6 +692,30 @@ impl Gen {
 }
 
 /// A decimal or 0x-prefixed hex number (underscores allowed).
+/// The flow cache's key of an untagged IPv4 TCP/UDP frame arriving on `side`.
+fn flow_key(side: Side, ifindex: u32, frame: &[u8]) -> Option<sipvip_common::FlowKey> {
+    let ip = frame.get(14..)?;
+    if frame.get(12..14)? != [0x08, 0x00] || ip.len() < 20 {
+        return None;
+    }
+    let l4 = ip.get(usize::from(ip[0] & 0x0f) * 4..)?;
+    let word = |b: &[u8], i: usize| Some(u16::from_ne_bytes([*b.get(i)?, *b.get(i + 1)?]));
+    let addr = |i: usize| u32::from_ne_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
+    Some(sipvip_common::FlowKey {
+        src_be: addr(12),
+        dst_be: addr(16),
+        sport_be: word(l4, 0)?,
+        dport_be: word(l4, 2)?,
+        proto: ip[9],
+        hook: match side {
+            Side::Ext => sipvip_common::FLOW_HOOK_EXT,
+            Side::Int => sipvip_common::FLOW_HOOK_INT,
+        },
+        _pad: 0,
+        ifindex,
+    })
+}
+
 fn parse_number(raw: &str) -> Result<u64, std::num::ParseIntError> {
     let s = raw.trim().replace('_', "");
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -789,6 +813,8 @@ fn differential(mode: Mode, default_seed: u64) {
     // cached decision must then not outlive.
     let mut replay: Option<(Side, Vec<u8>)> = None;
     let mut replays = 0;
+    // Replays whose flow the cache held when they were sent (what the cached path took).
+    let mut replays_cached = 0;
     for n in 0..frames {
         // Flip the active member now and then, in both.
         if n % flip_every == flip_every - 1 {
@@ -820,6 +846,15 @@ fn differential(mode: Mode, default_seed: u64) {
         let (side, frame) = match replay.take() {
             Some(r) if n % 2 == 0 => {
                 replays += 1;
+                let ifindex = match r.0 {
+                    Side::Ext => net.ext_ifindex,
+                    Side::Int => net.int_ifindex,
+                };
+                if let Some(key) = flow_key(r.0, ifindex, &r.1) {
+                    if net.dp.cached_flow(&key).unwrap().is_some() {
+                        replays_cached += 1;
+                    }
+                }
                 r
             }
             _ => gen.next(),
@@ -940,11 +975,18 @@ fn differential(mode: Mode, default_seed: u64) {
     );
     // The flow cache took part (or, turned off, held nothing).
     match mode {
-        Mode::NoCache => assert_eq!(cached_max, 0, "the flow cache is off"),
-        Mode::Cache | Mode::Churn => assert!(cached_max > 0, "no flow was cached"),
+        Mode::NoCache => assert_eq!(
+            (cached_max, replays_cached),
+            (0, 0),
+            "the flow cache is off"
+        ),
+        Mode::Cache | Mode::Churn => assert!(
+            cached_max > 0 && replays_cached > 1000,
+            "flows cached: {cached_max}, replays through the cache: {replays_cached}"
+        ),
     }
     eprintln!(
-        "{mode:?}: {frames} frames ({replays} sent again), {flips} flips, {changes} other changes, up to {cached_max} flows cached, seed {seed:#x}: IPv6 fragments {}, with extension headers {}: {reasons:?}",
+        "{mode:?}: {frames} frames ({replays} sent again, {replays_cached} of them through the flow cache), {flips} flips, {changes} other changes, up to {cached_max} flows cached, seed {seed:#x}: IPv6 fragments {}, with extension headers {}: {reasons:?}",
         model.fragments6, model.ext_headers6
     );
 }

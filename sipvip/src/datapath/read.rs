@@ -118,6 +118,27 @@ impl Datapath {
         Ok((live, n))
     }
 
+    /// The flow cache's entry for `key`, if it holds one of the current generations (the
+    /// one the flow's next packet takes).
+    pub fn cached_flow(
+        &self,
+        key: &sipvip_common::FlowKey,
+    ) -> Result<Option<sipvip_common::FlowEntry>> {
+        let (Some(flows), Some(gen)) = (&self.flows, &self.flow_gen) else {
+            return Ok(None);
+        };
+        let g = |slot| gen.get(&slot, 0).map_err(map_err(map_names::FLOW_GEN));
+        let (user, kernel) = (
+            g(sipvip_common::FLOW_GEN_USER)?,
+            g(sipvip_common::FLOW_GEN_KERNEL)?,
+        );
+        match flows.get(key, 0) {
+            Ok(e) if user != 0 && e.gen_user == user && e.gen_kernel == kernel => Ok(Some(e)),
+            Ok(_) | Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::FLOWS)(e)),
+        }
+    }
+
     /// Every fragment-tracking entry.
     pub fn frags(&self) -> Result<Vec<(FragKey, FragValue)>> {
         self.frags
