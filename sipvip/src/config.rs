@@ -1007,6 +1007,19 @@ impl Config {
                 ),
             );
         }
+        for (name, size) in [
+            ("conntrack", self.sizes.conntrack),
+            ("fragments", self.sizes.fragments),
+            ("exclusions", self.sizes.exclusions),
+            ("flows", self.sizes.flows),
+        ] {
+            if size == Some(0) {
+                p(
+                    format!("sizes.{name}"),
+                    "0 entries: a map needs at least 1 (leave it out for the default)".into(),
+                );
+            }
+        }
 
         let mut monitor_names = HashMap::new();
         for (i, m) in self.monitors.iter().enumerate() {
@@ -1691,6 +1704,17 @@ mod tests {
             "nexthop_refresh = \"0s\""
         ))
         .is_empty());
+    }
+
+    #[test]
+    fn a_map_of_no_entries_is_refused() {
+        let p = problems(&format!("{EXAMPLE}\n[sizes]\nflows = 0\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("sizes.flows: 0 entries: a map needs at least 1"),
+            "{p:?}"
+        );
+        assert!(problems(&format!("{EXAMPLE}\n[sizes]\nflows = 4096\n")).is_empty());
     }
 
     #[test]
