@@ -615,9 +615,8 @@ pub struct FlowKey {
     pub ifindex: u32,
 }
 
-/// The external XDP program's packets (`FlowKey::hook`).
-pub const FLOW_HOOK_EXT: u8 = 0;
-/// The internal XDP program's packets.
+/// `FlowKey::hook`: the internal XDP program's packets (the one hook the cache serves; the
+/// field keeps room for others).
 pub const FLOW_HOOK_INT: u8 = 1;
 
 /// `FlowEntry::action`: rewritten (`side`'s address to `addr_be`, its port to `port_be`),

@@ -3,10 +3,13 @@
 //! one lookup and the rewrite ([`crate::apply::cached`]) instead of every rule. A memo of the
 //! rules, like the next-hop cache is of the FIB: it decides nothing the rules would not.
 //!
-//! What it holds: IPv4 TCP/UDP packets the XDP programs translate or forward to a next hop
-//! themselves (steering, SNAT, exclusions, pass-through). Never fragments, ICMP, IPv6, a TC
-//! hook's packets, or a decision that read or wrote state the rules keep per flow other
-//! than the two kinds below (draining, conntrack replies, hand-over).
+//! What it holds: IPv4 TCP/UDP packets from the members that the internal XDP program
+//! translates or forwards to a next hop itself (SNAT, exclusions, pass-through). Never
+//! fragments, ICMP, IPv6, a TC hook's packets, or a decision that read or wrote state the
+//! rules keep per flow other than the two kinds below. Not the external side: steering
+//! reads one VIP record and the next-hop cache, no per-flow state, so a per-flow lookup
+//! saved little there and, with tens of thousands of phones' flows, cost more in memory
+//! traffic than it saved (README, "The flow cache").
 //!
 //! When an entry is valid: while both generations it was decided under are current
 //! (`SV_FLOWGEN_V1`). User space bumps `FLOW_GEN_USER` after every change the rules read
@@ -58,7 +61,7 @@ pub enum Look {
     Hit(&'static FlowEntry, &'static Probe),
 }
 
-/// Looks up the packet's flow (XDP, IPv4, TCP/UDP, not a fragment).
+/// Looks up the packet's flow (XDP, IPv4, TCP/UDP, not a fragment) at `hook`.
 #[inline(always)]
 pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
     if A::V6 || F::ROUTED || p.vlan || p.frag_offset != 0 || p.more_frags {

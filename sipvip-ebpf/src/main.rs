@@ -151,12 +151,13 @@ fn family<F: Frame, S: SideRules, A: Family>(f: &F, l3: packet::L3) -> (u32, Rea
     let Some(p) = A::settle(&p) else {
         return apply::stopped(f, Reason::PassIpv6);
     };
-    let hook = if S::SIDE == sipvip_common::TRACE_SIDE_EXT {
-        sipvip_common::FLOW_HOOK_EXT
+    // The flow cache serves the internal side only (see `crate::flow`).
+    let look = if S::SIDE == sipvip_common::TRACE_SIDE_INT {
+        flow::look(f, p, sipvip_common::FLOW_HOOK_INT)
     } else {
-        sipvip_common::FLOW_HOOK_INT
+        Look::Off
     };
-    let (cacheable, hit) = match flow::look(f, p, hook) {
+    let (cacheable, hit) = match look {
         Look::Hit(e, probe) => (true, apply::cached(f, p, e, &probe.key)),
         Look::Miss => (true, None),
         Look::Off => (false, None),

@@ -535,8 +535,8 @@ pub struct Forwarding {
     /// dropped inbound, SNATed by default outbound (docs/architecture.md, "Fragments").
     #[serde(default = "default_fragment_lifetime")]
     pub fragment_lifetime: Dur,
-    /// The flow cache: a flow's later packets take its first packet's decision in one
-    /// lookup (docs/architecture.md, "Flow cache"). It runs while the next-hop cache does
+    /// The flow cache: a member's flow's later packets take its first packet's decision in
+    /// one lookup (docs/architecture.md, "Flow cache"). It runs while the next-hop cache does
     /// (`nexthop_refresh` above 0s); `false` turns it off, for comparison.
     #[serde(default = "default_flow_cache")]
     pub flow_cache: bool,

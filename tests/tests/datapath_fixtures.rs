@@ -1487,12 +1487,12 @@ fn ecmp_packets_without_flow_state_are_handed_to_the_return_path() {
     assert_eq!(reasons.get("handed_over"), Some(&5));
 }
 
-/// The flow cache never outlives a change: a flow whose decision is cached (its second
-/// packet took it) gets the new decision on its next packet after a failover, a member
-/// disabled (no active member), an exclusion added or removed, and a pass-through flow the
-/// datapath records itself (the member's replies on it are no longer SNATed). A neighbour's
-/// MAC change is `forwarding_next_hops_are_cached_until_the_next_generation`, which runs
-/// with the cache in front too. Every output's checksums are re-verified from scratch.
+/// The flow cache never outlives a change: a member's flow whose decision is cached (its
+/// second packet took it) gets the new decision on its next packet after an exclusion is
+/// added or removed, a neighbour's MAC changes (with the next next-hop generation), and a
+/// pass-through flow the datapath records itself (the member's replies on it are no longer
+/// SNATed); steering, which is not cached, follows a failover and a VIP left without a
+/// member. Every output's checksums are re-verified from scratch.
 #[test]
 fn the_flow_cache_never_outlives_a_change() {
     let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
@@ -1521,13 +1521,13 @@ fn the_flow_cache_never_outlives_a_change() {
         })
     };
 
-    // Steering: the flow is cached on its first packet, the second takes it.
+    // Steering, which the cache does not hold (its rules read no per-flow state).
     let steer = phone_udp(5060).build();
     for _ in 0..2 {
         let (v, out) = run(&net, "sipvip_ext", &steer);
         assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
     }
-    assert!(cached(&net, "steered"), "the steered flow is cached");
+    assert!(!cached(&net, "steered"), "steering is not cached");
     // Failover.
     net.dp
         .set_active(&net.spec, Some(BACKUP))
@@ -1560,6 +1560,25 @@ fn the_flow_cache_never_outlives_a_change() {
         let (v, out) = run(&net, "sipvip_int", &opened);
         assert_eq!((v, src(&out)), (XDP_REDIRECT, VIP), "no longer excluded");
     }
+    // The phone's MAC changes: the cached decision holds until the next next-hop
+    // generation, as the next-hop cache's answer does, then the new MAC is used.
+    net.ns
+        .exec(&format!(
+            "ip neigh replace {PHONE} lladdr 02:00:00:01:00:99 dev ext0 nud permanent"
+        ))
+        .expect("ip neigh");
+    let (_, out) = run(&net, "sipvip_int", &opened);
+    assert_eq!(out[..6], PHONE_MAC, "cached until the next generation");
+    net.dp.refresh_nexthops(true).expect("refresh");
+    let (v, out) = run(&net, "sipvip_int", &opened);
+    assert_eq!((v, &out[..6]), (XDP_REDIRECT, &[2, 0, 0, 1, 0, 0x99][..]));
+    net.ns
+        .exec(&format!(
+            "ip neigh replace {PHONE} lladdr {} dev ext0 nud permanent",
+            sipvip_tests::frame::mac_str(&PHONE_MAC)
+        ))
+        .expect("ip neigh");
+    net.dp.refresh_nexthops(true).expect("refresh");
     // Its replies' conntrack entry is kept by the cached packets too: removed, the next
     // packet puts it back, as the rules would.
     net.dp.flush_conntrack().expect("flush");

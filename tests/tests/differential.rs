@@ -692,8 +692,12 @@ impl Gen {
 }
 
 /// A decimal or 0x-prefixed hex number (underscores allowed).
-/// The flow cache's key of an untagged IPv4 TCP/UDP frame arriving on `side`.
+/// The flow cache's key of an untagged IPv4 TCP/UDP frame from a member (the cache serves
+/// the internal side only).
 fn flow_key(side: Side, ifindex: u32, frame: &[u8]) -> Option<sipvip_common::FlowKey> {
+    if side != Side::Int {
+        return None;
+    }
     let ip = frame.get(14..)?;
     if frame.get(12..14)? != [0x08, 0x00] || ip.len() < 20 {
         return None;
@@ -707,10 +711,7 @@ fn flow_key(side: Side, ifindex: u32, frame: &[u8]) -> Option<sipvip_common::Flo
         sport_be: word(l4, 0)?,
         dport_be: word(l4, 2)?,
         proto: ip[9],
-        hook: match side {
-            Side::Ext => sipvip_common::FLOW_HOOK_EXT,
-            Side::Int => sipvip_common::FLOW_HOOK_INT,
-        },
+        hook: sipvip_common::FLOW_HOOK_INT,
         _pad: 0,
         ifindex,
     })
@@ -805,8 +806,9 @@ fn differential(mode: Mode, default_seed: u64) {
     let mut flips = 0;
     let mut changes = 0;
     let flip_every = if mode == Mode::Churn { 997 } else { 9973 };
-    // The host exclusion of the configuration server, taken out and put back (Churn).
-    let toggled = (CONFIG, 32u8);
+    // An exclusion covering the phone, the SBC and the T-Lib client (most of the members'
+    // traffic), put in and taken out again (Churn).
+    let toggled = (Ipv4Addr::new(198, 18, 1, 0), 27u8);
     let mut cached_max = 0;
     // Every other frame sent again right after a forwarded one (the same flow's next
     // packet: what the flow cache answers), unless a change came between them, which the

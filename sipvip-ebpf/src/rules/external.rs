@@ -12,7 +12,7 @@ use super::{
     frag, icmp,
     lookup::{arriving_flow, find_service},
     route::{self, Via},
-    Cache, Decision, Dir, Family, Record, SAME_PORT,
+    Decision, Dir, Family, Record, SAME_PORT,
 };
 use crate::{
     hook::Frame,
@@ -40,7 +40,6 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
 
     let mut port = SAME_PORT;
     let mut record = Record::NONE;
-    let mut cache = Cache::No;
     let (target, reason) = if p.is_later_fragment() {
         if p.ttl <= 1 {
             // No ICMP error is sent about a later fragment (RFC 1122, 3.2.2).
@@ -64,7 +63,6 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
             let (addr_be, slot) = if !vip.draining_be.is_zero() && p.proto == IPPROTO_TCP {
                 draining(f, p, vip, sport, dport, &mut record)?
             } else {
-                cache = Cache::Plain;
                 (vip.active_be, vip.active_slot)
             };
             let t = FragValue {
@@ -109,7 +107,7 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
 
     let member = (target.addr_be, u32::from(target.slot));
     let service = u32::from(target.service);
-    let mut d = route::translate(
+    Ok(route::translate(
         f,
         p,
         Dir::In,
@@ -120,9 +118,7 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         reason,
         record,
         Via::toward_members(vip.flags),
-    );
-    d.cache = cache;
-    Ok(d)
+    ))
 }
 
 /// The member of a TCP service connection while another member drains: a new connection

@@ -281,8 +281,9 @@ pub fn pending<A: Family>() -> Option<&'static Pending<A>> {
 /// and what of the rules' per-flow state a cached packet must check.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Cache {
-    /// Not kept: the decision read state that may change under it (a draining member's
-    /// connections, a conntrack reply, a fragment's datagram), or is not the flow's.
+    /// Not kept: the decision read state that may change under it (a fragment's datagram),
+    /// or is not the flow's, or it was made where the cache does not run (the external
+    /// side).
     No,
     /// Kept: the decision read only what user space writes and the packet's own fields.
     Plain,
