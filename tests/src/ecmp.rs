@@ -202,35 +202,9 @@ impl Ecmp {
     /// includes, conntrack synced with the others.
     pub fn config(&self, g: usize) -> String {
         let sync: Vec<String> = (0..N).map(|i| format!("\"{}:9361\"", gw_int(i))).collect();
+        let head = crate::gateways::seed_vip_config(VIP, PRIMARY, BACKUP);
         format!(
-            r#"
-[interfaces]
-external = "ext0"
-internal = ["int0"]
-xdp_mode = "native"
-
-[[monitor]]
-name = "monSipUdp"
-type = "sip"
-transport = "udp"
-interval = "200ms"
-timeout = "1s"
-
-[[vip]]
-name = "vsVipHa01"
-address = "{VIP}"
-monitors = ["monSipUdp"]
-
-[[vip.member]]
-name = "primary"
-address = "{PRIMARY}"
-priority = 10
-
-[[vip.member]]
-name = "backup"
-address = "{BACKUP}"
-priority = 5
-
+            r#"{head}
 [ha]
 mode = "ecmp"
 sync = [{sync}]

@@ -4,6 +4,7 @@
 //! keepalived-config` generates, and the daemons' status.
 
 use std::{
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -263,4 +264,40 @@ impl Drop for Probes {
             let _ = t.join();
         }
     }
+}
+
+/// The head of every lab gateway's sipvip configuration: the seed's VIP (`vip`) and its pair
+/// (`primary`, `backup`) behind a fast SIP OPTIONS monitor, on ext0/int0 in native XDP. The
+/// pair and scale-out labs add their own sections.
+pub fn seed_vip_config(vip: Ipv4Addr, primary: Ipv4Addr, backup: Ipv4Addr) -> String {
+    format!(
+        r#"
+[interfaces]
+external = "ext0"
+internal = ["int0"]
+xdp_mode = "native"
+
+[[monitor]]
+name = "monSipUdp"
+type = "sip"
+transport = "udp"
+interval = "200ms"
+timeout = "1s"
+
+[[vip]]
+name = "vsVipHa01"
+address = "{vip}"
+monitors = ["monSipUdp"]
+
+[[vip.member]]
+name = "primary"
+address = "{primary}"
+priority = 10
+
+[[vip.member]]
+name = "backup"
+address = "{backup}"
+priority = 5
+"#
+    )
 }

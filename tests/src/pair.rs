@@ -146,35 +146,9 @@ impl Pair {
 
     /// Gateway `g`'s sipvip configuration: the seed's VIP and pair, `ha.mode = "keepalived"`.
     pub fn config(&self, g: usize) -> String {
+        let head = crate::gateways::seed_vip_config(VIP, PRIMARY, BACKUP);
         format!(
-            r#"
-[interfaces]
-external = "ext0"
-internal = ["int0"]
-xdp_mode = "native"
-
-[[monitor]]
-name = "monSipUdp"
-type = "sip"
-transport = "udp"
-interval = "200ms"
-timeout = "1s"
-
-[[vip]]
-name = "vsVipHa01"
-address = "{VIP}"
-monitors = ["monSipUdp"]
-
-[[vip.member]]
-name = "primary"
-address = "{PRIMARY}"
-priority = 10
-
-[[vip.member]]
-name = "backup"
-address = "{BACKUP}"
-priority = 5
-
+            r#"{head}
 [snat]
 exclusions = ["{CONFIG}"]
 

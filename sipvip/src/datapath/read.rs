@@ -90,6 +90,18 @@ impl Datapath {
             .map_err(map_err(map_names::CONNTRACK))
     }
 
+    /// The flow cache's current generations (user space's, the datapath's), if it has them.
+    fn flow_generations(&self) -> Result<Option<(u32, u32)>> {
+        let Some(gen) = &self.flow_gen else {
+            return Ok(None);
+        };
+        let g = |slot| gen.get(&slot, 0).map_err(map_err(map_names::FLOW_GEN));
+        Ok(Some((
+            g(sipvip_common::FLOW_GEN_USER)?,
+            g(sipvip_common::FLOW_GEN_KERNEL)?,
+        )))
+    }
+
     /// The flow cache's entries of the current generations (what later packets take),
     /// and how many entries it holds in all (stale ones included).
     pub fn cached_flows(
@@ -98,14 +110,9 @@ impl Datapath {
         Vec<(sipvip_common::FlowKey, sipvip_common::FlowEntry)>,
         usize,
     )> {
-        let (Some(flows), Some(gen)) = (&self.flows, &self.flow_gen) else {
+        let (Some(flows), Some((user, kernel))) = (&self.flows, self.flow_generations()?) else {
             return Ok((Vec::new(), 0));
         };
-        let g = |slot| gen.get(&slot, 0).map_err(map_err(map_names::FLOW_GEN));
-        let (user, kernel) = (
-            g(sipvip_common::FLOW_GEN_USER)?,
-            g(sipvip_common::FLOW_GEN_KERNEL)?,
-        );
         let all: Vec<_> = flows
             .iter()
             .collect::<std::result::Result<_, _>>()
@@ -124,14 +131,9 @@ impl Datapath {
         &self,
         key: &sipvip_common::FlowKey,
     ) -> Result<Option<sipvip_common::FlowEntry>> {
-        let (Some(flows), Some(gen)) = (&self.flows, &self.flow_gen) else {
+        let (Some(flows), Some((user, kernel))) = (&self.flows, self.flow_generations()?) else {
             return Ok(None);
         };
-        let g = |slot| gen.get(&slot, 0).map_err(map_err(map_names::FLOW_GEN));
-        let (user, kernel) = (
-            g(sipvip_common::FLOW_GEN_USER)?,
-            g(sipvip_common::FLOW_GEN_KERNEL)?,
-        );
         match flows.get(key, 0) {
             Ok(e) if user != 0 && e.gen_user == user && e.gen_kernel == kernel => Ok(Some(e)),
             Ok(_) | Err(aya::maps::MapError::KeyNotFound) => Ok(None),
