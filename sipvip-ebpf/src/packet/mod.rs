@@ -117,16 +117,22 @@ pub fn ports<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<(u16, u16), Reason
     if p.l4 + need > p.l3 + p.tot_len as usize {
         return Err(Reason::DropTruncatedL4);
     }
-    if p.proto == IPPROTO_TCP {
-        let h: [u16; 10] = f.load(p.l4).map_err(|_| Reason::DropTruncatedL4)?;
-        Ok((h[0], h[1]))
+    // The whole header is bounds-checked, and only the words read are loaded (a volatile
+    // load of the header would load every word).
+    let e = |_| Reason::DropTruncatedL4;
+    let ports: *const [u16; 2] = if p.proto == IPPROTO_TCP {
+        f.ptr_at::<[u16; 10]>(p.l4).map_err(e)?.cast()
     } else {
-        let h: [u16; 4] = f.load(p.l4).map_err(|_| Reason::DropTruncatedL4)?;
-        if A::V6 && h[3] == 0 {
+        let h = f.ptr_at::<[u16; 4]>(p.l4).map_err(e)?;
+        // SAFETY: inside the frame (checked by ptr_at), 2-byte aligned (see `Frame::load`).
+        if A::V6 && unsafe { core::ptr::read_volatile(&(*h)[3]) } == 0 {
             return Err(Reason::DropUdpNoCsum);
         }
-        Ok((h[0], h[1]))
-    }
+        h.cast()
+    };
+    // SAFETY: as above: the first two words of the checked header.
+    let [sport, dport] = unsafe { core::ptr::read_volatile(ports) };
+    Ok((sport, dport))
 }
 
 pub const ETH_HLEN: usize = 14;

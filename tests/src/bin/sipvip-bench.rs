@@ -31,7 +31,8 @@ struct Opts {
     failover_runs: usize,
     out: PathBuf,
     /// Only the throughput cases starting with this (and no per-path costs), or with
-    /// --costs-only only the cost paths starting with this: for profiling.
+    /// --costs-only only the cost paths starting with this (`=NAME`: that path alone): for
+    /// profiling.
     only: Option<String>,
     /// Only the per-packet costs.
     costs_only: bool,
@@ -39,6 +40,8 @@ struct Opts {
     baseline: Option<PathBuf>,
     /// Rounds over all throughput cases; each figure is the median of its rounds.
     rounds: usize,
+    /// Rounds of the per-packet costs (each path's figure is its median round).
+    cost_rounds: usize,
     /// "auto" (pktgen where the kernel has it), "pktgen" or "live".
     generator: String,
     pktgen_threads: u32,
@@ -54,6 +57,7 @@ fn opts() -> Opts {
         costs_only: false,
         baseline: None,
         rounds: 20,
+        cost_rounds: 9,
         generator: "auto".into(),
         pktgen_threads: 1,
         pktgen_burst: 32,
@@ -68,6 +72,9 @@ fn opts() -> Opts {
             "--costs-only" => o.costs_only = true,
             "--baseline-object" => o.baseline = it.next().map(PathBuf::from),
             "--rounds" => o.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(20),
+            "--cost-rounds" => {
+                o.cost_rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(9).max(1)
+            }
             "--generator" => o.generator = it.next().unwrap_or_default(),
             "--pktgen-threads" => {
                 o.pktgen_threads = it.next().and_then(|v| v.parse().ok()).unwrap_or(1)
@@ -77,7 +84,7 @@ fn opts() -> Opts {
             }
             "-h" | "--help" => {
                 println!(
-                    "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--out DIR] [--only CASE-PREFIX | --costs-only]\n             [--baseline-object OLD.bpf.o]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
+                    "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--cost-rounds N] [--out DIR] [--only CASE-PREFIX|=PATH | --costs-only]\n             [--baseline-object OLD.bpf.o]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
                 );
                 std::process::exit(0);
             }
@@ -600,7 +607,7 @@ fn main() -> Result<()> {
     if o.only.is_some() && !o.costs_only {
         return Ok(());
     }
-    let costs = per_packet_costs(o.only.as_deref(), o.baseline.as_deref())?;
+    let costs = per_packet_costs(o.only.as_deref(), o.baseline.as_deref(), o.cost_rounds)?;
     net.reset_gateway()?;
     drop((ext, int));
     drop(net);
@@ -769,7 +776,7 @@ fn main() -> Result<()> {
 }
 
 /// Per-packet cost of each path with BPF_PROG_TEST_RUN: `COST_REPEAT` runs per round,
-/// `COST_ROUNDS` rounds, the median round reported. Every run restores the frame's headers
+/// `--cost-rounds` rounds (9 unless told), the median round reported. Every run restores the frame's headers
 /// (bench_reset) and tail-calls the program measured, so the empty program's figure is the
 /// harness itself. The paths are the rows of the fixture table that name a cost path
 /// (`sipvip_tests::table`), on the fixture network, so the frames measured are the frames
@@ -835,9 +842,21 @@ fn install_local_vip(dp: &mut sipvip::datapath::Datapath) -> Result<Vec<u8>> {
 }
 
 /// `only`: besides the empty and floor programs, only the paths starting with it.
-fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(String, Cost)>> {
+/// Whether `--only` asks for a cost path: its name starts with the value, or is it when the
+/// value starts with `=` (one path alone, for a profile).
+fn wanted(only: &str, name: &str) -> bool {
+    match only.strip_prefix('=') {
+        Some(exact) => name == exact,
+        None => name.starts_with(only),
+    }
+}
+
+fn per_packet_costs(
+    only: Option<&str>,
+    baseline: Option<&Path>,
+    cost_rounds: usize,
+) -> Result<Vec<(String, Cost)>> {
     const COST_REPEAT: u32 = 1_000_000;
-    const COST_ROUNDS: usize = 9;
     use sipvip_tests::{table, topo::FixtureNet};
     let sizes = MapSizes::default();
     let mut net = FixtureNet::new(&sizes)?;
@@ -933,9 +952,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
             } else {
                 format!("{BASELINE}{name}")
             };
-            if only.is_some_and(|o| {
-                !name.starts_with(o) && !name.trim_start_matches(BASELINE).starts_with(o)
-            }) {
+            if only.is_some_and(|o| !wanted(o, name.trim_start_matches(BASELINE))) {
                 continue;
             }
             // A baseline from before IPv6 has no IPv6 path to measure.
@@ -1041,7 +1058,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
         });
     }
     println!(
-        "\nper-packet cost by path (BPF_PROG_TEST_RUN, {COST_ROUNDS} rounds x {COST_REPEAT} runs per path, \
+        "\nper-packet cost by path (BPF_PROG_TEST_RUN, {cost_rounds} rounds x {COST_REPEAT} runs per path, \
          paths interleaved in each round, one CPU; median; the fixture table's frames){}",
         baseline.map(|b| format!("; baseline object {}", b.display())).unwrap_or_default()
     );
@@ -1049,7 +1066,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
     // thread's own CPU set comes back afterwards, for what runs next (the failover lab).
     let _pin = PinnedToCpu0::new();
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
-    for _ in 0..COST_ROUNDS {
+    for _ in 0..cost_rounds {
         interrupted()?;
         for (which, ifindex, frame) in &befores {
             let dp = if *which == 0 {
@@ -1131,7 +1148,7 @@ fn per_packet_costs(only: Option<&str>, baseline: Option<&Path>) -> Result<Vec<(
                     .collect(),
             ),
             vs_baseline,
-            runs: u64::from(COST_REPEAT) * COST_ROUNDS as u64,
+            runs: u64::from(COST_REPEAT) * cost_rounds as u64,
         };
         println!(
             "  {:<56} {:>6.0} ns/pkt (min {:.0}, max {:.0}; {:.2}x the floor, {:.2}x net of the empty program){}",
