@@ -24,7 +24,13 @@ pub const IPPROTO_UDP: u8 = 17;
 
 /// Map names. Kernel map names are limited to 15 bytes.
 pub mod map_names {
-    pub const VIPS: &str = "SV_VIPS_V2";
+    /// The VIP records (`VipSlot`, an array) and the index that finds them by address
+    /// (`vip_index_slot`, an array of record slots + 1). See `VipSlot`.
+    pub const VIPS: &str = "SV_VIPS_V3";
+    pub const VIP_INDEX: &str = "SV_VIPIDX_V1";
+    /// The VIP records as hash map keyed by address, before `SV_VIPS_V3` (an older build's
+    /// object, which the bench drives beside this one).
+    pub const VIPS_HASH: &str = "SV_VIPS_V2";
     pub const MEMBERS: &str = "SV_MEMBERS_V1";
     pub const CONNTRACK: &str = "SV_CT_V1";
     pub const FRAGS: &str = "SV_FRAGS_V2";
@@ -43,7 +49,10 @@ pub mod map_names {
     /// The IPv6 twins of the address-keyed maps: the same records with 16-byte addresses
     /// (`VipRecord<Ipv6Be>`, ...). Counters, reasons, interfaces, pass-through port marks and
     /// settings are shared by both families.
-    pub const VIPS6: &str = "SV_VIPS6_V1";
+    pub const VIPS6: &str = "SV_VIPS6_V2";
+    pub const VIP_INDEX6: &str = "SV_VIPIDX6_V1";
+    /// Before `SV_VIPS6_V2`, as `VIPS_HASH`.
+    pub const VIPS6_HASH: &str = "SV_VIPS6_V1";
     pub const MEMBERS6: &str = "SV_MEMBERS6_V1";
     pub const CONNTRACK6: &str = "SV_CT6_V1";
     pub const FRAGS6: &str = "SV_FRAGS6_V1";
@@ -78,8 +87,9 @@ pub mod map_names {
     pub const FLOWS: &str = "SV_FLOWS_V1";
     pub const FLOW_GEN: &str = "SV_FLOWGEN_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 35] = [
+    pub const ALL: [&str; 37] = [
         VIPS,
+        VIP_INDEX,
         MEMBERS,
         CONNTRACK,
         FRAGS,
@@ -94,6 +104,7 @@ pub mod map_names {
         SETTINGS,
         PENDING,
         VIPS6,
+        VIP_INDEX6,
         MEMBERS6,
         CONNTRACK6,
         FRAGS6,
@@ -166,13 +177,9 @@ pub struct Service {
     pub member_port_be: u16,
 }
 
-/// Value of `SV_VIPS_V2`, keyed by the VIP address (`u32`, network order), and of
-/// `SV_VIPS6_V1` (`VipRecord<Ipv6Be>`), keyed by its IPv6 address. A dual-stack VIP has one
-/// record in each, with the same `vip_id` and the same active member (its address in each
-/// family).
-///
-/// User space flips the active member by writing a whole new record: one map-value write,
-/// which the kernel swaps in atomically for a hash map created with BPF_F_NO_PREALLOC.
+/// A VIP's record, in a `VipSlot` of `SV_VIPS_V3` (IPv4) or `SV_VIPS6_V2`
+/// (`VipRecord<Ipv6Be>`). A dual-stack VIP has one record in each, with the same `vip_id`
+/// and the same active member (its address in each family).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipRecord<A = u32> {
@@ -502,6 +509,52 @@ pub struct TraceEvent {
     pub _pad2: u32,
     pub before: [u8; TRACE_SNAP_MAX],
     pub after: [u8; TRACE_SNAP_MAX],
+}
+
+/// A slot of the VIP records (`SV_VIPS_V3`, `SV_VIPS6_V2`): an array, so that finding a
+/// VIP costs inlined array reads instead of a hash lookup's helper calls (the per-packet
+/// cost of steering fell by about a fifth, see docs/architecture.md).
+///
+/// The index (`SV_VIPIDX_V1`, `SV_VIPIDX6_V1`, `VIP_INDEX_SLOTS` entries) holds, at the
+/// VIP address's home slot (`vip_index_slot`) or one of the `VIP_PROBES - 1` after it, the
+/// record's slot + 1 (0: empty). A lookup reads every probe slot (removal leaves holes) and
+/// takes a record only when its `addr_be` is the address looked up.
+///
+/// User space changes a VIP by writing a whole new record into a slot no index entry names,
+/// then pointing the VIP's index entry at it: one map-value write of one word, so a packet
+/// sees the old record or the new one, never a mix. Even a torn read of that word can only
+/// name a record whose address differs (another VIP's, or a free slot), which the address
+/// check refuses. Freed slots are reused round-robin, so a record is rewritten only long
+/// after the last packet that could have read it through an older index entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipSlot<A = u32> {
+    pub addr_be: A,
+    pub rec: VipRecord<A>,
+}
+
+/// Entries of each VIP index (a power of two; 16 per default VIP, so probe chains stay
+/// short).
+pub const VIP_INDEX_SLOTS: u32 = 4096;
+/// Index slots a VIP may lie in, from its home slot on.
+pub const VIP_PROBES: u32 = 4;
+
+/// The home slot of an IPv4 VIP (network order, as loaded) in `SV_VIPIDX_V1`: a
+/// multiplicative hash, the same in the kernel and in user space.
+#[inline(always)]
+pub const fn vip_index_slot(addr_be: u32) -> u32 {
+    addr_be.wrapping_mul(0x9e37_79b1) >> (32 - VIP_INDEX_SLOTS.trailing_zeros())
+}
+
+/// The home slot of an IPv6 VIP in `SV_VIPIDX6_V1`: its four words folded, then as IPv4.
+#[inline(always)]
+pub const fn vip_index_slot6(addr_be: &Ipv6Be) -> u32 {
+    vip_index_slot(
+        addr_be[0]
+            ^ addr_be[1].rotate_left(8)
+            ^ addr_be[2].rotate_left(16)
+            ^ addr_be[3].rotate_left(24),
+    )
 }
 
 /// Slots of `SV_IFACES_V1` (a power of two).
@@ -941,6 +994,8 @@ mod pod {
     // valid; explicit padding fields leave no implicit holes.
     unsafe impl aya::Pod for Service {}
     unsafe impl aya::Pod for VipRecord {}
+    unsafe impl aya::Pod for VipSlot {}
+    unsafe impl aya::Pod for VipSlot<super::Ipv6Be> {}
     unsafe impl aya::Pod for MemberRecord {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for FlowKey {}
@@ -990,6 +1045,9 @@ const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 const _: () = assert!(core::mem::size_of::<FragValue>() == 12);
 const _: () = assert!(core::mem::size_of::<Iface>() == 16);
 const _: () = assert!(IFACE_SLOTS.is_power_of_two());
+const _: () = assert!(VIP_INDEX_SLOTS.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<VipSlot>() == 4 + core::mem::size_of::<VipRecord>());
+const _: () = assert!(core::mem::size_of::<VipSlot<Ipv6Be>>() == 16 + 48 + 8 * MAX_SERVICES);
 const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 // The IPv6 twins: no implicit padding either.
 const _: () = assert!(core::mem::size_of::<VipRecord<Ipv6Be>>() == 48 + 8 * MAX_SERVICES);

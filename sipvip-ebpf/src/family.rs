@@ -14,8 +14,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sipvip_common::{
-    nexthop_slot, nexthop_slot6, CtKey, CtValue, FragKey, FragKey6, FragValue, Ipv6Be,
-    MemberRecord, NextHop, Reason, VipRecord, IPPROTO_ICMP,
+    nexthop_slot, nexthop_slot6, vip_index_slot, CtKey, CtValue, FragKey, FragKey6, FragValue,
+    Ipv6Be, MemberRecord, NextHop, Reason, VipRecord, IPPROTO_ICMP,
 };
 
 use crate::{
@@ -147,8 +147,7 @@ impl Family for u32 {
 
     #[inline(always)]
     fn vip(a: &Self) -> Option<&'static VipRecord<Self>> {
-        // SAFETY: map values are only read.
-        unsafe { maps::VIPS.get(a) }
+        maps::find_vip(&maps::VIP_INDEX, &maps::VIPS, vip_index_slot(*a), a)
     }
 
     #[inline(always)]
@@ -293,8 +292,7 @@ impl Family for Ipv6Be {
 
     #[inline(always)]
     fn vip(a: &Self) -> Option<&'static VipRecord<Self>> {
-        // SAFETY: map values are only read.
-        unsafe { maps::VIPS6.get(a) }
+        maps::find_vip6(a)
     }
 
     #[inline(always)]

@@ -9,14 +9,18 @@ use aya_ebpf::{
 use sipvip_common::{
     default_sizes, CtKey, CtValue, ExclusionAddr, ExclusionAddr6, FlowEntry, FlowKey, FragKey,
     FragKey6, FragValue, Iface, Ipv6Be, MemberRecord, NextHop, PassthroughPorts, ReturnPath,
-    Settings, VipCounters, VipRecord, IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS, REASON_SLOTS,
+    Settings, VipCounters, VipRecord, VipSlot, IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS,
+    REASON_SLOTS, VIP_INDEX_SLOTS, VIP_PROBES,
 };
 
-/// VIP address -> record. No preallocation, so a user-space update swaps the whole value in
-/// atomically (RCU): the active-member flip is a single map write.
-#[map(name = "SV_VIPS_V2")]
-pub static VIPS: HashMap<u32, VipRecord> =
-    HashMap::with_max_entries(default_sizes::VIPS, BPF_F_NO_PREALLOC);
+/// The VIP records, two slots per VIP (a record is written into a free slot, then its index
+/// entry flipped to it); see `sipvip_common::VipSlot`.
+#[map(name = "SV_VIPS_V3")]
+pub static VIPS: Array<VipSlot> = Array::with_max_entries(2 * default_sizes::VIPS, 0);
+
+/// VIP address (by `vip_index_slot` and the probes after it) -> record slot + 1.
+#[map(name = "SV_VIPIDX_V1")]
+pub static VIP_INDEX: Array<u32> = Array::with_max_entries(VIP_INDEX_SLOTS, 0);
 
 /// Member physical address -> record.
 #[map(name = "SV_MEMBERS_V1")]
@@ -76,9 +80,51 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 // ---- The IPv6 twins of the address-keyed maps (same sizes, 16-byte addresses) ----
 
-#[map(name = "SV_VIPS6_V1")]
-pub static VIPS6: HashMap<Ipv6Be, VipRecord<Ipv6Be>> =
-    HashMap::with_max_entries(default_sizes::VIPS, BPF_F_NO_PREALLOC);
+#[map(name = "SV_VIPS6_V2")]
+pub static VIPS6: Array<VipSlot<Ipv6Be>> = Array::with_max_entries(2 * default_sizes::VIPS, 0);
+
+#[map(name = "SV_VIPIDX6_V1")]
+pub static VIP_INDEX6: Array<u32> = Array::with_max_entries(VIP_INDEX_SLOTS, 0);
+
+/// The record of the VIP `addr`, if the index names one: the probe slots from `home` on,
+/// each an inlined array read (a hash lookup is several helper calls), every one read since
+/// removal leaves holes.
+#[inline(always)]
+pub fn find_vip<A: Copy + PartialEq>(
+    index: &Array<u32>,
+    records: &'static Array<VipSlot<A>>,
+    home: u32,
+    addr: &A,
+) -> Option<&'static VipRecord<A>> {
+    let mut i = 0;
+    while i < VIP_PROBES {
+        let r = match index.get((home + i) & (VIP_INDEX_SLOTS - 1)) {
+            Some(&r) => r,
+            None => 0,
+        };
+        if r != 0 {
+            if let Some(v) = records.get(r - 1) {
+                if v.addr_be == *addr {
+                    return Some(&v.rec);
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `find_vip` for an IPv6 VIP, in a function of its own (a BPF-to-BPF call): inlined, the
+/// probes' state would push the IPv6 external program's frame past 512 bytes.
+#[inline(never)]
+pub fn find_vip6(addr: &Ipv6Be) -> Option<&'static VipRecord<Ipv6Be>> {
+    find_vip(
+        &VIP_INDEX6,
+        &VIPS6,
+        sipvip_common::vip_index_slot6(addr),
+        addr,
+    )
+}
 
 #[map(name = "SV_MEMBERS6_V1")]
 pub static MEMBERS6: HashMap<Ipv6Be, MemberRecord<Ipv6Be>> =

@@ -1615,3 +1615,119 @@ fn the_flow_cache_never_outlives_a_change() {
         "the pass-through flow is cached"
     );
 }
+
+/// The VIP index (`SV_VIPIDX_V1`): VIPs whose addresses share a home slot fill its probe
+/// slots; one more is refused with its address and the datapath keeps serving the others;
+/// a VIP removed from the middle of the chain leaves a hole the others are still found
+/// across, which the next VIP fills; and flips beyond the record slots' count (each change
+/// takes a free slot, round-robin) always leave the record the packets see.
+#[test]
+fn the_vip_index_fills_its_probe_slots_and_flips_through_its_record_slots() {
+    use sipvip_common::{vip_index_slot, VIP_PROBES};
+    let mut net = net();
+    let home = vip_index_slot(be32(VIP));
+    // Lab addresses with the fixture VIP's home slot.
+    let same: Vec<Ipv4Addr> = (0..1u32 << 17)
+        .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i))
+        .filter(|a| *a != VIP && vip_index_slot(be32(*a)) == home)
+        .take(VIP_PROBES as usize)
+        .collect();
+    assert_eq!(
+        same.len(),
+        VIP_PROBES as usize,
+        "addresses sharing a home slot"
+    );
+    let spec_at = |addr: Ipv4Addr, id: u32| {
+        let mut s = net.spec.clone();
+        s.addr = Some(addr);
+        s.addr6 = None;
+        for m in &mut s.members {
+            m.addr6 = None;
+        }
+        s.id = id;
+        s
+    };
+    let steered = |net: &FixtureNet, name: &str, addr: Ipv4Addr| {
+        let f = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (addr, 5060), SIP);
+        let out = to_member(&f, PRIMARY, PRIMARY_MAC, None);
+        expect(
+            net,
+            name,
+            Side::Ext,
+            &f.build(),
+            XDP_REDIRECT,
+            Some(&out.build()),
+            "steered",
+        );
+    };
+    // The fixture VIP holds the home slot; three more fill the chain.
+    let full = VIP_PROBES as usize - 1;
+    for (i, a) in same[..full].iter().enumerate() {
+        let spec = spec_at(*a, 10 + i as u32);
+        net.dp.install_vip(&spec).unwrap();
+    }
+    let refused = spec_at(same[full], 20);
+    let err = net.dp.install_vip(&refused).unwrap_err().to_string();
+    assert!(
+        err.contains(&same[full].to_string())
+            && err.contains("no room in the datapath's VIP index"),
+        "{err}"
+    );
+    steered(
+        &net,
+        "the fixture VIP, with its home slot's chain full",
+        VIP,
+    );
+    for a in &same[..full] {
+        steered(&net, "a VIP further along the chain", *a);
+    }
+
+    // A hole in the middle of the chain: the VIPs after it are still found.
+    net.dp.remove_vip4(same[0]).unwrap();
+    let f = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5062), (same[0], 5060), SIP);
+    expect(
+        &net,
+        "a removed VIP",
+        Side::Ext,
+        &f.build(),
+        XDP_PASS,
+        None,
+        "pass_not_vip",
+    );
+    steered(
+        &net,
+        "the last VIP of the chain, past the hole",
+        same[full - 1],
+    );
+    net.dp.install_vip(&refused).unwrap();
+    steered(&net, "the VIP that was refused, in the hole", same[full]);
+
+    // Flips through every record slot, twice over.
+    let flips = 4 * sipvip_common::default_sizes::VIPS as usize + 3;
+    for i in 0..flips {
+        let (member, mac) = if i % 2 == 0 {
+            (BACKUP, BACKUP_MAC)
+        } else {
+            (PRIMARY, PRIMARY_MAC)
+        };
+        net.dp.set_active(&net.spec, Some(member)).unwrap();
+        assert_eq!(
+            net.dp.vip_record(VIP).unwrap().active_be,
+            be32(member),
+            "flip {i}"
+        );
+        if i % 97 == 0 || i + 1 == flips {
+            let f = phone_udp(5060);
+            let out = to_member(&f, member, mac, None);
+            expect(
+                &net,
+                "after a flip",
+                Side::Ext,
+                &f.build(),
+                XDP_REDIRECT,
+                Some(&out.build()),
+                "steered",
+            );
+        }
+    }
+}

@@ -78,9 +78,24 @@ fn a_pinned_datapath_is_adopted_with_its_state_or_refused_when_its_layout_differ
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("adopted a datapath with another layout"),
     }
+    // An earlier build's pins, whose VIP records were a hash map: refused with the remedy.
+    use sipvip_common::map_names::{VIPS, VIPS_HASH};
+    std::fs::rename(dir.join(VIPS), dir.join(VIPS_HASH)).unwrap();
+    match Datapath::adopt(&small(), &dir) {
+        Err(e @ DatapathError::Layout { .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.contains("map SV_VIPS_V3 is missing (an earlier build pinned SV_VIPS_V2)")
+                    && m.contains("--replace"),
+                "{m}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("adopted an earlier build's pins"),
+    }
     let removed = Datapath::remove_pins(&dir).unwrap();
     assert!(
-        removed.contains(&sipvip_common::map_names::VIPS.to_string())
+        removed.contains(&VIPS_HASH.to_string())
             && removed.contains(&"prog_sipvip_ext".to_string()),
         "{removed:?}"
     );

@@ -23,7 +23,7 @@ use crate::{
 /// The external side's rules for a packet of either family.
 #[inline(always)]
 pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
-    let Some(vip) = A::vip(&p.dst()) else {
+    let Some(vip) = A::vip(&p.dst_be) else {
         return not_for_vip(f, p);
     };
     if vip.flags & VIP_F_SILENT != 0 {

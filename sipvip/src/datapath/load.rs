@@ -12,11 +12,13 @@ use aya::{
 };
 use sipvip_common::{
     map_names, program_names, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be,
-    MemberRecord, NextHop, Settings, VipCounters, VipRecord, MAX_MEMBERS,
+    MemberRecord, NextHop, Settings, VipCounters, VipSlot, MAX_MEMBERS,
 };
 
 use super::{
-    pin_err, xdp_mut, Datapath, DatapathError, DebugLogger, MapSizes, Result, OBJECT, OBJECT_DEBUG,
+    pin_err,
+    vips::{VipTable, Vips},
+    xdp_mut, Datapath, DatapathError, DebugLogger, MapSizes, Result, OBJECT, OBJECT_DEBUG,
 };
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -41,7 +43,7 @@ struct Layout {
 }
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
-fn layouts(sizes: &MapSizes) -> [Layout; 35] {
+fn layouts(sizes: &MapSizes) -> [Layout; 37] {
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -51,13 +53,22 @@ fn layouts(sizes: &MapSizes) -> [Layout; 35] {
         sized,
     };
     [
+        // Two record slots per VIP (see `VipSlot`).
         l(
             map_names::VIPS,
-            BPF_MAP_TYPE_HASH,
+            BPF_MAP_TYPE_ARRAY,
             4,
-            size_of::<VipRecord>(),
-            sizes.vips,
+            size_of::<VipSlot>(),
+            2 * sizes.vips,
             true,
+        ),
+        l(
+            map_names::VIP_INDEX,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            4,
+            sipvip_common::VIP_INDEX_SLOTS,
+            false,
         ),
         l(
             map_names::MEMBERS,
@@ -255,11 +266,19 @@ fn layouts(sizes: &MapSizes) -> [Layout; 35] {
         // The IPv6 twins, sized as their IPv4 maps.
         l(
             map_names::VIPS6,
-            BPF_MAP_TYPE_HASH,
-            size_of::<Ipv6Be>(),
-            size_of::<VipRecord<Ipv6Be>>(),
-            sizes.vips,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<VipSlot<Ipv6Be>>(),
+            2 * sizes.vips,
             true,
+        ),
+        l(
+            map_names::VIP_INDEX6,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            4,
+            sipvip_common::VIP_INDEX_SLOTS,
+            false,
         ),
         l(
             map_names::MEMBERS6,
@@ -380,8 +399,8 @@ fn mount_sys_fs_bpf(dir: &Path) -> Result<()> {
 }
 
 /// The maps every build's object has had (another build's object may lack the rest).
-const BASE_MAPS: [&str; 13] = [
-    map_names::VIPS,
+/// (And the VIP records, as `SV_VIPS_V2` before `SV_VIPS_V3`: see `from_maps`.)
+const BASE_MAPS: [&str; 12] = [
     map_names::MEMBERS,
     map_names::CONNTRACK,
     map_names::FRAGS,
@@ -432,8 +451,23 @@ impl Datapath {
         ) -> Result<T> {
             T::try_from(m).map_err(|source| DatapathError::Map { name, source })
         }
+        let vips = match (get(map_names::VIPS), get(map_names::VIP_INDEX)) {
+            (Ok(records), Ok(index)) => {
+                Vips::Table(VipTable::open(typed(index)?, typed(records)?)?)
+            }
+            _ => Vips::Hash(typed(get(map_names::VIPS_HASH)?)?),
+        };
+        let vips6 = match (get(map_names::VIPS6), get(map_names::VIP_INDEX6)) {
+            (Ok(records), Ok(index)) => {
+                Some(Vips::Table(VipTable::open(typed(index)?, typed(records)?)?))
+            }
+            _ => match get(map_names::VIPS6_HASH) {
+                Ok(m) => Some(Vips::Hash(typed(m)?)),
+                Err(_) => None,
+            },
+        };
         Ok(Datapath {
-            vips: typed(get(map_names::VIPS)?)?,
+            vips,
             members: typed(get(map_names::MEMBERS)?)?,
             conntrack: typed(get(map_names::CONNTRACK)?)?,
             frags: typed(get(map_names::FRAGS)?)?,
@@ -486,15 +520,15 @@ impl Datapath {
             .filter_map(|n| get(n).ok().map(|(_, m)| m))
             .collect(),
             v6: match (
-                get(map_names::VIPS6),
+                vips6,
                 get(map_names::MEMBERS6),
                 get(map_names::CONNTRACK6),
                 get(map_names::FRAGS6),
                 get(map_names::EXCLUSIONS6),
             ) {
-                (Ok(vips), Ok(members), Ok(conntrack), Ok(frags), Ok(exclusions)) => {
+                (Some(vips), Ok(members), Ok(conntrack), Ok(frags), Ok(exclusions)) => {
                     Some(super::Maps6 {
-                        vips: typed(vips)?,
+                        vips,
                         members: typed(members)?,
                         conntrack: typed(conntrack)?,
                         frags: typed(frags)?,
@@ -664,6 +698,14 @@ impl Datapath {
             };
             maps.insert(m.name, map);
         }
+        if other_build {
+            // Before the VIP records were an array (`SV_VIPS_V3`).
+            for name in [map_names::VIPS_HASH, map_names::VIPS6_HASH] {
+                if let Some(map) = ebpf.take_map(name) {
+                    maps.insert(name, map);
+                }
+            }
+        }
         let mut dp = Datapath::from_maps(maps, Some(ebpf), logger)?;
         dp.refresh_nexthops(true)?;
         Ok(dp)
@@ -682,6 +724,18 @@ impl Datapath {
     /// this refuses with the first difference.
     pub fn adopt(sizes: &MapSizes, dir: &Path) -> Result<Option<Self>> {
         if !dir.join(map_names::VIPS).exists() {
+            // An earlier build's pins (its VIP records were a hash map) are not this build's
+            // to adopt, nor can this build pin beside them.
+            if dir.join(map_names::VIPS_HASH).exists() {
+                return Err(DatapathError::Layout {
+                    dir: dir.to_path_buf(),
+                    what: format!(
+                        "map {} is missing (an earlier build pinned {})",
+                        map_names::VIPS,
+                        map_names::VIPS_HASH
+                    ),
+                });
+            }
             return Ok(None);
         }
         let mut maps = std::collections::HashMap::new();

@@ -20,13 +20,14 @@ use aya::{
 };
 use sipvip_common::{
     default_sizes, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
-    Settings, VipCounters, VipRecord,
+    Settings, VipCounters,
 };
 
 mod attach;
 mod load;
 mod read;
 mod spec;
+mod vips;
 mod write;
 
 pub use attach::{link_pin, TcAttach, CLSACT_PRIORITY};
@@ -144,7 +145,7 @@ pub fn be16(p: u16) -> u16 {
 pub struct Datapath {
     /// None when the programs were adopted from pins (they are not ours to load).
     ebpf: Option<Ebpf>,
-    vips: HashMap<MapData, u32, VipRecord>,
+    vips: vips::Vips<u32>,
     members: HashMap<MapData, u32, MemberRecord>,
     conntrack: HashMap<MapData, CtKey, CtValue>,
     frags: HashMap<MapData, FragKey, FragValue>,
@@ -191,7 +192,7 @@ struct TraceMaps {
 
 /// The IPv6 twins of the address-keyed maps.
 struct Maps6 {
-    vips: HashMap<MapData, Ipv6Be, VipRecord<Ipv6Be>>,
+    vips: vips::Vips<Ipv6Be>,
     members: HashMap<MapData, Ipv6Be, MemberRecord<Ipv6Be>>,
     conntrack: HashMap<MapData, CtKey<Ipv6Be>, CtValue<Ipv6Be>>,
     frags: HashMap<MapData, FragKey6, FragValue<Ipv6Be>>,

@@ -50,7 +50,7 @@ impl Datapath {
 
     /// The VIP's IPv6 record as the datapath sees it.
     pub fn vip_record6(&self, vip: std::net::Ipv6Addr) -> Option<VipRecord<Ipv6Be>> {
-        self.v6.as_ref()?.vips.get(&ipv6_be(vip.octets()), 0).ok()
+        self.v6.as_ref()?.vips.get(&ipv6_be(vip.octets())).ok()?
     }
 
     /// Every IPv6 conntrack entry.
@@ -78,8 +78,8 @@ impl Datapath {
     /// The VIP's record as the datapath sees it.
     pub fn vip_record(&self, vip: Ipv4Addr) -> Result<VipRecord> {
         self.vips
-            .get(&be32(vip), 0)
-            .map_err(|_| DatapathError::UnknownVip(vip))
+            .get(&be32(vip))?
+            .ok_or(DatapathError::UnknownVip(vip))
     }
 
     /// Every conntrack entry.

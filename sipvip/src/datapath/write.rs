@@ -243,18 +243,14 @@ impl Datapath {
                 rec6.flags |= VIP_F_SILENT;
             }
             if let Some(v6) = &mut self.v6 {
-                v6.vips
-                    .insert(ipv6_be(addr6.octets()), rec6, 0)
-                    .map_err(map_err(map_names::VIPS6))?;
+                v6.vips.insert(ipv6_be(addr6.octets()), rec6)?;
             }
         }
         if let (Some(addr), Some(mut record)) = (spec.addr, spec.record(active, draining)) {
             if silent {
                 record.flags |= VIP_F_SILENT;
             }
-            self.vips
-                .insert(be32(addr), record, 0)
-                .map_err(map_err(map_names::VIPS))?;
+            self.vips.insert(be32(addr), record)?;
         }
         self.flows_changed()
     }
@@ -279,19 +275,15 @@ impl Datapath {
         let flags = |f: u32| (f & !VIP_F_SILENT) | if answering { 0 } else { VIP_F_SILENT };
         if let (Some(a6), Some(v6)) = (spec.addr6, &mut self.v6) {
             let key = ipv6_be(a6.octets());
-            if let Ok(mut r) = v6.vips.get(&key, 0) {
+            if let Some(mut r) = v6.vips.get(&key)? {
                 r.flags = flags(r.flags);
-                v6.vips
-                    .insert(key, r, 0)
-                    .map_err(map_err(map_names::VIPS6))?;
+                v6.vips.insert(key, r)?;
             }
         }
         if let Some(a) = spec.addr {
-            if let Ok(mut r) = self.vips.get(&be32(a), 0) {
+            if let Some(mut r) = self.vips.get(&be32(a))? {
                 r.flags = flags(r.flags);
-                self.vips
-                    .insert(be32(a), r, 0)
-                    .map_err(map_err(map_names::VIPS))?;
+                self.vips.insert(be32(a), r)?;
             }
         }
         self.flows_changed()
@@ -326,10 +318,8 @@ impl Datapath {
 
     /// Removes a VIP's IPv4 record (a VIP that lost or changed its IPv4 address).
     pub fn remove_vip4(&mut self, addr: Ipv4Addr) -> Result<()> {
-        match self.vips.remove(&be32(addr)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => self.flows_changed(),
-            Err(e) => Err(map_err(map_names::VIPS)(e)),
-        }
+        self.vips.remove(&be32(addr))?;
+        self.flows_changed()
     }
 
     /// Removes a VIP's IPv6 record (a VIP that lost or changed its IPv6 address).
@@ -337,23 +327,18 @@ impl Datapath {
         let Some(v6) = &mut self.v6 else {
             return Ok(());
         };
-        match v6.vips.remove(&ipv6_be(addr6.octets())) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => self.flows_changed(),
-            Err(e) => Err(map_err(map_names::VIPS6)(e)),
-        }
+        v6.vips.remove(&ipv6_be(addr6.octets()))?;
+        self.flows_changed()
     }
 
     /// Removes a VIP and its members, in both families.
     pub fn remove_vip(&mut self, spec: &VipSpec) -> Result<()> {
+        // A record already gone is no error: the VIP is removed either way.
         if let Some(a) = spec.addr {
-            self.vips
-                .remove(&be32(a))
-                .map_err(map_err(map_names::VIPS))?;
+            self.vips.remove(&be32(a))?;
         }
         if let (Some(a6), Some(v6)) = (spec.addr6, &mut self.v6) {
-            v6.vips
-                .remove(&ipv6_be(a6.octets()))
-                .map_err(map_err(map_names::VIPS6))?;
+            v6.vips.remove(&ipv6_be(a6.octets()))?;
         }
         for m in &spec.members {
             if let Some(a) = m.addr {
