@@ -5,8 +5,8 @@
 //!
 //! One file per job: `spec` (what a VIP is, as map records), `load` (load, pin, adopt; the
 //! list of maps and their layouts, declared once), `attach` (XDP links), `write` (map
-//! writes: VIPs, members, exclusions, interfaces, settings, flows) and `read` (counters and
-//! state). See docs/architecture.md, "Maps".
+//! writes: VIPs, members, exclusions, interfaces, settings, flows), `vips` (the VIP index
+//! and its records) and `read` (counters and state). See docs/architecture.md, "Maps".
 
 use std::{
     net::Ipv4Addr,
