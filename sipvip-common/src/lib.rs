@@ -31,7 +31,11 @@ pub mod map_names {
     /// The VIP records as hash map keyed by address, before `SV_VIPS_V3` (an older build's
     /// object, which the bench drives beside this one).
     pub const VIPS_HASH: &str = "SV_VIPS_V2";
-    pub const MEMBERS: &str = "SV_MEMBERS_V1";
+    /// The member records (`MemberSlot`, an array) and their index, as the VIPs'.
+    pub const MEMBERS: &str = "SV_MEMBERS_V2";
+    pub const MEMBER_INDEX: &str = "SV_MEMIDX_V1";
+    /// Before `SV_MEMBERS_V2`, as `VIPS_HASH`.
+    pub const MEMBERS_HASH: &str = "SV_MEMBERS_V1";
     pub const CONNTRACK: &str = "SV_CT_V1";
     pub const FRAGS: &str = "SV_FRAGS_V2";
     pub const EXCLUSIONS: &str = "SV_EXCL_V1";
@@ -53,7 +57,10 @@ pub mod map_names {
     pub const VIP_INDEX6: &str = "SV_VIPIDX6_V1";
     /// Before `SV_VIPS6_V2`, as `VIPS_HASH`.
     pub const VIPS6_HASH: &str = "SV_VIPS6_V1";
-    pub const MEMBERS6: &str = "SV_MEMBERS6_V1";
+    pub const MEMBERS6: &str = "SV_MEMBERS6_V2";
+    pub const MEMBER_INDEX6: &str = "SV_MEMIDX6_V1";
+    /// Before `SV_MEMBERS6_V2`, as `VIPS_HASH`.
+    pub const MEMBERS6_HASH: &str = "SV_MEMBERS6_V1";
     pub const CONNTRACK6: &str = "SV_CT6_V1";
     pub const FRAGS6: &str = "SV_FRAGS6_V1";
     pub const EXCLUSIONS6: &str = "SV_EXCL6_V1";
@@ -87,10 +94,11 @@ pub mod map_names {
     pub const FLOWS: &str = "SV_FLOWS_V1";
     pub const FLOW_GEN: &str = "SV_FLOWGEN_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 37] = [
+    pub const ALL: [&str; 39] = [
         VIPS,
         VIP_INDEX,
         MEMBERS,
+        MEMBER_INDEX,
         CONNTRACK,
         FRAGS,
         EXCLUSIONS,
@@ -106,6 +114,7 @@ pub mod map_names {
         VIPS6,
         VIP_INDEX6,
         MEMBERS6,
+        MEMBER_INDEX6,
         CONNTRACK6,
         FRAGS6,
         EXCLUSIONS6,
@@ -200,8 +209,9 @@ pub struct VipRecord<A = u32> {
     pub services: [Service; MAX_SERVICES],
 }
 
-/// Value of `SV_MEMBERS_V1`, keyed by the member's physical address; `MemberRecord<Ipv6Be>`
-/// in `SV_MEMBERS6_V1`, keyed by its IPv6 address, translated to the VIP's IPv6 address.
+/// A member's record, in a `MemberSlot` of `SV_MEMBERS_V2` found by its physical address;
+/// `MemberRecord<Ipv6Be>` in `SV_MEMBERS6_V2`, by its IPv6 address, translated to the VIP's
+/// IPv6 address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemberRecord<A = u32> {
@@ -511,7 +521,8 @@ pub struct TraceEvent {
     pub after: [u8; TRACE_SNAP_MAX],
 }
 
-/// A slot of the VIP records (`SV_VIPS_V3`, `SV_VIPS6_V2`): an array, so that finding a
+/// A slot of the VIP records (`SV_VIPS_V3`, `SV_VIPS6_V2`; `VipSlot`), and likewise of the
+/// member records (`MemberSlot`, see below): an array, so that finding a
 /// VIP costs inlined array reads instead of a hash lookup's helper calls (the per-packet
 /// cost of steering fell by about a fifth, see docs/architecture.md).
 ///
@@ -526,35 +537,45 @@ pub struct TraceEvent {
 /// name a record whose address differs (another VIP's, or a free slot), which the address
 /// check refuses. Freed slots are reused round-robin, so a record is rewritten only long
 /// after the last packet that could have read it through an older index entry.
+///
+/// The member records (`SV_MEMBERS_V2`, `SV_MEMBERS6_V2`, `MemberSlot`) are kept the same way,
+/// with their own indexes (`SV_MEMIDX_V1`, `SV_MEMIDX6_V1`, `MEMBER_INDEX_SLOTS` entries).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VipSlot<A = u32> {
+pub struct AddrSlot<A, R> {
     pub addr_be: A,
-    pub rec: VipRecord<A>,
+    pub rec: R,
 }
+
+pub type VipSlot<A = u32> = AddrSlot<A, VipRecord<A>>;
+pub type MemberSlot<A = u32> = AddrSlot<A, MemberRecord<A>>;
 
 /// Entries of each VIP index (a power of two; 16 per default VIP, so probe chains stay
 /// short).
 pub const VIP_INDEX_SLOTS: u32 = 4096;
-/// Index slots a VIP may lie in, from its home slot on.
+/// Entries of each member index (16 per default member).
+pub const MEMBER_INDEX_SLOTS: u32 = 16_384;
+/// Index slots an address may lie in, from its home slot on.
 pub const VIP_PROBES: u32 = 4;
 
-/// The home slot of an IPv4 VIP (network order, as loaded) in `SV_VIPIDX_V1`: a
-/// multiplicative hash, the same in the kernel and in user space.
+/// An address's home slot in an index of `slots` entries (a power of two): a multiplicative
+/// hash of the address (network order, as loaded; `fold6` for IPv6), the same in the kernel
+/// and in user space.
 #[inline(always)]
-pub const fn vip_index_slot(addr_be: u32) -> u32 {
-    addr_be.wrapping_mul(0x9e37_79b1) >> (32 - VIP_INDEX_SLOTS.trailing_zeros())
+pub const fn index_slot(addr_be: u32, slots: u32) -> u32 {
+    addr_be.wrapping_mul(0x9e37_79b1) >> (32 - slots.trailing_zeros())
 }
 
-/// The home slot of an IPv6 VIP in `SV_VIPIDX6_V1`: its four words folded, then as IPv4.
+/// An IPv6 address's four words folded into one, for `index_slot`.
 #[inline(always)]
-pub const fn vip_index_slot6(addr_be: &Ipv6Be) -> u32 {
-    vip_index_slot(
-        addr_be[0]
-            ^ addr_be[1].rotate_left(8)
-            ^ addr_be[2].rotate_left(16)
-            ^ addr_be[3].rotate_left(24),
-    )
+pub const fn fold6(addr_be: &Ipv6Be) -> u32 {
+    addr_be[0] ^ addr_be[1].rotate_left(8) ^ addr_be[2].rotate_left(16) ^ addr_be[3].rotate_left(24)
+}
+
+/// The home slot of an IPv4 VIP in `SV_VIPIDX_V1`.
+#[inline(always)]
+pub const fn vip_index_slot(addr_be: u32) -> u32 {
+    index_slot(addr_be, VIP_INDEX_SLOTS)
 }
 
 /// Slots of `SV_IFACES_V1` (a power of two).
@@ -996,6 +1017,8 @@ mod pod {
     unsafe impl aya::Pod for VipRecord {}
     unsafe impl aya::Pod for VipSlot {}
     unsafe impl aya::Pod for VipSlot<super::Ipv6Be> {}
+    unsafe impl aya::Pod for MemberSlot {}
+    unsafe impl aya::Pod for MemberSlot<super::Ipv6Be> {}
     unsafe impl aya::Pod for MemberRecord {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for FlowKey {}
@@ -1046,6 +1069,9 @@ const _: () = assert!(core::mem::size_of::<FragValue>() == 12);
 const _: () = assert!(core::mem::size_of::<Iface>() == 16);
 const _: () = assert!(IFACE_SLOTS.is_power_of_two());
 const _: () = assert!(VIP_INDEX_SLOTS.is_power_of_two());
+const _: () = assert!(MEMBER_INDEX_SLOTS.is_power_of_two());
+const _: () =
+    assert!(core::mem::size_of::<MemberSlot>() == 4 + core::mem::size_of::<MemberRecord>());
 const _: () = assert!(core::mem::size_of::<VipSlot>() == 4 + core::mem::size_of::<VipRecord>());
 const _: () = assert!(core::mem::size_of::<VipSlot<Ipv6Be>>() == 16 + 48 + 8 * MAX_SERVICES);
 const _: () = assert!(core::mem::size_of::<Settings>() == 8);

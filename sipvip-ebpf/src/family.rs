@@ -14,8 +14,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sipvip_common::{
-    nexthop_slot, nexthop_slot6, vip_index_slot, CtKey, CtValue, FragKey, FragKey6, FragValue,
-    Ipv6Be, MemberRecord, NextHop, Reason, VipRecord, IPPROTO_ICMP,
+    nexthop_slot, nexthop_slot6, CtKey, CtValue, FragKey, FragKey6, FragValue, Ipv6Be,
+    MemberRecord, NextHop, Reason, VipRecord, IPPROTO_ICMP,
 };
 
 use crate::{
@@ -147,13 +147,12 @@ impl Family for u32 {
 
     #[inline(always)]
     fn vip(a: &Self) -> Option<&'static VipRecord<Self>> {
-        maps::find_vip(&maps::VIP_INDEX, &maps::VIPS, vip_index_slot(*a), a)
+        maps::find_vip(a)
     }
 
     #[inline(always)]
     fn member(a: &Self) -> Option<&'static MemberRecord<Self>> {
-        // SAFETY: as above.
-        unsafe { maps::MEMBERS.get(a) }
+        maps::find_member(a)
     }
 
     #[inline(always)]
@@ -297,8 +296,7 @@ impl Family for Ipv6Be {
 
     #[inline(always)]
     fn member(a: &Self) -> Option<&'static MemberRecord<Self>> {
-        // SAFETY: as above.
-        unsafe { maps::MEMBERS6.get(a) }
+        maps::find_member6(a)
     }
 
     #[inline(always)]

@@ -7,10 +7,10 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use sipvip_common::{
-    default_sizes, CtKey, CtValue, ExclusionAddr, ExclusionAddr6, FlowEntry, FlowKey, FragKey,
-    FragKey6, FragValue, Iface, Ipv6Be, MemberRecord, NextHop, PassthroughPorts, ReturnPath,
-    Settings, VipCounters, VipRecord, VipSlot, IFACE_SLOTS, MAX_MEMBERS, NEXTHOP_SLOTS,
-    REASON_SLOTS, VIP_INDEX_SLOTS, VIP_PROBES,
+    default_sizes, fold6, index_slot, AddrSlot, CtKey, CtValue, ExclusionAddr, ExclusionAddr6,
+    FlowEntry, FlowKey, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord, MemberSlot,
+    NextHop, PassthroughPorts, ReturnPath, Settings, VipCounters, VipRecord, VipSlot, IFACE_SLOTS,
+    MAX_MEMBERS, MEMBER_INDEX_SLOTS, NEXTHOP_SLOTS, REASON_SLOTS, VIP_INDEX_SLOTS, VIP_PROBES,
 };
 
 /// The VIP records, two slots per VIP (a record is written into a free slot, then its index
@@ -22,10 +22,13 @@ pub static VIPS: Array<VipSlot> = Array::with_max_entries(2 * default_sizes::VIP
 #[map(name = "SV_VIPIDX_V1")]
 pub static VIP_INDEX: Array<u32> = Array::with_max_entries(VIP_INDEX_SLOTS, 0);
 
-/// Member physical address -> record.
-#[map(name = "SV_MEMBERS_V1")]
-pub static MEMBERS: HashMap<u32, MemberRecord> =
-    HashMap::with_max_entries(default_sizes::MEMBERS, BPF_F_NO_PREALLOC);
+/// The member records, two slots per member, found by physical address through their index
+/// (as the VIPs').
+#[map(name = "SV_MEMBERS_V2")]
+pub static MEMBERS: Array<MemberSlot> = Array::with_max_entries(2 * default_sizes::MEMBERS, 0);
+
+#[map(name = "SV_MEMIDX_V1")]
+pub static MEMBER_INDEX: Array<u32> = Array::with_max_entries(MEMBER_INDEX_SLOTS, 0);
 
 #[map(name = "SV_CT_V1")]
 pub static CONNTRACK: LruHashMap<CtKey, CtValue> =
@@ -86,19 +89,21 @@ pub static VIPS6: Array<VipSlot<Ipv6Be>> = Array::with_max_entries(2 * default_s
 #[map(name = "SV_VIPIDX6_V1")]
 pub static VIP_INDEX6: Array<u32> = Array::with_max_entries(VIP_INDEX_SLOTS, 0);
 
-/// The record of the VIP `addr`, if the index names one: the probe slots from `home` on,
-/// each an inlined array read (a hash lookup is several helper calls), every one read since
-/// removal leaves holes.
+/// The record of the address `addr` in `records`, if `index` (of `slots` entries) names
+/// one: the probe slots from the address's home slot on, each an inlined array read (a hash
+/// lookup is several helper calls), every one read since removal leaves holes. See
+/// `sipvip_common::AddrSlot`.
 #[inline(always)]
-pub fn find_vip<A: Copy + PartialEq>(
+pub fn find<A: Copy + PartialEq, R>(
     index: &Array<u32>,
-    records: &'static Array<VipSlot<A>>,
+    records: &'static Array<AddrSlot<A, R>>,
+    slots: u32,
     home: u32,
     addr: &A,
-) -> Option<&'static VipRecord<A>> {
+) -> Option<&'static R> {
     let mut i = 0;
     while i < VIP_PROBES {
-        let r = match index.get((home + i) & (VIP_INDEX_SLOTS - 1)) {
+        let r = match index.get((home + i) & (slots - 1)) {
             Some(&r) => r,
             None => 0,
         };
@@ -114,21 +119,44 @@ pub fn find_vip<A: Copy + PartialEq>(
     None
 }
 
-/// `find_vip` for an IPv6 VIP, in a function of its own (a BPF-to-BPF call): inlined, the
-/// probes' state would push the IPv6 external program's frame past 512 bytes.
-#[inline(never)]
-pub fn find_vip6(addr: &Ipv6Be) -> Option<&'static VipRecord<Ipv6Be>> {
-    find_vip(
-        &VIP_INDEX6,
-        &VIPS6,
-        sipvip_common::vip_index_slot6(addr),
+#[inline(always)]
+pub fn find_vip(addr: &u32) -> Option<&'static VipRecord> {
+    find(
+        &VIP_INDEX,
+        &VIPS,
+        VIP_INDEX_SLOTS,
+        index_slot(*addr, VIP_INDEX_SLOTS),
         addr,
     )
 }
 
-#[map(name = "SV_MEMBERS6_V1")]
-pub static MEMBERS6: HashMap<Ipv6Be, MemberRecord<Ipv6Be>> =
-    HashMap::with_max_entries(default_sizes::MEMBERS, BPF_F_NO_PREALLOC);
+#[inline(always)]
+pub fn find_member(addr: &u32) -> Option<&'static MemberRecord> {
+    let home = index_slot(*addr, MEMBER_INDEX_SLOTS);
+    find(&MEMBER_INDEX, &MEMBERS, MEMBER_INDEX_SLOTS, home, addr)
+}
+
+/// `find` for an IPv6 VIP, in a function of its own (a BPF-to-BPF call): inlined, the
+/// probes' state would push the IPv6 external program's frame past 512 bytes.
+#[inline(never)]
+pub fn find_vip6(addr: &Ipv6Be) -> Option<&'static VipRecord<Ipv6Be>> {
+    let home = index_slot(fold6(addr), VIP_INDEX_SLOTS);
+    find(&VIP_INDEX6, &VIPS6, VIP_INDEX_SLOTS, home, addr)
+}
+
+/// `find` for an IPv6 member, likewise.
+#[inline(never)]
+pub fn find_member6(addr: &Ipv6Be) -> Option<&'static MemberRecord<Ipv6Be>> {
+    let home = index_slot(fold6(addr), MEMBER_INDEX_SLOTS);
+    find(&MEMBER_INDEX6, &MEMBERS6, MEMBER_INDEX_SLOTS, home, addr)
+}
+
+#[map(name = "SV_MEMBERS6_V2")]
+pub static MEMBERS6: Array<MemberSlot<Ipv6Be>> =
+    Array::with_max_entries(2 * default_sizes::MEMBERS, 0);
+
+#[map(name = "SV_MEMIDX6_V1")]
+pub static MEMBER_INDEX6: Array<u32> = Array::with_max_entries(MEMBER_INDEX_SLOTS, 0);
 
 #[map(name = "SV_CT6_V1")]
 pub static CONNTRACK6: LruHashMap<CtKey<Ipv6Be>, CtValue<Ipv6Be>> =

@@ -1620,10 +1620,11 @@ fn the_flow_cache_never_outlives_a_change() {
 /// slots; one more is refused with its address and the datapath keeps serving the others;
 /// a VIP removed from the middle of the chain leaves a hole the others are still found
 /// across, which the next VIP fills; and flips beyond the record slots' count (each change
-/// takes a free slot, round-robin) always leave the record the packets see.
+/// takes a free slot, round-robin) always leave the record the packets see. The member
+/// index (`SV_MEMIDX_V1`) refuses a member the same way.
 #[test]
-fn the_vip_index_fills_its_probe_slots_and_flips_through_its_record_slots() {
-    use sipvip_common::{vip_index_slot, VIP_PROBES};
+fn the_address_indexes_fill_their_probe_slots_and_flips_go_through_record_slots() {
+    use sipvip_common::{index_slot, vip_index_slot, MEMBER_INDEX_SLOTS, VIP_PROBES};
     let mut net = net();
     let home = vip_index_slot(be32(VIP));
     // Lab addresses with the fixture VIP's home slot.
@@ -1701,6 +1702,46 @@ fn the_vip_index_fills_its_probe_slots_and_flips_through_its_record_slots() {
     );
     net.dp.install_vip(&refused).unwrap();
     steered(&net, "the VIP that was refused, in the hole", same[full]);
+
+    // The member index: members whose addresses share the home slot of the primary's fill
+    // its chain; one more is refused, naming it, and the primary is still found.
+    let mhome = index_slot(be32(PRIMARY), MEMBER_INDEX_SLOTS);
+    let msame: Vec<Ipv4Addr> = (0..1u32 << 17)
+        .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i))
+        .filter(|a| ![PRIMARY, BACKUP].contains(a))
+        .filter(|a| index_slot(be32(*a), MEMBER_INDEX_SLOTS) == mhome)
+        .take(VIP_PROBES as usize)
+        .collect();
+    let mut crowded = spec_at(Ipv4Addr::new(198, 18, 9, 9), 30);
+    crowded.members = msame
+        .iter()
+        .map(|a| sipvip::datapath::MemberSpec {
+            addr: Some(*a),
+            addr6: None,
+            passthrough_ports: Vec::new(),
+            ports: Vec::new(),
+            local: false,
+        })
+        .collect();
+    let err = net.dp.install_vip(&crowded).unwrap_err().to_string();
+    let last = msame[VIP_PROBES as usize - 1];
+    assert!(
+        err.contains(&format!(
+            "member {last}: no room in the datapath's member index"
+        )),
+        "{err}"
+    );
+    let out = net
+        .run(
+            "sipvip_int",
+            net.int_ifindex,
+            &Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 5060), (PHONE, 5062), SIP).build(),
+        )
+        .unwrap();
+    assert_eq!(
+        out.0, XDP_REDIRECT,
+        "the primary's traffic, with its chain full"
+    );
 
     // Flips through every record slot, twice over.
     let flips = 4 * sipvip_common::default_sizes::VIPS as usize + 3;

@@ -159,7 +159,7 @@ fn draining<F: Frame, A: Family>(
 /// toward a member's physical address is remembered so the member's replies are never SNATed.
 #[inline(always)]
 fn not_for_vip<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
-    let Some(m) = A::member(&p.dst()) else {
+    let Some(m) = A::member(&p.dst_be) else {
         return Err(Reason::PassNotVip);
     };
     let mut record = Record::NONE;

@@ -20,7 +20,7 @@ use crate::{
 /// The internal side's rules for a packet of either family.
 #[inline(always)]
 pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
-    let Some(m) = A::member(&p.src()) else {
+    let Some(m) = A::member(&p.src_be) else {
         return Err(Reason::PassNotMember);
     };
     if p.dst() == m.vip_be {

@@ -12,12 +12,12 @@ use aya::{
 };
 use sipvip_common::{
     map_names, program_names, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be,
-    MemberRecord, NextHop, Settings, VipCounters, VipSlot, MAX_MEMBERS,
+    MemberSlot, NextHop, Settings, VipCounters, VipSlot, MAX_MEMBERS,
 };
 
 use super::{
     pin_err,
-    vips::{VipTable, Vips},
+    vips::{AddrTable, Records},
     xdp_mut, Datapath, DatapathError, DebugLogger, MapSizes, Result, OBJECT, OBJECT_DEBUG,
 };
 
@@ -43,7 +43,7 @@ struct Layout {
 }
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
-fn layouts(sizes: &MapSizes) -> [Layout; 37] {
+fn layouts(sizes: &MapSizes) -> [Layout; 39] {
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -70,13 +70,22 @@ fn layouts(sizes: &MapSizes) -> [Layout; 37] {
             sipvip_common::VIP_INDEX_SLOTS,
             false,
         ),
+        // As the VIPs'.
         l(
             map_names::MEMBERS,
-            BPF_MAP_TYPE_HASH,
+            BPF_MAP_TYPE_ARRAY,
             4,
-            size_of::<MemberRecord>(),
-            sizes.members,
+            size_of::<MemberSlot>(),
+            2 * sizes.members,
             true,
+        ),
+        l(
+            map_names::MEMBER_INDEX,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            4,
+            sipvip_common::MEMBER_INDEX_SLOTS,
+            false,
         ),
         l(
             map_names::CONNTRACK,
@@ -282,11 +291,19 @@ fn layouts(sizes: &MapSizes) -> [Layout; 37] {
         ),
         l(
             map_names::MEMBERS6,
-            BPF_MAP_TYPE_HASH,
-            size_of::<Ipv6Be>(),
-            size_of::<MemberRecord<Ipv6Be>>(),
-            sizes.members,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<MemberSlot<Ipv6Be>>(),
+            2 * sizes.members,
             true,
+        ),
+        l(
+            map_names::MEMBER_INDEX6,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            4,
+            sipvip_common::MEMBER_INDEX_SLOTS,
+            false,
         ),
         l(
             map_names::CONNTRACK6,
@@ -399,9 +416,8 @@ fn mount_sys_fs_bpf(dir: &Path) -> Result<()> {
 }
 
 /// The maps every build's object has had (another build's object may lack the rest).
-/// (And the VIP records, as `SV_VIPS_V2` before `SV_VIPS_V3`: see `from_maps`.)
-const BASE_MAPS: [&str; 12] = [
-    map_names::MEMBERS,
+/// (And the VIP and member records, as hash maps before they were arrays: see `from_maps`.)
+const BASE_MAPS: [&str; 11] = [
     map_names::CONNTRACK,
     map_names::FRAGS,
     map_names::EXCLUSIONS,
@@ -451,24 +467,42 @@ impl Datapath {
         ) -> Result<T> {
             T::try_from(m).map_err(|source| DatapathError::Map { name, source })
         }
-        let vips = match (get(map_names::VIPS), get(map_names::VIP_INDEX)) {
-            (Ok(records), Ok(index)) => {
-                Vips::Table(VipTable::open(typed(index)?, typed(records)?)?)
-            }
-            _ => Vips::Hash(typed(get(map_names::VIPS_HASH)?)?),
-        };
-        let vips6 = match (get(map_names::VIPS6), get(map_names::VIP_INDEX6)) {
-            (Ok(records), Ok(index)) => {
-                Some(Vips::Table(VipTable::open(typed(index)?, typed(records)?)?))
-            }
-            _ => match get(map_names::VIPS6_HASH) {
-                Ok(m) => Some(Vips::Hash(typed(m)?)),
-                Err(_) => None,
-            },
-        };
+        // The records of each kind: an array and its index, or an earlier build's hash map.
+        macro_rules! records {
+            ($records:expr, $index:expr, $hash:expr) => {
+                match (get($records), get($index)) {
+                    (Ok(records), Ok(index)) => Some(Records::Table(AddrTable::open(
+                        typed(index)?,
+                        typed(records)?,
+                    )?)),
+                    _ => match get($hash) {
+                        Ok(m) => Some(Records::Hash(typed(m)?)),
+                        Err(_) => None,
+                    },
+                }
+            };
+        }
+        let vips = records!(map_names::VIPS, map_names::VIP_INDEX, map_names::VIPS_HASH)
+            .ok_or(DatapathError::MissingMap(map_names::VIPS))?;
+        let members = records!(
+            map_names::MEMBERS,
+            map_names::MEMBER_INDEX,
+            map_names::MEMBERS_HASH
+        )
+        .ok_or(DatapathError::MissingMap(map_names::MEMBERS))?;
+        let vips6 = records!(
+            map_names::VIPS6,
+            map_names::VIP_INDEX6,
+            map_names::VIPS6_HASH
+        );
+        let members6 = records!(
+            map_names::MEMBERS6,
+            map_names::MEMBER_INDEX6,
+            map_names::MEMBERS6_HASH
+        );
         Ok(Datapath {
             vips,
-            members: typed(get(map_names::MEMBERS)?)?,
+            members,
             conntrack: typed(get(map_names::CONNTRACK)?)?,
             frags: typed(get(map_names::FRAGS)?)?,
             exclusions: typed(get(map_names::EXCLUSIONS)?)?,
@@ -521,15 +555,15 @@ impl Datapath {
             .collect(),
             v6: match (
                 vips6,
-                get(map_names::MEMBERS6),
+                members6,
                 get(map_names::CONNTRACK6),
                 get(map_names::FRAGS6),
                 get(map_names::EXCLUSIONS6),
             ) {
-                (Some(vips), Ok(members), Ok(conntrack), Ok(frags), Ok(exclusions)) => {
+                (Some(vips), Some(members), Ok(conntrack), Ok(frags), Ok(exclusions)) => {
                     Some(super::Maps6 {
                         vips,
-                        members: typed(members)?,
+                        members,
                         conntrack: typed(conntrack)?,
                         frags: typed(frags)?,
                         exclusions: typed(exclusions)?,
@@ -699,8 +733,13 @@ impl Datapath {
             maps.insert(m.name, map);
         }
         if other_build {
-            // Before the VIP records were an array (`SV_VIPS_V3`).
-            for name in [map_names::VIPS_HASH, map_names::VIPS6_HASH] {
+            // Before the VIP and member records were arrays (`SV_VIPS_V3`, `SV_MEMBERS_V2`).
+            for name in [
+                map_names::VIPS_HASH,
+                map_names::VIPS6_HASH,
+                map_names::MEMBERS_HASH,
+                map_names::MEMBERS6_HASH,
+            ] {
                 if let Some(map) = ebpf.take_map(name) {
                     maps.insert(name, map);
                 }

@@ -19,8 +19,8 @@ use aya::{
     Ebpf,
 };
 use sipvip_common::{
-    default_sizes, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
-    Settings, VipCounters,
+    default_sizes, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be, Settings,
+    VipCounters,
 };
 
 mod attach;
@@ -73,6 +73,14 @@ pub enum DatapathError {
     UnknownMember { vip: String, member: Ipv4Addr },
     #[error("VIP {vip}: {what}")]
     Invalid { vip: String, what: String },
+    /// A VIP or member address the datapath's index has no room for (`what`: "VIP",
+    /// "member"), or no free record slot.
+    #[error("{what} {addr}: {why}")]
+    NoRoom {
+        what: &'static str,
+        addr: String,
+        why: String,
+    },
     #[error("egress interface {ifindex}: {what}")]
     Egress { ifindex: u32, what: String },
     #[error("the datapath pinned in {dir} does not match this build: {what}; run `sipvip down` first, or start with --replace")]
@@ -146,7 +154,7 @@ pub struct Datapath {
     /// None when the programs were adopted from pins (they are not ours to load).
     ebpf: Option<Ebpf>,
     vips: vips::Vips<u32>,
-    members: HashMap<MapData, u32, MemberRecord>,
+    members: vips::Members<u32>,
     conntrack: HashMap<MapData, CtKey, CtValue>,
     frags: HashMap<MapData, FragKey, FragValue>,
     exclusions: LpmTrie<MapData, u32, u8>,
@@ -193,7 +201,7 @@ struct TraceMaps {
 /// The IPv6 twins of the address-keyed maps.
 struct Maps6 {
     vips: vips::Vips<Ipv6Be>,
-    members: HashMap<MapData, Ipv6Be, MemberRecord<Ipv6Be>>,
+    members: vips::Members<Ipv6Be>,
     conntrack: HashMap<MapData, CtKey<Ipv6Be>, CtValue<Ipv6Be>>,
     frags: HashMap<MapData, FragKey6, FragValue<Ipv6Be>>,
     exclusions: LpmTrie<MapData, Ipv6Be, u8>,

@@ -1,44 +1,46 @@
-//! The VIP records as the datapath finds them by address: [`VipTable`], the record array
-//! and its index (see `sipvip_common::VipSlot` for the layout and why a change is atomic),
-//! or, in an older build's object that the bench drives beside this one, a hash map.
+//! The VIP and member records as the datapath finds them by address: [`AddrTable`], a
+//! record array and its index (see `sipvip_common::AddrSlot` for the layout and why a
+//! change is atomic), or, in an older build's object that the bench drives beside this
+//! one, a hash map.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{Array, HashMap, MapData, MapError};
 use sipvip_common::{
-    map_names, vip_index_slot, vip_index_slot6, Ipv6Be, VipRecord, VipSlot, VIP_INDEX_SLOTS,
-    VIP_PROBES,
+    fold6, index_slot, map_names, AddrSlot, Ipv6Be, MemberRecord, VipRecord, MEMBER_INDEX_SLOTS,
+    VIP_INDEX_SLOTS, VIP_PROBES,
 };
 
 use super::{DatapathError, Result};
 
-/// A VIP address of either family, as the maps hold it.
-pub trait VipAddr: Copy + PartialEq + Default + aya::Pod {
-    /// The record map's name, for errors.
-    const RECORDS: &'static str;
-    const INDEX: &'static str;
-    /// Its home slot in the index.
-    fn home(&self) -> u32;
+/// An address of either family, as the maps hold it.
+pub trait Addr: Copy + PartialEq + Default + aya::Pod {
+    /// The VIP and member maps' names (records, index), for errors.
+    const VIP_MAPS: (&'static str, &'static str);
+    const MEMBER_MAPS: (&'static str, &'static str);
+    /// The word an index hashes.
+    fn fold(&self) -> u32;
     /// The address as an operator writes it.
     fn show(&self) -> String;
 }
 
-impl VipAddr for u32 {
-    const RECORDS: &'static str = map_names::VIPS;
-    const INDEX: &'static str = map_names::VIP_INDEX;
-    fn home(&self) -> u32 {
-        vip_index_slot(*self)
+impl Addr for u32 {
+    const VIP_MAPS: (&'static str, &'static str) = (map_names::VIPS, map_names::VIP_INDEX);
+    const MEMBER_MAPS: (&'static str, &'static str) = (map_names::MEMBERS, map_names::MEMBER_INDEX);
+    fn fold(&self) -> u32 {
+        *self
     }
     fn show(&self) -> String {
         Ipv4Addr::from(self.to_ne_bytes()).to_string()
     }
 }
 
-impl VipAddr for Ipv6Be {
-    const RECORDS: &'static str = map_names::VIPS6;
-    const INDEX: &'static str = map_names::VIP_INDEX6;
-    fn home(&self) -> u32 {
-        vip_index_slot6(self)
+impl Addr for Ipv6Be {
+    const VIP_MAPS: (&'static str, &'static str) = (map_names::VIPS6, map_names::VIP_INDEX6);
+    const MEMBER_MAPS: (&'static str, &'static str) =
+        (map_names::MEMBERS6, map_names::MEMBER_INDEX6);
+    fn fold(&self) -> u32 {
+        fold6(self)
     }
     fn show(&self) -> String {
         let mut o = [0u8; 16];
@@ -49,59 +51,91 @@ impl VipAddr for Ipv6Be {
     }
 }
 
-/// The VIP records of one family.
-pub enum Vips<A: VipAddr>
-where
-    VipSlot<A>: aya::Pod,
-    VipRecord<A>: aya::Pod,
-{
-    Table(VipTable<A>),
-    /// An older build's object (`SV_VIPS_V2`, `SV_VIPS6_V1`).
-    Hash(HashMap<MapData, A, VipRecord<A>>),
+/// What a table holds: the record type, its maps and its index size.
+pub trait Kind<A: Addr> {
+    type Rec: Copy + aya::Pod;
+    /// (records, index) map names.
+    const MAPS: (&'static str, &'static str);
+    const SLOTS: u32;
+    /// What the records are, for errors ("VIP", "member").
+    const WHAT: &'static str;
 }
 
-impl<A: VipAddr> Vips<A>
+pub struct VipKind;
+pub struct MemberKind;
+
+impl<A: Addr> Kind<A> for VipKind
 where
-    VipSlot<A>: aya::Pod,
     VipRecord<A>: aya::Pod,
 {
-    /// The VIP's record, if the datapath has one.
-    pub fn get(&self, addr: &A) -> Result<Option<VipRecord<A>>> {
+    type Rec = VipRecord<A>;
+    const MAPS: (&'static str, &'static str) = A::VIP_MAPS;
+    const SLOTS: u32 = VIP_INDEX_SLOTS;
+    const WHAT: &'static str = "VIP";
+}
+
+impl<A: Addr> Kind<A> for MemberKind
+where
+    MemberRecord<A>: aya::Pod,
+{
+    type Rec = MemberRecord<A>;
+    const MAPS: (&'static str, &'static str) = A::MEMBER_MAPS;
+    const SLOTS: u32 = MEMBER_INDEX_SLOTS;
+    const WHAT: &'static str = "member";
+}
+
+/// The records of one kind and family.
+pub enum Records<A: Addr, K: Kind<A>>
+where
+    AddrSlot<A, K::Rec>: aya::Pod,
+{
+    Table(AddrTable<A, K>),
+    /// An older build's object (`SV_VIPS_V2`, `SV_MEMBERS_V1`, and their IPv6 twins).
+    Hash(HashMap<MapData, A, K::Rec>),
+}
+
+pub type Vips<A> = Records<A, VipKind>;
+pub type Members<A> = Records<A, MemberKind>;
+
+impl<A: Addr, K: Kind<A>> Records<A, K>
+where
+    AddrSlot<A, K::Rec>: aya::Pod,
+{
+    fn hash_err(source: MapError) -> DatapathError {
+        DatapathError::Map {
+            name: K::MAPS.0,
+            source,
+        }
+    }
+
+    /// The record of `addr`, if the datapath has one.
+    pub fn get(&self, addr: &A) -> Result<Option<K::Rec>> {
         match self {
-            Vips::Table(t) => t.get(addr),
-            Vips::Hash(h) => match h.get(addr, 0) {
+            Records::Table(t) => t.get(addr),
+            Records::Hash(h) => match h.get(addr, 0) {
                 Ok(r) => Ok(Some(r)),
                 Err(MapError::KeyNotFound) => Ok(None),
-                Err(source) => Err(DatapathError::Map {
-                    name: A::RECORDS,
-                    source,
-                }),
+                Err(e) => Err(Self::hash_err(e)),
             },
         }
     }
 
-    /// Installs or replaces the VIP's record.
-    pub fn insert(&mut self, addr: A, rec: VipRecord<A>) -> Result<()> {
+    /// Installs or replaces the record of `addr`.
+    pub fn insert(&mut self, addr: A, rec: K::Rec) -> Result<()> {
         match self {
-            Vips::Table(t) => t.insert(addr, rec),
-            Vips::Hash(h) => h.insert(addr, rec, 0).map_err(|source| DatapathError::Map {
-                name: A::RECORDS,
-                source,
-            }),
+            Records::Table(t) => t.insert(addr, rec),
+            Records::Hash(h) => h.insert(addr, rec, 0).map_err(Self::hash_err),
         }
     }
 
-    /// Removes the VIP's record; false when it had none.
+    /// Removes the record of `addr`; false when it had none.
     pub fn remove(&mut self, addr: &A) -> Result<bool> {
         match self {
-            Vips::Table(t) => t.remove(addr),
-            Vips::Hash(h) => match h.remove(addr) {
+            Records::Table(t) => t.remove(addr),
+            Records::Hash(h) => match h.remove(addr) {
                 Ok(()) => Ok(true),
                 Err(MapError::KeyNotFound) => Ok(false),
-                Err(source) => Err(DatapathError::Map {
-                    name: A::RECORDS,
-                    source,
-                }),
+                Err(e) => Err(Self::hash_err(e)),
             },
         }
     }
@@ -109,12 +143,12 @@ where
 
 /// The record array and its index, with the index mirrored here (user space is its only
 /// writer), so that a change costs two map writes and no reads.
-pub struct VipTable<A: VipAddr>
+pub struct AddrTable<A: Addr, K: Kind<A>>
 where
-    VipSlot<A>: aya::Pod,
+    AddrSlot<A, K::Rec>: aya::Pod,
 {
     index: Array<MapData, u32>,
-    records: Array<MapData, VipSlot<A>>,
+    records: Array<MapData, AddrSlot<A, K::Rec>>,
     /// Per index slot: the record slot + 1 it names (0: empty) and that record's address.
     held: Vec<(u32, A)>,
     /// Where the search for a free record slot starts: slots are taken round-robin, so a
@@ -122,29 +156,29 @@ where
     next: u32,
 }
 
-impl<A: VipAddr> VipTable<A>
+impl<A: Addr, K: Kind<A>> AddrTable<A, K>
 where
-    VipSlot<A>: aya::Pod,
+    AddrSlot<A, K::Rec>: aya::Pod,
 {
+    fn err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
+        move |source| DatapathError::Map { name, source }
+    }
+
     /// The table over the two maps, reading what an earlier run left in them (adopted
     /// pins).
-    pub fn open(index: Array<MapData, u32>, records: Array<MapData, VipSlot<A>>) -> Result<Self> {
-        let ierr = |source| DatapathError::Map {
-            name: A::INDEX,
-            source,
-        };
-        let rerr = |source| DatapathError::Map {
-            name: A::RECORDS,
-            source,
-        };
-        let mut held = vec![(0, A::default()); VIP_INDEX_SLOTS as usize];
+    pub fn open(
+        index: Array<MapData, u32>,
+        records: Array<MapData, AddrSlot<A, K::Rec>>,
+    ) -> Result<Self> {
+        let mut held = vec![(0, A::default()); K::SLOTS as usize];
         for (i, h) in held.iter_mut().enumerate() {
-            let r = index.get(&(i as u32), 0).map_err(ierr)?;
+            let r = index.get(&(i as u32), 0).map_err(Self::err(K::MAPS.1))?;
             if r != 0 && r <= records.len() {
-                *h = (r, records.get(&(r - 1), 0).map_err(rerr)?.addr_be);
+                let slot = records.get(&(r - 1), 0).map_err(Self::err(K::MAPS.0))?;
+                *h = (r, slot.addr_be);
             }
         }
-        Ok(VipTable {
+        Ok(AddrTable {
             index,
             records,
             held,
@@ -152,60 +186,53 @@ where
         })
     }
 
-    /// The index slot that names `addr`'s record.
-    fn find(&self, addr: &A) -> Option<usize> {
-        probes(addr.home()).find(|&s| self.held[s].0 != 0 && self.held[s].1 == *addr)
+    fn home(addr: &A) -> u32 {
+        index_slot(addr.fold(), K::SLOTS)
     }
 
-    pub fn get(&self, addr: &A) -> Result<Option<VipRecord<A>>> {
+    /// The index slots `addr` may lie in.
+    fn probes(addr: &A) -> impl Iterator<Item = usize> {
+        let home = Self::home(addr);
+        (0..VIP_PROBES).map(move |i| ((home + i) & (K::SLOTS - 1)) as usize)
+    }
+
+    /// The index slot that names `addr`'s record.
+    fn find(&self, addr: &A) -> Option<usize> {
+        Self::probes(addr).find(|&s| self.held[s].0 != 0 && self.held[s].1 == *addr)
+    }
+
+    pub fn get(&self, addr: &A) -> Result<Option<K::Rec>> {
         let Some(s) = self.find(addr) else {
             return Ok(None);
         };
         let slot = self
             .records
             .get(&(self.held[s].0 - 1), 0)
-            .map_err(|source| DatapathError::Map {
-                name: A::RECORDS,
-                source,
-            })?;
+            .map_err(Self::err(K::MAPS.0))?;
         Ok(Some(slot.rec))
     }
 
-    /// Writes the record into a free slot, then points the VIP's index entry at it.
-    pub fn insert(&mut self, addr: A, rec: VipRecord<A>) -> Result<()> {
+    /// Writes the record into a free slot, then points the address's index entry at it.
+    pub fn insert(&mut self, addr: A, rec: K::Rec) -> Result<()> {
+        let invalid = |why: String| DatapathError::NoRoom {
+            what: K::WHAT,
+            addr: addr.show(),
+            why,
+        };
         let s = match self.find(&addr) {
             Some(s) => s,
-            None => probes(addr.home())
+            None => Self::probes(&addr)
                 .find(|&s| self.held[s].0 == 0)
-                .ok_or_else(|| DatapathError::Invalid {
-                    vip: addr.show(),
-                    what: format!(
-                        "no room in the datapath's VIP index: the {VIP_PROBES} slots from its \
-                         home slot {} hold other VIPs; choose another address",
-                        addr.home()
-                    ),
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "no room in the datapath's {} index: the {VIP_PROBES} slots from its \
+                         home slot {} hold other {}s' addresses; choose another address",
+                        K::WHAT,
+                        Self::home(&addr),
+                        K::WHAT
+                    ))
                 })?,
         };
-        let r = self.free_record(&addr)?;
-        self.records
-            .set(r, VipSlot { addr_be: addr, rec }, 0)
-            .map_err(|source| DatapathError::Map {
-                name: A::RECORDS,
-                source,
-            })?;
-        self.index
-            .set(s as u32, r + 1, 0)
-            .map_err(|source| DatapathError::Map {
-                name: A::INDEX,
-                source,
-            })?;
-        self.held[s] = (r + 1, addr);
-        self.next = (r + 1) % self.records.len();
-        Ok(())
-    }
-
-    /// A record slot no index entry names, round-robin from `next`.
-    fn free_record(&self, addr: &A) -> Result<u32> {
         let n = self.records.len();
         let taken: std::collections::BTreeSet<u32> = self
             .held
@@ -213,35 +240,36 @@ where
             .filter(|h| h.0 != 0)
             .map(|h| h.0 - 1)
             .collect();
-        (0..n)
+        let r = (0..n)
             .map(|i| (self.next + i) % n)
             .find(|r| !taken.contains(r))
-            .ok_or_else(|| DatapathError::Invalid {
-                vip: addr.show(),
-                what: format!(
-                    "the datapath's {n} VIP record slots are all in use (sizes.vips is half \
-                     of them)"
-                ),
-            })
+            .ok_or_else(|| {
+                invalid(format!(
+                    "the datapath's {n} {} record slots are all in use",
+                    K::WHAT
+                ))
+            })?;
+        self.records
+            .set(r, AddrSlot { addr_be: addr, rec }, 0)
+            .map_err(Self::err(K::MAPS.0))?;
+        self.index
+            .set(s as u32, r + 1, 0)
+            .map_err(Self::err(K::MAPS.1))?;
+        self.held[s] = (r + 1, addr);
+        self.next = (r + 1) % n;
+        Ok(())
     }
 
-    /// Empties the VIP's index entry (its record slot is then free); false when it had none.
+    /// Empties the address's index entry (its record slot is then free); false when it had
+    /// none.
     pub fn remove(&mut self, addr: &A) -> Result<bool> {
         let Some(s) = self.find(addr) else {
             return Ok(false);
         };
         self.index
             .set(s as u32, 0, 0)
-            .map_err(|source| DatapathError::Map {
-                name: A::INDEX,
-                source,
-            })?;
+            .map_err(Self::err(K::MAPS.1))?;
         self.held[s] = (0, A::default());
         Ok(true)
     }
-}
-
-/// The index slots a VIP with this home slot may lie in.
-fn probes(home: u32) -> impl Iterator<Item = usize> {
-    (0..VIP_PROBES).map(move |i| ((home + i) & (VIP_INDEX_SLOTS - 1)) as usize)
 }

@@ -213,14 +213,10 @@ impl Datapath {
         }
         for slot in 0..spec.members.len() {
             if let Some((key, rec)) = spec.member_record(slot)? {
-                self.members
-                    .insert(key, rec, 0)
-                    .map_err(map_err(map_names::MEMBERS))?;
+                self.members.insert(key, rec)?;
             }
             if let (Some((key6, rec6)), Some(v6)) = (spec.member_record6(slot)?, &mut self.v6) {
-                v6.members
-                    .insert(key6, rec6, 0)
-                    .map_err(map_err(map_names::MEMBERS6))?;
+                v6.members.insert(key6, rec6)?;
             }
         }
         self.write_vip(spec, spec.active, None)
@@ -293,25 +289,16 @@ impl Datapath {
     /// address). Its flows stay until they age out; nothing is steered to it any more once
     /// the VIP's record no longer names it.
     pub fn remove_member(&mut self, member: IpAddr) -> Result<()> {
-        let r = match member {
-            IpAddr::V4(a) => self
-                .members
-                .remove(&be32(a))
-                .map_err(map_err(map_names::MEMBERS)),
-            IpAddr::V6(a) => match &mut self.v6 {
-                Some(v6) => v6
-                    .members
-                    .remove(&ipv6_be(a.octets()))
-                    .map_err(map_err(map_names::MEMBERS6)),
-                None => Ok(()),
-            },
-        };
-        match r {
-            Err(DatapathError::Map {
-                source: aya::maps::MapError::KeyNotFound,
-                ..
-            }) => {}
-            r => r?,
+        // A record already gone is no error.
+        match member {
+            IpAddr::V4(a) => {
+                self.members.remove(&be32(a))?;
+            }
+            IpAddr::V6(a) => {
+                if let Some(v6) = &mut self.v6 {
+                    v6.members.remove(&ipv6_be(a.octets()))?;
+                }
+            }
         }
         self.flows_changed()
     }
@@ -342,9 +329,7 @@ impl Datapath {
         }
         for m in &spec.members {
             if let Some(a) = m.addr {
-                self.members
-                    .remove(&be32(a))
-                    .map_err(map_err(map_names::MEMBERS))?;
+                self.members.remove(&be32(a))?;
             }
             if let Some(a6) = m.addr6 {
                 self.remove_member(IpAddr::V6(a6))?;
@@ -414,13 +399,14 @@ impl Datapath {
         let pt = match e {
             crate::sync::Entry::V4(k, v) if k.kind == sipvip_common::CT_PASSTHROUGH => self
                 .members
-                .get(&k.addr_a_be, 0)
+                .get(&k.addr_a_be)
                 .ok()
+                .flatten()
                 .map(|m| (m.vip_id, v.slot, k.port_a_be)),
             crate::sync::Entry::V6(k, v) if k.kind == sipvip_common::CT_PASSTHROUGH => self
                 .v6
                 .as_ref()
-                .and_then(|v6| v6.members.get(&k.addr_a_be, 0).ok())
+                .and_then(|v6| v6.members.get(&k.addr_a_be).ok().flatten())
                 .map(|m| (m.vip_id, v.slot, k.port_a_be)),
             _ => None,
         };
