@@ -80,6 +80,9 @@ pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
     let Ok((sport, dport)) = ports(f, p) else {
         return Look::Off;
     };
+    if !crate::rules::internal::worth_caching(p, sport) {
+        return Look::Off;
+    }
     let Some(slot) = PENDING.get_ptr_mut(0) else {
         return Look::Off;
     };

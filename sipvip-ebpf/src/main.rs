@@ -120,13 +120,13 @@ fn entry<F: Frame, S: SideRules>(raw: *mut c_void, to_ipv6: impl FnOnce()) -> (u
     } else {
         S::SIDE
     };
-    let tracing = trace::begin(&f, side);
+    trace::begin(&f, side);
     if l3.v6 {
         to_ipv6();
         // The IPv6 program is not installed: the kernel has the packet, counted.
         return apply::stopped(&f, Reason::PassIpv6);
     }
-    family::<F, S, u32>(&f, l3, tracing)
+    family::<F, S, u32>(&f, l3)
 }
 
 /// An IPv6 program's frame on side `S` (accepted by the program that tail-called this one).
@@ -135,20 +135,15 @@ fn ipv6<F: Frame, S: SideRules>(raw: *mut c_void) -> (u32, Reason) {
     // SAFETY: the program's own context.
     let f = unsafe { F::from_raw(raw) };
     match packet::l3(&f) {
-        // Whether a trace runs is not known here: `trace::outcome` reads it.
-        Ok(l3) => family::<F, S, Ipv6Be>(&f, l3, true),
+        Ok(l3) => family::<F, S, Ipv6Be>(&f, l3),
         Err(r) => apply::stopped(&f, r),
     }
 }
 
 /// A packet of family `A` at `l3` on side `S`: parsed, decided by the side's rules, carried
-/// out by `apply`; `tracing` is what `trace::begin` returned.
+/// out by `apply`.
 #[inline(always)]
-fn family<F: Frame, S: SideRules, A: Family>(
-    f: &F,
-    l3: packet::L3,
-    tracing: bool,
-) -> (u32, Reason) {
+fn family<F: Frame, S: SideRules, A: Family>(f: &F, l3: packet::L3) -> (u32, Reason) {
     let p = match A::parse(f, l3.off, l3.vlan) {
         Ok(p) => p,
         Err(r) => return apply::stopped(f, r),
@@ -171,7 +166,7 @@ fn family<F: Frame, S: SideRules, A: Family>(
         Some(done) => done,
         None => decide_and_apply::<F, S, A>(f, p, cacheable),
     };
-    if trace::outcome(tracing, verdict, reason) {
+    if trace::outcome(verdict, reason) {
         // Returns only if the trace program is not installed.
         f.trace();
     }

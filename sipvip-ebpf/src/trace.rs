@@ -74,18 +74,16 @@ fn scratch() -> Option<&'static mut Scratch> {
 }
 
 /// First step, in the entry program: whether a trace wants packets of this side, and the
-/// frame as it arrived when this CPU's window has room. Returns whether a trace runs, which
-/// the program hands to [`outcome`]: without one, that step then reads no map.
+/// frame as it arrived when this CPU's window has room.
 #[inline(always)]
-pub fn begin<F: Frame>(f: &F, side: u8) -> bool {
+pub fn begin<F: Frame>(f: &F, side: u8) {
     let Some(t) = TRACE.get(0) else {
-        return false;
+        return;
     };
     if t.on == 0 {
-        return false;
+        return;
     }
     begin_tracing::<F>(f.raw(), side);
-    true
 }
 
 /// A function of its own (a BPF-to-BPF call): its helper calls then cost the program's hot
@@ -149,11 +147,10 @@ fn due() -> bool {
 }
 
 /// After `apply`: the verdict and the reason counted, for a packet `begin` took. Whether the
-/// program is to tail-call its trace program. `running`: what `begin` returned, or true in
-/// a program reached by tail call (which cannot know it).
+/// program is to tail-call its trace program.
 #[inline(always)]
-pub fn outcome(running: bool, verdict: u32, reason: Reason) -> bool {
-    if !running || !due() {
+pub fn outcome(verdict: u32, reason: Reason) -> bool {
+    if !due() {
         return false;
     }
     let Some(s) = scratch() else {

@@ -786,6 +786,7 @@ const NO_CACHE_STEER: &str = "inbound steer, nexthop_refresh 0s";
 const NO_CACHE_SNAT: &str = "outbound SNAT miss, nexthop_refresh 0s";
 /// The rules' path, as every member flow's first packet takes it: the flow cache off.
 const NO_FLOW_CACHE_SNAT: &str = "outbound SNAT miss, flow cache off (a flow's first packet)";
+const NO_FLOW_CACHE_PASS: &str = "outbound pass-through port, flow cache off";
 /// The steered frame while a trace runs: with a filter it never matches, and with one every
 /// packet matches (at the default rate: beyond it each packet is counted, not sent).
 /// Steering with 65,536 sources x 16 ports: a flow cache that only works for a few flows
@@ -934,6 +935,7 @@ fn per_packet_costs(
         .collect();
     for (name, of, nexthops_off) in [
         (NO_FLOW_CACHE_SNAT, "outbound SNAT, exclusion miss", false),
+        (NO_FLOW_CACHE_PASS, "outbound pass-through port", false),
         (NO_CACHE_STEER, "inbound steer", true),
         (NO_CACHE_SNAT, "outbound SNAT, exclusion miss", true),
     ] {
