@@ -4,7 +4,8 @@
 //! rules, like the next-hop cache is of the FIB: it decides nothing the rules would not.
 //!
 //! What it holds: IPv4 TCP/UDP packets from the members that the internal XDP program
-//! translates or forwards to a next hop itself (SNAT, exclusions, pass-through). Never
+//! translates or forwards to a next hop itself (SNAT, exclusions, pass-through flows; not
+//! what `rules::internal::worth_caching` leaves to the rules). Never
 //! fragments, ICMP, IPv6, a TC hook's packets, or a decision that read or wrote state the
 //! rules keep per flow other than the two kinds below. Not the external side: steering
 //! reads one VIP record and the next-hop cache, no per-flow state, so a per-flow lookup
@@ -118,7 +119,6 @@ pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
 #[inline(always)]
 pub fn reason(r: u8) -> Option<Reason> {
     [
-        Reason::Steered,
         Reason::Snat,
         Reason::Passthrough,
         Reason::Excluded,

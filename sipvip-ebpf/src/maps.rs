@@ -7,10 +7,11 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use sipvip_common::{
-    default_sizes, fold6, index_slot, AddrSlot, CtKey, CtValue, ExclusionAddr, ExclusionAddr6,
-    FlowEntry, FlowKey, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord, MemberSlot,
-    NextHop, PassthroughPorts, ReturnPath, Settings, VipCounters, VipRecord, VipSlot, IFACE_SLOTS,
-    MAX_MEMBERS, MEMBER_INDEX_SLOTS, NEXTHOP_SLOTS, REASON_SLOTS, VIP_INDEX_SLOTS, VIP_PROBES,
+    default_sizes, fold6, index_slot, vip_index_slot, AddrSlot, CtKey, CtValue, ExclusionAddr,
+    ExclusionAddr6, FlowEntry, FlowKey, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
+    MemberSlot, NextHop, PassthroughPorts, ReturnPath, Settings, VipCounters, VipRecord, VipSlot,
+    IFACE_SLOTS, MAX_MEMBERS, MEMBER_INDEX_SLOTS, NEXTHOP_SLOTS, REASON_SLOTS, VIP_INDEX_SLOTS,
+    VIP_PROBES,
 };
 
 /// The VIP records, two slots per VIP (a record is written into a free slot, then its index
@@ -89,68 +90,6 @@ pub static VIPS6: Array<VipSlot<Ipv6Be>> = Array::with_max_entries(2 * default_s
 #[map(name = "SV_VIPIDX6_V1")]
 pub static VIP_INDEX6: Array<u32> = Array::with_max_entries(VIP_INDEX_SLOTS, 0);
 
-/// The record of the address `addr` in `records`, if `index` (of `slots` entries) names
-/// one: the probe slots from the address's home slot on, each an inlined array read (a hash
-/// lookup is several helper calls), every one read since removal leaves holes. See
-/// `sipvip_common::AddrSlot`.
-#[inline(always)]
-pub fn find<A: Copy + PartialEq, R>(
-    index: &Array<u32>,
-    records: &'static Array<AddrSlot<A, R>>,
-    slots: u32,
-    home: u32,
-    addr: &A,
-) -> Option<&'static R> {
-    let mut i = 0;
-    while i < VIP_PROBES {
-        let r = match index.get((home + i) & (slots - 1)) {
-            Some(&r) => r,
-            None => 0,
-        };
-        if r != 0 {
-            if let Some(v) = records.get(r - 1) {
-                if v.addr_be == *addr {
-                    return Some(&v.rec);
-                }
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-#[inline(always)]
-pub fn find_vip(addr: &u32) -> Option<&'static VipRecord> {
-    find(
-        &VIP_INDEX,
-        &VIPS,
-        VIP_INDEX_SLOTS,
-        index_slot(*addr, VIP_INDEX_SLOTS),
-        addr,
-    )
-}
-
-#[inline(always)]
-pub fn find_member(addr: &u32) -> Option<&'static MemberRecord> {
-    let home = index_slot(*addr, MEMBER_INDEX_SLOTS);
-    find(&MEMBER_INDEX, &MEMBERS, MEMBER_INDEX_SLOTS, home, addr)
-}
-
-/// `find` for an IPv6 VIP, in a function of its own (a BPF-to-BPF call): inlined, the
-/// probes' state would push the IPv6 external program's frame past 512 bytes.
-#[inline(never)]
-pub fn find_vip6(addr: &Ipv6Be) -> Option<&'static VipRecord<Ipv6Be>> {
-    let home = index_slot(fold6(addr), VIP_INDEX_SLOTS);
-    find(&VIP_INDEX6, &VIPS6, VIP_INDEX_SLOTS, home, addr)
-}
-
-/// `find` for an IPv6 member, likewise.
-#[inline(never)]
-pub fn find_member6(addr: &Ipv6Be) -> Option<&'static MemberRecord<Ipv6Be>> {
-    let home = index_slot(fold6(addr), MEMBER_INDEX_SLOTS);
-    find(&MEMBER_INDEX6, &MEMBERS6, MEMBER_INDEX_SLOTS, home, addr)
-}
-
 #[map(name = "SV_MEMBERS6_V2")]
 pub static MEMBERS6: Array<MemberSlot<Ipv6Be>> =
     Array::with_max_entries(2 * default_sizes::MEMBERS, 0);
@@ -202,3 +141,62 @@ pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
 /// `FLOW_GEN_KERNEL` (the datapath's own).
 #[map(name = "SV_FLOWGEN_V1")]
 pub static FLOW_GEN: Array<u32> = Array::with_max_entries(2, 0);
+
+// ---- Finding a VIP or member record by address (see `sipvip_common::AddrSlot`) ----
+
+/// The record of the address `addr` in `records`, if `index` (of `slots` entries) names
+/// one: the probe slots from the address's home slot on, each an inlined array read (a hash
+/// lookup is several helper calls), every one read since removal leaves holes. See
+/// `sipvip_common::AddrSlot`.
+#[inline(always)]
+pub fn find<A: Copy + PartialEq, R>(
+    index: &Array<u32>,
+    records: &'static Array<AddrSlot<A, R>>,
+    slots: u32,
+    home: u32,
+    addr: &A,
+) -> Option<&'static R> {
+    let mut i = 0;
+    while i < VIP_PROBES {
+        let r = match index.get((home + i) & (slots - 1)) {
+            Some(&r) => r,
+            None => 0,
+        };
+        if r != 0 {
+            if let Some(v) = records.get(r - 1) {
+                if v.addr_be == *addr {
+                    return Some(&v.rec);
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+#[inline(always)]
+pub fn find_vip(addr: &u32) -> Option<&'static VipRecord> {
+    let home = vip_index_slot(*addr);
+    find(&VIP_INDEX, &VIPS, VIP_INDEX_SLOTS, home, addr)
+}
+
+#[inline(always)]
+pub fn find_member(addr: &u32) -> Option<&'static MemberRecord> {
+    let home = index_slot(*addr, MEMBER_INDEX_SLOTS);
+    find(&MEMBER_INDEX, &MEMBERS, MEMBER_INDEX_SLOTS, home, addr)
+}
+
+/// `find` for an IPv6 VIP, in a function of its own (a BPF-to-BPF call): inlined, the
+/// probes' state would push the IPv6 external program's frame past 512 bytes.
+#[inline(never)]
+pub fn find_vip6(addr: &Ipv6Be) -> Option<&'static VipRecord<Ipv6Be>> {
+    let home = index_slot(fold6(addr), VIP_INDEX_SLOTS);
+    find(&VIP_INDEX6, &VIPS6, VIP_INDEX_SLOTS, home, addr)
+}
+
+/// `find` for an IPv6 member, likewise.
+#[inline(never)]
+pub fn find_member6(addr: &Ipv6Be) -> Option<&'static MemberRecord<Ipv6Be>> {
+    let home = index_slot(fold6(addr), MEMBER_INDEX_SLOTS);
+    find(&MEMBER_INDEX6, &MEMBERS6, MEMBER_INDEX_SLOTS, home, addr)
+}

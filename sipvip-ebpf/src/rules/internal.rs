@@ -46,9 +46,8 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         return Err(Reason::PassTtl);
     }
     if m.flags & MEMBER_F_SNAT == 0 {
-        let mut d = route::forward(f, p, Reason::Passthrough, Record::NONE);
-        d.cache = Cache::Plain;
-        return Ok(d);
+        // Not cached: see `worth_caching`.
+        return Ok(route::forward(f, p, Reason::Passthrough, Record::NONE));
     }
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
@@ -74,6 +73,8 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         // generation).
         cache = Cache::Plain;
         let (d, r) = if passthrough_port(m, sport) {
+            // Not cached: see `worth_caching`.
+            cache = Cache::No;
             (untouched(), Reason::Passthrough)
         } else if passthrough_flow(m, p.proto, p.src(), sport, p.dst(), dport) {
             cache = Cache::Require;
