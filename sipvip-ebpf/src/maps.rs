@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use sipvip_common::{
     default_sizes, fold6, index_slot, vip_index_slot, AddrSlot, CtKey, CtValue, ExclusionAddr,
-    ExclusionAddr6, FlowEntry, FlowKey, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
+    ExclusionAddr6, FlowSlot, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
     MemberSlot, NextHop, PassthroughPorts, ReturnPath, Settings, VipCounters, VipRecord, VipSlot,
     IFACE_SLOTS, MAX_MEMBERS, MEMBER_INDEX_SLOTS, NEXTHOP_SLOTS, REASON_SLOTS, VIP_INDEX_SLOTS,
     VIP_PROBES,
@@ -131,16 +131,17 @@ pub static PACKET6: PerCpuArray<crate::packet::Ip<Ipv6Be>> = PerCpuArray::with_m
 pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);
 
 /// The flow cache: each TCP/UDP flow's decision, taken by its later packets in one lookup;
-/// see `FlowEntry` and `crate::flow`. An LRU hash: user space never writes it; a stale
-/// entry is told by its generations, and replaced by the flow's next packet.
-#[map(name = "SV_FLOWS_V1")]
-pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
-    LruHashMap::with_max_entries(default_sizes::FLOWS, 0);
+/// see `FlowSlot` and `crate::flow`. A per-CPU array, direct-mapped: user space never
+/// writes it; a slot holds the last flow that hashed to it on its CPU, a stale entry is told
+/// by its generations and replaced by the flow's next packet.
+#[map(name = "SV_FLOWS_V2")]
+pub static FLOWS: PerCpuArray<FlowSlot> = PerCpuArray::with_max_entries(default_sizes::FLOWS, 0);
 
 /// The flow cache's generations: `FLOW_GEN_USER` (user space; 0 turns the cache off) and
-/// `FLOW_GEN_KERNEL` (the datapath's own).
-#[map(name = "SV_FLOWGEN_V1")]
-pub static FLOW_GEN: Array<u32> = Array::with_max_entries(2, 0);
+/// `FLOW_GEN_KERNEL` (the datapath's own); and its slot mask (`FLOW_SLOT_MASK`, user
+/// space's, written at load).
+#[map(name = "SV_FLOWGEN_V2")]
+pub static FLOW_GEN: Array<u32> = Array::with_max_entries(3, 0);
 
 // ---- Finding a VIP or member record by address (see `sipvip_common::AddrSlot`) ----
 

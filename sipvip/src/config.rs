@@ -605,7 +605,7 @@ pub struct Sizes {
     pub conntrack: Option<u32>,
     pub fragments: Option<u32>,
     pub exclusions: Option<u32>,
-    /// The flow cache's entries (default 1,048,576).
+    /// The flow cache's slots per CPU, a power of two (default 65,536: 4.5 MiB per CPU).
     pub flows: Option<u32>,
 }
 
@@ -1017,6 +1017,17 @@ impl Config {
                 p(
                     format!("sizes.{name}"),
                     "0 entries: a map needs at least 1 (leave it out for the default)".into(),
+                );
+            }
+        }
+        if let Some(n) = self.sizes.flows {
+            if n != 0 && !n.is_power_of_two() {
+                p(
+                    "sizes.flows".into(),
+                    format!(
+                        "{n} slots: the flow cache's slots per CPU are a power of two (such as {})",
+                        n.next_power_of_two() / 2
+                    ),
                 );
             }
         }
@@ -1715,6 +1726,12 @@ mod tests {
             "{p:?}"
         );
         assert!(problems(&format!("{EXAMPLE}\n[sizes]\nflows = 4096\n")).is_empty());
+        let p = problems(&format!("{EXAMPLE}\n[sizes]\nflows = 100000\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("sizes.flows: 100000 slots: the flow cache's slots per CPU are a power of two (such as 65536)"),
+            "{p:?}"
+        );
     }
 
     #[test]

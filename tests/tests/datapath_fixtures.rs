@@ -1616,6 +1616,63 @@ fn the_flow_cache_never_outlives_a_change() {
     );
 }
 
+/// The flow cache is direct-mapped per CPU: with one slot, every flow takes it from the
+/// one before, and each packet still gets its own flow's decision, never the slot's
+/// other flow's. A SNATed flow, an excluded one that differs from it only in its destination
+/// address, and a second SNATed flow that differs from the first only in its source port
+/// take turns; every output's checksums are re-verified
+/// from scratch.
+#[test]
+fn flows_that_share_a_flow_cache_slot_each_get_their_own_decision() {
+    let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
+    let net = FixtureNet::new(&sipvip::datapath::MapSizes {
+        flows: 1,
+        ..Default::default()
+    })
+    .expect("fixture namespace");
+    let src = |out: &[u8]| Ipv4Addr::new(out[26], out[27], out[28], out[29]);
+    let snat_a = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (PHONE, 5070), SIP);
+    let excluded = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (CONFIG, 5070), SIP);
+    let snat_b = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40001), (PHONE, 5070), SIP);
+    let flows = [
+        (&snat_a, (PHONE, 40000), VIP, PHONE_MAC, "snat"),
+        (&excluded, (CONFIG, 40000), PRIMARY, CONFIG_MAC, "excluded"),
+        (&snat_b, (PHONE, 40001), VIP, PHONE_MAC, "snat"),
+    ];
+    for round in 0..4 {
+        for (i, (frame, (dst, sport), want_src, want_dmac, reason)) in flows.iter().enumerate() {
+            // Twice in a row: the second packet takes the slot the first left.
+            for n in 0..2 {
+                let before = net.dp.reasons().unwrap().get(*reason).copied();
+                let (v, out) = net
+                    .run("sipvip_int", net.int_ifindex, &frame.build())
+                    .expect("test run");
+                let what = format!("round {round}, flow {i}, packet {n}");
+                assert_eq!(v, XDP_REDIRECT, "{what}");
+                frame::verify_checksums(&out).unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(
+                    (src(&out), &out[..6]),
+                    (*want_src, &want_dmac[..]),
+                    "{what}"
+                );
+                assert_eq!(
+                    net.dp.reasons().unwrap().get(*reason).copied(),
+                    Some(before.unwrap_or(0) + 1),
+                    "{what}: counted as {reason}"
+                );
+            }
+            let (live, held) = net.dp.cached_flows().expect("flow cache");
+            assert_eq!(held, 1, "one slot on the one CPU: {live:?}");
+            let key = &live.first().expect("the last flow is cached").0;
+            assert_eq!(
+                (key.src_be, key.dst_be, key.sport_be),
+                (be32(PRIMARY), be32(*dst), be16(*sport)),
+                "the slot holds the flow that took it last"
+            );
+        }
+    }
+}
+
 /// The VIP index (`SV_VIPIDX_V1`): VIPs whose addresses share a home slot fill its probe
 /// slots; one more is refused with its address and the datapath keeps serving the others;
 /// a VIP removed from the middle of the chain leaves a hole the others are still found

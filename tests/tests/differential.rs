@@ -778,7 +778,16 @@ fn differential(mode: Mode, default_seed: u64) {
     let seed = env_number("SIPVIP_DIFF_SEED", default_seed);
     // CI runs a million frames; `SIPVIP_DIFF_FRAMES=10000000` is the long run.
     let frames = env_number("SIPVIP_DIFF_FRAMES", 1_000_000) as usize;
-    let mut net = FixtureNet::new(&MapSizes::default()).expect("fixture namespace");
+    // Under changes, the flow cache has few slots, so that flows keep taking each other's
+    // slot (a lookup must tell them apart by the whole key).
+    let sizes = match mode {
+        Mode::Churn => MapSizes {
+            flows: 256,
+            ..MapSizes::default()
+        },
+        _ => MapSizes::default(),
+    };
+    let mut net = FixtureNet::new(&sizes).expect("fixture namespace");
     if mode == Mode::NoCache {
         net.dp.set_flow_cache(false).unwrap();
     }

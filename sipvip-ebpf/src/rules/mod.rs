@@ -197,10 +197,9 @@ pub struct Pending<A: Family = u32> {
     pub fragment: (A::FragKey, FragValue<A>),
     pub quote: QuoteRewrite<A>,
     pub error: IcmpError<A>,
-    /// The flow cache's view of this packet (IPv4 only: see `crate::flow`), and the entry
-    /// it keeps, built here rather than on the stack.
+    /// The flow cache's view of this packet (IPv4 only: see `crate::flow`), built here
+    /// rather than on the stack.
     pub flow_probe: crate::flow::Probe,
-    pub flow_entry: sipvip_common::FlowEntry,
 }
 
 /// Slot 0: the parts of this CPU's current decision that only some packets need. The

@@ -220,13 +220,13 @@ fn layouts(sizes: &MapSizes) -> [Layout; 39] {
         ),
         l(
             map_names::FLOWS,
-            BPF_MAP_TYPE_LRU_HASH,
-            size_of::<sipvip_common::FlowKey>(),
-            size_of::<sipvip_common::FlowEntry>(),
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            size_of::<sipvip_common::FlowSlot>(),
             sizes.flows,
             true,
         ),
-        l(map_names::FLOW_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 2, false),
+        l(map_names::FLOW_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 3, false),
         // Kernel-private scratch: its value layout belongs to the kernel crate (0: not
         // checked).
         l(
@@ -500,7 +500,7 @@ impl Datapath {
             map_names::MEMBER_INDEX6,
             map_names::MEMBERS6_HASH
         );
-        Ok(Datapath {
+        let mut dp = Datapath {
             vips,
             members,
             conntrack: typed(get(map_names::CONNTRACK)?)?,
@@ -574,7 +574,9 @@ impl Datapath {
             ebpf,
             logger,
             silent: Default::default(),
-        })
+        };
+        dp.write_flow_slot_mask()?;
+        Ok(dp)
     }
 
     /// Loads the object with `sizes` and loads (but does not attach) every program.
@@ -610,6 +612,12 @@ impl Datapath {
         object: &[u8],
         debug: Option<bool>,
     ) -> Result<Self> {
+        if !sizes.flows.is_power_of_two() {
+            return Err(DatapathError::Sizes(format!(
+                "the flow cache's slots per CPU are a power of two, not {}",
+                sizes.flows
+            )));
+        }
         let other_build = debug.is_none();
         let debug = debug.unwrap_or(false);
         let mut loader = EbpfLoader::new();
@@ -731,6 +739,13 @@ impl Datapath {
                 return Err(DatapathError::MissingMap(m.name));
             };
             maps.insert(m.name, map);
+        }
+        if other_build && !maps.contains_key(map_names::FLOW_GEN) {
+            // Before the per-CPU flow cache: its generations, which drive the build's own
+            // cache (an LRU hash, not read here).
+            if let Some(map) = ebpf.take_map(map_names::FLOW_GEN_V1) {
+                maps.insert(map_names::FLOW_GEN, map);
+            }
         }
         if other_build {
             // Before the VIP and member records were arrays (`SV_VIPS_V3`, `SV_MEMBERS_V2`).

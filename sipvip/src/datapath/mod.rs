@@ -87,6 +87,8 @@ pub enum DatapathError {
     Layout { dir: PathBuf, what: String },
     #[error("bpffs at {path}: {what}")]
     Pin { path: PathBuf, what: String },
+    #[error("map sizes: {0}")]
+    Sizes(String),
     #[error("the trace: {0}")]
     Trace(String),
 }
@@ -120,7 +122,7 @@ pub struct MapSizes {
     pub frags: u32,
     pub exclusions: u32,
     pub devmap: u32,
-    /// The flow cache's entries (`SV_FLOWS_V1`).
+    /// The flow cache's slots per CPU (`SV_FLOWS_V2`), a power of two.
     pub flows: u32,
 }
 
@@ -174,7 +176,7 @@ pub struct Datapath {
     /// The flow trace's maps (None for an object from before it).
     trace: Option<TraceMaps>,
     /// The flow cache and its generations (None for an object from before it).
-    flows: Option<HashMap<MapData, sipvip_common::FlowKey, sipvip_common::FlowEntry>>,
+    flows: Option<PerCpuArray<MapData, sipvip_common::FlowSlot>>,
     flow_gen: Option<Array<MapData, u32>>,
     /// Whether the flow cache is to run (`forwarding.flow_cache`); it runs only while the
     /// next-hop cache does (`nexthops_on`), whose answers its entries hold.

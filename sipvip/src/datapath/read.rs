@@ -102,8 +102,8 @@ impl Datapath {
         )))
     }
 
-    /// The flow cache's entries of the current generations (what later packets take),
-    /// and how many entries it holds in all (stale ones included).
+    /// The flow cache's entries of the current generations (what later packets take), of
+    /// every CPU, and how many slots hold an entry in all (stale ones included).
     pub fn cached_flows(
         &self,
     ) -> Result<(
@@ -113,20 +113,21 @@ impl Datapath {
         let (Some(flows), Some((user, kernel))) = (&self.flows, self.flow_generations()?) else {
             return Ok((Vec::new(), 0));
         };
-        let all: Vec<_> = flows
-            .iter()
-            .collect::<std::result::Result<_, _>>()
-            .map_err(map_err(map_names::FLOWS))?;
-        let n = all.len();
-        let live = all
-            .into_iter()
-            .filter(|(_, e)| user != 0 && e.gen_user == user && e.gen_kernel == kernel)
-            .collect();
+        let (mut live, mut n) = (Vec::new(), 0);
+        for i in 0..flows.len() {
+            let values = flows.get(&i, 0).map_err(map_err(map_names::FLOWS))?;
+            for s in values.iter().filter(|s| s.entry.gen_user != 0) {
+                n += 1;
+                if user != 0 && s.entry.gen_user == user && s.entry.gen_kernel == kernel {
+                    live.push((s.key, s.entry));
+                }
+            }
+        }
         Ok((live, n))
     }
 
-    /// The flow cache's entry for `key`, if it holds one of the current generations (the
-    /// one the flow's next packet takes).
+    /// The flow cache's entry for `key` on any CPU, if it holds one of the current
+    /// generations (the one the flow's next packet takes there).
     pub fn cached_flow(
         &self,
         key: &sipvip_common::FlowKey,
@@ -134,11 +135,17 @@ impl Datapath {
         let (Some(flows), Some((user, kernel))) = (&self.flows, self.flow_generations()?) else {
             return Ok(None);
         };
-        match flows.get(key, 0) {
-            Ok(e) if user != 0 && e.gen_user == user && e.gen_kernel == kernel => Ok(Some(e)),
-            Ok(_) | Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(map_names::FLOWS)(e)),
-        }
+        let slot = sipvip_common::flow_slot(key) & (flows.len() - 1);
+        let values = flows.get(&slot, 0).map_err(map_err(map_names::FLOWS))?;
+        Ok(values
+            .iter()
+            .find(|s| {
+                s.key == *key
+                    && user != 0
+                    && s.entry.gen_user == user
+                    && s.entry.gen_kernel == kernel
+            })
+            .map(|s| s.entry))
     }
 
     /// Every fragment-tracking entry.

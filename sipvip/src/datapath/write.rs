@@ -154,6 +154,16 @@ impl Datapath {
         self.flows_changed()
     }
 
+    /// Tells the datapath how many flow cache slots each CPU has (the mask of `flow_slot`),
+    /// where this build's cache is loaded.
+    pub(super) fn write_flow_slot_mask(&mut self) -> Result<()> {
+        let (Some(flows), Some(gen)) = (&self.flows, &mut self.flow_gen) else {
+            return Ok(());
+        };
+        gen.set(sipvip_common::FLOW_SLOT_MASK, flows.len() - 1, 0)
+            .map_err(map_err(map_names::FLOW_GEN))
+    }
+
     /// Whether the flow cache is running.
     pub fn flow_cache_running(&self) -> bool {
         self.flow_gen.is_some() && self.flow_cache && self.nexthops_on
