@@ -4,8 +4,9 @@
 //! rules, like the next-hop cache is of the FIB: it decides nothing the rules would not.
 //!
 //! How it is kept: per CPU and direct-mapped, like the next-hop cache. A flow's slot is
-//! `flow_slot(key)` under the mask user space writes (`FLOW_SLOT_MASK`); the slot holds the
-//! last flow that hashed there on this CPU, with its key, which a lookup compares whole. A
+//! `flow_slot(key)` under the mask user space writes (`FLOW_SLOT_MASK`), in the running
+//! CPU's block of the array; the slot holds the last flow that hashed there on this CPU,
+//! with its key, which a lookup compares whole. A
 //! lookup is then a hash and inlined array reads, not a hash-map helper call (which costs
 //! this machine kind about 25 ns, more than the rules it saves on most paths); a flow whose
 //! slot another flow took goes through the rules and takes the slot back.
@@ -31,10 +32,12 @@
 //! entry still there (`FLOW_STATE_REQUIRE`), else the rules decide again.
 
 use sipvip_common::{
-    flow_slot, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL,
-    FLOW_GEN_USER, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_SLOT_MASK, FLOW_STATE_NONE, FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE,
-    IPPROTO_TCP, IPPROTO_UDP, MAX_MEMBERS, MAX_SERVICES,
+    flow_slot, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL, FLOW_GEN_USER,
+    FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_SLOT_MASK, FLOW_STATE_NONE, FLOW_STATE_REFRESH,
+    FLOW_STATE_REQUIRE, FLOW_TRANSLATE, IPPROTO_TCP, IPPROTO_UDP, MAX_MEMBERS, MAX_SERVICES,
 };
+
+use aya_ebpf::helpers::bpf_get_smp_processor_id;
 
 use crate::{
     csum::{fold, Delta},
@@ -134,12 +137,15 @@ pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
     }
 }
 
-/// This CPU's cache slot for a flow: `flow_slot` under the mask user space wrote (0 until it
-/// has: every flow then shares slot 0, which stays correct).
+/// This CPU's cache slot for a flow: `flow_slot` under the mask user space wrote, in this
+/// CPU's block of slots (the mask is 0 until user space has written it: every flow then
+/// shares one slot, which stays correct; a CPU beyond the array has none).
 #[inline(always)]
 fn cache_slot(k: &FlowKey) -> Option<*mut FlowSlot> {
     let mask = FLOW_GEN.get(FLOW_SLOT_MASK).copied().unwrap_or(0);
-    FLOWS.get_ptr_mut(flow_slot(k) & mask)
+    // SAFETY: no arguments (the verifier inlines it as a per-CPU read).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    FLOWS.get_ptr_mut(cpu.wrapping_mul(mask.wrapping_add(1)) + (flow_slot(k) & mask))
 }
 
 /// The reasons a cached decision is counted under, from the entry's byte (any other byte:

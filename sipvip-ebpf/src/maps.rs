@@ -131,11 +131,13 @@ pub static PACKET6: PerCpuArray<crate::packet::Ip<Ipv6Be>> = PerCpuArray::with_m
 pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);
 
 /// The flow cache: each TCP/UDP flow's decision, taken by its later packets in one lookup;
-/// see `FlowSlot` and `crate::flow`. A per-CPU array, direct-mapped: user space never
-/// writes it; a slot holds the last flow that hashed to it on its CPU, a stale entry is told
-/// by its generations and replaced by the flow's next packet.
+/// see `FlowSlot` and `crate::flow`. One array holding each CPU's slots in a block of its
+/// own (CPU `c`'s slot `i` at `c * slots + i`), direct-mapped: user space never writes it;
+/// a slot holds the last flow that hashed to it on its CPU, a stale entry is told by its
+/// generations and replaced by the flow's next packet. (Not a per-CPU array: that finds a
+/// value through a pointer per index, a second dependent memory access per lookup.)
 #[map(name = "SV_FLOWS_V2")]
-pub static FLOWS: PerCpuArray<FlowSlot> = PerCpuArray::with_max_entries(default_sizes::FLOWS, 0);
+pub static FLOWS: Array<FlowSlot> = Array::with_max_entries(default_sizes::FLOWS, 0);
 
 /// The flow cache's generations: `FLOW_GEN_USER` (user space; 0 turns the cache off) and
 /// `FLOW_GEN_KERNEL` (the datapath's own); and its slot mask (`FLOW_SLOT_MASK`, user

@@ -42,8 +42,44 @@ struct Layout {
     sized: bool,
 }
 
+/// The flow cache's entries: `slots` for each possible CPU (the datapath indexes it by the
+/// running CPU's number, below the possible CPUs' count). Loading checks that it fits.
+fn flow_cache_entries(slots: u32, cpus: u32) -> u32 {
+    slots.saturating_mul(cpus)
+}
+
+/// The flow cache's slots per CPU are a power of two, and all CPUs' fit one array.
+fn check_flow_cache(slots: u32, cpus: u32) -> Result<()> {
+    if !slots.is_power_of_two() {
+        return Err(DatapathError::Sizes(format!(
+            "the flow cache's slots per CPU are a power of two, not {slots}"
+        )));
+    }
+    if slots
+        .checked_mul(cpus)
+        .is_none_or(|n| n > MAX_FLOW_CACHE_ENTRIES)
+    {
+        return Err(DatapathError::Sizes(format!(
+            "the flow cache's {slots} slots per CPU for {cpus} CPUs pass {MAX_FLOW_CACHE_ENTRIES} in all"
+        )));
+    }
+    Ok(())
+}
+
+/// The most flow cache slots of all CPUs together (an array's entries are 32-bit indexes;
+/// 2^28 slots of 72 bytes are 18 GiB).
+const MAX_FLOW_CACHE_ENTRIES: u32 = 1 << 28;
+
+/// The count of possible CPUs (`/sys/devices/system/cpu/possible`).
+pub(super) fn possible_cpus() -> Result<u32> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(_, e)| DatapathError::Sizes(format!("count the possible CPUs: {e}")))
+}
+
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
-fn layouts(sizes: &MapSizes) -> [Layout; 39] {
+/// `cpus`: the possible CPUs' count.
+fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 39] {
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -218,12 +254,13 @@ fn layouts(sizes: &MapSizes) -> [Layout; 39] {
             1,
             false,
         ),
+        // Each CPU's block of slots (see `flow_cache_entries`).
         l(
             map_names::FLOWS,
-            BPF_MAP_TYPE_PERCPU_ARRAY,
+            BPF_MAP_TYPE_ARRAY,
             4,
             size_of::<sipvip_common::FlowSlot>(),
-            sizes.flows,
+            flow_cache_entries(sizes.flows, cpus),
             true,
         ),
         l(map_names::FLOW_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 3, false),
@@ -612,16 +649,12 @@ impl Datapath {
         object: &[u8],
         debug: Option<bool>,
     ) -> Result<Self> {
-        if !sizes.flows.is_power_of_two() {
-            return Err(DatapathError::Sizes(format!(
-                "the flow cache's slots per CPU are a power of two, not {}",
-                sizes.flows
-            )));
-        }
+        let cpus = possible_cpus()?;
+        check_flow_cache(sizes.flows, cpus)?;
         let other_build = debug.is_none();
         let debug = debug.unwrap_or(false);
         let mut loader = EbpfLoader::new();
-        for m in layouts(sizes).iter().filter(|m| m.sized) {
+        for m in layouts(sizes, cpus).iter().filter(|m| m.sized) {
             loader.map_max_entries(m.name, m.max_entries);
         }
         let mut ebpf = loader.load(object)?;
@@ -721,7 +754,7 @@ impl Datapath {
             }
         }
         if let Some(dir) = pin_dir {
-            for Layout { name, .. } in layouts(sizes) {
+            for Layout { name, .. } in layouts(sizes, cpus) {
                 let path = dir.join(name);
                 ebpf.map(name)
                     .ok_or(DatapathError::MissingMap(name))?
@@ -730,7 +763,7 @@ impl Datapath {
             }
         }
         let mut maps = std::collections::HashMap::new();
-        for m in layouts(sizes) {
+        for m in layouts(sizes, cpus) {
             let Some(map) = ebpf.take_map(m.name) else {
                 // An earlier build's object: before its kernel-private scratch, or IPv6.
                 if other_build && !BASE_MAPS.contains(&m.name) {
@@ -792,6 +825,7 @@ impl Datapath {
             }
             return Ok(None);
         }
+        let cpus = possible_cpus()?;
         let mut maps = std::collections::HashMap::new();
         for Layout {
             name,
@@ -800,7 +834,7 @@ impl Datapath {
             value,
             max_entries: max,
             ..
-        } in layouts(sizes)
+        } in layouts(sizes, cpus)
         {
             let path = dir.join(name);
             let data = MapData::from_pin(&path).map_err(|_| DatapathError::Layout {
@@ -875,7 +909,7 @@ mod tests {
     /// The layouts name every map of `map_names::ALL`, each once.
     #[test]
     fn every_map_has_one_layout() {
-        let mut names: Vec<&str> = layouts(&MapSizes::default())
+        let mut names: Vec<&str> = layouts(&MapSizes::default(), 1)
             .iter()
             .map(|l| l.name)
             .collect();

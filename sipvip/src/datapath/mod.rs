@@ -176,7 +176,7 @@ pub struct Datapath {
     /// The flow trace's maps (None for an object from before it).
     trace: Option<TraceMaps>,
     /// The flow cache and its generations (None for an object from before it).
-    flows: Option<PerCpuArray<MapData, sipvip_common::FlowSlot>>,
+    flows: Option<Array<MapData, sipvip_common::FlowSlot>>,
     flow_gen: Option<Array<MapData, u32>>,
     /// Whether the flow cache is to run (`forwarding.flow_cache`); it runs only while the
     /// next-hop cache does (`nexthops_on`), whose answers its entries hold.

@@ -102,6 +102,16 @@ impl Datapath {
         )))
     }
 
+    /// The flow cache's slots per CPU (None without this build's cache): each possible
+    /// CPU has a block of them.
+    pub(super) fn flow_slots(&self) -> Result<Option<u32>> {
+        let Some(flows) = &self.flows else {
+            return Ok(None);
+        };
+        let cpus = super::load::possible_cpus()?;
+        Ok(Some((flows.len() / cpus.max(1)).max(1)))
+    }
+
     /// The flow cache's entries of the current generations (what later packets take), of
     /// every CPU, and how many slots hold an entry in all (stale ones included).
     pub fn cached_flows(
@@ -114,13 +124,14 @@ impl Datapath {
             return Ok((Vec::new(), 0));
         };
         let (mut live, mut n) = (Vec::new(), 0);
-        for i in 0..flows.len() {
-            let values = flows.get(&i, 0).map_err(map_err(map_names::FLOWS))?;
-            for s in values.iter().filter(|s| s.entry.gen_user != 0) {
-                n += 1;
-                if user != 0 && s.entry.gen_user == user && s.entry.gen_kernel == kernel {
-                    live.push((s.key, s.entry));
-                }
+        for s in flows.iter() {
+            let s = s.map_err(map_err(map_names::FLOWS))?;
+            if s.entry.gen_user == 0 {
+                continue;
+            }
+            n += 1;
+            if user != 0 && s.entry.gen_user == user && s.entry.gen_kernel == kernel {
+                live.push((s.key, s.entry));
             }
         }
         Ok((live, n))
@@ -132,20 +143,25 @@ impl Datapath {
         &self,
         key: &sipvip_common::FlowKey,
     ) -> Result<Option<sipvip_common::FlowEntry>> {
-        let (Some(flows), Some((user, kernel))) = (&self.flows, self.flow_generations()?) else {
+        let (Some(flows), Some((user, kernel)), Some(slots)) =
+            (&self.flows, self.flow_generations()?, self.flow_slots()?)
+        else {
             return Ok(None);
         };
-        let slot = sipvip_common::flow_slot(key) & (flows.len() - 1);
-        let values = flows.get(&slot, 0).map_err(map_err(map_names::FLOWS))?;
-        Ok(values
-            .iter()
-            .find(|s| {
-                s.key == *key
-                    && user != 0
-                    && s.entry.gen_user == user
-                    && s.entry.gen_kernel == kernel
-            })
-            .map(|s| s.entry))
+        let slot = sipvip_common::flow_slot(key) & (slots - 1);
+        for cpu in 0..flows.len() / slots {
+            let s = flows
+                .get(&(cpu * slots + slot), 0)
+                .map_err(map_err(map_names::FLOWS))?;
+            if s.key == *key
+                && user != 0
+                && s.entry.gen_user == user
+                && s.entry.gen_kernel == kernel
+            {
+                return Ok(Some(s.entry));
+            }
+        }
+        Ok(None)
     }
 
     /// Every fragment-tracking entry.

@@ -157,11 +157,14 @@ impl Datapath {
     /// Tells the datapath how many flow cache slots each CPU has (the mask of `flow_slot`),
     /// where this build's cache is loaded.
     pub(super) fn write_flow_slot_mask(&mut self) -> Result<()> {
-        let (Some(flows), Some(gen)) = (&self.flows, &mut self.flow_gen) else {
+        let Some(slots) = self.flow_slots()? else {
             return Ok(());
         };
-        gen.set(sipvip_common::FLOW_SLOT_MASK, flows.len() - 1, 0)
-            .map_err(map_err(map_names::FLOW_GEN))
+        if let Some(gen) = &mut self.flow_gen {
+            gen.set(sipvip_common::FLOW_SLOT_MASK, slots - 1, 0)
+                .map_err(map_err(map_names::FLOW_GEN))?;
+        }
+        Ok(())
     }
 
     /// Whether the flow cache is running.
