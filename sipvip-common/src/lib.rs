@@ -42,7 +42,7 @@ pub mod map_names {
     pub const DEVMAP: &str = "SV_DEVMAP_V1";
     pub const VIP_STATS: &str = "SV_VSTATS_V1";
     pub const REASONS: &str = "SV_REASONS_V1";
-    pub const NEXTHOPS: &str = "SV_NEXTHOP_V1";
+    pub const NEXTHOPS: &str = "SV_NEXTHOP_V2";
     pub const NEXTHOP_GEN: &str = "SV_NHGEN_V1";
     pub const PT_PORTS: &str = "SV_PTPORTS_V1";
     pub const IFACES: &str = "SV_IFACES_V1";
@@ -64,7 +64,7 @@ pub mod map_names {
     pub const CONNTRACK6: &str = "SV_CT6_V1";
     pub const FRAGS6: &str = "SV_FRAGS6_V1";
     pub const EXCLUSIONS6: &str = "SV_EXCL6_V1";
-    pub const NEXTHOPS6: &str = "SV_NEXTHOP6_V1";
+    pub const NEXTHOPS6: &str = "SV_NEXTHOP6_V2";
     pub const PENDING6: &str = "SV_PENDING6_V1";
     /// Kernel-private per-CPU scratch for the FIB lookup's parameters (kept off the BPF
     /// stack).
@@ -636,10 +636,10 @@ pub const fn pt_port_slot(vip_id: u32, member_slot: u32, port_be: u16) -> (u32, 
     )
 }
 
-/// Slots of `SV_NEXTHOP_V1` per CPU (a power of two).
+/// Slots of `SV_NEXTHOP_V2` per CPU (a power of two).
 pub const NEXTHOP_SLOTS: u32 = 1 << 14;
 
-/// The slot of `SV_NEXTHOP6_V1` for an IPv6 destination: its four words folded into one,
+/// The slot of `SV_NEXTHOP6_V2` for an IPv6 destination: its four words folded into one,
 /// then as `nexthop_slot`.
 #[inline(always)]
 pub const fn nexthop_slot6(dst_be: &Ipv6Be, ingress_ifindex: u32) -> u32 {
@@ -647,7 +647,7 @@ pub const fn nexthop_slot6(dst_be: &Ipv6Be, ingress_ifindex: u32) -> u32 {
     nexthop_slot(folded, ingress_ifindex)
 }
 
-/// The slot of `SV_NEXTHOP_V1` for a destination (network order) arriving on an ingress
+/// The slot of `SV_NEXTHOP_V2` for a destination (network order) arriving on an ingress
 /// device: Fibonacci hashing of the address in host order, so that consecutive addresses (a
 /// subnet's hosts) land in distinct slots.
 #[inline(always)]
@@ -656,9 +656,10 @@ pub const fn nexthop_slot(dst_be: u32, ingress_ifindex: u32) -> u32 {
         >> (32 - NEXTHOP_SLOTS.trailing_zeros())
 }
 
-/// Value of `SV_NEXTHOP_V1` (and, with IPv6 destinations, of `SV_NEXTHOP6_V1`), a direct-mapped per-CPU cache of the kernel FIB's answers (an
-/// array, so a lookup is a few instructions, not a hash-map walk): the entry at
-/// `nexthop_slot(dst, ingress)` holds the answer for `(dst_be, ingress_ifindex)`, valid while
+/// Value of `SV_NEXTHOP_V2` (and, with IPv6 destinations, of `SV_NEXTHOP6_V2`), a
+/// direct-mapped per-CPU cache of the kernel FIB's answers (an array holding each CPU's
+/// block of `NEXTHOP_SLOTS`, so a lookup is a few instructions, not a hash-map walk): the
+/// entry at `nexthop_slot(dst, ingress)` of the running CPU's block holds the answer for `(dst_be, ingress_ifindex)`, valid while
 /// `generation` equals the one in `SV_NHGEN_V1`. Another destination with the same slot
 /// replaces it. User space bumps the generation on a timer (`forwarding.nexthop_refresh`),
 /// so a route or neighbour change is picked up within one period; generation 0 turns the

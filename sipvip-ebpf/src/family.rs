@@ -195,7 +195,9 @@ impl Family for u32 {
 
     #[inline(always)]
     fn nexthop(dst: &Self, ingress_ifindex: u32) -> Option<*mut NextHop<Self>> {
-        maps::NEXTHOPS.get_ptr_mut(nexthop_slot(*dst, ingress_ifindex))
+        maps::NEXTHOPS.get_ptr_mut(
+            maps::cpu_block(sipvip_common::NEXTHOP_SLOTS) + nexthop_slot(*dst, ingress_ifindex),
+        )
     }
 
     #[inline(always)]
@@ -340,7 +342,9 @@ impl Family for Ipv6Be {
 
     #[inline(always)]
     fn nexthop(dst: &Self, ingress_ifindex: u32) -> Option<*mut NextHop<Self>> {
-        maps::NEXTHOPS6.get_ptr_mut(nexthop_slot6(dst, ingress_ifindex))
+        maps::NEXTHOPS6.get_ptr_mut(
+            maps::cpu_block(sipvip_common::NEXTHOP_SLOTS) + nexthop_slot6(dst, ingress_ifindex),
+        )
     }
 
     #[inline(always)]

@@ -37,13 +37,11 @@ use sipvip_common::{
     FLOW_STATE_REQUIRE, FLOW_TRANSLATE, IPPROTO_TCP, IPPROTO_UDP, MAX_MEMBERS, MAX_SERVICES,
 };
 
-use aya_ebpf::helpers::bpf_get_smp_processor_id;
-
 use crate::{
     csum::{fold, Delta},
     family::Family,
     hook::Frame,
-    maps::{FLOWS, FLOW_GEN},
+    maps::{cpu_block, FLOWS, FLOW_GEN},
     packet::{ports, Ip},
     rules::{Action, Cache, Decision, Dir, Side, PENDING},
 };
@@ -143,9 +141,7 @@ pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
 #[inline(always)]
 fn cache_slot(k: &FlowKey) -> Option<*mut FlowSlot> {
     let mask = FLOW_GEN.get(FLOW_SLOT_MASK).copied().unwrap_or(0);
-    // SAFETY: no arguments (the verifier inlines it as a per-CPU read).
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    FLOWS.get_ptr_mut(cpu.wrapping_mul(mask.wrapping_add(1)) + (flow_slot(k) & mask))
+    FLOWS.get_ptr_mut(cpu_block(mask.wrapping_add(1)) + (flow_slot(k) & mask))
 }
 
 /// The reasons a cached decision is counted under, from the entry's byte (any other byte:

@@ -56,8 +56,11 @@ pub static VIP_STATS: PerCpuArray<VipCounters> =
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
 
 /// Cached FIB answers, direct-mapped, per CPU (no locking, no torn reads); see `NextHop`.
-#[map(name = "SV_NEXTHOP_V1")]
-pub static NEXTHOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(NEXTHOP_SLOTS, 0);
+/// One array holding each CPU's block of `NEXTHOP_SLOTS` (CPU `c`'s slot `i` at
+/// `c * NEXTHOP_SLOTS + i`; user space sizes it for the possible CPUs), not a per-CPU array,
+/// which finds each value through a pointer per index (a second dependent memory access).
+#[map(name = "SV_NEXTHOP_V2")]
+pub static NEXTHOPS: Array<NextHop> = Array::with_max_entries(NEXTHOP_SLOTS, 0);
 
 /// Slot 0: the current next-hop generation (0: cache off).
 #[map(name = "SV_NHGEN_V1")]
@@ -109,9 +112,9 @@ pub static FRAGS6: LruHashMap<FragKey6, FragValue<Ipv6Be>> =
 pub static EXCLUSIONS6: LpmTrie<ExclusionAddr6, u8> =
     LpmTrie::with_max_entries(default_sizes::EXCLUSIONS, BPF_F_NO_PREALLOC);
 
-#[map(name = "SV_NEXTHOP6_V1")]
-pub static NEXTHOPS6: PerCpuArray<NextHop<Ipv6Be>> =
-    PerCpuArray::with_max_entries(NEXTHOP_SLOTS, 0);
+/// As `NEXTHOPS`.
+#[map(name = "SV_NEXTHOP6_V2")]
+pub static NEXTHOPS6: Array<NextHop<Ipv6Be>> = Array::with_max_entries(NEXTHOP_SLOTS, 0);
 
 /// The IPv6 XDP programs, by `program_names::SLOT6_*`: each side's program tail-calls its
 /// IPv6 program, so that IPv6 is verified (and given its stack) as a program of its own.
@@ -202,4 +205,13 @@ pub fn find_vip6(addr: &Ipv6Be) -> Option<&'static VipRecord<Ipv6Be>> {
 pub fn find_member6(addr: &Ipv6Be) -> Option<&'static MemberRecord<Ipv6Be>> {
     let home = index_slot(fold6(addr), MEMBER_INDEX_SLOTS);
     find(&MEMBER_INDEX6, &MEMBERS6, MEMBER_INDEX_SLOTS, home, addr)
+}
+
+/// The first index of the running CPU's block in an array that holds a block of `slots` for
+/// each CPU (the next-hop and flow caches): a cache per CPU, each CPU's values contiguous.
+#[inline(always)]
+pub fn cpu_block(slots: u32) -> u32 {
+    // SAFETY: no arguments (the verifier inlines it as a per-CPU read).
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    cpu.wrapping_mul(slots)
 }

@@ -80,6 +80,7 @@ pub(super) fn possible_cpus() -> Result<u32> {
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
 /// `cpus`: the possible CPUs' count.
 fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 39] {
+    let nexthop_entries = sipvip_common::NEXTHOP_SLOTS.saturating_mul(cpus);
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -171,13 +172,14 @@ fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 39] {
             sipvip_common::REASON_SLOTS,
             false,
         ),
+        // Each CPU's block of slots, as the flow cache's.
         l(
             map_names::NEXTHOPS,
-            BPF_MAP_TYPE_PERCPU_ARRAY,
+            BPF_MAP_TYPE_ARRAY,
             4,
             size_of::<NextHop>(),
-            sipvip_common::NEXTHOP_SLOTS,
-            false,
+            nexthop_entries,
+            true,
         ),
         l(map_names::NEXTHOP_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 1, false),
         l(
@@ -368,11 +370,11 @@ fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 39] {
         ),
         l(
             map_names::NEXTHOPS6,
-            BPF_MAP_TYPE_PERCPU_ARRAY,
+            BPF_MAP_TYPE_ARRAY,
             4,
             size_of::<NextHop<Ipv6Be>>(),
-            sipvip_common::NEXTHOP_SLOTS,
-            false,
+            nexthop_entries,
+            true,
         ),
     ]
 }
@@ -454,14 +456,13 @@ fn mount_sys_fs_bpf(dir: &Path) -> Result<()> {
 
 /// The maps every build's object has had (another build's object may lack the rest).
 /// (And the VIP and member records, as hash maps before they were arrays: see `from_maps`.)
-const BASE_MAPS: [&str; 11] = [
+const BASE_MAPS: [&str; 10] = [
     map_names::CONNTRACK,
     map_names::FRAGS,
     map_names::EXCLUSIONS,
     map_names::DEVMAP,
     map_names::VIP_STATS,
     map_names::REASONS,
-    map_names::NEXTHOPS,
     map_names::NEXTHOP_GEN,
     map_names::PT_PORTS,
     map_names::IFACES,

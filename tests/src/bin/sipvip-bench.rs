@@ -116,6 +116,9 @@ struct Run {
     /// one core, so the generator's and sink's cost cancels in 1/pps - 1/pps_floor (per
     /// round, then the median).
     gw_ns_over_floor: f64,
+    /// With a baseline object: the median of the per-round ratios to the same case on the
+    /// baseline (for the cases it runs).
+    vs_baseline: Option<f64>,
 }
 
 /// One round's (packets/s, busy cores) of a case.
@@ -156,13 +159,18 @@ fn set_floor(ebpf: &mut Ebpf, net: &BenchNet) -> Result<()> {
 }
 
 /// A sipvip datapath on the gateway with `exclusions` SNAT exclusions, loaded, not attached.
-fn gw_sipvip(net: &BenchNet, exclusions: usize) -> Result<Datapath> {
+/// The gateway's datapath with `exclusions`: this build's, or another build's `object` (the
+/// baseline).
+fn gw_sipvip(net: &BenchNet, exclusions: usize, object: Option<&[u8]>) -> Result<Datapath> {
     let _g = net.gw.enter()?;
     let sizes = MapSizes {
         exclusions: (exclusions as u32 + 16).max(65_536),
         ..MapSizes::default()
     };
-    let mut dp = Datapath::load(&sizes)?;
+    let mut dp = match object {
+        Some(o) => Datapath::load_object(&sizes, o)?,
+        None => Datapath::load(&sizes)?,
+    };
     dp.add_egress(net.gw.ifindex("ext0")?)?;
     dp.add_egress(net.gw.ifindex("int0")?)?;
     dp.install_vip(&VipSpec {
@@ -405,6 +413,22 @@ fn main() -> Result<()> {
         (ON_NODE_TC_CASE, 1),
         (ON_NODE_KERNEL_CASE, 0),
     ];
+    // With a baseline object, its steering and SNAT run in the same rounds, beside this
+    // build's (the exclusion count 0 marks the baseline's datapath below).
+    let baseline_cases: Vec<String> = match &o.baseline {
+        Some(_) => [
+            "sipvip inbound steering",
+            "sipvip outbound SNAT, 1 exclusion",
+        ]
+        .iter()
+        .map(|c| format!("{BASELINE}{c}"))
+        .collect(),
+        None => Vec::new(),
+    };
+    let cases: Vec<(&str, usize)> = cases
+        .into_iter()
+        .chain(baseline_cases.iter().map(|c| (c.as_str(), 0)))
+        .collect();
     // Every gateway is loaded once; each round attaches each case's programs in turn and
     // measures both frame sizes, so a slow spell of the (shared, virtual) machine hits every
     // case of a round alike. Each figure is the median of its rounds, and each ratio the
@@ -415,7 +439,13 @@ fn main() -> Result<()> {
     let selected: Vec<(&str, usize)> = cases
         .iter()
         .copied()
-        .filter(|(c, _)| o.only.as_ref().is_none_or(|p| c.starts_with(p.as_str())))
+        .filter(|(c, _)| {
+            o.only.as_ref().is_none_or(|p| {
+                c.strip_prefix(BASELINE)
+                    .unwrap_or(c)
+                    .starts_with(p.as_str())
+            })
+        })
         .collect();
     if rounds > 0 && !selected.is_empty() {
         net.reset_gateway()?;
@@ -424,15 +454,26 @@ fn main() -> Result<()> {
         let mut dps: Vec<(usize, Datapath)> = Vec::new();
         for (_, excl) in &selected {
             if *excl > 0 && !dps.iter().any(|d| d.0 == *excl) {
-                dps.push((*excl, gw_sipvip(&net, *excl)?));
+                dps.push((*excl, gw_sipvip(&net, *excl, None)?));
             }
+        }
+        let baseline_object = match &o.baseline {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("read the baseline object {}", path.display()))?,
+            ),
+            None => None,
+        };
+        if selected.iter().any(|c| c.0.starts_with(BASELINE)) {
+            // The baseline's datapath, one exclusion as this build's SNAT case: key 0.
+            dps.push((0, gw_sipvip(&net, 1, baseline_object.as_deref())?));
         }
         if !dps.iter().any(|d| d.0 == 1)
             && selected
                 .iter()
                 .any(|c| c.0.starts_with("sipvip inbound") || c.0 == ON_NODE_TC_CASE)
         {
-            dps.push((1, gw_sipvip(&net, 1)?));
+            dps.push((1, gw_sipvip(&net, 1, None)?));
         }
         for round in 1..=rounds {
             println!("round {round} of {rounds}");
@@ -458,8 +499,12 @@ fn main() -> Result<()> {
                         None,
                         Some(("bench_empty", x.attach("int0", XdpMode::Driver)?)),
                     )
-                } else if case.starts_with("sipvip") {
-                    let n = if excl == 0 { 1 } else { excl };
+                } else if case.starts_with("sipvip") || case.starts_with(BASELINE) {
+                    let n = if excl == 0 && !case.starts_with(BASELINE) {
+                        1
+                    } else {
+                        excl
+                    };
                     let dp = &mut dps.iter_mut().find(|d| d.0 == n).context("datapath")?.1;
                     dp.set_flow_cache(!case.ends_with(FLOW_CACHE_OFF))?;
                     let e = dp.attach(program_names::EXTERNAL, "ext0", XdpMode::Driver)?;
@@ -484,8 +529,9 @@ fn main() -> Result<()> {
                          nft add rule ip bench post ip saddr {MEMBER} oif ext0 snat to {VIP}"
                     ))?;
                 }
+                let plain_case = case.strip_prefix(BASELINE).unwrap_or(case);
                 let outbound_case =
-                    case.starts_with("sipvip outbound") || case.starts_with("on-node");
+                    plain_case.starts_with("sipvip outbound") || case.starts_with("on-node");
                 for size in [60usize, 1000] {
                     let expect = expectation(case, outbound_case, 5060);
                     let (pps, cpu, bad) = if outbound_case {
@@ -568,6 +614,7 @@ fn main() -> Result<()> {
                 vs_floor: f64::NAN,
                 gw_ns_over_floor: f64::NAN,
                 vs_nft: f64::NAN,
+                vs_baseline: None,
             });
         }
     }
@@ -604,6 +651,29 @@ fn main() -> Result<()> {
         }
     }
 
+    // This build beside the baseline, round by round.
+    let base_rounds: Vec<(String, usize, Vec<f64>)> = runs
+        .iter()
+        .filter_map(|r| {
+            r.case
+                .strip_prefix(BASELINE)
+                .map(|c| (c.to_string(), r.size, r.rounds.clone()))
+        })
+        .collect();
+    for r in runs.iter_mut() {
+        if let Some((_, _, b)) = base_rounds
+            .iter()
+            .find(|(c, size, _)| *c == r.case && *size == r.size)
+        {
+            r.vs_baseline = Some(per_round(&r.rounds, b));
+            println!(
+                "  {:>4} B  {:<44} {:.3}x the baseline's packets/s (median of per-round ratios)",
+                r.size,
+                r.case,
+                r.vs_baseline.unwrap_or(f64::NAN)
+            );
+        }
+    }
     if o.only.is_some() && !o.costs_only {
         return Ok(());
     }
@@ -762,7 +832,7 @@ fn main() -> Result<()> {
         "machine": machine,
         "seconds_per_case": o.secs,
         "rounds": o.rounds,
-        "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "gateway_ns_per_packet_over_floor": r.gw_ns_over_floor, "pps_per_round": r.rounds, "frames_without_the_expected_rewrite": r.without_rewrite})).collect::<Vec<Value>>(),
+        "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "gateway_ns_per_packet_over_floor": r.gw_ns_over_floor, "pps_per_round": r.rounds, "frames_without_the_expected_rewrite": r.without_rewrite, "vs_baseline": r.vs_baseline})).collect::<Vec<Value>>(),
         "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "vs_baseline": c.vs_baseline, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
         "failover": failover,
         "targets": verdicts,
