@@ -719,7 +719,7 @@ pub const FLOW_STATE_REQUIRE: u8 = 2;
 
 /// A flow cache entry (`FlowSlot`): a decision the rules made for a flow's first packet, complete
 /// (rewrite, checksum deltas, link, counters), valid while both generations in
-/// `SV_FLOWGEN_V1` are the ones it was decided under.
+/// `SV_FLOWGEN_V2` are the ones it was decided under.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {
