@@ -12,17 +12,6 @@ pub fn store<F: Frame, T: Copy>(f: &F, off: usize, v: T) -> Result<(), ()> {
     Ok(())
 }
 
-/// Stores a MAC address as three 16-bit words (Ethernet addresses are 2-byte aligned).
-#[inline(always)]
-pub fn store_mac<F: Frame>(f: &F, off: usize, m: [u8; 6]) -> Result<(), ()> {
-    let w = [
-        u16::from_ne_bytes([m[0], m[1]]),
-        u16::from_ne_bytes([m[2], m[3]]),
-        u16::from_ne_bytes([m[4], m[5]]),
-    ];
-    store(f, off, w)
-}
-
 /// Stores an IPv4 address (network order, as parsed) as two 16-bit words.
 #[inline(always)]
 pub fn store_addr<F: Frame>(f: &F, off: usize, addr_be: u32) -> Result<(), ()> {
@@ -32,4 +21,19 @@ pub fn store_addr<F: Frame>(f: &F, off: usize, addr_be: u32) -> Result<(), ()> {
         u16::from_ne_bytes([b[2], b[3]]),
     ];
     store(f, off, w)
+}
+
+/// Stores the destination and source MACs together (one bounds check), as six 16-bit words.
+#[inline(always)]
+pub fn store_macs<F: Frame>(f: &F, dmac: [u8; 6], smac: [u8; 6]) -> Result<(), ()> {
+    let w = |m: [u8; 6], i: usize| u16::from_ne_bytes([m[i], m[i + 1]]);
+    let words = [
+        w(dmac, 0),
+        w(dmac, 2),
+        w(dmac, 4),
+        w(smac, 0),
+        w(smac, 2),
+        w(smac, 4),
+    ];
+    store(f, 0, words)
 }

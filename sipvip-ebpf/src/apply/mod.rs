@@ -14,7 +14,7 @@ use sipvip_common::{
 };
 
 pub(crate) use self::mem::{store, store_addr};
-use self::{csum::Delta, mem::store_mac};
+use self::{csum::Delta, mem::store_macs};
 use crate::{
     family::Family,
     hook::{Frame, Verdict},
@@ -130,7 +130,8 @@ pub fn cached<F: Frame, A: Family>(
     k: &FlowKey,
 ) -> Option<(u32, Reason)> {
     let reason = crate::flow::reason(e.reason)?;
-    if p.ttl <= 1 || p.tot_len > e.max_len {
+    // IPv4 only (the cache holds no IPv6 flow).
+    if A::V6 || p.ttl <= 1 || p.tot_len > e.max_len {
         return None;
     }
     let ct = |kind| CtKey {
@@ -149,8 +150,8 @@ pub fn cached<F: Frame, A: Family>(
     let csum_off = p.l4 + l4_csum_offset(k.proto);
     let translate = e.action == FLOW_TRANSLATE;
     let l4_csum: u16 = if translate { f.load(csum_off).ok()? } else { 0 };
-    let ttl_word: u16 = f.load(p.l3 + A::TTL_WORD).ok()?;
-    let ip_csum: u16 = f.load(p.l3 + IP_CSUM).ok()?;
+    // IPv4 only (see `crate::flow`): the TTL word and the header checksum after it, together.
+    let [ttl_word, ip_csum]: [u16; 2] = f.load(p.l3 + A::TTL_WORD).ok()?;
     if !f.redirect(e.ifindex) {
         return None;
     }
@@ -190,15 +191,12 @@ pub fn cached<F: Frame, A: Family>(
     }
     let mut b = ttl_word.to_ne_bytes();
     b[A::TTL_BYTE] = b[A::TTL_BYTE].wrapping_sub(1);
-    store(f, p.l3 + A::TTL_WORD, u16::from_ne_bytes(b)).ok()?;
-    store(
-        f,
-        p.l3 + IP_CSUM,
+    let words = [
+        u16::from_ne_bytes(b),
         Delta::from_raw(e.ip_delta).apply(ip_csum),
-    )
-    .ok()?;
-    store_mac(f, 0, e.dmac).ok()?;
-    store_mac(f, 6, e.smac).ok()?;
+    ];
+    store(f, p.l3 + A::TTL_WORD, words).ok()?;
+    store_macs(f, e.dmac, e.smac).ok()?;
     if translate {
         let account = Account {
             vip_id: e.vip_id,
@@ -271,19 +269,24 @@ fn send<F: Frame, A: Family>(
 ) -> Result<Verdict, Reason> {
     let e = |_| Reason::DropMalformedIp;
     let l3 = p.l3;
-    let ttl_word: u16 = f.load(l3 + A::TTL_WORD).map_err(e)?;
-    let mut b = ttl_word.to_ne_bytes();
-    b[A::TTL_BYTE] = b[A::TTL_BYTE].wrapping_sub(1);
-    let new_word = u16::from_ne_bytes(b);
-    store(f, l3 + A::TTL_WORD, new_word).map_err(e)?;
+    let dec = |w: u16| {
+        let mut b = w.to_ne_bytes();
+        b[A::TTL_BYTE] = b[A::TTL_BYTE].wrapping_sub(1);
+        u16::from_ne_bytes(b)
+    };
     if A::HEADER_CSUM {
-        let c: u16 = f.load(l3 + IP_CSUM).map_err(e)?;
+        // IPv4: the TTL word and the header checksum after it, loaded and stored together.
+        const { assert!(IP_CSUM == crate::packet::ipv4::IP_TTL + 2) };
+        let [ttl_word, c]: [u16; 2] = f.load(l3 + A::TTL_WORD).map_err(e)?;
+        let new_word = dec(ttl_word);
         let mut d = ip;
         d.word(ttl_word, new_word);
-        store(f, l3 + IP_CSUM, d.apply(c)).map_err(e)?;
+        store(f, l3 + A::TTL_WORD, [new_word, d.apply(c)]).map_err(e)?;
+    } else {
+        let ttl_word: u16 = f.load(l3 + A::TTL_WORD).map_err(e)?;
+        store(f, l3 + A::TTL_WORD, dec(ttl_word)).map_err(e)?;
     }
-    store_mac(f, 0, link.dmac).map_err(e)?;
-    store_mac(f, 6, link.smac).map_err(e)?;
+    store_macs(f, link.dmac, link.smac).map_err(e)?;
     count::bump(handled);
     Ok(Verdict::Redirect)
 }
