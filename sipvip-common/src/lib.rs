@@ -710,8 +710,8 @@ pub const FLOW_SIDE_SRC: u8 = 0;
 pub const FLOW_SIDE_DST: u8 = 1;
 /// `FlowEntry::state`: the decision read no flow state.
 pub const FLOW_STATE_NONE: u8 = 0;
-/// A member-opened flow's SNAT: each packet makes sure the flow's conntrack entry (the
-/// replies' way back) exists, as the rules do.
+/// A member-opened flow's SNAT: the flow's conntrack entry (the replies' way back) is made
+/// sure of, as the rules do, every `FLOW_REFRESH_EVERY` cached packets.
 pub const FLOW_STATE_REFRESH: u8 = 1;
 /// A pass-through flow (opened from outside to the member's own address): valid while its
 /// conntrack entry exists.
@@ -753,14 +753,25 @@ pub struct FlowEntry {
     pub slot: u8,
     /// 0: toward a member, 1: from a member.
     pub dir: u8,
-    pub _pad: u8,
+    /// `FLOW_STATE_REFRESH`: the flow's cached packets since its replies' conntrack entry
+    /// was last made sure of (see `FLOW_REFRESH_EVERY`).
+    pub unrefreshed: u8,
 }
 
-/// One slot of `SV_FLOWS_V2`, the flow cache: a per-CPU array, direct-mapped (the slot of a
-/// flow is `flow_slot(key) & mask`, the mask in `SV_FLOWGEN_V2` at `FLOW_SLOT_MASK`), so a
-/// lookup is a few inlined instructions rather than a hash-map helper call. A slot holds
-/// the last flow that hashed to it on this CPU; its key tells which. Only its own CPU writes
-/// it, each write whole, while the program runs with preemption off.
+/// How often a member-opened flow's cached packets make sure of its replies' conntrack
+/// entry (`FLOW_STATE_REFRESH`): every this many. The rules do it for the flow's first
+/// packet of each flow cache generation, and a generation lasts at most
+/// `forwarding.nexthop_refresh`; so an entry the conntrack LRU evicted is back within this
+/// many of the flow's packets or that period, whichever comes first, where a lookup on every
+/// packet cost the cached path a quarter of its time.
+pub const FLOW_REFRESH_EVERY: u8 = 32;
+
+/// One slot of `SV_FLOWS_V2`, the flow cache: an array holding each CPU's block of slots,
+/// direct-mapped (the slot of a flow is `flow_slot(key) & mask` in the running CPU's block,
+/// the mask in `SV_FLOWGEN_V2` at `FLOW_SLOT_MASK`), so a lookup is a few inlined
+/// instructions rather than a hash-map helper call. A slot holds the last flow that hashed
+/// to it on this CPU; its key tells which. Only its own CPU writes it, while the program
+/// runs with preemption off.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowSlot {

@@ -28,8 +28,9 @@
 //! before the rules run, so an entry never carries a generation newer than what its
 //! decision saw. Two kinds of decision depend on a conntrack entry, and a cached packet
 //! checks it: a member-opened flow's SNAT makes sure the entry for its replies exists
-//! (`FLOW_STATE_REFRESH`, as the rules do), and a pass-through flow's packet needs its
-//! entry still there (`FLOW_STATE_REQUIRE`), else the rules decide again.
+//! (`FLOW_STATE_REFRESH`, as the rules do) every `FLOW_REFRESH_EVERY` cached packets, and a
+//! pass-through flow's packet needs its entry still there (`FLOW_STATE_REQUIRE`, every
+//! packet), else the rules decide again.
 
 use sipvip_common::{
     flow_slot, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL, FLOW_GEN_USER,
@@ -67,7 +68,7 @@ pub enum Look {
     /// The probe waits in this CPU's pending slot.
     Miss,
     /// The flow's cached decision; the probe (its key) waits in the pending slot.
-    Hit(&'static FlowEntry, &'static Probe),
+    Hit(&'static mut FlowEntry, &'static Probe),
 }
 
 /// Looks up the packet's flow (XDP, IPv4, TCP/UDP, not a fragment) at `hook`.
@@ -115,10 +116,10 @@ pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
     let Some(s) = cache_slot(&probe.key) else {
         return Look::Off;
     };
-    // SAFETY: this CPU's slot of the cache, read in place; only this CPU writes it, whole,
-    // and not while this program runs.
-    let s = unsafe { &*s };
-    let (k, e) = (&probe.key, &s.entry);
+    // SAFETY: this CPU's slot of the cache, in place; only this CPU writes it, and nothing
+    // else runs on this CPU until the program returns (`apply::cached` counts in it).
+    let s = unsafe { &mut *s };
+    let k = &probe.key;
     if s.key.src_be == k.src_be
         && s.key.dst_be == k.dst_be
         && s.key.sport_be == k.sport_be
@@ -126,10 +127,10 @@ pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
         && s.key.proto == k.proto
         && s.key.hook == k.hook
         && s.key.ifindex == k.ifindex
-        && e.gen_user == gen_user
-        && e.gen_kernel == gen_kernel
+        && s.entry.gen_user == gen_user
+        && s.entry.gen_kernel == gen_kernel
     {
-        Look::Hit(e, probe)
+        Look::Hit(&mut s.entry, probe)
     } else {
         Look::Miss
     }
@@ -227,7 +228,7 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
             Dir::In => 0,
             Dir::Out => 1,
         },
-        _pad: 0,
+        unrefreshed: 0,
     };
 }
 

@@ -1673,6 +1673,86 @@ fn flows_that_share_a_flow_cache_slot_each_get_their_own_decision() {
     }
 }
 
+/// A member-opened flow's cached packets make sure of its replies' conntrack entry every
+/// `FLOW_REFRESH_EVERY` packets: deleted behind the datapath's back (as the conntrack LRU
+/// evicts an entry, with no new flow cache generation), the entry is back within that many
+/// of the flow's packets, and a reply then goes back to the member. Every output's
+/// checksums are re-verified from scratch.
+#[test]
+fn a_cached_flow_puts_back_its_replies_conntrack_entry_within_32_packets() {
+    let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
+    let net = net();
+    // A port no other test's flow uses: the entry is deleted from every loaded conntrack
+    // map (other tests' datapaths have their own), which leaves theirs untouched.
+    const SPORT: u16 = 47_321;
+    let opened = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, SPORT), (PHONE, 5070), SIP).build();
+    let send = || {
+        let (v, out) = net
+            .run("sipvip_int", net.int_ifindex, &opened)
+            .expect("test run");
+        assert_eq!(v, XDP_REDIRECT);
+        frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
+        assert_eq!(out[26..30], VIP.octets(), "SNATed");
+    };
+    let reply_entry = || {
+        ct(&net)
+            .into_iter()
+            .find(|(k, _)| k.kind == CT_SNAT && k.port_a_be == be16(SPORT))
+    };
+    // The first packet (the rules) records the entry and leaves the flow cached.
+    send();
+    let (key, _) = reply_entry().expect("the replies' entry");
+    send();
+    let deleted = delete_conntrack_entry(&key);
+    assert!(deleted >= 1, "the entry was in a loaded conntrack map");
+    assert!(reply_entry().is_none(), "deleted");
+    let mut back_after = None;
+    for n in 1..=u32::from(sipvip_common::FLOW_REFRESH_EVERY) {
+        send();
+        if reply_entry().is_some() {
+            back_after = Some(n);
+            break;
+        }
+    }
+    let n = back_after.expect("the entry is back within FLOW_REFRESH_EVERY packets");
+    assert!(
+        n > 1,
+        "cached packets do not look the entry up every time (back after {n})"
+    );
+    // The phone's reply goes back to the member.
+    let reply = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5070), (VIP, SPORT), SIP).build();
+    let (v, out) = net
+        .run("sipvip_ext", net.ext_ifindex, &reply)
+        .expect("test run");
+    assert_eq!(v, XDP_REDIRECT);
+    frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
+    assert_eq!(
+        out[30..34],
+        PRIMARY.octets(),
+        "the reply reaches the member"
+    );
+}
+
+/// Deletes `key` from every loaded IPv4 conntrack map (`SV_CT_V1`), as the kernel's LRU
+/// evicts an entry: behind user space's back. Returns how many maps held it.
+fn delete_conntrack_entry(key: &CtKey) -> usize {
+    let mut n = 0;
+    for info in aya::maps::loaded_maps().filter_map(|m| m.ok()) {
+        if info.name_as_str() != Some(sipvip_common::map_names::CONNTRACK) {
+            continue;
+        }
+        let Ok(data) = aya::maps::MapData::from_id(info.id()) else {
+            continue;
+        };
+        let mut map: aya::maps::HashMap<_, CtKey, CtValue> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("conntrack");
+        if map.remove(key).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The VIP index (`SV_VIPIDX_V1`): VIPs whose addresses share a home slot fill its probe
 /// slots; one more is refused with its address and the datapath keeps serving the others;
 /// a VIP removed from the middle of the chain leaves a hole the others are still found

@@ -126,7 +126,7 @@ fn apply<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: Decision<A>) -> Result<Verdic
 pub fn cached<F: Frame, A: Family>(
     f: &F,
     p: &Ip<A>,
-    e: &FlowEntry,
+    e: &mut FlowEntry,
     k: &FlowKey,
 ) -> Option<(u32, Reason)> {
     let reason = crate::flow::reason(e.reason)?;
@@ -155,7 +155,7 @@ pub fn cached<F: Frame, A: Family>(
     if !f.redirect(e.ifindex) {
         return None;
     }
-    if e.state == FLOW_STATE_REFRESH {
+    if e.state == FLOW_STATE_REFRESH && refresh_due(e) {
         // The rules' `snat_flow`: the replies' entry, unless it is there already.
         let key = CtKey {
             addr_a_be: e.addr_be,
@@ -208,6 +208,18 @@ pub fn cached<F: Frame, A: Family>(
     }
     count::bump(reason);
     Some((f.verdict(Verdict::Redirect), reason))
+}
+
+/// Whether a member-opened flow's cached packet is the one (every `FLOW_REFRESH_EVERY`) that
+/// makes sure of its replies' conntrack entry; counts it in the entry (this CPU's).
+#[inline(always)]
+fn refresh_due(e: &mut FlowEntry) -> bool {
+    e.unrefreshed = e.unrefreshed.wrapping_add(1);
+    if e.unrefreshed < sipvip_common::FLOW_REFRESH_EVERY {
+        return false;
+    }
+    e.unrefreshed = 0;
+    true
 }
 
 /// Writes the state the packet leaves behind: the pass-through port mark before the flow,
