@@ -181,10 +181,10 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
     let Some(s) = cache_slot(k) else {
         return;
     };
-    // SAFETY: this CPU's cache slot (see `look`), replaced whole: the key, then the entry
-    // built in place.
+    // SAFETY: this CPU's cache slot (see `look`), replaced whole: the entry built in place,
+    // then the key, last, so that a return before the entry is written leaves the slot to
+    // the flow it held.
     let s = unsafe { &mut *s };
-    s.key = *k;
     let e = &mut s.entry;
     let mut ip = Delta::new();
     let mut l4 = Delta::new();
@@ -230,6 +230,7 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
         },
         unrefreshed: 0,
     };
+    s.key = *k;
 }
 
 /// Invalidates every cached decision: the datapath recorded a pass-through flow (before
