@@ -33,7 +33,7 @@
 //! packet), else the rules decide again.
 
 use sipvip_common::{
-    flow_slot, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL, FLOW_GEN_USER,
+    flow_slot, FlowEntry, FlowKey, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL, FLOW_GEN_USER,
     FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_SLOT_MASK, FLOW_STATE_NONE, FLOW_STATE_REFRESH,
     FLOW_STATE_REQUIRE, FLOW_TRANSLATE, IPPROTO_TCP, IPPROTO_UDP, MAX_MEMBERS, MAX_SERVICES,
 };
@@ -51,13 +51,15 @@ use crate::{
 /// one (`~w + (w - 1)`), whatever the TTL and the byte order.
 const TTL_DELTA: u32 = 0xfffe;
 
-/// A packet the cache may hold: its key and the generations read before the rules ran.
+/// A packet the cache may hold: its key, the generations read before the rules ran, and its
+/// slot's index (found once: `remember` writes the slot `look` read).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Probe {
     pub key: FlowKey,
     pub gen_user: u32,
     pub gen_kernel: u32,
+    pub slot: u32,
 }
 
 /// What the cache says of a packet.
@@ -112,8 +114,10 @@ pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
         },
         gen_user,
         gen_kernel,
+        slot: 0,
     };
-    let Some(s) = cache_slot(&probe.key) else {
+    probe.slot = cache_slot(&probe.key);
+    let Some(s) = FLOWS.get_ptr_mut(probe.slot) else {
         return Look::Off;
     };
     // SAFETY: this CPU's slot of the cache, in place; only this CPU writes it, and nothing
@@ -136,13 +140,14 @@ pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
     }
 }
 
-/// This CPU's cache slot for a flow: `flow_slot` under the mask user space wrote, in this
-/// CPU's block of slots (the mask is 0 until user space has written it: every flow then
-/// shares one slot, which stays correct; a CPU beyond the array has none).
+/// The index of this CPU's cache slot for a flow: `flow_slot` under the mask user space
+/// wrote, in this CPU's block of slots (the mask is 0 until user space has written it: every
+/// flow then shares one slot, which stays correct; a CPU beyond the array has none, and the
+/// lookup of its index fails).
 #[inline(always)]
-fn cache_slot(k: &FlowKey) -> Option<*mut FlowSlot> {
+fn cache_slot(k: &FlowKey) -> u32 {
     let mask = FLOW_GEN.get(FLOW_SLOT_MASK).copied().unwrap_or(0);
-    FLOWS.get_ptr_mut(cpu_block(mask.wrapping_add(1)) + (flow_slot(k) & mask))
+    cpu_block(mask.wrapping_add(1)) + (flow_slot(k) & mask)
 }
 
 /// The reasons a cached decision is counted under, from the entry's byte (any other byte:
@@ -178,7 +183,7 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
     // SAFETY: this CPU's pending slot, as in `look`.
     let probe = unsafe { &(*pending).flow_probe };
     let k = &probe.key;
-    let Some(s) = cache_slot(k) else {
+    let Some(s) = FLOWS.get_ptr_mut(probe.slot) else {
         return;
     };
     // SAFETY: this CPU's cache slot (see `look`), replaced whole: the entry built in place,

@@ -42,9 +42,10 @@ struct Layout {
     sized: bool,
 }
 
-/// The flow cache's entries: `slots` for each possible CPU (the datapath indexes it by the
-/// running CPU's number, below the possible CPUs' count). Loading checks that it fits.
-fn flow_cache_entries(slots: u32, cpus: u32) -> u32 {
+/// The entries of an array holding a block of `slots` for each possible CPU (the flow and
+/// next-hop caches: the datapath indexes them by the running CPU's number, below the
+/// possible CPUs' count). Loading checks that the flow cache's fit.
+fn cpu_blocks(slots: u32, cpus: u32) -> u32 {
     slots.saturating_mul(cpus)
 }
 
@@ -80,7 +81,7 @@ pub(super) fn possible_cpus() -> Result<u32> {
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
 /// `cpus`: the possible CPUs' count.
 fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 39] {
-    let nexthop_entries = sipvip_common::NEXTHOP_SLOTS.saturating_mul(cpus);
+    let nexthop_entries = cpu_blocks(sipvip_common::NEXTHOP_SLOTS, cpus);
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
         ty,
@@ -256,13 +257,13 @@ fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 39] {
             1,
             false,
         ),
-        // Each CPU's block of slots (see `flow_cache_entries`).
+        // Each CPU's block of slots (see `cpu_blocks`).
         l(
             map_names::FLOWS,
             BPF_MAP_TYPE_ARRAY,
             4,
             size_of::<sipvip_common::FlowSlot>(),
-            flow_cache_entries(sizes.flows, cpus),
+            cpu_blocks(sizes.flows, cpus),
             true,
         ),
         l(map_names::FLOW_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 3, false),

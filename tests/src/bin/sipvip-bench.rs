@@ -158,9 +158,8 @@ fn set_floor(ebpf: &mut Ebpf, net: &BenchNet) -> Result<()> {
     Ok(())
 }
 
-/// A sipvip datapath on the gateway with `exclusions` SNAT exclusions, loaded, not attached.
-/// The gateway's datapath with `exclusions`: this build's, or another build's `object` (the
-/// baseline).
+/// A sipvip datapath on the gateway with `exclusions` SNAT exclusions, loaded, not attached:
+/// this build's, or another build's `object` (the baseline).
 fn gw_sipvip(net: &BenchNet, exclusions: usize, object: Option<&[u8]>) -> Result<Datapath> {
     let _g = net.gw.enter()?;
     let sizes = MapSizes {
