@@ -141,6 +141,31 @@ fn rule1_forwarding_edge_cases() {
         Some(&reply),
         "time_exceeded",
     );
+
+    // The member's next hop is out of an interface the datapath was not given: the redirect
+    // is refused, so the packet goes on translated, through the kernel. Its ifindex shares
+    // the external interface's slot of the interface table (`iface_slot`), so a datapath
+    // that found its egress devices by slot would also have to tell the two apart.
+    let index = net.ext_ifindex + sipvip_common::IFACE_SLOTS;
+    net.ns
+        .exec(&format!(
+            "ip link add oth0 index {index} type veth peer name othp && ip link set oth0 up && \
+             ip link set othp up && ip route add {PRIMARY}/32 dev oth0 && \
+             ip neigh replace {PRIMARY} lladdr 02:00:00:00:09:09 dev oth0 nud permanent"
+        ))
+        .expect("ip");
+    net.dp.refresh_nexthops(true).expect("refresh");
+    let udp = phone_udp(5060);
+    let out = udp.clone().with(|x| x.dst = PRIMARY);
+    expect(
+        &net,
+        "egress not given",
+        Side::Ext,
+        &udp.build(),
+        XDP_PASS,
+        Some(&out.build()),
+        "pass_fib",
+    );
 }
 
 #[test]
