@@ -40,8 +40,12 @@ struct Opts {
     baseline: Option<PathBuf>,
     /// Rounds over all throughput cases; each figure is the median of its rounds.
     rounds: usize,
-    /// Rounds of the per-packet costs (each path's figure is its median round).
+    /// Rounds of the per-packet costs (each path's figure is its median round), per load.
     cost_rounds: usize,
+    /// Loads of the programs for the per-packet costs, each measured for `cost_rounds`: a
+    /// program's JIT image lands at a random offset each time it is loaded, which moves its
+    /// cost by a few percent on some machines, so an A/B of two builds is fairer over several.
+    cost_loads: usize,
     /// "auto" (pktgen where the kernel has it), "pktgen" or "live".
     generator: String,
     pktgen_threads: u32,
@@ -58,6 +62,7 @@ fn opts() -> Opts {
         baseline: None,
         rounds: 20,
         cost_rounds: 9,
+        cost_loads: 1,
         generator: "auto".into(),
         pktgen_threads: 1,
         pktgen_burst: 32,
@@ -75,6 +80,9 @@ fn opts() -> Opts {
             "--cost-rounds" => {
                 o.cost_rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(9).max(1)
             }
+            "--cost-loads" => {
+                o.cost_loads = it.next().and_then(|v| v.parse().ok()).unwrap_or(1).max(1)
+            }
             "--generator" => o.generator = it.next().unwrap_or_default(),
             "--pktgen-threads" => {
                 o.pktgen_threads = it.next().and_then(|v| v.parse().ok()).unwrap_or(1)
@@ -84,7 +92,7 @@ fn opts() -> Opts {
             }
             "-h" | "--help" => {
                 println!(
-                    "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--cost-rounds N] [--out DIR] [--only CASE-PREFIX|=PATH | --costs-only]\n             [--baseline-object OLD.bpf.o]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
+                    "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--cost-rounds N] [--cost-loads N] [--out DIR] [--only CASE-PREFIX|=PATH | --costs-only]\n             [--baseline-object OLD.bpf.o]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
                 );
                 std::process::exit(0);
             }
@@ -676,7 +684,12 @@ fn main() -> Result<()> {
     if o.only.is_some() && !o.costs_only {
         return Ok(());
     }
-    let costs = per_packet_costs(o.only.as_deref(), o.baseline.as_deref(), o.cost_rounds)?;
+    let costs = per_packet_costs(
+        o.only.as_deref(),
+        o.baseline.as_deref(),
+        o.cost_rounds,
+        o.cost_loads,
+    )?;
     net.reset_gateway()?;
     drop((ext, int));
     drop(net);
@@ -921,12 +934,94 @@ fn wanted(only: &str, name: &str) -> bool {
     }
 }
 
+const COST_REPEAT: u32 = 1_000_000;
+
+/// The per-packet cost of every path: `cost_loads` loads of the programs (this build's and
+/// the baseline's, on a fixture network of their own), each measured for `cost_rounds`
+/// rounds; a path's figures are medians over every round of every load.
 fn per_packet_costs(
     only: Option<&str>,
     baseline: Option<&Path>,
     cost_rounds: usize,
+    cost_loads: usize,
 ) -> Result<Vec<(String, Cost)>> {
-    const COST_REPEAT: u32 = 1_000_000;
+    println!(
+        "\nper-packet cost by path (BPF_PROG_TEST_RUN, {cost_loads} load(s) x {cost_rounds} rounds x \
+         {COST_REPEAT} runs per path, paths interleaved in each round, one CPU; median; the \
+         fixture table's frames){}",
+        baseline
+            .map(|b| format!("; baseline object {}", b.display()))
+            .unwrap_or_default()
+    );
+    let mut paths: Vec<(String, usize)> = Vec::new();
+    let mut ns: Vec<Vec<f64>> = Vec::new();
+    for load in 0..cost_loads {
+        let (p, v) = cost_load(only, baseline, cost_rounds)?;
+        if load == 0 {
+            (paths, ns) = (p, v);
+        } else {
+            anyhow::ensure!(p == paths, "load {load} measured other paths");
+            for (all, more) in ns.iter_mut().zip(v) {
+                all.extend(more);
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (empty, floor) = (ns[0].clone(), ns[1].clone());
+    let mut costs: Vec<(String, Cost)> = Vec::new();
+    for (i, (name, datapath)) in paths.iter().enumerate() {
+        let v = &ns[i];
+        // This build against the baseline, round by round.
+        let vs_baseline = if *datapath == 0 {
+            let b = format!("{BASELINE}{name}");
+            paths
+                .iter()
+                .position(|(q, _)| *q == b)
+                .map(|j| median(v.iter().zip(&ns[j]).map(|(a, b)| a / b).collect()))
+        } else {
+            None
+        };
+        let c = Cost {
+            ns: median(v.clone()),
+            min_ns: v.iter().cloned().fold(f64::INFINITY, f64::min),
+            max_ns: v.iter().cloned().fold(0.0, f64::max),
+            vs_floor: median(v.iter().zip(&floor).map(|(p, f)| p / f).collect()),
+            vs_floor_net: median(
+                v.iter()
+                    .zip(&floor)
+                    .zip(&empty)
+                    .map(|((p, f), e)| (p - e) / (f - e).max(1.0))
+                    .collect(),
+            ),
+            vs_baseline,
+            runs: u64::from(COST_REPEAT) * v.len() as u64,
+        };
+        println!(
+            "  {:<56} {:>6.0} ns/pkt (min {:.0}, max {:.0}; {:.2}x the floor, {:.2}x net of the empty program){}",
+            name,
+            c.ns,
+            c.min_ns,
+            c.max_ns,
+            c.vs_floor,
+            c.vs_floor_net,
+            c.vs_baseline.map(|r| format!("; {r:.3}x the baseline")).unwrap_or_default()
+        );
+        costs.push((name.clone(), c));
+    }
+    Ok(costs)
+}
+
+/// One load of the programs measured for `cost_rounds` rounds: each path's name and
+/// datapath (0: this build, 1: the baseline), and its ns per packet in every round.
+#[allow(clippy::type_complexity)]
+fn cost_load(
+    only: Option<&str>,
+    baseline: Option<&Path>,
+    cost_rounds: usize,
+) -> Result<(Vec<(String, usize)>, Vec<Vec<f64>>)> {
     use sipvip_tests::{table, topo::FixtureNet};
     let sizes = MapSizes::default();
     let mut net = FixtureNet::new(&sizes)?;
@@ -1055,6 +1150,10 @@ fn per_packet_costs(
     // then to the kernel, which routes it into the member's veth).
     let snat_row = table::cost_row("outbound SNAT, exclusion miss").context("SNAT row")?;
     let local_vip = install_local_vip(&mut net.dp)?;
+    // The baseline gets the same VIPs, so that both builds' paths read maps holding the same.
+    if let Some(b) = base.as_mut() {
+        install_local_vip(b).context("the on-node VIP, on the baseline")?;
+    }
     for (name, fd, frame, expect, tc) in [
         (
             ON_NODE_EMPTY_TC,
@@ -1128,11 +1227,6 @@ fn per_packet_costs(
             trace: Some(filter),
         });
     }
-    println!(
-        "\nper-packet cost by path (BPF_PROG_TEST_RUN, {cost_rounds} rounds x {COST_REPEAT} runs per path, \
-         paths interleaved in each round, one CPU; median; the fixture table's frames){}",
-        baseline.map(|b| format!("; baseline object {}", b.display())).unwrap_or_default()
-    );
     // One CPU for every run (the next-hop cache is per CPU; the vCPUs of a VM differ); the
     // thread's own CPU set comes back afterwards, for what runs next (the failover lab).
     let _pin = PinnedToCpu0::new();
@@ -1188,52 +1282,10 @@ fn per_packet_costs(
             ns[i].push(r.with_context(|| p.name.clone())?);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (empty, floor) = (ns[0].clone(), ns[1].clone());
-    let mut costs: Vec<(String, Cost)> = Vec::new();
-    for (i, p) in paths.iter().enumerate() {
-        let v = &ns[i];
-        // This build against the baseline, round by round.
-        let vs_baseline = if p.datapath == 0 {
-            let b = format!("{BASELINE}{}", p.name);
-            paths
-                .iter()
-                .position(|q| q.name == b)
-                .map(|j| median(v.iter().zip(&ns[j]).map(|(a, b)| a / b).collect()))
-        } else {
-            None
-        };
-        let c = Cost {
-            ns: median(v.clone()),
-            min_ns: v.iter().cloned().fold(f64::INFINITY, f64::min),
-            max_ns: v.iter().cloned().fold(0.0, f64::max),
-            vs_floor: median(v.iter().zip(&floor).map(|(p, f)| p / f).collect()),
-            vs_floor_net: median(
-                v.iter()
-                    .zip(&floor)
-                    .zip(&empty)
-                    .map(|((p, f), e)| (p - e) / (f - e).max(1.0))
-                    .collect(),
-            ),
-            vs_baseline,
-            runs: u64::from(COST_REPEAT) * cost_rounds as u64,
-        };
-        println!(
-            "  {:<56} {:>6.0} ns/pkt (min {:.0}, max {:.0}; {:.2}x the floor, {:.2}x net of the empty program){}",
-            p.name,
-            c.ns,
-            c.min_ns,
-            c.max_ns,
-            c.vs_floor,
-            c.vs_floor_net,
-            c.vs_baseline.map(|r| format!("; {r:.3}x the baseline")).unwrap_or_default()
-        );
-        costs.push((p.name.clone(), c));
-    }
-    Ok(costs)
+    Ok((
+        paths.iter().map(|p| (p.name.clone(), p.datapath)).collect(),
+        ns,
+    ))
 }
 
 /// The floor program on the fixture network: the steered frame's rewrite toward the primary.
