@@ -302,6 +302,9 @@ pub struct Cost {
     /// With a baseline object: the median over rounds of this path's cost divided by the
     /// same path's on the baseline in the same round.
     pub vs_baseline: Option<f64>,
+    /// The same median within each load of the programs (`--cost-loads`): how far apart
+    /// loads land tells how much of `vs_baseline` is placement.
+    pub vs_baseline_per_load: Vec<f64>,
     pub runs: u64,
 }
 
