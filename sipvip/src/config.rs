@@ -1026,7 +1026,9 @@ impl Config {
                     "sizes.flows".into(),
                     format!(
                         "{n} slots: the flow cache's slots per CPU are a power of two (such as {})",
-                        n.next_power_of_two() / 2
+                        // The power of two below `n` (`next_power_of_two` would overflow
+                        // above 2^31).
+                        1u32 << (u32::BITS - 1 - n.leading_zeros())
                     ),
                 );
             }
@@ -1732,6 +1734,10 @@ mod tests {
             p[0].contains("sizes.flows: 100000 slots: the flow cache's slots per CPU are a power of two (such as 65536)"),
             "{p:?}"
         );
+        // Above the largest u32 power of two: still a problem, not an overflow.
+        let p = problems(&format!("{EXAMPLE}\n[sizes]\nflows = 4000000000\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("(such as 2147483648)"), "{p:?}");
     }
 
     #[test]
