@@ -189,10 +189,8 @@ pub fn cached<F: Frame, A: Family>(
         };
         store(f, csum_off, c).ok()?;
     }
-    let mut b = ttl_word.to_ne_bytes();
-    b[A::TTL_BYTE] = b[A::TTL_BYTE].wrapping_sub(1);
     let words = [
-        u16::from_ne_bytes(b),
+        ttl_decremented::<A>(ttl_word),
         Delta::from_raw(e.ip_delta).apply(ip_csum),
     ];
     store(f, p.l3 + A::TTL_WORD, words).ok()?;
@@ -208,6 +206,15 @@ pub fn cached<F: Frame, A: Family>(
     }
     count::bump(reason);
     Some((f.verdict(Verdict::Redirect), reason))
+}
+
+/// The family's header word that holds the TTL (hop limit), as loaded, with the TTL one
+/// less.
+#[inline(always)]
+fn ttl_decremented<A: Family>(word: u16) -> u16 {
+    let mut b = word.to_ne_bytes();
+    b[A::TTL_BYTE] = b[A::TTL_BYTE].wrapping_sub(1);
+    u16::from_ne_bytes(b)
 }
 
 /// Whether a member-opened flow's cached packet is the one (every `FLOW_REFRESH_EVERY`) that
@@ -281,22 +288,17 @@ fn send<F: Frame, A: Family>(
 ) -> Result<Verdict, Reason> {
     let e = |_| Reason::DropMalformedIp;
     let l3 = p.l3;
-    let dec = |w: u16| {
-        let mut b = w.to_ne_bytes();
-        b[A::TTL_BYTE] = b[A::TTL_BYTE].wrapping_sub(1);
-        u16::from_ne_bytes(b)
-    };
     if A::HEADER_CSUM {
         // IPv4: the TTL word and the header checksum after it, loaded and stored together.
         const { assert!(IP_CSUM == crate::packet::ipv4::IP_TTL + 2) };
         let [ttl_word, c]: [u16; 2] = f.load(l3 + A::TTL_WORD).map_err(e)?;
-        let new_word = dec(ttl_word);
+        let new_word = ttl_decremented::<A>(ttl_word);
         let mut d = ip;
         d.word(ttl_word, new_word);
         store(f, l3 + A::TTL_WORD, [new_word, d.apply(c)]).map_err(e)?;
     } else {
         let ttl_word: u16 = f.load(l3 + A::TTL_WORD).map_err(e)?;
-        store(f, l3 + A::TTL_WORD, dec(ttl_word)).map_err(e)?;
+        store(f, l3 + A::TTL_WORD, ttl_decremented::<A>(ttl_word)).map_err(e)?;
     }
     store_macs(f, link.dmac, link.smac).map_err(e)?;
     count::bump(handled);

@@ -606,16 +606,11 @@ fn main() -> Result<()> {
     }
     for size in [60usize, 1000] {
         for (case, _, v) in samples.iter().filter(|x| x.1 == size) {
-            let median = |f: fn(&Sample) -> f64| {
-                let mut x: Vec<f64> = v.iter().map(f).collect();
-                x.sort_by(f64::total_cmp);
-                x[x.len() / 2]
-            };
             runs.push(Run {
                 case: case.clone(),
                 size,
-                pps: median(|s| s.0),
-                cpu: median(|s| s.1),
+                pps: median(v.iter().map(|s| s.0).collect()),
+                cpu: median(v.iter().map(|s| s.1).collect()),
                 without_rewrite: v.iter().map(|s| s.2).sum(),
                 rounds: v.iter().map(|s| s.0).collect(),
                 vs_floor: f64::NAN,
@@ -625,12 +620,6 @@ fn main() -> Result<()> {
             });
         }
     }
-    // Ratios per round (side by side), then their median.
-    let per_round = |a: &[f64], b: &[f64]| {
-        let mut x: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
-        x.sort_by(f64::total_cmp);
-        x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     let reference: Vec<(usize, Vec<f64>, Vec<f64>)> = [60usize, 1000]
         .iter()
         .map(|&size| {
@@ -645,16 +634,15 @@ fn main() -> Result<()> {
         .collect();
     for r in runs.iter_mut() {
         if let Some((_, floor, nft)) = reference.iter().find(|x| x.0 == r.size) {
-            r.vs_floor = per_round(&r.rounds, floor);
-            r.vs_nft = per_round(&r.rounds, nft);
-            let mut extra: Vec<f64> = r
-                .rounds
-                .iter()
-                .zip(floor)
-                .map(|(p, f)| 1e9 / p - 1e9 / f)
-                .collect();
-            extra.sort_by(f64::total_cmp);
-            r.gw_ns_over_floor = extra.get(extra.len() / 2).copied().unwrap_or(f64::NAN);
+            r.vs_floor = median_ratio(&r.rounds, floor);
+            r.vs_nft = median_ratio(&r.rounds, nft);
+            r.gw_ns_over_floor = median(
+                r.rounds
+                    .iter()
+                    .zip(floor)
+                    .map(|(p, f)| 1e9 / p - 1e9 / f)
+                    .collect(),
+            );
         }
     }
 
@@ -672,7 +660,7 @@ fn main() -> Result<()> {
             .iter()
             .find(|(c, size, _)| *c == r.case && *size == r.size)
         {
-            r.vs_baseline = Some(per_round(&r.rounds, b));
+            r.vs_baseline = Some(median_ratio(&r.rounds, b));
             println!(
                 "  {:>4} B  {:<44} {:.3}x the baseline's packets/s (median of per-round ratios)",
                 r.size,
@@ -936,6 +924,18 @@ fn wanted(only: &str, name: &str) -> bool {
 
 const COST_REPEAT: u32 = 1_000_000;
 
+/// The median of `v` (NaN when it is empty): every figure the bench prints is one.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The median of the ratios `a[i] / b[i]`: two cases measured side by side in each round, so
+/// a slow spell of the machine hits both.
+fn median_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(a, b)| a / b).collect())
+}
+
 /// The per-packet cost of every path: `cost_loads` loads of the programs (this build's and
 /// the baseline's, on a fixture network of their own), each measured for `cost_rounds`
 /// rounds; a path's figures are medians over every round of every load.
@@ -966,10 +966,6 @@ fn per_packet_costs(
             }
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let (empty, floor) = (ns[0].clone(), ns[1].clone());
     let mut costs: Vec<(String, Cost)> = Vec::new();
     for (i, (name, datapath)) in paths.iter().enumerate() {
@@ -995,7 +991,7 @@ fn per_packet_costs(
             ns: median(v.clone()),
             min_ns: v.iter().cloned().fold(f64::INFINITY, f64::min),
             max_ns: v.iter().cloned().fold(0.0, f64::max),
-            vs_floor: median(v.iter().zip(&floor).map(|(p, f)| p / f).collect()),
+            vs_floor: median_ratio(v, &floor),
             vs_floor_net: median(
                 v.iter()
                     .zip(&floor)
