@@ -212,6 +212,12 @@ pub fn sip_server_in(
             "-t",
             "u1",
             "-nostdin",
+            // A retransmitted INVITE (its responses lost, say in a gateway switchover)
+            // arriving while the server waits for the ACK is ignored, and the 200 OK's own
+            // retransmissions complete the call, as an INVITE server transaction absorbs
+            // it (RFC 3261, 17.2.1); sipp's default aborts the call on it instead.
+            "-default_behaviors",
+            "all,-abortunexp",
         ])
         .current_dir(dir)
         .stdin(Stdio::null())
