@@ -695,9 +695,12 @@ pub struct FlowKey {
     pub ifindex: u32,
 }
 
-/// `FlowKey::hook`: the internal XDP program's packets (the one hook the cache serves; the
-/// field keeps room for others).
+/// `FlowKey::hook`: the internal XDP program's packets, one slot per flow.
 pub const FLOW_HOOK_INT: u8 = 1;
+/// `FlowKey::hook`: the external XDP program's packets to a VIP's service, one slot per
+/// service (the key's source address and port are 0): steering decides by the destination
+/// alone, so every flow to a service shares its decision, however many phones send.
+pub const FLOW_HOOK_EXT: u8 = 2;
 
 /// `FlowEntry::action`: rewritten (`side`'s address to `addr_be`, its port to `port_be`),
 /// then sent to the link.

@@ -34,8 +34,9 @@
 
 use sipvip_common::{
     flow_slot, FlowEntry, FlowKey, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL, FLOW_GEN_USER,
-    FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_SLOT_MASK, FLOW_STATE_NONE, FLOW_STATE_REFRESH,
-    FLOW_STATE_REQUIRE, FLOW_TRANSLATE, IPPROTO_TCP, IPPROTO_UDP, MAX_MEMBERS, MAX_SERVICES,
+    FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_SLOT_MASK, FLOW_STATE_NONE,
+    FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, MAX_MEMBERS, MAX_SERVICES,
+    TRACE_SIDE_EXT,
 };
 
 use crate::{
@@ -43,8 +44,8 @@ use crate::{
     family::Family,
     hook::Frame,
     maps::{cpu_block, FLOWS, FLOW_GEN},
-    packet::{ports, Ip},
-    rules::{Action, Cache, Decision, Dir, Side, PENDING},
+    packet::{plain::plain, Ip},
+    rules::{screen::screen_addrs, Action, Cache, Decision, Dir, Side, PENDING},
 };
 
 /// The TTL decrement's change to the IPv4 header checksum: the word holding the TTL loses
@@ -52,7 +53,7 @@ use crate::{
 const TTL_DELTA: u32 = 0xfffe;
 
 /// A packet the cache may hold: its key, the generations read before the rules ran, and its
-/// slot's index (found once: `remember` writes the slot `look` read).
+/// slot's index (found once: ``remember` writes the slot `lane` read).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Probe {
@@ -62,81 +63,110 @@ pub struct Probe {
     pub slot: u32,
 }
 
-/// What the cache says of a packet.
-pub enum Look {
-    /// Not a packet the cache holds, or the cache is off.
+/// What the flow cache's lane made of a frame.
+pub enum Lane {
+    /// Not a frame the cache holds, or the cache is off: the rules decide, and keep nothing.
     Off,
-    /// Not cached (or stale): the rules decide, and may leave their decision for the rest.
-    /// The probe waits in this CPU's pending slot.
+    /// Not cached (or stale, or the entry did not fit the packet): the rules decide, and may
+    /// leave their decision for the flow's (or service's) next packets. The probe waits in
+    /// this CPU's pending slot.
     Miss,
-    /// The flow's cached decision; the probe (its key) waits in the pending slot.
-    Hit(&'static mut FlowEntry, &'static Probe),
+    /// Carried out from the cache: the program's verdict and the reason counted.
+    Done(u32, Reason),
 }
 
-/// Looks up the packet's flow (XDP, IPv4, TCP/UDP, not a fragment) at `hook`.
+/// The flow cache's lane, in front of everything else an XDP program does to a frame on
+/// `side` but the L2 acceptance rule: a plain frame (`packet::plain`: untagged IPv4 without options, TCP or UDP, not a
+/// fragment, its L4 header whole) is parsed in a few loads and looked up in the cache: a
+/// flow's slot on the internal side, a service's on the external side (steering decides by
+/// the destination alone, so every phone's packets to a service share one entry, whatever
+/// the source: see [`service_key`]). A hit is carried out by `apply::cached` before the
+/// rules' parse, screens and rules run; a miss leaves the probe for `remember`. What the
+/// rules' path checks before a decision is checked here too, in the same order: a running
+/// trace (whose packets all take the rules' path, where the
+/// trace sees them), the address screen on the external side (the source is not in a
+/// service's key; on the internal side both addresses are in the flow's, whose entry the
+/// screen passed), and on the internal side whether the flow is worth caching.
 #[inline(always)]
-pub fn look<F: Frame, A: Family>(f: &F, p: &Ip<A>, hook: u8) -> Look {
-    if A::V6 || F::ROUTED || p.vlan || p.frag_offset != 0 || p.more_frags {
-        return Look::Off;
+pub fn lane<F: Frame>(f: &F, side: u8) -> Lane {
+    if F::ROUTED {
+        return Lane::Off;
     }
-    if p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP {
-        return Look::Off;
+    let Some(h) = plain(f) else {
+        return Lane::Off;
+    };
+    if crate::trace::running() {
+        return Lane::Off;
     }
     let Some(&gen_user) = FLOW_GEN.get(FLOW_GEN_USER) else {
-        return Look::Off;
+        return Lane::Off;
     };
     if gen_user == 0 {
-        return Look::Off;
+        return Lane::Off;
     }
     let gen_kernel = FLOW_GEN.get(FLOW_GEN_KERNEL).copied().unwrap_or(0);
-    let Ok((sport, dport)) = ports(f, p) else {
-        return Look::Off;
-    };
-    if !crate::rules::internal::worth_caching(p, sport) {
-        return Look::Off;
-    }
-    let Some(pending) = PENDING.get_ptr_mut(0) else {
-        return Look::Off;
-    };
-    // SAFETY: this CPU's pending slot; nothing else runs on this CPU until the program
-    // returns, and the rules write other fields of it.
-    let probe = unsafe { &mut (*pending).flow_probe };
-    *probe = Probe {
-        key: FlowKey {
-            src_be: A::fib(p.src())[0],
-            dst_be: A::fib(p.dst())[0],
-            sport_be: sport,
-            dport_be: dport,
-            proto: p.proto,
-            hook,
+    let ifindex = f.ingress_ifindex();
+    let key = if side == TRACE_SIDE_EXT {
+        if screen_addrs(h.src_be, h.dst_be).is_err() {
+            return Lane::Off;
+        }
+        service_key(h.dst_be, h.dport_be, h.proto, ifindex)
+    } else {
+        if !crate::rules::internal::worth_caching(&h.src_be, h.sport_be) {
+            return Lane::Off;
+        }
+        FlowKey {
+            src_be: h.src_be,
+            dst_be: h.dst_be,
+            sport_be: h.sport_be,
+            dport_be: h.dport_be,
+            proto: h.proto,
+            hook: FLOW_HOOK_INT,
             _pad: 0,
-            ifindex: f.ingress_ifindex(),
-        },
-        gen_user,
-        gen_kernel,
-        slot: 0,
+            ifindex,
+        }
     };
-    probe.slot = cache_slot(&probe.key);
-    let Some(s) = FLOWS.get_ptr_mut(probe.slot) else {
-        return Look::Off;
+    let slot = cache_slot(&key);
+    let Some(s) = FLOWS.get_ptr_mut(slot) else {
+        return Lane::Off;
     };
     // SAFETY: this CPU's slot of the cache, in place; only this CPU writes it, and nothing
     // else runs on this CPU until the program returns (`apply::cached` counts in it).
     let s = unsafe { &mut *s };
-    let k = &probe.key;
-    if s.key.src_be == k.src_be
-        && s.key.dst_be == k.dst_be
-        && s.key.sport_be == k.sport_be
-        && s.key.dport_be == k.dport_be
-        && s.key.proto == k.proto
-        && s.key.hook == k.hook
-        && s.key.ifindex == k.ifindex
-        && s.entry.gen_user == gen_user
-        && s.entry.gen_kernel == gen_kernel
-    {
-        Look::Hit(&mut s.entry, probe)
-    } else {
-        Look::Miss
+    if s.key == key && s.entry.gen_user == gen_user && s.entry.gen_kernel == gen_kernel {
+        if let Some((verdict, reason)) = crate::apply::cached(f, &h, &mut s.entry, &key) {
+            return Lane::Done(verdict, reason);
+        }
+    }
+    let Some(pending) = PENDING.get_ptr_mut(0) else {
+        return Lane::Off;
+    };
+    // SAFETY: this CPU's pending slot; nothing else runs on this CPU until the program
+    // returns, and the rules write other fields of it.
+    unsafe {
+        (*pending).flow_probe = Probe {
+            key,
+            gen_user,
+            gen_kernel,
+            slot,
+        }
+    };
+    Lane::Miss
+}
+
+/// A service's key on the external side (`FLOW_HOOK_EXT`): the VIP, port and protocol, and
+/// the interface, with no source (0).
+#[inline(always)]
+fn service_key(dst_be: u32, dport_be: u16, proto: u8, ifindex: u32) -> FlowKey {
+    FlowKey {
+        src_be: 0,
+        dst_be,
+        sport_be: 0,
+        dport_be,
+        proto,
+        hook: FLOW_HOOK_EXT,
+        _pad: 0,
+        ifindex,
     }
 }
 
@@ -155,6 +185,7 @@ fn cache_slot(k: &FlowKey) -> u32 {
 #[inline(always)]
 pub fn reason(r: u8) -> Option<Reason> {
     [
+        Reason::Steered,
         Reason::Snat,
         Reason::Passthrough,
         Reason::Excluded,
@@ -180,13 +211,13 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
     let Some(pending) = PENDING.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: this CPU's pending slot, as in `look`.
+    // SAFETY: this CPU's pending slot, as in `lane`.
     let probe = unsafe { &(*pending).flow_probe };
     let k = &probe.key;
     let Some(s) = FLOWS.get_ptr_mut(probe.slot) else {
         return;
     };
-    // SAFETY: this CPU's cache slot (see `look`), replaced whole: the entry built in place,
+    // SAFETY: this CPU's cache slot (see `lane`), replaced whole: the entry built in place,
     // then the key, last, so that a return before the entry is written leaves the slot to
     // the flow it held.
     let s = unsafe { &mut *s };

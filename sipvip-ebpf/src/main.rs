@@ -40,7 +40,7 @@ use sipvip_common::{program_names, Ipv6Be};
 
 use crate::{
     family::Family,
-    flow::Look,
+    flow::Lane,
     hook::{tc::TcEgress, xdp::Xdp, Frame, Verdict},
     rules::{Decision, External, Internal, SideRules},
 };
@@ -96,20 +96,28 @@ pub fn sipvip_node_out6(ctx: TcContext) -> i32 {
     debug_log(&ctx, "node_out6", verdict, reason) as i32
 }
 
-/// A frame on side `S`: the L2 acceptance rule and the link layer, then IPv6 goes on in the
-/// side's IPv6 program (`to_ipv6`, a tail call: a program of its own, with its own 512 bytes
-/// of stack and its own verification budget, so IPv4 pays one branch for IPv6's existence)
-/// and IPv4 here.
+/// A frame on side `S`: the L2 acceptance rule, the flow cache's lane (`flow::lane`), then
+/// the link layer, then IPv6 goes on in the side's IPv6 program (`to_ipv6`, a tail call: a
+/// program of its own, with its own 512 bytes of stack and its own verification budget, so
+/// IPv4 pays one branch for IPv6's existence) and IPv4 here.
 #[inline(always)]
 fn entry<F: Frame, S: SideRules>(raw: *mut c_void, to_ipv6: impl FnOnce()) -> (u32, Reason) {
     // SAFETY: the program's own context.
     let f = unsafe { F::from_raw(raw) };
-    // A routed packet (TC egress) is the node's own: its MACs are the next hop's.
-    if !F::ROUTED {
+    // A routed packet (TC egress) is the node's own: its MACs are the next hop's, and the
+    // flow cache holds none of its decisions.
+    let cacheable = if F::ROUTED {
+        false
+    } else {
         if let Err(r) = rules::screen::accept(&f) {
             return apply::stopped(&f, r);
         }
-    }
+        match flow::lane(&f, S::SIDE) {
+            Lane::Done(verdict, reason) => return (verdict, reason),
+            Lane::Miss => true,
+            Lane::Off => false,
+        }
+    };
     let l3 = match packet::l3(&f) {
         Ok(l3) => l3,
         Err(r) => return apply::stopped(&f, r),
@@ -126,7 +134,7 @@ fn entry<F: Frame, S: SideRules>(raw: *mut c_void, to_ipv6: impl FnOnce()) -> (u
         // The IPv6 program is not installed: the kernel has the packet, counted.
         return apply::stopped(&f, Reason::PassIpv6);
     }
-    family::<F, S, u32>(&f, l3)
+    family::<F, S, u32>(&f, l3, cacheable)
 }
 
 /// An IPv6 program's frame on side `S` (accepted by the program that tail-called this one).
@@ -135,15 +143,20 @@ fn ipv6<F: Frame, S: SideRules>(raw: *mut c_void) -> (u32, Reason) {
     // SAFETY: the program's own context.
     let f = unsafe { F::from_raw(raw) };
     match packet::l3(&f) {
-        Ok(l3) => family::<F, S, Ipv6Be>(&f, l3),
+        Ok(l3) => family::<F, S, Ipv6Be>(&f, l3, false),
         Err(r) => apply::stopped(&f, r),
     }
 }
 
 /// A packet of family `A` at `l3` on side `S`: parsed, decided by the side's rules, carried
-/// out by `apply`.
+/// out by `apply`; the decision kept in the flow cache when the lane missed it
+/// (`cacheable`) and it is one the cache holds.
 #[inline(always)]
-fn family<F: Frame, S: SideRules, A: Family>(f: &F, l3: packet::L3) -> (u32, Reason) {
+fn family<F: Frame, S: SideRules, A: Family>(
+    f: &F,
+    l3: packet::L3,
+    cacheable: bool,
+) -> (u32, Reason) {
     let p = match A::parse(f, l3.off, l3.vlan) {
         Ok(p) => p,
         Err(r) => return apply::stopped(f, r),
@@ -151,21 +164,7 @@ fn family<F: Frame, S: SideRules, A: Family>(f: &F, l3: packet::L3) -> (u32, Rea
     let Some(p) = A::settle(&p) else {
         return apply::stopped(f, Reason::PassIpv6);
     };
-    // The flow cache serves the internal side only (see `crate::flow`).
-    let look = if S::SIDE == sipvip_common::TRACE_SIDE_INT {
-        flow::look(f, p, sipvip_common::FLOW_HOOK_INT)
-    } else {
-        Look::Off
-    };
-    let (cacheable, hit) = match look {
-        Look::Hit(e, probe) => (true, apply::cached(f, p, e, &probe.key)),
-        Look::Miss => (true, None),
-        Look::Off => (false, None),
-    };
-    let (verdict, reason) = match hit {
-        Some(done) => done,
-        None => decide_and_apply::<F, S, A>(f, p, cacheable),
-    };
+    let (verdict, reason) = decide_and_apply::<F, S, A>(f, p, cacheable);
     if trace::outcome(verdict, reason) {
         // Returns only if the trace program is not installed.
         f.trace();

@@ -86,6 +86,13 @@ pub fn begin<F: Frame>(f: &F, side: u8) {
     begin_tracing::<F>(f.raw(), side);
 }
 
+/// Whether a trace runs (the flow cache's lane leaves every packet to the rules' path
+/// then, where `begin` sees it).
+#[inline(always)]
+pub fn running() -> bool {
+    matches!(TRACE.get(0), Some(t) if t.on != 0)
+}
+
 /// A function of its own (a BPF-to-BPF call): its helper calls then cost the program's hot
 /// path no registers while no trace runs.
 #[inline(never)]

@@ -1516,8 +1516,8 @@ fn ecmp_packets_without_flow_state_are_handed_to_the_return_path() {
 /// second packet took it) gets the new decision on its next packet after an exclusion is
 /// added or removed, a neighbour's MAC changes (with the next next-hop generation), and a
 /// pass-through flow the datapath records itself (the member's replies on it are no longer
-/// SNATed); steering, which is not cached, follows a failover and a VIP left without a
-/// member. Every output's checksums are re-verified from scratch.
+/// SNATed); a service's cached steering follows a failover, a VIP left without a member,
+/// and a member's new MAC. Every output's checksums are re-verified from scratch.
 #[test]
 fn the_flow_cache_never_outlives_a_change() {
     let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
@@ -1546,26 +1546,61 @@ fn the_flow_cache_never_outlives_a_change() {
         })
     };
 
-    // Steering, which the cache does not hold (its rules read no per-flow state).
+    // Steering, cached per service (its rules read no per-flow state): each change's first
+    // packet and the one after it (which a still-valid entry would answer) both get the new
+    // decision.
     let steer = phone_udp(5060).build();
     for _ in 0..2 {
         let (v, out) = run(&net, "sipvip_ext", &steer);
         assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
     }
-    assert!(!cached(&net, "steered"), "steering is not cached");
-    // Failover.
+    assert!(cached(&net, "steered"), "the service's steering is cached");
+    // Failover: the member is disabled, the backup takes over.
     net.dp
         .set_active(&net.spec, Some(BACKUP))
         .expect("failover");
-    let (v, out) = run(&net, "sipvip_ext", &steer);
-    assert_eq!((v, dst(&out)), (XDP_REDIRECT, BACKUP), "after the failover");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_ext", &steer);
+        assert_eq!(
+            (v, dst(&out), &out[..6]),
+            (XDP_REDIRECT, BACKUP, &BACKUP_MAC[..]),
+            "after the failover"
+        );
+    }
     // No member left (both disabled): nothing is steered.
     net.dp.set_active(&net.spec, None).expect("no member");
-    let (v, _) = run(&net, "sipvip_ext", &steer);
-    assert_eq!(v, XDP_DROP, "with no active member");
+    for _ in 0..2 {
+        let (v, _) = run(&net, "sipvip_ext", &steer);
+        assert_eq!(v, XDP_DROP, "with no active member");
+    }
     net.dp.set_active(&net.spec, Some(PRIMARY)).expect("back");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_ext", &steer);
+        assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
+    }
+    // The member's MAC changes: as for a flow (below), the cached steering holds until the
+    // next next-hop generation, then the new MAC is used.
+    net.ns
+        .exec(&format!(
+            "ip neigh replace {PRIMARY} lladdr 02:00:00:02:00:99 dev int0 nud permanent"
+        ))
+        .expect("ip neigh");
+    let (_, out) = run(&net, "sipvip_ext", &steer);
+    assert_eq!(out[..6], PRIMARY_MAC, "cached until the next generation");
+    net.dp.refresh_nexthops(true).expect("refresh");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_ext", &steer);
+        assert_eq!((v, &out[..6]), (XDP_REDIRECT, &[2, 0, 0, 2, 0, 0x99][..]));
+    }
+    net.ns
+        .exec(&format!(
+            "ip neigh replace {PRIMARY} lladdr {} dev int0 nud permanent",
+            sipvip_tests::frame::mac_str(&PRIMARY_MAC)
+        ))
+        .expect("ip neigh");
+    net.dp.refresh_nexthops(true).expect("refresh");
     let (v, out) = run(&net, "sipvip_ext", &steer);
-    assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
+    assert_eq!((v, &out[..6]), (XDP_REDIRECT, &PRIMARY_MAC[..]));
 
     // A member-opened flow, SNATed and cached.
     let opened = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (PHONE, 5070), SIP).build();

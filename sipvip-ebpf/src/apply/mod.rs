@@ -20,7 +20,8 @@ use crate::{
     hook::{Frame, Verdict},
     maps::PT_PORTS,
     packet::{
-        ipv4::{l4_csum_offset, IP_CSUM},
+        ipv4::IP_CSUM,
+        plain::{self, Plain},
         Ip,
     },
     rules::{self, Account, Action, Decision, Dir, Link, Pending, Record},
@@ -116,22 +117,16 @@ fn apply<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: Decision<A>) -> Result<Verdic
     }
 }
 
-/// Carries out a flow's cached decision (`crate::flow`) on a packet of the flow: the same
-/// rewrite, link and counters as the rules' decision for its first packet, with the
-/// checksum deltas computed then. None when the packet is not one the entry fits (TTL, a
-/// longer packet than the next hop was found for, a truncated header, a pass-through flow
+/// Carries out a flow's cached decision (`crate::flow`) on a packet of the flow (a plain
+/// frame, `h`): the same rewrite, link and counters as the rules' decision for its first
+/// packet, with the checksum deltas computed then. None when the packet is not one the
+/// entry fits (TTL, a longer packet than the next hop was found for, a pass-through flow
 /// whose conntrack entry is gone, a refused redirect): the rules then decide, before
 /// anything was written.
 #[inline(always)]
-pub fn cached<F: Frame, A: Family>(
-    f: &F,
-    p: &Ip<A>,
-    e: &mut FlowEntry,
-    k: &FlowKey,
-) -> Option<(u32, Reason)> {
+pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Option<(u32, Reason)> {
     let reason = crate::flow::reason(e.reason)?;
-    // IPv4 only (the cache holds no IPv6 flow).
-    if A::V6 || p.ttl <= 1 || p.tot_len > e.max_len {
+    if h.ttl <= 1 || h.tot_len > e.max_len {
         return None;
     }
     let ct = |kind| CtKey {
@@ -146,12 +141,6 @@ pub fn cached<F: Frame, A: Family>(
     if e.state == FLOW_STATE_REQUIRE && u32::flow(&ct(CT_PASSTHROUGH)).is_none() {
         return None;
     }
-    let udp = k.proto == IPPROTO_UDP;
-    let csum_off = p.l4 + l4_csum_offset(k.proto);
-    let translate = e.action == FLOW_TRANSLATE;
-    let l4_csum: u16 = if translate { f.load(csum_off).ok()? } else { 0 };
-    // IPv4 only (see `crate::flow`): the TTL word and the header checksum after it, together.
-    let [ttl_word, ip_csum]: [u16; 2] = f.load(p.l3 + A::TTL_WORD).ok()?;
     if !f.redirect(e.ifindex) {
         return None;
     }
@@ -170,39 +159,47 @@ pub fn cached<F: Frame, A: Family>(
             _ => u32::insert_flow(&key, &member),
         }
     }
-    // Nothing fails from here: every offset written was loaded above.
-    if translate {
-        let (addr_off, port_off, old_port) = if e.side == FLOW_SIDE_SRC {
-            (A::SRC, 0, k.sport_be)
+    // Nothing fails from here: the frame's headers were checked whole (`packet::plain`).
+    if e.action == FLOW_TRANSLATE {
+        let (addr_w, port_w, old_port) = if e.side == FLOW_SIDE_SRC {
+            (plain::W_SRC, plain::W_SPORT, k.sport_be)
         } else {
-            (A::DST, 2, k.dport_be)
+            (plain::W_DST, plain::W_DPORT, k.dport_be)
         };
-        store_addr(f, p.l3 + addr_off, e.addr_be).ok()?;
+        let a = e.addr_be.to_ne_bytes();
+        h.set(addr_w, u16::from_ne_bytes([a[0], a[1]]));
+        h.set(addr_w + 1, u16::from_ne_bytes([a[2], a[3]]));
         if e.port_be != old_port {
-            store(f, p.l4 + port_off, e.port_be).ok()?;
+            h.set(port_w, e.port_be);
         }
+        let csum_w = Plain::l4_csum_word(h.proto);
         let d = Delta::from_raw(e.l4_delta);
-        let c = if udp {
-            d.apply_udp(l4_csum)
-        } else {
-            d.apply(l4_csum)
-        };
-        store(f, csum_off, c).ok()?;
-    }
-    let words = [
-        ttl_decremented::<A>(ttl_word),
-        Delta::from_raw(e.ip_delta).apply(ip_csum),
-    ];
-    store(f, p.l3 + A::TTL_WORD, words).ok()?;
-    store_macs(f, e.dmac, e.smac).ok()?;
-    if translate {
+        let c = h.word(csum_w);
+        h.set(
+            csum_w,
+            if h.proto == IPPROTO_UDP {
+                d.apply_udp(c)
+            } else {
+                d.apply(c)
+            },
+        );
         let account = Account {
             vip_id: e.vip_id,
             dir: if e.dir == 0 { Dir::In } else { Dir::Out },
             service: u32::from(e.service),
             slot: u32::from(e.slot),
         };
-        count::traffic(account, p.len);
+        count::traffic(account, h.len);
+    }
+    h.set(plain::W_TTL, ttl_decremented::<u32>(h.word(plain::W_TTL)));
+    h.set(
+        plain::W_IP_CSUM,
+        Delta::from_raw(e.ip_delta).apply(h.word(plain::W_IP_CSUM)),
+    );
+    let mac = |m: [u8; 6], i: usize| u16::from_ne_bytes([m[i], m[i + 1]]);
+    for i in 0..3 {
+        h.set(i, mac(e.dmac, 2 * i));
+        h.set(3 + i, mac(e.smac, 2 * i));
     }
     count::bump(reason);
     Some((f.verdict(Verdict::Redirect), reason))

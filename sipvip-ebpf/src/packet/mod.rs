@@ -5,6 +5,7 @@
 
 pub mod ipv4;
 pub mod ipv6;
+pub mod plain;
 
 use sipvip_common::{Ipv6Be, Reason, IPPROTO_TCP, IPPROTO_UDP};
 

@@ -12,7 +12,7 @@ use super::{
     frag, icmp,
     lookup::{arriving_flow, find_service},
     route::{self, Via},
-    Decision, Dir, Family, Record, SAME_PORT,
+    Cache, Decision, Dir, Family, Record, SAME_PORT,
 };
 use crate::{
     hook::Frame,
@@ -40,6 +40,7 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
 
     let mut port = SAME_PORT;
     let mut record = Record::NONE;
+    let draining_tcp = !vip.draining_be.is_zero() && p.proto == IPPROTO_TCP;
     let (target, reason) = if p.is_later_fragment() {
         if p.ttl <= 1 {
             // No ICMP error is sent about a later fragment (RFC 1122, 3.2.2).
@@ -60,7 +61,7 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
                 return Err(Reason::DropNoActive);
             }
             port = (dport, s.member_port_be);
-            let (addr_be, slot) = if !vip.draining_be.is_zero() && p.proto == IPPROTO_TCP {
+            let (addr_be, slot) = if draining_tcp {
                 draining(f, p, vip, sport, dport, &mut record)?
             } else {
                 (vip.active_be, vip.active_slot)
@@ -107,7 +108,14 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
 
     let member = (target.addr_be, u32::from(target.slot));
     let service = u32::from(target.service);
-    Ok(route::translate(
+    // A service's packet, decided by its destination alone (no draining member's
+    // connections, no fragment): the flow cache may keep the decision for the service.
+    let cache = if reason == Reason::Steered && record == Record::NONE && !draining_tcp {
+        Cache::Plain
+    } else {
+        Cache::No
+    };
+    let mut d = route::translate(
         f,
         p,
         Dir::In,
@@ -118,7 +126,9 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         reason,
         record,
         Via::toward_members(vip.flags),
-    ))
+    );
+    d.cache = cache;
+    Ok(d)
 }
 
 /// The member of a TCP service connection while another member drains: a new connection

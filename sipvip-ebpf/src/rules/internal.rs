@@ -26,8 +26,8 @@ use crate::{
 /// uncached against 0.99-1.05x cached; with the per-CPU cache, looking the cache up before
 /// asking this made a pass-through port 1.11x as slow (41 rounds beside a8dcc64).
 #[inline(always)]
-pub fn worth_caching<A: Family>(p: &Ip<A>, sport: u16) -> bool {
-    match A::member(&p.src_be) {
+pub fn worth_caching<A: Family>(src: &A, sport: u16) -> bool {
+    match A::member(src) {
         Some(m) => m.flags & MEMBER_F_SNAT != 0 && !passthrough_port(m, sport),
         None => false,
     }

@@ -68,8 +68,14 @@ pub fn error_source6<F: Frame>(f: &F, fallback: Ipv6Be) -> Ipv6Be {
 /// Martian addresses are dropped, and broadcast or multicast destinations passed untouched.
 #[inline(always)]
 pub fn screen(p: &Ipv4) -> Result<(), Reason> {
-    let s = p.src_be.to_ne_bytes()[0];
-    let d = p.dst_be.to_ne_bytes();
+    screen_addrs(p.src_be, p.dst_be)
+}
+
+/// The IPv4 address screen of a source and destination (network order).
+#[inline(always)]
+pub fn screen_addrs(src_be: u32, dst_be: u32) -> Result<(), Reason> {
+    let s = src_be.to_ne_bytes()[0];
+    let d = dst_be.to_ne_bytes();
     // Sources: 0/8, 127/8, and 224/3 (multicast, reserved, 255.255.255.255).
     if s == 0 || s == 127 || s >= 224 {
         return Err(Reason::DropMartian);
@@ -77,7 +83,7 @@ pub fn screen(p: &Ipv4) -> Result<(), Reason> {
     if d[0] == 0 || d[0] == 127 {
         return Err(Reason::DropMartian);
     }
-    if (224..240).contains(&d[0]) || p.dst_be == u32::MAX {
+    if (224..240).contains(&d[0]) || dst_be == u32::MAX {
         return Err(Reason::PassBroadcast);
     }
     Ok(())
