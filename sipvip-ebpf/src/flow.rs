@@ -11,14 +11,19 @@
 //! this machine kind about 25 ns, more than the rules it saves on most paths); a flow whose
 //! slot another flow took goes through the rules and takes the slot back.
 //!
-//! What it holds: IPv4 TCP/UDP packets from the members that the internal XDP program
-//! translates or forwards to a next hop itself (SNAT, exclusions, pass-through flows; not
-//! what `rules::internal::worth_caching` leaves to the rules). Never
-//! fragments, ICMP, IPv6, a TC hook's packets, or a decision that read or wrote state the
-//! rules keep per flow other than the two kinds below. Not the external side: steering
-//! reads one VIP record and the next-hop cache, no per-flow state, so a per-flow lookup
-//! saved little there and, with tens of thousands of phones' flows, cost more in memory
-//! traffic than it saved (README, "The flow cache").
+//! What it holds: plain IPv4 TCP/UDP frames (`packet::plain`) that an XDP program
+//! translates or forwards to a next hop itself. On the internal side, a member's flows
+//! (SNAT, exclusions, pass-through flows; not what `rules::internal::worth_caching` leaves
+//! to the rules), one slot per flow. On the external side, a service's steering, one slot
+//! per service (`FLOW_HOOK_EXT`: the VIP, port, protocol and ingress interface, with no
+//! source): steering decides by the destination alone, so every phone's packets to a
+//! service share the entry, and 1,048,576 phones' flows cost no more memory traffic than
+//! one (a per-flow entry there had cost more than it saved: README, "The flow cache").
+//! Never fragments, ICMP, IPv6, tagged frames or IPv4 options, a TC hook's packets, a
+//! draining member's TCP connections (which read per-connection state), or a decision that
+//! read or wrote state the rules keep per flow other than the two kinds below.
+//!
+//! Where: [`lane`], right after the L2 acceptance rule, before the rules' parse.
 //!
 //! When an entry is valid: while both generations it was decided under are current
 //! (`SV_FLOWGEN_V2`). User space bumps `FLOW_GEN_USER` after every change the rules read
