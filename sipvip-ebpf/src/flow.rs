@@ -58,7 +58,7 @@ use crate::{
 const TTL_DELTA: u32 = 0xfffe;
 
 /// A packet the cache may hold: its key, the generations read before the rules ran, and its
-/// slot's index (found once: ``remember` writes the slot `lane` read).
+/// slot's index (found once: `remember` writes the slot `lane` read).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Probe {
@@ -80,18 +80,18 @@ pub enum Lane {
     Done(u32, Reason),
 }
 
-/// The flow cache's lane, in front of everything else an XDP program does to a frame on
-/// `side` but the L2 acceptance rule: a plain frame (`packet::plain`: untagged IPv4 without options, TCP or UDP, not a
-/// fragment, its L4 header whole) is parsed in a few loads and looked up in the cache: a
-/// flow's slot on the internal side, a service's on the external side (steering decides by
-/// the destination alone, so every phone's packets to a service share one entry, whatever
-/// the source: see [`service_key`]). A hit is carried out by `apply::cached` before the
-/// rules' parse, screens and rules run; a miss leaves the probe for `remember`. What the
-/// rules' path checks before a decision is checked here too, in the same order: a running
-/// trace (whose packets all take the rules' path, where the
-/// trace sees them), the address screen on the external side (the source is not in a
-/// service's key; on the internal side both addresses are in the flow's, whose entry the
-/// screen passed), and on the internal side whether the flow is worth caching.
+/// The flow cache's lane, in front of everything an XDP program does to a frame on `side`
+/// but the L2 acceptance rule: a plain frame (`packet::plain`: untagged IPv4 without
+/// options, TCP or UDP, not a fragment, its L4 header whole) is parsed in a few loads and
+/// looked up in the cache: a flow's slot on the internal side, a service's on the external
+/// side (steering decides by the destination alone, so every phone's packets to a service
+/// share one entry, whatever the source: see [`service_key`]). A hit is carried out by
+/// `apply::cached` before the rules' parse, screens and rules run; a miss leaves the probe
+/// for `remember`. What the rules' path checks before a decision is checked here too: a
+/// running trace (whose packets all take the rules' path, where the trace sees them), the
+/// address screen on the external side (the source is not in a service's key; on the
+/// internal side both addresses are in the flow's, whose entry the screen passed), and on
+/// the internal side whether the flow is worth caching.
 #[inline(always)]
 pub fn lane<F: Frame>(f: &F, side: u8) -> Lane {
     if F::ROUTED {

@@ -280,11 +280,12 @@ pub fn pending<A: Family>() -> Option<&'static Pending<A>> {
 /// and what of the rules' per-flow state a cached packet must check.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Cache {
-    /// Not kept: the decision read state that may change under it (a fragment's datagram),
-    /// or is not the flow's, or it was made where the cache does not run (the external
-    /// side).
+    /// Not kept: the decision read state that may change under it (a fragment's datagram,
+    /// a draining member's connection), or is not the flow's, or it was made where the
+    /// cache does not run (IPv6, TC egress).
     No,
-    /// Kept: the decision read only what user space writes and the packet's own fields.
+    /// Kept: the decision read only what user space writes and the packet's own fields (on
+    /// the external side, only its destination: kept for the service).
     Plain,
     /// Kept: a member-opened flow's SNAT, whose replies' conntrack entry each packet makes
     /// sure of.
