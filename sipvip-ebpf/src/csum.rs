@@ -66,6 +66,16 @@ impl Delta {
         !fold(u32::from(!csum) + self.0)
     }
 
+    /// Applies the difference to a TCP (`udp` false) or UDP checksum.
+    #[inline(always)]
+    pub fn apply_l4(self, udp: bool, csum: u16) -> u16 {
+        if udp {
+            self.apply_udp(csum)
+        } else {
+            self.apply(csum)
+        }
+    }
+
     /// Applies the difference to a UDP checksum: 0 means "no checksum" and stays 0, and a
     /// computed 0 is sent as 0xffff (RFC 768).
     #[inline(always)]

@@ -81,7 +81,8 @@ pub enum Lane {
 }
 
 /// The flow cache's lane, in front of everything an XDP program does to a frame on `side`
-/// but the L2 acceptance rule: a plain frame (`packet::plain`: untagged IPv4 without
+/// (an XDP frame that arrived on `ifindex`; `entry` never calls it for a routed one) but
+/// the L2 acceptance rule: a plain frame (`packet::plain`: untagged IPv4 without
 /// options, TCP or UDP, not a fragment, its L4 header whole) is parsed in a few loads and
 /// looked up in the cache: a flow's slot on the internal side, a service's on the external
 /// side (steering decides by the destination alone, so every phone's packets to a service
@@ -93,10 +94,7 @@ pub enum Lane {
 /// internal side both addresses are in the flow's, whose entry the screen passed), and on
 /// the internal side whether the flow is worth caching.
 #[inline(always)]
-pub fn lane<F: Frame>(f: &F, side: u8) -> Lane {
-    if F::ROUTED {
-        return Lane::Off;
-    }
+pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
     let Some(h) = plain(f) else {
         return Lane::Off;
     };
@@ -110,7 +108,6 @@ pub fn lane<F: Frame>(f: &F, side: u8) -> Lane {
         return Lane::Off;
     }
     let gen_kernel = FLOW_GEN.get(FLOW_GEN_KERNEL).copied().unwrap_or(0);
-    let ifindex = f.ingress_ifindex();
     let key = if side == TRACE_SIDE_EXT {
         if screen_addrs(h.src_be, h.dst_be).is_err() {
             return Lane::Off;

@@ -109,10 +109,11 @@ fn entry<F: Frame, S: SideRules>(raw: *mut c_void, to_ipv6: impl FnOnce()) -> (u
     let cacheable = if F::ROUTED {
         false
     } else {
-        if let Err(r) = rules::screen::accept(&f) {
-            return apply::stopped(&f, r);
-        }
-        match flow::lane(&f, S::SIDE) {
+        let ifindex = match rules::screen::accept(&f) {
+            Ok(ifindex) => ifindex,
+            Err(r) => return apply::stopped(&f, r),
+        };
+        match flow::lane(&f, S::SIDE, ifindex) {
             Lane::Done(verdict, reason) => return (verdict, reason),
             Lane::Miss => true,
             Lane::Off => false,

@@ -77,10 +77,7 @@ fn scratch() -> Option<&'static mut Scratch> {
 /// frame as it arrived when this CPU's window has room.
 #[inline(always)]
 pub fn begin<F: Frame>(f: &F, side: u8) {
-    let Some(t) = TRACE.get(0) else {
-        return;
-    };
-    if t.on == 0 {
+    if !running() {
         return;
     }
     begin_tracing::<F>(f.raw(), side);
@@ -147,10 +144,7 @@ const HEADERS: u32 = 96;
 /// Whether `begin` took this packet (a trace runs, and wants its side).
 #[inline(always)]
 fn due() -> bool {
-    match TRACE.get(0) {
-        Some(t) if t.on != 0 => matches!(scratch(), Some(s) if s.state != NO),
-        _ => false,
-    }
+    running() && matches!(scratch(), Some(s) if s.state != NO)
 }
 
 /// After `apply`: the verdict and the reason counted, for a packet `begin` took. Whether the

@@ -1537,6 +1537,15 @@ fn the_flow_cache_never_outlives_a_change() {
     };
     let dst = |out: &[u8]| Ipv4Addr::new(out[30], out[31], out[32], out[33]);
     let src = |out: &[u8]| Ipv4Addr::new(out[26], out[27], out[28], out[29]);
+    // A neighbour's MAC, as the kernel holds it.
+    let neigh = |net: &FixtureNet, addr: Ipv4Addr, mac: &[u8; 6], dev: &str| {
+        net.ns
+            .exec(&format!(
+                "ip neigh replace {addr} lladdr {} dev {dev} nud permanent",
+                sipvip_tests::frame::mac_str(mac)
+            ))
+            .expect("ip neigh");
+    };
     let cached = |net: &FixtureNet, reason: &str| {
         let (live, _) = net.dp.cached_flows().expect("flow cache");
         live.iter().any(|(_, e)| {
@@ -1580,11 +1589,7 @@ fn the_flow_cache_never_outlives_a_change() {
     }
     // The member's MAC changes: as for a flow (below), the cached steering holds until the
     // next next-hop generation, then the new MAC is used.
-    net.ns
-        .exec(&format!(
-            "ip neigh replace {PRIMARY} lladdr 02:00:00:02:00:99 dev int0 nud permanent"
-        ))
-        .expect("ip neigh");
+    neigh(&net, PRIMARY, &[2, 0, 0, 2, 0, 0x99], "int0");
     let (_, out) = run(&net, "sipvip_ext", &steer);
     assert_eq!(out[..6], PRIMARY_MAC, "cached until the next generation");
     net.dp.refresh_nexthops(true).expect("refresh");
@@ -1592,12 +1597,7 @@ fn the_flow_cache_never_outlives_a_change() {
         let (v, out) = run(&net, "sipvip_ext", &steer);
         assert_eq!((v, &out[..6]), (XDP_REDIRECT, &[2, 0, 0, 2, 0, 0x99][..]));
     }
-    net.ns
-        .exec(&format!(
-            "ip neigh replace {PRIMARY} lladdr {} dev int0 nud permanent",
-            sipvip_tests::frame::mac_str(&PRIMARY_MAC)
-        ))
-        .expect("ip neigh");
+    neigh(&net, PRIMARY, &PRIMARY_MAC, "int0");
     net.dp.refresh_nexthops(true).expect("refresh");
     let (v, out) = run(&net, "sipvip_ext", &steer);
     assert_eq!((v, &out[..6]), (XDP_REDIRECT, &PRIMARY_MAC[..]));
@@ -1622,22 +1622,13 @@ fn the_flow_cache_never_outlives_a_change() {
     }
     // The phone's MAC changes: the cached decision holds until the next next-hop
     // generation, as the next-hop cache's answer does, then the new MAC is used.
-    net.ns
-        .exec(&format!(
-            "ip neigh replace {PHONE} lladdr 02:00:00:01:00:99 dev ext0 nud permanent"
-        ))
-        .expect("ip neigh");
+    neigh(&net, PHONE, &[2, 0, 0, 1, 0, 0x99], "ext0");
     let (_, out) = run(&net, "sipvip_int", &opened);
     assert_eq!(out[..6], PHONE_MAC, "cached until the next generation");
     net.dp.refresh_nexthops(true).expect("refresh");
     let (v, out) = run(&net, "sipvip_int", &opened);
     assert_eq!((v, &out[..6]), (XDP_REDIRECT, &[2, 0, 0, 1, 0, 0x99][..]));
-    net.ns
-        .exec(&format!(
-            "ip neigh replace {PHONE} lladdr {} dev ext0 nud permanent",
-            sipvip_tests::frame::mac_str(&PHONE_MAC)
-        ))
-        .expect("ip neigh");
+    neigh(&net, PHONE, &PHONE_MAC, "ext0");
     net.dp.refresh_nexthops(true).expect("refresh");
     // Its replies' conntrack entry is kept by the cached packets too: removed, the next
     // packet puts it back, as the rules would.

@@ -14,7 +14,10 @@ use sipvip_common::{
 };
 
 pub(crate) use self::mem::{store, store_addr};
-use self::{csum::Delta, mem::store_macs};
+use self::{
+    csum::Delta,
+    mem::{addr_words, mac_words, store_macs},
+};
 use crate::{
     family::Family,
     hook::{Frame, Verdict},
@@ -166,23 +169,15 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
         } else {
             (plain::W_DST, plain::W_DPORT, k.dport_be)
         };
-        let a = e.addr_be.to_ne_bytes();
-        h.set(addr_w, u16::from_ne_bytes([a[0], a[1]]));
-        h.set(addr_w + 1, u16::from_ne_bytes([a[2], a[3]]));
+        let [hi, lo] = addr_words(e.addr_be);
+        h.set(addr_w, hi);
+        h.set(addr_w + 1, lo);
         if e.port_be != old_port {
             h.set(port_w, e.port_be);
         }
-        let csum_w = Plain::l4_csum_word(h.proto);
-        let d = Delta::from_raw(e.l4_delta);
-        let c = h.word(csum_w);
-        h.set(
-            csum_w,
-            if h.proto == IPPROTO_UDP {
-                d.apply_udp(c)
-            } else {
-                d.apply(c)
-            },
-        );
+        let csum_w = h.l4_csum_word();
+        let c = Delta::from_raw(e.l4_delta).apply_l4(h.proto == IPPROTO_UDP, h.word(csum_w));
+        h.set(csum_w, c);
         let account = Account {
             vip_id: e.vip_id,
             dir: if e.dir == 0 { Dir::In } else { Dir::Out },
@@ -196,10 +191,8 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
         plain::W_IP_CSUM,
         Delta::from_raw(e.ip_delta).apply(h.word(plain::W_IP_CSUM)),
     );
-    let mac = |m: [u8; 6], i: usize| u16::from_ne_bytes([m[i], m[i + 1]]);
-    for i in 0..3 {
-        h.set(i, mac(e.dmac, 2 * i));
-        h.set(3 + i, mac(e.smac, 2 * i));
+    for (i, w) in mac_words(e.dmac, e.smac).into_iter().enumerate() {
+        h.set(i, w);
     }
     count::bump(reason);
     Some((f.verdict(Verdict::Redirect), reason))

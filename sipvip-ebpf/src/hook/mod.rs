@@ -103,7 +103,7 @@ pub trait Frame {
     fn update_l4_csum(&self, off: usize, udp: bool, pseudo: Delta, rest: Delta) -> Result<(), ()> {
         let c: u16 = self.load(off)?;
         let d = pseudo + rest;
-        let n = if udp { d.apply_udp(c) } else { d.apply(c) };
+        let n = d.apply_l4(udp, c);
         // SAFETY: ptr_at checked that the field is inside the packet.
         unsafe { core::ptr::write_volatile(self.ptr_at::<u16>(off)?, n) };
         Ok(())

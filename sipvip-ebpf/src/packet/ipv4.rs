@@ -59,7 +59,7 @@ pub fn parse<F: Frame>(f: &F, l3: usize, vlan: bool) -> Result<Ipv4, Reason> {
 
 /// An address from its two words as loaded from packet memory (network order kept).
 #[inline(always)]
-fn addr(hi: u16, lo: u16) -> u32 {
+pub fn addr(hi: u16, lo: u16) -> u32 {
     let (a, b) = (hi.to_ne_bytes(), lo.to_ne_bytes());
     u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
 }

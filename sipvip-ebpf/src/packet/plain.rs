@@ -6,7 +6,7 @@
 use sipvip_common::{IPPROTO_TCP, IPPROTO_UDP};
 
 use super::{
-    ipv4::{IP_MF, IP_OFFSET_MASK},
+    ipv4::{addr, l4_csum_offset, IP_MF, IP_OFFSET_MASK},
     ETH_HLEN, ETH_P_IP_BE,
 };
 use crate::hook::Frame;
@@ -29,8 +29,6 @@ pub const W_SRC: usize = 13;
 pub const W_DST: usize = 15;
 pub const W_SPORT: usize = 17;
 pub const W_DPORT: usize = 18;
-pub const W_UDP_CSUM: usize = 20;
-pub const W_TCP_CSUM: usize = 25;
 
 /// A frame whose headers were found plain and inside it (its first `UDP_BYTES` bytes, and
 /// `TCP_BYTES` for a TCP segment), with the fields the cache's path reads. Only [`plain`]
@@ -55,10 +53,7 @@ impl Plain {
     /// never re-read through another register).
     #[inline(always)]
     pub fn word(&self, i: usize) -> u16 {
-        // SAFETY: every index used is a constant below the checked length (the TCP
-        // checksum's only for a TCP segment, whose whole header was checked); frames are
-        // 2-byte aligned (see `Frame::load`).
-        unsafe { core::ptr::read_volatile(self.start.add(i)) }
+        word(self.start, i)
     }
 
     /// Writes word `i` (`apply` only).
@@ -68,15 +63,21 @@ impl Plain {
         unsafe { core::ptr::write(self.start.add(i), v) }
     }
 
-    /// The checksum word of the L4 header (`proto` as parsed).
+    /// The checksum word of the L4 header (TCP's only for a TCP segment, whose whole header
+    /// was checked).
     #[inline(always)]
-    pub fn l4_csum_word(proto: u8) -> usize {
-        if proto == IPPROTO_TCP {
-            W_TCP_CSUM
-        } else {
-            W_UDP_CSUM
-        }
+    pub fn l4_csum_word(&self) -> usize {
+        (ETH_HLEN + 20 + l4_csum_offset(self.proto)) / 2
     }
+}
+
+/// Word `i` of a checked frame start.
+#[inline(always)]
+fn word(start: *mut u16, i: usize) -> u16 {
+    // SAFETY: every index used is a constant below the checked length (the TCP checksum's
+    // only for a TCP segment, whose whole header was checked); frames are 2-byte aligned
+    // (see `Frame::load`).
+    unsafe { core::ptr::read_volatile(start.add(i)) }
 }
 
 /// The frame as a plain one, parsed, or None when it is any other kind (tagged, not IPv4,
@@ -84,32 +85,23 @@ impl Plain {
 /// datagram, a datagram longer than the frame): the rules' path parses those.
 #[inline(always)]
 pub fn plain<F: Frame>(f: &F) -> Option<Plain> {
-    let mut h = Plain {
-        start: f.ptr_at::<[u16; UDP_BYTES / 2]>(0).ok()?.cast(),
-        proto: 0,
-        ttl: 0,
-        tot_len: 0,
-        len: 0,
-        src_be: 0,
-        dst_be: 0,
-        sport_be: 0,
-        dport_be: 0,
-    };
-    if h.word(W_ETHERTYPE) != ETH_P_IP_BE || h.word(W_VER_IHL_TOS).to_ne_bytes()[0] != 0x45 {
+    let start: *mut u16 = f.ptr_at::<[u16; UDP_BYTES / 2]>(0).ok()?.cast();
+    let w = |i| word(start, i);
+    if w(W_ETHERTYPE) != ETH_P_IP_BE || w(W_VER_IHL_TOS).to_ne_bytes()[0] != 0x45 {
         return None;
     }
     // Neither a later fragment nor a first one.
-    if h.word(W_FRAG) & (IP_MF | IP_OFFSET_MASK).to_be() != 0 {
+    if w(W_FRAG) & (IP_MF | IP_OFFSET_MASK).to_be() != 0 {
         return None;
     }
-    let [ttl, proto] = h.word(W_TTL).to_ne_bytes();
+    let [ttl, proto] = w(W_TTL).to_ne_bytes();
     let need = match proto {
         IPPROTO_UDP => UDP_BYTES,
         IPPROTO_TCP => TCP_BYTES,
         _ => return None,
     };
     let len = f.len();
-    let tot_len = u16::from_be(h.word(W_TOT_LEN));
+    let tot_len = u16::from_be(w(W_TOT_LEN));
     // The L4 header inside the datagram (`packet::ports`), the datagram inside the frame
     // (`ipv4::parse`).
     if (tot_len as usize) < need - ETH_HLEN || u32::from(tot_len) > len - ETH_HLEN as u32 {
@@ -118,19 +110,15 @@ pub fn plain<F: Frame>(f: &F) -> Option<Plain> {
     if need == TCP_BYTES {
         f.ptr_at::<[u16; TCP_BYTES / 2]>(0).ok()?;
     }
-    let addr = |i: usize| {
-        let (a, b) = (h.word(i).to_ne_bytes(), h.word(i + 1).to_ne_bytes());
-        u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
-    };
-    let (src_be, dst_be) = (addr(W_SRC), addr(W_DST));
-    let (sport_be, dport_be) = (h.word(W_SPORT), h.word(W_DPORT));
-    h.src_be = src_be;
-    h.dst_be = dst_be;
-    h.sport_be = sport_be;
-    h.dport_be = dport_be;
-    h.proto = proto;
-    h.ttl = ttl;
-    h.tot_len = tot_len;
-    h.len = len;
-    Some(h)
+    Some(Plain {
+        start,
+        proto,
+        ttl,
+        tot_len,
+        len,
+        src_be: addr(w(W_SRC), w(W_SRC + 1)),
+        dst_be: addr(w(W_DST), w(W_DST + 1)),
+        sport_be: w(W_SPORT),
+        dport_be: w(W_DPORT),
+    })
 }

@@ -11,14 +11,15 @@ use crate::{
 /// The L2 acceptance rule: only a frame addressed to the MAC of the interface it arrived on
 /// may be translated. Broadcast and multicast frames, frames for another host
 /// (unknown-unicast flooding, mirror ports) and frames on an interface the datapath does not
-/// know go to the kernel untouched.
+/// know go to the kernel untouched. Gives the ingress ifindex it read.
 #[inline(always)]
-pub fn accept<F: Frame>(f: &F) -> Result<(), Reason> {
+pub fn accept<F: Frame>(f: &F) -> Result<u32, Reason> {
     let dmac: [u16; 3] = f.load(0).map_err(|_| Reason::DropMalformedEth)?;
     if dmac[0].to_ne_bytes()[0] & 1 != 0 {
         return Err(Reason::PassL2Multicast);
     }
-    let Some(ifc) = iface(f) else {
+    let ifindex = f.ingress_ifindex();
+    let Some(ifc) = iface_at(ifindex) else {
         return Err(Reason::PassOtherHost);
     };
     let m = ifc.mac;
@@ -30,13 +31,18 @@ pub fn accept<F: Frame>(f: &F) -> Result<(), Reason> {
     if dmac != own {
         return Err(Reason::PassOtherHost);
     }
-    Ok(())
+    Ok(ifindex)
 }
 
 /// The record of the interface the frame arrived on, if the datapath knows it.
 #[inline(always)]
 pub fn iface<F: Frame>(f: &F) -> Option<&'static Iface> {
-    let ifindex = f.ingress_ifindex();
+    iface_at(f.ingress_ifindex())
+}
+
+/// The record of the interface `ifindex`, if the datapath knows it.
+#[inline(always)]
+fn iface_at(ifindex: u32) -> Option<&'static Iface> {
     IFACES
         .get(iface_slot(ifindex))
         .filter(|i| i.ifindex == ifindex)
