@@ -193,33 +193,55 @@ pub fn start_sip_server_at(lab: &mut Lab, which: &str, addr: std::net::Ipv4Addr)
 }
 
 /// The lab's SIP server (sipp UAS answering OPTIONS, REGISTER and calls over UDP) in `ns`
-/// on `addr:port`, its files in `dir`.
+/// on `addr:port`, its files in `dir`, with sipp's handling of unexpected messages
+/// ([`Unexpected::Abort`]).
 pub fn sip_server_in(
     ns: &Netns,
     addr: impl Into<std::net::IpAddr>,
     port: u16,
     dir: &Path,
 ) -> Result<Child> {
+    sip_server_with(ns, addr, port, dir, Unexpected::Abort)
+}
+
+/// How the lab's SIP server treats a message its scenario does not expect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unexpected {
+    /// sipp's default: the call is aborted, and a BYE of a dialog the server never set up
+    /// is answered with 200 OK. A backup promoted while calls are in flight ends them so
+    /// (the lab's and the tests' member switchovers).
+    Abort,
+    /// Ignored (`-default_behaviors all,-abortunexp`): a retransmitted INVITE arriving
+    /// while the server waits for the ACK (its responses lost, in a gateway cut) is
+    /// absorbed, as an INVITE server transaction does (RFC 3261, 17.2.1), and the 200 OK's
+    /// own retransmissions complete the call; sipp's default aborts the call on it. An
+    /// unknown dialog's BYE then goes unanswered.
+    Ignore,
+}
+
+/// [`sip_server_in`] with the handling of unexpected messages chosen.
+pub fn sip_server_with(
+    ns: &Netns,
+    addr: impl Into<std::net::IpAddr>,
+    port: u16,
+    dir: &Path,
+    unexpected: Unexpected,
+) -> Result<Child> {
     let addr: std::net::IpAddr = addr.into();
-    command_in(ns, Path::new("/usr/bin/sipp"))?
-        .arg("-sf")
-        .arg(sipp_dir().join("sip_server.xml"))
-        .args([
-            "-i",
-            &addr.to_string(),
-            "-p",
-            &port.to_string(),
-            "-t",
-            "u1",
-            "-nostdin",
-            // A retransmitted INVITE (its responses lost, say in a gateway switchover)
-            // arriving while the server waits for the ACK is ignored, and the 200 OK's own
-            // retransmissions complete the call, as an INVITE server transaction absorbs
-            // it (RFC 3261, 17.2.1); sipp's default aborts the call on it instead.
-            "-default_behaviors",
-            "all,-abortunexp",
-        ])
-        .current_dir(dir)
+    let mut cmd = command_in(ns, Path::new("/usr/bin/sipp"))?;
+    cmd.arg("-sf").arg(sipp_dir().join("sip_server.xml")).args([
+        "-i",
+        &addr.to_string(),
+        "-p",
+        &port.to_string(),
+        "-t",
+        "u1",
+        "-nostdin",
+    ]);
+    if unexpected == Unexpected::Ignore {
+        cmd.args(["-default_behaviors", "all,-abortunexp"]);
+    }
+    cmd.current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
