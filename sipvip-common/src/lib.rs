@@ -40,7 +40,7 @@ pub mod map_names {
     pub const FRAGS: &str = "SV_FRAGS_V2";
     pub const EXCLUSIONS: &str = "SV_EXCL_V1";
     pub const DEVMAP: &str = "SV_DEVMAP_V1";
-    pub const VIP_STATS: &str = "SV_VSTATS_V1";
+    pub const VIP_STATS: &str = "SV_VSTATS_V2";
     pub const REASONS: &str = "SV_REASONS_V1";
     pub const NEXTHOPS: &str = "SV_NEXTHOP_V2";
     pub const NEXTHOP_GEN: &str = "SV_NHGEN_V1";
@@ -821,7 +821,76 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Value of `SV_VSTATS_V1` (a per-CPU array indexed by `vip_id`). `in` is toward the
+/// A VIP's cells of one direction: one per service and member pair, a service slot's row
+/// and a member slot's column each with one more for "none" (see [`vip_cell`]).
+pub const VIP_CELLS: usize = (MAX_SERVICES + 1) * (MAX_MEMBERS + 1);
+
+/// The cell of a service slot and a member slot (anything from `MAX_SERVICES`, or
+/// `MAX_MEMBERS`, up: none) in a direction's row of [`VipCells`].
+#[inline(always)]
+pub const fn vip_cell(service: u32, slot: u32) -> usize {
+    let s = if (service as usize) < MAX_SERVICES {
+        service as usize
+    } else {
+        MAX_SERVICES
+    };
+    let m = if (slot as usize) < MAX_MEMBERS {
+        slot as usize
+    } else {
+        MAX_MEMBERS
+    };
+    s * (MAX_MEMBERS + 1) + m
+}
+
+/// Value of `SV_VSTATS_V2` (a per-CPU array indexed by `vip_id`): a VIP's traffic, one
+/// packet and byte counter per direction, service and member (`cells[0]` in, toward the
+/// members; `cells[1]` out, from them), so that a packet updates one counter; user space
+/// sums the cells into a VIP's, its services' and its members' counters
+/// ([`VipCells::add_to`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipCells {
+    pub cells: [[Counter; VIP_CELLS]; 2],
+}
+
+impl Default for VipCells {
+    fn default() -> Self {
+        Self {
+            cells: [[Counter {
+                packets: 0,
+                bytes: 0,
+            }; VIP_CELLS]; 2],
+        }
+    }
+}
+
+impl VipCells {
+    /// Adds the cells to the VIP's, the services' and the members' counters in `t`.
+    pub fn add_to(&self, t: &mut VipCounters) {
+        let add = |a: &mut Counter, b: &Counter| {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+        };
+        for (dir, row) in self.cells.iter().enumerate() {
+            let (vip, services, members) = if dir == 0 {
+                (&mut t.vip_in, &mut t.service_in, &mut t.member_in)
+            } else {
+                (&mut t.vip_out, &mut t.service_out, &mut t.member_out)
+            };
+            for (i, c) in row.iter().enumerate() {
+                add(vip, c);
+                if let Some(s) = services.get_mut(i / (MAX_MEMBERS + 1)) {
+                    add(s, c);
+                }
+                if let Some(m) = members.get_mut(i % (MAX_MEMBERS + 1)) {
+                    add(m, c);
+                }
+            }
+        }
+    }
+}
+
+/// A VIP's traffic counters, summed from its cells ([`VipCells`]): `in` is toward the
 /// members, `out` is from them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1083,7 +1152,7 @@ mod pod {
     unsafe impl aya::Pod for MemberRecord<super::Ipv6Be> {}
     unsafe impl aya::Pod for NextHop<super::Ipv6Be> {}
     unsafe impl aya::Pod for Counter {}
-    unsafe impl aya::Pod for VipCounters {}
+    unsafe impl aya::Pod for VipCells {}
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for PassthroughPorts {}
     unsafe impl aya::Pod for Iface {}
@@ -1138,6 +1207,7 @@ const _: () = assert!(core::mem::size_of::<NextHop<Ipv6Be>>() == 44);
 const _: () = assert!(core::mem::size_of::<CtValue<Ipv6Be>>() == 20);
 const _: () =
     assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));
+const _: () = assert!(core::mem::size_of::<VipCells>() == 16 * 2 * VIP_CELLS);
 
 #[cfg(test)]
 mod nexthop_tests {
@@ -1184,5 +1254,67 @@ mod nexthop_tests {
             distinct > slots as usize * 55 / 100,
             "{distinct} of {slots}"
         );
+    }
+}
+
+#[cfg(test)]
+mod vip_cell_tests {
+    use super::*;
+
+    /// Every pair of a service slot (or none) and a member slot (or none) has its own
+    /// cell, and a cell's traffic is summed into the VIP, its service and its member only.
+    #[test]
+    fn each_cell_counts_once_toward_its_vip_service_and_member() {
+        let slots = |max: usize| (0..max as u32).chain([max as u32, 0xff, u32::MAX]);
+        let mut seen = [false; VIP_CELLS];
+        for service in slots(MAX_SERVICES) {
+            for member in slots(MAX_MEMBERS) {
+                let i = vip_cell(service, member);
+                assert!(i < VIP_CELLS);
+                let named = (service as usize) < MAX_SERVICES && (member as usize) < MAX_MEMBERS;
+                if named {
+                    assert!(!seen[i], "two pairs share cell {i}");
+                }
+                seen[i] = true;
+                for dir in 0..2 {
+                    let mut v = VipCells::default();
+                    v.cells[dir][i] = Counter {
+                        packets: 3,
+                        bytes: 700,
+                    };
+                    let mut t = VipCounters::default();
+                    v.add_to(&mut t);
+                    v.add_to(&mut t);
+                    let c = Counter {
+                        packets: 6,
+                        bytes: 1400,
+                    };
+                    let (vip, services, members, other) = if dir == 0 {
+                        (t.vip_in, t.service_in, t.member_in, t.vip_out)
+                    } else {
+                        (t.vip_out, t.service_out, t.member_out, t.vip_in)
+                    };
+                    assert_eq!(vip, c);
+                    assert_eq!(other, Counter::default());
+                    for (s, got) in services.iter().enumerate() {
+                        let want = if s as u32 == service {
+                            c
+                        } else {
+                            Counter::default()
+                        };
+                        assert_eq!(*got, want, "service {s} of cell ({service}, {member})");
+                    }
+                    for (m, got) in members.iter().enumerate() {
+                        let want = if m as u32 == member {
+                            c
+                        } else {
+                            Counter::default()
+                        };
+                        assert_eq!(*got, want, "member {m} of cell ({service}, {member})");
+                    }
+                }
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "every cell is some pair's");
     }
 }

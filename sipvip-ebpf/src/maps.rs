@@ -9,7 +9,7 @@ use aya_ebpf::{
 use sipvip_common::{
     default_sizes, fold6, index_slot, vip_index_slot, AddrSlot, CtKey, CtValue, ExclusionAddr,
     ExclusionAddr6, FlowSlot, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
-    MemberSlot, NextHop, PassthroughPorts, ReturnPath, Settings, VipCounters, VipRecord, VipSlot,
+    MemberSlot, NextHop, PassthroughPorts, ReturnPath, Settings, VipCells, VipRecord, VipSlot,
     IFACE_SLOTS, MAX_MEMBERS, MEMBER_INDEX_SLOTS, NEXTHOP_SLOTS, REASON_SLOTS, VIP_INDEX_SLOTS,
     VIP_PROBES,
 };
@@ -48,8 +48,9 @@ pub static EXCLUSIONS: LpmTrie<ExclusionAddr, u8> =
 #[map(name = "SV_DEVMAP_V1")]
 pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(default_sizes::DEVMAP, 0);
 
-#[map(name = "SV_VSTATS_V1")]
-pub static VIP_STATS: PerCpuArray<VipCounters> =
+/// VIP id -> its traffic, one cell per direction, service and member (`VipCells`).
+#[map(name = "SV_VSTATS_V2")]
+pub static VIP_STATS: PerCpuArray<VipCells> =
     PerCpuArray::with_max_entries(default_sizes::VIPS, 0);
 
 #[map(name = "SV_REASONS_V1")]

@@ -1,6 +1,7 @@
-//! Per-CPU counters: one slot per reason, and packets/bytes per VIP, service and member.
+//! Per-CPU counters: one slot per reason, and packets/bytes per VIP, service and member
+//! (one cell per direction, service and member: `VipCells`).
 
-use sipvip_common::{Reason, MAX_MEMBERS, MAX_SERVICES};
+use sipvip_common::{vip_cell, Reason};
 
 use crate::{
     maps::{REASONS, VIP_STATS},
@@ -15,32 +16,23 @@ pub fn bump(reason: Reason) {
     }
 }
 
-/// Adds one packet of `bytes` to the VIP, the service (if `service < MAX_SERVICES`) and the
-/// member slot (if `< MAX_MEMBERS`).
+/// Adds one packet of `bytes` to the VIP's cell of its direction, service and member (a
+/// service from `MAX_SERVICES` up, or a member from `MAX_MEMBERS` up, is none): one
+/// counter per packet, which user space sums into the VIP's, the service's and the
+/// member's (`VipCells::add_to`).
 #[inline(always)]
 pub fn traffic(a: Account, bytes: u32) {
-    let (service, member_slot) = (a.service, a.slot);
     let Some(c) = VIP_STATS.get_ptr_mut(a.vip_id) else {
         return;
     };
-    let bytes = u64::from(bytes);
-    // SAFETY: a per-CPU slot, written only by this CPU with preemption disabled; indexes are
-    // bounds-checked below.
+    // SAFETY: a per-CPU slot, written only by this CPU with preemption disabled.
     let c = unsafe { &mut *c };
-    let (vip, svc, mem) = match a.dir {
-        Dir::In => (&mut c.vip_in, &mut c.service_in, &mut c.member_in),
-        Dir::Out => (&mut c.vip_out, &mut c.service_out, &mut c.member_out),
+    let row = match a.dir {
+        Dir::In => &mut c.cells[0],
+        Dir::Out => &mut c.cells[1],
     };
-    vip.packets += 1;
-    vip.bytes += bytes;
-    if (service as usize) < MAX_SERVICES {
-        let s = &mut svc[service as usize];
-        s.packets += 1;
-        s.bytes += bytes;
-    }
-    if (member_slot as usize) < MAX_MEMBERS {
-        let m = &mut mem[member_slot as usize];
-        m.packets += 1;
-        m.bytes += bytes;
+    if let Some(cell) = row.get_mut(vip_cell(a.service, a.slot)) {
+        cell.packets += 1;
+        cell.bytes += u64::from(bytes);
     }
 }

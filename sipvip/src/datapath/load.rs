@@ -12,7 +12,7 @@ use aya::{
 };
 use sipvip_common::{
     map_names, program_names, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be,
-    MemberSlot, NextHop, Settings, VipCounters, VipSlot, MAX_MEMBERS,
+    MemberSlot, NextHop, Settings, VipCells, VipSlot, MAX_MEMBERS,
 };
 
 use super::{
@@ -161,7 +161,7 @@ fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 39] {
             map_names::VIP_STATS,
             BPF_MAP_TYPE_PERCPU_ARRAY,
             4,
-            size_of::<VipCounters>(),
+            size_of::<VipCells>(),
             sizes.vips,
             true,
         ),

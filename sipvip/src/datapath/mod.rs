@@ -19,8 +19,7 @@ use aya::{
     Ebpf,
 };
 use sipvip_common::{
-    default_sizes, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be, Settings,
-    VipCounters,
+    default_sizes, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be, Settings, VipCells,
 };
 
 mod attach;
@@ -161,7 +160,7 @@ pub struct Datapath {
     frags: HashMap<MapData, FragKey, FragValue>,
     exclusions: LpmTrie<MapData, u32, u8>,
     devmap: DevMapHash<MapData>,
-    vip_stats: PerCpuArray<MapData, VipCounters>,
+    vip_stats: PerCpuArray<MapData, VipCells>,
     reasons: PerCpuArray<MapData, u64>,
     nexthop_gen: Array<MapData, u32>,
     /// Member ports with pass-through flows (`SV_PTPORTS_V1`).

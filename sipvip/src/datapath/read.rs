@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use sipvip_common::{
     ipv6_be, map_names, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be, Reason,
-    VipCounters, VipRecord, MAX_MEMBERS, MAX_SERVICES,
+    VipCounters, VipRecord,
 };
 
 use super::{be32, map_err, Datapath, DatapathError, Result};
@@ -189,7 +189,8 @@ impl Datapath {
         Ok(out)
     }
 
-    /// A VIP's traffic counters summed over CPUs.
+    /// A VIP's traffic counters: its cells summed over CPUs, and into the VIP's, the
+    /// services' and the members' counters.
     pub fn vip_counters(&self, vip_id: u32) -> Result<VipCounters> {
         let mut total = VipCounters::default();
         for c in self
@@ -198,25 +199,8 @@ impl Datapath {
             .map_err(map_err(map_names::VIP_STATS))?
             .iter()
         {
-            add(&mut total, c);
+            c.add_to(&mut total);
         }
         Ok(total)
-    }
-}
-
-fn add(t: &mut VipCounters, c: &VipCounters) {
-    let sum = |a: &mut sipvip_common::Counter, b: &sipvip_common::Counter| {
-        a.packets += b.packets;
-        a.bytes += b.bytes;
-    };
-    sum(&mut t.vip_in, &c.vip_in);
-    sum(&mut t.vip_out, &c.vip_out);
-    for i in 0..MAX_SERVICES {
-        sum(&mut t.service_in[i], &c.service_in[i]);
-        sum(&mut t.service_out[i], &c.service_out[i]);
-    }
-    for i in 0..MAX_MEMBERS {
-        sum(&mut t.member_in[i], &c.member_in[i]);
-        sum(&mut t.member_out[i], &c.member_out[i]);
     }
 }
