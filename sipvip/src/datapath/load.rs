@@ -457,12 +457,11 @@ fn mount_sys_fs_bpf(dir: &Path) -> Result<()> {
 
 /// The maps every build's object has had (another build's object may lack the rest).
 /// (And the VIP and member records, as hash maps before they were arrays: see `from_maps`.)
-const BASE_MAPS: [&str; 10] = [
+const BASE_MAPS: [&str; 9] = [
     map_names::CONNTRACK,
     map_names::FRAGS,
     map_names::EXCLUSIONS,
     map_names::DEVMAP,
-    map_names::VIP_STATS,
     map_names::REASONS,
     map_names::NEXTHOP_GEN,
     map_names::PT_PORTS,
@@ -546,7 +545,11 @@ impl Datapath {
             frags: typed(get(map_names::FRAGS)?)?,
             exclusions: typed(get(map_names::EXCLUSIONS)?)?,
             devmap: typed(get(map_names::DEVMAP)?)?,
-            vip_stats: typed(get(map_names::VIP_STATS)?)?,
+            // None only in an earlier build's object (`SV_VSTATS_V1`), a bench's baseline.
+            vip_stats: match get(map_names::VIP_STATS) {
+                Ok(m) => Some(typed(m)?),
+                Err(_) => None,
+            },
             reasons: typed(get(map_names::REASONS)?)?,
             nexthop_gen: typed(get(map_names::NEXTHOP_GEN)?)?,
             pt_ports: typed(get(map_names::PT_PORTS)?)?,
@@ -767,7 +770,8 @@ impl Datapath {
         let mut maps = std::collections::HashMap::new();
         for m in layouts(sizes, cpus) {
             let Some(map) = ebpf.take_map(m.name) else {
-                // An earlier build's object: before its kernel-private scratch, or IPv6.
+                // An earlier build's object: before its kernel-private scratch, IPv6, or the
+                // VIPs' counter cells.
                 if other_build && !BASE_MAPS.contains(&m.name) {
                     continue;
                 }

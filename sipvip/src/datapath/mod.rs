@@ -160,7 +160,7 @@ pub struct Datapath {
     frags: HashMap<MapData, FragKey, FragValue>,
     exclusions: LpmTrie<MapData, u32, u8>,
     devmap: DevMapHash<MapData>,
-    vip_stats: PerCpuArray<MapData, VipCells>,
+    vip_stats: Option<PerCpuArray<MapData, VipCells>>,
     reasons: PerCpuArray<MapData, u64>,
     nexthop_gen: Array<MapData, u32>,
     /// Member ports with pass-through flows (`SV_PTPORTS_V1`).

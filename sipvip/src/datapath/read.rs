@@ -193,8 +193,11 @@ impl Datapath {
     /// services' and the members' counters.
     pub fn vip_counters(&self, vip_id: u32) -> Result<VipCounters> {
         let mut total = VipCounters::default();
-        for c in self
+        let stats = self
             .vip_stats
+            .as_ref()
+            .ok_or(DatapathError::MissingMap(map_names::VIP_STATS))?;
+        for c in stats
             .get(&vip_id, 0)
             .map_err(map_err(map_names::VIP_STATS))?
             .iter()
