@@ -89,16 +89,17 @@ pub mod map_names {
     /// The trace programs, slot 0 (`program_names::TRACE_XDP`, `TRACE_TC`).
     pub const TRACE_XDP: &str = "SV_TRACEX_V1";
     pub const TRACE_TC: &str = "SV_TRACET_V1";
-    /// The flow cache (a per-CPU array of `FlowSlot`, direct-mapped by `flow_slot`), and
-    /// its generations and slot mask (`FLOW_GEN_USER`, `FLOW_GEN_KERNEL`,
-    /// `FLOW_SLOT_MASK`).
+    /// The flow cache (a per-CPU array of `FlowSlot`, direct-mapped by `flow_slot`), its
+    /// generations and slot mask (`FLOW_GEN_USER`, `FLOW_GEN_KERNEL`, `FLOW_SLOT_MASK`),
+    /// and what the lane reads of them in one value (`FlowControl`).
     pub const FLOWS: &str = "SV_FLOWS_V2";
     pub const FLOW_GEN: &str = "SV_FLOWGEN_V2";
+    pub const FLOW_CTL: &str = "SV_FLOWCTL_V1";
     /// The generations of builds before the per-CPU flow cache (two slots; their cache was
     /// an LRU hash, `SV_FLOWS_V1`): the bench drives such builds as baselines.
     pub const FLOW_GEN_V1: &str = "SV_FLOWGEN_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 39] = [
+    pub const ALL: [&str; 40] = [
         VIPS,
         VIP_INDEX,
         MEMBERS,
@@ -138,6 +139,7 @@ pub mod map_names {
         TRACE_TC,
         FLOWS,
         FLOW_GEN,
+        FLOW_CTL,
     ];
 }
 
@@ -796,14 +798,33 @@ pub const fn flow_slot(k: &FlowKey) -> u32 {
 }
 
 /// `SV_FLOWGEN_V2` slot user space bumps after every change the rules read (0: the cache
-/// is off).
+/// is off). The lane reads it from `FlowControl::gen`, which holds the same; builds before
+/// `SV_FLOWCTL_V1` read it here.
 pub const FLOW_GEN_USER: u32 = 0;
 /// The slot the datapath bumps when it records a pass-through flow (the member's replies
 /// on it are no longer SNATed).
 pub const FLOW_GEN_KERNEL: u32 = 1;
 /// The slot holding the flow cache's slot mask (its slots per CPU less one), which user
-/// space writes when it loads the datapath.
+/// space writes when it loads the datapath (as `FlowControl::mask`; builds before
+/// `SV_FLOWCTL_V1` read it here).
 pub const FLOW_SLOT_MASK: u32 = 2;
+
+/// Value of `SV_FLOWCTL_V1` (an array of one): what the flow cache's lane reads before a
+/// lookup, in one value, written by user space only (the datapath's own generation,
+/// `FLOW_GEN_KERNEL`, stays apart, so that no write of this value can undo a bump of it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowControl {
+    /// The generation the lane compares an entry's `gen_user` with; 0 turns the lane off:
+    /// the cache is off, or a trace runs (whose packets all take the rules' path).
+    pub gen: u32,
+    /// The slot mask (slots per CPU less one).
+    pub mask: u32,
+    /// The last generation given, which the next one follows, whatever `gen` was since
+    /// (so that a generation is never given twice, and an entry decided under an old one
+    /// never counts again after the cache was off). Only user space reads it.
+    pub given: u32,
+}
 
 /// `FragValue::service` when the datagram is not service traffic.
 pub const NO_SERVICE: u8 = 0xff;
@@ -1153,6 +1174,7 @@ mod pod {
     unsafe impl aya::Pod for NextHop<super::Ipv6Be> {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for VipCells {}
+    unsafe impl aya::Pod for FlowControl {}
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for PassthroughPorts {}
     unsafe impl aya::Pod for Iface {}
@@ -1180,6 +1202,7 @@ const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 52);
 const _: () = assert!(core::mem::size_of::<FlowSlot>() == 72);
+const _: () = assert!(core::mem::size_of::<FlowControl>() == 12);
 const _: () = assert!(default_sizes::FLOWS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 const _: () = assert!(NEXTHOP_SLOTS.is_power_of_two());

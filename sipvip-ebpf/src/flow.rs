@@ -28,8 +28,11 @@
 //! When an entry is valid: while both generations it was decided under are current
 //! (`SV_FLOWGEN_V2`). User space bumps `FLOW_GEN_USER` after every change the rules read
 //! (VIPs, members, exclusions, interfaces, a synced pass-through flow, the next-hop
-//! generation); the datapath bumps `FLOW_GEN_KERNEL` when it records a pass-through flow,
-//! which turns a member's SNATed replies on it into pass-through. The generations are read
+//! generation), never giving one twice; the datapath bumps `FLOW_GEN_KERNEL` when it records
+//! a pass-through flow, which turns a member's SNATed replies on it into pass-through (a
+//! service's steering reads no such record: its entries hold kernel generation 0). The lane
+//! reads user space's generation and the slot mask in one value (`SV_FLOWCTL_V1`), whose
+//! generation is 0 while the cache is off or a trace runs. The generations are read
 //! before the rules run, so an entry never carries a generation newer than what its
 //! decision saw. Two kinds of decision depend on a conntrack entry, and a cached packet
 //! checks it: a member-opened flow's SNAT makes sure the entry for its replies exists
@@ -38,8 +41,8 @@
 //! packet), else the rules decide again.
 
 use sipvip_common::{
-    flow_slot, FlowEntry, FlowKey, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL, FLOW_GEN_USER,
-    FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_SLOT_MASK, FLOW_STATE_NONE,
+    flow_slot, FlowControl, FlowEntry, FlowKey, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL,
+    FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_STATE_NONE,
     FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, MAX_MEMBERS, MAX_SERVICES,
     TRACE_SIDE_EXT,
 };
@@ -48,7 +51,7 @@ use crate::{
     csum::{fold, Delta},
     family::Family,
     hook::Frame,
-    maps::{cpu_block, FLOWS, FLOW_GEN},
+    maps::{cpu_block, FLOWS, FLOW_CTL, FLOW_GEN},
     packet::{plain::plain, Ip},
     rules::{screen::screen_addrs, Action, Cache, Decision, Dir, Side, PENDING},
 };
@@ -89,7 +92,8 @@ pub enum Lane {
 /// share one entry, whatever the source: see [`service_key`]). A hit is carried out by
 /// `apply::cached` before the rules' parse, screens and rules run; a miss leaves the probe
 /// for `remember`. What the rules' path checks before a decision is checked here too: a
-/// running trace (whose packets all take the rules' path, where the trace sees them), the
+/// running trace (whose packets all take the rules' path, where the trace sees them: user
+/// space turns the lane off, generation 0, while one runs), the
 /// address screen on the external side (the source is not in a service's key; on the
 /// internal side both addresses are in the flow's, whose entry the screen passed), and on
 /// the internal side whether the flow is worth caching.
@@ -98,26 +102,32 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
     let Some(h) = plain(f) else {
         return Lane::Off;
     };
-    if crate::trace::running() {
-        return Lane::Off;
-    }
-    let Some(&gen_user) = FLOW_GEN.get(FLOW_GEN_USER) else {
+    // The cache's generation and slot mask, in one value; its generation is 0 while the
+    // cache is off or a trace runs.
+    let Some(&FlowControl {
+        gen: gen_user,
+        mask,
+        ..
+    }) = FLOW_CTL.get(0)
+    else {
         return Lane::Off;
     };
     if gen_user == 0 {
         return Lane::Off;
     }
-    let gen_kernel = FLOW_GEN.get(FLOW_GEN_KERNEL).copied().unwrap_or(0);
-    let key = if side == TRACE_SIDE_EXT {
+    let (key, gen_kernel) = if side == TRACE_SIDE_EXT {
         if screen_addrs(h.src_be, h.dst_be).is_err() {
             return Lane::Off;
         }
-        service_key(h.dst_be, h.dport_be, h.proto, ifindex)
+        // A service's steering reads nothing the datapath records: its entries hold
+        // kernel generation 0, and the datapath's bumps leave them be.
+        (service_key(h.dst_be, h.dport_be, h.proto, ifindex), 0)
     } else {
         if !crate::rules::internal::worth_caching(&h.src_be, h.sport_be) {
             return Lane::Off;
         }
-        FlowKey {
+        let gen_kernel = FLOW_GEN.get(FLOW_GEN_KERNEL).copied().unwrap_or(0);
+        let key = FlowKey {
             src_be: h.src_be,
             dst_be: h.dst_be,
             sport_be: h.sport_be,
@@ -126,9 +136,10 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
             hook: FLOW_HOOK_INT,
             _pad: 0,
             ifindex,
-        }
+        };
+        (key, gen_kernel)
     };
-    let slot = cache_slot(&key);
+    let slot = cache_slot(&key, mask);
     let Some(s) = FLOWS.get_ptr_mut(slot) else {
         return Lane::Off;
     };
@@ -177,8 +188,7 @@ fn service_key(dst_be: u32, dport_be: u16, proto: u8, ifindex: u32) -> FlowKey {
 /// flow then shares one slot, which stays correct; a CPU beyond the array has none, and the
 /// lookup of its index fails).
 #[inline(always)]
-fn cache_slot(k: &FlowKey) -> u32 {
-    let mask = FLOW_GEN.get(FLOW_SLOT_MASK).copied().unwrap_or(0);
+fn cache_slot(k: &FlowKey, mask: u32) -> u32 {
     cpu_block(mask.wrapping_add(1)) + (flow_slot(k) & mask)
 }
 

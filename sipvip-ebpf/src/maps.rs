@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use sipvip_common::{
     default_sizes, fold6, index_slot, vip_index_slot, AddrSlot, CtKey, CtValue, ExclusionAddr,
-    ExclusionAddr6, FlowSlot, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
+    ExclusionAddr6, FlowControl, FlowSlot, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
     MemberSlot, NextHop, PassthroughPorts, ReturnPath, Settings, VipCells, VipRecord, VipSlot,
     IFACE_SLOTS, MAX_MEMBERS, MEMBER_INDEX_SLOTS, NEXTHOP_SLOTS, REASON_SLOTS, VIP_INDEX_SLOTS,
     VIP_PROBES,
@@ -148,6 +148,11 @@ pub static FLOWS: Array<FlowSlot> = Array::with_max_entries(default_sizes::FLOWS
 /// space's, written at load).
 #[map(name = "SV_FLOWGEN_V2")]
 pub static FLOW_GEN: Array<u32> = Array::with_max_entries(3, 0);
+
+/// What the flow cache's lane reads of those before a lookup, in one value (`FlowControl`:
+/// user space's generation, 0 while the cache is off or a trace runs, and the slot mask).
+#[map(name = "SV_FLOWCTL_V1")]
+pub static FLOW_CTL: Array<FlowControl> = Array::with_max_entries(1, 0);
 
 // ---- Finding a VIP or member record by address (see `sipvip_common::AddrSlot`) ----
 

@@ -83,10 +83,9 @@ pub fn begin<F: Frame>(f: &F, side: u8) {
     begin_tracing::<F>(f.raw(), side);
 }
 
-/// Whether a trace runs (the flow cache's lane leaves every packet to the rules' path
-/// then, where `begin` sees it).
+/// Whether a trace runs.
 #[inline(always)]
-pub fn running() -> bool {
+fn running() -> bool {
     matches!(TRACE.get(0), Some(t) if t.on != 0)
 }
 

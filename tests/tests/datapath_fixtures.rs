@@ -1587,6 +1587,30 @@ fn the_flow_cache_never_outlives_a_change() {
         let (v, out) = run(&net, "sipvip_ext", &steer);
         assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
     }
+    // The cache turned off and on again, a failover between: no generation is given twice,
+    // so the entry cached before (under the first generation after a restart, as it would
+    // be if the next one started over) is not taken again.
+    net.dp.set_flow_cache(false).expect("cache off");
+    net.dp.set_flow_cache(true).expect("cache on");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_ext", &steer);
+        assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
+    }
+    assert!(cached(&net, "steered"), "cached again");
+    net.dp.set_flow_cache(false).expect("cache off");
+    net.dp
+        .set_active(&net.spec, Some(BACKUP))
+        .expect("failover while the cache is off");
+    net.dp.set_flow_cache(true).expect("cache on");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_ext", &steer);
+        assert_eq!(
+            (v, dst(&out)),
+            (XDP_REDIRECT, BACKUP),
+            "the entry from before the cache was off"
+        );
+    }
+    net.dp.set_active(&net.spec, Some(PRIMARY)).expect("back");
     // The member's MAC changes: as for a flow (below), the cached steering holds until the
     // next next-hop generation, then the new MAC is used.
     neigh(&net, PRIMARY, &[2, 0, 0, 2, 0, 0x99], "int0");
@@ -1665,6 +1689,11 @@ fn the_flow_cache_never_outlives_a_change() {
         cached(&net, "passthrough"),
         "the pass-through flow is cached"
     );
+    // The datapath's own generation moved on with that record; a service's steering reads
+    // no such record, and its entry still answers.
+    let (v, out) = run(&net, "sipvip_ext", &steer);
+    assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
+    assert!(cached(&net, "steered"), "steering stays cached");
 }
 
 /// The flow cache is direct-mapped per CPU: with one slot, every flow takes it from the

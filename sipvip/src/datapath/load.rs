@@ -80,7 +80,7 @@ pub(super) fn possible_cpus() -> Result<u32> {
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
 /// `cpus`: the possible CPUs' count.
-fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 39] {
+fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 40] {
     let nexthop_entries = cpu_blocks(sipvip_common::NEXTHOP_SLOTS, cpus);
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
@@ -267,6 +267,14 @@ fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 39] {
             true,
         ),
         l(map_names::FLOW_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 3, false),
+        l(
+            map_names::FLOW_CTL,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<sipvip_common::FlowControl>(),
+            1,
+            false,
+        ),
         // Kernel-private scratch: its value layout belongs to the kernel crate (0: not
         // checked).
         l(
@@ -580,6 +588,10 @@ impl Datapath {
                 Err(_) => None,
             },
             flow_gen: match get(map_names::FLOW_GEN) {
+                Ok(m) => Some(typed(m)?),
+                Err(_) => None,
+            },
+            flow_ctl: match get(map_names::FLOW_CTL) {
                 Ok(m) => Some(typed(m)?),
                 Err(_) => None,
             },

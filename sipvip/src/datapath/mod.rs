@@ -177,6 +177,8 @@ pub struct Datapath {
     /// The flow cache and its generations (None for an object from before it).
     flows: Option<Array<MapData, sipvip_common::FlowSlot>>,
     flow_gen: Option<Array<MapData, u32>>,
+    /// What the lane reads (`SV_FLOWCTL_V1`); None in an earlier build's object.
+    flow_ctl: Option<Array<MapData, sipvip_common::FlowControl>>,
     /// Whether the flow cache is to run (`forwarding.flow_cache`); it runs only while the
     /// next-hop cache does (`nexthops_on`), whose answers its entries hold.
     flow_cache: bool,

@@ -130,7 +130,7 @@ impl Datapath {
                 continue;
             }
             n += 1;
-            if user != 0 && s.entry.gen_user == user && s.entry.gen_kernel == kernel {
+            if current(&s.key, &s.entry, user, kernel) {
                 live.push((s.key, s.entry));
             }
         }
@@ -153,11 +153,7 @@ impl Datapath {
             let s = flows
                 .get(&(cpu * slots + slot), 0)
                 .map_err(map_err(map_names::FLOWS))?;
-            if s.key == *key
-                && user != 0
-                && s.entry.gen_user == user
-                && s.entry.gen_kernel == kernel
-            {
+            if s.key == *key && current(&s.key, &s.entry, user, kernel) {
                 return Ok(Some(s.entry));
             }
         }
@@ -206,4 +202,21 @@ impl Datapath {
         }
         Ok(total)
     }
+}
+
+/// Whether a flow cache entry is of the current generations, as the lane tells: user
+/// space's (0: the cache off), and the datapath's, except for a service's steering
+/// (`FLOW_HOOK_EXT`), whose entries hold kernel generation 0.
+fn current(
+    key: &sipvip_common::FlowKey,
+    entry: &sipvip_common::FlowEntry,
+    user: u32,
+    kernel: u32,
+) -> bool {
+    let kernel = if key.hook == sipvip_common::FLOW_HOOK_EXT {
+        0
+    } else {
+        kernel
+    };
+    user != 0 && entry.gen_user == user && entry.gen_kernel == kernel
 }

@@ -96,7 +96,9 @@ impl Datapath {
         filter.on = 1;
         t.filter
             .set(0, filter, 0)
-            .map_err(map_err(map_names::TRACE))
+            .map_err(map_err(map_names::TRACE))?;
+        // The flow cache's lane stops while the trace runs.
+        self.flows_changed()
     }
 
     /// Stops any trace: the datapath takes no more events.
@@ -106,7 +108,8 @@ impl Datapath {
         };
         t.filter
             .set(0, sipvip_common::TraceFilter::default(), 0)
-            .map_err(map_err(map_names::TRACE))
+            .map_err(map_err(map_names::TRACE))?;
+        self.flows_changed()
     }
 
     /// The running trace's filter (`on` 0: none).
@@ -164,6 +167,14 @@ impl Datapath {
             gen.set(sipvip_common::FLOW_SLOT_MASK, slots - 1, 0)
                 .map_err(map_err(map_names::FLOW_GEN))?;
         }
+        if let Some(ctl) = &mut self.flow_ctl {
+            let c = ctl.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?;
+            let c = sipvip_common::FlowControl {
+                mask: slots - 1,
+                ..c
+            };
+            ctl.set(0, c, 0).map_err(map_err(map_names::FLOW_CTL))?;
+        }
         Ok(())
     }
 
@@ -174,22 +185,37 @@ impl Datapath {
 
     /// Starts a new flow-cache generation, after any change the rules read: no decision
     /// cached before it is taken again (each flow's next packet goes through the rules).
-    /// Generation 0 turns the cache off.
+    /// Generation 0 turns the cache off, as it is while a trace runs (every packet then
+    /// takes the rules' path, where the trace sees it). A generation is never given twice:
+    /// the next one follows the last given (`FlowControl::given`, pinned with the maps), so
+    /// that an entry decided before the cache was off never counts again.
     fn flows_changed(&mut self) -> Result<()> {
-        let running = self.flow_cache_running();
+        let on = self.flow_cache_running() && self.trace_filter().is_none_or(|t| t.on == 0);
         let Some(m) = &mut self.flow_gen else {
             return Ok(());
         };
         let current = m
             .get(&sipvip_common::FLOW_GEN_USER, 0)
             .map_err(map_err(map_names::FLOW_GEN))?;
-        let next = if running {
-            current.wrapping_add(1).max(1)
-        } else {
-            0
+        let ctl = match &self.flow_ctl {
+            Some(c) => Some(c.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?),
+            None => None,
         };
-        m.set(sipvip_common::FLOW_GEN_USER, next, 0)
-            .map_err(map_err(map_names::FLOW_GEN))
+        // An earlier build's object (a bench's baseline) has no `SV_FLOWCTL_V1`: its
+        // generation restarts from the current one.
+        let next = ctl.map_or(current, |c| c.given).wrapping_add(1).max(1);
+        let gen = if on { next } else { 0 };
+        m.set(sipvip_common::FLOW_GEN_USER, gen, 0)
+            .map_err(map_err(map_names::FLOW_GEN))?;
+        if let (Some(c), Some(map)) = (ctl, &mut self.flow_ctl) {
+            let c = sipvip_common::FlowControl {
+                gen,
+                given: next,
+                ..c
+            };
+            map.set(0, c, 0).map_err(map_err(map_names::FLOW_CTL))?;
+        }
+        Ok(())
     }
 
     /// Starts a new next-hop generation: the datapath asks the kernel's FIB again for each
