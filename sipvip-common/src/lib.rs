@@ -824,6 +824,9 @@ pub struct FlowControl {
     /// (so that a generation is never given twice, and an entry decided under an old one
     /// never counts again after the cache was off). Only user space reads it.
     pub given: u32,
+    /// The same for the next-hop cache's generation (`SV_NHGEN_V1`, 0 while that cache is
+    /// off), whose entries the flow cache's hold copies of.
+    pub nexthops_given: u32,
 }
 
 /// `FragValue::service` when the datagram is not service traffic.
@@ -1202,7 +1205,7 @@ const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 52);
 const _: () = assert!(core::mem::size_of::<FlowSlot>() == 72);
-const _: () = assert!(core::mem::size_of::<FlowControl>() == 12);
+const _: () = assert!(core::mem::size_of::<FlowControl>() == 16);
 const _: () = assert!(default_sizes::FLOWS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 const _: () = assert!(NEXTHOP_SLOTS.is_power_of_two());

@@ -1314,6 +1314,28 @@ fn forwarding_next_hops_are_cached_until_the_next_generation() {
     assert_eq!(dmac_after(&net, XDP_REDIRECT), [2, 0, 0, 2, 0, 0xa1]);
     neigh(&net, "02:00:00:02:00:a2");
     assert_eq!(dmac_after(&net, XDP_REDIRECT), [2, 0, 0, 2, 0, 0xa2]);
+
+    // On again, off, and on again with a new MAC between (the flow cache off, so that the
+    // next-hop cache answers): no generation is given twice, so the answer cached under
+    // the first generation after the cache came back (which a count restarting from 0
+    // would give again) is not taken again.
+    net.dp.set_flow_cache(false).expect("flow cache off");
+    let on = net.dp.refresh_nexthops(true).expect("on");
+    assert_eq!(dmac_after(&net, XDP_REDIRECT), [2, 0, 0, 2, 0, 0xa2]);
+    neigh(&net, "02:00:00:02:00:a3");
+    assert_eq!(
+        dmac_after(&net, XDP_REDIRECT),
+        [2, 0, 0, 2, 0, 0xa2],
+        "cached"
+    );
+    assert_eq!(net.dp.refresh_nexthops(false).expect("off"), 0);
+    let again = net.dp.refresh_nexthops(true).expect("on again");
+    assert_ne!(again, on, "a generation given twice");
+    assert_eq!(
+        dmac_after(&net, XDP_REDIRECT),
+        [2, 0, 0, 2, 0, 0xa3],
+        "the answer from before the cache was off"
+    );
 }
 
 /// Behind ECMP (`SV_RETPATH_V1` set): a packet of a flow this gateway has no state for goes,

@@ -222,23 +222,35 @@ impl Datapath {
     /// destination on its next packet (a route or neighbour change takes effect), and the
     /// flow cache, which holds next hops, starts a new generation too. With `enabled`
     /// false, the datapath asks the FIB for every packet (and the flow cache is off).
-    /// Returns the generation.
+    /// Returns the generation. As the flow cache's, a generation is never given twice
+    /// (`FlowControl::nexthops_given`).
     pub fn refresh_nexthops(&mut self, enabled: bool) -> Result<u32> {
         let current = self
             .nexthop_gen
             .get(&0, 0)
             .map_err(map_err(map_names::NEXTHOP_GEN))?;
-        let next = if enabled {
-            current.wrapping_add(1).max(1)
-        } else {
-            0
+        let ctl = match &self.flow_ctl {
+            Some(c) => Some(c.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?),
+            None => None,
         };
+        let next = ctl
+            .map_or(current, |c| c.nexthops_given)
+            .wrapping_add(1)
+            .max(1);
+        let gen = if enabled { next } else { 0 };
         self.nexthop_gen
-            .set(0, next, 0)
+            .set(0, gen, 0)
             .map_err(map_err(map_names::NEXTHOP_GEN))?;
+        if let (Some(c), Some(map)) = (ctl, &mut self.flow_ctl) {
+            let c = sipvip_common::FlowControl {
+                nexthops_given: next,
+                ..c
+            };
+            map.set(0, c, 0).map_err(map_err(map_names::FLOW_CTL))?;
+        }
         self.nexthops_on = enabled;
         self.flows_changed()?;
-        Ok(next)
+        Ok(gen)
     }
 
     /// Installs or replaces a VIP and its members, in both families for a dual-stack VIP.
