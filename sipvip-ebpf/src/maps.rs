@@ -8,10 +8,10 @@ use aya_ebpf::{
 };
 use sipvip_common::{
     default_sizes, fold6, index_slot, vip_index_slot, AddrSlot, CtKey, CtValue, ExclusionAddr,
-    ExclusionAddr6, FlowControl, FlowSlot, FragKey, FragKey6, FragValue, Iface, Ipv6Be, MemberRecord,
-    MemberSlot, NextHop, PassthroughPorts, ReturnPath, Settings, VipCells, VipRecord, VipSlot,
-    IFACE_SLOTS, MAX_MEMBERS, MEMBER_INDEX_SLOTS, NEXTHOP_SLOTS, REASON_SLOTS, VIP_INDEX_SLOTS,
-    VIP_PROBES,
+    ExclusionAddr6, FlowControl, FlowSlot, FragKey, FragKey6, FragValue, Iface, Ipv6Be,
+    MemberRecord, MemberSlot, NextHop, PassthroughPorts, ReturnPath, Settings, VipCells, VipRecord,
+    VipSlot, IFACE_SLOTS, MAX_MEMBERS, MEMBER_INDEX_SLOTS, NEXTHOP_SLOTS, REASON_SLOTS,
+    VIP_INDEX_SLOTS, VIP_PROBES,
 };
 
 /// The VIP records, two slots per VIP (a record is written into a free slot, then its index
@@ -50,8 +50,7 @@ pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(default_sizes::DEVM
 
 /// VIP id -> its traffic, one cell per direction, service and member (`VipCells`).
 #[map(name = "SV_VSTATS_V2")]
-pub static VIP_STATS: PerCpuArray<VipCells> =
-    PerCpuArray::with_max_entries(default_sizes::VIPS, 0);
+pub static VIP_STATS: PerCpuArray<VipCells> = PerCpuArray::with_max_entries(default_sizes::VIPS, 0);
 
 #[map(name = "SV_REASONS_V1")]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
