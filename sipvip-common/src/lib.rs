@@ -89,9 +89,10 @@ pub mod map_names {
     /// The trace programs, slot 0 (`program_names::TRACE_XDP`, `TRACE_TC`).
     pub const TRACE_XDP: &str = "SV_TRACEX_V1";
     pub const TRACE_TC: &str = "SV_TRACET_V1";
-    /// The flow cache (a per-CPU array of `FlowSlot`, direct-mapped by `flow_slot`), its
-    /// generations and slot mask (`FLOW_GEN_USER`, `FLOW_GEN_KERNEL`, `FLOW_SLOT_MASK`),
-    /// and what the lane reads of them in one value (`FlowControl`).
+    /// The flow cache (a per-CPU array of `FlowSlot`, direct-mapped by `flow_slot`), the
+    /// datapath's generation (`FLOW_GEN_KERNEL`; the slots `FLOW_GEN_USER` and
+    /// `FLOW_SLOT_MASK` are earlier builds'), and user space's generation and the slot mask
+    /// (`FlowControl`).
     pub const FLOWS: &str = "SV_FLOWS_V2";
     pub const FLOW_GEN: &str = "SV_FLOWGEN_V2";
     pub const FLOW_CTL: &str = "SV_FLOWCTL_V1";
@@ -797,16 +798,14 @@ pub const fn flow_slot(k: &FlowKey) -> u32 {
     mixed.wrapping_mul(0x9e37_79b1).rotate_left(16)
 }
 
-/// `SV_FLOWGEN_V2` slot user space bumps after every change the rules read (0: the cache
-/// is off). The lane reads it from `FlowControl::gen`, which holds the same; builds before
-/// `SV_FLOWCTL_V1` read it here.
+/// `SV_FLOWGEN_V2` slot of user space's generation in builds before `SV_FLOWCTL_V1` (a
+/// bench's baseline object); this build keeps it in `FlowControl::gen`.
 pub const FLOW_GEN_USER: u32 = 0;
 /// The slot the datapath bumps when it records a pass-through flow (the member's replies
 /// on it are no longer SNATed).
 pub const FLOW_GEN_KERNEL: u32 = 1;
-/// The slot holding the flow cache's slot mask (its slots per CPU less one), which user
-/// space writes when it loads the datapath (as `FlowControl::mask`; builds before
-/// `SV_FLOWCTL_V1` read it here).
+/// The slot of the flow cache's slot mask in builds before `SV_FLOWCTL_V1`; this build keeps
+/// it in `FlowControl::mask`.
 pub const FLOW_SLOT_MASK: u32 = 2;
 
 /// Value of `SV_FLOWCTL_V1` (an array of one): what the flow cache's lane reads before a
@@ -880,10 +879,7 @@ pub struct VipCells {
 impl Default for VipCells {
     fn default() -> Self {
         Self {
-            cells: [[Counter {
-                packets: 0,
-                bytes: 0,
-            }; VIP_CELLS]; 2],
+            cells: [[Counter::default(); VIP_CELLS]; 2],
         }
     }
 }

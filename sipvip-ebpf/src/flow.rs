@@ -4,7 +4,7 @@
 //! rules, like the next-hop cache is of the FIB: it decides nothing the rules would not.
 //!
 //! How it is kept: per CPU and direct-mapped, like the next-hop cache. A flow's slot is
-//! `flow_slot(key)` under the mask user space writes (`FLOW_SLOT_MASK`), in the running
+//! `flow_slot(key)` under the mask user space writes (`FlowControl::mask`), in the running
 //! CPU's block of the array; the slot holds the last flow that hashed there on this CPU,
 //! with its key, which a lookup compares whole. A
 //! lookup is then a hash and inlined array reads, not a hash-map helper call (which costs
@@ -25,14 +25,15 @@
 //!
 //! Where: [`lane`], right after the L2 acceptance rule, before the rules' parse.
 //!
-//! When an entry is valid: while both generations it was decided under are current
-//! (`SV_FLOWGEN_V2`). User space bumps `FLOW_GEN_USER` after every change the rules read
+//! When an entry is valid: while both generations it was decided under are current. User
+//! space bumps its own (`FlowControl::gen`) after every change the rules read
 //! (VIPs, members, exclusions, interfaces, a synced pass-through flow, the next-hop
 //! generation), never giving one twice; the datapath bumps `FLOW_GEN_KERNEL` when it records
 //! a pass-through flow, which turns a member's SNATed replies on it into pass-through (a
 //! service's steering reads no such record: its entries hold kernel generation 0). The lane
 //! reads user space's generation and the slot mask in one value (`SV_FLOWCTL_V1`), whose
-//! generation is 0 while the cache is off or a trace runs. The generations are read
+//! generation is 0 while the cache is off or a trace runs; the datapath's is apart
+//! (`SV_FLOWGEN_V2`). The generations are read
 //! before the rules run, so an entry never carries a generation newer than what its
 //! decision saw. Two kinds of decision depend on a conntrack entry, and a cached packet
 //! checks it: a member-opened flow's SNAT makes sure the entry for its replies exists

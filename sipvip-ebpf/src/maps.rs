@@ -142,9 +142,8 @@ pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);
 #[map(name = "SV_FLOWS_V2")]
 pub static FLOWS: Array<FlowSlot> = Array::with_max_entries(default_sizes::FLOWS, 0);
 
-/// The flow cache's generations: `FLOW_GEN_USER` (user space; 0 turns the cache off) and
-/// `FLOW_GEN_KERNEL` (the datapath's own); and its slot mask (`FLOW_SLOT_MASK`, user
-/// space's, written at load).
+/// The flow cache's datapath generation, `FLOW_GEN_KERNEL` (the slots `FLOW_GEN_USER` and
+/// `FLOW_SLOT_MASK` are read by builds before `SV_FLOWCTL_V1` only).
 #[map(name = "SV_FLOWGEN_V2")]
 pub static FLOW_GEN: Array<u32> = Array::with_max_entries(3, 0);
 

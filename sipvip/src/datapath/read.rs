@@ -90,16 +90,19 @@ impl Datapath {
             .map_err(map_err(map_names::CONNTRACK))
     }
 
-    /// The flow cache's current generations (user space's, the datapath's), if it has them.
+    /// The flow cache's current generations (user space's, the datapath's), if it has them:
+    /// user space's from the control value the lane reads (`SV_FLOWCTL_V1`), or from
+    /// `SV_FLOWGEN_V2` in an earlier build's object.
     fn flow_generations(&self) -> Result<Option<(u32, u32)>> {
         let Some(gen) = &self.flow_gen else {
             return Ok(None);
         };
         let g = |slot| gen.get(&slot, 0).map_err(map_err(map_names::FLOW_GEN));
-        Ok(Some((
-            g(sipvip_common::FLOW_GEN_USER)?,
-            g(sipvip_common::FLOW_GEN_KERNEL)?,
-        )))
+        let user = match &self.flow_ctl {
+            Some(c) => c.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?.gen,
+            None => g(sipvip_common::FLOW_GEN_USER)?,
+        };
+        Ok(Some((user, g(sipvip_common::FLOW_GEN_KERNEL)?)))
     }
 
     /// The flow cache's slots per CPU (None without this build's cache): each possible

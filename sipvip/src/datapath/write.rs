@@ -163,19 +163,29 @@ impl Datapath {
         let Some(slots) = self.flow_slots()? else {
             return Ok(());
         };
+        let mask = slots - 1;
+        if self.flow_ctl.is_some() {
+            return self.update_flow_control(|c| c.mask = mask);
+        }
+        // An earlier build's object (a bench's baseline) reads it from `SV_FLOWGEN_V2`.
         if let Some(gen) = &mut self.flow_gen {
-            gen.set(sipvip_common::FLOW_SLOT_MASK, slots - 1, 0)
+            gen.set(sipvip_common::FLOW_SLOT_MASK, mask, 0)
                 .map_err(map_err(map_names::FLOW_GEN))?;
         }
-        if let Some(ctl) = &mut self.flow_ctl {
-            let c = ctl.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?;
-            let c = sipvip_common::FlowControl {
-                mask: slots - 1,
-                ..c
-            };
-            ctl.set(0, c, 0).map_err(map_err(map_names::FLOW_CTL))?;
-        }
         Ok(())
+    }
+
+    /// Rewrites the flow cache's control value (`SV_FLOWCTL_V1`) with `change` made.
+    fn update_flow_control(
+        &mut self,
+        change: impl FnOnce(&mut sipvip_common::FlowControl),
+    ) -> Result<()> {
+        let Some(map) = &mut self.flow_ctl else {
+            return Err(DatapathError::MissingMap(map_names::FLOW_CTL));
+        };
+        let mut c = map.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?;
+        change(&mut c);
+        map.set(0, c, 0).map_err(map_err(map_names::FLOW_CTL))
     }
 
     /// Whether the flow cache is running.
@@ -191,31 +201,23 @@ impl Datapath {
     /// that an entry decided before the cache was off never counts again.
     fn flows_changed(&mut self) -> Result<()> {
         let on = self.flow_cache_running() && self.trace_filter().is_none_or(|t| t.on == 0);
+        if self.flow_ctl.is_some() {
+            return self.update_flow_control(|c| {
+                c.given = next_generation(c.given);
+                c.gen = if on { c.given } else { 0 };
+            });
+        }
+        // An earlier build's object (a bench's baseline) reads its generation from
+        // `SV_FLOWGEN_V2`, and goes on from the current one.
         let Some(m) = &mut self.flow_gen else {
             return Ok(());
         };
         let current = m
             .get(&sipvip_common::FLOW_GEN_USER, 0)
             .map_err(map_err(map_names::FLOW_GEN))?;
-        let ctl = match &self.flow_ctl {
-            Some(c) => Some(c.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?),
-            None => None,
-        };
-        // An earlier build's object (a bench's baseline) has no `SV_FLOWCTL_V1`: its
-        // generation restarts from the current one.
-        let next = ctl.map_or(current, |c| c.given).wrapping_add(1).max(1);
-        let gen = if on { next } else { 0 };
+        let gen = if on { next_generation(current) } else { 0 };
         m.set(sipvip_common::FLOW_GEN_USER, gen, 0)
-            .map_err(map_err(map_names::FLOW_GEN))?;
-        if let (Some(c), Some(map)) = (ctl, &mut self.flow_ctl) {
-            let c = sipvip_common::FlowControl {
-                gen,
-                given: next,
-                ..c
-            };
-            map.set(0, c, 0).map_err(map_err(map_names::FLOW_CTL))?;
-        }
-        Ok(())
+            .map_err(map_err(map_names::FLOW_GEN))
     }
 
     /// Starts a new next-hop generation: the datapath asks the kernel's FIB again for each
@@ -225,29 +227,26 @@ impl Datapath {
     /// Returns the generation. As the flow cache's, a generation is never given twice
     /// (`FlowControl::nexthops_given`).
     pub fn refresh_nexthops(&mut self, enabled: bool) -> Result<u32> {
-        let current = self
-            .nexthop_gen
-            .get(&0, 0)
-            .map_err(map_err(map_names::NEXTHOP_GEN))?;
-        let ctl = match &self.flow_ctl {
-            Some(c) => Some(c.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?),
-            None => None,
+        let last = match &self.flow_ctl {
+            Some(c) => {
+                c.get(&0, 0)
+                    .map_err(map_err(map_names::FLOW_CTL))?
+                    .nexthops_given
+            }
+            // An earlier build's object: from the current one.
+            None => self
+                .nexthop_gen
+                .get(&0, 0)
+                .map_err(map_err(map_names::NEXTHOP_GEN))?,
         };
-        let next = ctl
-            .map_or(current, |c| c.nexthops_given)
-            .wrapping_add(1)
-            .max(1);
+        let next = next_generation(last);
+        if self.flow_ctl.is_some() {
+            self.update_flow_control(|c| c.nexthops_given = next)?;
+        }
         let gen = if enabled { next } else { 0 };
         self.nexthop_gen
             .set(0, gen, 0)
             .map_err(map_err(map_names::NEXTHOP_GEN))?;
-        if let (Some(c), Some(map)) = (ctl, &mut self.flow_ctl) {
-            let c = sipvip_common::FlowControl {
-                nexthops_given: next,
-                ..c
-            };
-            map.set(0, c, 0).map_err(map_err(map_names::FLOW_CTL))?;
-        }
         self.nexthops_on = enabled;
         self.flows_changed()?;
         Ok(gen)
@@ -593,4 +592,9 @@ fn remove_flows<K: aya::Pod, V: aya::Pod>(
         let _ = map.remove(k);
     }
     keys.len()
+}
+
+/// The generation after `last` (0 is none: the cache off).
+fn next_generation(last: u32) -> u32 {
+    last.wrapping_add(1).max(1)
 }
