@@ -13,8 +13,8 @@
 //!
 //! What it holds: plain IPv4 TCP/UDP frames (`packet::plain`) that an XDP program
 //! translates or forwards to a next hop itself. On the internal side, a member's flows
-//! (SNAT, exclusions, pass-through flows; not what `rules::internal::worth_caching` leaves
-//! to the rules), one slot per flow. On the external side, a service's steering, one slot
+//! (SNAT, exclusions, pass-through ports and flows, a member without SNAT), one slot per
+//! flow. On the external side, a service's steering, one slot
 //! per service (`FLOW_HOOK_EXT`: the VIP, port, protocol and ingress interface, with no
 //! source): steering decides by the destination alone, so every phone's packets to a
 //! service share the entry, and 1,048,576 phones' flows cost no more memory traffic than
@@ -42,7 +42,7 @@
 //! packet), else the rules decide again.
 
 use sipvip_common::{
-    flow_slot, FlowControl, FlowEntry, FlowKey, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL,
+    flow_slot, FlowControl, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL,
     FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_STATE_NONE,
     FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, MAX_MEMBERS, MAX_SERVICES,
     TRACE_SIDE_EXT,
@@ -54,7 +54,7 @@ use crate::{
     hook::Frame,
     maps::{cpu_block, FLOWS, FLOW_CTL, FLOW_GEN},
     packet::{plain::plain, Ip},
-    rules::{screen::screen_addrs, Action, Cache, Decision, Dir, Side, PENDING},
+    rules::{screen::screen_src, Action, Cache, Decision, Dir, Side, PENDING},
 };
 
 /// The TTL decrement's change to the IPv4 header checksum: the word holding the TTL loses
@@ -94,10 +94,12 @@ pub enum Lane {
 /// `apply::cached` before the rules' parse, screens and rules run; a miss leaves the probe
 /// for `remember`. What the rules' path checks before a decision is checked here too: a
 /// running trace (whose packets all take the rules' path, where the trace sees them: user
-/// space turns the lane off, generation 0, while one runs), the
-/// address screen on the external side (the source is not in a service's key; on the
-/// internal side both addresses are in the flow's, whose entry the screen passed), and on
-/// the internal side whether the flow is worth caching.
+/// space turns the lane off, generation 0, while one runs), and on the external side the
+/// source's address screen (the source is not in a service's key; the destination is, and
+/// on the internal side both addresses are in the flow's, whose entry the screen passed).
+/// The internal side looks every member flow up, whatever the rules will make of it: a
+/// pass-through port's flow and a member's without SNAT are kept too, forwarded from the
+/// cache in fewer instructions than their rules take.
 #[inline(always)]
 pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
     let Some(h) = plain(f) else {
@@ -117,16 +119,10 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
         return Lane::Off;
     }
     let (key, gen_kernel) = if side == TRACE_SIDE_EXT {
-        if screen_addrs(h.src_be, h.dst_be).is_err() {
-            return Lane::Off;
-        }
         // A service's steering reads nothing the datapath records: its entries hold
         // kernel generation 0, and the datapath's bumps leave them be.
         (service_key(h.dst_be, h.dport_be, h.proto, ifindex), 0)
     } else {
-        if !crate::rules::internal::worth_caching(&h.src_be, h.sport_be) {
-            return Lane::Off;
-        }
         let gen_kernel = FLOW_GEN.get(FLOW_GEN_KERNEL).copied().unwrap_or(0);
         let key = FlowKey {
             src_be: h.src_be,
@@ -147,7 +143,11 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
     // SAFETY: this CPU's slot of the cache, in place; only this CPU writes it, and nothing
     // else runs on this CPU until the program returns (`apply::cached` counts in it).
     let s = unsafe { &mut *s };
-    if s.key == key && s.entry.gen_user == gen_user && s.entry.gen_kernel == gen_kernel {
+    // On the external side the source is not in the key: its screen is asked here (the
+    // destination's is in the key, whose entry the rules' screen passed).
+    if holds(s, &key, gen_user, gen_kernel)
+        && (side != TRACE_SIDE_EXT || screen_src(h.src_be).is_ok())
+    {
         if let Some((verdict, reason)) = crate::apply::cached(f, &h, &mut s.entry, &key) {
             return Lane::Done(verdict, reason);
         }
@@ -182,6 +182,37 @@ fn service_key(dst_be: u32, dport_be: u16, proto: u8, ifindex: u32) -> FlowKey {
         _pad: 0,
         ifindex,
     }
+}
+
+/// Whether a slot holds `key`'s entry under the current generations: the key and both
+/// generations, 28 bytes at the slot's start, compared as the three 64-bit words and the
+/// 32-bit word they lie in, where a field-by-field compare took nine loads and compares.
+#[inline(always)]
+fn holds(s: &FlowSlot, key: &FlowKey, gen_user: u32, gen_kernel: u32) -> bool {
+    const {
+        assert!(cfg!(target_endian = "little"));
+        assert!(core::mem::size_of::<FlowKey>() == 20);
+        assert!(core::mem::offset_of!(FlowSlot, entry) == 20);
+        assert!(core::mem::offset_of!(FlowEntry, gen_user) == 0);
+        assert!(core::mem::offset_of!(FlowEntry, gen_kernel) == 4);
+        assert!(core::mem::size_of::<FlowSlot>().is_multiple_of(8));
+    };
+    let want = [
+        u64::from(key.src_be) | u64::from(key.dst_be) << 32,
+        u64::from(key.sport_be)
+            | u64::from(key.dport_be) << 16
+            | u64::from(key.proto) << 32
+            | u64::from(key.hook) << 40
+            | u64::from(key._pad) << 48,
+        u64::from(key.ifindex) | u64::from(gen_user) << 32,
+    ];
+    let base = s as *const FlowSlot;
+    // SAFETY (both reads): the slot's first 28 bytes, as laid out above (little-endian).
+    // Its address is 8-byte aligned: the array's values are, and a slot's size is a
+    // multiple of 8.
+    let word = |i: usize| unsafe { core::ptr::read((base as *const u64).add(i)) };
+    let last = unsafe { core::ptr::read((base as *const u32).add(6)) };
+    word(0) == want[0] && word(1) == want[1] && word(2) == want[2] && last == gen_kernel
 }
 
 /// The index of this CPU's cache slot for a flow: `flow_slot` under the mask user space

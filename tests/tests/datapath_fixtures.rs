@@ -1716,6 +1716,71 @@ fn the_flow_cache_never_outlives_a_change() {
     let (v, out) = run(&net, "sipvip_ext", &steer);
     assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
     assert!(cached(&net, "steered"), "steering stays cached");
+
+    // A flow from the member's pass-through port, forwarded untouched and cached; the port
+    // taken out of the member's pass-through ports, its next packets are SNATed; put back,
+    // untouched again. Then the VIP's SNAT turned off: every member flow leaves untouched.
+    let tserver = Ip4::udp(
+        PRIMARY_MAC,
+        INT_MAC,
+        (PRIMARY, TSERVER_PORT),
+        (PHONE, 5071),
+        SIP,
+    )
+    .build();
+    let original = net.spec.clone();
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_int", &tserver);
+        assert_eq!((v, src(&out)), (XDP_REDIRECT, PRIMARY), "pass-through port");
+    }
+    let live = net.dp.cached_flows().expect("flow cache").0;
+    assert!(
+        live.iter()
+            .any(|(k, e)| k.sport_be == TSERVER_PORT.to_be()
+                && e.action == sipvip_common::FLOW_FORWARD),
+        "the pass-through port's flow is cached: {live:?}"
+    );
+    for m in &mut net.spec.members {
+        m.passthrough_ports.clear();
+    }
+    net.dp.install_vip(&net.spec).expect("no pass-through port");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_int", &tserver);
+        assert_eq!(
+            (v, src(&out)),
+            (XDP_REDIRECT, VIP),
+            "no longer a pass-through port"
+        );
+    }
+    net.spec = original.clone();
+    net.dp
+        .install_vip(&net.spec)
+        .expect("pass-through port back");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_int", &tserver);
+        assert_eq!(
+            (v, src(&out)),
+            (XDP_REDIRECT, PRIMARY),
+            "a pass-through port again"
+        );
+    }
+    let fresh = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40002), (PHONE, 5070), SIP).build();
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_int", &fresh);
+        assert_eq!((v, src(&out)), (XDP_REDIRECT, VIP));
+    }
+    net.spec.snat = false;
+    net.dp.install_vip(&net.spec).expect("SNAT off");
+    for frame in [&fresh, &tserver, &fresh] {
+        let (v, out) = run(&net, "sipvip_int", frame);
+        assert_eq!((v, src(&out)), (XDP_REDIRECT, PRIMARY), "SNAT off");
+    }
+    net.spec = original;
+    net.dp.install_vip(&net.spec).expect("SNAT on");
+    for _ in 0..2 {
+        let (v, out) = run(&net, "sipvip_int", &fresh);
+        assert_eq!((v, src(&out)), (XDP_REDIRECT, VIP), "SNAT on again");
+    }
 }
 
 /// The flow cache is direct-mapped per CPU: with one slot, every flow takes it from the

@@ -18,28 +18,33 @@ fn every_row_of_the_fixture_table() {
     // A row's second packet goes through the flow cache when the first left an entry: the
     // cost paths' rows, run again (a pass-through flow recorded by a later row starts a new
     // generation), leave theirs, with the decisions the rules made (steering one per
-    // service); a pass-through port is not cached (its rules cost less than the cache's
-    // lookup).
+    // service; a pass-through port's flow forwarded untouched, checking no conntrack entry).
     for row in ROWS.iter().filter(|r| r.cost.is_some()) {
         row.run(&net)
             .unwrap_or_else(|e| panic!("{}: {e:#}", row.description));
     }
     let (cached, _) = net.dp.cached_flows().unwrap();
     let reasons: Vec<u8> = cached.iter().map(|(_, e)| e.reason).collect();
-    assert!(
-        !reasons.contains(&(sipvip_common::Reason::Passthrough as u8)),
-        "a pass-through port is not cached: {cached:?}"
-    );
     for r in [
         sipvip_common::Reason::Steered,
         sipvip_common::Reason::Snat,
         sipvip_common::Reason::Excluded,
+        sipvip_common::Reason::Passthrough,
     ] {
         assert!(
             reasons.contains(&(r as u8)),
             "no cached flow counted {r:?}: {cached:?}"
         );
     }
+    assert!(
+        cached.iter().any(
+            |(_, e)| e.reason == sipvip_common::Reason::Passthrough as u8
+                && e.action == sipvip_common::FLOW_FORWARD
+                && e.state == sipvip_common::FLOW_STATE_NONE
+        ),
+        "a pass-through port's flow is forwarded untouched, checking no conntrack entry: \
+         {cached:?}"
+    );
 }
 
 #[test]

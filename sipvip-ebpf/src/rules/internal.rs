@@ -17,22 +17,6 @@ use crate::{
     packet::{ports, Ip},
 };
 
-/// Whether the flow cache is worth its lookup for a TCP or UDP packet from source port
-/// `sport`: a flow of a member that SNATs, from a port that is not a pass-through port, whose
-/// rules read hash-map and trie state (pass-through flows, exclusions, conntrack). The
-/// other packets (from no member, from a member without SNAT, from a pass-through port)
-/// cost less through their rules, two inlined array reads and a scan, than the cache's
-/// lookup: with the LRU cache, `--only "outbound pass"` ran 0.82x the build before IPv6
-/// uncached against 0.99-1.05x cached; with the per-CPU cache, looking the cache up before
-/// asking this made a pass-through port 1.11x as slow (41 rounds beside a8dcc64).
-#[inline(always)]
-pub fn worth_caching<A: Family>(src: &A, sport: u16) -> bool {
-    match A::member(src) {
-        Some(m) => m.flags & MEMBER_F_SNAT != 0 && !passthrough_port(m, sport),
-        None => false,
-    }
-}
-
 /// The internal side's rules for a packet of either family.
 #[inline(always)]
 pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reason> {
@@ -47,8 +31,11 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         return Err(Reason::PassTtl);
     }
     if m.flags & MEMBER_F_SNAT == 0 {
-        // Not cached: see `worth_caching`.
-        return Ok(route::forward(f, p, Reason::Passthrough, Record::NONE));
+        // The decision read what user space writes (the member) and the TTL, which a
+        // cached packet checks.
+        let mut d = route::forward(f, p, Reason::Passthrough, Record::NONE);
+        d.cache = Cache::Plain;
+        return Ok(d);
     }
     match p.proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
@@ -74,8 +61,6 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
         // generation).
         cache = Cache::Plain;
         let (d, r) = if passthrough_port(m, sport) {
-            // Not cached: see `worth_caching`.
-            cache = Cache::No;
             (untouched(), Reason::Passthrough)
         } else if passthrough_flow(m, p.proto, p.src(), sport, p.dst(), dport) {
             cache = Cache::Require;

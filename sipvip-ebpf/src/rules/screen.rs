@@ -80,17 +80,24 @@ pub fn screen(p: &Ipv4) -> Result<(), Reason> {
 /// The IPv4 address screen of a source and destination (network order).
 #[inline(always)]
 pub fn screen_addrs(src_be: u32, dst_be: u32) -> Result<(), Reason> {
-    let s = src_be.to_ne_bytes()[0];
+    screen_src(src_be)?;
     let d = dst_be.to_ne_bytes();
-    // Sources: 0/8, 127/8, and 224/3 (multicast, reserved, 255.255.255.255).
-    if s == 0 || s == 127 || s >= 224 {
-        return Err(Reason::DropMartian);
-    }
     if d[0] == 0 || d[0] == 127 {
         return Err(Reason::DropMartian);
     }
     if (224..240).contains(&d[0]) || dst_be == u32::MAX {
         return Err(Reason::PassBroadcast);
+    }
+    Ok(())
+}
+
+/// The source's part of the IPv4 address screen: 0/8, 127/8, and 224/3 (multicast,
+/// reserved, 255.255.255.255) are martians.
+#[inline(always)]
+pub fn screen_src(src_be: u32) -> Result<(), Reason> {
+    let s = src_be.to_ne_bytes()[0];
+    if s == 0 || s == 127 || s >= 224 {
+        return Err(Reason::DropMartian);
     }
     Ok(())
 }
