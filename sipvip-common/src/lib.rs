@@ -93,7 +93,7 @@ pub mod map_names {
     /// datapath's generation (`FLOW_GEN_KERNEL`; the slots `FLOW_GEN_USER` and
     /// `FLOW_SLOT_MASK` are earlier builds'), and user space's generation and the slot mask
     /// (`FlowControl`).
-    pub const FLOWS: &str = "SV_FLOWS_V2";
+    pub const FLOWS: &str = "SV_FLOWS_V3";
     pub const FLOW_GEN: &str = "SV_FLOWGEN_V2";
     pub const FLOW_CTL: &str = "SV_FLOWCTL_V1";
     /// The generations of builds before the per-CPU flow cache (two slots; their cache was
@@ -731,6 +731,12 @@ pub const FLOW_STATE_REQUIRE: u8 = 2;
 pub struct FlowEntry {
     pub gen_user: u32,
     pub gen_kernel: u32,
+    /// The MAC the flow's first packet was addressed to: the ingress interface's, which the
+    /// L2 acceptance rule checked then. A later packet addressed to it passes that rule
+    /// (user space bumps the generation when an interface changes), so a hit takes the
+    /// place of the rule's interface lookup. Compared with the key, as the word after it.
+    pub own_mac: [u8; 6],
+    pub _pad: u16,
     /// The new address (`FLOW_TRANSLATE`).
     pub addr_be: u32,
     /// The egress device.
@@ -772,7 +778,7 @@ pub struct FlowEntry {
 /// packet cost the cached path a quarter of its time.
 pub const FLOW_REFRESH_EVERY: u8 = 32;
 
-/// One slot of `SV_FLOWS_V2`, the flow cache: an array holding each CPU's block of slots,
+/// One slot of `SV_FLOWS_V3`, the flow cache: an array holding each CPU's block of slots,
 /// direct-mapped (the slot of a flow is `flow_slot(key) & mask` in the running CPU's block,
 /// the mask in `SV_FLOWGEN_V2` at `FLOW_SLOT_MASK`), so a lookup is a few inlined
 /// instructions rather than a hash-map helper call. A slot holds the last flow that hashed
@@ -1199,8 +1205,8 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
-const _: () = assert!(core::mem::size_of::<FlowEntry>() == 52);
-const _: () = assert!(core::mem::size_of::<FlowSlot>() == 72);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 60);
+const _: () = assert!(core::mem::size_of::<FlowSlot>() == 80);
 const _: () = assert!(core::mem::size_of::<FlowControl>() == 16);
 const _: () = assert!(default_sizes::FLOWS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);

@@ -1,4 +1,4 @@
-//! The flow cache (`SV_FLOWS_V2`): the rules' decision for a flow's first packet, kept
+//! The flow cache (`SV_FLOWS_V3`): the rules' decision for a flow's first packet, kept
 //! complete (rewrite, checksum deltas, link, counters) so that the flow's later packets take
 //! one lookup and the rewrite ([`crate::apply::cached`]) instead of every rule. A memo of the
 //! rules, like the next-hop cache is of the FIB: it decides nothing the rules would not.
@@ -23,7 +23,9 @@
 //! draining member's TCP connections (which read per-connection state), or a decision that
 //! read or wrote state the rules keep per flow other than the two kinds below.
 //!
-//! Where: [`lane`], right after the L2 acceptance rule, before the rules' parse.
+//! Where: [`lane`], first: a hit is a frame addressed to the MAC the flow's first packet
+//! was (`FlowEntry::own_mac`), which the L2 acceptance rule passed then; anything else
+//! takes that rule, then the rules' parse.
 //!
 //! When an entry is valid: while both generations it was decided under are current. User
 //! space bumps its own (`FlowControl::gen`) after every change the rules read
@@ -70,6 +72,8 @@ pub struct Probe {
     pub gen_user: u32,
     pub gen_kernel: u32,
     pub slot: u32,
+    /// The frame's destination MAC, as its three 16-bit words lie in memory.
+    pub own_mac: [u16; 3],
 }
 
 /// What the flow cache's lane made of a frame.
@@ -85,8 +89,9 @@ pub enum Lane {
 }
 
 /// The flow cache's lane, in front of everything an XDP program does to a frame on `side`
-/// (an XDP frame that arrived on `ifindex`; `entry` never calls it for a routed one) but
-/// the L2 acceptance rule: a plain frame (`packet::plain`: untagged IPv4 without
+/// (an XDP frame that arrived on `ifindex`; `entry` never calls it for a routed one), the
+/// L2 acceptance rule too (a hit's frame is addressed to the MAC the entry's first packet
+/// was, which passed the rule: see [`holds`]): a plain frame (`packet::plain`: untagged IPv4 without
 /// options, TCP or UDP, not a fragment, its L4 header whole) is parsed in a few loads and
 /// looked up in the cache: a flow's slot on the internal side, a service's on the external
 /// side (steering decides by the destination alone, so every phone's packets to a service
@@ -145,7 +150,8 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
     let s = unsafe { &mut *s };
     // On the external side the source is not in the key: its screen is asked here (the
     // destination's is in the key, whose entry the rules' screen passed).
-    if holds(s, &key, gen_user, gen_kernel)
+    let own_mac = [h.word(0), h.word(1), h.word(2)];
+    if holds(s, &key, gen_user, gen_kernel, own_mac)
         && (side != TRACE_SIDE_EXT || screen_src(h.src_be).is_ok())
     {
         if let Some((verdict, reason)) = crate::apply::cached(f, &h, &mut s.entry, &key) {
@@ -163,6 +169,7 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
             gen_user,
             gen_kernel,
             slot,
+            own_mac,
         }
     };
     Lane::Miss
@@ -184,17 +191,20 @@ fn service_key(dst_be: u32, dport_be: u16, proto: u8, ifindex: u32) -> FlowKey {
     }
 }
 
-/// Whether a slot holds `key`'s entry under the current generations: the key and both
-/// generations, 28 bytes at the slot's start, compared as the three 64-bit words and the
-/// 32-bit word they lie in, where a field-by-field compare took nine loads and compares.
+/// Whether a slot holds `key`'s entry under the current generations, for a frame addressed
+/// to the MAC its first packet was (`own_mac`, the frame's first three 16-bit words): the
+/// key, both generations and that MAC, the slot's first 34 bytes, compared as the four
+/// 64-bit words and the 16-bit word they lie in, where a field-by-field compare of the key
+/// and generations alone took nine loads and compares.
 #[inline(always)]
-fn holds(s: &FlowSlot, key: &FlowKey, gen_user: u32, gen_kernel: u32) -> bool {
+fn holds(s: &FlowSlot, key: &FlowKey, gen_user: u32, gen_kernel: u32, own_mac: [u16; 3]) -> bool {
     const {
         assert!(cfg!(target_endian = "little"));
         assert!(core::mem::size_of::<FlowKey>() == 20);
         assert!(core::mem::offset_of!(FlowSlot, entry) == 20);
         assert!(core::mem::offset_of!(FlowEntry, gen_user) == 0);
         assert!(core::mem::offset_of!(FlowEntry, gen_kernel) == 4);
+        assert!(core::mem::offset_of!(FlowEntry, own_mac) == 8);
         assert!(core::mem::size_of::<FlowSlot>().is_multiple_of(8));
     };
     let want = [
@@ -205,14 +215,19 @@ fn holds(s: &FlowSlot, key: &FlowKey, gen_user: u32, gen_kernel: u32) -> bool {
             | u64::from(key.hook) << 40
             | u64::from(key._pad) << 48,
         u64::from(key.ifindex) | u64::from(gen_user) << 32,
+        u64::from(gen_kernel) | u64::from(own_mac[0]) << 32 | u64::from(own_mac[1]) << 48,
     ];
     let base = s as *const FlowSlot;
-    // SAFETY (both reads): the slot's first 28 bytes, as laid out above (little-endian).
+    // SAFETY (both reads): the slot's first 34 bytes, as laid out above (little-endian).
     // Its address is 8-byte aligned: the array's values are, and a slot's size is a
     // multiple of 8.
     let word = |i: usize| unsafe { core::ptr::read((base as *const u64).add(i)) };
-    let last = unsafe { core::ptr::read((base as *const u32).add(6)) };
-    word(0) == want[0] && word(1) == want[1] && word(2) == want[2] && last == gen_kernel
+    let last = unsafe { core::ptr::read((base as *const u16).add(16)) };
+    word(0) == want[0]
+        && word(1) == want[1]
+        && word(2) == want[2]
+        && word(3) == want[3]
+        && last == own_mac[2]
 }
 
 /// The index of this CPU's cache slot for a flow: `flow_slot` under the mask user space
@@ -286,9 +301,12 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
         _ => return,
     };
     let small = |v: u32, max: usize| if (v as usize) < max { v as u8 } else { u8::MAX };
+    let [m0, m1, m2] = probe.own_mac.map(u16::to_ne_bytes);
     *e = FlowEntry {
         gen_user: probe.gen_user,
         gen_kernel: probe.gen_kernel,
+        own_mac: [m0[0], m0[1], m1[0], m1[1], m2[0], m2[1]],
+        _pad: 0,
         addr_be,
         ifindex: d.link.ifindex,
         vip_id: d.account.vip_id,

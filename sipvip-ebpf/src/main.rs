@@ -96,7 +96,7 @@ pub fn sipvip_node_out6(ctx: TcContext) -> i32 {
     debug_log(&ctx, "node_out6", verdict, reason) as i32
 }
 
-/// A frame on side `S`: the L2 acceptance rule, the flow cache's lane (`flow::lane`), then
+/// A frame on side `S`: the flow cache's lane (`flow::lane`), the L2 acceptance rule, then
 /// the link layer, then IPv6 goes on in the side's IPv6 program (`to_ipv6`, a tail call: a
 /// program of its own, with its own 512 bytes of stack and its own verification budget, so
 /// IPv4 pays one branch for IPv6's existence) and IPv4 here.
@@ -106,18 +106,21 @@ fn entry<F: Frame, S: SideRules>(raw: *mut c_void, to_ipv6: impl FnOnce()) -> (u
     let f = unsafe { F::from_raw(raw) };
     // A routed packet (TC egress) is the node's own: its MACs are the next hop's, and the
     // flow cache holds none of its decisions.
+    // The lane answers a frame addressed to the MAC its flow's first packet was, which the
+    // L2 acceptance rule passed then; any other frame takes that rule here.
     let cacheable = if F::ROUTED {
         false
     } else {
-        let ifindex = match rules::screen::accept(&f) {
-            Ok(ifindex) => ifindex,
-            Err(r) => return apply::stopped(&f, r),
-        };
-        match flow::lane(&f, S::SIDE, ifindex) {
+        let ifindex = f.ingress_ifindex();
+        let cacheable = match flow::lane(&f, S::SIDE, ifindex) {
             Lane::Done(verdict, reason) => return (verdict, reason),
             Lane::Miss => true,
             Lane::Off => false,
+        };
+        if let Err(r) = rules::screen::accept(&f, ifindex) {
+            return apply::stopped(&f, r);
         }
+        cacheable
     };
     let l3 = match packet::l3(&f) {
         Ok(l3) => l3,

@@ -139,7 +139,7 @@ pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);
 /// a slot holds the last flow that hashed to it on its CPU, a stale entry is told by its
 /// generations and replaced by the flow's next packet. (Not a per-CPU array: that finds a
 /// value through a pointer per index, a second dependent memory access per lookup.)
-#[map(name = "SV_FLOWS_V2")]
+#[map(name = "SV_FLOWS_V3")]
 pub static FLOWS: Array<FlowSlot> = Array::with_max_entries(default_sizes::FLOWS, 0);
 
 /// The flow cache's datapath generation, `FLOW_GEN_KERNEL` (the slots `FLOW_GEN_USER` and

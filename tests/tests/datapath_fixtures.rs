@@ -1586,6 +1586,24 @@ fn the_flow_cache_never_outlives_a_change() {
         assert_eq!((v, dst(&out)), (XDP_REDIRECT, PRIMARY));
     }
     assert!(cached(&net, "steered"), "the service's steering is cached");
+    // A frame of the same flow addressed to another MAC (another host's, a broadcast) is
+    // not the cache's: the L2 acceptance rule passes it to the kernel, untouched.
+    for (dmac, reason) in [
+        ([2, 0, 0, 0, 9, 9], "pass_other_host"),
+        ([0xff; 6], "pass_l2_multicast"),
+    ] {
+        let mut other = steer.clone();
+        other[..6].copy_from_slice(&dmac);
+        let before = net.dp.reasons().unwrap().get(reason).copied();
+        let (v, out) = run(&net, "sipvip_ext", &other);
+        assert_eq!((v, &out[..]), (XDP_PASS, &other[..]), "to {dmac:02x?}");
+        let after = net.dp.reasons().unwrap().get(reason).copied();
+        assert_eq!(
+            after.unwrap_or(0),
+            before.unwrap_or(0) + 1,
+            "counted {reason}"
+        );
+    }
     // Failover: the member is disabled, the backup takes over.
     net.dp
         .set_active(&net.spec, Some(BACKUP))
@@ -1655,6 +1673,14 @@ fn the_flow_cache_never_outlives_a_change() {
         assert_eq!((v, src(&out)), (XDP_REDIRECT, VIP));
     }
     assert!(cached(&net, "snat"), "the SNATed flow is cached");
+    let mut other = opened.clone();
+    other[..6].copy_from_slice(&[2, 0, 0, 0, 9, 9]);
+    let (v, out) = run(&net, "sipvip_int", &other);
+    assert_eq!(
+        (v, &out[..]),
+        (XDP_PASS, &other[..]),
+        "the SNATed flow's frame to another host"
+    );
     // The phone becomes an exclusion, then stops being one.
     net.dp.add_exclusion(PHONE.into(), 32).expect("exclusion");
     let (v, out) = run(&net, "sipvip_int", &opened);

@@ -11,14 +11,13 @@ use crate::{
 /// The L2 acceptance rule: only a frame addressed to the MAC of the interface it arrived on
 /// may be translated. Broadcast and multicast frames, frames for another host
 /// (unknown-unicast flooding, mirror ports) and frames on an interface the datapath does not
-/// know go to the kernel untouched. Gives the ingress ifindex it read.
+/// know go to the kernel untouched. `ifindex` is the frame's ingress device.
 #[inline(always)]
-pub fn accept<F: Frame>(f: &F) -> Result<u32, Reason> {
+pub fn accept<F: Frame>(f: &F, ifindex: u32) -> Result<(), Reason> {
     let dmac: [u16; 3] = f.load(0).map_err(|_| Reason::DropMalformedEth)?;
     if dmac[0].to_ne_bytes()[0] & 1 != 0 {
         return Err(Reason::PassL2Multicast);
     }
-    let ifindex = f.ingress_ifindex();
     let Some(ifc) = iface_at(ifindex) else {
         return Err(Reason::PassOtherHost);
     };
@@ -31,7 +30,7 @@ pub fn accept<F: Frame>(f: &F) -> Result<u32, Reason> {
     if dmac != own {
         return Err(Reason::PassOtherHost);
     }
-    Ok(ifindex)
+    Ok(())
 }
 
 /// The record of the interface the frame arrived on, if the datapath knows it.
