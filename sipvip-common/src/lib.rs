@@ -736,7 +736,10 @@ pub struct FlowEntry {
     /// (user space bumps the generation when an interface changes), so a hit takes the
     /// place of the rule's interface lookup. Compared with the key, as the word after it.
     pub own_mac: [u8; 6],
-    pub _pad: u16,
+    /// The counters' cell (`FLOW_TRANSLATE`): the direction's row and the service's and
+    /// member's cell in it, `flow_cell`, an index into the VIP's `VipCells::cells` taken
+    /// flat (found once, where the rules decided).
+    pub cell: u16,
     /// The new address (`FLOW_TRANSLATE`).
     pub addr_be: u32,
     /// The egress device.
@@ -759,15 +762,12 @@ pub struct FlowEntry {
     /// The `Reason` counted.
     pub reason: u8,
     pub state: u8,
-    /// The counters' service and member slots (`FLOW_TRANSLATE`; anything from
-    /// `MAX_SERVICES` / `MAX_MEMBERS` up: none).
-    pub service: u8,
-    pub slot: u8,
-    /// 0: toward a member, 1: from a member.
-    pub dir: u8,
     /// `FLOW_STATE_REFRESH`: the flow's cached packets since its replies' conntrack entry
     /// was last made sure of (see `FLOW_REFRESH_EVERY`).
     pub unrefreshed: u8,
+    /// The member's slot (`FLOW_STATE_REFRESH`: its replies' conntrack entry names it).
+    pub slot: u8,
+    pub _pad: [u8; 2],
 }
 
 /// How often a member-opened flow's cached packets make sure of its replies' conntrack
@@ -791,17 +791,23 @@ pub struct FlowSlot {
     pub entry: FlowEntry,
 }
 
-/// A flow's slot in the flow cache before the mask: the key's words mixed, then Fibonacci
-/// hashing, so that flows differing only in source address or port spread over the slots.
+/// A flow's slot in the flow cache before the mask. The key's fields as they lie (network
+/// order, no byte swaps), in two 64-bit words: the addresses, and the ports, protocol and
+/// interface, multiplied to spread; their xor folded (`x ^ x >> 32`, so that the upper
+/// half, the destination's, reaches the low bits), multiplied again, and the product's
+/// upper half taken. On the datapath that is a handful of 64-bit operations and two
+/// multiplies, where mixing 32-bit words in host order took byte swaps and rotates (which
+/// BPF has no instruction for).
 #[inline(always)]
 pub const fn flow_slot(k: &FlowKey) -> u32 {
-    let ports = (k.sport_be as u32) | ((k.dport_be as u32) << 16);
-    let mixed = u32::from_be(k.src_be)
-        ^ u32::from_be(k.dst_be).rotate_left(16)
-        ^ ports.wrapping_mul(0x85eb_ca6b)
-        ^ k.ifindex.wrapping_mul(0xc2b2_ae35)
-        ^ (k.proto as u32);
-    mixed.wrapping_mul(0x9e37_79b1).rotate_left(16)
+    let addrs = k.src_be as u64 | (k.dst_be as u64) << 32;
+    let rest = k.sport_be as u64
+        | (k.dport_be as u64) << 16
+        | (k.proto as u64) << 32
+        | (k.ifindex as u64) << 40;
+    let mut x = addrs ^ rest.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 32;
+    (x.wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32) as u32
 }
 
 /// `SV_FLOWGEN_V2` slot of user space's generation in builds before `SV_FLOWCTL_V1` (a
@@ -869,6 +875,14 @@ pub const fn vip_cell(service: u32, slot: u32) -> usize {
         MAX_MEMBERS
     };
     s * (MAX_MEMBERS + 1) + m
+}
+
+/// A packet's counter cell in its VIP's `VipCells`, its rows taken flat: the direction's
+/// row (0 in, toward a member; 1 out, from a member) and the service's and member's cell
+/// in it (`vip_cell`).
+#[inline(always)]
+pub const fn flow_cell(out: bool, service: u32, slot: u32) -> usize {
+    (out as usize) * VIP_CELLS + vip_cell(service, slot)
 }
 
 /// Value of `SV_VSTATS_V2` (a per-CPU array indexed by `vip_id`): a VIP's traffic, one

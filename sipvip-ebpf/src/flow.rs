@@ -44,10 +44,9 @@
 //! packet), else the rules decide again.
 
 use sipvip_common::{
-    flow_slot, FlowControl, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD, FLOW_GEN_KERNEL,
-    FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_STATE_NONE,
-    FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, MAX_MEMBERS, MAX_SERVICES,
-    TRACE_SIDE_EXT,
+    flow_cell, flow_slot, FlowControl, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD,
+    FLOW_GEN_KERNEL, FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_STATE_NONE,
+    FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, MAX_MEMBERS, TRACE_SIDE_EXT,
 };
 
 use crate::{
@@ -300,13 +299,12 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
         Action::Forward => (FLOW_FORWARD, FLOW_SIDE_SRC, 0, 0),
         _ => return,
     };
-    let small = |v: u32, max: usize| if (v as usize) < max { v as u8 } else { u8::MAX };
     let [m0, m1, m2] = probe.own_mac.map(u16::to_ne_bytes);
     *e = FlowEntry {
         gen_user: probe.gen_user,
         gen_kernel: probe.gen_kernel,
         own_mac: [m0[0], m0[1], m1[0], m1[1], m2[0], m2[1]],
-        _pad: 0,
+        cell: flow_cell(d.account.dir == Dir::Out, d.account.service, d.account.slot) as u16,
         addr_be,
         ifindex: d.link.ifindex,
         vip_id: d.account.vip_id,
@@ -320,26 +318,31 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
         side,
         reason: d.reason as u8,
         state,
-        service: small(d.account.service, MAX_SERVICES),
-        slot: small(d.account.slot, MAX_MEMBERS),
-        dir: match d.account.dir {
-            Dir::In => 0,
-            Dir::Out => 1,
-        },
         unrefreshed: 0,
+        slot: if (d.account.slot as usize) < MAX_MEMBERS {
+            d.account.slot as u8
+        } else {
+            u8::MAX
+        },
+        _pad: [0; 2],
     };
     s.key = *k;
 }
 
 /// Invalidates every cached decision: the datapath recorded a pass-through flow (before
 /// this call), whose member's replies a cached SNAT decision would otherwise still
-/// translate. A plain increment: two CPUs bumping at once may both write the same value,
-/// but both wrote their flows before either read the generation, so a packet that reads
-/// the new one sees both flows; the generation only has to change after each.
+/// translate. An atomic add (BPF's `lock add`): with a load and a store, a CPU whose two
+/// steps straddled other CPUs' bumps could write back an older generation, under which
+/// entries decided before those bumps would count again.
 #[inline(always)]
 pub fn bump_kernel() {
     if let Some(g) = FLOW_GEN.get_ptr_mut(FLOW_GEN_KERNEL) {
-        // SAFETY: a u32 of a map value that only the datapath writes.
-        unsafe { core::ptr::write_volatile(g, core::ptr::read_volatile(g).wrapping_add(1)) };
+        // SAFETY: a u32 of a map value, aligned, that only the datapath writes. (The BPF
+        // target has no `AtomicU32`; the intrinsic is what it would call.)
+        unsafe {
+            core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                g, 1,
+            )
+        };
     }
 }

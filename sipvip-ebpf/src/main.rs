@@ -14,6 +14,9 @@
 //! decision, and has [`apply`] carry it out.
 #![no_std]
 #![no_main]
+// `core::intrinsics::atomic_xadd` (`flow::bump_kernel`): the BPF target has no atomic types.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod apply;
 mod csum;

@@ -1,7 +1,7 @@
 //! Per-CPU counters: one slot per reason, and packets/bytes per VIP, service and member
 //! (one cell per direction, service and member: `VipCells`).
 
-use sipvip_common::{vip_cell, Reason};
+use sipvip_common::{flow_cell, Reason};
 
 use crate::{
     maps::{REASONS, VIP_STATS},
@@ -22,16 +22,20 @@ pub fn bump(reason: Reason) {
 /// member's (`VipCells::add_to`).
 #[inline(always)]
 pub fn traffic(a: Account, bytes: u32) {
-    let Some(c) = VIP_STATS.get_ptr_mut(a.vip_id) else {
+    let c = flow_cell(a.dir == Dir::Out, a.service, a.slot);
+    cell(a.vip_id, c as u16, bytes);
+}
+
+/// Adds one packet of `bytes` to a VIP's cell `cell` (`flow_cell`: its rows taken flat),
+/// which a cached decision found once.
+#[inline(always)]
+pub fn cell(vip_id: u32, cell: u16, bytes: u32) {
+    let Some(c) = VIP_STATS.get_ptr_mut(vip_id) else {
         return;
     };
     // SAFETY: a per-CPU slot, written only by this CPU with preemption disabled.
     let c = unsafe { &mut *c };
-    let row = match a.dir {
-        Dir::In => &mut c.cells[0],
-        Dir::Out => &mut c.cells[1],
-    };
-    if let Some(cell) = row.get_mut(vip_cell(a.service, a.slot)) {
+    if let Some(cell) = c.cells.as_flattened_mut().get_mut(usize::from(cell)) {
         cell.packets += 1;
         cell.bytes += u64::from(bytes);
     }

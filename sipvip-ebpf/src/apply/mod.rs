@@ -27,7 +27,7 @@ use crate::{
         plain::{self, Plain},
         Ip,
     },
-    rules::{self, Account, Action, Decision, Dir, Link, Pending, Record},
+    rules::{self, Action, Decision, Link, Pending, Record},
 };
 
 /// Carries out a side's decision (or counts the reason it stopped for) and returns the
@@ -178,13 +178,7 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
         let csum_w = h.l4_csum_word();
         let c = Delta::from_raw(e.l4_delta).apply_l4(h.proto == IPPROTO_UDP, h.word(csum_w));
         h.set(csum_w, c);
-        let account = Account {
-            vip_id: e.vip_id,
-            dir: if e.dir == 0 { Dir::In } else { Dir::Out },
-            service: u32::from(e.service),
-            slot: u32::from(e.slot),
-        };
-        count::traffic(account, h.len);
+        count::cell(e.vip_id, e.cell, h.len);
     }
     h.set(plain::W_TTL, ttl_decremented::<u32>(h.word(plain::W_TTL)));
     h.set(
