@@ -85,7 +85,14 @@ fn word(start: *mut u16, i: usize) -> u16 {
 /// datagram, a datagram longer than the frame): the rules' path parses those.
 #[inline(always)]
 pub fn plain<F: Frame>(f: &F) -> Option<Plain> {
-    let start: *mut u16 = f.ptr_at::<[u16; UDP_BYTES / 2]>(0).ok()?.cast();
+    // One read of the frame's bounds: its start for every word, its length for the checks
+    // and the byte counters.
+    let (start, end) = f.bounds();
+    if start + UDP_BYTES > end {
+        return None;
+    }
+    let len = (end - start) as u32;
+    let start = start as *mut u16;
     let w = |i| word(start, i);
     if w(W_ETHERTYPE) != ETH_P_IP_BE || w(W_VER_IHL_TOS).to_ne_bytes()[0] != 0x45 {
         return None;
@@ -100,7 +107,6 @@ pub fn plain<F: Frame>(f: &F) -> Option<Plain> {
         IPPROTO_TCP => TCP_BYTES,
         _ => return None,
     };
-    let len = f.len();
     let tot_len = u16::from_be(w(W_TOT_LEN));
     // The L4 header inside the datagram (`packet::ports`), the datagram inside the frame
     // (`ipv4::parse`).
