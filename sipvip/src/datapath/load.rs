@@ -45,6 +45,11 @@ struct Layout {
 /// The entries of an array holding a block of `slots` for each possible CPU (the flow and
 /// next-hop caches: the datapath indexes them by the running CPU's number, below the
 /// possible CPUs' count). Loading checks that the flow cache's fit.
+/// The flow cache of the builds before `SV_FLOWS_V3` (a bench's baseline object) and its
+/// slot's size: this build only writes the slot mask it reads (`Datapath::flow_slots`).
+const LEGACY_FLOWS: &str = "SV_FLOWS_V2";
+const LEGACY_FLOW_SLOT_BYTES: usize = 72;
+
 fn cpu_blocks(slots: u32, cpus: u32) -> u32 {
     slots.saturating_mul(cpus)
 }
@@ -586,6 +591,13 @@ impl Datapath {
             flows: match get(map_names::FLOWS) {
                 Ok(m) => Some(typed(m)?),
                 Err(_) => None,
+            },
+            legacy_flow_entries: match (get(map_names::FLOWS), get(LEGACY_FLOWS)) {
+                (Err(_), Ok(m)) => {
+                    let a: aya::maps::Array<MapData, [u8; LEGACY_FLOW_SLOT_BYTES]> = typed(m)?;
+                    Some(a.len())
+                }
+                _ => None,
             },
             flow_gen: match get(map_names::FLOW_GEN) {
                 Ok(m) => Some(typed(m)?),

@@ -176,6 +176,9 @@ pub struct Datapath {
     trace: Option<TraceMaps>,
     /// The flow cache and its generations (None for an object from before it).
     flows: Option<Array<MapData, sipvip_common::FlowSlot>>,
+    /// The entries of an earlier build's flow cache (`SV_FLOWS_V2`, a bench's baseline
+    /// object), whose slot mask user space still writes; None in this build's object.
+    legacy_flow_entries: Option<u32>,
     flow_gen: Option<Array<MapData, u32>>,
     /// What the lane reads (`SV_FLOWCTL_V1`); None in an earlier build's object.
     flow_ctl: Option<Array<MapData, sipvip_common::FlowControl>>,

@@ -105,14 +105,22 @@ impl Datapath {
         Ok(Some((user, g(sipvip_common::FLOW_GEN_KERNEL)?)))
     }
 
-    /// The flow cache's slots per CPU (None without this build's cache): each possible
-    /// CPU has a block of them.
+    /// The flow cache's slots per CPU (None without a flow cache): each possible CPU has
+    /// a block of them. An earlier build's cache (a bench's baseline object) keeps the
+    /// size its object gave it, whose blocks are the largest power of two that fits.
     pub(super) fn flow_slots(&self) -> Result<Option<u32>> {
-        let Some(flows) = &self.flows else {
-            return Ok(None);
+        let entries = match (&self.flows, self.legacy_flow_entries) {
+            (Some(flows), _) => flows.len(),
+            (None, Some(entries)) => entries,
+            (None, None) => return Ok(None),
         };
         let cpus = super::load::possible_cpus()?;
-        Ok(Some((flows.len() / cpus.max(1)).max(1)))
+        let slots = (entries / cpus.max(1)).max(1);
+        Ok(Some(if self.flows.is_some() {
+            slots
+        } else {
+            1 << slots.ilog2()
+        }))
     }
 
     /// The flow cache's entries of the current generations (what later packets take), of
