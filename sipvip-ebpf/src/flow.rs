@@ -90,10 +90,10 @@ pub enum Lane {
 /// The flow cache's lane, in front of everything an XDP program does to a frame on `side`
 /// (an XDP frame that arrived on `ifindex`; `entry` never calls it for a routed one), the
 /// L2 acceptance rule too (a hit's frame is addressed to the MAC the entry's first packet
-/// was, which passed the rule: see [`holds`]): a plain frame (`packet::plain`: untagged IPv4 without
-/// options, TCP or UDP, not a fragment, its L4 header whole) is parsed in a few loads and
-/// looked up in the cache: a flow's slot on the internal side, a service's on the external
-/// side (steering decides by the destination alone, so every phone's packets to a service
+/// was, which passed the rule: see [`holds`]): a plain frame (`packet::plain`: untagged
+/// IPv4 without options, TCP or UDP, not a fragment, its L4 header whole) is parsed in a
+/// few loads and looked up in the cache: a flow's slot on the internal side, a service's
+/// on the external side (steering decides by the destination alone, so every phone's packets to a service
 /// share one entry, whatever the source: see [`service_key`]). A hit is carried out by
 /// `apply::cached` before the rules' parse, screens and rules run; a miss leaves the probe
 /// for `remember`. What the rules' path checks before a decision is checked here too: a
