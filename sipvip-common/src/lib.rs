@@ -765,9 +765,7 @@ pub struct FlowEntry {
     /// `FLOW_STATE_REFRESH`: the flow's cached packets since its replies' conntrack entry
     /// was last made sure of (see `FLOW_REFRESH_EVERY`).
     pub unrefreshed: u8,
-    /// The member's slot (`FLOW_STATE_REFRESH`: its replies' conntrack entry names it).
-    pub slot: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
 }
 
 /// How often a member-opened flow's cached packets make sure of its replies' conntrack
@@ -883,6 +881,12 @@ pub const fn vip_cell(service: u32, slot: u32) -> usize {
 #[inline(always)]
 pub const fn flow_cell(out: bool, service: u32, slot: u32) -> usize {
     (out as usize) * VIP_CELLS + vip_cell(service, slot)
+}
+
+/// The member slot of a `flow_cell` (`MAX_MEMBERS`: none).
+#[inline(always)]
+pub const fn cell_member(cell: usize) -> usize {
+    cell % VIP_CELLS % (MAX_MEMBERS + 1)
 }
 
 /// Value of `SV_VSTATS_V2` (a per-CPU array indexed by `vip_id`): a VIP's traffic, one
@@ -1305,6 +1309,20 @@ mod vip_cell_tests {
 
     /// Every pair of a service slot (or none) and a member slot (or none) has its own
     /// cell, and a cell's traffic is summed into the VIP, its service and its member only.
+    #[test]
+    fn a_flow_cell_names_its_member_slot() {
+        for out in [false, true] {
+            for service in 0..=MAX_SERVICES as u32 {
+                for member in 0..MAX_MEMBERS as u32 {
+                    let cell = flow_cell(out, service, member);
+                    assert!(cell < 2 * VIP_CELLS);
+                    assert_eq!(cell_member(cell), member as usize);
+                }
+                assert_eq!(cell_member(flow_cell(out, service, 0xff)), MAX_MEMBERS);
+            }
+        }
+    }
+
     #[test]
     fn each_cell_counts_once_toward_its_vip_service_and_member() {
         let slots = |max: usize| (0..max as u32).chain([max as u32, 0xff, u32::MAX]);

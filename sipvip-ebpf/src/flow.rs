@@ -46,7 +46,7 @@
 use sipvip_common::{
     flow_cell, flow_slot, FlowControl, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD,
     FLOW_GEN_KERNEL, FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_STATE_NONE,
-    FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, MAX_MEMBERS, TRACE_SIDE_EXT,
+    FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, TRACE_SIDE_EXT,
 };
 
 use crate::{
@@ -319,12 +319,7 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
         reason: d.reason as u8,
         state,
         unrefreshed: 0,
-        slot: if (d.account.slot as usize) < MAX_MEMBERS {
-            d.account.slot as u8
-        } else {
-            u8::MAX
-        },
-        _pad: [0; 2],
+        _pad: [0; 3],
     };
     s.key = *k;
 }

@@ -1754,11 +1754,16 @@ fn the_flow_cache_never_outlives_a_change() {
         SIP,
     )
     .build();
+    // A member's frame sent twice (the second answered by the entry the first left, if it
+    // may be kept): each leaves redirected from `want`.
+    let twice = |net: &FixtureNet, frame: &[u8], want: Ipv4Addr, what: &str| {
+        for n in 0..2 {
+            let (v, out) = run(net, "sipvip_int", frame);
+            assert_eq!((v, src(&out)), (XDP_REDIRECT, want), "{what}, packet {n}");
+        }
+    };
     let original = net.spec.clone();
-    for _ in 0..2 {
-        let (v, out) = run(&net, "sipvip_int", &tserver);
-        assert_eq!((v, src(&out)), (XDP_REDIRECT, PRIMARY), "pass-through port");
-    }
+    twice(&net, &tserver, PRIMARY, "pass-through port");
     let live = net.dp.cached_flows().expect("flow cache").0;
     assert!(
         live.iter()
@@ -1770,31 +1775,14 @@ fn the_flow_cache_never_outlives_a_change() {
         m.passthrough_ports.clear();
     }
     net.dp.install_vip(&net.spec).expect("no pass-through port");
-    for _ in 0..2 {
-        let (v, out) = run(&net, "sipvip_int", &tserver);
-        assert_eq!(
-            (v, src(&out)),
-            (XDP_REDIRECT, VIP),
-            "no longer a pass-through port"
-        );
-    }
+    twice(&net, &tserver, VIP, "no longer a pass-through port");
     net.spec = original.clone();
     net.dp
         .install_vip(&net.spec)
         .expect("pass-through port back");
-    for _ in 0..2 {
-        let (v, out) = run(&net, "sipvip_int", &tserver);
-        assert_eq!(
-            (v, src(&out)),
-            (XDP_REDIRECT, PRIMARY),
-            "a pass-through port again"
-        );
-    }
+    twice(&net, &tserver, PRIMARY, "a pass-through port again");
     let fresh = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40002), (PHONE, 5070), SIP).build();
-    for _ in 0..2 {
-        let (v, out) = run(&net, "sipvip_int", &fresh);
-        assert_eq!((v, src(&out)), (XDP_REDIRECT, VIP));
-    }
+    twice(&net, &fresh, VIP, "a new member-opened flow");
     net.spec.snat = false;
     net.dp.install_vip(&net.spec).expect("SNAT off");
     for frame in [&fresh, &tserver, &fresh] {
@@ -1803,10 +1791,7 @@ fn the_flow_cache_never_outlives_a_change() {
     }
     net.spec = original;
     net.dp.install_vip(&net.spec).expect("SNAT on");
-    for _ in 0..2 {
-        let (v, out) = run(&net, "sipvip_int", &fresh);
-        assert_eq!((v, src(&out)), (XDP_REDIRECT, VIP), "SNAT on again");
-    }
+    twice(&net, &fresh, VIP, "SNAT on again");
 }
 
 /// The flow cache is direct-mapped per CPU: with one slot, every flow takes it from the

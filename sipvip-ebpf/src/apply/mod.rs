@@ -9,8 +9,8 @@ pub(crate) mod csum;
 mod mem;
 
 use sipvip_common::{
-    CtKey, CtValue, Disposition, FlowEntry, FlowKey, Reason, CT_PASSTHROUGH, FLOW_SIDE_SRC,
-    FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, IPPROTO_UDP,
+    cell_member, CtKey, CtValue, Disposition, FlowEntry, FlowKey, Reason, CT_PASSTHROUGH,
+    FLOW_SIDE_SRC, FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, IPPROTO_UDP,
 };
 
 pub(crate) use self::mem::{store, store_addr};
@@ -155,7 +155,8 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
         };
         let member = CtValue {
             member_be: k.src_be,
-            slot: u32::from(e.slot),
+            // The member's slot, from its counter cell.
+            slot: cell_member(usize::from(e.cell)) as u32,
         };
         match u32::flow(&key) {
             Some(v) if v.member_be == member.member_be && v.slot == member.slot => {}

@@ -73,18 +73,12 @@ pub fn error_source6<F: Frame>(f: &F, fallback: Ipv6Be) -> Ipv6Be {
 /// Martian addresses are dropped, and broadcast or multicast destinations passed untouched.
 #[inline(always)]
 pub fn screen(p: &Ipv4) -> Result<(), Reason> {
-    screen_addrs(p.src_be, p.dst_be)
-}
-
-/// The IPv4 address screen of a source and destination (network order).
-#[inline(always)]
-pub fn screen_addrs(src_be: u32, dst_be: u32) -> Result<(), Reason> {
-    screen_src(src_be)?;
-    let d = dst_be.to_ne_bytes();
+    screen_src(p.src_be)?;
+    let d = p.dst_be.to_ne_bytes();
     if d[0] == 0 || d[0] == 127 {
         return Err(Reason::DropMartian);
     }
-    if (224..240).contains(&d[0]) || dst_be == u32::MAX {
+    if (224..240).contains(&d[0]) || p.dst_be == u32::MAX {
         return Err(Reason::PassBroadcast);
     }
     Ok(())
