@@ -1879,7 +1879,7 @@ fn a_cached_flow_puts_back_its_replies_conntrack_entry_within_32_packets() {
     };
     // The first packet (the rules) records the entry and leaves the flow cached.
     send();
-    let (key, _) = reply_entry().expect("the replies' entry");
+    let (key, written) = reply_entry().expect("the replies' entry");
     send();
     let deleted = delete_conntrack_entry(&key);
     assert!(deleted >= 1, "the entry was in a loaded conntrack map");
@@ -1893,6 +1893,11 @@ fn a_cached_flow_puts_back_its_replies_conntrack_entry_within_32_packets() {
         }
     }
     let n = back_after.expect("the entry is back within FLOW_REFRESH_EVERY packets");
+    assert_eq!(
+        reply_entry().map(|(_, v)| v),
+        Some(written),
+        "the cached path puts back the entry the rules wrote (the member and its slot)"
+    );
     assert!(
         n > 1,
         "cached packets do not look the entry up every time (back after {n})"
