@@ -40,7 +40,7 @@ pub mod map_names {
     pub const FRAGS: &str = "SV_FRAGS_V2";
     pub const EXCLUSIONS: &str = "SV_EXCL_V1";
     pub const DEVMAP: &str = "SV_DEVMAP_V1";
-    pub const VIP_STATS: &str = "SV_VSTATS_V2";
+    pub const VIP_STATS: &str = "SV_VSTATS_V3";
     pub const REASONS: &str = "SV_REASONS_V1";
     pub const NEXTHOPS: &str = "SV_NEXTHOP_V2";
     pub const NEXTHOP_GEN: &str = "SV_NHGEN_V1";
@@ -200,7 +200,7 @@ pub struct Service {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipRecord<A = u32> {
-    /// Index into `SV_VSTATS_V1`.
+    /// Index into `SV_VSTATS_V3`.
     pub vip_id: u32,
     /// Physical address of the active member; 0 when no member is active (traffic dropped).
     pub active_be: A,
@@ -889,21 +889,26 @@ pub const fn cell_member(cell: usize) -> usize {
     cell % VIP_CELLS % (MAX_MEMBERS + 1)
 }
 
-/// Value of `SV_VSTATS_V2` (a per-CPU array indexed by `vip_id`): a VIP's traffic, one
+/// Value of `SV_VSTATS_V3` (a per-CPU array indexed by `vip_id`): a VIP's traffic, one
 /// packet and byte counter per direction, service and member (`cells[0]` in, toward the
-/// members; `cells[1]` out, from them), so that a packet updates one counter; user space
-/// sums the cells into a VIP's, its services' and its members' counters
-/// ([`VipCells::add_to`]).
+/// members; `cells[1]` out, from them), and the reasons of the packets counted in them
+/// (`reasons`, by `Reason as u8`), so that a packet the datapath translates updates one
+/// value, found in one lookup, for its traffic and its reason (a packet counted in no cell
+/// counts its reason in `SV_REASONS_V1`). User space sums the cells into a VIP's, its
+/// services' and its members' counters ([`VipCells::add_to`]) and adds `reasons` to the
+/// datapath's reason counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipCells {
     pub cells: [[Counter; VIP_CELLS]; 2],
+    pub reasons: [u64; REASON_SLOTS as usize],
 }
 
 impl Default for VipCells {
     fn default() -> Self {
         Self {
             cells: [[Counter::default(); VIP_CELLS]; 2],
+            reasons: [0; REASON_SLOTS as usize],
         }
     }
 }
@@ -1100,8 +1105,15 @@ reasons! {
 /// How many IPv6 extension headers the datapath walks before it leaves a packet to the kernel.
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 
-/// Size of `SV_REASONS_V1`.
+/// Size of `SV_REASONS_V1`, and of `VipCells::reasons`.
 pub const REASON_SLOTS: u32 = 48;
+const _: () = {
+    let mut i = 0;
+    while i < Reason::ALL.len() {
+        assert!((Reason::ALL[i] as u32) < REASON_SLOTS);
+        i += 1;
+    }
+};
 
 /// Layouts of the benchmark-only programs (sipvip-ebpf/src/bench.rs).
 pub mod bench {
@@ -1253,7 +1265,8 @@ const _: () = assert!(core::mem::size_of::<NextHop<Ipv6Be>>() == 44);
 const _: () = assert!(core::mem::size_of::<CtValue<Ipv6Be>>() == 20);
 const _: () =
     assert!(core::mem::size_of::<VipCounters>() == 16 * (2 + 2 * MAX_SERVICES + 2 * MAX_MEMBERS));
-const _: () = assert!(core::mem::size_of::<VipCells>() == 16 * 2 * VIP_CELLS);
+const _: () =
+    assert!(core::mem::size_of::<VipCells>() == 16 * 2 * VIP_CELLS + 8 * REASON_SLOTS as usize);
 
 #[cfg(test)]
 mod nexthop_tests {

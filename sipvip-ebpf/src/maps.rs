@@ -49,7 +49,7 @@ pub static EXCLUSIONS: LpmTrie<ExclusionAddr, u8> =
 pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(default_sizes::DEVMAP, 0);
 
 /// VIP id -> its traffic, one cell per direction, service and member (`VipCells`).
-#[map(name = "SV_VSTATS_V2")]
+#[map(name = "SV_VSTATS_V3")]
 pub static VIP_STATS: PerCpuArray<VipCells> = PerCpuArray::with_max_entries(default_sizes::VIPS, 0);
 
 #[map(name = "SV_REASONS_V1")]

@@ -27,7 +27,7 @@ use crate::{
         plain::{self, Plain},
         Ip,
     },
-    rules::{self, Action, Decision, Link, Pending, Record},
+    rules::{self, Account, Action, Decision, Link, Pending, Record},
 };
 
 /// Carries out a side's decision (or counts the reason it stopped for) and returns the
@@ -58,10 +58,34 @@ pub fn stopped<F: Frame>(f: &F, reason: Reason) -> (u32, Reason) {
 /// Counts `reason` and gives its verdict: to the kernel as the packet is now, or dropped.
 #[inline(always)]
 fn stop(reason: Reason) -> Verdict {
-    count::bump(reason);
+    stop_counted(reason, Tally::Reason)
+}
+
+/// [`stop`], the reason counted as `tally` says.
+#[inline(always)]
+fn stop_counted(reason: Reason, tally: Tally) -> Verdict {
+    tally.count(reason);
     match reason.disposition() {
         Disposition::Drop => Verdict::Drop,
         Disposition::Pass | Disposition::Handled => Verdict::Pass,
+    }
+}
+
+/// Where a packet's reason is counted: alone (`SV_REASONS_V1`), or with the packet's
+/// traffic in its VIP's cell (`count::traffic`: one lookup for both).
+#[derive(Clone, Copy)]
+enum Tally {
+    Reason,
+    Traffic(Account, u32),
+}
+
+impl Tally {
+    #[inline(always)]
+    fn count(self, reason: Reason) {
+        match self {
+            Tally::Reason => count::bump(reason),
+            Tally::Traffic(a, bytes) => count::traffic(a, bytes, reason as u8),
+        }
     }
 }
 
@@ -87,23 +111,24 @@ fn apply<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: Decision<A>) -> Result<Verdic
                 A::rewrite_quote(f, p, q)?;
             }
             let ip = csum::rewrite(f, p, d.rewrite)?;
-            count::traffic(d.account, p.len);
+            // Its traffic and its reason, counted together once it has gone out.
+            let tally = Tally::Traffic(d.account, p.len);
             if send_to {
-                send(f, p, d.link, ip, d.reason)
+                send(f, p, d.link, ip, d.reason, tally)
             } else if d.link_due {
-                to_kernel(f, p, ip, Reason::PassFib)
+                to_kernel(f, p, ip, Reason::PassFib, tally)
             } else {
-                to_kernel(f, p, ip, d.reason)
+                to_kernel(f, p, ip, d.reason, tally)
             }
         }
         Action::Forward => {
             if !f.redirect(d.link.ifindex) {
                 return Ok(stop(Reason::PassFib));
             }
-            send(f, p, d.link, Delta::new(), d.reason)
+            send(f, p, d.link, Delta::new(), d.reason, Tally::Reason)
         }
         Action::HandOver => {
-            send(f, p, d.link, Delta::new(), d.reason)?;
+            send(f, p, d.link, Delta::new(), d.reason, Tally::Reason)?;
             Ok(Verdict::Bounce)
         }
         Action::EchoReply => {
@@ -128,7 +153,6 @@ fn apply<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: Decision<A>) -> Result<Verdic
 /// anything was written.
 #[inline(always)]
 pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Option<(u32, Reason)> {
-    let reason = crate::flow::reason(e.reason)?;
     if h.ttl <= 1 || h.tot_len > e.max_len {
         return None;
     }
@@ -179,7 +203,6 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
         let csum_w = h.l4_csum_word();
         let c = Delta::from_raw(e.l4_delta).apply_l4(h.proto == IPPROTO_UDP, h.word(csum_w));
         h.set(csum_w, c);
-        count::cell(e.vip_id, e.cell, h.len);
     }
     h.set(plain::W_TTL, ttl_decremented::<u32>(h.word(plain::W_TTL)));
     h.set(
@@ -189,8 +212,18 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
     for (i, w) in mac_words(e.dmac, e.smac).into_iter().enumerate() {
         h.set(i, w);
     }
-    count::bump(reason);
-    Some((f.verdict(Verdict::Redirect), reason))
+    // The entry's reason is one `remember` checked (`flow::reason`): counted as stored (with
+    // a translated packet's traffic, in its VIP's cell, as the rules' path counts them), and
+    // named only for the debug log (a release build drops the lookup).
+    if e.action == FLOW_TRANSLATE {
+        count::cell(e.vip_id, e.cell, h.len, e.reason);
+    } else {
+        count::bump_slot(e.reason);
+    }
+    Some((
+        f.verdict(Verdict::Redirect),
+        crate::flow::reason(e.reason).unwrap_or(Reason::Steered),
+    ))
 }
 
 /// The family's header word that holds the TTL (hop limit), as loaded, with the TTL one
@@ -251,18 +284,19 @@ fn to_kernel<F: Frame, A: Family>(
     p: &Ip<A>,
     ip: Delta,
     reason: Reason,
+    tally: Tally,
 ) -> Result<Verdict, Reason> {
     if A::HEADER_CSUM {
         let e = |_| Reason::DropMalformedIp;
         let c: u16 = f.load(p.l3 + IP_CSUM).map_err(e)?;
         store(f, p.l3 + IP_CSUM, ip.apply(c)).map_err(e)?;
     }
-    Ok(stop(reason))
+    Ok(stop_counted(reason, tally))
 }
 
 /// Sends the (possibly rewritten) packet to its link, whose redirect was asked for: the
 /// TTL (hop limit) decremented, the IPv4 header checksum written once (the rewrite's delta
-/// `ip` and the TTL's together), the MACs set, counted as `handled`.
+/// `ip` and the TTL's together), the MACs set, counted as `handled` (as `tally` says).
 #[inline(always)]
 fn send<F: Frame, A: Family>(
     f: &F,
@@ -270,6 +304,7 @@ fn send<F: Frame, A: Family>(
     link: Link,
     ip: Delta,
     handled: Reason,
+    tally: Tally,
 ) -> Result<Verdict, Reason> {
     let e = |_| Reason::DropMalformedIp;
     let l3 = p.l3;
@@ -286,6 +321,6 @@ fn send<F: Frame, A: Family>(
         store(f, l3 + A::TTL_WORD, ttl_decremented::<A>(ttl_word)).map_err(e)?;
     }
     store_macs(f, link.dmac, link.smac).map_err(e)?;
-    count::bump(handled);
+    tally.count(handled);
     Ok(Verdict::Redirect)
 }

@@ -558,7 +558,7 @@ impl Datapath {
             frags: typed(get(map_names::FRAGS)?)?,
             exclusions: typed(get(map_names::EXCLUSIONS)?)?,
             devmap: typed(get(map_names::DEVMAP)?)?,
-            // None only in an earlier build's object (`SV_VSTATS_V1`), a bench's baseline.
+            // None only in an earlier build's object (`SV_VSTATS_V1`, `_V2`), a bench's baseline.
             vip_stats: match get(map_names::VIP_STATS) {
                 Ok(m) => Some(typed(m)?),
                 Err(_) => None,

@@ -179,21 +179,37 @@ impl Datapath {
             .map_err(map_err(map_names::FRAGS))
     }
 
-    /// Per-reason counters summed over CPUs (only reasons with a non-zero count).
+    /// Per-reason counters summed over CPUs (only reasons with a non-zero count): a reason's
+    /// own slot, and the VIPs' counts of it with the traffic they counted in a cell
+    /// (`VipCells::reasons`).
     pub fn reasons(&self) -> Result<BTreeMap<&'static str, u64>> {
-        let mut out = BTreeMap::new();
+        let mut slots = [0u64; sipvip_common::REASON_SLOTS as usize];
         for r in Reason::ALL {
-            let v: u64 = self
+            slots[*r as usize] = self
                 .reasons
                 .get(&(*r as u32), 0)
                 .map_err(map_err(map_names::REASONS))?
                 .iter()
                 .sum();
-            if v != 0 {
-                out.insert(r.label(), v);
+        }
+        if let Some(stats) = &self.vip_stats {
+            for vip_id in 0..stats.len() {
+                for c in stats
+                    .get(&vip_id, 0)
+                    .map_err(map_err(map_names::VIP_STATS))?
+                    .iter()
+                {
+                    for (s, v) in slots.iter_mut().zip(c.reasons) {
+                        *s += v;
+                    }
+                }
             }
         }
-        Ok(out)
+        Ok(Reason::ALL
+            .iter()
+            .filter(|r| slots[**r as usize] != 0)
+            .map(|r| (r.label(), slots[*r as usize]))
+            .collect())
     }
 
     /// A VIP's traffic counters: its cells summed over CPUs, and into the VIP's, the
