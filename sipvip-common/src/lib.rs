@@ -96,11 +96,14 @@ pub mod map_names {
     pub const FLOWS: &str = "SV_FLOWS_V3";
     pub const FLOW_GEN: &str = "SV_FLOWGEN_V2";
     pub const FLOW_CTL: &str = "SV_FLOWCTL_V1";
+    /// The flow cache's redirect targets: an array devmap indexed by `iface_slot`, which
+    /// `add_egress` fills beside `DEVMAP` (a devmap hash keyed by ifindex, the rules' path's).
+    pub const DEVMAP_SLOTS: &str = "SV_DEVSLOT_V1";
     /// The generations of builds before the per-CPU flow cache (two slots; their cache was
     /// an LRU hash, `SV_FLOWS_V1`): the bench drives such builds as baselines.
     pub const FLOW_GEN_V1: &str = "SV_FLOWGEN_V1";
     /// Every map, in a fixed order (for pinning and layout checks).
-    pub const ALL: [&str; 40] = [
+    pub const ALL: [&str; 41] = [
         VIPS,
         VIP_INDEX,
         MEMBERS,
@@ -141,6 +144,7 @@ pub mod map_names {
         FLOWS,
         FLOW_GEN,
         FLOW_CTL,
+        DEVMAP_SLOTS,
     ];
 }
 

@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, DevMap, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use sipvip_common::{
     default_sizes, fold6, index_slot, vip_index_slot, AddrSlot, CtKey, CtValue, ExclusionAddr,
@@ -47,6 +47,14 @@ pub static EXCLUSIONS: LpmTrie<ExclusionAddr, u8> =
 /// Egress ifindex -> device, for XDP_REDIRECT.
 #[map(name = "SV_DEVMAP_V1")]
 pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(default_sizes::DEVMAP, 0);
+
+/// The flow cache's redirect targets, indexed by `iface_slot(ifindex)` (an array devmap's
+/// lookup is an index, the hash's a bucket walk). User space fills a slot with the
+/// interface `SV_IFACES_V1`'s slot holds, and starts a new flow cache generation before it
+/// points a slot at another interface, so an entry (decided under the generation) always
+/// finds its own interface there, or none.
+#[map(name = "SV_DEVSLOT_V1")]
+pub static DEVMAP_SLOTS: DevMap = DevMap::with_max_entries(IFACE_SLOTS, 0);
 
 /// VIP id -> its traffic, one cell per direction, service and member (`VipCells`).
 #[map(name = "SV_VSTATS_V3")]

@@ -168,7 +168,7 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
     if e.state == FLOW_STATE_REQUIRE && u32::flow(&ct(CT_PASSTHROUGH)).is_none() {
         return None;
     }
-    if !f.redirect(e.ifindex) {
+    if !f.redirect_cached(e.ifindex) {
         return None;
     }
     if e.state == FLOW_STATE_REFRESH && refresh_due(e) {

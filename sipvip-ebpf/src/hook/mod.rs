@@ -55,6 +55,10 @@ pub trait Frame {
     fn trace(&self);
     /// Asks for the packet to go out of `ifindex`; takes effect with `Verdict::Redirect`.
     fn redirect(&self, ifindex: u32) -> bool;
+    /// The same for a flow cache entry's interface, through the devmap indexed by its slot
+    /// (`SV_DEVSLOT_V1`), which holds the entry's interface or none while the entry's
+    /// generation is current.
+    fn redirect_cached(&self, ifindex: u32) -> bool;
     /// The program's return code for a verdict.
     fn verdict(&self, v: Verdict) -> u32;
 

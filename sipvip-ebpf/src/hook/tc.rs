@@ -118,6 +118,11 @@ impl Frame for TcEgress {
     }
 
     #[inline(always)]
+    fn redirect_cached(&self, _ifindex: u32) -> bool {
+        false
+    }
+
+    #[inline(always)]
     fn verdict(&self, v: Verdict) -> u32 {
         match v {
             Verdict::Drop => TC_ACT_SHOT as u32,

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 
 use super::{Frame, Verdict};
-use crate::maps::DEVMAP;
+use crate::maps::{DEVMAP, DEVMAP_SLOTS};
 
 pub struct Xdp(pub XdpContext);
 
@@ -71,6 +71,13 @@ impl Frame for Xdp {
     #[inline(always)]
     fn redirect(&self, ifindex: u32) -> bool {
         DEVMAP.redirect(ifindex, 0).is_ok()
+    }
+
+    #[inline(always)]
+    fn redirect_cached(&self, ifindex: u32) -> bool {
+        DEVMAP_SLOTS
+            .redirect(sipvip_common::iface_slot(ifindex), 0)
+            .is_ok()
     }
 
     #[inline(always)]

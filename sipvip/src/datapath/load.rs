@@ -27,6 +27,7 @@ const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+const BPF_MAP_TYPE_DEVMAP: u32 = 14;
 const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
 const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 
@@ -85,7 +86,7 @@ pub(super) fn possible_cpus() -> Result<u32> {
 
 /// Every map of the datapath, declared once: what loading sizes, what adoption checks.
 /// `cpus`: the possible CPUs' count.
-fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 40] {
+fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 41] {
     let nexthop_entries = cpu_blocks(sipvip_common::NEXTHOP_SLOTS, cpus);
     let l = |name, ty, key, value, max_entries, sized| Layout {
         name,
@@ -278,6 +279,14 @@ fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 40] {
             4,
             size_of::<sipvip_common::FlowControl>(),
             1,
+            false,
+        ),
+        l(
+            map_names::DEVMAP_SLOTS,
+            BPF_MAP_TYPE_DEVMAP,
+            4,
+            0,
+            sipvip_common::IFACE_SLOTS,
             false,
         ),
         // Kernel-private scratch: its value layout belongs to the kernel crate (0: not
@@ -604,6 +613,11 @@ impl Datapath {
                 Err(_) => None,
             },
             flow_ctl: match get(map_names::FLOW_CTL) {
+                Ok(m) => Some(typed(m)?),
+                Err(_) => None,
+            },
+            // None only in an earlier build's object, a bench's baseline.
+            devmap_slots: match get(map_names::DEVMAP_SLOTS) {
                 Ok(m) => Some(typed(m)?),
                 Err(_) => None,
             },

@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray},
+    maps::{Array, DevMap, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::Xdp,
     Ebpf,
 };
@@ -182,6 +182,8 @@ pub struct Datapath {
     flow_gen: Option<Array<MapData, u32>>,
     /// What the lane reads (`SV_FLOWCTL_V1`); None in an earlier build's object.
     flow_ctl: Option<Array<MapData, sipvip_common::FlowControl>>,
+    /// The flow cache's redirect targets (`SV_DEVSLOT_V1`), by interface slot.
+    devmap_slots: Option<DevMap<MapData>>,
     /// Whether the flow cache is to run (`forwarding.flow_cache`); it runs only while the
     /// next-hop cache does (`nexthops_on`), whose answers its entries hold.
     flow_cache: bool,

@@ -16,11 +16,6 @@ impl Datapath {
     /// Call it again after the interface's MAC or address changes.
     pub fn add_egress(&mut self, ifindex: u32) -> Result<()> {
         let err = |what: String| DatapathError::Egress { ifindex, what };
-        self.devmap
-            .insert(ifindex, ifindex, None, 0)
-            .map_err(|e| err(e.to_string()))?;
-        let (mac, addr, addr6) =
-            crate::netif::mac_and_addresses(ifindex).map_err(|e| err(e.to_string()))?;
         let slot = sipvip_common::iface_slot(ifindex);
         let held = self
             .ifaces
@@ -35,6 +30,22 @@ impl Datapath {
                 held.ifindex,
                 sipvip_common::IFACE_SLOTS
             )));
+        }
+        self.devmap
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| err(e.to_string()))?;
+        let (mac, addr, addr6) =
+            crate::netif::mac_and_addresses(ifindex).map_err(|e| err(e.to_string()))?;
+        if self.devmap_slots.is_some() {
+            // A slot taken over from a gone interface: the flow cache's entries that send
+            // there are the old interface's, and go before the slot names the new one.
+            if held.ifindex != ifindex {
+                self.flows_changed()?;
+            }
+            if let Some(m) = &mut self.devmap_slots {
+                m.set(slot, ifindex, None, 0)
+                    .map_err(|e| err(e.to_string()))?;
+            }
         }
         let rec = Iface {
             mac,
