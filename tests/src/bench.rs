@@ -306,7 +306,7 @@ pub struct Cost {
     /// than the median, which moves in the steps that whole nanoseconds make (the kernel
     /// times a run in them: 3% at 30 ns), as the rounds' noise spreads each path's figure
     /// over neighbouring nanoseconds.
-    pub vs_baseline_mean: Option<f64>,
+    pub vs_baseline_trimmed_mean: Option<f64>,
     /// The same median within each load of the programs (`--cost-loads`): how far apart
     /// loads land tells how much of `vs_baseline` is placement.
     pub vs_baseline_per_load: Vec<f64>,

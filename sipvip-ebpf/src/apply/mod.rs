@@ -188,6 +188,9 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
         }
     }
     // Nothing fails from here: the frame's headers were checked whole (`packet::plain`).
+    // The entry's reason is one `remember` checked (`flow::reason`): counted as stored, with
+    // a translated packet's traffic in its VIP's cell (as the rules' path counts them), and
+    // named only for the debug log (a release build drops the lookup).
     if e.action == FLOW_TRANSLATE {
         let (addr_w, port_w, old_port) = if e.side == FLOW_SIDE_SRC {
             (plain::W_SRC, plain::W_SPORT, k.sport_be)
@@ -203,6 +206,9 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
         let csum_w = h.l4_csum_word();
         let c = Delta::from_raw(e.l4_delta).apply_l4(h.proto == IPPROTO_UDP, h.word(csum_w));
         h.set(csum_w, c);
+        count::cell(e.vip_id, e.cell, h.len, e.reason);
+    } else {
+        count::bump_slot(e.reason);
     }
     h.set(plain::W_TTL, ttl_decremented::<u32>(h.word(plain::W_TTL)));
     h.set(
@@ -211,14 +217,6 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
     );
     for (i, w) in mac_words(e.dmac, e.smac).into_iter().enumerate() {
         h.set(i, w);
-    }
-    // The entry's reason is one `remember` checked (`flow::reason`): counted as stored (with
-    // a translated packet's traffic, in its VIP's cell, as the rules' path counts them), and
-    // named only for the debug log (a release build drops the lookup).
-    if e.action == FLOW_TRANSLATE {
-        count::cell(e.vip_id, e.cell, h.len, e.reason);
-    } else {
-        count::bump_slot(e.reason);
     }
     Some((
         f.verdict(Verdict::Redirect),

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use sipvip_common::{
     ipv6_be, map_names, CtKey, CtValue, FragKey, FragKey6, FragValue, Iface, Ipv6Be, Reason,
-    VipCounters, VipRecord,
+    VipCells, VipCounters, VipRecord,
 };
 
 use super::{be32, map_err, Datapath, DatapathError, Result};
@@ -194,11 +194,7 @@ impl Datapath {
         }
         if let Some(stats) = &self.vip_stats {
             for vip_id in 0..stats.len() {
-                for c in stats
-                    .get(&vip_id, 0)
-                    .map_err(map_err(map_names::VIP_STATS))?
-                    .iter()
-                {
+                for c in self.vip_cells(vip_id)?.iter() {
                     for (s, v) in slots.iter_mut().zip(c.reasons) {
                         *s += v;
                     }
@@ -216,18 +212,19 @@ impl Datapath {
     /// services' and the members' counters.
     pub fn vip_counters(&self, vip_id: u32) -> Result<VipCounters> {
         let mut total = VipCounters::default();
-        let stats = self
-            .vip_stats
-            .as_ref()
-            .ok_or(DatapathError::MissingMap(map_names::VIP_STATS))?;
-        for c in stats
-            .get(&vip_id, 0)
-            .map_err(map_err(map_names::VIP_STATS))?
-            .iter()
-        {
+        for c in self.vip_cells(vip_id)?.iter() {
             c.add_to(&mut total);
         }
         Ok(total)
+    }
+
+    /// A VIP's `VipCells`, one per CPU.
+    fn vip_cells(&self, vip_id: u32) -> Result<aya::maps::PerCpuValues<VipCells>> {
+        self.vip_stats
+            .as_ref()
+            .ok_or(DatapathError::MissingMap(map_names::VIP_STATS))?
+            .get(&vip_id, 0)
+            .map_err(map_err(map_names::VIP_STATS))
     }
 }
 

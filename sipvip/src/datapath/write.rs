@@ -39,7 +39,7 @@ impl Datapath {
         if self.devmap_slots.is_some() {
             // A slot taken over from a gone interface: the flow cache's entries that send
             // there are the old interface's, and go before the slot names the new one.
-            if held.ifindex != ifindex {
+            if held.ifindex != 0 && held.ifindex != ifindex {
                 self.flows_changed()?;
             }
             if let Some(m) = &mut self.devmap_slots {

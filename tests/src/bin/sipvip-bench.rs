@@ -833,7 +833,7 @@ fn main() -> Result<()> {
         "seconds_per_case": o.secs,
         "rounds": o.rounds,
         "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "gateway_ns_per_packet_over_floor": r.gw_ns_over_floor, "pps_per_round": r.rounds, "frames_without_the_expected_rewrite": r.without_rewrite, "vs_baseline": r.vs_baseline})).collect::<Vec<Value>>(),
-        "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "vs_baseline": c.vs_baseline, "vs_baseline_trimmed_mean": c.vs_baseline_mean, "vs_baseline_per_load": c.vs_baseline_per_load, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
+        "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "vs_baseline": c.vs_baseline, "vs_baseline_trimmed_mean": c.vs_baseline_trimmed_mean, "vs_baseline_per_load": c.vs_baseline_per_load, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
         "failover": failover,
         "targets": verdicts,
         "elapsed_s": started.elapsed().as_secs_f64(),
@@ -993,7 +993,7 @@ fn per_packet_costs(
             None
         };
         let vs_baseline = ratios.clone().map(median);
-        let vs_baseline_mean = ratios.clone().map(trimmed_mean);
+        let vs_baseline_trimmed_mean = ratios.clone().map(trimmed_mean);
         let vs_baseline_per_load: Vec<f64> = match &ratios {
             Some(r) if cost_loads > 1 => {
                 r.chunks(cost_rounds).map(|c| median(c.to_vec())).collect()
@@ -1013,7 +1013,7 @@ fn per_packet_costs(
                     .collect(),
             ),
             vs_baseline,
-            vs_baseline_mean,
+            vs_baseline_trimmed_mean,
             vs_baseline_per_load,
             runs: u64::from(COST_REPEAT) * v.len() as u64,
         };
@@ -1026,7 +1026,7 @@ fn per_packet_costs(
             c.vs_floor,
             c.vs_floor_net,
             c.vs_baseline
-                .zip(c.vs_baseline_mean)
+                .zip(c.vs_baseline_trimmed_mean)
                 .map(|(r, m)| format!("; {r:.3}x the baseline (trimmed mean {m:.3}x)"))
                 .unwrap_or_default()
         );
