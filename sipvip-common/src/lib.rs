@@ -90,12 +90,26 @@ pub mod map_names {
     pub const TRACE_XDP: &str = "SV_TRACEX_V1";
     pub const TRACE_TC: &str = "SV_TRACET_V1";
     /// The flow cache (a per-CPU array of `FlowSlot`, direct-mapped by `flow_slot`), the
-    /// datapath's generation (`FLOW_GEN_KERNEL`; the slots `FLOW_GEN_USER` and
-    /// `FLOW_SLOT_MASK` are earlier builds'), and user space's generation and the slot mask
+    /// datapath's generation, and user space's generation and the slot mask
     /// (`FlowControl`).
     pub const FLOWS: &str = "SV_FLOWS_V3";
-    pub const FLOW_GEN: &str = "SV_FLOWGEN_V2";
-    pub const FLOW_CTL: &str = "SV_FLOWCTL_V1";
+    /// Since V3 a global of the eBPF object in its own data section (`FLOW_GEN_SECTION`),
+    /// one value: the datapath's generation.
+    pub const FLOW_GEN: &str = "SV_FLOWGEN_V3";
+    /// The section that holds the datapath's generation in the eBPF object.
+    pub const FLOW_GEN_SECTION: &str = ".data.flowgen";
+    /// The generations as a map of three slots (`FLOW_GEN_USER`, `FLOW_GEN_KERNEL`,
+    /// `FLOW_SLOT_MASK`), in builds before `FLOW_GEN` was a global (a bench's baseline
+    /// object).
+    pub const FLOW_GEN_V2: &str = "SV_FLOWGEN_V2";
+    /// Since V2 a global of the eBPF object in its own data section (`FLOW_CTL_SECTION`),
+    /// which the loader takes as an array of one value and pins under this name.
+    pub const FLOW_CTL: &str = "SV_FLOWCTL_V2";
+    /// The section that holds the control value in the eBPF object.
+    pub const FLOW_CTL_SECTION: &str = ".data.flowctl";
+    /// The control value as a map, in builds before `FLOW_CTL` was a global (a bench's
+    /// baseline object).
+    pub const FLOW_CTL_V1: &str = "SV_FLOWCTL_V1";
     /// The flow cache's redirect targets: an array devmap indexed by `iface_slot`, which
     /// `add_egress` fills beside `DEVMAP` (a devmap hash keyed by ifindex, the rules' path's).
     pub const DEVMAP_SLOTS: &str = "SV_DEVSLOT_V1";
@@ -815,8 +829,9 @@ pub const fn flow_slot(k: &FlowKey) -> u32 {
 /// `SV_FLOWGEN_V2` slot of user space's generation in builds before `SV_FLOWCTL_V1` (a
 /// bench's baseline object); this build keeps it in `FlowControl::gen`.
 pub const FLOW_GEN_USER: u32 = 0;
-/// The slot the datapath bumps when it records a pass-through flow (the member's replies
-/// on it are no longer SNATed).
+/// The `SV_FLOWGEN_V2` slot the datapath bumps when it records a pass-through flow (the
+/// member's replies on it are no longer SNATed), in builds before `SV_FLOWGEN_V3`; this
+/// build's is that map's one value.
 pub const FLOW_GEN_KERNEL: u32 = 1;
 /// The slot of the flow cache's slot mask in builds before `SV_FLOWCTL_V1`; this build keeps
 /// it in `FlowControl::mask`.

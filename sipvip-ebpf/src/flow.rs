@@ -30,12 +30,12 @@
 //! When an entry is valid: while both generations it was decided under are current. User
 //! space bumps its own (`FlowControl::gen`) after every change the rules read
 //! (VIPs, members, exclusions, interfaces, a synced pass-through flow, the next-hop
-//! generation), never giving one twice; the datapath bumps `FLOW_GEN_KERNEL` when it records
-//! a pass-through flow, which turns a member's SNATed replies on it into pass-through (a
-//! service's steering reads no such record: its entries hold kernel generation 0). The lane
-//! reads user space's generation and the slot mask in one value (`SV_FLOWCTL_V1`), whose
-//! generation is 0 while the cache is off or a trace runs; the datapath's is apart
-//! (`SV_FLOWGEN_V2`). The generations are read
+//! generation), never giving one twice; the datapath bumps its own (`SV_FLOWGEN`) when it
+//! records a pass-through flow, which turns a member's SNATed replies on it into
+//! pass-through (a service's steering reads no such record: its entries hold kernel
+//! generation 0). The lane reads user space's generation and the slot mask in one load of
+//! a global (`SV_FLOWCTL`), whose generation is 0 while the cache is off or a trace runs;
+//! the datapath's is a global apart. The generations are read
 //! before the rules run, so an entry never carries a generation newer than what its
 //! decision saw. Two kinds of decision depend on a conntrack entry, and a cached packet
 //! checks it: a member-opened flow's SNAT makes sure the entry for its replies exists
@@ -45,7 +45,7 @@
 
 use sipvip_common::{
     flow_cell, flow_slot, FlowControl, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD,
-    FLOW_GEN_KERNEL, FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_STATE_NONE,
+    FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_STATE_NONE,
     FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, TRACE_SIDE_EXT,
 };
 
@@ -53,7 +53,7 @@ use crate::{
     csum::{fold, Delta},
     family::Family,
     hook::Frame,
-    maps::{cpu_block, FLOWS, FLOW_CTL, FLOW_GEN},
+    maps::{cpu_block, Aligned8, FLOWS, SV_FLOWCTL, SV_FLOWGEN},
     packet::{plain::plain, Ip},
     rules::{screen::screen_src, Action, Cache, Decision, Dir, Side, PENDING},
 };
@@ -111,14 +111,7 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
     };
     // The cache's generation and slot mask, in one value; its generation is 0 while the
     // cache is off or a trace runs.
-    let Some(&FlowControl {
-        gen: gen_user,
-        mask,
-        ..
-    }) = FLOW_CTL.get(0)
-    else {
-        return Lane::Off;
-    };
+    let (gen_user, mask) = control();
     if gen_user == 0 {
         return Lane::Off;
     }
@@ -127,7 +120,8 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
         // kernel generation 0, and the datapath's bumps leave them be.
         (service_key(h.dst_be, h.dport_be, h.proto, ifindex), 0)
     } else {
-        let gen_kernel = FLOW_GEN.get(FLOW_GEN_KERNEL).copied().unwrap_or(0);
+        // SAFETY: a plain aligned global, written only by `bump_kernel`'s atomic add.
+        let gen_kernel = unsafe { core::ptr::read_volatile(&raw const SV_FLOWGEN) };
         let key = FlowKey {
             src_be: h.src_be,
             dst_be: h.dst_be,
@@ -331,13 +325,31 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
 /// entries decided before those bumps would count again.
 #[inline(always)]
 pub fn bump_kernel() {
-    if let Some(g) = FLOW_GEN.get_ptr_mut(FLOW_GEN_KERNEL) {
-        // SAFETY: a u32 of a map value, aligned, that only the datapath writes. (The BPF
-        // target has no `AtomicU32`; the intrinsic is what it would call.)
-        unsafe {
-            core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                g, 1,
-            )
-        };
-    }
+    // SAFETY: a plain aligned global. (The BPF target has no `AtomicU32`; the intrinsic is
+    // what it would call.)
+    unsafe {
+        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            &raw mut SV_FLOWGEN,
+            1,
+        )
+    };
+}
+
+/// The lane's part of the flow cache's control value (`SV_FLOWCTL`) as user space last wrote
+/// it: the generation and the slot mask, in one load (the fields only user space reads are
+/// not loaded).
+#[inline(always)]
+fn control() -> (u32, u32) {
+    const {
+        assert!(cfg!(target_endian = "little"));
+        assert!(core::mem::offset_of!(FlowControl, gen) == 0);
+        assert!(core::mem::offset_of!(FlowControl, mask) == 4);
+        assert!(core::mem::size_of::<Aligned8<FlowControl>>() == 16);
+    };
+    // SAFETY: the global's first 8 bytes, `gen` then `mask`, 8-byte aligned. User space
+    // writes the value whole with a map update; the program only reads it. A read that
+    // races an update may pair one write's generation with another's mask: the lane
+    // compares a slot's whole key and generation, so that only misses.
+    let both = unsafe { core::ptr::read_volatile(&raw const SV_FLOWCTL as *const u64) };
+    (both as u32, (both >> 32) as u32)
 }

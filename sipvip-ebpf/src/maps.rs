@@ -150,15 +150,33 @@ pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);
 #[map(name = "SV_FLOWS_V3")]
 pub static FLOWS: Array<FlowSlot> = Array::with_max_entries(default_sizes::FLOWS, 0);
 
-/// The flow cache's datapath generation, `FLOW_GEN_KERNEL` (the slots `FLOW_GEN_USER` and
-/// `FLOW_SLOT_MASK` are read by builds before `SV_FLOWCTL_V1` only).
-#[map(name = "SV_FLOWGEN_V2")]
-pub static FLOW_GEN: Array<u32> = Array::with_max_entries(3, 0);
+/// The flow cache's datapath generation: bumped when the datapath records a pass-through
+/// flow (`flow::bump_kernel`). A global in its own data section, which the loader makes an
+/// array of one value (`SV_FLOWGEN_V3` once pinned): the program reads it at an address
+/// the kernel fills in, a plain load, where a map's lookup is a helper call in the object
+/// (inlined by the verifier, but LLVM spills the registers a call clobbers around it). Apart
+/// from the control value below: user space writes that whole, and only reads this one, so
+/// no write of user space's can undo a bump.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.flowgen")]
+pub static mut SV_FLOWGEN: u32 = 0;
 
-/// What the flow cache's lane reads of those before a lookup, in one value (`FlowControl`:
-/// user space's generation, 0 while the cache is off or a trace runs, and the slot mask).
-#[map(name = "SV_FLOWCTL_V1")]
-pub static FLOW_CTL: Array<FlowControl> = Array::with_max_entries(1, 0);
+/// What the flow cache's lane reads before a lookup, in one value (`FlowControl`: user
+/// space's generation, 0 while the cache is off or a trace runs, and the slot mask), written
+/// by user space only. A global in its own data section, as the one above
+/// (`SV_FLOWCTL_V2` once pinned); read with `flow::control`.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.flowctl")]
+pub static mut SV_FLOWCTL: Aligned8<FlowControl> = Aligned8(FlowControl {
+    gen: 0,
+    mask: 0,
+    given: 0,
+    nexthops_given: 0,
+});
+
+/// A value aligned for 8-byte loads.
+#[repr(C, align(8))]
+pub struct Aligned8<T>(pub T);
 
 // ---- Finding a VIP or member record by address (see `sipvip_common::AddrSlot`) ----
 

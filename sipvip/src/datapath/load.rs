@@ -272,7 +272,7 @@ fn layouts(sizes: &MapSizes, cpus: u32) -> [Layout; 41] {
             cpu_blocks(sizes.flows, cpus),
             true,
         ),
-        l(map_names::FLOW_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 3, false),
+        l(map_names::FLOW_GEN, BPF_MAP_TYPE_ARRAY, 4, 4, 1, false),
         l(
             map_names::FLOW_CTL,
             BPF_MAP_TYPE_ARRAY,
@@ -612,6 +612,10 @@ impl Datapath {
                 Ok(m) => Some(typed(m)?),
                 Err(_) => None,
             },
+            flow_gen_legacy: match get(map_names::FLOW_GEN_V2) {
+                Ok(m) => Some(typed(m)?),
+                Err(_) => None,
+            },
             flow_ctl: match get(map_names::FLOW_CTL) {
                 Ok(m) => Some(typed(m)?),
                 Err(_) => None,
@@ -701,6 +705,20 @@ impl Datapath {
             loader.map_max_entries(m.name, m.max_entries);
         }
         let mut ebpf = loader.load(object)?;
+        // Globals the object keeps in data sections, each an array of one value that the
+        // loader made: taken here under their map names, for the pins and layouts below. An
+        // earlier build's object (a bench's baseline) has the control value as a map.
+        let mut globals = std::collections::HashMap::new();
+        for (section, name) in [
+            (map_names::FLOW_CTL_SECTION, map_names::FLOW_CTL),
+            (map_names::FLOW_GEN_SECTION, map_names::FLOW_GEN),
+            (map_names::FLOW_CTL_V1, map_names::FLOW_CTL),
+            (map_names::FLOW_GEN_V2, map_names::FLOW_GEN_V2),
+        ] {
+            if let Some(map) = ebpf.take_map(section) {
+                globals.insert(name, map);
+            }
+        }
         let logger = if debug {
             Some(
                 DebugLogger::init(&mut ebpf).map_err(|e| DatapathError::Pin {
@@ -799,7 +817,9 @@ impl Datapath {
         if let Some(dir) = pin_dir {
             for Layout { name, .. } in layouts(sizes, cpus) {
                 let path = dir.join(name);
-                ebpf.map(name)
+                globals
+                    .get(name)
+                    .or_else(|| ebpf.map(name))
                     .ok_or(DatapathError::MissingMap(name))?
                     .pin(&path)
                     .map_err(|e| pin_err(&path, e))?;
@@ -807,7 +827,7 @@ impl Datapath {
         }
         let mut maps = std::collections::HashMap::new();
         for m in layouts(sizes, cpus) {
-            let Some(map) = ebpf.take_map(m.name) else {
+            let Some(map) = globals.remove(m.name).or_else(|| ebpf.take_map(m.name)) else {
                 // An earlier build's object: before its kernel-private scratch, IPv6, or the
                 // VIPs' counter cells.
                 if other_build && !BASE_MAPS.contains(&m.name) {
@@ -817,11 +837,15 @@ impl Datapath {
             };
             maps.insert(m.name, map);
         }
-        if other_build && !maps.contains_key(map_names::FLOW_GEN) {
-            // Before the per-CPU flow cache: its generations, which drive the build's own
-            // cache (an LRU hash, not read here).
-            if let Some(map) = ebpf.take_map(map_names::FLOW_GEN_V1) {
-                maps.insert(map_names::FLOW_GEN, map);
+        if other_build {
+            // Before the datapath's generation was a global: the generations in three slots
+            // (`SV_FLOWGEN_V2`); before the per-CPU flow cache, in two (`SV_FLOWGEN_V1`),
+            // which drive the build's own cache (an LRU hash, not read here).
+            let legacy = globals
+                .remove(map_names::FLOW_GEN_V2)
+                .or_else(|| ebpf.take_map(map_names::FLOW_GEN_V1));
+            if let Some(map) = legacy {
+                maps.insert(map_names::FLOW_GEN_V2, map);
             }
         }
         if other_build {

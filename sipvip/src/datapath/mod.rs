@@ -179,8 +179,14 @@ pub struct Datapath {
     /// The entries of an earlier build's flow cache (`SV_FLOWS_V2`, a bench's baseline
     /// object), whose slot mask user space still writes; None in this build's object.
     legacy_flow_entries: Option<u32>,
+    /// The datapath's generation (`SV_FLOWGEN_V3`, one value); None in an earlier build's
+    /// object.
     flow_gen: Option<Array<MapData, u32>>,
-    /// What the lane reads (`SV_FLOWCTL_V1`); None in an earlier build's object.
+    /// An earlier build's generations, in slots (`SV_FLOWGEN_V2` or `SV_FLOWGEN_V1`: a
+    /// bench's baseline object); None in this build's object.
+    flow_gen_legacy: Option<Array<MapData, u32>>,
+    /// What the lane reads (`SV_FLOWCTL_V2`, or `SV_FLOWCTL_V1` in an earlier build's
+    /// object); None in a build before it.
     flow_ctl: Option<Array<MapData, sipvip_common::FlowControl>>,
     /// The flow cache's redirect targets (`SV_DEVSLOT_V1`), by interface slot.
     devmap_slots: Option<DevMap<MapData>>,

@@ -91,18 +91,26 @@ impl Datapath {
     }
 
     /// The flow cache's current generations (user space's, the datapath's), if it has them:
-    /// user space's from the control value the lane reads (`SV_FLOWCTL_V1`), or from
-    /// `SV_FLOWGEN_V2` in an earlier build's object.
+    /// user space's from the control value the lane reads (`SV_FLOWCTL_V2`), the datapath's
+    /// from `SV_FLOWGEN_V3`, or either from the slots of `SV_FLOWGEN_V2` in an earlier
+    /// build's object.
     fn flow_generations(&self) -> Result<Option<(u32, u32)>> {
-        let Some(gen) = &self.flow_gen else {
-            return Ok(None);
+        let legacy = |slot| match &self.flow_gen_legacy {
+            Some(m) => m
+                .get(&slot, 0)
+                .map(Some)
+                .map_err(map_err(map_names::FLOW_GEN_V2)),
+            None => Ok(None),
         };
-        let g = |slot| gen.get(&slot, 0).map_err(map_err(map_names::FLOW_GEN));
         let user = match &self.flow_ctl {
-            Some(c) => c.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?.gen,
-            None => g(sipvip_common::FLOW_GEN_USER)?,
+            Some(c) => Some(c.get(&0, 0).map_err(map_err(map_names::FLOW_CTL))?.gen),
+            None => legacy(sipvip_common::FLOW_GEN_USER)?,
         };
-        Ok(Some((user, g(sipvip_common::FLOW_GEN_KERNEL)?)))
+        let kernel = match &self.flow_gen {
+            Some(g) => Some(g.get(&0, 0).map_err(map_err(map_names::FLOW_GEN))?),
+            None => legacy(sipvip_common::FLOW_GEN_KERNEL)?,
+        };
+        Ok(user.zip(kernel))
     }
 
     /// The flow cache's slots per CPU (None without a flow cache): each possible CPU has

@@ -179,14 +179,14 @@ impl Datapath {
             return self.update_flow_control(|c| c.mask = mask);
         }
         // An earlier build's object (a bench's baseline) reads it from `SV_FLOWGEN_V2`.
-        if let Some(gen) = &mut self.flow_gen {
+        if let Some(gen) = &mut self.flow_gen_legacy {
             gen.set(sipvip_common::FLOW_SLOT_MASK, mask, 0)
-                .map_err(map_err(map_names::FLOW_GEN))?;
+                .map_err(map_err(map_names::FLOW_GEN_V2))?;
         }
         Ok(())
     }
 
-    /// Rewrites the flow cache's control value (`SV_FLOWCTL_V1`) with `change` made.
+    /// Rewrites the flow cache's control value (`SV_FLOWCTL_V2`) with `change` made.
     fn update_flow_control(
         &mut self,
         change: impl FnOnce(&mut sipvip_common::FlowControl),
@@ -201,7 +201,9 @@ impl Datapath {
 
     /// Whether the flow cache is running.
     pub fn flow_cache_running(&self) -> bool {
-        self.flow_gen.is_some() && self.flow_cache && self.nexthops_on
+        (self.flow_gen.is_some() || self.flow_gen_legacy.is_some())
+            && self.flow_cache
+            && self.nexthops_on
     }
 
     /// Starts a new flow-cache generation, after any change the rules read: no decision
@@ -220,15 +222,15 @@ impl Datapath {
         }
         // An earlier build's object (a bench's baseline) reads its generation from
         // `SV_FLOWGEN_V2`, and goes on from the current one.
-        let Some(m) = &mut self.flow_gen else {
+        let Some(m) = &mut self.flow_gen_legacy else {
             return Ok(());
         };
         let current = m
             .get(&sipvip_common::FLOW_GEN_USER, 0)
-            .map_err(map_err(map_names::FLOW_GEN))?;
+            .map_err(map_err(map_names::FLOW_GEN_V2))?;
         let gen = if on { next_generation(current) } else { 0 };
         m.set(sipvip_common::FLOW_GEN_USER, gen, 0)
-            .map_err(map_err(map_names::FLOW_GEN))
+            .map_err(map_err(map_names::FLOW_GEN_V2))
     }
 
     /// Starts a new next-hop generation: the datapath asks the kernel's FIB again for each
