@@ -1916,6 +1916,89 @@ fn a_cached_flow_puts_back_its_replies_conntrack_entry_within_32_packets() {
     );
 }
 
+/// Two members open a flow with the same ports to the same peer, so both SNAT to one
+/// VIP flow and one conntrack entry says which member its replies go to: the last to send,
+/// as on the rules' path alone. The primary's flow is cached; the backup's packet takes the
+/// entry over, which invalidates the cached decisions; the primary's next packet takes the
+/// rules' path, which takes the entry back; the peer's reply then reaches the primary, and
+/// an ICMP error the primary sends about that reply leaves SNATed. Before, the takeover
+/// left the primary's cached decision in place, whose packets refresh the entry only every
+/// `FLOW_REFRESH_EVERY` packets: the entry stayed the backup's (this test failed at "the
+/// takeover left no cached decision", and without that check at "the primary took it
+/// back"), and the differential's churn run with seed 0x5eed1208 saw the primary's ICMP
+/// error pass untranslated (`pass_icmp`) where the model SNATs it.
+#[test]
+fn a_member_takes_its_flows_replies_back_from_another_member() {
+    let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
+    let net = net();
+    // A port no other test's flow uses.
+    const SPORT: u16 = 47_323;
+    let send = |mac, addr: Ipv4Addr| {
+        let frame = Ip4::udp(mac, INT_MAC, (addr, SPORT), (PHONE, 5070), SIP).build();
+        let (v, out) = net
+            .run("sipvip_int", net.int_ifindex, &frame)
+            .expect("test run");
+        assert_eq!(v, XDP_REDIRECT);
+        frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
+        assert_eq!(out[26..30], VIP.octets(), "SNATed");
+    };
+    let owner = || {
+        ct(&net)
+            .into_iter()
+            .find(|(k, _)| k.kind == CT_SNAT && k.port_a_be == be16(SPORT))
+            .map(|(_, v)| Ipv4Addr::from(u32::from_be(v.member_be)))
+    };
+    send(PRIMARY_MAC, PRIMARY);
+    send(PRIMARY_MAC, PRIMARY);
+    let key = sipvip_common::FlowKey {
+        src_be: be32(PRIMARY),
+        dst_be: be32(PHONE),
+        sport_be: be16(SPORT),
+        dport_be: be16(5070),
+        proto: IPPROTO_UDP,
+        hook: sipvip_common::FLOW_HOOK_INT,
+        _pad: 0,
+        ifindex: net.int_ifindex,
+    };
+    assert!(
+        net.dp.cached_flow(&key).unwrap().is_some(),
+        "the primary's flow is cached"
+    );
+    assert_eq!(owner(), Some(PRIMARY));
+    send(BACKUP_MAC, BACKUP);
+    assert_eq!(owner(), Some(BACKUP), "the backup took the entry over");
+    assert!(
+        net.dp.cached_flow(&key).unwrap().is_none(),
+        "the takeover left no cached decision of the primary's"
+    );
+    send(PRIMARY_MAC, PRIMARY);
+    assert_eq!(owner(), Some(PRIMARY), "the primary took it back");
+    let reply = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5070), (VIP, SPORT), SIP).build();
+    let (v, out) = net
+        .run("sipvip_ext", net.ext_ifindex, &reply)
+        .expect("test run");
+    assert_eq!(v, XDP_REDIRECT);
+    frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
+    assert_eq!(
+        out[30..34],
+        PRIMARY.octets(),
+        "the reply reaches the primary"
+    );
+    // The primary's port is closed: its ICMP error about the reply leaves from the VIP.
+    let error = frame::icmp_error_reply(&out, 3, 3, 0, PRIMARY);
+    let before = net.dp.reasons().unwrap().get("icmp_error_out").copied();
+    let (v, out) = net
+        .run("sipvip_int", net.int_ifindex, &error)
+        .expect("test run");
+    assert_eq!(v, XDP_REDIRECT);
+    frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
+    assert_eq!(out[26..30], VIP.octets(), "the error leaves from the VIP");
+    assert_eq!(
+        net.dp.reasons().unwrap().get("icmp_error_out").copied(),
+        Some(before.unwrap_or(0) + 1)
+    );
+}
+
 /// Deletes `key` from every loaded IPv4 conntrack map (`SV_CT_V1`), as the kernel's LRU
 /// evicts an entry: behind user space's back. Returns how many maps held it.
 fn delete_conntrack_entry(key: &CtKey) -> usize {

@@ -184,7 +184,12 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
         };
         match u32::flow(&key) {
             Some(v) if v.member_be == member.member_be && v.slot == member.slot => {}
-            _ => u32::insert_flow(&key, &member),
+            Some(_) => {
+                // Taken back from another member, as `record` does on the rules' path.
+                u32::insert_flow(&key, &member);
+                crate::flow::bump_kernel();
+            }
+            None => u32::insert_flow(&key, &member),
         }
     }
     // Nothing fails from here: the frame's headers were checked whole (`packet::plain`).
@@ -261,9 +266,11 @@ fn record<A: Family>(r: Record, pd: &Pending<A>) {
     if r.has(Record::FLOW) {
         let (k, v) = &pd.flow;
         A::insert_flow(k, v);
-        if k.kind == CT_PASSTHROUGH {
-            // A member's replies on this flow are no longer SNATed: no cached decision may
-            // say otherwise.
+        if k.kind == CT_PASSTHROUGH || r.has(Record::TAKEOVER) {
+            // A member's replies on this flow are no longer SNATed, or a member-opened
+            // flow's replies now go to another member: no cached decision may say
+            // otherwise (the member whose entry it was takes the rules' path again, which
+            // takes the entry back on its next packet, as on the rules' path alone).
             crate::flow::bump_kernel();
         }
     }

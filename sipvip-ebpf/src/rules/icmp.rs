@@ -302,7 +302,7 @@ pub fn from_member<F: Frame, A: Family>(
             };
             let mut record = Record::NONE;
             if let Some(w) = snat_flow(A::ICMP, m.vip_be, id, p.dst(), 0, member) {
-                record.flow(w.0, w.1);
+                record.snat_flow(w);
             }
             Ok(route::translate(
                 f,

@@ -80,7 +80,7 @@ pub fn rules<F: Frame, A: Family>(f: &F, p: &Ip<A>) -> Result<Decision<A>, Reaso
                 slot: m.slot,
             };
             if let Some(w) = snat_flow(p.proto, m.vip_be, sport, p.dst(), dport, member) {
-                record.flow(w.0, w.1);
+                record.snat_flow(w);
             }
             cache = Cache::Refresh;
             (snat_to(m, NO_SERVICE), Reason::Snat)

@@ -110,7 +110,8 @@ pub fn passthrough_flow<A: Family>(
 }
 
 /// The conntrack entry that makes replies to `VIP:vport` from `remote:rport` go to this
-/// member, unless it is there already.
+/// member, unless it is there already; and whether writing it takes the entry over from
+/// another member.
 #[inline(always)]
 pub fn snat_flow<A: Family>(
     proto: u8,
@@ -119,7 +120,7 @@ pub fn snat_flow<A: Family>(
     remote_be: A,
     rport: u16,
     member: CtValue<A>,
-) -> Option<(CtKey<A>, CtValue<A>)> {
+) -> Option<(CtKey<A>, CtValue<A>, bool)> {
     let key = CtKey {
         addr_a_be: vip_be,
         addr_b_be: remote_be,
@@ -131,7 +132,9 @@ pub fn snat_flow<A: Family>(
     };
     match A::flow(&key) {
         Some(v) if v.member_be == member.member_be && v.slot == member.slot => None,
-        _ => Some((key, member)),
+        // Another member's (the same ports to the same peer): taken over.
+        Some(_) => Some((key, member, true)),
+        None => Some((key, member, false)),
     }
 }
 

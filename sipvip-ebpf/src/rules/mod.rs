@@ -223,6 +223,9 @@ impl Record {
     pub const FRAGMENT: u8 = 4;
     pub const QUOTE: u8 = 8;
     pub const ERROR: u8 = 16;
+    /// The flow's entry (`FLOW`) takes a member-opened flow's conntrack entry over from
+    /// another member: decisions the flow cache holds may rest on the old one.
+    pub const TAKEOVER: u8 = 32;
 
     #[inline(always)]
     pub fn has(self, part: u8) -> bool {
@@ -244,6 +247,16 @@ impl Record {
     #[inline(always)]
     pub fn flow<A: Family>(&mut self, key: CtKey<A>, value: CtValue<A>) {
         self.put::<A>(Self::FLOW, |p| p.flow = (key, value));
+    }
+
+    /// A member-opened flow's conntrack entry, as `lookup::snat_flow` gives it: marked
+    /// `TAKEOVER` when it replaces another member's.
+    #[inline(always)]
+    pub fn snat_flow<A: Family>(&mut self, (key, value, takeover): (CtKey<A>, CtValue<A>, bool)) {
+        self.flow(key, value);
+        if takeover && self.has(Self::FLOW) {
+            self.0 |= Self::TAKEOVER;
+        }
     }
 
     /// A pass-through port mark (family-neutral: the marks are shared), carried in the
