@@ -826,6 +826,17 @@ pub const fn flow_slot(k: &FlowKey) -> u32 {
     (x.wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32) as u32
 }
 
+/// A checksum field updated by a difference already folded to 16 bits (the flow cache
+/// keeps its deltas so): `!csum` plus the difference is at most 0x1fffe, so one end-around
+/// carry (the sum's upper half added back) folds it, where a raw sum takes two folds
+/// (RFC 1624, eqn. 3: HC' = ~(~HC + m)). The same checksum as the two folds
+/// (`folded_checksum_update_matches_two_folds`).
+#[inline(always)]
+pub const fn csum_update_folded(csum: u16, delta: u16) -> u16 {
+    let s = (!csum) as u32 + delta as u32;
+    !((s + (s >> 16)) as u16)
+}
+
 /// `SV_FLOWGEN_V2` slot of user space's generation in builds before `SV_FLOWCTL_V1` (a
 /// bench's baseline object); this build keeps it in `FlowControl::gen`.
 pub const FLOW_GEN_USER: u32 = 0;
@@ -1408,5 +1419,54 @@ mod vip_cell_tests {
             }
         }
         assert!(seen.iter().all(|s| *s), "every cell is some pair's");
+    }
+}
+
+#[cfg(test)]
+mod csum_tests {
+    use super::csum_update_folded;
+
+    /// Two folds of `!csum + raw`, then the complement: the rules' path's update.
+    fn two_folds(csum: u16, raw: u32) -> u16 {
+        let mut s = u32::from(!csum) + raw;
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        !(s as u16)
+    }
+
+    fn fold(raw: u32) -> u16 {
+        let mut s = (raw & 0xffff) + (raw >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s as u16
+    }
+
+    /// Every checksum, with the raw differences of up to six rewritten words (each `~old +
+    /// new`, at most 0x1fffe) at and around their edges and spread between.
+    #[test]
+    fn folded_checksum_update_matches_two_folds() {
+        let edges = [
+            0,
+            1,
+            0xfffe,
+            0xffff,
+            0x1_0000,
+            0x1_fffe,
+            0x2_fffd,
+            6 * 0x1_fffe,
+        ];
+        let mut x: u32 = 0x9e37_79b9;
+        let spread = core::iter::repeat_with(move || {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            x % (6 * 0x1_fffe + 1)
+        });
+        for raw in edges.into_iter().chain(spread.take(200)) {
+            for csum in 0..=u16::MAX {
+                assert_eq!(
+                    csum_update_folded(csum, fold(raw)),
+                    two_folds(csum, raw),
+                    "csum {csum:#x}, raw {raw:#x}"
+                );
+            }
+        }
     }
 }

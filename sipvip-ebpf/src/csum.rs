@@ -28,12 +28,6 @@ impl Delta {
         self.0 += u32::from(!old) + u32::from(new);
     }
 
-    /// A difference computed once, ahead of the packet (the flow cache's).
-    #[inline(always)]
-    pub const fn from_raw(v: u32) -> Self {
-        Delta(v)
-    }
-
     /// The accumulated sum, to keep for later packets.
     #[inline(always)]
     pub fn raw(self) -> u32 {
@@ -80,6 +74,34 @@ impl Delta {
     /// computed 0 is sent as 0xffff (RFC 768).
     #[inline(always)]
     pub fn apply_udp(self, csum: u16) -> u16 {
+        if csum == 0 {
+            return 0;
+        }
+        match self.apply(csum) {
+            0 => 0xffff,
+            c => c,
+        }
+    }
+}
+
+/// A difference folded to 16 bits ahead of the packet (the flow cache keeps its deltas so:
+/// `fold` of the raw sum), applied with one carry (`sipvip_common::csum_update_folded`).
+#[derive(Clone, Copy)]
+pub struct Folded(pub u16);
+
+impl Folded {
+    /// Applies the difference to a checksum field.
+    #[inline(always)]
+    pub fn apply(self, csum: u16) -> u16 {
+        sipvip_common::csum_update_folded(csum, self.0)
+    }
+
+    /// Applies the difference to a TCP (`udp` false) or UDP checksum, as `Delta::apply_l4`.
+    #[inline(always)]
+    pub fn apply_l4(self, udp: bool, csum: u16) -> u16 {
+        if !udp {
+            return self.apply(csum);
+        }
         if csum == 0 {
             return 0;
         }

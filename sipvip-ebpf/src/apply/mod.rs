@@ -19,6 +19,7 @@ use self::{
     mem::{addr_words, mac_words, store_macs},
 };
 use crate::{
+    csum::Folded,
     family::Family,
     hook::{Frame, Verdict},
     maps::PT_PORTS,
@@ -209,7 +210,8 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
             h.set(port_w, e.port_be);
         }
         let csum_w = h.l4_csum_word();
-        let c = Delta::from_raw(e.l4_delta).apply_l4(h.proto == IPPROTO_UDP, h.word(csum_w));
+        // The entry's deltas were folded to 16 bits when it was written (`flow::remember`).
+        let c = Folded(e.l4_delta as u16).apply_l4(h.proto == IPPROTO_UDP, h.word(csum_w));
         h.set(csum_w, c);
         count::cell(e.vip_id, e.cell, h.len, e.reason);
     } else {
@@ -218,7 +220,7 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
     h.set(plain::W_TTL, ttl_decremented::<u32>(h.word(plain::W_TTL)));
     h.set(
         plain::W_IP_CSUM,
-        Delta::from_raw(e.ip_delta).apply(h.word(plain::W_IP_CSUM)),
+        Folded(e.ip_delta as u16).apply(h.word(plain::W_IP_CSUM)),
     );
     for (i, w) in mac_words(e.dmac, e.smac).into_iter().enumerate() {
         h.set(i, w);
