@@ -32,7 +32,7 @@
 //! (VIPs, members, exclusions, interfaces, a synced pass-through flow, the next-hop
 //! generation), never giving one twice; the datapath bumps its own (`SV_FLOWGEN`) when it
 //! records a pass-through flow, which turns a member's SNATed replies on it into
-//! pass-through (a service's steering reads no such record: its entries hold kernel
+//! pass-through, or gives a member-opened flow's conntrack entry to another member (a service's steering reads no such record: its entries hold kernel
 //! generation 0). The lane reads user space's generation and the slot mask in one load of
 //! a global (`SV_FLOWCTL`), whose generation is 0 while the cache is off or a trace runs;
 //! the datapath's is a global apart. The generations are read
@@ -318,9 +318,11 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
     s.key = *k;
 }
 
-/// Invalidates every cached decision: the datapath recorded a pass-through flow (before
-/// this call), whose member's replies a cached SNAT decision would otherwise still
-/// translate. An atomic add (BPF's `lock add`): with a load and a store, a CPU whose two
+/// Invalidates every cached decision of the internal side: the datapath recorded a
+/// pass-through flow (before this call), whose member's replies a cached SNAT decision
+/// would otherwise still translate, or gave a member-opened flow's conntrack entry to
+/// another member, whose previous owner's cached SNAT would otherwise not take it back
+/// (`Record::TAKEOVER`). An atomic add (BPF's `lock add`): with a load and a store, a CPU whose two
 /// steps straddled other CPUs' bumps could write back an older generation, under which
 /// entries decided before those bumps would count again.
 #[inline(always)]

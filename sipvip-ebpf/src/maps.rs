@@ -151,8 +151,9 @@ pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);
 pub static FLOWS: Array<FlowSlot> = Array::with_max_entries(default_sizes::FLOWS, 0);
 
 /// The flow cache's datapath generation: bumped when the datapath records a pass-through
-/// flow (`flow::bump_kernel`). A global in its own data section, which the loader makes an
-/// array of one value (`SV_FLOWGEN_V3` once pinned): the program reads it at an address
+/// flow or a conntrack entry's takeover (`flow::bump_kernel`). A global in its own data
+/// section (named as `map_names::FLOW_GEN_SECTION`, which the loader looks for), which the
+/// loader makes an array of one value (`SV_FLOWGEN_V3` once pinned): the program reads it at an address
 /// the kernel fills in, a plain load, where a map's lookup is a helper call in the object
 /// (inlined by the verifier, but LLVM spills the registers a call clobbers around it). Apart
 /// from the control value below: user space writes that whole, and only reads this one, so
@@ -163,8 +164,8 @@ pub static mut SV_FLOWGEN: u32 = 0;
 
 /// What the flow cache's lane reads before a lookup, in one value (`FlowControl`: user
 /// space's generation, 0 while the cache is off or a trace runs, and the slot mask), written
-/// by user space only. A global in its own data section, as the one above
-/// (`SV_FLOWCTL_V2` once pinned); read with `flow::control`.
+/// by user space only. A global in its own data section (`map_names::FLOW_CTL_SECTION`),
+/// as the one above (`SV_FLOWCTL_V2` once pinned); read with `flow::control`.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".data.flowctl")]
 pub static mut SV_FLOWCTL: Aligned8<FlowControl> = Aligned8(FlowControl {
