@@ -1863,20 +1863,8 @@ fn a_cached_flow_puts_back_its_replies_conntrack_entry_within_32_packets() {
     // A port no other test's flow uses: the entry is deleted from every loaded conntrack
     // map (other tests' datapaths have their own), which leaves theirs untouched.
     const SPORT: u16 = 47_321;
-    let opened = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, SPORT), (PHONE, 5070), SIP).build();
-    let send = || {
-        let (v, out) = net
-            .run("sipvip_int", net.int_ifindex, &opened)
-            .expect("test run");
-        assert_eq!(v, XDP_REDIRECT);
-        frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
-        assert_eq!(out[26..30], VIP.octets(), "SNATed");
-    };
-    let reply_entry = || {
-        ct(&net)
-            .into_iter()
-            .find(|(k, _)| k.kind == CT_SNAT && k.port_a_be == be16(SPORT))
-    };
+    let send = || member_opened(&net, PRIMARY_MAC, PRIMARY, SPORT);
+    let reply_entry = || snat_entry(&net, SPORT);
     // The first packet (the rules) records the entry and leaves the flow cached.
     send();
     let (key, written) = reply_entry().expect("the replies' entry");
@@ -1903,12 +1891,7 @@ fn a_cached_flow_puts_back_its_replies_conntrack_entry_within_32_packets() {
         "cached packets do not look the entry up every time (back after {n})"
     );
     // The phone's reply goes back to the member.
-    let reply = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5070), (VIP, SPORT), SIP).build();
-    let (v, out) = net
-        .run("sipvip_ext", net.ext_ifindex, &reply)
-        .expect("test run");
-    assert_eq!(v, XDP_REDIRECT);
-    frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
+    let out = phone_reply(&net, SPORT);
     assert_eq!(
         out[30..34],
         PRIMARY.octets(),
@@ -1933,21 +1916,8 @@ fn a_member_takes_its_flows_replies_back_from_another_member() {
     let net = net();
     // A port no other test's flow uses.
     const SPORT: u16 = 47_323;
-    let send = |mac, addr: Ipv4Addr| {
-        let frame = Ip4::udp(mac, INT_MAC, (addr, SPORT), (PHONE, 5070), SIP).build();
-        let (v, out) = net
-            .run("sipvip_int", net.int_ifindex, &frame)
-            .expect("test run");
-        assert_eq!(v, XDP_REDIRECT);
-        frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
-        assert_eq!(out[26..30], VIP.octets(), "SNATed");
-    };
-    let owner = || {
-        ct(&net)
-            .into_iter()
-            .find(|(k, _)| k.kind == CT_SNAT && k.port_a_be == be16(SPORT))
-            .map(|(_, v)| Ipv4Addr::from(u32::from_be(v.member_be)))
-    };
+    let send = |mac, addr| member_opened(&net, mac, addr, SPORT);
+    let owner = || snat_entry(&net, SPORT).map(|(_, v)| Ipv4Addr::from(u32::from_be(v.member_be)));
     send(PRIMARY_MAC, PRIMARY);
     send(PRIMARY_MAC, PRIMARY);
     let key = sipvip_common::FlowKey {
@@ -1973,12 +1943,7 @@ fn a_member_takes_its_flows_replies_back_from_another_member() {
     );
     send(PRIMARY_MAC, PRIMARY);
     assert_eq!(owner(), Some(PRIMARY), "the primary took it back");
-    let reply = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5070), (VIP, SPORT), SIP).build();
-    let (v, out) = net
-        .run("sipvip_ext", net.ext_ifindex, &reply)
-        .expect("test run");
-    assert_eq!(v, XDP_REDIRECT);
-    frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
+    let out = phone_reply(&net, SPORT);
     assert_eq!(
         out[30..34],
         PRIMARY.octets(),
@@ -1987,16 +1952,46 @@ fn a_member_takes_its_flows_replies_back_from_another_member() {
     // The primary's port is closed: its ICMP error about the reply leaves from the VIP.
     let error = frame::icmp_error_reply(&out, 3, 3, 0, PRIMARY);
     let before = net.dp.reasons().unwrap().get("icmp_error_out").copied();
-    let (v, out) = net
-        .run("sipvip_int", net.int_ifindex, &error)
-        .expect("test run");
-    assert_eq!(v, XDP_REDIRECT);
-    frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
+    let out = redirected(&net, "sipvip_int", &error);
     assert_eq!(out[26..30], VIP.octets(), "the error leaves from the VIP");
     assert_eq!(
         net.dp.reasons().unwrap().get("icmp_error_out").copied(),
         Some(before.unwrap_or(0) + 1)
     );
+}
+
+/// Runs `frame` through `prog` on its side's interface: redirected, with checksums that
+/// re-verify from scratch. Returns the frame sent.
+fn redirected(net: &FixtureNet, prog: &'static str, frame: &[u8]) -> Vec<u8> {
+    let ifindex = if prog == "sipvip_ext" {
+        net.ext_ifindex
+    } else {
+        net.int_ifindex
+    };
+    let (v, out) = net.run(prog, ifindex, frame).expect("test run");
+    assert_eq!(v, XDP_REDIRECT);
+    frame::verify_checksums(&out).unwrap_or_else(|e| panic!("checksums: {e}"));
+    out
+}
+
+/// A packet of the flow a member opens from `sport` to the phone's port 5070: SNATed.
+fn member_opened(net: &FixtureNet, mac: frame::Mac, addr: Ipv4Addr, sport: u16) {
+    let frame = Ip4::udp(mac, INT_MAC, (addr, sport), (PHONE, 5070), SIP).build();
+    let out = redirected(net, "sipvip_int", &frame);
+    assert_eq!(out[26..30], VIP.octets(), "SNATed");
+}
+
+/// The conntrack entry that sends replies to `VIP:sport` to a member (`CT_SNAT`).
+fn snat_entry(net: &FixtureNet, sport: u16) -> Option<(CtKey, CtValue)> {
+    ct(net)
+        .into_iter()
+        .find(|(k, _)| k.kind == CT_SNAT && k.port_a_be == be16(sport))
+}
+
+/// The phone's reply to `VIP:sport`: steered to a member. Returns the frame sent.
+fn phone_reply(net: &FixtureNet, sport: u16) -> Vec<u8> {
+    let reply = Ip4::udp(PHONE_MAC, EXT_MAC, (PHONE, 5070), (VIP, sport), SIP).build();
+    redirected(net, "sipvip_ext", &reply)
 }
 
 /// Deletes `key` from every loaded IPv4 conntrack map (`SV_CT_V1`), as the kernel's LRU

@@ -28,7 +28,7 @@ use crate::{
         plain::{self, Plain},
         Ip,
     },
-    rules::{self, Account, Action, Decision, Link, Pending, Record},
+    rules::{self, lookup::snat_flow, Account, Action, Decision, Link, Pending, Record},
 };
 
 /// Carries out a side's decision (or counts the reason it stopped for) and returns the
@@ -174,23 +174,15 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
     }
     if e.state == FLOW_STATE_REFRESH && refresh_due(e) {
         // The rules' `snat_flow`: the replies' entry, unless it is there already.
-        let key = CtKey {
-            addr_a_be: e.addr_be,
-            ..ct(sipvip_common::CT_SNAT)
-        };
         let member = CtValue {
             member_be: k.src_be,
             // The member's slot, from its counter cell.
             slot: cell_member(usize::from(e.cell)) as u32,
         };
-        match u32::flow(&key) {
-            Some(v) if v.member_be == member.member_be && v.slot == member.slot => {}
-            Some(_) => {
-                // Taken back from another member, as `record` does on the rules' path.
-                u32::insert_flow(&key, &member);
-                crate::flow::bump_kernel();
-            }
-            None => u32::insert_flow(&key, &member),
+        if let Some((key, value, takeover)) =
+            snat_flow(k.proto, e.addr_be, k.sport_be, k.dst_be, k.dport_be, member)
+        {
+            write_flow(&key, &value, takeover);
         }
     }
     // Nothing fails from here: the frame's headers were checked whole (`packet::plain`).
@@ -267,19 +259,26 @@ fn record<A: Family>(r: Record, pd: &Pending<A>) {
     }
     if r.has(Record::FLOW) {
         let (k, v) = &pd.flow;
-        A::insert_flow(k, v);
-        if k.kind == CT_PASSTHROUGH || r.has(Record::TAKEOVER) {
-            // A member's replies on this flow are no longer SNATed, or a member-opened
-            // flow's replies now go to another member: no cached decision may say
-            // otherwise (the member whose entry it was takes the rules' path again, which
-            // takes the entry back on its next packet, as on the rules' path alone).
-            crate::flow::bump_kernel();
-        }
+        write_flow(k, v, r.has(Record::TAKEOVER));
     }
     if r.has(Record::FRAGMENT) {
         let (k, v) = &pd.fragment;
         // An LRU map makes room; if the write fails anyway, the later fragments are orphans.
         A::insert_fragment(k, v);
+    }
+}
+
+/// Writes a conntrack entry a decision (or a cached packet's refresh) asked for, and starts
+/// a new datapath generation of the flow cache when the entry changes what a cached
+/// decision rests on: a member's replies on a pass-through flow are no longer SNATed, or a
+/// member-opened flow's replies now go to another member (`takeover`: the member whose
+/// entry it was takes the rules' path again, which takes the entry back on its next packet,
+/// as on the rules' path alone).
+#[inline(always)]
+fn write_flow<A: Family>(k: &CtKey<A>, v: &CtValue<A>, takeover: bool) {
+    A::insert_flow(k, v);
+    if k.kind == CT_PASSTHROUGH || takeover {
+        crate::flow::bump_kernel();
     }
 }
 

@@ -713,7 +713,6 @@ impl Datapath {
             (map_names::FLOW_CTL_SECTION, map_names::FLOW_CTL),
             (map_names::FLOW_GEN_SECTION, map_names::FLOW_GEN),
             (map_names::FLOW_CTL_V1, map_names::FLOW_CTL),
-            (map_names::FLOW_GEN_V2, map_names::FLOW_GEN_V2),
         ] {
             if let Some(map) = ebpf.take_map(section) {
                 globals.insert(name, map);
@@ -841,8 +840,8 @@ impl Datapath {
             // Before the datapath's generation was a global: the generations in three slots
             // (`SV_FLOWGEN_V2`); before the per-CPU flow cache, in two (`SV_FLOWGEN_V1`),
             // which drive the build's own cache (an LRU hash, not read here).
-            let legacy = globals
-                .remove(map_names::FLOW_GEN_V2)
+            let legacy = ebpf
+                .take_map(map_names::FLOW_GEN_V2)
                 .or_else(|| ebpf.take_map(map_names::FLOW_GEN_V1));
             if let Some(map) = legacy {
                 maps.insert(map_names::FLOW_GEN_V2, map);

@@ -36,16 +36,14 @@ impl Datapath {
             .map_err(|e| err(e.to_string()))?;
         let (mac, addr, addr6) =
             crate::netif::mac_and_addresses(ifindex).map_err(|e| err(e.to_string()))?;
-        if self.devmap_slots.is_some() {
-            // A slot taken over from a gone interface: the flow cache's entries that send
-            // there are the old interface's, and go before the slot names the new one.
-            if held.ifindex != 0 && held.ifindex != ifindex {
-                self.flows_changed()?;
-            }
-            if let Some(m) = &mut self.devmap_slots {
-                m.set(slot, ifindex, None, 0)
-                    .map_err(|e| err(e.to_string()))?;
-            }
+        // A slot taken over from a gone interface: the flow cache's entries that send there
+        // are the old interface's, and go before the slot names the new one.
+        if self.devmap_slots.is_some() && held.ifindex != 0 && held.ifindex != ifindex {
+            self.flows_changed()?;
+        }
+        if let Some(m) = &mut self.devmap_slots {
+            m.set(slot, ifindex, None, 0)
+                .map_err(|e| err(e.to_string()))?;
         }
         let rec = Iface {
             mac,
