@@ -1331,14 +1331,17 @@ impl Model {
                 let Some(slot) = member6(dst) else {
                     return Err("pass_not_vip");
                 };
-                if simple(proto) && !later && l4 + 4 <= b.len() {
-                    let (sport, dport) = (r16(b, l4), r16(b, l4 + 2));
-                    self.flows6
-                        .entry((FlowKind::Passthrough, proto, dst, dport, src, sport))
-                        .or_insert(FlowTarget6 {
-                            member: dst,
-                            slot: slot as u32,
-                        });
+                // As the rules read the ports: a header cut short by the datagram, or a UDP
+                // datagram without a checksum (which IPv6 forbids), opens no flow.
+                if simple(proto) && !later {
+                    if let Ok((sport, dport)) = self.ports6(b, l3, l4, proto) {
+                        self.flows6
+                            .entry((FlowKind::Passthrough, proto, dst, dport, src, sport))
+                            .or_insert(FlowTarget6 {
+                                member: dst,
+                                slot: slot as u32,
+                            });
+                    }
                 }
                 Err("pass_to_member")
             }

@@ -775,6 +775,83 @@ fn datapath_under_changes_matches_reference_model() {
     differential(Mode::Churn, 0x5197_0003);
 }
 
+/// Seed 0x5eed120b's divergence, kept: a phone's UDP datagram to a member's own IPv6 address
+/// with a checksum of zero (which IPv6 forbids) opens no pass-through flow, so the member's
+/// ICMPv6 error about it later leaves as the service's, from the VIP. With a checksum, the
+/// flow is opened and the error passes untouched. The datapath and the model agree on both.
+#[test]
+fn a_udp6_datagram_without_checksum_opens_no_flow() {
+    let unhex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    // Phone 2001:db8:a::10 port 16601 to member 2001:db8:b::11 port 5060; the UDP
+    // checksum is the last header word before the payload (`0000` or `1234`).
+    let datagram = |csum: &str| {
+        unhex(&format!(
+            "02000000010102000001000a86dd60000000000e114020010db8000a00000000000000000010\
+             20010db8000b0000000000000000001140d913c4000e{csum}283939d0853b"
+        ))
+    };
+    // The member's port unreachable about it (frame 1,637,935 of that run).
+    let error = unhex(
+        "02000000020102000002000b86dd6000000000403a4020010db8000b00000000000000000011\
+         20010db8000a000000000000000000100104fb090000000060000000002d113f20010db8000a\
+         0000000000000000001020010db8000b0000000000000000001140d913c4002d843445ad6f02\
+         7145dbc6",
+    );
+    for (csum, flow, reason) in [
+        ("0000", false, "icmp_error_out"),
+        ("1234", true, "passthrough"),
+    ] {
+        let net = FixtureNet::new(&MapSizes::default()).expect("fixture namespace");
+        let mut model = Model::new(topo::vip_spec(), EXCLUSIONS);
+        let guard = net.ns.enter().unwrap();
+        let dp = &net.dp;
+        let no_frags = |_: AnyFragKey| false;
+        for (side, frame, prog, ifindex) in [
+            (
+                Side::Ext,
+                datagram(csum),
+                program_names::EXTERNAL,
+                net.ext_ifindex,
+            ),
+            (
+                Side::Int,
+                error.clone(),
+                program_names::INTERNAL,
+                net.int_ifindex,
+            ),
+        ] {
+            let (v, out) = topo::run_xdp(dp.program(prog).unwrap(), ifindex, &frame).unwrap();
+            let (mv, mout) = model.process(side, &frame, &no_frags);
+            assert!(
+                v == mv && out == mout,
+                "checksum {csum}, {side:?}: datapath {} {}, model {} {}",
+                verdict_name(v),
+                hex(&out),
+                verdict_name(mv),
+                hex(&mout)
+            );
+        }
+        drop(guard);
+        let opened = dp
+            .conntrack6()
+            .unwrap()
+            .iter()
+            .any(|(k, _)| k.kind == sipvip_common::CT_PASSTHROUGH);
+        assert_eq!(opened, flow, "checksum {csum}: a pass-through flow opened");
+        let reasons = dp.reasons().unwrap();
+        assert_eq!(
+            reasons.get(reason),
+            Some(&1),
+            "checksum {csum}: {reasons:?}"
+        );
+    }
+}
+
 fn differential(mode: Mode, default_seed: u64) {
     let seed = env_number("SIPVIP_DIFF_SEED", default_seed);
     // CI runs a million frames; `SIPVIP_DIFF_FRAMES=10000000` is the long run.
