@@ -268,15 +268,51 @@ impl Drop for PinnedToCpu0 {
     }
 }
 
+/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): what it ran, kernel time included,
+/// and not what other tasks ran while the kernel let them (a BPF_PROG_TEST_RUN loop
+/// yields when asked to, and its own timer leaves those spells out too).
+struct ThreadClock(std::time::Duration);
+
+impl ThreadClock {
+    fn read() -> std::time::Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out-pointer; the clock exists on every Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    fn now() -> Self {
+        ThreadClock(Self::read())
+    }
+
+    fn elapsed(&self) -> std::time::Duration {
+        Self::read().saturating_sub(self.0)
+    }
+}
+
 /// A run's ns per repetition, if its verdict is `expect` (a path that went elsewhere is an
-/// error rather than a wrong figure).
-fn measured(r: aya::programs::TestRunResult, expect: u32) -> Result<f64> {
+/// error rather than a wrong figure): the CPU time this thread spent in the one
+/// BPF_PROG_TEST_RUN call (`cpu`, [`ThreadClock`]) over the repeat count. The kernel's own
+/// figure (`TestRunResult::duration`) times the runs' loop alone but gives whole
+/// nanoseconds per run, rounded down: a step of 3-5% at these costs, which moved a path's
+/// ratio to the floor by as much. The two agree to within that step (the thread's figure
+/// is the kernel's plus a fraction below one). Wall-clock time would not do: it counts
+/// what other tasks ran while the loop yielded to them, which added up to 15 ns per run.
+fn measured(
+    r: aya::programs::TestRunResult,
+    expect: u32,
+    cpu: std::time::Duration,
+    repeat: u32,
+) -> Result<f64> {
     anyhow::ensure!(
         r.return_value == expect,
         "verdict {} where {expect} was expected: the frame did not take the path measured",
         r.return_value
     );
-    Ok(r.duration.as_nanos() as f64)
+    Ok(cpu.as_nanos() as f64 / f64::from(repeat.max(1)))
 }
 
 /// Per-packet cost with BPF_PROG_TEST_RUN and a repeat count: `bench_reset` restores the
@@ -287,7 +323,7 @@ pub struct CostHarness {
     pub ebpf: Ebpf,
 }
 
-/// One path's cost over several rounds: nanoseconds per run, as the kernel timed them.
+/// One path's cost over several rounds: nanoseconds per run (see `measured`).
 #[derive(Clone, Debug)]
 pub struct Cost {
     /// The median of the rounds.
@@ -302,10 +338,9 @@ pub struct Cost {
     /// With a baseline object: the median over rounds of this path's cost divided by the
     /// same path's on the baseline in the same round.
     pub vs_baseline: Option<f64>,
-    /// The mean of the same per-round ratios, the highest and lowest tenth left out: finer
-    /// than the median, which moves in the steps that whole nanoseconds make (the kernel
-    /// times a run in them: 3% at 30 ns), as the rounds' noise spreads each path's figure
-    /// over neighbouring nanoseconds.
+    /// The mean of the same per-round ratios, the highest and lowest tenth left out: less
+    /// moved by a single round than the median. (Before 2026-12-04's thirteenth session the
+    /// costs were the kernel's whole nanoseconds, and this mean was the finer figure.)
     pub vs_baseline_trimmed_mean: Option<f64>,
     /// The same median within each load of the programs (`--cost-loads`): how far apart
     /// loads land tells how much of `vs_baseline` is placement.
@@ -356,12 +391,13 @@ impl CostHarness {
             .program("bench_reset_tc")
             .context("reset")?
             .try_into()?;
+        let t = ThreadClock::now();
         let r = prog.test_run(TestRunOptions {
             data_in: Some(frame),
             repeat,
             ..TestRunOptions::default()
         })?;
-        measured(r, expect)
+        measured(r, expect, t.elapsed(), repeat)
     }
 
     /// The frame's headers as the harness's template, and `target` in its program array.
@@ -418,12 +454,13 @@ impl CostHarness {
             .try_into()?;
         let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let t = ThreadClock::now();
         let r = prog.test_run(TestRunOptions {
             data_in: Some(frame),
             ctx_in: Some(&ctx),
             repeat,
             ..TestRunOptions::default()
         })?;
-        measured(r, expect)
+        measured(r, expect, t.elapsed(), repeat)
     }
 }
