@@ -91,8 +91,10 @@ pub mod map_names {
     pub const TRACE_TC: &str = "SV_TRACET_V1";
     /// The flow cache (a per-CPU array of `FlowSlot`, direct-mapped by `flow_slot`), the
     /// datapath's generation, and user space's generation and the slot mask
-    /// (`FlowControl`).
-    pub const FLOWS: &str = "SV_FLOWS_V3";
+    /// (`FlowControl`). V4: a slot counts its entry's cached packets
+    /// (`FlowSlot::packets`), and the array is memory-mapped (`BPF_F_MMAPABLE`) for the
+    /// counters' readers.
+    pub const FLOWS: &str = "SV_FLOWS_V4";
     /// Since V3 a global of the eBPF object in its own data section (`FLOW_GEN_SECTION`),
     /// one value: the datapath's generation.
     pub const FLOW_GEN: &str = "SV_FLOWGEN_V3";
@@ -780,10 +782,7 @@ pub struct FlowEntry {
     /// The `Reason` counted.
     pub reason: u8,
     pub state: u8,
-    /// `FLOW_STATE_REFRESH`: the flow's cached packets since its replies' conntrack entry
-    /// was last made sure of (see `FLOW_REFRESH_EVERY`).
-    pub unrefreshed: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 4],
 }
 
 /// How often a member-opened flow's cached packets make sure of its replies' conntrack
@@ -791,20 +790,35 @@ pub struct FlowEntry {
 /// packet of each flow cache generation, and a generation lasts at most
 /// `forwarding.nexthop_refresh`; so an entry the conntrack LRU evicted is back within this
 /// many of the flow's packets or that period, whichever comes first, where a lookup on every
-/// packet cost the cached path a quarter of its time.
+/// packet cost the cached path a quarter of its time. A power of two: told by the slot's
+/// count of the entry's cached packets (`FlowSlot::packets`).
 pub const FLOW_REFRESH_EVERY: u8 = 32;
 
-/// One slot of `SV_FLOWS_V3`, the flow cache: an array holding each CPU's block of slots,
+/// One slot of `SV_FLOWS_V4`, the flow cache: an array holding each CPU's block of slots,
 /// direct-mapped (the slot of a flow is `flow_slot(key) & mask` in the running CPU's block,
 /// the mask in `SV_FLOWGEN_V2` at `FLOW_SLOT_MASK`), so a lookup is a few inlined
 /// instructions rather than a hash-map helper call. A slot holds the last flow that hashed
 /// to it on this CPU; its key tells which. Only its own CPU writes it, while the program
 /// runs with preemption off.
+///
+/// A slot also counts its entry's cached packets (`packets`, `bytes`), where a cached packet
+/// counted in its VIP's cell (`SV_VSTATS`) or its reason's slot (`SV_REASONS`) took a second
+/// lookup: a hit's counting is then two adds in the slot the lane holds. The counts are
+/// the entry's: its VIP's cell and its reason (`FLOW_TRANSLATE`), or its reason alone
+/// (`FLOW_FORWARD`, whose `bytes` are not read). When another entry takes the slot, the
+/// datapath moves the counts there first, zeroing the slot's before it adds (`flow::remember`).
+/// Readers add every slot's counts to those (`Datapath::reasons`, `vip_counters`), reading
+/// the VIPs' and reasons' values before the slots: a count moving meanwhile is then missed
+/// by that read, never counted twice, and user space keeps what it reports from going back.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowSlot {
     pub key: FlowKey,
     pub entry: FlowEntry,
+    /// Cached packets of the entry not yet moved into its VIP's cell or reason's slot.
+    pub packets: u64,
+    /// Their bytes (IP total length, as the rules count), for a `FLOW_TRANSLATE` entry.
+    pub bytes: u64,
 }
 
 /// A flow's slot in the flow cache before the mask. The key's fields as they lie (network
@@ -1266,7 +1280,8 @@ const _: () = assert!(
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 60);
-const _: () = assert!(core::mem::size_of::<FlowSlot>() == 80);
+const _: () = assert!(core::mem::size_of::<FlowSlot>() == 96);
+const _: () = assert!(core::mem::offset_of!(FlowSlot, packets) == 80);
 const _: () = assert!(core::mem::size_of::<FlowControl>() == 16);
 const _: () = assert!(default_sizes::FLOWS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);

@@ -50,6 +50,7 @@ use sipvip_common::{
 };
 
 use crate::{
+    apply::count,
     csum::{fold, Delta},
     family::Family,
     hook::Frame,
@@ -147,7 +148,7 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
     if holds(s, &key, gen_user, gen_kernel, own_mac)
         && (side != TRACE_SIDE_EXT || screen_src(h.src_be).is_ok())
     {
-        if let Some((verdict, reason)) = crate::apply::cached(f, &h, &mut s.entry, &key) {
+        if let Some((verdict, reason)) = crate::apply::cached(f, &h, s, &key) {
             return Lane::Done(verdict, reason);
         }
     }
@@ -273,6 +274,7 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
     // then the key, last, so that a return before the entry is written leaves the slot to
     // the flow it held.
     let s = unsafe { &mut *s };
+    move_counts(s);
     let e = &mut s.entry;
     let mut ip = Delta::new();
     let mut l4 = Delta::new();
@@ -312,10 +314,33 @@ pub fn remember<A: Family>(p: &Ip<A>, d: &Decision<A>) {
         side,
         reason: d.reason as u8,
         state,
-        unrefreshed: 0,
-        _pad: [0; 3],
+        _pad: [0; 4],
     };
     s.key = *k;
+}
+
+/// Moves a slot's counts (`FlowSlot::packets`, `bytes`) to its entry's VIP cell and reason,
+/// or its reason alone, before another entry takes the slot: the slot's are zeroed first
+/// (volatile stores, which the compiler keeps in order and before the entry's), so that a
+/// reader who read the VIPs' values before the slots can miss them, never count them twice.
+#[inline(always)]
+fn move_counts(s: &mut FlowSlot) {
+    let (packets, bytes) = (s.packets, s.bytes);
+    if packets == 0 {
+        return;
+    }
+    // SAFETY: fields of this CPU's slot, which only this CPU writes (see `lane`).
+    unsafe {
+        core::ptr::write_volatile(&raw mut s.packets, 0);
+        core::ptr::write_volatile(&raw mut s.bytes, 0);
+    }
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+    let e = &s.entry;
+    if e.action == FLOW_TRANSLATE {
+        count::cell_n(e.vip_id, e.cell, packets, bytes, e.reason);
+    } else {
+        count::bump_slot_n(e.reason, packets);
+    }
 }
 
 /// Invalidates every cached decision of the internal side: the datapath recorded a

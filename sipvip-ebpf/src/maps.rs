@@ -2,7 +2,7 @@
 //! space may override at load time.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, DevMap, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
@@ -147,8 +147,10 @@ pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);
 /// a slot holds the last flow that hashed to it on its CPU, a stale entry is told by its
 /// generations and replaced by the flow's next packet. (Not a per-CPU array: that finds a
 /// value through a pointer per index, a second dependent memory access per lookup.)
-#[map(name = "SV_FLOWS_V3")]
-pub static FLOWS: Array<FlowSlot> = Array::with_max_entries(default_sizes::FLOWS, 0);
+/// Memory-mapped for user space, which reads the slots' counts (`FlowSlot::packets`) with
+/// the counters.
+#[map(name = "SV_FLOWS_V4")]
+pub static FLOWS: Array<FlowSlot> = Array::with_max_entries(default_sizes::FLOWS, BPF_F_MMAPABLE);
 
 /// The flow cache's datapath generation: bumped when the datapath records a pass-through
 /// flow or a conntrack entry's takeover (`flow::bump_kernel`). A global in its own data

@@ -17,9 +17,15 @@ pub fn bump(reason: Reason) {
 /// Counts a reason by its slot, as a flow cache entry keeps it (`FlowEntry::reason`).
 #[inline(always)]
 pub fn bump_slot(reason: u8) {
+    bump_slot_n(reason, 1);
+}
+
+/// Counts `n` packets of a reason by its slot.
+#[inline(always)]
+pub fn bump_slot_n(reason: u8, n: u64) {
     if let Some(slot) = REASONS.get_ptr_mut(u32::from(reason)) {
         // SAFETY: a per-CPU slot, written only by this CPU with preemption disabled.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
     }
 }
 
@@ -34,21 +40,28 @@ pub fn traffic(a: Account, bytes: u32, reason: u8) {
     cell(a.vip_id, c as u16, bytes, reason);
 }
 
-/// [`traffic`] in a VIP's cell `cell` (`flow_cell`: its rows taken flat), which a cached
-/// decision found once. A VIP beyond the map counts the reason alone.
+/// [`traffic`] in a VIP's cell `cell` (`flow_cell`: its rows taken flat).
 #[inline(always)]
 pub fn cell(vip_id: u32, cell: u16, bytes: u32, reason: u8) {
+    cell_n(vip_id, cell, 1, u64::from(bytes), reason);
+}
+
+/// `packets` packets of `bytes` in all in a VIP's cell, and their reason: a packet's, or a
+/// flow cache slot's counts (`FlowSlot::packets`), which a cached decision found the cell
+/// of once. A VIP beyond the map counts the reason alone.
+#[inline(always)]
+pub fn cell_n(vip_id: u32, cell: u16, packets: u64, bytes: u64, reason: u8) {
     let Some(c) = VIP_STATS.get_ptr_mut(vip_id) else {
-        bump_slot(reason);
+        bump_slot_n(reason, packets);
         return;
     };
     // SAFETY: a per-CPU slot, written only by this CPU with preemption disabled.
     let c = unsafe { &mut *c };
     if let Some(cell) = c.cells.as_flattened_mut().get_mut(usize::from(cell)) {
-        cell.packets += 1;
-        cell.bytes += u64::from(bytes);
+        cell.packets += packets;
+        cell.bytes += bytes;
     }
     if let Some(r) = c.reasons.get_mut(usize::from(reason)) {
-        *r += 1;
+        *r += packets;
     }
 }

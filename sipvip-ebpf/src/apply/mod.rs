@@ -4,12 +4,12 @@
 //! a helper refuses. See docs/architecture.md, "The code".
 
 pub(crate) mod answer;
-mod count;
+pub(crate) mod count;
 pub(crate) mod csum;
 mod mem;
 
 use sipvip_common::{
-    cell_member, CtKey, CtValue, Disposition, FlowEntry, FlowKey, Reason, CT_PASSTHROUGH,
+    cell_member, CtKey, CtValue, Disposition, FlowKey, FlowSlot, Reason, CT_PASSTHROUGH,
     FLOW_SIDE_SRC, FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, IPPROTO_UDP,
 };
 
@@ -151,9 +151,11 @@ fn apply<F: Frame, A: Family>(f: &F, p: &Ip<A>, d: Decision<A>) -> Result<Verdic
 /// packet, with the checksum deltas computed then. None when the packet is not one the
 /// entry fits (TTL, a longer packet than the next hop was found for, a pass-through flow
 /// whose conntrack entry is gone, a refused redirect): the rules then decide, before
-/// anything was written.
+/// anything was written. The packet is counted in the slot (`FlowSlot::packets`), as its
+/// entry's.
 #[inline(always)]
-pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Option<(u32, Reason)> {
+pub fn cached<F: Frame>(f: &F, h: &Plain, s: &mut FlowSlot, k: &FlowKey) -> Option<(u32, Reason)> {
+    let e = &mut s.entry;
     if h.ttl <= 1 || h.tot_len > e.max_len {
         return None;
     }
@@ -172,7 +174,13 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
     if !f.redirect_cached(e.ifindex) {
         return None;
     }
-    if e.state == FLOW_STATE_REFRESH && refresh_due(e) {
+    // Nothing fails from here: the frame's headers were checked whole (`packet::plain`).
+    // Counted in the slot, as its entry's: a translated packet's traffic in its VIP's cell
+    // and its reason, a forwarded packet's reason (`FlowSlot`; `flow::remember` moves the
+    // counts on). The entry's reason is one `remember` checked (`flow::reason`), named
+    // only for the debug log (a release build drops the lookup).
+    s.packets += 1;
+    if e.state == FLOW_STATE_REFRESH && refresh_due(s.packets) {
         // The rules' `snat_flow`: the replies' entry, unless it is there already.
         let member = CtValue {
             member_be: k.src_be,
@@ -185,10 +193,6 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
             write_flow(&key, &value, takeover);
         }
     }
-    // Nothing fails from here: the frame's headers were checked whole (`packet::plain`).
-    // The entry's reason is one `remember` checked (`flow::reason`): counted as stored, with
-    // a translated packet's traffic in its VIP's cell (as the rules' path counts them), and
-    // named only for the debug log (a release build drops the lookup).
     if e.action == FLOW_TRANSLATE {
         let (addr_w, port_w, old_port) = if e.side == FLOW_SIDE_SRC {
             (plain::W_SRC, plain::W_SPORT, k.sport_be)
@@ -205,9 +209,7 @@ pub fn cached<F: Frame>(f: &F, h: &Plain, e: &mut FlowEntry, k: &FlowKey) -> Opt
         // The entry's deltas were folded to 16 bits when it was written (`flow::remember`).
         let c = Folded(e.l4_delta as u16).apply_l4(h.proto == IPPROTO_UDP, h.word(csum_w));
         h.set(csum_w, c);
-        count::cell(e.vip_id, e.cell, h.len, e.reason);
-    } else {
-        count::bump_slot(e.reason);
+        s.bytes += u64::from(h.len);
     }
     h.set(plain::W_TTL, ttl_decremented::<u32>(h.word(plain::W_TTL)));
     h.set(
@@ -233,15 +235,12 @@ fn ttl_decremented<A: Family>(word: u16) -> u16 {
 }
 
 /// Whether a member-opened flow's cached packet is the one (every `FLOW_REFRESH_EVERY`) that
-/// makes sure of its replies' conntrack entry; counts it in the entry (this CPU's).
+/// makes sure of its replies' conntrack entry: by its slot's count of the entry's cached
+/// packets with it (`FlowSlot::packets`, which starts from 0 with each entry).
 #[inline(always)]
-fn refresh_due(e: &mut FlowEntry) -> bool {
-    e.unrefreshed = e.unrefreshed.wrapping_add(1);
-    if e.unrefreshed < sipvip_common::FLOW_REFRESH_EVERY {
-        return false;
-    }
-    e.unrefreshed = 0;
-    true
+fn refresh_due(packets: u64) -> bool {
+    const { assert!(sipvip_common::FLOW_REFRESH_EVERY.is_power_of_two()) };
+    packets.is_multiple_of(u64::from(sipvip_common::FLOW_REFRESH_EVERY))
 }
 
 /// Writes the state the packet leaves behind: the pass-through port mark before the flow,

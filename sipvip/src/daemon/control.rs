@@ -53,8 +53,12 @@ pub(super) fn status(
         tracing: dp.trace_filter().is_some_and(|t| t.on != 0),
         ..Default::default()
     };
+    // Every VIP's counters in one read of the flow cache's slots.
+    let counters = dp
+        .vips_counters(0..plan.vips.len() as u32)
+        .unwrap_or_default();
     for (vi, (v, st)) in plan.vips.iter().zip(&sup.vips).enumerate() {
-        let c = dp.vip_counters(vi as u32).unwrap_or_default();
+        let c = counters.get(vi).copied().unwrap_or_default();
         let proto = |n: u8| {
             sipvip::proto::Protocol::from_number(n)
                 .map_or_else(|| n.to_string(), |p| p.name().to_string())

@@ -46,10 +46,11 @@ struct Layout {
 /// The entries of an array holding a block of `slots` for each possible CPU (the flow and
 /// next-hop caches: the datapath indexes them by the running CPU's number, below the
 /// possible CPUs' count). Loading checks that the flow cache's fit.
-/// The flow cache of the builds before `SV_FLOWS_V3` (a bench's baseline object) and its
-/// slot's size: this build only writes the slot mask it reads (`Datapath::flow_slots`).
-const LEGACY_FLOWS: &str = "SV_FLOWS_V2";
-const LEGACY_FLOW_SLOT_BYTES: usize = 72;
+/// The flow cache of the builds before `SV_FLOWS_V4` (a bench's baseline object) and its
+/// slot's size, without the slot's counts: sized as this build's, and otherwise only the
+/// slot mask it reads is written (`Datapath::flow_slots`).
+const LEGACY_FLOWS: &str = "SV_FLOWS_V3";
+const LEGACY_FLOW_SLOT_BYTES: usize = 80;
 
 fn cpu_blocks(slots: u32, cpus: u32) -> u32 {
     slots.saturating_mul(cpus)
@@ -658,7 +659,14 @@ impl Datapath {
             ebpf,
             logger,
             silent: Default::default(),
+            slot_view: None,
+            reported: Default::default(),
         };
+        dp.slot_view = dp
+            .flows
+            .as_ref()
+            .map(super::counts::SlotView::map)
+            .transpose()?;
         dp.write_flow_slot_mask()?;
         Ok(dp)
     }
@@ -703,6 +711,9 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         for m in layouts(sizes, cpus).iter().filter(|m| m.sized) {
             loader.map_max_entries(m.name, m.max_entries);
+        }
+        if other_build {
+            loader.map_max_entries(LEGACY_FLOWS, cpu_blocks(sizes.flows, cpus));
         }
         let mut ebpf = loader.load(object)?;
         // Globals the object keeps in data sections, each an array of one value that the
@@ -845,6 +856,10 @@ impl Datapath {
                 .or_else(|| ebpf.take_map(map_names::FLOW_GEN_V1));
             if let Some(map) = legacy {
                 maps.insert(map_names::FLOW_GEN_V2, map);
+            }
+            // Before the slots counted their packets (`SV_FLOWS_V3`).
+            if let Some(map) = ebpf.take_map(LEGACY_FLOWS) {
+                maps.insert(LEGACY_FLOWS, map);
             }
         }
         if other_build {

@@ -23,6 +23,7 @@ use sipvip_common::{
 };
 
 mod attach;
+mod counts;
 mod load;
 mod read;
 mod spec;
@@ -64,6 +65,12 @@ pub enum DatapathError {
     },
     #[error("map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("map {name}: memory-mapping it: {source}")]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("program {0} is missing from the object")]
     MissingProgram(&'static str),
     #[error("VIP {0} is not installed")]
@@ -176,7 +183,11 @@ pub struct Datapath {
     trace: Option<TraceMaps>,
     /// The flow cache and its generations (None for an object from before it).
     flows: Option<Array<MapData, sipvip_common::FlowSlot>>,
-    /// The entries of an earlier build's flow cache (`SV_FLOWS_V2`, a bench's baseline
+    /// The flow cache mapped read-only, for its slots' counts (None with `flows`).
+    slot_view: Option<counts::SlotView>,
+    /// The counters as last reported, which a read never goes below (`counts`).
+    reported: std::sync::Mutex<counts::Reported>,
+    /// The entries of an earlier build's flow cache (`SV_FLOWS_V3`, a bench's baseline
     /// object), whose slot mask user space still writes; None in this build's object.
     legacy_flow_entries: Option<u32>,
     /// The datapath's generation (`SV_FLOWGEN_V3`, one value); None in an earlier build's

@@ -188,8 +188,9 @@ impl Datapath {
     }
 
     /// Per-reason counters summed over CPUs (only reasons with a non-zero count): a reason's
-    /// own slot, and the VIPs' counts of it with the traffic they counted in a cell
-    /// (`VipCells::reasons`).
+    /// own slot, the VIPs' counts of it with the traffic they counted in a cell
+    /// (`VipCells::reasons`), and the flow cache slots' counts of their entries' reason
+    /// (read last: see `counts`); none below what the last read reported.
     pub fn reasons(&self) -> Result<BTreeMap<&'static str, u64>> {
         let mut slots = [0u64; sipvip_common::REASON_SLOTS as usize];
         for r in Reason::ALL {
@@ -209,6 +210,13 @@ impl Datapath {
                 }
             }
         }
+        if let Some(view) = &self.slot_view {
+            let cached = super::counts::SlotCounts::read(view, Some(0..0));
+            for (s, v) in slots.iter_mut().zip(cached.reasons) {
+                *s += v;
+            }
+        }
+        self.reported().reasons(&mut slots);
         Ok(Reason::ALL
             .iter()
             .filter(|r| slots[**r as usize] != 0)
@@ -216,14 +224,44 @@ impl Datapath {
             .collect())
     }
 
-    /// A VIP's traffic counters: its cells summed over CPUs, and into the VIP's, the
-    /// services' and the members' counters.
+    /// A VIP's traffic counters: its cells summed over CPUs with the flow cache slots'
+    /// counts of its cells (read last: see `counts`), and into the VIP's, the services' and
+    /// the members' counters; none below what the last read reported.
     pub fn vip_counters(&self, vip_id: u32) -> Result<VipCounters> {
-        let mut total = VipCounters::default();
-        for c in self.vip_cells(vip_id)?.iter() {
-            c.add_to(&mut total);
+        Ok(self.vips_counters(vip_id..vip_id + 1)?.remove(0))
+    }
+
+    /// [`Datapath::vip_counters`] of several VIPs, with one read of the flow cache's slots.
+    pub fn vips_counters(&self, vip_ids: std::ops::Range<u32>) -> Result<Vec<VipCounters>> {
+        let mut all = Vec::new();
+        for vip_id in vip_ids.clone() {
+            let mut total = VipCounters::default();
+            for c in self.vip_cells(vip_id)?.iter() {
+                c.add_to(&mut total);
+            }
+            all.push(total);
         }
-        Ok(total)
+        if let Some(view) = &self.slot_view {
+            let cached = super::counts::SlotCounts::read(view, Some(vip_ids.clone()));
+            for (vip_id, total) in vip_ids.clone().zip(all.iter_mut()) {
+                if let Some(c) = cached.vips.get(&vip_id) {
+                    c.add_to(total);
+                }
+            }
+        }
+        let mut reported = self.reported();
+        for (vip_id, total) in vip_ids.zip(all.iter_mut()) {
+            reported.vip(vip_id, total);
+        }
+        Ok(all)
+    }
+
+    /// What the counters' readers reported last (a poisoned lock's value is still good:
+    /// every update leaves it whole).
+    fn reported(&self) -> std::sync::MutexGuard<'_, super::counts::Reported> {
+        self.reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A VIP's `VipCells`, one per CPU.
