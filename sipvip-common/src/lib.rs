@@ -817,7 +817,7 @@ pub struct FlowSlot {
     pub entry: FlowEntry,
     /// Cached packets of the entry not yet moved into its VIP's cell or reason's slot.
     pub packets: u64,
-    /// Their bytes (IP total length, as the rules count), for a `FLOW_TRANSLATE` entry.
+    /// Their bytes (frame lengths, as the rules count), for a `FLOW_TRANSLATE` entry.
     pub bytes: u64,
 }
 

@@ -1799,7 +1799,9 @@ fn the_flow_cache_never_outlives_a_change() {
 /// other flow's. A SNATed flow, an excluded one that differs from it only in its destination
 /// address, and a second SNATed flow that differs from the first only in its source port
 /// take turns; every output's checksums are re-verified
-/// from scratch.
+/// from scratch. Every packet is counted once, under its reason and (SNATed) in the VIP's
+/// traffic: a cached packet counts in the slot, whose counts move to the VIP's value when
+/// the next flow takes it.
 #[test]
 fn flows_that_share_a_flow_cache_slot_each_get_their_own_decision() {
     let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
@@ -1817,6 +1819,7 @@ fn flows_that_share_a_flow_cache_slot_each_get_their_own_decision() {
         (&excluded, (CONFIG, 40000), PRIMARY, CONFIG_MAC, "excluded"),
         (&snat_b, (PHONE, 40001), VIP, PHONE_MAC, "snat"),
     ];
+    let (mut snat_packets, mut snat_bytes) = (0, 0);
     for round in 0..4 {
         for (i, (frame, (dst, sport), want_src, want_dmac, reason)) in flows.iter().enumerate() {
             // Twice in a row: the second packet takes the slot the first left.
@@ -1837,6 +1840,16 @@ fn flows_that_share_a_flow_cache_slot_each_get_their_own_decision() {
                     net.dp.reasons().unwrap().get(*reason).copied(),
                     Some(before.unwrap_or(0) + 1),
                     "{what}: counted as {reason}"
+                );
+                if *reason == "snat" {
+                    snat_packets += 1;
+                    snat_bytes += out.len() as u64;
+                }
+                let c = net.dp.vip_counters(VIP_ID).unwrap();
+                assert_eq!(
+                    (c.vip_out.packets, c.vip_out.bytes),
+                    (snat_packets, snat_bytes),
+                    "{what}: the VIP's outbound traffic"
                 );
             }
             let (live, held) = net.dp.cached_flows().expect("flow cache");
