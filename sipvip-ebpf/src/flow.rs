@@ -148,7 +148,8 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
     if holds(s, &key, gen_user, gen_kernel, own_mac)
         && (side != TRACE_SIDE_EXT || screen_src(h.src_be).is_ok())
     {
-        if let Some((verdict, reason)) = crate::apply::cached(f, &h, s, &key) {
+        let lane_key = (side == TRACE_SIDE_EXT).then_some(&key);
+        if let Some((verdict, reason)) = crate::apply::cached(f, &h, s, lane_key) {
             return Lane::Done(verdict, reason);
         }
     }
