@@ -796,13 +796,13 @@ pub const FLOW_REFRESH_EVERY: u8 = 32;
 
 /// One slot of `SV_FLOWS_V4`, the flow cache: an array holding each CPU's block of slots,
 /// direct-mapped (the slot of a flow is `flow_slot(key) & mask` in the running CPU's block,
-/// the mask in `SV_FLOWGEN_V2` at `FLOW_SLOT_MASK`), so a lookup is a few inlined
+/// the mask in `SV_FLOWCTL_V2`, `FlowControl::mask`), so a lookup is a few inlined
 /// instructions rather than a hash-map helper call. A slot holds the last flow that hashed
 /// to it on this CPU; its key tells which. Only its own CPU writes it, while the program
 /// runs with preemption off.
 ///
 /// A slot also counts its entry's cached packets (`packets`, `bytes`), where a cached packet
-/// counted in its VIP's cell (`SV_VSTATS`) or its reason's slot (`SV_REASONS`) took a second
+/// counted in its VIP's cell (`SV_VSTATS_V3`) or its reason's slot (`SV_REASONS_V1`) took a second
 /// lookup: a hit's counting is then two adds in the slot the lane holds. The counts are
 /// the entry's: its VIP's cell and its reason (`FLOW_TRANSLATE`), or its reason alone
 /// (`FLOW_FORWARD`, whose `bytes` are not read). When another entry takes the slot, the

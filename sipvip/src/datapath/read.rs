@@ -211,6 +211,7 @@ impl Datapath {
             }
         }
         if let Some(view) = &self.slot_view {
+            // Every reason's counts; no VIP's cells (an empty range of VIPs).
             let cached = super::counts::SlotCounts::read(view, Some(0..0));
             for (s, v) in slots.iter_mut().zip(cached.reasons) {
                 *s += v;
