@@ -37,16 +37,11 @@ pub fn bump_slot_n(reason: u8, n: u64) {
 #[inline(always)]
 pub fn traffic(a: Account, bytes: u32, reason: u8) {
     let c = flow_cell(a.dir == Dir::Out, a.service, a.slot);
-    cell(a.vip_id, c as u16, bytes, reason);
+    cell_n(a.vip_id, c as u16, 1, u64::from(bytes), reason);
 }
 
-/// [`traffic`] in a VIP's cell `cell` (`flow_cell`: its rows taken flat).
-#[inline(always)]
-pub fn cell(vip_id: u32, cell: u16, bytes: u32, reason: u8) {
-    cell_n(vip_id, cell, 1, u64::from(bytes), reason);
-}
-
-/// `packets` packets of `bytes` in all in a VIP's cell, and their reason: a packet's, or a
+/// `packets` packets of `bytes` in all in a VIP's cell (`flow_cell`: its rows taken flat),
+/// and their reason: a packet's, or a
 /// flow cache slot's counts (`FlowSlot::packets`), which a cached decision found the cell
 /// of once. A VIP beyond the map counts the reason alone.
 #[inline(always)]

@@ -602,12 +602,13 @@ impl Datapath {
                 Ok(m) => Some(typed(m)?),
                 Err(_) => None,
             },
-            legacy_flow_entries: match (get(map_names::FLOWS), get(LEGACY_FLOWS)) {
-                (Err(_), Ok(m)) => {
+            // Only in an earlier build's object (this build's is `flows`).
+            legacy_flow_entries: match get(LEGACY_FLOWS) {
+                Ok(m) => {
                     let a: aya::maps::Array<MapData, [u8; LEGACY_FLOW_SLOT_BYTES]> = typed(m)?;
                     Some(a.len())
                 }
-                _ => None,
+                Err(_) => None,
             },
             flow_gen: match get(map_names::FLOW_GEN) {
                 Ok(m) => Some(typed(m)?),

@@ -114,8 +114,8 @@ impl Datapath {
     }
 
     /// The flow cache's slots per CPU (None without a flow cache): each possible CPU has
-    /// a block of them. An earlier build's cache (a bench's baseline object) keeps the
-    /// size its object gave it, whose blocks are the largest power of two that fits.
+    /// a block of them (an earlier build's cache, a bench's baseline object's, is sized as
+    /// this build's at load).
     pub(super) fn flow_slots(&self) -> Result<Option<u32>> {
         let entries = match (&self.flows, self.legacy_flow_entries) {
             (Some(flows), _) => flows.len(),
@@ -123,12 +123,7 @@ impl Datapath {
             (None, None) => return Ok(None),
         };
         let cpus = super::load::possible_cpus()?;
-        let slots = (entries / cpus.max(1)).max(1);
-        Ok(Some(if self.flows.is_some() {
-            slots
-        } else {
-            1 << slots.ilog2()
-        }))
+        Ok(Some((entries / cpus.max(1)).max(1)))
     }
 
     /// The flow cache's entries of the current generations (what later packets take), of

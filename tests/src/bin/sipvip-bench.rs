@@ -1311,10 +1311,39 @@ fn cost_load(
             ns[i].push(r.with_context(|| p.name.clone())?);
         }
     }
+    counters_read(&net.dp)?;
     Ok((
         paths.iter().map(|p| (p.name.clone(), p.datapath)).collect(),
         ns,
     ))
+}
+
+/// What a counters read costs on this load's datapath (default sizes), now that it scans
+/// the flow cache's slots (`datapath::counts`): the reasons, and the fixture VIP's counters
+/// (with the VIP ids below it, as the daemon's status reads them); the median of 5 reads.
+fn counters_read(dp: &sipvip::datapath::Datapath) -> Result<()> {
+    let time = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            f()?;
+            v.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(v))
+    };
+    let reasons = time(&|| dp.reasons().map(|_| ()).map_err(Into::into))?;
+    let vips = time(&|| {
+        dp.vips_counters(0..sipvip_tests::topo::VIP_ID + 1)
+            .map(|_| ())
+            .map_err(Into::into)
+    })?;
+    println!(
+        "  counters read on this load's datapath ({} CPUs x {} flow cache slots): reasons \
+         {reasons:.2} ms, VIP counters {vips:.2} ms (median of 5 reads)",
+        aya::util::nr_cpus().map_err(|(_, e)| e)?,
+        MapSizes::default().flows
+    );
+    Ok(())
 }
 
 /// The floor program on the fixture network: the steered frame's rewrite toward the primary.
