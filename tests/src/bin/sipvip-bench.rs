@@ -31,8 +31,8 @@ struct Opts {
     failover_runs: usize,
     out: PathBuf,
     /// Only the throughput cases starting with this (and no per-path costs), or with
-    /// --costs-only only the cost paths starting with this (`=NAME`: that path alone): for
-    /// profiling.
+    /// --costs-only only the cost paths starting with this (`=NAME`: that one alone; `A|B`:
+    /// either): for profiling and A/B runs (`wanted`).
     only: Option<String>,
     /// Only the per-packet costs.
     costs_only: bool,
@@ -50,6 +50,8 @@ struct Opts {
     generator: String,
     pktgen_threads: u32,
     pktgen_burst: u32,
+    /// The outbound cases' destinations (flows), each sent to in turn.
+    snat_flows: u32,
 }
 
 fn opts() -> Opts {
@@ -66,6 +68,7 @@ fn opts() -> Opts {
         generator: "auto".into(),
         pktgen_threads: 1,
         pktgen_burst: 32,
+        snat_flows: FLOWS,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -90,9 +93,16 @@ fn opts() -> Opts {
             "--pktgen-burst" => {
                 o.pktgen_burst = it.next().and_then(|v| v.parse().ok()).unwrap_or(32)
             }
+            "--snat-flows" => {
+                o.snat_flows = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(FLOWS)
+                    .max(1)
+            }
             "-h" | "--help" => {
                 println!(
-                    "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--cost-rounds N] [--cost-loads N] [--out DIR] [--only CASE-PREFIX|=PATH | --costs-only]\n             [--baseline-object OLD.bpf.o]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
+                    "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--cost-rounds N] [--cost-loads N] [--out DIR] [--only CASE-PREFIX|=CASE[|...] | --costs-only]\n             [--baseline-object OLD.bpf.o] [--snat-flows N]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
                 );
                 std::process::exit(0);
             }
@@ -360,14 +370,14 @@ fn inbound(net: &BenchNet, size: usize, dst: Ipv4Addr) -> GenCfg {
     }
 }
 
-fn outbound(net: &BenchNet, size: usize, sport: u16) -> GenCfg {
+fn outbound(net: &BenchNet, size: usize, sport: u16, flows: u32) -> GenCfg {
     GenCfg {
         dmac: net.mac.int0,
         smac: net.mac.i0,
         src_be: be32(MEMBER),
         dst_be: be32(FAR_BASE),
         n_src: 1,
-        n_dst: FLOWS,
+        n_dst: flows,
         n_ports: 1,
         sport_base: sport,
         dport_be: be16(5060),
@@ -447,11 +457,9 @@ fn main() -> Result<()> {
         .iter()
         .copied()
         .filter(|(c, _)| {
-            o.only.as_ref().is_none_or(|p| {
-                c.strip_prefix(BASELINE)
-                    .unwrap_or(c)
-                    .starts_with(p.as_str())
-            })
+            o.only
+                .as_ref()
+                .is_none_or(|p| wanted(p, c.strip_prefix(BASELINE).unwrap_or(c)))
         })
         .collect();
     if rounds > 0 && !selected.is_empty() {
@@ -548,7 +556,7 @@ fn main() -> Result<()> {
                             "i0",
                             &mut int,
                             &mut ext,
-                            outbound(&net, size, 5060),
+                            outbound(&net, size, 5060, o.snat_flows),
                             expect,
                             size,
                             o.secs,
@@ -670,6 +678,17 @@ fn main() -> Result<()> {
         }
     }
     if o.only.is_some() && !o.costs_only {
+        // With the floor among the cases asked for (`--only "floor|..."`), each case's ratio
+        // to it, as the full run's table gives it.
+        for r in runs
+            .iter()
+            .filter(|r| !r.vs_floor.is_nan() && !r.case.starts_with("floor"))
+        {
+            println!(
+                "  {:>4} B  {:<44} {:.3}x the floor's packets/s (median of per-round ratios)",
+                r.size, r.case, r.vs_floor
+            );
+        }
         return Ok(());
     }
     let costs = per_packet_costs(
@@ -832,6 +851,7 @@ fn main() -> Result<()> {
         "machine": machine,
         "seconds_per_case": o.secs,
         "rounds": o.rounds,
+        "snat_flows": o.snat_flows,
         "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "gateway_ns_per_packet_over_floor": r.gw_ns_over_floor, "pps_per_round": r.rounds, "frames_without_the_expected_rewrite": r.without_rewrite, "vs_baseline": r.vs_baseline})).collect::<Vec<Value>>(),
         "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "vs_baseline": c.vs_baseline, "vs_baseline_trimmed_mean": c.vs_baseline_trimmed_mean, "vs_baseline_per_load": c.vs_baseline_per_load, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
         "failover": failover,
@@ -912,14 +932,16 @@ fn install_local_vip(dp: &mut sipvip::datapath::Datapath) -> Result<Vec<u8>> {
     .build())
 }
 
-/// `only`: besides the empty and floor programs, only the paths starting with it.
-/// Whether `--only` asks for a cost path: its name starts with the value, or is it when the
-/// value starts with `=` (one path alone, for a profile).
+/// Whether `--only` asks for a throughput case or cost path: one of its `|`-separated
+/// values is the start of the name, or the name itself when the value starts with `=` (one
+/// case or path alone, for a profile or an A/B). Besides the paths asked for, the per-packet
+/// costs always measure the empty and floor programs; the throughput rounds only the cases
+/// asked for (add `floor` for the ratios to it).
 fn wanted(only: &str, name: &str) -> bool {
-    match only.strip_prefix('=') {
+    only.split('|').any(|v| match v.strip_prefix('=') {
         Some(exact) => name == exact,
-        None => name.starts_with(only),
-    }
+        None => name.starts_with(v),
+    })
 }
 
 const COST_REPEAT: u32 = 1_000_000;
