@@ -1870,7 +1870,7 @@ fn flows_that_share_a_flow_cache_slot_each_get_their_own_decision() {
 /// of the flow's packets, and a reply then goes back to the member. Every output's
 /// checksums are re-verified from scratch.
 #[test]
-fn a_cached_flow_puts_back_its_replies_conntrack_entry_within_32_packets() {
+fn a_cached_flow_puts_back_its_replies_conntrack_entry_within_flow_refresh_every_packets() {
     let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
     let net = net();
     // A port no other test's flow uses: the entry is deleted from every loaded conntrack
