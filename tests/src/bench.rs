@@ -473,3 +473,34 @@ impl CostHarness {
         measured(r, expect, t.elapsed(), repeat)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bench's outbound flows (the member's port 5060 to `FLOWS` destinations from
+    /// `FAR_BASE`, UDP port 5060, as `bench_gen` sends them) each take a flow cache slot of
+    /// their own at the cache's default size, whatever the internal interface's index: the
+    /// outbound cases time a hit per packet, not flows taking each other's slot.
+    #[test]
+    fn the_outbound_flows_take_a_flow_cache_slot_each() {
+        let mask = sipvip::datapath::MapSizes::default().flows - 1;
+        for ifindex in 1..=256 {
+            let mut seen = std::collections::HashSet::new();
+            for n in 0..FLOWS {
+                let key = sipvip_common::FlowKey {
+                    src_be: be32(MEMBER),
+                    dst_be: be32(Ipv4Addr::from(u32::from(FAR_BASE) + n)),
+                    sport_be: 5060u16.to_be(),
+                    dport_be: 5060u16.to_be(),
+                    proto: sipvip_common::IPPROTO_UDP,
+                    hook: sipvip_common::FLOW_HOOK_INT,
+                    _pad: 0,
+                    ifindex,
+                };
+                let slot = sipvip_common::flow_slot(&key) & mask;
+                assert!(seen.insert(slot), "ifindex {ifindex}: flow {n} shares slot {slot}");
+            }
+        }
+    }
+}
