@@ -605,7 +605,7 @@ pub struct Sizes {
     pub conntrack: Option<u32>,
     pub fragments: Option<u32>,
     pub exclusions: Option<u32>,
-    /// The flow cache's slots per CPU, a power of two (default 65,536: 4.5 MiB per CPU).
+    /// The flow cache's slots per CPU, a power of two (default 65,536: 6 MiB per CPU, 96 bytes a slot).
     pub flows: Option<u32>,
 }
 

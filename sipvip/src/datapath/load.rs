@@ -75,7 +75,7 @@ fn check_flow_cache(slots: u32, cpus: u32) -> Result<()> {
 }
 
 /// The most flow cache slots of all CPUs together (an array's entries are 32-bit indexes;
-/// 2^28 slots of 72 bytes are 18 GiB).
+/// 2^28 slots of 96 bytes are 24 GiB).
 const MAX_FLOW_CACHE_ENTRIES: u32 = 1 << 28;
 
 /// The count of possible CPUs (`/sys/devices/system/cpu/possible`).
