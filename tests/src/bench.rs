@@ -499,7 +499,10 @@ mod tests {
                     ifindex,
                 };
                 let slot = sipvip_common::flow_slot(&key) & mask;
-                assert!(seen.insert(slot), "ifindex {ifindex}: flow {n} shares slot {slot}");
+                assert!(
+                    seen.insert(slot),
+                    "ifindex {ifindex}: flow {n} shares slot {slot}"
+                );
             }
         }
     }
