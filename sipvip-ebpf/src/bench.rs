@@ -12,6 +12,11 @@
 //! - `bench_reset`: the per-packet cost harness for BPF_PROG_TEST_RUN with a repeat count:
 //!   writes the headers of `BENCH_TMPL` back into the frame (each run would otherwise see the
 //!   previous run's rewrite), then tail-calls the program under test in `BENCH_PROGS[0]`.
+//! - `bench_reset_flows`: the same harness for many flows in turn: after the template, the
+//!   UDP source port's low bits are the run's count under the mask of `BENCH_FLOWS` (a power
+//!   of two), the UDP checksum updated to match, so each run is the next of that many flows
+//!   (the flow cache's slots, which one flow keeps in the CPU's cache, are then read as they
+//!   are under live traffic).
 //! - `bench_reset_tc` and `bench_empty_tc`: the same harness and baseline for TC programs
 //!   (skb), with their own program array (`BENCH_PROGS_TC`: a program array holds one
 //!   program type).
@@ -51,6 +56,10 @@ static COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 static EXPECT: Array<Expect> = Array::with_max_entries(1, 0);
 #[map(name = "BENCH_BAD")]
 static BAD: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "BENCH_FLOWS")]
+static FLOWS: Array<u32> = Array::with_max_entries(1, 0);
+#[map(name = "BENCH_FLOWSEQ")]
+static FLOWSEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 const HDR: usize = 14 + 20 + 8;
 
@@ -214,13 +223,70 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn bench_reset(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + TEMPLATE_BYTES > end {
+    if restore(&ctx).is_none() {
         return xdp_action::XDP_ABORTED;
     }
-    let Some(t) = TMPL.get(0) else {
+    // SAFETY: the context is this program's own.
+    unsafe { PROGS.tail_call(&ctx, 0) };
+    xdp_action::XDP_ABORTED
+}
+
+/// The UDP source port and checksum of an untagged IPv4 frame without options.
+const UDP_SPORT: usize = 14 + 20;
+const UDP_CSUM: usize = 14 + 20 + 6;
+
+#[xdp]
+pub fn bench_reset_flows(ctx: XdpContext) -> u32 {
+    let Some(start) = restore(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
+    let mask = FLOWS.get(0).map_or(0, |n| n.wrapping_sub(1));
+    let Some(seq) = FLOWSEQ.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: a per-CPU slot.
+    let n = unsafe {
+        *seq = (*seq).wrapping_add(1);
+        *seq
+    } & mask;
+    let p = start as *mut u8;
+    // SAFETY: TEMPLATE_BYTES (64) bytes are inside the frame (`restore` checked), which
+    // holds the protocol (23), the source port (34) and the UDP checksum (40); frames are
+    // 2-byte aligned at least (see `restore`).
+    unsafe {
+        if *p.add(23) != 17 {
+            return xdp_action::XDP_ABORTED;
+        }
+        let sport = p.add(UDP_SPORT) as *mut u16;
+        let old = sport.read();
+        let new = (u16::from_be(old) ^ n as u16).to_be();
+        sport.write(new);
+        let csum = p.add(UDP_CSUM) as *mut u16;
+        let c = csum.read();
+        // A UDP checksum of 0 is none; otherwise RFC 1624's HC' = ~(~HC + ~m + m'), and a
+        // result of 0 is sent as 0xffff.
+        if c != 0 {
+            let mut s = u32::from(!c) + u32::from(!old) + u32::from(new);
+            s = (s & 0xffff) + (s >> 16);
+            s = (s & 0xffff) + (s >> 16);
+            let r = !(s as u16);
+            csum.write(if r == 0 { 0xffff } else { r });
+        }
+    }
+    // SAFETY: the context is this program's own.
+    unsafe { PROGS.tail_call(&ctx, 0) };
+    xdp_action::XDP_ABORTED
+}
+
+/// Writes the template's headers (`BENCH_TMPL`) back into the frame; its start, or None
+/// when the frame is shorter than the template.
+#[inline(always)]
+fn restore(ctx: &XdpContext) -> Option<usize> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + TEMPLATE_BYTES > end {
+        return None;
+    }
+    let t = TMPL.get(0)?;
     let src = t.bytes.as_ptr() as *const u64;
     let dst = start as *mut u64;
     let mut i = 0;
@@ -230,9 +296,7 @@ pub fn bench_reset(ctx: XdpContext) -> u32 {
         unsafe { dst.add(i).write(src.add(i).read()) };
         i += 1;
     }
-    // SAFETY: the context is this program's own.
-    unsafe { PROGS.tail_call(&ctx, 0) };
-    xdp_action::XDP_ABORTED
+    Some(start)
 }
 
 #[xdp]

@@ -342,8 +342,13 @@ pub struct Cost {
     /// The median over rounds of this path's cost divided by the floor program's cost in the
     /// same round (side by side, so a slow spell of the machine hits both).
     pub vs_floor: f64,
-    /// The same net of the harness: `(path - empty) / (floor - empty)` per round.
+    /// The same net of the harness: `(path - empty) / (floor - empty)` per round (NaN for a
+    /// path of many flows, whose harness is not the empty program's).
     pub vs_floor_net: f64,
+    /// A path of many flows in turn: the median over rounds of its cost divided by the same
+    /// path's with one flow (the floor's figure, `vs_floor`, is then the floor's through the
+    /// same harness).
+    pub vs_one_flow: Option<f64>,
     /// With a baseline object: the median over rounds of this path's cost divided by the
     /// same path's on the baseline in the same round.
     pub vs_baseline: Option<f64>,
@@ -362,7 +367,12 @@ impl CostHarness {
     /// namespace.
     pub fn new() -> Result<CostHarness> {
         let mut ebpf = Ebpf::load(sipvip::datapath::BENCH_OBJECT)?;
-        for p in ["bench_reset", "bench_empty", "bench_floor"] {
+        for p in [
+            "bench_reset",
+            "bench_reset_flows",
+            "bench_empty",
+            "bench_floor",
+        ] {
             let prog: &mut Xdp = ebpf.program_mut(p).context("bench program")?.try_into()?;
             prog.load()?;
         }
@@ -433,6 +443,43 @@ impl CostHarness {
         Ok(())
     }
 
+    /// What `bench_reset_flows` hands its target, run by run: `runs` single runs of `frame`
+    /// with `flows` flows in turn, each through the empty program (which leaves the frame as
+    /// the harness made it); the frames out.
+    pub fn flows_harness_output(
+        &mut self,
+        frame: &[u8],
+        flows: u32,
+        runs: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let empty = self.own("bench_empty")?;
+        self.prepare(frame, "BENCH_PROGS", &empty)?;
+        let mut m: Array<&mut MapData, u32> =
+            Array::try_from(self.ebpf.map_mut("BENCH_FLOWS").context("flows map")?)?;
+        m.set(0, flows, 0)?;
+        let prog: &Xdp = self
+            .ebpf
+            .program("bench_reset_flows")
+            .context("reset")?
+            .try_into()?;
+        let mut out = Vec::new();
+        for _ in 0..runs {
+            let mut buf = vec![0u8; frame.len()];
+            let r = prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut buf),
+                ..TestRunOptions::default()
+            })?;
+            anyhow::ensure!(
+                r.return_value == crate::check::XDP_PASS,
+                "verdict {}",
+                r.return_value
+            );
+            out.push(buf);
+        }
+        Ok(out)
+    }
+
     /// A program of the bench object itself (`bench_empty`, `bench_floor`).
     pub fn own(&self, name: &str) -> Result<ProgramFd> {
         let p: &Xdp = self
@@ -444,9 +491,12 @@ impl CostHarness {
     }
 
     /// Runs `target` on `frame` (at least TEMPLATE_BYTES long) as if it arrived on `ifindex`,
-    /// `repeat` times in one BPF_PROG_TEST_RUN call, and returns the kernel's ns per run. The
-    /// verdict must be `expect`, so a path that goes elsewhere is an error rather than a wrong
-    /// figure.
+    /// `repeat` times in one BPF_PROG_TEST_RUN call, and returns the ns per run (see
+    /// `measured`). The verdict must be `expect`, so a path that goes elsewhere is an error
+    /// rather than a wrong figure. With `flows` above 1 (a power of two; a UDP frame), the
+    /// runs are that many flows in turn (`bench_reset_flows`: the source port's low bits
+    /// vary), each run once first, untimed, so the timed runs find what a flow's first packet
+    /// leaves.
     pub fn cost(
         &mut self,
         target: &ProgramFd,
@@ -454,15 +504,37 @@ impl CostHarness {
         frame: &[u8],
         expect: u32,
         repeat: u32,
+        flows: u32,
     ) -> Result<f64> {
+        anyhow::ensure!(
+            flows.is_power_of_two(),
+            "{flows} flows: a power of two, at least 1"
+        );
         self.prepare(frame, "BENCH_PROGS", target)?;
-        let prog: &Xdp = self
-            .ebpf
-            .program("bench_reset")
-            .context("reset")?
-            .try_into()?;
+        let reset = if flows > 1 {
+            let mut m: Array<&mut MapData, u32> =
+                Array::try_from(self.ebpf.map_mut("BENCH_FLOWS").context("flows map")?)?;
+            m.set(0, flows, 0)?;
+            "bench_reset_flows"
+        } else {
+            "bench_reset"
+        };
+        let prog: &Xdp = self.ebpf.program(reset).context("reset")?.try_into()?;
         let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        if flows > 1 {
+            let r = prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx),
+                repeat: flows,
+                ..TestRunOptions::default()
+            })?;
+            anyhow::ensure!(
+                r.return_value == expect,
+                "verdict {} where {expect} was expected, with {flows} flows",
+                r.return_value
+            );
+        }
         let t = ThreadClock::now();
         let r = prog.test_run(TestRunOptions {
             data_in: Some(frame),

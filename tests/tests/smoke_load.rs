@@ -33,3 +33,50 @@ fn loads_with_production_sizes() {
         );
     }
 }
+
+/// The many-flows cost harness (`bench_reset_flows`) makes each run the next of its flows:
+/// the member's source port takes every value of its low bits in turn, and every frame's
+/// checksums verify from scratch, so the path it times sees valid packets of distinct flows.
+#[test]
+fn the_many_flows_cost_harness_sends_valid_frames_of_distinct_flows() {
+    use sipvip_tests::{bench::CostHarness, frame::verify_checksums, table};
+    let frame = {
+        let mut f = (table::cost_row("outbound SNAT, exclusion miss")
+            .expect("SNAT row")
+            .input)();
+        f.resize(f.len().max(64), 0);
+        f
+    };
+    let sport = |f: &[u8]| u16::from_be_bytes([f[34], f[35]]);
+    let base = sport(&frame);
+    let mut h = CostHarness::new().expect("harness");
+    const FLOWS: u32 = 16;
+    let out = h
+        .flows_harness_output(&frame, FLOWS, 2 * FLOWS as usize)
+        .expect("harness runs");
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, f) in out.iter().enumerate() {
+        verify_checksums(f).unwrap_or_else(|e| panic!("run {i}: {e}"));
+        let p = sport(f);
+        assert_eq!(
+            p & !(FLOWS as u16 - 1),
+            base & !(FLOWS as u16 - 1),
+            "run {i}: port {p}"
+        );
+        assert_eq!(
+            f[..34],
+            frame[..34],
+            "run {i}: only the port and checksum change"
+        );
+        assert_eq!(f[36..40], frame[36..40], "run {i}");
+        seen.insert(p);
+        if i >= FLOWS as usize {
+            assert_eq!(
+                p,
+                sport(&out[i - FLOWS as usize]),
+                "run {i}: the flows come round"
+            );
+        }
+    }
+    assert_eq!(seen.len(), FLOWS as usize, "every flow in turn: {seen:?}");
+}

@@ -773,9 +773,9 @@ fn main() -> Result<()> {
         }
     }
     let cost = |p: &str| costs.iter().find(|c| c.0 == p).map(|c| c.1.clone());
-    // The fast-path issue's per-packet target: within 1.5x the floor program (the SNAT
-    // paths through the flow cache; steering is not cached), a flow's first packet (the
-    // rules, the cache off) beside them.
+    // The fast-path issue's per-packet target: within 1.5x the floor program (the paths
+    // through the flow cache: steering's entry per service, SNAT's per flow), a flow's first
+    // packet (the rules, the cache off) beside them.
     for p in [
         "inbound steer",
         "outbound SNAT, exclusion miss",
@@ -789,6 +789,16 @@ fn main() -> Result<()> {
                 c.vs_floor_net,
             ));
         }
+    }
+    // The cached SNAT with many flows in turn, beside the floor through the same harness and
+    // beside itself with one flow: what the flow cache's memory costs a hit (no target).
+    if let Some(c) = cost(SNAT_FLOWS) {
+        verdicts.push(format!(
+            "INFO   cached SNAT (exclusion miss) with {COST_FLOWS} flows in turn: {:.1} ns/pkt, {:.2}x the floor through the same harness, {:.2}x the same path with one flow",
+            c.ns,
+            c.vs_floor,
+            c.vs_one_flow.unwrap_or(f64::NAN),
+        ));
     }
     // On-node mode beside the gateway paths, measured in the same rounds.
     if let (Some(tc), Some(xdp), Some(empty_tc)) = (
@@ -853,7 +863,7 @@ fn main() -> Result<()> {
         "rounds": o.rounds,
         "snat_flows": o.snat_flows,
         "throughput": runs.iter().map(|r| json!({"case": r.case, "frame_bytes": r.size, "pps": r.pps, "cpu_cores": r.cpu, "vs_floor": r.vs_floor, "vs_nftables": r.vs_nft, "gateway_ns_per_packet_over_floor": r.gw_ns_over_floor, "pps_per_round": r.rounds, "frames_without_the_expected_rewrite": r.without_rewrite, "vs_baseline": r.vs_baseline})).collect::<Vec<Value>>(),
-        "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "vs_baseline": c.vs_baseline, "vs_baseline_trimmed_mean": c.vs_baseline_trimmed_mean, "vs_baseline_per_load": c.vs_baseline_per_load, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
+        "per_packet_cost": costs.iter().map(|(n, c)| json!({"path": n, "ns_per_packet": c.ns, "min_ns": c.min_ns, "max_ns": c.max_ns, "vs_floor": c.vs_floor, "vs_floor_net_of_empty": c.vs_floor_net, "vs_one_flow": c.vs_one_flow, "vs_baseline": c.vs_baseline, "vs_baseline_trimmed_mean": c.vs_baseline_trimmed_mean, "vs_baseline_per_load": c.vs_baseline_per_load, "runs": c.runs, "method": "BPF_PROG_TEST_RUN repeat 1,000,000 per round, paths interleaved, headers restored by bench_reset then tail call; median of rounds"})).collect::<Vec<Value>>(),
         "failover": failover,
         "targets": verdicts,
         "elapsed_s": started.elapsed().as_secs_f64(),
@@ -885,6 +895,12 @@ const MANY_FLOWS: &str = "sipvip inbound steering, 1,048,576 flows";
 /// The SNAT case with the flow cache off (every packet through the rules), side by side.
 const FLOW_CACHE_OFF: &str = ", flow cache off";
 const SNAT_NO_FLOW_CACHE: &str = "sipvip outbound SNAT, 1 exclusion, flow cache off";
+/// The cached SNAT's cost with `COST_FLOWS` flows in turn, and the floor's through the same
+/// harness (`bench_reset_flows`).
+const SNAT_FLOWS: &str = "outbound SNAT, exclusion miss, 4,096 flows in turn";
+const FLOWS_SUFFIX: &str = ", 4,096 flows in turn";
+const FLOOR_FLOWS: &str = "floor, through the 4,096-flow harness";
+const COST_FLOWS: u32 = 4096;
 const TRACE_NONE: &str = "inbound steer, trace on, filter matches nothing";
 const TRACE_ALL: &str = "inbound steer, trace on, every packet (1,000/s per CPU)";
 const BASELINE: &str = "baseline: ";
@@ -1022,31 +1038,51 @@ fn per_packet_costs(
             }
             _ => Vec::new(),
         };
+        // A many-flows path beside the floor through the same harness, and beside its own
+        // path with one flow (this build's, or the baseline's).
+        let named = |n: &str| paths.iter().position(|(q, _)| q == n).map(|j| &ns[j]);
+        let many = name.strip_suffix(FLOWS_SUFFIX);
+        let floor_flows = many.and(named(FLOOR_FLOWS));
+        let one_flow = many.and_then(named);
         let c = Cost {
             ns: median(v.clone()),
             min_ns: v.iter().cloned().fold(f64::INFINITY, f64::min),
             max_ns: v.iter().cloned().fold(0.0, f64::max),
-            vs_floor: median_ratio(v, &floor),
-            vs_floor_net: median(
-                v.iter()
-                    .zip(&floor)
-                    .zip(&empty)
-                    .map(|((p, f), e)| (p - e) / (f - e).max(1.0))
-                    .collect(),
-            ),
+            vs_floor: median_ratio(v, floor_flows.unwrap_or(&floor)),
+            vs_floor_net: if many.is_some() || name == FLOOR_FLOWS {
+                f64::NAN
+            } else {
+                median(
+                    v.iter()
+                        .zip(&floor)
+                        .zip(&empty)
+                        .map(|((p, f), e)| (p - e) / (f - e).max(1.0))
+                        .collect(),
+                )
+            },
+            vs_one_flow: one_flow.map(|one| median_ratio(v, one)),
             vs_baseline,
             vs_baseline_trimmed_mean,
             vs_baseline_per_load,
             runs: u64::from(COST_REPEAT) * v.len() as u64,
         };
+        let relative = match c.vs_one_flow {
+            Some(one) => format!(
+                "{:.2}x the floor through the same harness, {one:.2}x the same path with one flow",
+                c.vs_floor
+            ),
+            None if c.vs_floor_net.is_nan() => format!("{:.2}x the floor", c.vs_floor),
+            None => format!(
+                "{:.2}x the floor, {:.2}x net of the empty program",
+                c.vs_floor, c.vs_floor_net
+            ),
+        };
         println!(
-            "  {:<56} {:>6.0} ns/pkt (min {:.0}, max {:.0}; {:.2}x the floor, {:.2}x net of the empty program){}",
+            "  {:<56} {:>6.0} ns/pkt (min {:.0}, max {:.0}; {relative}){}",
             name,
             c.ns,
             c.min_ns,
             c.max_ns,
-            c.vs_floor,
-            c.vs_floor_net,
             c.vs_baseline
                 .zip(c.vs_baseline_trimmed_mean)
                 .map(|(r, m)| format!("; {r:.3}x the baseline (trimmed mean {m:.3}x)"))
@@ -1115,6 +1151,8 @@ fn cost_load(
         tc: bool,
         /// The trace filter installed while this path runs (this build).
         trace: Option<sipvip_common::TraceFilter>,
+        /// Flows in turn (`CostHarness::cost`): 1, or `COST_FLOWS` for a many-flows path.
+        flows: u32,
     }
     let mut paths = vec![
         Path_ {
@@ -1128,6 +1166,7 @@ fn cost_load(
             datapath: 0,
             tc: false,
             trace: None,
+            flows: 1,
         },
         Path_ {
             name: "floor: minimal rewrite+redirect".into(),
@@ -1140,13 +1179,14 @@ fn cost_load(
             datapath: 0,
             tc: false,
             trace: None,
+            flows: 1,
         },
     ];
     // Each cost row, then the two with the next-hop cache off; on this build, then on the
     // baseline.
-    let mut rows: Vec<(String, &table::Row, bool, bool)> = table::ROWS
+    let mut rows: Vec<(String, &table::Row, bool, bool, u32)> = table::ROWS
         .iter()
-        .filter_map(|r| r.cost.map(|c| (c.to_string(), r, false, false)))
+        .filter_map(|r| r.cost.map(|c| (c.to_string(), r, false, false, 1)))
         .collect();
     for (name, of, nexthops_off) in [
         (NO_FLOW_CACHE_SNAT, "outbound SNAT, exclusion miss", false),
@@ -1159,11 +1199,20 @@ fn cost_load(
             table::cost_row(of).context(of)?,
             nexthops_off,
             !nexthops_off,
+            1,
         ));
     }
+    // The cached SNAT with many flows in turn: each flow's slot read as under live traffic.
+    rows.push((
+        SNAT_FLOWS.to_string(),
+        table::cost_row("outbound SNAT, exclusion miss").context("SNAT row")?,
+        false,
+        false,
+        COST_FLOWS,
+    ));
     let mut befores: Vec<(usize, u32, Vec<u8>)> = Vec::new();
     for (which, dp) in std::iter::once(&net.dp).chain(base.as_ref()).enumerate() {
-        for (name, row, cache_off, flow_off) in &rows {
+        for (name, row, cache_off, flow_off, flows) in &rows {
             let name = if which == 0 {
                 name.clone()
             } else {
@@ -1192,8 +1241,25 @@ fn cost_load(
                 datapath: which,
                 tc: false,
                 trace: None,
+                flows: *flows,
             });
         }
+    }
+    // The floor through the many-flows harness, for the many-flows paths' ratio.
+    if paths.iter().any(|p| p.flows > 1) {
+        paths.push(Path_ {
+            name: FLOOR_FLOWS.into(),
+            fd: h.own("bench_floor")?,
+            ifindex: net.ext_ifindex,
+            frame: pad((table::ROWS[0].input)()),
+            expect: redirect,
+            cache_off: false,
+            flow_off: false,
+            datapath: 0,
+            tc: false,
+            trace: None,
+            flows: COST_FLOWS,
+        });
     }
     // On-node mode, this build only: the TC egress SNAT of the same member frame as the
     // XDP SNAT row (the kernel routed it already: a rewrite, no FIB, no redirect), beside
@@ -1245,6 +1311,7 @@ fn cost_load(
             datapath: 0,
             tc,
             trace: None,
+            flows: 1,
         });
     }
     // A trace running, on the steered frame.
@@ -1276,6 +1343,7 @@ fn cost_load(
             datapath: 0,
             tc: false,
             trace: Some(filter),
+            flows: 1,
         });
     }
     // One CPU for every run (the next-hop cache is per CPU; the vCPUs of a VM differ); the
@@ -1319,7 +1387,7 @@ fn cost_load(
             let r = if p.tc {
                 h.cost_tc(&p.fd, &p.frame, p.expect, COST_REPEAT)
             } else {
-                h.cost(&p.fd, p.ifindex, &p.frame, p.expect, COST_REPEAT)
+                h.cost(&p.fd, p.ifindex, &p.frame, p.expect, COST_REPEAT, p.flows)
             };
             if p.cache_off {
                 dp.refresh_nexthops(true)?;
