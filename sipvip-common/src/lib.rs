@@ -744,8 +744,8 @@ pub const FLOW_STATE_REFRESH: u8 = 1;
 pub const FLOW_STATE_REQUIRE: u8 = 2;
 
 /// A flow cache entry (`FlowSlot`): a decision the rules made for a flow's first packet, complete
-/// (rewrite, checksum deltas, link, counters), valid while both generations in
-/// `SV_FLOWGEN_V2` are the ones it was decided under.
+/// (rewrite, checksum deltas, link, counters), valid while both generations are the ones it
+/// was decided under: user space's (`SV_FLOWCTL_V2`) and the datapath's (`SV_FLOWGEN_V3`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {

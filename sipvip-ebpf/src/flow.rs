@@ -1,4 +1,4 @@
-//! The flow cache (`SV_FLOWS_V3`): the rules' decision for a flow's first packet, kept
+//! The flow cache (`SV_FLOWS_V4`): the rules' decision for a flow's first packet, kept
 //! complete (rewrite, checksum deltas, link, counters) so that the flow's later packets take
 //! one lookup and the rewrite ([`crate::apply::cached`]) instead of every rule. A memo of the
 //! rules, like the next-hop cache is of the FIB: it decides nothing the rules would not.

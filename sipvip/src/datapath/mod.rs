@@ -128,7 +128,7 @@ pub struct MapSizes {
     pub frags: u32,
     pub exclusions: u32,
     pub devmap: u32,
-    /// The flow cache's slots per CPU (`SV_FLOWS_V3`), a power of two.
+    /// The flow cache's slots per CPU (`SV_FLOWS_V4`), a power of two.
     pub flows: u32,
 }
 
