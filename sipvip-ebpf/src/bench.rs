@@ -28,6 +28,7 @@ mod object;
 use sipvip_common::bench::{
     Expect, FloorCfg, GenCfg, Template, EXPECT_DST, EXPECT_SRC, TEMPLATE_BYTES,
 };
+use sipvip_common::csum_update_folded;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
@@ -263,13 +264,11 @@ pub fn bench_reset_flows(ctx: XdpContext) -> u32 {
         sport.write(new);
         let csum = p.add(UDP_CSUM) as *mut u16;
         let c = csum.read();
-        // A UDP checksum of 0 is none; otherwise RFC 1624's HC' = ~(~HC + ~m + m'), and a
-        // result of 0 is sent as 0xffff.
+        // A UDP checksum of 0 is none; otherwise updated by the word's change `~m + m'`
+        // (at most 0x1fffe, folded once), and a result of 0 is sent as 0xffff.
         if c != 0 {
-            let mut s = u32::from(!c) + u32::from(!old) + u32::from(new);
-            s = (s & 0xffff) + (s >> 16);
-            s = (s & 0xffff) + (s >> 16);
-            let r = !(s as u16);
+            let d = u32::from(!old) + u32::from(new);
+            let r = csum_update_folded(c, (d + (d >> 16)) as u16);
             csum.write(if r == 0 { 0xffff } else { r });
         }
     }

@@ -453,15 +453,8 @@ impl CostHarness {
         runs: usize,
     ) -> Result<Vec<Vec<u8>>> {
         let empty = self.own("bench_empty")?;
-        self.prepare(frame, "BENCH_PROGS", &empty)?;
-        let mut m: Array<&mut MapData, u32> =
-            Array::try_from(self.ebpf.map_mut("BENCH_FLOWS").context("flows map")?)?;
-        m.set(0, flows, 0)?;
-        let prog: &Xdp = self
-            .ebpf
-            .program("bench_reset_flows")
-            .context("reset")?
-            .try_into()?;
+        let reset = self.prepare_flows(frame, &empty, flows)?;
+        let prog: &Xdp = self.ebpf.program(reset).context("reset")?.try_into()?;
         let mut out = Vec::new();
         for _ in 0..runs {
             let mut buf = vec![0u8; frame.len()];
@@ -478,6 +471,28 @@ impl CostHarness {
             out.push(buf);
         }
         Ok(out)
+    }
+
+    /// `prepare` for `flows` flows in turn (a power of two): the harness program to run,
+    /// `bench_reset` for one flow, else `bench_reset_flows` with the count in `BENCH_FLOWS`.
+    fn prepare_flows(
+        &mut self,
+        frame: &[u8],
+        target: &ProgramFd,
+        flows: u32,
+    ) -> Result<&'static str> {
+        anyhow::ensure!(
+            flows.is_power_of_two(),
+            "{flows} flows: a power of two, at least 1"
+        );
+        self.prepare(frame, "BENCH_PROGS", target)?;
+        if flows == 1 {
+            return Ok("bench_reset");
+        }
+        let mut m: Array<&mut MapData, u32> =
+            Array::try_from(self.ebpf.map_mut("BENCH_FLOWS").context("flows map")?)?;
+        m.set(0, flows, 0)?;
+        Ok("bench_reset_flows")
     }
 
     /// A program of the bench object itself (`bench_empty`, `bench_floor`).
@@ -506,19 +521,7 @@ impl CostHarness {
         repeat: u32,
         flows: u32,
     ) -> Result<f64> {
-        anyhow::ensure!(
-            flows.is_power_of_two(),
-            "{flows} flows: a power of two, at least 1"
-        );
-        self.prepare(frame, "BENCH_PROGS", target)?;
-        let reset = if flows > 1 {
-            let mut m: Array<&mut MapData, u32> =
-                Array::try_from(self.ebpf.map_mut("BENCH_FLOWS").context("flows map")?)?;
-            m.set(0, flows, 0)?;
-            "bench_reset_flows"
-        } else {
-            "bench_reset"
-        };
+        let reset = self.prepare_flows(frame, target, flows)?;
         let prog: &Xdp = self.ebpf.program(reset).context("reset")?.try_into()?;
         let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();

@@ -165,6 +165,8 @@ pub fn cached<F: Frame>(
     s: &mut FlowSlot,
     key: Option<&FlowKey>,
 ) -> Option<(u32, Reason)> {
+    // The entry borrowed mutably though only read: borrowed shared, the hits measured
+    // 1.02x as long (LLVM's code for them differs).
     let (e, k) = (&mut s.entry, key.unwrap_or(&s.key));
     if h.ttl <= 1 || h.tot_len > e.max_len {
         return None;

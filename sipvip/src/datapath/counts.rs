@@ -120,9 +120,8 @@ pub(super) struct SlotCounts {
 }
 
 impl SlotCounts {
-    /// Adds up every slot's counts: every reason's, and the cells of the VIPs in `vips`
-    /// (every VIP's when None).
-    pub(super) fn read(view: &SlotView, vips: Option<std::ops::Range<u32>>) -> SlotCounts {
+    /// Adds up every slot's counts: every reason's, and the cells of the VIPs in `vips`.
+    pub(super) fn read(view: &SlotView, vips: std::ops::Range<u32>) -> SlotCounts {
         let mut c = SlotCounts {
             reasons: vec![0; sipvip_common::REASON_SLOTS as usize],
             vips: HashMap::new(),
@@ -131,9 +130,7 @@ impl SlotCounts {
             if let Some(r) = c.reasons.get_mut(usize::from(e.reason)) {
                 *r += packets;
             }
-            if e.action != sipvip_common::FLOW_TRANSLATE
-                || vips.as_ref().is_some_and(|v| !v.contains(&e.vip_id))
-            {
+            if e.action != sipvip_common::FLOW_TRANSLATE || !vips.contains(&e.vip_id) {
                 return;
             }
             let cells = c.vips.entry(e.vip_id).or_default();

@@ -207,7 +207,7 @@ impl Datapath {
         }
         if let Some(view) = &self.slot_view {
             // Every reason's counts; no VIP's cells (an empty range of VIPs).
-            let cached = super::counts::SlotCounts::read(view, Some(0..0));
+            let cached = super::counts::SlotCounts::read(view, 0..0);
             for (s, v) in slots.iter_mut().zip(cached.reasons) {
                 *s += v;
             }
@@ -224,7 +224,8 @@ impl Datapath {
     /// counts of its cells (read last: see `counts`), and into the VIP's, the services' and
     /// the members' counters; none below what the last read reported.
     pub fn vip_counters(&self, vip_id: u32) -> Result<VipCounters> {
-        Ok(self.vips_counters(vip_id..vip_id + 1)?.remove(0))
+        let counters = self.vips_counters(vip_id..vip_id.saturating_add(1))?;
+        Ok(counters.into_iter().next().unwrap_or_default())
     }
 
     /// [`Datapath::vip_counters`] of several VIPs, with one read of the flow cache's slots.
@@ -238,7 +239,7 @@ impl Datapath {
             all.push(total);
         }
         if let Some(view) = &self.slot_view {
-            let cached = super::counts::SlotCounts::read(view, Some(vip_ids.clone()));
+            let cached = super::counts::SlotCounts::read(view, vip_ids.clone());
             for (vip_id, total) in vip_ids.clone().zip(all.iter_mut()) {
                 if let Some(c) = cached.vips.get(&vip_id) {
                     c.add_to(total);

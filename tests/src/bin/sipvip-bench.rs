@@ -93,13 +93,13 @@ fn opts() -> Opts {
             "--pktgen-burst" => {
                 o.pktgen_burst = it.next().and_then(|v| v.parse().ok()).unwrap_or(32)
             }
-            "--snat-flows" => {
-                o.snat_flows = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(FLOWS)
-                    .max(1)
-            }
+            "--snat-flows" => match it.next().and_then(|v| v.parse().ok()) {
+                Some(n) if n >= 1 => o.snat_flows = n,
+                _ => {
+                    eprintln!("--snat-flows: a count of destinations, at least 1");
+                    std::process::exit(2);
+                }
+            },
             "-h" | "--help" => {
                 println!(
                     "sipvip-bench [--secs S] [--rounds R] [--failovers N] [--cost-rounds N] [--cost-loads N] [--out DIR] [--only CASE-PREFIX|=CASE[|...] | --costs-only]\n             [--baseline-object OLD.bpf.o] [--snat-flows N]\n             [--generator auto|pktgen|live] [--pktgen-threads N] [--pktgen-burst N]"
@@ -1155,6 +1155,21 @@ fn cost_load(
         /// Flows in turn (`CostHarness::cost`): 1, or `COST_FLOWS` for a many-flows path.
         flows: u32,
     }
+    // The floor program on the steered frame, through the harness for `flows`.
+    let ext_ifindex = net.ext_ifindex;
+    let floor_path = |name: &str, fd, flows| Path_ {
+        name: name.into(),
+        fd,
+        ifindex: ext_ifindex,
+        frame: pad((table::ROWS[0].input)()),
+        expect: redirect,
+        cache_off: false,
+        flow_off: false,
+        datapath: 0,
+        tc: false,
+        trace: None,
+        flows,
+    };
     let mut paths = vec![
         Path_ {
             name: "empty XDP program".into(),
@@ -1169,19 +1184,7 @@ fn cost_load(
             trace: None,
             flows: 1,
         },
-        Path_ {
-            name: "floor: minimal rewrite+redirect".into(),
-            fd: floor,
-            ifindex: net.ext_ifindex,
-            frame: pad((table::ROWS[0].input)()),
-            expect: redirect,
-            cache_off: false,
-            flow_off: false,
-            datapath: 0,
-            tc: false,
-            trace: None,
-            flows: 1,
-        },
+        floor_path("floor: minimal rewrite+redirect", floor, 1),
     ];
     // Each cost row, then the two with the next-hop cache off; on this build, then on the
     // baseline.
@@ -1248,19 +1251,7 @@ fn cost_load(
     }
     // The floor through the many-flows harness, for the many-flows paths' ratio.
     if paths.iter().any(|p| p.flows > 1) {
-        paths.push(Path_ {
-            name: FLOOR_FLOWS.into(),
-            fd: h.own("bench_floor")?,
-            ifindex: net.ext_ifindex,
-            frame: pad((table::ROWS[0].input)()),
-            expect: redirect,
-            cache_off: false,
-            flow_off: false,
-            datapath: 0,
-            tc: false,
-            trace: None,
-            flows: COST_FLOWS,
-        });
+        paths.push(floor_path(FLOOR_FLOWS, h.own("bench_floor")?, COST_FLOWS));
     }
     // On-node mode, this build only: the TC egress SNAT of the same member frame as the
     // XDP SNAT row (the kernel routed it already: a rewrite, no FIB, no redirect), beside
