@@ -208,7 +208,8 @@ pub struct SyncStatus {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ConfigStatus {
     pub path: String,
-    /// Reloads applied since the daemon started.
+    /// Reloads applied since the daemon started: asked for by SIGHUP, `sipvip reload`, a
+    /// watched file's change, or a member's name resolving to a new address.
     pub reloads: u64,
     /// Reloads rejected (the running configuration stayed).
     pub reload_failures: u64,
