@@ -89,7 +89,8 @@ pub mod map_names {
     /// The trace programs, slot 0 (`program_names::TRACE_XDP`, `TRACE_TC`).
     pub const TRACE_XDP: &str = "SV_TRACEX_V1";
     pub const TRACE_TC: &str = "SV_TRACET_V1";
-    /// The flow cache (a per-CPU array of `FlowSlot`, direct-mapped by `flow_slot`), the
+    /// The flow cache (a per-CPU array of `FlowSlot`, in buckets of two ways: `flow_slot`,
+    /// `flow_way`), the
     /// datapath's generation, and user space's generation and the slot mask
     /// (`FlowControl`). V4: a slot counts its entry's cached packets
     /// (`FlowSlot::packets`), and the array is memory-mapped (`BPF_F_MMAPABLE`) for the
@@ -798,11 +799,12 @@ pub struct FlowEntry {
 pub const FLOW_REFRESH_EVERY: u16 = 256;
 
 /// One slot of `SV_FLOWS_V4`, the flow cache: an array holding each CPU's block of slots,
-/// direct-mapped (the slot of a flow is `flow_slot(key) & mask` in the running CPU's block,
-/// the mask in `SV_FLOWCTL_V2`, `FlowControl::mask`), so a lookup is a few inlined
-/// instructions rather than a hash-map helper call. A slot holds the last flow that hashed
-/// to it on this CPU; its key tells which. Only its own CPU writes it, while the program
-/// runs with preemption off.
+/// in buckets of two ways (a flow's own slot is `flow_slot(key) & mask` in the running
+/// CPU's block, the mask in `SV_FLOWCTL_V2`, `FlowControl::mask`; the other way is the slot
+/// beside it, `flow_way`), so a lookup is a few inlined instructions rather than a
+/// hash-map helper call. A slot holds the entry of a flow that hashed to its bucket on
+/// this CPU; its key tells which. Only its own CPU writes it, while the program runs with
+/// preemption off.
 ///
 /// A slot also counts its entry's cached packets (`packets`, `bytes`), where a cached packet
 /// counted in its VIP's cell (`SV_VSTATS_V3`) or its reason's slot (`SV_REASONS_V1`) took a second
@@ -841,6 +843,16 @@ pub const fn flow_slot(k: &FlowKey) -> u32 {
     let mut x = addrs ^ rest.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     x ^= x >> 32;
     (x.wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32) as u32
+}
+
+/// Way `way` (0 or 1) of a flow's bucket in a CPU's block of the flow cache, from its
+/// `flow_slot` and the block's mask: way 0 is the flow's own slot (`flow_slot & mask`), way 1
+/// the slot beside it (the last bit flipped, under the mask: the own slot again while the
+/// mask is 0). A bucket is the pair of slots whose indexes differ in the last bit; a flow is
+/// looked up in its own slot, then in its neighbour.
+#[inline(always)]
+pub const fn flow_way(slot: u32, mask: u32, way: u32) -> u32 {
+    ((slot & mask) ^ (way & 1)) & mask
 }
 
 /// A checksum field updated by a difference already folded to 16 bits (the flow cache
@@ -1331,6 +1343,33 @@ mod nexthop_tests {
             seen[slot] = true;
         }
         assert_eq!(distinct, 4096);
+    }
+
+    /// A bucket's two ways are a slot and the one beside it, in the block under the mask
+    /// (both the one slot when the mask is 0), whatever the hash's bits above the mask.
+    #[test]
+    fn a_flows_two_ways_are_its_slot_and_the_one_beside_it() {
+        for mask in [0u32, 1, 3, 0xffff] {
+            for hash in [0u32, 1, 2, 0x1234_5677, 0xffff_fffe, u32::MAX] {
+                let (own, other) = (flow_way(hash, mask, 0), flow_way(hash, mask, 1));
+                assert_eq!(own, hash & mask);
+                assert!(other <= mask, "{hash:#x} under {mask:#x}: {other}");
+                if mask == 0 {
+                    assert_eq!(other, own);
+                } else {
+                    assert_eq!(
+                        (own ^ other, own / 2),
+                        (1, other / 2),
+                        "{hash:#x}, {mask:#x}"
+                    );
+                }
+                assert_eq!(
+                    flow_way(other, mask, 1),
+                    own,
+                    "each is the other's other way"
+                );
+            }
+        }
     }
 
     /// The bench's many-flows case: source addresses and ports of one subnet, to one VIP

@@ -3,13 +3,21 @@
 //! one lookup and the rewrite ([`crate::apply::cached`]) instead of every rule. A memo of the
 //! rules, like the next-hop cache is of the FIB: it decides nothing the rules would not.
 //!
-//! How it is kept: per CPU and direct-mapped, like the next-hop cache. A flow's slot is
-//! `flow_slot(key)` under the mask user space writes (`FlowControl::mask`), in the running
-//! CPU's block of the array; the slot holds the last flow that hashed there on this CPU,
-//! with its key, which a lookup compares whole. A
-//! lookup is then a hash and inlined array reads, not a hash-map helper call (which costs
-//! this machine kind about 25 ns, more than the rules it saves on most paths); a flow whose
-//! slot another flow took goes through the rules and takes the slot back.
+//! How it is kept: per CPU, in buckets of two ways. A flow's own slot is `flow_slot(key)`
+//! under the mask user space writes (`FlowControl::mask`), in the running CPU's block of
+//! the array; its bucket's other way is the slot beside it (`sipvip_common::flow_way`). A
+//! slot holds a flow's entry with its key, which a lookup compares whole. A lookup is then
+//! a hash and inlined array reads, not a hash-map helper call (which costs this machine
+//! kind about 25 ns, more than the rules it saves on most paths): the own slot first, then,
+//! on the internal side, the other way ([`neighbour_lane`], out of line so that the own
+//! slot's hit pays nothing for it). A miss's decision goes to the way that holds the flow
+//! already, else to one that holds no entry of the current generation, else to the own
+//! slot; so two flows whose own slots are one are both kept, and a third takes turns with
+//! the first (a flow that finds both ways taken goes through the rules and takes its own
+//! slot back). Direct-mapped, 4,096 flows in 65,536 slots left about 6% of them taking
+//! turns in a slot, every packet of theirs through the rules; in buckets of two, about
+//! 0.7% (README, "Performance"). A service's entry on the external side (one per service,
+//! few to a cache) has its own slot only.
 //!
 //! What it holds: plain IPv4 TCP/UDP frames (`packet::plain`) that an XDP program
 //! translates or forwards to a next hop itself. On the internal side, a member's flows
@@ -44,9 +52,9 @@
 //! packet), else the rules decide again.
 
 use sipvip_common::{
-    flow_cell, flow_slot, FlowControl, FlowEntry, FlowKey, FlowSlot, Reason, FLOW_FORWARD,
-    FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_STATE_NONE,
-    FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, TRACE_SIDE_EXT,
+    flow_cell, flow_slot, flow_way, FlowControl, FlowEntry, FlowKey, FlowSlot, Reason,
+    FLOW_FORWARD, FLOW_HOOK_EXT, FLOW_HOOK_INT, FLOW_SIDE_DST, FLOW_SIDE_SRC, FLOW_STATE_NONE,
+    FLOW_STATE_REFRESH, FLOW_STATE_REQUIRE, FLOW_TRANSLATE, TRACE_SIDE_EXT, TRACE_SIDE_INT,
 };
 
 use crate::{
@@ -55,7 +63,10 @@ use crate::{
     family::Family,
     hook::Frame,
     maps::{cpu_block, Aligned8, FLOWS, SV_FLOWCTL, SV_FLOWGEN},
-    packet::{plain::plain, Ip},
+    packet::{
+        plain::{plain, Plain},
+        Ip,
+    },
     rules::{screen::screen_src, Action, Cache, Decision, Dir, Side, PENDING},
 };
 
@@ -88,6 +99,34 @@ pub enum Lane {
     Done(u32, Reason),
 }
 
+impl Lane {
+    /// As one word, which a BPF-to-BPF call returns in a register: 0 off, 1 a miss, else
+    /// the verdict above the low byte (2) and the reason's byte above it.
+    #[inline(always)]
+    fn word(self) -> u64 {
+        match self {
+            Lane::Off => 0,
+            Lane::Miss => 1,
+            Lane::Done(verdict, reason) => {
+                2 | u64::from(verdict) << 8 | u64::from(reason as u8) << 40
+            }
+        }
+    }
+
+    /// The lane a [`Lane::word`] was.
+    #[inline(always)]
+    fn from_word(w: u64) -> Lane {
+        match w & 0xff {
+            0 => Lane::Off,
+            1 => Lane::Miss,
+            _ => Lane::Done(
+                (w >> 8) as u32,
+                reason((w >> 40) as u8).unwrap_or(Reason::Steered),
+            ),
+        }
+    }
+}
+
 /// The flow cache's lane, in front of everything an XDP program does to a frame on `side`
 /// (an XDP frame that arrived on `ifindex`; `entry` never calls it for a routed one), the
 /// L2 acceptance rule too (a hit's frame is addressed to the MAC the entry's first packet
@@ -110,11 +149,162 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
     let Some(h) = plain(f) else {
         return Lane::Off;
     };
-    // The cache's generation and slot mask, in one value; its generation is 0 while the
-    // cache is off or a trace runs.
+    let Some((key, gen_user, gen_kernel, mask)) = look(&h, side, ifindex) else {
+        return Lane::Off;
+    };
+    // The flow's own slot first: a hit there is the whole lane.
+    let Some(s) = FLOWS.get_ptr_mut(cache_slot(&key, mask)) else {
+        return Lane::Off;
+    };
+    // SAFETY: this CPU's slot of the cache, in place; only this CPU writes it, and nothing
+    // else runs on this CPU until the program returns (`apply::cached` counts in it).
+    let s = unsafe { &mut *s };
+    if let Some(done) = hit(f, &h, s, &key, side, (gen_user, gen_kernel)) {
+        return done;
+    }
+    if side == TRACE_SIDE_EXT {
+        // A service's entry has one way: one entry per service, few to a cache. (Its miss
+        // in a function of its own, as the internal side's, took the external program past
+        // the verifier's million instructions.)
+        return miss(&h, key, (gen_user, gen_kernel), cache_slot(&key, mask));
+    }
+    // Then its neighbour, the other way of the flow's bucket, in functions of their own.
+    match neighbour_lane::<F>(f.raw(), ifindex) {
+        NEIGHBOUR_OFF => Lane::Off,
+        NEIGHBOUR_MISS => Lane::Miss,
+        slot => match Lane::from_word(cached_at::<F>(f.raw(), slot as u32)) {
+            done @ Lane::Done(..) => done,
+            // The entry did not fit the packet: the probe is pending.
+            _ => Lane::Miss,
+        },
+    }
+}
+
+/// [`neighbour_lane`]'s answer when the cache is off.
+const NEIGHBOUR_OFF: u64 = u64::MAX;
+/// [`neighbour_lane`]'s answer for a miss whose probe is pending.
+const NEIGHBOUR_MISS: u64 = u64::MAX - 1;
+
+/// The internal side's lane after the flow's own slot missed: its neighbour, the other way
+/// of its bucket. Leaves the probe pending for `remember`, naming the slot the rules'
+/// decision will take, and returns the neighbour's index if it holds the flow's
+/// entry (`cached_at` then carries it out), else `NEIGHBOUR_MISS` (`NEIGHBOUR_OFF`: the
+/// cache is off). A function of its own (a BPF-to-BPF call) that derives everything again
+/// from the frame and the cache's control, so that the own slot's hit path keeps nothing
+/// alive for a miss: inlined, this and the neighbour's copy of the rewrite cost that hit
+/// registers (it measured 1-3% slower, its slot's pointer kept on the stack), and the
+/// probe's fields, kept from the first look, went to the stack on every hit. The
+/// generations are still read before the rules run, and the entry `remember` writes
+/// carries these.
+#[inline(never)]
+fn neighbour_lane<F: Frame>(raw: *mut core::ffi::c_void, ifindex: u32) -> u64 {
+    // SAFETY: the running program's context, from `Frame::raw`.
+    let f = unsafe { F::from_raw(raw) };
+    let Some(h) = plain(&f) else {
+        return NEIGHBOUR_OFF;
+    };
+    let Some((key, gen_user, gen_kernel, mask)) = look(&h, TRACE_SIDE_INT, ifindex) else {
+        return NEIGHBOUR_OFF;
+    };
+    let (first, second) = (cache_slot(&key, mask), neighbour(&key, mask));
+    let (Some(s), Some(n)) = (FLOWS.get_ptr(first), FLOWS.get_ptr(second)) else {
+        return NEIGHBOUR_OFF;
+    };
+    // SAFETY: this CPU's slots, as in `lane`; only read here.
+    let (s, n) = unsafe { (&*s, &*n) };
+    let held = holds(n, &key, gen_user, gen_kernel, own_mac(&h));
+    // The slot the rules' decision will take: the one that holds this flow already (an
+    // entry of an older generation, or one a packet did not fit), else one whose entry is
+    // not of the current generation (or empty), else the flow's own.
+    let vacant = |x: &FlowSlot| x.key == key || x.entry.gen_user != gen_user;
+    let slot = if vacant(s) || !vacant(n) {
+        first
+    } else {
+        second
+    };
+    match miss(&h, key, (gen_user, gen_kernel), slot) {
+        Lane::Miss if held => u64::from(second),
+        Lane::Miss => NEIGHBOUR_MISS,
+        _ => NEIGHBOUR_OFF,
+    }
+}
+
+/// A hit in the neighbour slot `slot` (its entry held the flow), carried out by
+/// `apply::cached` in a function of its own (a BPF-to-BPF call): inlined, its copy of the
+/// rewrite had cost the own slot's hits registers (they measured 1-3% slower, their slot's
+/// pointer kept on the stack). Returns a [`Lane`] as [`Lane::word`].
+#[inline(never)]
+fn cached_at<F: Frame>(raw: *mut core::ffi::c_void, slot: u32) -> u64 {
+    // SAFETY: the running program's context, from `Frame::raw`.
+    let f = unsafe { F::from_raw(raw) };
+    let (Some(h), Some(s)) = (plain(&f), FLOWS.get_ptr_mut(slot)) else {
+        return Lane::Off.word();
+    };
+    // SAFETY: this CPU's slot, as in `lane`.
+    let s = unsafe { &mut *s };
+    match crate::apply::cached(&f, &h, s, None) {
+        Some((verdict, reason)) => Lane::Done(verdict, reason).word(),
+        None => Lane::Miss.word(),
+    }
+}
+
+/// A miss: the probe waits in this CPU's pending slot for `remember`, which writes `slot`.
+#[inline(always)]
+fn miss(h: &Plain, key: FlowKey, (gen_user, gen_kernel): (u32, u32), slot: u32) -> Lane {
+    let Some(pending) = PENDING.get_ptr_mut(0) else {
+        return Lane::Off;
+    };
+    // SAFETY: this CPU's pending slot; nothing else runs on this CPU until the program
+    // returns, and the rules write other fields of it.
+    unsafe {
+        (*pending).flow_probe = Probe {
+            key,
+            gen_user,
+            gen_kernel,
+            slot,
+            own_mac: own_mac(h),
+        }
+    };
+    Lane::Miss
+}
+
+/// A hit in slot `s`, carried out: the slot holds the flow's entry under the current
+/// generations for a frame addressed to the MAC its first packet was, the external side's
+/// source passes its screen (the source is not in a service's key; the destination is, and
+/// the entry's rules passed its screen), and the entry fits the packet (`apply::cached`).
+#[inline(always)]
+fn hit<F: Frame>(
+    f: &F,
+    h: &Plain,
+    s: &mut FlowSlot,
+    key: &FlowKey,
+    side: u8,
+    (gen_user, gen_kernel): (u32, u32),
+) -> Option<Lane> {
+    if !holds(s, key, gen_user, gen_kernel, own_mac(h))
+        || (side == TRACE_SIDE_EXT && screen_src(h.src_be).is_err())
+    {
+        return None;
+    }
+    let lane_key = (side == TRACE_SIDE_EXT).then_some(key);
+    crate::apply::cached(f, h, s, lane_key).map(|(verdict, reason)| Lane::Done(verdict, reason))
+}
+
+/// The frame's destination MAC, as its three 16-bit words lie in memory.
+#[inline(always)]
+fn own_mac(h: &Plain) -> [u16; 3] {
+    [h.word(0), h.word(1), h.word(2)]
+}
+
+/// A plain frame's key on `side`, with the generations and the slot mask it is looked up
+/// under; None while the cache is off (user space's generation is 0 while the cache is off
+/// or a trace runs).
+#[inline(always)]
+fn look(h: &Plain, side: u8, ifindex: u32) -> Option<(FlowKey, u32, u32, u32)> {
+    // The cache's generation and slot mask, in one value.
     let (gen_user, mask) = control();
     if gen_user == 0 {
-        return Lane::Off;
+        return None;
     }
     let (key, gen_kernel) = if side == TRACE_SIDE_EXT {
         // A service's steering reads nothing the datapath records: its entries hold
@@ -135,39 +325,7 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
         };
         (key, gen_kernel)
     };
-    let slot = cache_slot(&key, mask);
-    let Some(s) = FLOWS.get_ptr_mut(slot) else {
-        return Lane::Off;
-    };
-    // SAFETY: this CPU's slot of the cache, in place; only this CPU writes it, and nothing
-    // else runs on this CPU until the program returns (`apply::cached` counts in it).
-    let s = unsafe { &mut *s };
-    // On the external side the source is not in the key: its screen is asked here (the
-    // destination's is in the key, whose entry the rules' screen passed).
-    let own_mac = [h.word(0), h.word(1), h.word(2)];
-    if holds(s, &key, gen_user, gen_kernel, own_mac)
-        && (side != TRACE_SIDE_EXT || screen_src(h.src_be).is_ok())
-    {
-        let lane_key = (side == TRACE_SIDE_EXT).then_some(&key);
-        if let Some((verdict, reason)) = crate::apply::cached(f, &h, s, lane_key) {
-            return Lane::Done(verdict, reason);
-        }
-    }
-    let Some(pending) = PENDING.get_ptr_mut(0) else {
-        return Lane::Off;
-    };
-    // SAFETY: this CPU's pending slot; nothing else runs on this CPU until the program
-    // returns, and the rules write other fields of it.
-    unsafe {
-        (*pending).flow_probe = Probe {
-            key,
-            gen_user,
-            gen_kernel,
-            slot,
-            own_mac,
-        }
-    };
-    Lane::Miss
+    Some((key, gen_user, gen_kernel, mask))
 }
 
 /// A service's key on the external side (`FLOW_HOOK_EXT`): the VIP, port and protocol, and
@@ -232,6 +390,13 @@ fn holds(s: &FlowSlot, key: &FlowKey, gen_user: u32, gen_kernel: u32, own_mac: [
 #[inline(always)]
 fn cache_slot(k: &FlowKey, mask: u32) -> u32 {
     cpu_block(mask.wrapping_add(1)) + (flow_slot(k) & mask)
+}
+
+/// The other way of a flow's bucket: the slot beside its own (`sipvip_common::flow_way`),
+/// in the same CPU's block (its own slot itself while the mask is 0).
+#[inline(always)]
+fn neighbour(k: &FlowKey, mask: u32) -> u32 {
+    cpu_block(mask.wrapping_add(1)) + flow_way(flow_slot(k), mask, 1)
 }
 
 /// The reasons a cached decision is counted under, from the entry's byte (any other byte:

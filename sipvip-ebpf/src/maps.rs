@@ -143,9 +143,10 @@ pub static IFACES6: Array<Ipv6Be> = Array::with_max_entries(IFACE_SLOTS, 0);
 
 /// The flow cache: each TCP/UDP flow's decision, taken by its later packets in one lookup;
 /// see `FlowSlot` and `crate::flow`. One array holding each CPU's slots in a block of its
-/// own (CPU `c`'s slot `i` at `c * slots + i`), direct-mapped: user space never writes it;
-/// a slot holds the last flow that hashed to it on its CPU, a stale entry is told by its
-/// generations and replaced by the flow's next packet. (Not a per-CPU array: that finds a
+/// own (CPU `c`'s slot `i` at `c * slots + i`), in buckets of two ways (a flow's own slot
+/// and the one beside it): user space never writes it; a slot holds the entry of a flow
+/// that hashed to its bucket on its CPU, a stale entry is told by its generations and
+/// replaced by a later miss. (Not a per-CPU array: that finds a
 /// value through a pointer per index, a second dependent memory access per lookup.)
 /// Memory-mapped for user space, which reads the slots' counts (`FlowSlot::packets`) with
 /// the counters.

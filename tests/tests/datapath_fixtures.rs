@@ -1794,8 +1794,8 @@ fn the_flow_cache_never_outlives_a_change() {
     twice(&net, &fresh, VIP, "SNAT on again");
 }
 
-/// The flow cache is direct-mapped per CPU: with one slot, every flow takes it from the
-/// one before, and each packet still gets its own flow's decision, never the slot's
+/// The flow cache is per CPU: with one slot (both ways of its one bucket), every flow takes
+/// it from the one before, and each packet still gets its own flow's decision, never the slot's
 /// other flow's. A SNATed flow, an excluded one that differs from it only in its destination
 /// address, and a second SNATed flow that differs from the first only in its source port
 /// take turns; every output's checksums are re-verified
@@ -1862,6 +1862,80 @@ fn flows_that_share_a_flow_cache_slot_each_get_their_own_decision() {
             );
         }
     }
+}
+
+/// A bucket of the flow cache has two ways: a flow's own slot and the one beside it. Two
+/// flows whose own slots are one are both kept, the second in the other way, and both are
+/// answered from the cache: their replies' conntrack entries, deleted behind the datapath's
+/// back, stay deleted after a packet each (the rules would put an entry back at once; a
+/// cached packet looks only every `FLOW_REFRESH_EVERY` packets). A third such flow takes
+/// its own slot from the first (both ways held live entries) and leaves the second in its
+/// way, which answers all its packets; the three taking turns each get their own decision, checksums re-verified from
+/// scratch (`redirected`). With one slot, both ways are that slot
+/// (`flows_that_share_a_flow_cache_slot_each_get_their_own_decision`).
+#[test]
+fn flows_whose_own_slots_are_one_take_both_ways_of_the_bucket() {
+    let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
+    let net = FixtureNet::new(&sipvip::datapath::MapSizes {
+        flows: 2,
+        ..Default::default()
+    })
+    .expect("fixture namespace");
+    let key = |sport: u16| sipvip_common::FlowKey {
+        src_be: be32(PRIMARY),
+        dst_be: be32(PHONE),
+        sport_be: be16(sport),
+        dport_be: be16(5070),
+        proto: IPPROTO_UDP,
+        hook: sipvip_common::FLOW_HOOK_INT,
+        _pad: 0,
+        ifindex: net.int_ifindex,
+    };
+    let own = |sport| sipvip_common::flow_way(sipvip_common::flow_slot(&key(sport)), 1, 0);
+    // Ports no other test's flow uses, whose own slot is the first's.
+    let ports: Vec<u16> = (47_400..47_600)
+        .filter(|p| own(*p) == own(47_400))
+        .take(3)
+        .collect();
+    let [a, b, c] = ports[..] else {
+        panic!("three ports of one own slot: {ports:?}")
+    };
+    let send = |sport| member_opened(&net, PRIMARY_MAC, PRIMARY, sport);
+    let cached = |sport| net.dp.cached_flow(&key(sport)).unwrap().is_some();
+    // Answered from the cache: the replies' entry, deleted, stays deleted after a packet.
+    let from_cache = |sport, what: &str| {
+        let (k, _) = snat_entry(&net, sport).unwrap_or_else(|| panic!("{what}: an entry"));
+        assert!(delete_conntrack_entry(&k) >= 1, "{what}: deleted");
+        send(sport);
+        assert!(
+            snat_entry(&net, sport).is_none(),
+            "{what}: the packet took the rules' path"
+        );
+    };
+    for p in [a, a, b, b] {
+        send(p);
+    }
+    assert!(cached(a) && cached(b), "both flows are cached");
+    assert_eq!(net.dp.cached_flows().unwrap().1, 2, "in both ways");
+    from_cache(a, "the first flow, in its own slot");
+    from_cache(b, "the second flow, in the other way");
+    for round in 0..3 {
+        for p in [a, b, c] {
+            send(p);
+            assert!(
+                cached(p),
+                "round {round}: port {p}'s flow is cached after its packet"
+            );
+        }
+    }
+    assert!(
+        cached(b) && cached(a) != cached(c),
+        "the third flow and the first take turns"
+    );
+    assert!(
+        snat_entry(&net, b).is_none(),
+        "the second flow's packets all came from the cache, its entry still deleted"
+    );
 }
 
 /// A member-opened flow's cached packets make sure of its replies' conntrack entry every

@@ -856,11 +856,12 @@ fn differential(mode: Mode, default_seed: u64) {
     let seed = env_number("SIPVIP_DIFF_SEED", default_seed);
     // CI runs a million frames; `SIPVIP_DIFF_FRAMES=10000000` is the long run.
     let frames = env_number("SIPVIP_DIFF_FRAMES", 1_000_000) as usize;
-    // Under changes, the flow cache has few slots, so that flows keep taking each other's
-    // slot (a lookup must tell them apart by the whole key).
+    // Under changes, the flow cache has few slots (8: four buckets of two ways), so that
+    // flows keep taking each other's slots and their buckets' other ways (a lookup must
+    // tell them apart by the whole key).
     let sizes = match mode {
         Mode::Churn => MapSizes {
-            flows: 256,
+            flows: 8,
             ..MapSizes::default()
         },
         _ => MapSizes::default(),

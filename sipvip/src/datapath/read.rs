@@ -162,13 +162,17 @@ impl Datapath {
         else {
             return Ok(None);
         };
-        let slot = sipvip_common::flow_slot(key) & (slots - 1);
+        let (hash, mask) = (sipvip_common::flow_slot(key), slots - 1);
         for cpu in 0..flows.len() / slots {
-            let s = flows
-                .get(&(cpu * slots + slot), 0)
-                .map_err(map_err(map_names::FLOWS))?;
-            if s.key == *key && current(&s.key, &s.entry, user, kernel) {
-                return Ok(Some(s.entry));
+            // The lane's order: the flow's own slot, then its neighbour.
+            for way in 0..2 {
+                let slot = sipvip_common::flow_way(hash, mask, way);
+                let s = flows
+                    .get(&(cpu * slots + slot), 0)
+                    .map_err(map_err(map_names::FLOWS))?;
+                if s.key == *key && current(&s.key, &s.entry, user, kernel) {
+                    return Ok(Some(s.entry));
+                }
             }
         }
         Ok(None)
