@@ -153,20 +153,29 @@ pub fn lane<F: Frame>(f: &F, side: u8, ifindex: u32) -> Lane {
         return Lane::Off;
     };
     // The flow's own slot first: a hit there is the whole lane.
-    let Some(s) = FLOWS.get_ptr_mut(cache_slot(&key, mask)) else {
+    let slot = cache_slot(&key, mask);
+    let Some(s) = FLOWS.get_ptr_mut(slot) else {
         return Lane::Off;
     };
     // SAFETY: this CPU's slot of the cache, in place; only this CPU writes it, and nothing
     // else runs on this CPU until the program returns (`apply::cached` counts in it).
     let s = unsafe { &mut *s };
-    if let Some(done) = hit(f, &h, s, &key, side, (gen_user, gen_kernel)) {
-        return done;
+    // On the external side the source is not in the key: its screen is asked here (the
+    // destination's is in the key, whose entry the rules' screen passed).
+    let own_mac = own_mac(&h);
+    if holds(s, &key, gen_user, gen_kernel, own_mac)
+        && (side != TRACE_SIDE_EXT || screen_src(h.src_be).is_ok())
+    {
+        let lane_key = (side == TRACE_SIDE_EXT).then_some(&key);
+        if let Some((verdict, reason)) = crate::apply::cached(f, &h, s, lane_key) {
+            return Lane::Done(verdict, reason);
+        }
     }
     if side == TRACE_SIDE_EXT {
-        // A service's entry has one way: one entry per service, few to a cache. (Its miss
-        // in a function of its own, as the internal side's, took the external program past
-        // the verifier's million instructions.)
-        return miss(&h, key, (gen_user, gen_kernel), cache_slot(&key, mask));
+        // A service's entry has one way: one entry per service, few to a cache. (With its
+        // miss in a function of its own, as the internal side's, the external program
+        // took the verifier past its million instructions.)
+        return miss(key, (gen_user, gen_kernel), slot, own_mac);
     }
     // Then its neighbour, the other way of the flow's bucket, in functions of their own.
     match neighbour_lane::<F>(f.raw(), ifindex) {
@@ -196,7 +205,9 @@ const NEIGHBOUR_MISS: u64 = u64::MAX - 1;
 /// probe's fields, kept from the first look, went to the stack on every hit. The
 /// generations are still read before the rules run, and the entry `remember` writes
 /// carries these.
-#[inline(never)]
+// Inlined in the debug-log build, whose program's own stack leaves a call too little.
+#[cfg_attr(not(feature = "debug-log"), inline(never))]
+#[cfg_attr(feature = "debug-log", inline(always))]
 fn neighbour_lane<F: Frame>(raw: *mut core::ffi::c_void, ifindex: u32) -> u64 {
     // SAFETY: the running program's context, from `Frame::raw`.
     let f = unsafe { F::from_raw(raw) };
@@ -207,25 +218,36 @@ fn neighbour_lane<F: Frame>(raw: *mut core::ffi::c_void, ifindex: u32) -> u64 {
         return NEIGHBOUR_OFF;
     };
     let (first, second) = (cache_slot(&key, mask), neighbour(&key, mask));
-    let (Some(s), Some(n)) = (FLOWS.get_ptr(first), FLOWS.get_ptr(second)) else {
+    let (Some(s), Some(n), Some(pending)) = (
+        FLOWS.get_ptr(first),
+        FLOWS.get_ptr(second),
+        PENDING.get_ptr_mut(0),
+    ) else {
         return NEIGHBOUR_OFF;
     };
-    // SAFETY: this CPU's slots, as in `lane`; only read here.
-    let (s, n) = unsafe { (&*s, &*n) };
-    let held = holds(n, &key, gen_user, gen_kernel, own_mac(&h));
+    // SAFETY: this CPU's slots, as in `lane`, only read here; and this CPU's pending slot,
+    // whose probe is written here first and compared from there (the key then needs no
+    // copy on this function's stack: the program's and its calls' stacks share 512 bytes).
+    let (s, n, probe) = unsafe { (&*s, &*n, &mut (*pending).flow_probe) };
+    *probe = Probe {
+        key,
+        gen_user,
+        gen_kernel,
+        slot: first,
+        own_mac: own_mac(&h),
+    };
+    let held = holds(n, &probe.key, gen_user, gen_kernel, probe.own_mac);
     // The slot the rules' decision will take: the one that holds this flow already (an
     // entry of an older generation, or one a packet did not fit), else one whose entry is
     // not of the current generation (or empty), else the flow's own.
-    let vacant = |x: &FlowSlot| x.key == key || x.entry.gen_user != gen_user;
-    let slot = if vacant(s) || !vacant(n) {
-        first
+    let vacant = |x: &FlowSlot| x.key == probe.key || x.entry.gen_user != gen_user;
+    if !vacant(s) && vacant(n) {
+        probe.slot = second;
+    }
+    if held {
+        u64::from(second)
     } else {
-        second
-    };
-    match miss(&h, key, (gen_user, gen_kernel), slot) {
-        Lane::Miss if held => u64::from(second),
-        Lane::Miss => NEIGHBOUR_MISS,
-        _ => NEIGHBOUR_OFF,
+        NEIGHBOUR_MISS
     }
 }
 
@@ -233,7 +255,9 @@ fn neighbour_lane<F: Frame>(raw: *mut core::ffi::c_void, ifindex: u32) -> u64 {
 /// `apply::cached` in a function of its own (a BPF-to-BPF call): inlined, its copy of the
 /// rewrite had cost the own slot's hits registers (they measured 1-3% slower, their slot's
 /// pointer kept on the stack). Returns a [`Lane`] as [`Lane::word`].
-#[inline(never)]
+// Inlined in the debug-log build, whose program's own stack leaves a call too little.
+#[cfg_attr(not(feature = "debug-log"), inline(never))]
+#[cfg_attr(feature = "debug-log", inline(always))]
 fn cached_at<F: Frame>(raw: *mut core::ffi::c_void, slot: u32) -> u64 {
     // SAFETY: the running program's context, from `Frame::raw`.
     let f = unsafe { F::from_raw(raw) };
@@ -250,7 +274,7 @@ fn cached_at<F: Frame>(raw: *mut core::ffi::c_void, slot: u32) -> u64 {
 
 /// A miss: the probe waits in this CPU's pending slot for `remember`, which writes `slot`.
 #[inline(always)]
-fn miss(h: &Plain, key: FlowKey, (gen_user, gen_kernel): (u32, u32), slot: u32) -> Lane {
+fn miss(key: FlowKey, (gen_user, gen_kernel): (u32, u32), slot: u32, own_mac: [u16; 3]) -> Lane {
     let Some(pending) = PENDING.get_ptr_mut(0) else {
         return Lane::Off;
     };
@@ -262,32 +286,10 @@ fn miss(h: &Plain, key: FlowKey, (gen_user, gen_kernel): (u32, u32), slot: u32) 
             gen_user,
             gen_kernel,
             slot,
-            own_mac: own_mac(h),
+            own_mac,
         }
     };
     Lane::Miss
-}
-
-/// A hit in slot `s`, carried out: the slot holds the flow's entry under the current
-/// generations for a frame addressed to the MAC its first packet was, the external side's
-/// source passes its screen (the source is not in a service's key; the destination is, and
-/// the entry's rules passed its screen), and the entry fits the packet (`apply::cached`).
-#[inline(always)]
-fn hit<F: Frame>(
-    f: &F,
-    h: &Plain,
-    s: &mut FlowSlot,
-    key: &FlowKey,
-    side: u8,
-    (gen_user, gen_kernel): (u32, u32),
-) -> Option<Lane> {
-    if !holds(s, key, gen_user, gen_kernel, own_mac(h))
-        || (side == TRACE_SIDE_EXT && screen_src(h.src_be).is_err())
-    {
-        return None;
-    }
-    let lane_key = (side == TRACE_SIDE_EXT).then_some(key);
-    crate::apply::cached(f, h, s, lane_key).map(|(verdict, reason)| Lane::Done(verdict, reason))
 }
 
 /// The frame's destination MAC, as its three 16-bit words lie in memory.
