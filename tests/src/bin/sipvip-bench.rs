@@ -1007,7 +1007,7 @@ fn per_packet_costs(
     let mut paths: Vec<(String, usize)> = Vec::new();
     let mut ns: Vec<Vec<f64>> = Vec::new();
     for load in 0..cost_loads {
-        let (p, v) = cost_load(only, baseline, cost_rounds)?;
+        let (p, v) = cost_load(only, baseline, cost_rounds, load == 0)?;
         if load == 0 {
             (paths, ns) = (p, v);
         } else {
@@ -1105,14 +1105,54 @@ fn per_packet_costs(
 /// One load of the programs measured for `cost_rounds` rounds: each path's name and
 /// datapath (0: this build, 1: the baseline), and its ns per packet in every round.
 #[allow(clippy::type_complexity)]
+/// The newest loaded program's id (0 with none).
+fn newest_program_id() -> u32 {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| p.id())
+        .max()
+        .unwrap_or(0)
+}
+
+/// How many instructions the verifier processed for each program of this build's datapath
+/// (the kernel's `verified_insns`; the programs loaded after `before`, an id), against its
+/// limit of 1,000,000 a program: a change that multiplies the paths the verifier walks
+/// shows here before it stops a program loading. (Names as the kernel keeps them, cut at
+/// 15 characters.)
+fn print_verified_instructions(before: u32) {
+    let mut programs: Vec<(u32, String)> = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter(|p| p.id() > before)
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_string();
+            let n = p
+                .verified_instruction_count()
+                .map_or_else(|| "not reported".to_string(), |n| n.to_string());
+            Some((p.id(), format!("{name} {n}")))
+        })
+        .collect();
+    programs.sort();
+    let counts: Vec<String> = programs.into_iter().map(|(_, s)| s).collect();
+    println!(
+        "  instructions the verifier processed for this build's programs (limit 1000000 \
+         each): {}",
+        counts.join(", ")
+    );
+}
+
 fn cost_load(
     only: Option<&str>,
     baseline: Option<&Path>,
     cost_rounds: usize,
+    first: bool,
 ) -> Result<(Vec<(String, usize)>, Vec<Vec<f64>>)> {
     use sipvip_tests::{table, topo::FixtureNet};
     let sizes = MapSizes::default();
+    let loaded_before = newest_program_id();
     let mut net = FixtureNet::new(&sizes)?;
+    if first {
+        print_verified_instructions(loaded_before);
+    }
     // A later fragment follows its first, which passes before each round.
     net.dp.set_frag_lifetime(Duration::from_secs(30))?;
     let mut base = match baseline {
