@@ -1105,6 +1105,10 @@ fn per_packet_costs(
 /// One load of the programs measured for `cost_rounds` rounds: each path's name and
 /// datapath (0: this build, 1: the baseline), and its ns per packet in every round.
 #[allow(clippy::type_complexity)]
+/// A load's paths (name, and 0 for this build's datapath or 1 for the baseline's) and
+/// each path's figures, round by round.
+type Measured = (Vec<(String, usize)>, Vec<Vec<f64>>);
+
 /// The newest loaded program's id (0 with none).
 fn newest_program_id() -> u32 {
     aya::programs::loaded_programs()
@@ -1145,7 +1149,7 @@ fn cost_load(
     baseline: Option<&Path>,
     cost_rounds: usize,
     first: bool,
-) -> Result<(Vec<(String, usize)>, Vec<Vec<f64>>)> {
+) -> Result<Measured> {
     use sipvip_tests::{table, topo::FixtureNet};
     let sizes = MapSizes::default();
     let loaded_before = newest_program_id();
