@@ -1102,9 +1102,6 @@ fn per_packet_costs(
     Ok(costs)
 }
 
-/// One load of the programs measured for `cost_rounds` rounds: each path's name and
-/// datapath (0: this build, 1: the baseline), and its ns per packet in every round.
-#[allow(clippy::type_complexity)]
 /// A load's paths (name, and 0 for this build's datapath or 1 for the baseline's) and
 /// each path's figures, round by round.
 type Measured = (Vec<(String, usize)>, Vec<Vec<f64>>);
@@ -1144,6 +1141,9 @@ fn print_verified_instructions(before: u32) {
     );
 }
 
+/// One load of the programs measured for `cost_rounds` rounds: each path's name and
+/// datapath (0: this build, 1: the baseline), and its ns per packet in every round. The
+/// `first` load prints the verifier's counts (`print_verified_instructions`).
 fn cost_load(
     only: Option<&str>,
     baseline: Option<&Path>,
