@@ -1372,6 +1372,50 @@ mod nexthop_tests {
         }
     }
 
+    /// How many of the per-packet bench's 4,096 flows in turn (one member to one peer, the
+    /// source port's low 12 bits varied) find no slot of their own in a CPU's 65,536:
+    /// direct-mapped, those sharing their slot with another; in buckets of two ways, those
+    /// in a bucket that more than two of them hash to. Printed for interface indexes
+    /// 2-50 (`cargo test -p sipvip-common flows_taking_turns -- --nocapture`); two ways
+    /// leave fewer than a quarter as many.
+    #[test]
+    fn flows_taking_turns_direct_mapped_and_in_two_ways() {
+        const SLOTS: u32 = default_sizes::FLOWS;
+        let (mut direct, mut two_ways, mut flows) = (0usize, 0usize, 0usize);
+        for ifindex in 2..=50u32 {
+            let mut per_slot = [0usize; SLOTS as usize];
+            let mut per_bucket = [0usize; SLOTS as usize / 2];
+            for port in 0..4096u16 {
+                let k = FlowKey {
+                    src_be: u32::from_be_bytes([198, 18, 1, 10]).to_be(),
+                    dst_be: u32::from_be_bytes([198, 19, 2, 20]).to_be(),
+                    sport_be: (0x9000 | port).to_be(),
+                    dport_be: 5070u16.to_be(),
+                    proto: IPPROTO_UDP,
+                    hook: FLOW_HOOK_INT,
+                    _pad: 0,
+                    ifindex,
+                };
+                let own = flow_way(flow_slot(&k), SLOTS - 1, 0);
+                per_slot[own as usize] += 1;
+                per_bucket[own as usize / 2] += 1;
+            }
+            direct += per_slot.iter().filter(|n| **n > 1).sum::<usize>();
+            two_ways += per_bucket.iter().filter(|n| **n > 2).sum::<usize>();
+            flows += 4096;
+        }
+        // The crate is no_std; its tests may print through std.
+        extern crate std;
+        let pct = |n: usize| 100.0 * n as f64 / flows as f64;
+        std::println!(
+            "4,096 flows in {SLOTS} slots, interface indexes 2-50: {:.2}% share a slot \
+             direct-mapped, {:.2}% find both ways of their bucket taken by others",
+            pct(direct),
+            pct(two_ways)
+        );
+        assert!(direct > 0 && two_ways * 4 < direct, "{direct} {two_ways}");
+    }
+
     /// The bench's many-flows case: source addresses and ports of one subnet, to one VIP
     /// port. Direct-mapped, a flow cache of 65,536 slots holds most of 65,536 such flows.
     #[test]

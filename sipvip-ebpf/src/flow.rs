@@ -16,7 +16,7 @@
 //! the first (a flow that finds both ways taken goes through the rules and takes its own
 //! slot back). Direct-mapped, 4,096 flows in 65,536 slots left about 6% of them taking
 //! turns in a slot, every packet of theirs through the rules; in buckets of two, about
-//! 0.7% (README, "Performance"). A service's entry on the external side (one per service,
+//! 0.7% (`sipvip_common`'s test `flows_taking_turns_direct_mapped_and_in_two_ways`). A service's entry on the external side (one per service,
 //! few to a cache) has its own slot only.
 //!
 //! What it holds: plain IPv4 TCP/UDP frames (`packet::plain`) that an XDP program
@@ -217,7 +217,7 @@ fn neighbour_lane<F: Frame>(raw: *mut core::ffi::c_void, ifindex: u32) -> u64 {
     let Some((key, gen_user, gen_kernel, mask)) = look(&h, TRACE_SIDE_INT, ifindex) else {
         return NEIGHBOUR_OFF;
     };
-    let (first, second) = (cache_slot(&key, mask), neighbour(&key, mask));
+    let (first, second) = cache_ways(&key, mask);
     let (Some(s), Some(n), Some(pending)) = (
         FLOWS.get_ptr(first),
         FLOWS.get_ptr(second),
@@ -394,11 +394,16 @@ fn cache_slot(k: &FlowKey, mask: u32) -> u32 {
     cpu_block(mask.wrapping_add(1)) + (flow_slot(k) & mask)
 }
 
-/// The other way of a flow's bucket: the slot beside its own (`sipvip_common::flow_way`),
-/// in the same CPU's block (its own slot itself while the mask is 0).
+/// Both ways of a flow's bucket, its own slot ([`cache_slot`]) and the one beside it
+/// (`sipvip_common::flow_way`), in the running CPU's block (the own slot twice while the
+/// mask is 0): one hash and one read of the CPU's number.
 #[inline(always)]
-fn neighbour(k: &FlowKey, mask: u32) -> u32 {
-    cpu_block(mask.wrapping_add(1)) + flow_way(flow_slot(k), mask, 1)
+fn cache_ways(k: &FlowKey, mask: u32) -> (u32, u32) {
+    let (block, hash) = (cpu_block(mask.wrapping_add(1)), flow_slot(k));
+    (
+        block + flow_way(hash, mask, 0),
+        block + flow_way(hash, mask, 1),
+    )
 }
 
 /// The reasons a cached decision is counted under, from the entry's byte (any other byte:

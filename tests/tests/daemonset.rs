@@ -108,43 +108,36 @@ fn the_daemonset_on_two_nodes() {
     assert_eq!(ping_vip(&phone, 300), vip);
 
     // A configuration change by the symlink swap, then a broken one.
-    // The member's move above has already reloaded each node (an address change is a reload),
-    // and a probe failing meanwhile can reload again: each node must count one more.
+    // The member's move above has already reloaded each node (an address change is a
+    // reload): each node must count one more than before the swap.
     let counted = |key: &str| -> Vec<u64> {
         (0..2)
             .map(|i| c.status(i).unwrap()["config"][key].as_u64().unwrap())
             .collect()
+    };
+    // Waits for each node's count under `key` to be one more than `before`.
+    let one_more = |key: &str, before: &[u64]| {
+        let done = c.wait_for(Duration::from_secs(10), |c| {
+            (0..2).all(|i| {
+                c.status(i)
+                    .is_some_and(|s| s["config"][key] == before[i] + 1)
+            })
+        });
+        assert!(
+            done.is_some(),
+            "{key} before {before:?}:\n{}\n{}",
+            c.status(0).unwrap(),
+            c.status(1).unwrap()
+        );
     };
     let (reloads, failures) = (counted("reloads"), counted("reload_failures"));
     let changed = c
         .config_text(("200ms", "1000ms"), "500ms", "")
         .replace("burst = 3", "burst = 2");
     c.apply_config(&changed).unwrap();
-    let reloaded = c.wait_for(Duration::from_secs(10), |c| {
-        (0..2).all(|i| {
-            c.status(i)
-                .is_some_and(|s| s["config"]["reloads"] == reloads[i] + 1)
-        })
-    });
-    assert!(
-        reloaded.is_some(),
-        "reloads before the swap {reloads:?}:\n{}\n{}",
-        c.status(0).unwrap(),
-        c.status(1).unwrap()
-    );
+    one_more("reloads", &reloads);
     c.apply_config("this is [not a sipvip config").unwrap();
-    let rejected = c.wait_for(Duration::from_secs(10), |c| {
-        (0..2).all(|i| {
-            c.status(i)
-                .is_some_and(|s| s["config"]["reload_failures"] == failures[i] + 1)
-        })
-    });
-    assert!(
-        rejected.is_some(),
-        "rejected before {failures:?}:\n{}\n{}",
-        c.status(0).unwrap(),
-        c.status(1).unwrap()
-    );
+    one_more("reload_failures", &failures);
     assert_eq!(
         ping_vip(&phone, 301),
         vip,

@@ -1805,11 +1805,7 @@ fn the_flow_cache_never_outlives_a_change() {
 #[test]
 fn flows_that_share_a_flow_cache_slot_each_get_their_own_decision() {
     let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
-    let net = FixtureNet::new(&sipvip::datapath::MapSizes {
-        flows: 1,
-        ..Default::default()
-    })
-    .expect("fixture namespace");
+    let net = net_with_flow_slots(1);
     let src = |out: &[u8]| Ipv4Addr::new(out[26], out[27], out[28], out[29]);
     let snat_a = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (PHONE, 5070), SIP);
     let excluded = Ip4::udp(PRIMARY_MAC, INT_MAC, (PRIMARY, 40000), (CONFIG, 5070), SIP);
@@ -1870,27 +1866,14 @@ fn flows_that_share_a_flow_cache_slot_each_get_their_own_decision() {
 /// back, stay deleted after a packet each (the rules would put an entry back at once; a
 /// cached packet looks only every `FLOW_REFRESH_EVERY` packets). A third such flow takes
 /// its own slot from the first (both ways held live entries) and leaves the second in its
-/// way, which answers all its packets; the three taking turns each get their own decision, checksums re-verified from
-/// scratch (`redirected`). With one slot, both ways are that slot
+/// way, which answers all its packets; the three taking turns each get their own decision,
+/// checksums re-verified from scratch (`redirected`). With one slot, both ways are that slot
 /// (`flows_that_share_a_flow_cache_slot_each_get_their_own_decision`).
 #[test]
 fn flows_whose_own_slots_are_one_take_both_ways_of_the_bucket() {
     let _cpu = sipvip_tests::bench::PinnedToCpu0::new();
-    let net = FixtureNet::new(&sipvip::datapath::MapSizes {
-        flows: 2,
-        ..Default::default()
-    })
-    .expect("fixture namespace");
-    let key = |sport: u16| sipvip_common::FlowKey {
-        src_be: be32(PRIMARY),
-        dst_be: be32(PHONE),
-        sport_be: be16(sport),
-        dport_be: be16(5070),
-        proto: IPPROTO_UDP,
-        hook: sipvip_common::FLOW_HOOK_INT,
-        _pad: 0,
-        ifindex: net.int_ifindex,
-    };
+    let net = net_with_flow_slots(2);
+    let key = |sport| member_flow_key(&net, sport);
     let own = |sport| sipvip_common::flow_way(sipvip_common::flow_slot(&key(sport)), 1, 0);
     // Ports no other test's flow uses, whose own slot is the first's.
     let ports: Vec<u16> = (47_400..47_600)
@@ -2007,16 +1990,7 @@ fn a_member_takes_its_flows_replies_back_from_another_member() {
     let owner = || snat_entry(&net, SPORT).map(|(_, v)| Ipv4Addr::from(u32::from_be(v.member_be)));
     send(PRIMARY_MAC, PRIMARY);
     send(PRIMARY_MAC, PRIMARY);
-    let key = sipvip_common::FlowKey {
-        src_be: be32(PRIMARY),
-        dst_be: be32(PHONE),
-        sport_be: be16(SPORT),
-        dport_be: be16(5070),
-        proto: IPPROTO_UDP,
-        hook: sipvip_common::FLOW_HOOK_INT,
-        _pad: 0,
-        ifindex: net.int_ifindex,
-    };
+    let key = member_flow_key(&net, SPORT);
     assert!(
         net.dp.cached_flow(&key).unwrap().is_some(),
         "the primary's flow is cached"
@@ -2066,6 +2040,30 @@ fn member_opened(net: &FixtureNet, mac: frame::Mac, addr: Ipv4Addr, sport: u16) 
     let frame = Ip4::udp(mac, INT_MAC, (addr, sport), (PHONE, 5070), SIP).build();
     let out = redirected(net, "sipvip_int", &frame);
     assert_eq!(out[26..30], VIP.octets(), "SNATed");
+}
+
+/// The flow cache's key of the flow the primary opens from `sport` to the phone's port 5070
+/// (`member_opened`'s, from the primary).
+fn member_flow_key(net: &FixtureNet, sport: u16) -> sipvip_common::FlowKey {
+    sipvip_common::FlowKey {
+        src_be: be32(PRIMARY),
+        dst_be: be32(PHONE),
+        sport_be: be16(sport),
+        dport_be: be16(5070),
+        proto: IPPROTO_UDP,
+        hook: sipvip_common::FLOW_HOOK_INT,
+        _pad: 0,
+        ifindex: net.int_ifindex,
+    }
+}
+
+/// A fixture network whose flow cache has `flows` slots per CPU.
+fn net_with_flow_slots(flows: u32) -> FixtureNet {
+    FixtureNet::new(&sipvip::datapath::MapSizes {
+        flows,
+        ..Default::default()
+    })
+    .expect("fixture namespace")
 }
 
 /// The conntrack entry that sends replies to `VIP:sport` to a member (`CT_SNAT`).
