@@ -1215,13 +1215,14 @@ pub mod bench {
     pub const EXPECT_DST: u32 = 1;
     pub const EXPECT_SRC: u32 = 2;
 
-    /// The floor's rewrite.
+    /// The floor's rewrite: the MACs, and the address it writes (the destination for
+    /// `bench_floor`, the source for `bench_floor_out`).
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default)]
     pub struct FloorCfg {
         pub dmac: [u8; 6],
         pub smac: [u8; 6],
-        pub dst_be: u32,
+        pub addr_be: u32,
     }
 
     /// How many leading bytes of a frame the cost harness restores before every run: enough

@@ -7,7 +7,9 @@
 //! - `bench_sink`: counts and drops what arrives: apart, what lacks the rewrite the case
 //!   expects (`BENCH_EXPECT`, `BENCH_BAD`).
 //! - `bench_floor`: the floor: rewrites the destination address and MACs and redirects,
-//!   nothing else.
+//!   nothing else (`BENCH_FLOOR` and `BENCH_DEV` slot 0: steering's direction).
+//! - `bench_floor_out`: the same for SNAT's direction: rewrites the source address instead
+//!   (slot 1 of both maps).
 //! - `bench_empty`: returns XDP_PASS, the per-packet cost baseline.
 //! - `bench_reset`: the per-packet cost harness for BPF_PROG_TEST_RUN with a repeat count:
 //!   writes the headers of `BENCH_TMPL` back into the frame (each run would otherwise see the
@@ -40,9 +42,9 @@ use aya_ebpf::{
 #[map(name = "BENCH_GEN")]
 static GEN: Array<GenCfg> = Array::with_max_entries(1, 0);
 #[map(name = "BENCH_FLOOR")]
-static FLOOR: Array<FloorCfg> = Array::with_max_entries(1, 0);
+static FLOOR: Array<FloorCfg> = Array::with_max_entries(2, 0);
 #[map(name = "BENCH_DEV")]
-static DEV: DevMap = DevMap::with_max_entries(1, 0);
+static DEV: DevMap = DevMap::with_max_entries(2, 0);
 #[map(name = "BENCH_SEQ")]
 static SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "BENCH_TMPL")]
@@ -190,20 +192,38 @@ fn rewritten(ctx: &XdpContext) -> Option<bool> {
 
 #[xdp]
 pub fn bench_floor(ctx: XdpContext) -> u32 {
+    floor::<0, 16>(&ctx)
+}
+
+#[xdp]
+pub fn bench_floor_out(ctx: XdpContext) -> u32 {
+    floor::<1, 12>(&ctx)
+}
+
+/// The floor in one direction: slot `SLOT` of the floor's maps, the IPv4 address at byte
+/// `ADDR` of the header (16 the destination, 12 the source) rewritten. Both are constants,
+/// so either program is the same few instructions.
+#[inline(always)]
+fn floor<const SLOT: u32, const ADDR: usize>(ctx: &XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + 34 > end {
         return xdp_action::XDP_PASS;
     }
-    let Some(cfg) = FLOOR.get(0) else {
+    let Some(cfg) = FLOOR.get(SLOT) else {
         return xdp_action::XDP_PASS;
     };
     let p = start as *mut u8;
     // SAFETY: 34 bytes (Ethernet + IPv4 header) are inside the frame.
     unsafe {
         let ip = p.add(14);
-        let old = [*ip.add(16), *ip.add(17), *ip.add(18), *ip.add(19)];
-        let new = cfg.dst_be.to_ne_bytes();
-        // Incremental checksum update for the new destination.
+        let old = [
+            *ip.add(ADDR),
+            *ip.add(ADDR + 1),
+            *ip.add(ADDR + 2),
+            *ip.add(ADDR + 3),
+        ];
+        let new = cfg.addr_be.to_ne_bytes();
+        // Incremental checksum update for the new address.
         let c = u16::from_be_bytes([*ip.add(10), *ip.add(11)]);
         let mut s = u32::from(!c);
         s += u32::from(!u16::from_be_bytes([old[0], old[1]]))
@@ -213,13 +233,13 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
         s = (s & 0xffff) + (s >> 16);
         s = (s & 0xffff) + (s >> 16);
         let c = (!(s as u16)).to_be_bytes();
-        core::ptr::copy_nonoverlapping(new.as_ptr(), ip.add(16), 4);
+        core::ptr::copy_nonoverlapping(new.as_ptr(), ip.add(ADDR), 4);
         *ip.add(10) = c[0];
         *ip.add(11) = c[1];
         core::ptr::copy_nonoverlapping(cfg.dmac.as_ptr(), p, 6);
         core::ptr::copy_nonoverlapping(cfg.smac.as_ptr(), p.add(6), 6);
     }
-    DEV.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
+    DEV.redirect(SLOT, 0).unwrap_or(xdp_action::XDP_ABORTED)
 }
 
 #[xdp]

@@ -147,7 +147,7 @@ type Sample = (f64, f64, u64);
 fn gw_bench(net: &BenchNet) -> Result<Ebpf> {
     let _g = net.gw.enter()?;
     let mut ebpf = Ebpf::load(sipvip::datapath::BENCH_OBJECT)?;
-    for p in ["bench_floor", "bench_empty"] {
+    for p in ["bench_floor", "bench_floor_out", "bench_empty"] {
         let x: &mut Xdp = ebpf.program_mut(p).context("prog")?.try_into()?;
         x.load()?;
     }
@@ -155,13 +155,15 @@ fn gw_bench(net: &BenchNet) -> Result<Ebpf> {
     Ok(ebpf)
 }
 
-/// Points the floor program of a bench object (in the gateway) at the member: its MACs and
-/// address, redirected out of int0.
+/// Points the floor programs of a bench object (in the gateway) at their next hops:
+/// `bench_floor` at the member (its MACs and address, out of int0), `bench_floor_out` at the
+/// far side with the VIP as source (e0's MAC, out of ext0).
 fn set_floor(ebpf: &mut Ebpf, net: &BenchNet) -> Result<()> {
-    let int0 = net.gw.ifindex("int0")?;
+    let (int0, ext0) = (net.gw.ifindex("int0")?, net.gw.ifindex("ext0")?);
     let mut dev: DevMap<&mut MapData> =
         DevMap::try_from(ebpf.map_mut("BENCH_DEV").context("dev")?)?;
     dev.set(0, int0, None, 0)?;
+    dev.set(1, ext0, None, 0)?;
     let mut floor: Array<&mut MapData, FloorCfg> =
         Array::try_from(ebpf.map_mut("BENCH_FLOOR").context("floor")?)?;
     floor.set(
@@ -169,7 +171,16 @@ fn set_floor(ebpf: &mut Ebpf, net: &BenchNet) -> Result<()> {
         FloorCfg {
             dmac: net.mac.i0,
             smac: net.mac.int0,
-            dst_be: be32(MEMBER),
+            addr_be: be32(MEMBER),
+        },
+        0,
+    )?;
+    floor.set(
+        1,
+        FloorCfg {
+            dmac: net.mac.e0,
+            smac: net.mac.ext0,
+            addr_be: be32(VIP),
         },
         0,
     )?;
@@ -418,14 +429,16 @@ fn main() -> Result<()> {
     let mut runs: Vec<Run> = Vec::new();
 
     let cases: Vec<(&str, usize)> = vec![
-        ("floor: minimal rewrite+redirect", 0),
+        (FLOOR_IN, 0),
+        (FLOOR_OUT, 0),
         ("sipvip inbound steering", 0),
         (MANY_FLOWS, 0),
         ("sipvip outbound SNAT, 1 exclusion", 1),
         (SNAT_NO_FLOW_CACHE, 1),
         ("sipvip outbound SNAT, 10,000 exclusions", 10_000),
         ("sipvip outbound SNAT, 1,000,000 exclusions", 1_000_000),
-        ("nftables DNAT+SNAT with conntrack", 0),
+        (NFT_IN, 0),
+        (NFT_OUT, 0),
         ("plain kernel forwarding", 0),
         (ON_NODE_TC_CASE, 1),
         (ON_NODE_KERNEL_CASE, 0),
@@ -505,7 +518,7 @@ fn main() -> Result<()> {
                     let dp = &mut dps.iter_mut().find(|d| d.0 == 1).context("datapath")?.1;
                     tc_link = Some(dp.attach_tc_egress(program_names::NODE_OUT, "ext0")?);
                 }
-                let (sipvip_links, bench_link) = if case.starts_with("on-node") {
+                let (sipvip_links, bench_link) = if case.starts_with("on-node") || case == NFT_OUT {
                     let x: &mut Xdp = bench_gw
                         .program_mut("bench_empty")
                         .context("prog")?
@@ -526,16 +539,18 @@ fn main() -> Result<()> {
                     let i = dp.attach(program_names::INTERNAL, "int0", XdpMode::Driver)?;
                     (Some((n, e, i)), None)
                 } else {
-                    let prog = if case.starts_with("floor") {
-                        "bench_floor"
-                    } else {
-                        "bench_empty"
+                    let (prog, dev) = match case {
+                        FLOOR_IN => ("bench_floor", "ext0"),
+                        FLOOR_OUT => ("bench_floor_out", "int0"),
+                        _ => ("bench_empty", "ext0"),
                     };
                     let x: &mut Xdp = bench_gw.program_mut(prog).context("prog")?.try_into()?;
-                    (None, Some((prog, x.attach("ext0", XdpMode::Driver)?)))
+                    (None, Some((prog, x.attach(dev, XdpMode::Driver)?)))
                 };
                 drop(_g);
                 if case.starts_with("nftables") {
+                    // One ruleset for both directions, as sipvip's datapath has both
+                    // programs loaded: each case's frames meet the other's rule too.
                     net.gw.exec(&format!(
                         "nft add table ip bench && \
                          nft 'add chain ip bench pre {{ type nat hook prerouting priority dstnat; }}' && \
@@ -544,9 +559,7 @@ fn main() -> Result<()> {
                          nft add rule ip bench post ip saddr {MEMBER} oif ext0 snat to {VIP}"
                     ))?;
                 }
-                let plain_case = case.strip_prefix(BASELINE).unwrap_or(case);
-                let outbound_case =
-                    plain_case.starts_with("sipvip outbound") || case.starts_with("on-node");
+                let outbound_case = outbound_path(case);
                 for size in [60usize, 1000] {
                     let expect = expectation(case, outbound_case, 5060);
                     let (pps, cpu, bad) = if outbound_case {
@@ -628,20 +641,33 @@ fn main() -> Result<()> {
             });
         }
     }
-    let reference: Vec<(usize, Vec<f64>, Vec<f64>)> = [60usize, 1000]
+    // Each case beside the floor and nftables on its own path: inbound cases beside the
+    // floor's destination rewrite and nftables' DNAT, outbound ones (SNAT, on-node) beside
+    // the floor's source rewrite and nftables' SNAT, with the same flows.
+    let reference: Vec<(usize, [Vec<f64>; 4])> = [60usize, 1000]
         .iter()
         .map(|&size| {
             let pick = |p: &str| {
                 runs.iter()
-                    .find(|r| r.size == size && r.case.starts_with(p))
+                    .find(|r| r.size == size && r.case == p)
                     .map(|r| r.rounds.clone())
                     .unwrap_or_default()
             };
-            (size, pick("floor"), pick("nftables"))
+            (
+                size,
+                [pick(FLOOR_IN), pick(NFT_IN), pick(FLOOR_OUT), pick(NFT_OUT)],
+            )
         })
         .collect();
     for r in runs.iter_mut() {
-        if let Some((_, floor, nft)) = reference.iter().find(|x| x.0 == r.size) {
+        if let Some((_, [floor_in, nft_in, floor_out, nft_out])) =
+            reference.iter().find(|x| x.0 == r.size)
+        {
+            let (floor, nft) = if outbound_path(&r.case) {
+                (floor_out, nft_out)
+            } else {
+                (floor_in, nft_in)
+            };
             r.vs_floor = median_ratio(&r.rounds, floor);
             r.vs_nft = median_ratio(&r.rounds, nft);
             r.gw_ns_over_floor = median(
@@ -687,6 +713,16 @@ fn main() -> Result<()> {
             println!(
                 "  {:>4} B  {:<44} {:.3}x the floor's packets/s (median of per-round ratios)",
                 r.size, r.case, r.vs_floor
+            );
+        }
+        // Likewise with nftables on the case's path among them (`--only "nftables|..."`).
+        for r in runs
+            .iter()
+            .filter(|r| !r.vs_nft.is_nan() && !r.case.starts_with("nftables"))
+        {
+            println!(
+                "  {:>4} B  {:<44} {:.3}x nftables' packets/s on its path (median of per-round ratios)",
+                r.size, r.case, r.vs_nft
             );
         }
         return Ok(());
@@ -905,6 +941,25 @@ const _: () = assert!(COST_FLOWS == 4096, "the names above say 4,096");
 const TRACE_NONE: &str = "inbound steer, trace on, filter matches nothing";
 const TRACE_ALL: &str = "inbound steer, trace on, every packet (1,000/s per CPU)";
 const BASELINE: &str = "baseline: ";
+/// The floor, a rewrite and a redirect and nothing else, in each direction: the destination
+/// toward the member (steering's path), the source to the VIP toward the far side (SNAT's).
+const FLOOR_IN: &str = "floor: minimal rewrite+redirect (inbound)";
+const FLOOR_OUT: &str = "floor: minimal rewrite+redirect (outbound)";
+/// nftables with conntrack, one ruleset (DNAT of the VIP's SIP to the member, SNAT of the
+/// member's frames to the VIP), measured on each path with that path's flows.
+const NFT_IN: &str = "nftables DNAT with conntrack (inbound)";
+const NFT_OUT: &str = "nftables SNAT with conntrack (outbound)";
+
+/// Whether a throughput case's frames go from the member out (SNAT's path), so that its
+/// nftables reference is [`NFT_OUT`].
+fn outbound_path(case: &str) -> bool {
+    let case = case.strip_prefix(BASELINE).unwrap_or(case);
+    case.starts_with("sipvip outbound")
+        || case.starts_with("on-node")
+        || case == NFT_OUT
+        || case == FLOOR_OUT
+}
+
 const ON_NODE_TC_CASE: &str = "on-node: kernel forwarding + TC egress SNAT";
 const ON_NODE_KERNEL_CASE: &str = "on-node: kernel forwarding, no TC program";
 const ON_NODE_EMPTY_TC: &str = "on-node: empty TC program";
@@ -1485,7 +1540,7 @@ fn set_floor_fixture(ebpf: &mut Ebpf, net: &sipvip_tests::topo::FixtureNet) -> R
         FloorCfg {
             dmac: PRIMARY_MAC,
             smac: INT_MAC,
-            dst_be: be32(PRIMARY),
+            addr_be: be32(PRIMARY),
         },
         0,
     )?;
