@@ -28,7 +28,7 @@ for i, size in enumerate(sizes):
 ax.set_yticks([j + width * (len(sizes) - 1) / 2 for j in range(len(cases))])
 ax.set_yticklabels(cases)
 ax.invert_yaxis()
-ax.set_xlabel("delivered packets/s relative to the floor (median of per-round ratios); median Mpps in brackets")
+ax.set_xlabel("delivered packets/s relative to the floor on the same path (median of per-round ratios); median Mpps in brackets")
 ax.set_xlim(0, 1.3)
 m = r["machine"]
 ax.set_title(f"sipvip throughput vs the XDP floor, {r.get('rounds', 1)} interleaved rounds ({m['cpus']} vCPUs, kernel {m['kernel']})")
