@@ -99,6 +99,18 @@ impl BenchNet {
     }
 }
 
+/// Points a floor program of a bench object at its next hop: slot `slot` of `BENCH_DEV` and
+/// `BENCH_FLOOR` (0 for `bench_floor`, 1 for `bench_floor_out`) gets `ifindex` and `cfg`.
+pub fn point_floor(ebpf: &mut Ebpf, slot: u32, ifindex: u32, cfg: FloorCfg) -> Result<()> {
+    let mut dev: DevMap<&mut MapData> =
+        DevMap::try_from(ebpf.map_mut("BENCH_DEV").context("dev")?)?;
+    dev.set(slot, ifindex, None, 0)?;
+    let mut floor: Array<&mut MapData, FloorCfg> =
+        Array::try_from(ebpf.map_mut("BENCH_FLOOR").context("floor")?)?;
+    floor.set(slot, cfg, 0)?;
+    Ok(())
+}
+
 /// One host's generator and sink (the bench object loaded in its namespace).
 pub struct Host {
     pub ebpf: Ebpf,

@@ -90,12 +90,15 @@ fn the_many_flows_cost_harness_sends_valid_frames_of_distinct_flows() {
 #[test]
 fn the_floor_programs_rewrite_their_own_directions_address() {
     use aya::{
-        maps::{Array, DevMap, MapData},
         programs::{TestRun, TestRunOptions, Xdp},
         Ebpf,
     };
-    use sipvip_common::bench::FloorCfg;
-    use sipvip_tests::{check::XDP_REDIRECT, frame::checksum, table};
+    use sipvip_tests::{
+        bench::{point_floor, FloorCfg},
+        check::XDP_REDIRECT,
+        frame::checksum,
+        table,
+    };
     let mut ebpf = Ebpf::load(sipvip::datapath::BENCH_OBJECT).expect("bench object");
     for p in ["bench_floor", "bench_floor_out"] {
         let x: &mut Xdp = ebpf.program_mut(p).unwrap().try_into().unwrap();
@@ -103,23 +106,15 @@ fn the_floor_programs_rewrite_their_own_directions_address() {
     }
     let (member, vip) = ([198u8, 18, 9, 1], [198u8, 18, 9, 2]);
     let (dmac, smac) = ([2u8, 0, 0, 0, 0, 0xd], [2u8, 0, 0, 0, 0, 0x5]);
-    {
-        // Loopback as the redirect's device: BPF_PROG_TEST_RUN returns the verdict and
-        // sends nothing.
-        let mut dev: DevMap<&mut MapData> =
-            DevMap::try_from(ebpf.map_mut("BENCH_DEV").unwrap()).unwrap();
-        dev.set(0, 1, None, 0).unwrap();
-        dev.set(1, 1, None, 0).unwrap();
-        let mut floor: Array<&mut MapData, FloorCfg> =
-            Array::try_from(ebpf.map_mut("BENCH_FLOOR").unwrap()).unwrap();
-        for (slot, addr) in [(0, member), (1, vip)] {
-            let cfg = FloorCfg {
-                dmac,
-                smac,
-                addr_be: u32::from_ne_bytes(addr),
-            };
-            floor.set(slot, cfg, 0).unwrap();
-        }
+    // Loopback as the redirect's device: BPF_PROG_TEST_RUN returns the verdict and sends
+    // nothing.
+    for (slot, addr) in [(0, member), (1, vip)] {
+        let cfg = FloorCfg {
+            dmac,
+            smac,
+            addr_be: u32::from_ne_bytes(addr),
+        };
+        point_floor(&mut ebpf, slot, 1, cfg).expect("floor maps");
     }
     for (prog, row, at, addr) in [
         ("bench_floor", "inbound steer", 30, member),

@@ -13,7 +13,6 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{Array, DevMap, MapData},
     programs::{Xdp, XdpMode},
     Ebpf,
 };
@@ -159,32 +158,18 @@ fn gw_bench(net: &BenchNet) -> Result<Ebpf> {
 /// `bench_floor` at the member (its MACs and address, out of int0), `bench_floor_out` at the
 /// far side with the VIP as source (e0's MAC, out of ext0).
 fn set_floor(ebpf: &mut Ebpf, net: &BenchNet) -> Result<()> {
-    let (int0, ext0) = (net.gw.ifindex("int0")?, net.gw.ifindex("ext0")?);
-    let mut dev: DevMap<&mut MapData> =
-        DevMap::try_from(ebpf.map_mut("BENCH_DEV").context("dev")?)?;
-    dev.set(0, int0, None, 0)?;
-    dev.set(1, ext0, None, 0)?;
-    let mut floor: Array<&mut MapData, FloorCfg> =
-        Array::try_from(ebpf.map_mut("BENCH_FLOOR").context("floor")?)?;
-    floor.set(
-        0,
-        FloorCfg {
-            dmac: net.mac.i0,
-            smac: net.mac.int0,
-            addr_be: be32(MEMBER),
-        },
-        0,
-    )?;
-    floor.set(
-        1,
-        FloorCfg {
-            dmac: net.mac.e0,
-            smac: net.mac.ext0,
-            addr_be: be32(VIP),
-        },
-        0,
-    )?;
-    Ok(())
+    let to_member = FloorCfg {
+        dmac: net.mac.i0,
+        smac: net.mac.int0,
+        addr_be: be32(MEMBER),
+    };
+    point_floor(ebpf, 0, net.gw.ifindex("int0")?, to_member)?;
+    let from_vip = FloorCfg {
+        dmac: net.mac.e0,
+        smac: net.mac.ext0,
+        addr_be: be32(VIP),
+    };
+    point_floor(ebpf, 1, net.gw.ifindex("ext0")?, from_vip)
 }
 
 /// A sipvip datapath on the gateway with `exclusions` SNAT exclusions, loaded, not attached:
@@ -704,26 +689,30 @@ fn main() -> Result<()> {
         }
     }
     if o.only.is_some() && !o.costs_only {
-        // With the floor among the cases asked for (`--only "floor|..."`), each case's ratio
-        // to it, as the full run's table gives it.
-        for r in runs
-            .iter()
-            .filter(|r| !r.vs_floor.is_nan() && !r.case.starts_with("floor"))
-        {
-            println!(
-                "  {:>4} B  {:<44} {:.3}x the floor's packets/s (median of per-round ratios)",
-                r.size, r.case, r.vs_floor
-            );
-        }
-        // Likewise with nftables on the case's path among them (`--only "nftables|..."`).
-        for r in runs
-            .iter()
-            .filter(|r| !r.vs_nft.is_nan() && !r.case.starts_with("nftables"))
-        {
-            println!(
-                "  {:>4} B  {:<44} {:.3}x nftables' packets/s on its path (median of per-round ratios)",
-                r.size, r.case, r.vs_nft
-            );
+        // With the floor or nftables among the cases asked for (`--only "floor|nftables|..."`),
+        // each case's ratio to its path's, as the full run's table gives it.
+        for (reference, what) in [
+            ("floor", "the floor's packets/s"),
+            ("nftables", "nftables' packets/s on its path"),
+        ] {
+            let ratio = |r: &Run| {
+                if reference == "floor" {
+                    r.vs_floor
+                } else {
+                    r.vs_nft
+                }
+            };
+            for r in runs
+                .iter()
+                .filter(|r| !ratio(r).is_nan() && !r.case.starts_with(reference))
+            {
+                println!(
+                    "  {:>4} B  {:<44} {:.3}x {what} (median of per-round ratios)",
+                    r.size,
+                    r.case,
+                    ratio(r)
+                );
+            }
         }
         return Ok(());
     }
@@ -1530,19 +1519,10 @@ fn counters_read(dp: &sipvip::datapath::Datapath) -> Result<()> {
 /// The floor program on the fixture network: the steered frame's rewrite toward the primary.
 fn set_floor_fixture(ebpf: &mut Ebpf, net: &sipvip_tests::topo::FixtureNet) -> Result<()> {
     use sipvip_tests::topo::{INT_MAC, PRIMARY, PRIMARY_MAC};
-    let mut dev: DevMap<&mut MapData> =
-        DevMap::try_from(ebpf.map_mut("BENCH_DEV").context("dev")?)?;
-    dev.set(0, net.int_ifindex, None, 0)?;
-    let mut floor: Array<&mut MapData, FloorCfg> =
-        Array::try_from(ebpf.map_mut("BENCH_FLOOR").context("floor")?)?;
-    floor.set(
-        0,
-        FloorCfg {
-            dmac: PRIMARY_MAC,
-            smac: INT_MAC,
-            addr_be: be32(PRIMARY),
-        },
-        0,
-    )?;
-    Ok(())
+    let cfg = FloorCfg {
+        dmac: PRIMARY_MAC,
+        smac: INT_MAC,
+        addr_be: be32(PRIMARY),
+    };
+    point_floor(ebpf, 0, net.int_ifindex, cfg)
 }
